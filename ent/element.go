@@ -12,7 +12,7 @@ import (
 	"entgo.io/ent/dialect/sql"
 	"github.com/auditexport/auditexport/ent/element"
 	"github.com/auditexport/auditexport/ent/workbook"
-	"github.com/auditexport/auditexport/internal/auditlog"
+	"github.com/auditexport/auditexport/internal/elemspec"
 )
 
 // Element is the model entity for the Element schema.
@@ -37,7 +37,7 @@ type Element struct {
 	// TableName holds the value of the "table_name" field.
 	TableName string `json:"table_name,omitempty"`
 	// Spec holds the value of the "spec" field.
-	Spec auditlog.Spec `json:"spec,omitempty"`
+	Spec elemspec.Spec `json:"spec,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
 	// The values are being populated by the ElementQuery when eager-loading is set.
 	Edges        ElementEdges `json:"edges"`

@@ -14,7 +14,7 @@ import (
 	"entgo.io/ent/schema/field"
 	"github.com/auditexport/auditexport/ent/element"
 	"github.com/auditexport/auditexport/ent/workbook"
-	"github.com/auditexport/auditexport/internal/auditlog"
+	"github.com/auditexport/auditexport/internal/elemspec"
 )
 
 // ElementCreate is the builder for creating a Element entity.
@@ -98,7 +98,7 @@ func (_c *ElementCreate) SetTableName(v string) *ElementCreate {
 }
 
 // SetSpec sets the "spec" field.
-func (_c *ElementCreate) SetSpec(v auditlog.Spec) *ElementCreate {
+func (_c *ElementCreate) SetSpec(v elemspec.Spec) *ElementCreate {
 	_c.mutation.SetSpec(v)
 	return _c
 }
@@ -433,7 +433,7 @@ func (u *ElementUpsert) UpdateTableName() *ElementUpsert {
 }
 
 // SetSpec sets the "spec" field.
-func (u *ElementUpsert) SetSpec(v auditlog.Spec) *ElementUpsert {
+func (u *ElementUpsert) SetSpec(v elemspec.Spec) *ElementUpsert {
 	u.Set(element.FieldSpec, v)
 	return u
 }
@@ -579,7 +579,7 @@ func (u *ElementUpsertOne) UpdateTableName() *ElementUpsertOne {
 }
 
 // SetSpec sets the "spec" field.
-func (u *ElementUpsertOne) SetSpec(v auditlog.Spec) *ElementUpsertOne {
+func (u *ElementUpsertOne) SetSpec(v elemspec.Spec) *ElementUpsertOne {
 	return u.Update(func(s *ElementUpsert) {
 		s.SetSpec(v)
 	})
@@ -894,7 +894,7 @@ func (u *ElementUpsertBulk) UpdateTableName() *ElementUpsertBulk {
 }
 
 // SetSpec sets the "spec" field.
-func (u *ElementUpsertBulk) SetSpec(v auditlog.Spec) *ElementUpsertBulk {
+func (u *ElementUpsertBulk) SetSpec(v elemspec.Spec) *ElementUpsertBulk {
 	return u.Update(func(s *ElementUpsert) {
 		s.SetSpec(v)
 	})

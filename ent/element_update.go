@@ -13,7 +13,7 @@ import (
 	"entgo.io/ent/schema/field"
 	"github.com/auditexport/auditexport/ent/element"
 	"github.com/auditexport/auditexport/ent/predicate"
-	"github.com/auditexport/auditexport/internal/auditlog"
+	"github.com/auditexport/auditexport/internal/elemspec"
 )
 
 // ElementUpdate is the builder for updating Element entities.
@@ -100,13 +100,13 @@ func (_u *ElementUpdate) SetNillableTableName(v *string) *ElementUpdate {
 }
 
 // SetSpec sets the "spec" field.
-func (_u *ElementUpdate) SetSpec(v auditlog.Spec) *ElementUpdate {
+func (_u *ElementUpdate) SetSpec(v elemspec.Spec) *ElementUpdate {
 	_u.mutation.SetSpec(v)
 	return _u
 }
 
 // SetNillableSpec sets the "spec" field if the given value is not nil.
-func (_u *ElementUpdate) SetNillableSpec(v *auditlog.Spec) *ElementUpdate {
+func (_u *ElementUpdate) SetNillableSpec(v *elemspec.Spec) *ElementUpdate {
 	if v != nil {
 		_u.SetSpec(*v)
 	}
@@ -304,13 +304,13 @@ func (_u *ElementUpdateOne) SetNillableTableName(v *string) *ElementUpdateOne {
 }
 
 // SetSpec sets the "spec" field.
-func (_u *ElementUpdateOne) SetSpec(v auditlog.Spec) *ElementUpdateOne {
+func (_u *ElementUpdateOne) SetSpec(v elemspec.Spec) *ElementUpdateOne {
 	_u.mutation.SetSpec(v)
 	return _u
 }
 
 // SetNillableSpec sets the "spec" field if the given value is not nil.
-func (_u *ElementUpdateOne) SetNillableSpec(v *auditlog.Spec) *ElementUpdateOne {
+func (_u *ElementUpdateOne) SetNillableSpec(v *elemspec.Spec) *ElementUpdateOne {
 	if v != nil {
 		_u.SetSpec(*v)
 	}

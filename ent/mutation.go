@@ -22,7 +22,7 @@ import (
 	"github.com/auditexport/auditexport/ent/storageintegration"
 	"github.com/auditexport/auditexport/ent/user"
 	"github.com/auditexport/auditexport/ent/workbook"
-	"github.com/auditexport/auditexport/internal/auditlog"
+	"github.com/auditexport/auditexport/internal/elemspec"
 )
 
 const (
@@ -3103,7 +3103,7 @@ type ElementMutation struct {
 	addposition     *int
 	connection_id   *string
 	table_name      *string
-	spec            *auditlog.Spec
+	spec            *elemspec.Spec
 	clearedFields   map[string]struct{}
 	workbook        *string
 	clearedworkbook bool
@@ -3525,12 +3525,12 @@ func (m *ElementMutation) ResetTableName() {
 }
 
 // SetSpec sets the "spec" field.
-func (m *ElementMutation) SetSpec(a auditlog.Spec) {
-	m.spec = &a
+func (m *ElementMutation) SetSpec(e elemspec.Spec) {
+	m.spec = &e
 }
 
 // Spec returns the value of the "spec" field in the mutation.
-func (m *ElementMutation) Spec() (r auditlog.Spec, exists bool) {
+func (m *ElementMutation) Spec() (r elemspec.Spec, exists bool) {
 	v := m.spec
 	if v == nil {
 		return
@@ -3541,7 +3541,7 @@ func (m *ElementMutation) Spec() (r auditlog.Spec, exists bool) {
 // OldSpec returns the old "spec" field's value of the Element entity.
 // If the Element object wasn't provided to the builder, the object is fetched from the database.
 // An error is returned if the mutation operation is not UpdateOne, or the database query fails.
-func (m *ElementMutation) OldSpec(ctx context.Context) (v auditlog.Spec, err error) {
+func (m *ElementMutation) OldSpec(ctx context.Context) (v elemspec.Spec, err error) {
 	if !m.op.Is(OpUpdateOne) {
 		return v, errors.New("OldSpec is only allowed on UpdateOne operations")
 	}
@@ -3768,7 +3768,7 @@ func (m *ElementMutation) SetField(name string, value ent.Value) error {
 		m.SetTableName(v)
 		return nil
 	case element.FieldSpec:
-		v, ok := value.(auditlog.Spec)
+		v, ok := value.(elemspec.Spec)
 		if !ok {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}

@@ -12,6 +12,7 @@ import (
 	"entgo.io/ent/schema/index"
 	"entgo.io/ent/schema/mixin"
 
+	"github.com/auditexport/auditexport/ent/intercept"
 	"github.com/auditexport/auditexport/internal/tenant"
 )
 
@@ -56,16 +57,12 @@ func orgFilter(ctx context.Context) (func(*sql.Selector), bool, error) {
 // Interceptors scope every query.
 func (OrgMixin) Interceptors() []ent.Interceptor {
 	return []ent.Interceptor{
-		ent.TraverseFunc(func(ctx context.Context, q ent.Query) error {
+		intercept.TraverseFunc(func(ctx context.Context, q intercept.Query) error {
 			p, ok, err := orgFilter(ctx)
 			if err != nil || !ok {
 				return err
 			}
-			w, isW := q.(wherer)
-			if !isW {
-				return fmt.Errorf("query %T cannot be scoped to an organization", q)
-			}
-			w.WhereP(p)
+			q.WhereP(p)
 			return nil
 		}),
 	}

@@ -6,7 +6,7 @@ import (
 	"entgo.io/ent/schema/field"
 	"entgo.io/ent/schema/index"
 
-	"github.com/auditexport/auditexport/internal/auditlog"
+	"github.com/auditexport/auditexport/internal/elemspec"
 	"github.com/auditexport/auditexport/internal/ids"
 )
 
@@ -55,7 +55,7 @@ func (Element) Fields() []ent.Field {
 		field.Int("position").Default(0),
 		field.String("connection_id"),
 		field.String("table_name"),
-		field.JSON("spec", auditlog.Spec{}),
+		field.JSON("spec", elemspec.Spec{}),
 	}
 }
 

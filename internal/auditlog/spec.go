@@ -1,43 +1,28 @@
 package auditlog
 
-import "time"
+import "github.com/auditexport/auditexport/internal/elemspec"
 
-// Spec is a table element's query: which columns, which rows, in what order.
-// It is stored with the element and used by both QueryElement and exports.
-type Spec struct {
-	Columns   []string   `json:"columns,omitempty"`
-	Filters   []Filter   `json:"filters,omitempty"`
-	TimeRange *TimeRange `json:"time_range,omitempty"`
-	Sort      []SortKey  `json:"sort,omitempty"`
-}
+// The element query types live in elemspec (ent stores them and must not
+// import this package); these aliases keep auditlog's API self-contained.
+type (
+	// Spec is a table element's query.
+	Spec = elemspec.Spec
+	// Filter keeps rows where Column Op Values.
+	Filter = elemspec.Filter
+	// TimeRange keeps rows within Last before the query time.
+	TimeRange = elemspec.TimeRange
+	// SortKey orders rows.
+	SortKey = elemspec.SortKey
+)
 
 // Filter operators.
 const (
-	OpEquals      = "EQUALS"
-	OpNotEquals   = "NOT_EQUALS"
-	OpIn          = "IN"
-	OpNotIn       = "NOT_IN"
-	OpContains    = "CONTAINS"
-	OpGreaterThan = "GREATER_THAN"
-	OpLessThan    = "LESS_THAN"
-	OpBetween     = "BETWEEN"
+	OpEquals      = elemspec.OpEquals
+	OpNotEquals   = elemspec.OpNotEquals
+	OpIn          = elemspec.OpIn
+	OpNotIn       = elemspec.OpNotIn
+	OpContains    = elemspec.OpContains
+	OpGreaterThan = elemspec.OpGreaterThan
+	OpLessThan    = elemspec.OpLessThan
+	OpBetween     = elemspec.OpBetween
 )
-
-// Filter keeps rows where Column Op Values.
-type Filter struct {
-	Column string   `json:"column"`
-	Op     string   `json:"op"`
-	Values []string `json:"values,omitempty"`
-}
-
-// TimeRange keeps rows whose Column lies within Last before the query time.
-type TimeRange struct {
-	Column string        `json:"column"`
-	Last   time.Duration `json:"last"`
-}
-
-// SortKey orders rows.
-type SortKey struct {
-	Column     string `json:"column"`
-	Descending bool   `json:"descending,omitempty"`
-}

@@ -1056,11 +1056,11 @@ const file_auditexport_v1_account_service_proto_rawDesc = "" +
 	"\x04user\x18\x01 \x01(\v2\x14.auditexport.v1.UserR\x04user\"G\n" +
 	"\x14RevokeApiKeyResponse\x12/\n" +
 	"\aapi_key\x18\x01 \x01(\v2\x16.auditexport.v1.ApiKeyR\x06apiKey2\xeb\t\n" +
-	"\x0eAccountService\x12u\n" +
-	"\x0eGetCurrentUser\x12%.auditexport.v1.GetCurrentUserRequest\x1a&.auditexport.v1.GetCurrentUserResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/users/me\x12l\n" +
+	"\x0eAccountService\x12l\n" +
 	"\n" +
 	"CreateUser\x12!.auditexport.v1.CreateUserRequest\x1a\".auditexport.v1.CreateUserResponse\"\x17\x82\xd3\xe4\x93\x02\x11:\x04user\"\t/v1/users\x12b\n" +
-	"\aGetUser\x12\x1e.auditexport.v1.GetUserRequest\x1a\x1f.auditexport.v1.GetUserResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/users/{id}\x12c\n" +
+	"\aGetUser\x12\x1e.auditexport.v1.GetUserRequest\x1a\x1f.auditexport.v1.GetUserResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/users/{id}\x12u\n" +
+	"\x0eGetCurrentUser\x12%.auditexport.v1.GetCurrentUserRequest\x1a&.auditexport.v1.GetCurrentUserResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/users/me\x12c\n" +
 	"\tListUsers\x12 .auditexport.v1.ListUsersRequest\x1a!.auditexport.v1.ListUsersResponse\"\x11\x82\xd3\xe4\x93\x02\v\x12\t/v1/users\x12v\n" +
 	"\n" +
 	"UpdateUser\x12!.auditexport.v1.UpdateUserRequest\x1a\".auditexport.v1.UpdateUserResponse\"!\x82\xd3\xe4\x93\x02\x1b:\x04user2\x13/v1/users/{user.id}\x12\xa6\x01\n" +
@@ -1123,9 +1123,9 @@ var file_auditexport_v1_account_service_proto_depIdxs = []int32{
 	20, // 10: auditexport.v1.GetUserResponse.user:type_name -> auditexport.v1.User
 	20, // 11: auditexport.v1.UpdateUserResponse.user:type_name -> auditexport.v1.User
 	22, // 12: auditexport.v1.RevokeApiKeyResponse.api_key:type_name -> auditexport.v1.ApiKey
-	0,  // 13: auditexport.v1.AccountService.GetCurrentUser:input_type -> auditexport.v1.GetCurrentUserRequest
-	1,  // 14: auditexport.v1.AccountService.CreateUser:input_type -> auditexport.v1.CreateUserRequest
-	2,  // 15: auditexport.v1.AccountService.GetUser:input_type -> auditexport.v1.GetUserRequest
+	1,  // 13: auditexport.v1.AccountService.CreateUser:input_type -> auditexport.v1.CreateUserRequest
+	2,  // 14: auditexport.v1.AccountService.GetUser:input_type -> auditexport.v1.GetUserRequest
+	0,  // 15: auditexport.v1.AccountService.GetCurrentUser:input_type -> auditexport.v1.GetCurrentUserRequest
 	3,  // 16: auditexport.v1.AccountService.ListUsers:input_type -> auditexport.v1.ListUsersRequest
 	5,  // 17: auditexport.v1.AccountService.UpdateUser:input_type -> auditexport.v1.UpdateUserRequest
 	6,  // 18: auditexport.v1.AccountService.GrantConnectionAccess:input_type -> auditexport.v1.GrantConnectionAccessRequest
@@ -1133,9 +1133,9 @@ var file_auditexport_v1_account_service_proto_depIdxs = []int32{
 	10, // 20: auditexport.v1.AccountService.CreateApiKey:input_type -> auditexport.v1.CreateApiKeyRequest
 	12, // 21: auditexport.v1.AccountService.ListApiKeys:input_type -> auditexport.v1.ListApiKeysRequest
 	14, // 22: auditexport.v1.AccountService.RevokeApiKey:input_type -> auditexport.v1.RevokeApiKeyRequest
-	15, // 23: auditexport.v1.AccountService.GetCurrentUser:output_type -> auditexport.v1.GetCurrentUserResponse
-	16, // 24: auditexport.v1.AccountService.CreateUser:output_type -> auditexport.v1.CreateUserResponse
-	17, // 25: auditexport.v1.AccountService.GetUser:output_type -> auditexport.v1.GetUserResponse
+	16, // 23: auditexport.v1.AccountService.CreateUser:output_type -> auditexport.v1.CreateUserResponse
+	17, // 24: auditexport.v1.AccountService.GetUser:output_type -> auditexport.v1.GetUserResponse
+	15, // 25: auditexport.v1.AccountService.GetCurrentUser:output_type -> auditexport.v1.GetCurrentUserResponse
 	4,  // 26: auditexport.v1.AccountService.ListUsers:output_type -> auditexport.v1.ListUsersResponse
 	18, // 27: auditexport.v1.AccountService.UpdateUser:output_type -> auditexport.v1.UpdateUserResponse
 	7,  // 28: auditexport.v1.AccountService.GrantConnectionAccess:output_type -> auditexport.v1.GrantConnectionAccessResponse

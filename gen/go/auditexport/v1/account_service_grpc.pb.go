@@ -19,9 +19,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AccountService_GetCurrentUser_FullMethodName         = "/auditexport.v1.AccountService/GetCurrentUser"
 	AccountService_CreateUser_FullMethodName             = "/auditexport.v1.AccountService/CreateUser"
 	AccountService_GetUser_FullMethodName                = "/auditexport.v1.AccountService/GetUser"
+	AccountService_GetCurrentUser_FullMethodName         = "/auditexport.v1.AccountService/GetCurrentUser"
 	AccountService_ListUsers_FullMethodName              = "/auditexport.v1.AccountService/ListUsers"
 	AccountService_UpdateUser_FullMethodName             = "/auditexport.v1.AccountService/UpdateUser"
 	AccountService_GrantConnectionAccess_FullMethodName  = "/auditexport.v1.AccountService/GrantConnectionAccess"
@@ -38,12 +38,13 @@ const (
 // AccountService manages users, connection grants and API keys. Only ADMIN
 // manages users and grants; any user manages their own API keys.
 type AccountServiceClient interface {
-	// Returns the caller.
-	GetCurrentUser(ctx context.Context, in *GetCurrentUserRequest, opts ...grpc.CallOption) (*GetCurrentUserResponse, error)
 	// Creates a user (ADMIN). Errors: INVALID_ARGUMENT, ALREADY_EXISTS (email).
 	CreateUser(ctx context.Context, in *CreateUserRequest, opts ...grpc.CallOption) (*CreateUserResponse, error)
 	// Gets a user (ADMIN, or the caller).
 	GetUser(ctx context.Context, in *GetUserRequest, opts ...grpc.CallOption) (*GetUserResponse, error)
+	// Returns the caller. Declared after GetUser so that the gateway route
+	// /v1/users/me takes precedence over /v1/users/{id}.
+	GetCurrentUser(ctx context.Context, in *GetCurrentUserRequest, opts ...grpc.CallOption) (*GetCurrentUserResponse, error)
 	// Lists users (ADMIN).
 	ListUsers(ctx context.Context, in *ListUsersRequest, opts ...grpc.CallOption) (*ListUsersResponse, error)
 	// Updates email, account_type and/or active (ADMIN). An admin cannot demote
@@ -70,16 +71,6 @@ func NewAccountServiceClient(cc grpc.ClientConnInterface) AccountServiceClient {
 	return &accountServiceClient{cc}
 }
 
-func (c *accountServiceClient) GetCurrentUser(ctx context.Context, in *GetCurrentUserRequest, opts ...grpc.CallOption) (*GetCurrentUserResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(GetCurrentUserResponse)
-	err := c.cc.Invoke(ctx, AccountService_GetCurrentUser_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
 func (c *accountServiceClient) CreateUser(ctx context.Context, in *CreateUserRequest, opts ...grpc.CallOption) (*CreateUserResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CreateUserResponse)
@@ -94,6 +85,16 @@ func (c *accountServiceClient) GetUser(ctx context.Context, in *GetUserRequest, 
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetUserResponse)
 	err := c.cc.Invoke(ctx, AccountService_GetUser_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *accountServiceClient) GetCurrentUser(ctx context.Context, in *GetCurrentUserRequest, opts ...grpc.CallOption) (*GetCurrentUserResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetCurrentUserResponse)
+	err := c.cc.Invoke(ctx, AccountService_GetCurrentUser_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -177,12 +178,13 @@ func (c *accountServiceClient) RevokeApiKey(ctx context.Context, in *RevokeApiKe
 // AccountService manages users, connection grants and API keys. Only ADMIN
 // manages users and grants; any user manages their own API keys.
 type AccountServiceServer interface {
-	// Returns the caller.
-	GetCurrentUser(context.Context, *GetCurrentUserRequest) (*GetCurrentUserResponse, error)
 	// Creates a user (ADMIN). Errors: INVALID_ARGUMENT, ALREADY_EXISTS (email).
 	CreateUser(context.Context, *CreateUserRequest) (*CreateUserResponse, error)
 	// Gets a user (ADMIN, or the caller).
 	GetUser(context.Context, *GetUserRequest) (*GetUserResponse, error)
+	// Returns the caller. Declared after GetUser so that the gateway route
+	// /v1/users/me takes precedence over /v1/users/{id}.
+	GetCurrentUser(context.Context, *GetCurrentUserRequest) (*GetCurrentUserResponse, error)
 	// Lists users (ADMIN).
 	ListUsers(context.Context, *ListUsersRequest) (*ListUsersResponse, error)
 	// Updates email, account_type and/or active (ADMIN). An admin cannot demote
@@ -209,14 +211,14 @@ type AccountServiceServer interface {
 // pointer dereference when methods are called.
 type UnimplementedAccountServiceServer struct{}
 
-func (UnimplementedAccountServiceServer) GetCurrentUser(context.Context, *GetCurrentUserRequest) (*GetCurrentUserResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method GetCurrentUser not implemented")
-}
 func (UnimplementedAccountServiceServer) CreateUser(context.Context, *CreateUserRequest) (*CreateUserResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateUser not implemented")
 }
 func (UnimplementedAccountServiceServer) GetUser(context.Context, *GetUserRequest) (*GetUserResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetUser not implemented")
+}
+func (UnimplementedAccountServiceServer) GetCurrentUser(context.Context, *GetCurrentUserRequest) (*GetCurrentUserResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetCurrentUser not implemented")
 }
 func (UnimplementedAccountServiceServer) ListUsers(context.Context, *ListUsersRequest) (*ListUsersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListUsers not implemented")
@@ -260,24 +262,6 @@ func RegisterAccountServiceServer(s grpc.ServiceRegistrar, srv AccountServiceSer
 	s.RegisterService(&AccountService_ServiceDesc, srv)
 }
 
-func _AccountService_GetCurrentUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(GetCurrentUserRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(AccountServiceServer).GetCurrentUser(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: AccountService_GetCurrentUser_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(AccountServiceServer).GetCurrentUser(ctx, req.(*GetCurrentUserRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
 func _AccountService_CreateUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CreateUserRequest)
 	if err := dec(in); err != nil {
@@ -310,6 +294,24 @@ func _AccountService_GetUser_Handler(srv interface{}, ctx context.Context, dec f
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AccountServiceServer).GetUser(ctx, req.(*GetUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AccountService_GetCurrentUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetCurrentUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AccountServiceServer).GetCurrentUser(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AccountService_GetCurrentUser_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AccountServiceServer).GetCurrentUser(ctx, req.(*GetCurrentUserRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -448,16 +450,16 @@ var AccountService_ServiceDesc = grpc.ServiceDesc{
 	HandlerType: (*AccountServiceServer)(nil),
 	Methods: []grpc.MethodDesc{
 		{
-			MethodName: "GetCurrentUser",
-			Handler:    _AccountService_GetCurrentUser_Handler,
-		},
-		{
 			MethodName: "CreateUser",
 			Handler:    _AccountService_CreateUser_Handler,
 		},
 		{
 			MethodName: "GetUser",
 			Handler:    _AccountService_GetUser_Handler,
+		},
+		{
+			MethodName: "GetCurrentUser",
+			Handler:    _AccountService_GetCurrentUser_Handler,
 		},
 		{
 			MethodName: "ListUsers",

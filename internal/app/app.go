@@ -1,0 +1,187 @@
+// Package app wires the server: database, services, gRPC, REST gateway and
+// background work under one errgroup, with graceful shutdown.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/test/bufconn"
+
+	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
+	"github.com/auditexport/auditexport/internal/auditlog"
+	"github.com/auditexport/auditexport/internal/config"
+	"github.com/auditexport/auditexport/internal/db"
+	"github.com/auditexport/auditexport/internal/secrets"
+	"github.com/auditexport/auditexport/server"
+)
+
+// Options are what tests (and main) hand to Run besides the config.
+type Options struct {
+	// Listeners to serve on; nil means listen on cfg.GRPCAddr / cfg.HTTPAddr.
+	GRPCListener net.Listener
+	HTTPListener net.Listener
+	// Stdout receives the one-time bootstrap key; logs go to Logger.
+	Stdout io.Writer
+	Logger *slog.Logger
+	// Ready, if set, is called once both listeners accept connections.
+	Ready func(grpcAddr, httpAddr string)
+}
+
+// NewLogger builds the JSON (or text) slog logger of the config.
+func NewLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// Run serves until ctx is canceled, then shuts down gracefully.
+func Run(ctx context.Context, cfg config.Config, opts Options) error {
+	cfg.Complete()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if opts.Stdout == nil {
+		opts.Stdout = os.Stdout
+	}
+	log := opts.Logger
+	if log == nil {
+		log = NewLogger(&cfg, os.Stderr)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
+	}
+	if err := os.MkdirAll(cfg.LocalRoot, 0o700); err != nil {
+		return fmt.Errorf("--local-root: %w", err)
+	}
+	keys, err := secrets.LoadOrCreate(cfg.MasterKeyFile)
+	if err != nil {
+		return fmt.Errorf("--master-key-file: %w", err)
+	}
+	d, err := db.Open(ctx, cfg.DB)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Migrate(ctx); err != nil {
+		return err
+	}
+	if err := EnsureBuiltins(ctx, d); err != nil {
+		return err
+	}
+	created, err := Bootstrap(ctx, d, cfg.BootstrapAdminKey, cfg.BootstrapAdminEmail, opts.Stdout)
+	if err != nil {
+		return err
+	}
+	if !created && cfg.BootstrapAdminKey != "" {
+		log.Info("database already initialised; --bootstrap-admin-key ignored")
+	}
+	if cfg.SMTPURL == "" {
+		log.Warn("mail is disabled: no --smtp-url; failure and pause notifications will not be sent")
+	}
+
+	gl, hl := opts.GRPCListener, opts.HTTPListener
+	if gl == nil {
+		if gl, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
+			return fmt.Errorf("--grpc-addr: %w", err)
+		}
+	}
+	if hl == nil {
+		if hl, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			_ = gl.Close()
+			return fmt.Errorf("--http-addr: %w", err)
+		}
+	}
+
+	// The gateway reaches the gRPC server in-process over bufconn, so every
+	// REST call passes through the same interceptors (auth, audit) and the
+	// gateway's x-forwarded-for can be trusted.
+	inproc := bufconn.Listen(1 << 20)
+	rec := auditlog.NewRecorder(d.Client, log)
+	icp := server.NewInterceptors(d.Client, rec, log, inproc.Addr().Network())
+	gs := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(icp.Unary),
+		grpc.ChainStreamInterceptor(icp.Stream),
+		grpc.MaxRecvMsgSize(4<<20),
+	)
+	wb := server.NewWorkbookService(d.Client, log)
+	pb.RegisterIntegrationServiceServer(gs, server.NewIntegrationService(d.Client, keys, server.IntegrationConfig{
+		AllowPrivateEndpoints: cfg.AllowPrivateEndpoints, LocalRoot: cfg.LocalRoot,
+		IAMPrincipal: cfg.IAMPrincipal, GCSServiceAccount: cfg.GCSServiceAccount,
+		AzureAppName: cfg.AzureAppName, AzureConsentURL: cfg.AzureConsentURL,
+	}, log))
+	pb.RegisterWorkbookServiceServer(gs, wb)
+	pb.RegisterScheduleServiceServer(gs, server.NewScheduleService(d.Client, wb, log))
+	pb.RegisterAccountServiceServer(gs, server.NewAccountService(d.Client, log))
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs)
+
+	handler, closeGW, err := newHTTPHandler(ctx, inproc, hs, cfg.CORSAllowedOrigins)
+	if err != nil {
+		return err
+	}
+	defer closeGW()
+	hsrv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return serveGRPC(gs, gl) })
+	g.Go(func() error { return serveGRPC(gs, inproc) })
+	g.Go(func() error {
+		if err := hsrv.Serve(hl); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	log.Info("grpc listening", "addr", gl.Addr().String())
+	log.Info("http listening", "addr", hl.Addr().String())
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	if opts.Ready != nil {
+		opts.Ready(gl.Addr().String(), hl.Addr().String())
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		log.Info("shutting down", "grace", cfg.ShutdownGrace.String())
+		// Tell load balancers first, then drain.
+		hs.Shutdown()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), cfg.ShutdownGrace)
+		defer cancel()
+		stopped := make(chan struct{})
+		go func() { gs.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-sctx.Done():
+			gs.Stop()
+		}
+		if err := hsrv.Shutdown(sctx); err != nil {
+			_ = hsrv.Close()
+		}
+		return nil
+	})
+	err = g.Wait()
+	log.Info("stopped")
+	return err
+}
+
+func serveGRPC(gs *grpc.Server, l net.Listener) error {
+	if err := gs.Serve(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return err
+	}
+	return nil
+}

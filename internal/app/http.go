@@ -1,0 +1,102 @@
+package app
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/test/bufconn"
+
+	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
+	"github.com/auditexport/auditexport/gen/openapi"
+)
+
+// maxBodyBytes bounds REST request bodies.
+const maxBodyBytes = 4 << 20
+
+func newHTTPHandler(ctx context.Context, inproc *bufconn.Listener, hs *health.Server, origins []string) (http.Handler, func(), error) {
+	conn, err := grpc.NewClient("passthrough:///inproc",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return inproc.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	)
+	if err != nil {
+		return nil, nil, err
+	}
+	gw := runtime.NewServeMux(
+		runtime.WithIncomingHeaderMatcher(func(h string) (string, bool) {
+			if strings.EqualFold(h, "X-Request-Id") {
+				return "x-request-id", true
+			}
+			return runtime.DefaultHeaderMatcher(h)
+		}),
+		runtime.WithOutgoingHeaderMatcher(func(h string) (string, bool) {
+			if h == "x-request-id" {
+				return "X-Request-Id", true
+			}
+			return runtime.DefaultHeaderMatcher(h)
+		}),
+	)
+	for _, reg := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
+		pb.RegisterIntegrationServiceHandler,
+		pb.RegisterWorkbookServiceHandler,
+		pb.RegisterScheduleServiceHandler,
+		pb.RegisterAccountServiceHandler,
+	} {
+		if err := reg(ctx, gw, conn); err != nil {
+			_ = conn.Close()
+			return nil, nil, err
+		}
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", http.MaxBytesHandler(gw, maxBodyBytes))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		resp, err := hs.Check(r.Context(), &healthpb.HealthCheckRequest{})
+		w.Header().Set("Content-Type", "application/json")
+		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(`{"status":"NOT_SERVING"}`))
+			return
+		}
+		_, _ = w.Write([]byte(`{"status":"SERVING"}`))
+	})
+	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(openapi.Spec)
+	})
+	return cors(mux, origins), func() { _ = conn.Close() }, nil
+}
+
+// cors answers browser preflights and sets CORS headers for allowed origins
+// only; with no origins configured, cross-origin browser calls are refused.
+func cors(next http.Handler, origins []string) http.Handler {
+	if len(origins) == 0 {
+		return next
+	}
+	allowed := map[string]bool{}
+	for _, o := range origins {
+		allowed[strings.TrimSuffix(o, "/")] = true
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		origin := r.Header.Get("Origin")
+		if origin != "" && (allowed[origin] || allowed["*"]) {
+			h := w.Header()
+			h.Set("Access-Control-Allow-Origin", origin)
+			h.Add("Vary", "Origin")
+			h.Set("Access-Control-Expose-Headers", "X-Request-Id")
+			if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+				h.Set("Access-Control-Allow-Methods", "GET, POST, PATCH, DELETE, OPTIONS")
+				h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, X-Request-Id")
+				h.Set("Access-Control-Max-Age", "600")
+				w.WriteHeader(http.StatusNoContent)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,115 @@
+// Package db opens the service's database (SQLite by default, PostgreSQL for
+// many replicas), applies the schema, and seeds built-in rows.
+package db
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"entgo.io/ent/dialect"
+	entsql "entgo.io/ent/dialect/sql"
+	"entgo.io/ent/dialect/sql/schema"
+	_ "github.com/jackc/pgx/v5/stdlib" // registers "pgx"
+	_ "modernc.org/sqlite"             // registers "sqlite"
+
+	"github.com/auditexport/auditexport/ent"
+	"github.com/auditexport/auditexport/ent/migrate"
+	_ "github.com/auditexport/auditexport/ent/runtime" // defaults, hooks and interceptors of the schema
+)
+
+// DB is an open database.
+type DB struct {
+	Client  *ent.Client
+	SQL     *sql.DB
+	Dialect string // dialect.SQLite or dialect.Postgres
+}
+
+// sqlitePragmas are required: foreign keys (ent migrations need them), a
+// busy timeout so concurrent writers wait instead of failing, and WAL so
+// readers never block the writer.
+const sqlitePragmas = "_pragma=foreign_keys(1)&_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+
+// Open opens dsn: "sqlite://<path>" (or "sqlite:<path>", a bare file path) or "postgres://...".
+func Open(ctx context.Context, dsn string) (*DB, error) {
+	drv, source, dia, err := parseDSN(dsn)
+	if err != nil {
+		return nil, err
+	}
+	if dia == dialect.SQLite {
+		if dir := filepath.Dir(source); dir != "" {
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return nil, fmt.Errorf("create database directory: %w", err)
+			}
+		}
+		source = "file:" + source + "?" + sqlitePragmas
+	}
+	sdb, err := sql.Open(drv, source)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	if dia == dialect.SQLite {
+		// One writer at a time is SQLite's model; a small pool lets readers
+		// proceed in WAL mode while writes queue on busy_timeout.
+		sdb.SetMaxOpenConns(8)
+	} else {
+		sdb.SetMaxOpenConns(20)
+		sdb.SetConnMaxIdleTime(5 * time.Minute)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := sdb.PingContext(pctx); err != nil {
+		_ = sdb.Close()
+		return nil, fmt.Errorf("connect to database: %w", err)
+	}
+	drvEnt := entsql.OpenDB(dia, sdb)
+	return &DB{Client: ent.NewClient(ent.Driver(drvEnt)), SQL: sdb, Dialect: dia}, nil
+}
+
+func parseDSN(dsn string) (driver, source, dia string, err error) {
+	switch {
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		if _, err := url.Parse(dsn); err != nil {
+			return "", "", "", fmt.Errorf("invalid --db: %w", err)
+		}
+		return "pgx", dsn, dialect.Postgres, nil
+	case strings.HasPrefix(dsn, "sqlite://"):
+		return "sqlite", strings.TrimPrefix(dsn, "sqlite://"), dialect.SQLite, nil
+	case strings.HasPrefix(dsn, "sqlite:"):
+		return "sqlite", strings.TrimPrefix(dsn, "sqlite:"), dialect.SQLite, nil
+	case strings.Contains(dsn, "://"):
+		return "", "", "", fmt.Errorf("invalid --db %q: want sqlite://<path> or postgres://...", redactDSN(dsn))
+	case dsn == "":
+		return "", "", "", errors.New("--db is empty")
+	default:
+		return "sqlite", dsn, dialect.SQLite, nil
+	}
+}
+
+// redactDSN hides a password in a DSN for error messages.
+func redactDSN(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "<unparseable>"
+	}
+	return u.Redacted()
+}
+
+// Migrate applies the schema. ent's auto-migration only adds tables, columns
+// and indexes (it never drops), so running it on a database of an earlier
+// version is safe; it is idempotent and runs on every start.
+func (d *DB) Migrate(ctx context.Context) error {
+	if err := d.Client.Schema.Create(ctx, migrate.WithForeignKeys(true), schema.WithDropColumn(false), schema.WithDropIndex(false)); err != nil {
+		return fmt.Errorf("migrate schema: %w", err)
+	}
+	return nil
+}
+
+// Close closes the database.
+func (d *DB) Close() error { return d.Client.Close() }

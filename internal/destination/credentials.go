@@ -1,0 +1,26 @@
+package destination
+
+import "log/slog"
+
+// Credentials is the decrypted form of an integration's stored credentials.
+// It is serialised to JSON, envelope-encrypted (internal/secrets) and only
+// ever held in memory in clear. Never log it: String() redacts.
+type Credentials struct {
+	Kind            string `json:"kind"` // aws_access_key, aws_role, gcs_service_account, azure_shared_key, azure_sas
+	AccessKeyID     string `json:"access_key_id,omitempty"`
+	SecretAccessKey string `json:"secret_access_key,omitempty"`
+	RoleARN         string `json:"role_arn,omitempty"`
+	JSONKey         string `json:"json_key,omitempty"`
+	AccountName     string `json:"account_name,omitempty"`
+	AccountKey      string `json:"account_key,omitempty"`
+	SASToken        string `json:"sas_token,omitempty"`
+}
+
+// String never prints secrets, in case a Credentials reaches a log line.
+func (c Credentials) String() string { return "Credentials{kind=" + c.Kind + ", <redacted>}" }
+
+// GoString redacts for %#v as well.
+func (c Credentials) GoString() string { return c.String() }
+
+// LogValue redacts for log/slog.
+func (c Credentials) LogValue() slog.Value { return slog.StringValue(c.String()) }

@@ -1,0 +1,87 @@
+package server
+
+import (
+	"encoding/base64"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// enumDB turns a proto enum value into its stored form: PROVIDER_S3 -> S3.
+// UNSPECIFIED becomes "".
+func enumDB(e protoreflect.Enum, prefix string) string {
+	name := string(e.Descriptor().Values().ByNumber(e.Number()).Name())
+	s := strings.TrimPrefix(name, prefix)
+	if s == "UNSPECIFIED" {
+		return ""
+	}
+	return s
+}
+
+// enumProto looks up the proto number of a stored enum value.
+func enumProto(values map[string]int32, prefix, db string) int32 {
+	return values[prefix+db]
+}
+
+// validEnum reports whether e is a defined, non-zero value.
+func validEnum(e protoreflect.Enum) bool {
+	return e.Number() != 0 && e.Descriptor().Values().ByNumber(e.Number()) != nil
+}
+
+func ts(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+func tsPtr(t *time.Time) *timestamppb.Timestamp {
+	if t == nil {
+		return nil
+	}
+	return ts(*t)
+}
+
+const (
+	defaultPageSize = 50
+	maxPageSize     = 1000
+)
+
+// pageSize validates and defaults a page size.
+func pageSize(v *violations, n int32) int {
+	switch {
+	case n < 0:
+		v.add("page_size", "must not be negative")
+		return 0
+	case n == 0:
+		return defaultPageSize
+	case n > maxPageSize:
+		return maxPageSize
+	}
+	return int(n)
+}
+
+// Page tokens are opaque to clients: base64 of "<kind>:<last id or offset>",
+// so a token from one list cannot be replayed on another.
+func encodeToken(kind, last string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(kind + ":" + last))
+}
+
+func decodeToken(v *violations, kind, tok string) string {
+	if tok == "" {
+		return ""
+	}
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil {
+		v.add("page_token", "invalid page token")
+		return ""
+	}
+	k, last, ok := strings.Cut(string(b), ":")
+	if !ok || k != kind || last == "" {
+		v.add("page_token", "invalid page token")
+		return ""
+	}
+	return last
+}

@@ -1,0 +1,148 @@
+package server
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/auditexport/auditexport/ent"
+)
+
+// errorDomain goes in every ErrorInfo.
+const errorDomain = "auditexport"
+
+// newStatus builds a status error carrying ErrorInfo (and more details).
+func newStatus(code codes.Code, reason, msg string, details ...*errdetails.BadRequest) error {
+	st := status.New(code, msg)
+	info := &errdetails.ErrorInfo{Reason: reason, Domain: errorDomain}
+	var err error
+	if len(details) > 0 {
+		st, err = st.WithDetails(info, details[0])
+	} else {
+		st, err = st.WithDetails(info)
+	}
+	if err != nil {
+		return status.Error(codes.Internal, "building error details")
+	}
+	return st.Err()
+}
+
+// violations collects BadRequest field violations; err() is nil when empty.
+type violations struct {
+	list []*errdetails.BadRequest_FieldViolation
+}
+
+func (v *violations) add(field, format string, args ...any) {
+	v.list = append(v.list, &errdetails.BadRequest_FieldViolation{Field: field, Description: fmt.Sprintf(format, args...)})
+}
+
+func (v *violations) empty() bool { return len(v.list) == 0 }
+
+func (v *violations) err() error {
+	if len(v.list) == 0 {
+		return nil
+	}
+	msg := v.list[0].Field + ": " + v.list[0].Description
+	if len(v.list) > 1 {
+		msg += fmt.Sprintf(" (and %d more)", len(v.list)-1)
+	}
+	return newStatus(codes.InvalidArgument, "INVALID_ARGUMENT", msg, &errdetails.BadRequest{FieldViolations: v.list})
+}
+
+// invalidField is a one-violation INVALID_ARGUMENT.
+func invalidField(field, format string, args ...any) error {
+	var v violations
+	v.add(field, format, args...)
+	return v.err()
+}
+
+func notFound(kind, id string) error {
+	return newStatus(codes.NotFound, "NOT_FOUND", fmt.Sprintf("%s %q not found", kind, id))
+}
+
+func permissionDenied(msg string) error {
+	return newStatus(codes.PermissionDenied, "PERMISSION_DENIED", msg)
+}
+
+func failedPrecondition(reason, msg string) error {
+	return newStatus(codes.FailedPrecondition, reason, msg)
+}
+
+func alreadyExists(field, msg string) error {
+	var v violations
+	v.add(field, "%s", msg)
+	return newStatus(codes.AlreadyExists, "ALREADY_EXISTS", field+": "+msg, &errdetails.BadRequest{FieldViolations: v.list})
+}
+
+func unauthenticated(msg string) error {
+	return newStatus(codes.Unauthenticated, "UNAUTHENTICATED", msg)
+}
+
+// internalError logs the cause with the request id and returns an opaque error.
+func internalError(ctx context.Context, log *slog.Logger, op string, err error) error {
+	if errors.Is(err, context.Canceled) {
+		return newStatus(codes.Canceled, "CANCELED", "request canceled")
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return newStatus(codes.DeadlineExceeded, "DEADLINE_EXCEEDED", "deadline exceeded")
+	}
+	log.ErrorContext(ctx, "internal error", "op", op, "err", err.Error(), "request_id", requestIDFrom(ctx))
+	return newStatus(codes.Internal, "INTERNAL", "internal error (request id "+requestIDFrom(ctx)+")")
+}
+
+// ensureErrorInfo makes sure every returned error carries ErrorInfo, including
+// errors produced outside our handlers (e.g. by grpc itself).
+func ensureErrorInfo(err error) error {
+	if err == nil {
+		return nil
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return newStatus(codes.Internal, "INTERNAL", "internal error")
+	}
+	for _, d := range st.Details() {
+		if _, ok := d.(*errdetails.ErrorInfo); ok {
+			return err
+		}
+	}
+	withInfo, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: codeName(st.Code()), Domain: errorDomain})
+	if derr != nil {
+		return err
+	}
+	return withInfo.Err()
+}
+
+// isNotFound is ent's not-found.
+func isNotFound(err error) bool { return ent.IsNotFound(err) }
+
+var codeNames = map[codes.Code]string{
+	codes.OK: "OK", codes.Canceled: "CANCELED", codes.Unknown: "UNKNOWN", codes.InvalidArgument: "INVALID_ARGUMENT",
+	codes.DeadlineExceeded: "DEADLINE_EXCEEDED", codes.NotFound: "NOT_FOUND", codes.AlreadyExists: "ALREADY_EXISTS",
+	codes.PermissionDenied: "PERMISSION_DENIED", codes.ResourceExhausted: "RESOURCE_EXHAUSTED",
+	codes.FailedPrecondition: "FAILED_PRECONDITION", codes.Aborted: "ABORTED", codes.OutOfRange: "OUT_OF_RANGE",
+	codes.Unimplemented: "UNIMPLEMENTED", codes.Internal: "INTERNAL", codes.Unavailable: "UNAVAILABLE",
+	codes.DataLoss: "DATA_LOSS", codes.Unauthenticated: "UNAUTHENTICATED",
+}
+
+// codeName is the canonical UPPER_SNAKE name of a code (AUDIT_LOGS error_code).
+func codeName(c codes.Code) string {
+	if n, ok := codeNames[c]; ok {
+		return n
+	}
+	return fmt.Sprintf("CODE_%d", c)
+}
+
+// statusOf reports whether err is already a gRPC status error.
+func statusOf(err error) (*status.Status, bool) {
+	st, ok := status.FromError(err)
+	return st, ok && st.Code() != codes.Unknown
+}
+
+// isNoRows: an upsert that did nothing reports sql.ErrNoRows on some drivers.
+func isNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }

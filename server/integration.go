@@ -1,0 +1,529 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"regexp"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/auditexport/auditexport/ent"
+	"github.com/auditexport/auditexport/ent/schedule"
+	"github.com/auditexport/auditexport/ent/storageintegration"
+	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
+	"github.com/auditexport/auditexport/internal/auth"
+	"github.com/auditexport/auditexport/internal/destination"
+	"github.com/auditexport/auditexport/internal/ids"
+	"github.com/auditexport/auditexport/internal/secrets"
+)
+
+var _ pb.IntegrationServiceServer = (*IntegrationService)(nil)
+
+// IntegrationConfig is the server configuration integrations depend on.
+type IntegrationConfig struct {
+	AllowPrivateEndpoints bool
+	// LocalRoot: LOCAL destinations must lie under it (absolute path).
+	LocalRoot string
+	// Identity shown in "View credentials".
+	IAMPrincipal      string
+	GCSServiceAccount string
+	AzureAppName      string
+	AzureConsentURL   string
+}
+
+// IntegrationService implements pb.IntegrationServiceServer.
+type IntegrationService struct {
+	pb.UnimplementedIntegrationServiceServer
+	db   *ent.Client
+	keys *secrets.Keyring
+	cfg  IntegrationConfig
+	log  *slog.Logger
+	now  func() time.Time
+}
+
+// NewIntegrationService builds the service.
+func NewIntegrationService(db *ent.Client, keys *secrets.Keyring, cfg IntegrationConfig, log *slog.Logger) *IntegrationService {
+	return &IntegrationService{db: db, keys: keys, cfg: cfg, log: log, now: time.Now}
+}
+
+var integrationNamePattern = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,127}$`)
+
+func requireAdmin(ctx context.Context, what string) error {
+	if !auth.FromContext(ctx).IsAdmin() {
+		return permissionDenied("only an ADMIN may " + what)
+	}
+	return nil
+}
+
+// CreateStorageIntegration implements pb.IntegrationServiceServer.
+func (s *IntegrationService) CreateStorageIntegration(ctx context.Context, req *pb.CreateStorageIntegrationRequest) (*pb.CreateStorageIntegrationResponse, error) {
+	if err := requireAdmin(ctx, "create storage integrations"); err != nil {
+		return nil, err
+	}
+	in := req.GetStorageIntegration()
+	var v violations
+	if in == nil {
+		v.add("storage_integration", "is required")
+		return nil, v.err()
+	}
+	const f = "storage_integration."
+	s.checkName(&v, f+"name", in.GetName())
+	if !validEnum(in.GetProvider()) {
+		v.add(f+"provider", "is required: one of PROVIDER_S3, PROVIDER_GCS, PROVIDER_AZURE_BLOB, PROVIDER_LOCAL")
+	}
+	prov := destination.Provider(enumDB(in.GetProvider(), "PROVIDER_"))
+	dest := s.checkDestination(ctx, &v, f, prov, in)
+	creds := s.checkCredentials(&v, f+"credentials", prov, dest, in.GetCredentials())
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	id := ids.New(ids.Integration)
+	blob, err := s.seal(id, creds)
+	if err != nil {
+		return nil, internalError(ctx, s.log, "seal credentials", err)
+	}
+	p := auth.FromContext(ctx)
+	c := s.db.StorageIntegration.Create().
+		SetID(id).SetName(in.GetName()).SetProvider(storageintegration.Provider(prov)).
+		SetDestination(dest.String()).SetRegion(in.GetRegion()).SetEndpoint(in.GetEndpoint()).
+		SetCredentialKind(creds.Kind).SetExternalID(newExternalID()).SetCreatorID(p.UserID)
+	if blob != nil {
+		c.SetCredentialsCiphertext(*blob)
+	}
+	row, err := c.Save(ctx)
+	if ent.IsConstraintError(err) {
+		return nil, alreadyExists(f+"name", "an integration named "+in.GetName()+" already exists")
+	}
+	if err != nil {
+		return nil, internalError(ctx, s.log, "create integration", err)
+	}
+	auditObject(ctx, "STORAGE_INTEGRATION", row.ID)
+	auditMeta(ctx, "provider", string(prov))
+	auditMeta(ctx, "credential_kind", creds.Kind)
+	return &pb.CreateStorageIntegrationResponse{StorageIntegration: integrationPB(row, 0)}, nil
+}
+
+func (s *IntegrationService) checkName(v *violations, field, name string) {
+	text(v, field, name, true, 128)
+	if v.empty() && !integrationNamePattern.MatchString(name) {
+		v.add(field, "must start with a letter and contain only letters, digits, _ and - (at most 128)")
+	}
+}
+
+// checkDestination validates destination, region and endpoint.
+func (s *IntegrationService) checkDestination(ctx context.Context, v *violations, f string, prov destination.Provider, in *pb.StorageIntegration) destination.Location {
+	var loc destination.Location
+	text(v, f+"destination", in.GetDestination(), true, 1024)
+	if prov != "" && in.GetDestination() != "" && utf8Valid(in.GetDestination()) {
+		l, err := destination.ParseDestination(prov, in.GetDestination())
+		if err != nil {
+			v.add(f+"destination", "%s", err.Error())
+		} else if prov == destination.Local && s.cfg.LocalRoot != "" && !underDir(l.Path, s.cfg.LocalRoot) {
+			v.add(f+"destination", "LOCAL destinations must lie under the server's local root %s", s.cfg.LocalRoot)
+		} else {
+			loc = l
+		}
+	}
+	text(v, f+"region", in.GetRegion(), false, 64)
+	if r := in.GetRegion(); r != "" && !regionPattern.MatchString(r) {
+		v.add(f+"region", "must look like us-east-1")
+	}
+	text(v, f+"endpoint", in.GetEndpoint(), false, 512)
+	if e := in.GetEndpoint(); e != "" {
+		if prov == destination.Local {
+			v.add(f+"endpoint", "is not used by PROVIDER_LOCAL")
+		} else if err := destination.ValidateEndpoint(ctx, e, s.cfg.AllowPrivateEndpoints); err != nil {
+			v.add(f+"endpoint", "%s", err.Error())
+		}
+	}
+	return loc
+}
+
+var regionPattern = regexp.MustCompile(`^[a-z0-9-]{1,64}$`)
+var roleARNPattern = regexp.MustCompile(`^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$`)
+
+func underDir(path, root string) bool {
+	root = strings.TrimSuffix(root, "/") + "/"
+	return strings.HasPrefix(strings.TrimSuffix(path, "/")+"/", root)
+}
+
+// checkCredentials validates the write-only credentials for the provider.
+func (s *IntegrationService) checkCredentials(v *violations, f string, prov destination.Provider, dest destination.Location, c *pb.StorageCredentials) destination.Credentials {
+	var out destination.Credentials
+	if prov == destination.Local {
+		if c.GetKind() != nil {
+			v.add(f, "PROVIDER_LOCAL takes no credentials")
+		}
+		return out
+	}
+	switch k := c.GetKind().(type) {
+	case nil:
+		if prov != "" {
+			v.add(f, "is required for %s", prov)
+		}
+	case *pb.StorageCredentials_AwsAccessKey:
+		out.Kind = "aws_access_key"
+		wantProvider(v, f, prov, destination.S3, "aws_access_key")
+		text(v, f+".aws_access_key.access_key_id", k.AwsAccessKey.GetAccessKeyId(), true, 128)
+		text(v, f+".aws_access_key.secret_access_key", k.AwsAccessKey.GetSecretAccessKey(), true, 1024)
+		out.AccessKeyID, out.SecretAccessKey = k.AwsAccessKey.GetAccessKeyId(), k.AwsAccessKey.GetSecretAccessKey()
+	case *pb.StorageCredentials_AwsRole:
+		out.Kind = "aws_role"
+		wantProvider(v, f, prov, destination.S3, "aws_role")
+		if !roleARNPattern.MatchString(k.AwsRole.GetRoleArn()) {
+			v.add(f+".aws_role.role_arn", "must be an IAM role ARN like arn:aws:iam::123456789012:role/name")
+		}
+		out.RoleARN = k.AwsRole.GetRoleArn()
+	case *pb.StorageCredentials_GcsServiceAccount:
+		out.Kind = "gcs_service_account"
+		wantProvider(v, f, prov, destination.GCS, "gcs_service_account")
+		field := f + ".gcs_service_account.json_key"
+		text(v, field, k.GcsServiceAccount.GetJsonKey(), true, 16384)
+		var key struct {
+			Type        string `json:"type"`
+			ClientEmail string `json:"client_email"`
+			PrivateKey  string `json:"private_key"`
+		}
+		if err := json.Unmarshal([]byte(k.GcsServiceAccount.GetJsonKey()), &key); err != nil {
+			v.add(field, "must be a service account JSON key")
+		} else if key.Type != "service_account" || key.ClientEmail == "" || key.PrivateKey == "" {
+			v.add(field, "must be a service account JSON key (type, client_email and private_key are required)")
+		}
+		out.JSONKey = k.GcsServiceAccount.GetJsonKey()
+	case *pb.StorageCredentials_AzureSharedKey:
+		out.Kind = "azure_shared_key"
+		wantProvider(v, f, prov, destination.AzureBlob, "azure_shared_key")
+		name := k.AzureSharedKey.GetAccountName()
+		text(v, f+".azure_shared_key.account_name", name, true, 24)
+		if dest.Account != "" && name != "" && name != dest.Account {
+			v.add(f+".azure_shared_key.account_name", "must be the destination's account %q", dest.Account)
+		}
+		if _, err := base64.StdEncoding.DecodeString(k.AzureSharedKey.GetAccountKey()); err != nil || k.AzureSharedKey.GetAccountKey() == "" {
+			v.add(f+".azure_shared_key.account_key", "must be a base64 storage account key")
+		}
+		out.AccountName, out.AccountKey = name, k.AzureSharedKey.GetAccountKey()
+	case *pb.StorageCredentials_AzureSas:
+		out.Kind = "azure_sas"
+		wantProvider(v, f, prov, destination.AzureBlob, "azure_sas")
+		text(v, f+".azure_sas.token", k.AzureSas.GetToken(), true, 4096)
+		out.SASToken = strings.TrimPrefix(k.AzureSas.GetToken(), "?")
+	}
+	return out
+}
+
+func wantProvider(v *violations, f string, got, want destination.Provider, kind string) {
+	if got != "" && got != want {
+		v.add(f, "%s credentials do not fit provider %s", kind, got)
+	}
+}
+
+func utf8Valid(s string) bool { return strings.ToValidUTF8(s, "\uFFFD") == s }
+
+func newExternalID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return "auditexport-" + hex.EncodeToString(b)
+}
+
+// seal encrypts credentials bound to the integration id; nil for none.
+func (s *IntegrationService) seal(id string, c destination.Credentials) (*[]byte, error) {
+	if c.Kind == "" {
+		return nil, nil
+	}
+	plain, err := json.Marshal(c)
+	if err != nil {
+		return nil, err
+	}
+	blob, err := s.keys.Encrypt(plain, []byte(id))
+	if err != nil {
+		return nil, err
+	}
+	return &blob, nil
+}
+
+func integrationPB(r *ent.StorageIntegration, linked int) *pb.StorageIntegration {
+	return &pb.StorageIntegration{
+		Id:                  r.ID,
+		Name:                r.Name,
+		Provider:            pb.Provider(enumProto(pb.Provider_value, "PROVIDER_", string(r.Provider))),
+		Destination:         r.Destination,
+		Region:              r.Region,
+		Endpoint:            r.Endpoint,
+		LinkedScheduleCount: int32(linked),
+		CreateTime:          ts(r.CreateTime),
+		UpdateTime:          ts(r.UpdateTime),
+		Creator:             r.CreatorID,
+	}
+}
+
+func (s *IntegrationService) get(ctx context.Context, db *ent.Client, id string) (*ent.StorageIntegration, error) {
+	var v violations
+	idField(&v, "id", id)
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	row, err := db.StorageIntegration.Get(ctx, id)
+	if ent.IsNotFound(err) {
+		return nil, notFound("storage integration", id)
+	}
+	if err != nil {
+		return nil, internalError(ctx, s.log, "get integration", err)
+	}
+	auditObject(ctx, "STORAGE_INTEGRATION", row.ID)
+	return row, nil
+}
+
+func linkedCount(ctx context.Context, db *ent.Client, id string) (int, error) {
+	return db.Schedule.Query().Where(schedule.IntegrationID(id)).Count(ctx)
+}
+
+// GetStorageIntegration implements pb.IntegrationServiceServer.
+func (s *IntegrationService) GetStorageIntegration(ctx context.Context, req *pb.GetStorageIntegrationRequest) (*pb.GetStorageIntegrationResponse, error) {
+	row, err := s.get(ctx, s.db, req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	n, err := linkedCount(ctx, s.db, row.ID)
+	if err != nil {
+		return nil, internalError(ctx, s.log, "count schedules", err)
+	}
+	return &pb.GetStorageIntegrationResponse{StorageIntegration: integrationPB(row, n)}, nil
+}
+
+// ListStorageIntegrations implements pb.IntegrationServiceServer.
+func (s *IntegrationService) ListStorageIntegrations(ctx context.Context, req *pb.ListStorageIntegrationsRequest) (*pb.ListStorageIntegrationsResponse, error) {
+	var v violations
+	size := pageSize(&v, req.GetPageSize())
+	after := decodeToken(&v, "int", req.GetPageToken())
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	q := s.db.StorageIntegration.Query().Order(ent.Asc(storageintegration.FieldID)).Limit(size + 1)
+	if after != "" {
+		q = q.Where(storageintegration.IDGT(after))
+	}
+	rows, err := q.All(ctx)
+	if err != nil {
+		return nil, internalError(ctx, s.log, "list integrations", err)
+	}
+	resp := &pb.ListStorageIntegrationsResponse{}
+	if len(rows) > size {
+		rows = rows[:size]
+		resp.NextPageToken = encodeToken("int", rows[size-1].ID)
+	}
+	for _, r := range rows {
+		n, err := linkedCount(ctx, s.db, r.ID)
+		if err != nil {
+			return nil, internalError(ctx, s.log, "count schedules", err)
+		}
+		resp.StorageIntegrations = append(resp.StorageIntegrations, integrationPB(r, n))
+	}
+	return resp, nil
+}
+
+var integrationUpdatable = []string{"name", "destination", "region", "endpoint", "credentials"}
+var integrationOutputOnly = []string{"id", "linked_schedule_count", "create_time", "update_time", "creator"}
+
+// UpdateStorageIntegration implements pb.IntegrationServiceServer.
+func (s *IntegrationService) UpdateStorageIntegration(ctx context.Context, req *pb.UpdateStorageIntegrationRequest) (*pb.UpdateStorageIntegrationResponse, error) {
+	if err := requireAdmin(ctx, "update storage integrations"); err != nil {
+		return nil, err
+	}
+	in := req.GetStorageIntegration()
+	if in == nil {
+		return nil, invalidField("storage_integration", "is required")
+	}
+	cur, err := s.get(ctx, s.db, in.GetId())
+	if err != nil {
+		var v violations
+		if in.GetId() == "" {
+			v.add("storage_integration.id", "is required")
+			return nil, v.err()
+		}
+		return nil, err
+	}
+	const f = "storage_integration."
+	var v violations
+	if contains(req.GetUpdateMask().GetPaths(), "provider") {
+		v.add(f+"provider", "cannot change: delete the integration and create a new one")
+	}
+	paths := maskPaths(&v, req.GetUpdateMask(), integrationUpdatable, append(integrationOutputOnly, "provider"))
+	prov := destination.Provider(cur.Provider)
+	merged := &pb.StorageIntegration{Destination: cur.Destination, Region: cur.Region, Endpoint: cur.Endpoint}
+	if paths["name"] {
+		s.checkName(&v, f+"name", in.GetName())
+	}
+	if paths["destination"] {
+		merged.Destination = in.GetDestination()
+	}
+	if paths["region"] {
+		merged.Region = in.GetRegion()
+	}
+	if paths["endpoint"] {
+		merged.Endpoint = in.GetEndpoint()
+	}
+	dest := s.checkDestination(ctx, &v, f, prov, merged)
+	var creds destination.Credentials
+	if paths["credentials"] {
+		creds = s.checkCredentials(&v, f+"credentials", prov, dest, in.GetCredentials())
+	}
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	var out *ent.StorageIntegration
+	var paused []string
+	err = withTx(ctx, s.db, func(tx *ent.Client) error {
+		linked, err := tx.Schedule.Query().Where(schedule.IntegrationID(cur.ID)).All(ctx)
+		if err != nil {
+			return err
+		}
+		if req.GetUpdateLinkedSchedules() && paths["destination"] {
+			for _, sc := range linked {
+				if _, err := destination.ValidateObjectURI(dest, sc.URI); err != nil {
+					return failedPrecondition("SCHEDULE_OUTSIDE_DESTINATION", "schedule "+sc.ID+" writes to "+sc.URI+", which is not under the new destination; update or delete it first, or omit update_linked_schedules to pause it")
+				}
+			}
+		}
+		upd := tx.StorageIntegration.UpdateOneID(cur.ID)
+		if paths["name"] {
+			upd.SetName(in.GetName())
+		}
+		if paths["destination"] {
+			upd.SetDestination(dest.String())
+		}
+		if paths["region"] {
+			upd.SetRegion(merged.Region)
+		}
+		if paths["endpoint"] {
+			upd.SetEndpoint(merged.Endpoint)
+		}
+		if paths["credentials"] {
+			blob, err := s.seal(cur.ID, creds)
+			if err != nil {
+				return err
+			}
+			if blob == nil {
+				upd.ClearCredentialsCiphertext()
+			} else {
+				upd.SetCredentialsCiphertext(*blob)
+			}
+			upd.SetCredentialKind(creds.Kind)
+		}
+		out, err = upd.Save(ctx)
+		if err != nil {
+			return err
+		}
+		su := tx.Schedule.Update().Where(schedule.IntegrationID(cur.ID)).SetIntegrationName(out.Name)
+		if !req.GetUpdateLinkedSchedules() {
+			su.SetState(schedule.StatePAUSED).SetPauseReason(schedule.PauseReasonINTEGRATION_UPDATED)
+			for _, sc := range linked {
+				paused = append(paused, sc.ID)
+			}
+		}
+		return su.Exec(ctx)
+	})
+	if ent.IsConstraintError(err) {
+		return nil, alreadyExists(f+"name", "an integration named "+in.GetName()+" already exists")
+	}
+	if err != nil {
+		if _, ok := statusOf(err); ok {
+			return nil, err
+		}
+		return nil, internalError(ctx, s.log, "update integration", err)
+	}
+	auditMeta(ctx, "update_mask", req.GetUpdateMask().GetPaths())
+	auditMeta(ctx, "paused_schedule_ids", paused)
+	n, err := linkedCount(ctx, s.db, out.ID)
+	if err != nil {
+		return nil, internalError(ctx, s.log, "count schedules", err)
+	}
+	return &pb.UpdateStorageIntegrationResponse{StorageIntegration: integrationPB(out, n)}, nil
+}
+
+// DeleteStorageIntegration implements pb.IntegrationServiceServer.
+func (s *IntegrationService) DeleteStorageIntegration(ctx context.Context, req *pb.DeleteStorageIntegrationRequest) (*pb.DeleteStorageIntegrationResponse, error) {
+	if err := requireAdmin(ctx, "delete storage integrations"); err != nil {
+		return nil, err
+	}
+	cur, err := s.get(ctx, s.db, req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	resp := &pb.DeleteStorageIntegrationResponse{}
+	err = withTx(ctx, s.db, func(tx *ent.Client) error {
+		linked, err := tx.Schedule.Query().Where(schedule.IntegrationID(cur.ID)).IDs(ctx)
+		if err != nil {
+			return err
+		}
+		if req.GetDeleteLinkedSchedules() {
+			resp.DeletedScheduleIds = linked
+			if _, err := tx.Schedule.Delete().Where(schedule.IDIn(linked...)).Exec(ctx); err != nil {
+				return err
+			}
+		} else {
+			resp.PausedScheduleIds = linked
+			if err := tx.Schedule.Update().Where(schedule.IDIn(linked...)).
+				SetState(schedule.StatePAUSED).SetPauseReason(schedule.PauseReasonINTEGRATION_DELETED).
+				SetIntegrationID("").ClearNextRunTime().Exec(ctx); err != nil {
+				return err
+			}
+		}
+		return tx.StorageIntegration.DeleteOneID(cur.ID).Exec(ctx)
+	})
+	if err != nil {
+		return nil, internalError(ctx, s.log, "delete integration", err)
+	}
+	auditMeta(ctx, "paused_schedule_ids", resp.PausedScheduleIds)
+	auditMeta(ctx, "deleted_schedule_ids", resp.DeletedScheduleIds)
+	return resp, nil
+}
+
+// GetStorageIntegrationCredentials implements pb.IntegrationServiceServer.
+func (s *IntegrationService) GetStorageIntegrationCredentials(ctx context.Context, req *pb.GetStorageIntegrationCredentialsRequest) (*pb.GetStorageIntegrationCredentialsResponse, error) {
+	if err := requireAdmin(ctx, "view integration credentials"); err != nil {
+		return nil, err
+	}
+	row, err := s.get(ctx, s.db, req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	c := &pb.StorageIntegrationCredentials{
+		IntegrationName: row.Name,
+		Provider:        pb.Provider(enumProto(pb.Provider_value, "PROVIDER_", string(row.Provider))),
+		CredentialKind:  row.CredentialKind,
+	}
+	switch destination.Provider(row.Provider) {
+	case destination.S3:
+		c.ExternalId, c.IamPrincipal = row.ExternalID, s.cfg.IAMPrincipal
+	case destination.GCS:
+		c.ServiceAccount = s.cfg.GCSServiceAccount
+	case destination.AzureBlob:
+		c.AppName, c.ConsentUrl = s.cfg.AzureAppName, s.cfg.AzureConsentURL
+	}
+	return &pb.GetStorageIntegrationCredentialsResponse{Credentials: c}, nil
+}
+
+// OpenCredentials decrypts an integration's credentials (for the export engine).
+func OpenCredentials(keys *secrets.Keyring, r *ent.StorageIntegration) (destination.Credentials, error) {
+	var c destination.Credentials
+	if len(r.CredentialsCiphertext) == 0 {
+		return c, nil
+	}
+	plain, err := keys.Decrypt(r.CredentialsCiphertext, []byte(r.ID))
+	if err != nil {
+		return c, err
+	}
+	if err := json.Unmarshal(plain, &c); err != nil {
+		return c, errors.New("stored credentials are not valid JSON")
+	}
+	return c, nil
+}
+
+var _ = codes.OK

@@ -1,0 +1,489 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/auditexport/auditexport/ent"
+	"github.com/auditexport/auditexport/ent/element"
+	"github.com/auditexport/auditexport/ent/schedule"
+	"github.com/auditexport/auditexport/ent/storageintegration"
+	"github.com/auditexport/auditexport/ent/workbook"
+	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
+	"github.com/auditexport/auditexport/internal/auth"
+	"github.com/auditexport/auditexport/internal/destination"
+	cronpkg "github.com/auditexport/auditexport/internal/schedule"
+)
+
+var _ pb.ScheduleServiceServer = (*ScheduleService)(nil)
+
+// ScheduleService implements pb.ScheduleServiceServer.
+type ScheduleService struct {
+	pb.UnimplementedScheduleServiceServer
+	db  *ent.Client
+	wb  *WorkbookService
+	log *slog.Logger
+	now func() time.Time
+}
+
+// NewScheduleService builds the service.
+func NewScheduleService(db *ent.Client, wb *WorkbookService, log *slog.Logger) *ScheduleService {
+	return &ScheduleService{db: db, wb: wb, log: log, now: time.Now}
+}
+
+// scheduleInput is a validated schedule.
+type scheduleInput struct {
+	name, elementID, uri string
+	integ               *ent.StorageIntegration
+	prefix, escape      bool
+	format, compression string
+	cron                *cronpkg.Cron
+	cronExpr, zone      string
+	sendCondition, mode string
+	catchUp             string
+	notify              []string
+}
+
+// checkSchedule validates the fields named in paths (all on create) and
+// fills in in (which starts as the current values on update).
+func (s *ScheduleService) checkSchedule(ctx context.Context, v *violations, sc *pb.Schedule, paths map[string]bool, wb *ent.Workbook, in *scheduleInput) error {
+	const f = "schedule."
+	if paths["name"] {
+		text(v, f+"name", sc.GetName(), false, 256)
+		in.name = sc.GetName()
+	}
+	if paths["element_id"] {
+		in.elementID = sc.GetElementId()
+		found := false
+		for _, e := range wb.Edges.Elements {
+			found = found || e.ID == in.elementID
+		}
+		switch {
+		case in.elementID == "":
+			v.add(f+"element_id", "is required")
+		case !found:
+			v.add(f+"element_id", "no element %q in workbook %s", in.elementID, wb.ID)
+		}
+	}
+	if paths["destination"] {
+		cs := sc.GetDestination().GetCloudStorage()
+		name := cs.GetStorageIntegrationName()
+		text(v, f+"destination.cloud_storage.storage_integration_name", name, true, 128)
+		text(v, f+"destination.cloud_storage.uri", cs.GetUri(), true, 1024)
+		in.integ, in.uri = nil, cs.GetUri()
+		if name != "" && utf8Valid(name) {
+			integ, err := s.db.StorageIntegration.Query().Where(storageintegration.Name(name)).Only(ctx)
+			switch {
+			case ent.IsNotFound(err):
+				v.add(f+"destination.cloud_storage.storage_integration_name", "no storage integration named %q", name)
+			case err != nil:
+				return err
+			default:
+				in.integ = integ
+			}
+		}
+	}
+	if paths["destination"] && in.integ != nil && in.uri != "" && utf8Valid(in.uri) {
+		base, err := destination.ParseDestination(destination.Provider(in.integ.Provider), in.integ.Destination)
+		if err == nil {
+			_, err = destination.ValidateObjectURI(base, in.uri)
+		}
+		if err != nil {
+			v.add(f+"destination.cloud_storage.uri", "%s", err.Error())
+		}
+	}
+	if paths["prefix_file_name_with_datetime"] {
+		in.prefix = sc.GetPrefixFileNameWithDatetime()
+	}
+	if paths["format"] {
+		if !validEnum(sc.GetFormat()) {
+			v.add(f+"format", "is required: one of FORMAT_CSV, FORMAT_JSONL, FORMAT_PARQUET")
+		}
+		in.format = enumDB(sc.GetFormat(), "FORMAT_")
+	}
+	if paths["compression"] {
+		in.compression = "NONE"
+		if sc.GetCompression() != pb.Compression_COMPRESSION_UNSPECIFIED {
+			if !validEnum(sc.GetCompression()) {
+				v.add(f+"compression", "must be one of COMPRESSION_NONE, COMPRESSION_GZIP, COMPRESSION_ZSTD")
+			}
+			in.compression = enumDB(sc.GetCompression(), "COMPRESSION_")
+		}
+	}
+	if (paths["destination"] || paths["format"] || paths["compression"]) && in.format != "" && in.uri != "" {
+		if err := destination.CheckExtension(in.uri, in.format, in.compression); err != nil {
+			field := f + "destination.cloud_storage.uri"
+			if in.format == "PARQUET" && in.compression != "NONE" {
+				field = f + "compression"
+			}
+			v.add(field, "%s", err.Error())
+		}
+	}
+	if paths["csv_escape_formulas"] {
+		in.escape = sc.CsvEscapeFormulas == nil || sc.GetCsvEscapeFormulas()
+	}
+	if paths["cron"] || paths["time_zone"] {
+		if paths["cron"] {
+			in.cronExpr = sc.GetCron()
+			text(v, f+"cron", in.cronExpr, true, 128)
+		}
+		if paths["time_zone"] {
+			in.zone = sc.GetTimeZone()
+			text(v, f+"time_zone", in.zone, true, 64)
+		}
+		c, err := cronpkg.Parse(in.cronExpr, in.zone)
+		if fe, ok := err.(*cronpkg.FieldError); ok {
+			field := f + fe.Field
+			already := false
+			for _, x := range v.list {
+				already = already || x.Field == field
+			}
+			if !already {
+				v.add(field, "%s", fe.Msg)
+			}
+		} else if err != nil {
+			return err
+		}
+		in.cron = c
+	}
+	if paths["send_condition"] {
+		in.sendCondition = "ALWAYS"
+		if sc.GetSendCondition() != 0 {
+			if !validEnum(sc.GetSendCondition()) {
+				v.add(f+"send_condition", "must be one of SEND_CONDITION_ALWAYS, SEND_CONDITION_IF_DATA, SEND_CONDITION_IF_NO_DATA")
+			}
+			in.sendCondition = enumDB(sc.GetSendCondition(), "SEND_CONDITION_")
+		}
+	}
+	if paths["mode"] {
+		in.mode = "SNAPSHOT"
+		if sc.GetMode() != 0 {
+			if !validEnum(sc.GetMode()) {
+				v.add(f+"mode", "must be one of EXPORT_MODE_SNAPSHOT, EXPORT_MODE_INCREMENTAL")
+			}
+			in.mode = enumDB(sc.GetMode(), "EXPORT_MODE_")
+		}
+	}
+	if paths["catch_up"] {
+		in.catchUp = "ONE"
+		if sc.GetCatchUp() != 0 {
+			if !validEnum(sc.GetCatchUp()) {
+				v.add(f+"catch_up", "must be one of CATCH_UP_ONE, CATCH_UP_NONE")
+			}
+			in.catchUp = enumDB(sc.GetCatchUp(), "CATCH_UP_")
+		}
+	}
+	if paths["notify_emails"] {
+		if len(sc.GetNotifyEmails()) > 50 {
+			v.add(f+"notify_emails", "at most 50 addresses")
+		}
+		for i, e := range sc.GetNotifyEmails() {
+			email(v, fmt.Sprintf("%snotify_emails[%d]", f, i), e)
+		}
+		in.notify = sc.GetNotifyEmails()
+	}
+	return nil
+}
+
+var scheduleUpdatable = []string{"name", "element_id", "destination", "prefix_file_name_with_datetime", "format", "compression",
+	"csv_escape_formulas", "cron", "time_zone", "send_condition", "mode", "notify_emails", "catch_up"}
+var scheduleOutputOnly = []string{"id", "workbook_id", "owner", "state", "pause_reason", "next_run_time", "last_run", "consecutive_failures", "create_time", "update_time"}
+
+// CreateSchedule implements pb.ScheduleServiceServer.
+func (s *ScheduleService) CreateSchedule(ctx context.Context, req *pb.CreateScheduleRequest) (*pb.CreateScheduleResponse, error) {
+	wb, err := s.wb.visible(ctx, s.db, "workbook_id", req.GetWorkbookId())
+	if err != nil {
+		return nil, err
+	}
+	p := auth.FromContext(ctx)
+	if !p.CanCreate() {
+		return nil, permissionDenied("VIEWER accounts cannot create schedules")
+	}
+	if !wb.Saved {
+		return nil, failedPrecondition("WORKBOOK_NOT_SAVED", "only saved workbooks can be scheduled: save the exploration first (SaveWorkbookAs)")
+	}
+	if !p.CanAccessConnection(auditLogsConnection(p).Id) {
+		return nil, permissionDenied("no access to connection " + auditLogsConnection(p).Id)
+	}
+	sc := req.GetSchedule()
+	if sc == nil {
+		return nil, invalidField("schedule", "is required")
+	}
+	all := map[string]bool{}
+	for _, k := range scheduleUpdatable {
+		all[k] = true
+	}
+	var v violations
+	var in scheduleInput
+	if err := s.checkSchedule(ctx, &v, sc, all, wb, &in); err != nil {
+		return nil, internalError(ctx, s.log, "validate schedule", err)
+	}
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	if in.name == "" {
+		in.name = wb.Name
+		for _, e := range wb.Edges.Elements {
+			if e.ID == in.elementID {
+				in.name = wb.Name + " / " + e.Name
+			}
+		}
+	}
+	c := s.db.Schedule.Create().SetWorkbookID(wb.ID).SetOwnerID(p.UserID)
+	applySchedule(c.Mutation(), in, s.now())
+	row, err := c.Save(ctx)
+	if err != nil {
+		return nil, internalError(ctx, s.log, "create schedule", err)
+	}
+	auditObject(ctx, "SCHEDULE", row.ID)
+	auditMeta(ctx, "workbook_id", wb.ID)
+	return &pb.CreateScheduleResponse{Schedule: schedulePB(row)}, nil
+}
+
+// applySchedule copies validated input onto a create/update mutation.
+func applySchedule(m *ent.ScheduleMutation, in scheduleInput, now time.Time) {
+	m.SetName(in.name)
+	m.SetElementID(in.elementID)
+	if in.integ != nil {
+		m.SetIntegrationID(in.integ.ID)
+		m.SetIntegrationName(in.integ.Name)
+	}
+	m.SetURI(in.uri)
+	m.SetPrefixFileNameWithDatetime(in.prefix)
+	m.SetFormat(schedule.Format(in.format))
+	m.SetCompression(schedule.Compression(in.compression))
+	m.SetCsvEscapeFormulas(in.escape)
+	m.SetCron(in.cronExpr)
+	m.SetTimeZone(in.zone)
+	m.SetSendCondition(schedule.SendCondition(in.sendCondition))
+	m.SetMode(schedule.Mode(in.mode))
+	m.SetCatchUp(schedule.CatchUp(in.catchUp))
+	m.SetNotifyEmails(in.notify)
+	if next := in.cron.Next(now); !next.IsZero() {
+		m.SetNextRunTime(next)
+	}
+}
+
+func schedulePB(r *ent.Schedule) *pb.Schedule {
+	esc := r.CsvEscapeFormulas
+	out := &pb.Schedule{
+		Id: r.ID, WorkbookId: r.WorkbookID, ElementId: r.ElementID, Name: r.Name, Owner: r.OwnerID,
+		Destination: &pb.ScheduleDestination{CloudStorage: &pb.CloudStorageDestination{StorageIntegrationName: r.IntegrationName, Uri: r.URI}},
+		PrefixFileNameWithDatetime: r.PrefixFileNameWithDatetime,
+		Format:                     pb.Format(enumProto(pb.Format_value, "FORMAT_", string(r.Format))),
+		Compression:                pb.Compression(enumProto(pb.Compression_value, "COMPRESSION_", string(r.Compression))),
+		CsvEscapeFormulas:          &esc,
+		Cron:                       r.Cron, TimeZone: r.TimeZone,
+		SendCondition:       pb.SendCondition(enumProto(pb.SendCondition_value, "SEND_CONDITION_", string(r.SendCondition))),
+		Mode:                pb.ExportMode(enumProto(pb.ExportMode_value, "EXPORT_MODE_", string(r.Mode))),
+		NotifyEmails:        r.NotifyEmails,
+		State:               pb.ScheduleState(enumProto(pb.ScheduleState_value, "SCHEDULE_STATE_", string(r.State))),
+		CatchUp:             pb.CatchUp(enumProto(pb.CatchUp_value, "CATCH_UP_", string(r.CatchUp))),
+		NextRunTime:         tsPtr(r.NextRunTime),
+		ConsecutiveFailures: int32(r.ConsecutiveFailures),
+		CreateTime:          ts(r.CreateTime), UpdateTime: ts(r.UpdateTime),
+	}
+	if r.PauseReason != nil {
+		out.PauseReason = pb.PauseReason(enumProto(pb.PauseReason_value, "PAUSE_REASON_", string(*r.PauseReason)))
+	}
+	if r.State == schedule.StatePAUSED {
+		out.NextRunTime = nil
+	}
+	return out
+}
+
+func (s *ScheduleService) get(ctx context.Context, id string) (*ent.Schedule, error) {
+	var v violations
+	idField(&v, "id", id)
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	row, err := s.db.Schedule.Get(ctx, id)
+	if ent.IsNotFound(err) {
+		return nil, notFound("schedule", id)
+	}
+	if err != nil {
+		return nil, internalError(ctx, s.log, "get schedule", err)
+	}
+	auditObject(ctx, "SCHEDULE", row.ID)
+	return row, nil
+}
+
+// manage loads a schedule the caller may change (owner or ADMIN).
+func (s *ScheduleService) manage(ctx context.Context, id string) (*ent.Schedule, error) {
+	row, err := s.get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if !auth.FromContext(ctx).OwnsOrAdmin(row.OwnerID) {
+		return nil, permissionDenied("only the schedule's owner or an ADMIN may change it")
+	}
+	return row, nil
+}
+
+// GetSchedule implements pb.ScheduleServiceServer.
+func (s *ScheduleService) GetSchedule(ctx context.Context, req *pb.GetScheduleRequest) (*pb.GetScheduleResponse, error) {
+	row, err := s.get(ctx, req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	return &pb.GetScheduleResponse{Schedule: schedulePB(row)}, nil
+}
+
+// ListSchedules implements pb.ScheduleServiceServer.
+func (s *ScheduleService) ListSchedules(ctx context.Context, req *pb.ListSchedulesRequest) (*pb.ListSchedulesResponse, error) {
+	var v violations
+	size := pageSize(&v, req.GetPageSize())
+	after := decodeToken(&v, "sch", req.GetPageToken())
+	text(&v, "workbook_id", req.GetWorkbookId(), false, 64)
+	text(&v, "storage_integration_id", req.GetStorageIntegrationId(), false, 64)
+	if req.GetState() != 0 && !validEnum(req.GetState()) {
+		v.add("state", "must be SCHEDULE_STATE_ACTIVE or SCHEDULE_STATE_PAUSED")
+	}
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	q := s.db.Schedule.Query().Order(ent.Asc(schedule.FieldID)).Limit(size + 1)
+	if after != "" {
+		q = q.Where(schedule.IDGT(after))
+	}
+	if id := req.GetWorkbookId(); id != "" {
+		q = q.Where(schedule.WorkbookID(id))
+	}
+	if id := req.GetStorageIntegrationId(); id != "" {
+		q = q.Where(schedule.IntegrationID(id))
+	}
+	if req.GetState() != 0 {
+		q = q.Where(schedule.StateEQ(schedule.State(enumDB(req.GetState(), "SCHEDULE_STATE_"))))
+	}
+	rows, err := q.All(ctx)
+	if err != nil {
+		return nil, internalError(ctx, s.log, "list schedules", err)
+	}
+	resp := &pb.ListSchedulesResponse{}
+	if len(rows) > size {
+		rows = rows[:size]
+		resp.NextPageToken = encodeToken("sch", rows[size-1].ID)
+	}
+	for _, r := range rows {
+		resp.Schedules = append(resp.Schedules, schedulePB(r))
+	}
+	return resp, nil
+}
+
+// UpdateSchedule implements pb.ScheduleServiceServer.
+func (s *ScheduleService) UpdateSchedule(ctx context.Context, req *pb.UpdateScheduleRequest) (*pb.UpdateScheduleResponse, error) {
+	sc := req.GetSchedule()
+	if sc == nil {
+		return nil, invalidField("schedule", "is required")
+	}
+	cur, err := s.manage(ctx, sc.GetId())
+	if err != nil {
+		return nil, err
+	}
+	wb, err := s.db.Workbook.Query().Where(workbook.ID(cur.WorkbookID)).WithElements().Only(ctx)
+	if err != nil {
+		return nil, internalError(ctx, s.log, "load workbook", err)
+	}
+	var v violations
+	paths := maskPaths(&v, req.GetUpdateMask(), scheduleUpdatable, scheduleOutputOnly)
+	in := scheduleInput{
+		name: cur.Name, elementID: cur.ElementID, uri: cur.URI, prefix: cur.PrefixFileNameWithDatetime,
+		escape: cur.CsvEscapeFormulas, format: string(cur.Format), compression: string(cur.Compression),
+		cronExpr: cur.Cron, zone: cur.TimeZone, sendCondition: string(cur.SendCondition), mode: string(cur.Mode),
+		catchUp: string(cur.CatchUp), notify: cur.NotifyEmails,
+	}
+	if cur.IntegrationID != "" {
+		in.integ, _ = s.db.StorageIntegration.Get(ctx, cur.IntegrationID)
+	}
+	if err := s.checkSchedule(ctx, &v, sc, paths, wb, &in); err != nil {
+		return nil, internalError(ctx, s.log, "validate schedule", err)
+	}
+	if paths["name"] && in.name == "" {
+		v.add("schedule.name", "is required")
+	}
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	if in.cron == nil {
+		if in.cron, err = cronpkg.Parse(in.cronExpr, in.zone); err != nil {
+			return nil, internalError(ctx, s.log, "parse stored cron", err)
+		}
+	}
+	upd := s.db.Schedule.UpdateOneID(cur.ID)
+	applySchedule(upd.Mutation(), in, s.now())
+	if cur.State == schedule.StatePAUSED {
+		upd.ClearNextRunTime()
+	}
+	row, err := upd.Save(ctx)
+	if err != nil {
+		return nil, internalError(ctx, s.log, "update schedule", err)
+	}
+	auditMeta(ctx, "update_mask", req.GetUpdateMask().GetPaths())
+	return &pb.UpdateScheduleResponse{Schedule: schedulePB(row)}, nil
+}
+
+// DeleteSchedule implements pb.ScheduleServiceServer.
+func (s *ScheduleService) DeleteSchedule(ctx context.Context, req *pb.DeleteScheduleRequest) (*pb.DeleteScheduleResponse, error) {
+	cur, err := s.manage(ctx, req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.db.Schedule.DeleteOneID(cur.ID).Exec(ctx); err != nil {
+		return nil, internalError(ctx, s.log, "delete schedule", err)
+	}
+	return &pb.DeleteScheduleResponse{}, nil
+}
+
+// PauseSchedule implements pb.ScheduleServiceServer.
+func (s *ScheduleService) PauseSchedule(ctx context.Context, req *pb.PauseScheduleRequest) (*pb.PauseScheduleResponse, error) {
+	cur, err := s.manage(ctx, req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	row, err := s.db.Schedule.UpdateOneID(cur.ID).SetState(schedule.StatePAUSED).
+		SetPauseReason(schedule.PauseReasonUSER).ClearNextRunTime().Save(ctx)
+	if err != nil {
+		return nil, internalError(ctx, s.log, "pause schedule", err)
+	}
+	return &pb.PauseScheduleResponse{Schedule: schedulePB(row)}, nil
+}
+
+// ResumeSchedule implements pb.ScheduleServiceServer.
+func (s *ScheduleService) ResumeSchedule(ctx context.Context, req *pb.ResumeScheduleRequest) (*pb.ResumeScheduleResponse, error) {
+	cur, err := s.manage(ctx, req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	if cur.IntegrationID == "" {
+		return nil, failedPrecondition("INTEGRATION_DELETED", "the schedule's storage integration was deleted: point destination at another integration (UpdateSchedule) before resuming")
+	}
+	integ, err := s.db.StorageIntegration.Get(ctx, cur.IntegrationID)
+	if err != nil {
+		return nil, internalError(ctx, s.log, "load integration", err)
+	}
+	base, err := destination.ParseDestination(destination.Provider(integ.Provider), integ.Destination)
+	if err == nil {
+		_, err = destination.ValidateObjectURI(base, cur.URI)
+	}
+	if err != nil {
+		return nil, failedPrecondition("URI_OUTSIDE_DESTINATION", "the schedule's uri no longer lies under its integration's destination ("+err.Error()+"): update the schedule's destination first")
+	}
+	c, err := cronpkg.Parse(cur.Cron, cur.TimeZone)
+	if err != nil {
+		return nil, internalError(ctx, s.log, "parse stored cron", err)
+	}
+	upd := s.db.Schedule.UpdateOneID(cur.ID).SetState(schedule.StateACTIVE).ClearPauseReason().SetConsecutiveFailures(0)
+	if next := c.Next(s.now()); !next.IsZero() {
+		upd.SetNextRunTime(next)
+	}
+	row, err := upd.Save(ctx)
+	if err != nil {
+		return nil, internalError(ctx, s.log, "resume schedule", err)
+	}
+	return &pb.ResumeScheduleResponse{Schedule: schedulePB(row)}, nil
+}
+
+var _ = element.FieldID
