@@ -51,6 +51,7 @@ func (s *AccountService) getUser(ctx context.Context, field, id string) (*ent.Us
 	if err := v.err(); err != nil {
 		return nil, err
 	}
+	auditObject(ctx, "USER", id)
 	u, err := s.db.User.Get(ctx, id)
 	if ent.IsNotFound(err) {
 		return nil, notFound("user", id)
@@ -58,7 +59,6 @@ func (s *AccountService) getUser(ctx context.Context, field, id string) (*ent.Us
 	if err != nil {
 		return nil, internalError(ctx, s.log, "get user", err)
 	}
-	auditObject(ctx, "USER", u.ID)
 	return u, nil
 }
 
@@ -347,6 +347,7 @@ func (s *AccountService) RevokeApiKey(ctx context.Context, req *pb.RevokeApiKeyR
 	if err := v.err(); err != nil {
 		return nil, err
 	}
+	auditObject(ctx, "API_KEY", req.GetId())
 	k, err := s.db.ApiKey.Get(ctx, req.GetId())
 	if ent.IsNotFound(err) {
 		return nil, notFound("api key", req.GetId())
@@ -354,7 +355,6 @@ func (s *AccountService) RevokeApiKey(ctx context.Context, req *pb.RevokeApiKeyR
 	if err != nil {
 		return nil, internalError(ctx, s.log, "get api key", err)
 	}
-	auditObject(ctx, "API_KEY", k.ID)
 	p := auth.FromContext(ctx)
 	if k.UserID != p.UserID && !p.IsAdmin() {
 		return nil, permissionDenied("only an ADMIN may revoke other users' API keys")

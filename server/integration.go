@@ -269,6 +269,7 @@ func (s *IntegrationService) get(ctx context.Context, db *ent.Client, id string)
 	if err := v.err(); err != nil {
 		return nil, err
 	}
+	auditObject(ctx, "STORAGE_INTEGRATION", id)
 	row, err := db.StorageIntegration.Get(ctx, id)
 	if ent.IsNotFound(err) {
 		return nil, notFound("storage integration", id)
@@ -276,7 +277,6 @@ func (s *IntegrationService) get(ctx context.Context, db *ent.Client, id string)
 	if err != nil {
 		return nil, internalError(ctx, s.log, "get integration", err)
 	}
-	auditObject(ctx, "STORAGE_INTEGRATION", row.ID)
 	return row, nil
 }
 

@@ -300,6 +300,7 @@ func (s *ScheduleService) get(ctx context.Context, id string) (*ent.Schedule, er
 	if err := v.err(); err != nil {
 		return nil, err
 	}
+	auditObject(ctx, "SCHEDULE", id)
 	row, err := s.db.Schedule.Get(ctx, id)
 	if ent.IsNotFound(err) {
 		return nil, notFound("schedule", id)
@@ -307,7 +308,6 @@ func (s *ScheduleService) get(ctx context.Context, id string) (*ent.Schedule, er
 	if err != nil {
 		return nil, internalError(ctx, s.log, "get schedule", err)
 	}
-	auditObject(ctx, "SCHEDULE", row.ID)
 	return row, nil
 }
 

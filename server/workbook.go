@@ -116,6 +116,7 @@ func (s *WorkbookService) visible(ctx context.Context, db *ent.Client, field, id
 	if err := v.err(); err != nil {
 		return nil, err
 	}
+	auditObject(ctx, "WORKBOOK", id)
 	wb, err := db.Workbook.Query().Where(workbook.ID(id)).WithElements(func(q *ent.ElementQuery) {
 		q.Order(ent.Asc(element.FieldPosition))
 	}).Only(ctx)
@@ -125,7 +126,6 @@ func (s *WorkbookService) visible(ctx context.Context, db *ent.Client, field, id
 	if err != nil {
 		return nil, internalError(ctx, s.log, "get workbook", err)
 	}
-	auditObject(ctx, "WORKBOOK", wb.ID)
 	return wb, nil
 }
 

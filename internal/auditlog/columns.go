@@ -209,6 +209,10 @@ func validateFilter(p string, f Filter) []Violation {
 		return vs // don't look at each of a huge list
 	}
 
+	// Values are checked against the column type only when the operator
+	// fits the type; otherwise the operator violation says it all.
+	typed := colOK && (!opOK || opAllowed(f.Op, col.Type))
+
 	// Report only the first bad value of a filter: one message is enough to
 	// fix the input, and a long list of bad values must not produce a long
 	// list of violations.
@@ -219,11 +223,11 @@ func validateFilter(p string, f Filter) []Violation {
 			msg = "is not valid UTF-8"
 		case len(v) > MaxValueBytes:
 			msg = fmt.Sprintf("is longer than %d bytes", MaxValueBytes)
-		case colOK && col.Type == TypeTimestamp:
+		case typed && col.Type == TypeTimestamp:
 			if _, err := parseTimestamp(v); err != nil {
 				msg = fmt.Sprintf("%s is not an RFC 3339 timestamp (e.g. 2024-05-01T00:00:00Z)", quote(v))
 			}
-		case colOK && col.Type == TypeInteger:
+		case typed && col.Type == TypeInteger:
 			if _, err := strconv.ParseInt(v, 10, 64); err != nil {
 				msg = fmt.Sprintf("%s is not an integer", quote(v))
 			}
@@ -234,7 +238,7 @@ func validateFilter(p string, f Filter) []Violation {
 		}
 	}
 
-	if colOK && f.Op == OpBetween && len(f.Values) == 2 {
+	if typed && f.Op == OpBetween && len(f.Values) == 2 {
 		lo, _ := convertValue(col, f.Values[0])
 		hi, _ := convertValue(col, f.Values[1])
 		if compareValues(lo, hi) > 0 {

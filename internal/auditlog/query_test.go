@@ -77,7 +77,7 @@ func requestIDs(t *testing.T, d *db.DB, ctx context.Context, s Spec) []string {
 	return out
 }
 
-func ids(s ...string) []string { return s }
+func rids(s ...string) []string { return s }
 
 func TestQueryOperators(t *testing.T) {
 	f := func(col, op string, vals ...string) Spec {
@@ -88,47 +88,47 @@ func TestQueryOperators(t *testing.T) {
 		spec Spec
 		want []string
 	}{
-		{"all", Spec{}, ids("a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8", "a9")},
-		{"equals", f("EVENT_TYPE", OpEquals, "API_KEY_AUTH"), ids("a0", "a7")},
-		{"equals lower-case column", f("event_type", OpEquals, "API_KEY_AUTH"), ids("a0", "a7")},
-		{"equals is case-sensitive", f("EVENT_TYPE", OpEquals, "api_key_auth"), ids()},
-		{"not equals", f("EVENT_CATEGORY", OpNotEquals, "EXPORTS"), ids("a0", "a1", "a5", "a6", "a7", "a8", "a9")},
-		{"in event type", f("EVENT_TYPE", OpIn, "SEND_NOW", "EXPORT_RUN_FINISHED"), ids("a2", "a3", "a4")},
-		{"not in", f("EVENT_STATUS", OpNotIn, "SUCCESS"), ids("a2", "a4", "a7")},
-		{"contains underscore is literal", f("USER_EMAIL", OpContains, "bob_"), ids("a1")},
-		{"contains percent is literal", f("OBJECT_ID", OpContains, "50%"), ids("a6")},
-		{"contains backslash", f("USER_EMAIL", OpContains, `k\s`), ids("a8")},
-		{"contains folds ASCII", f("USER_EMAIL", OpContains, "DAVE.jones@example.com"), ids("a5")},
-		{"contains JSON", f("METADATA", OpContains, "100%"), ids("a1")},
-		{"contains non-ASCII exact", f("USER_EMAIL", OpContains, "ÜNïCODE"), ids("a9")},
-		{"contains non-ASCII does not fold", f("USER_EMAIL", OpContains, "ünïcode"), ids()},
-		{"greater than time is strict", f("REQUEST_TIME", OpGreaterThan, "2024-05-01T06:00:00Z"), ids("a8", "a9")},
-		{"less than time", f("REQUEST_TIME", OpLessThan, "2024-05-01T01:00:00Z"), ids("a0")},
-		{"equals time", f("REQUEST_TIME", OpEquals, "2024-05-01T03:00:00Z"), ids("a3", "a4")},
-		{"in time", f("REQUEST_TIME", OpIn, "2024-05-01T03:00:00Z", "2024-05-01T00:00:00Z"), ids("a0", "a3", "a4")},
-		{"between time inclusive", f("REQUEST_TIME", OpBetween, "2024-05-01T03:00:00Z", "2024-05-01T04:00:00Z"), ids("a3", "a4", "a5")},
-		{"between time other offset", f("REQUEST_TIME", OpBetween, "2024-05-01T05:00:00+02:00", "2024-04-30T23:00:00.000001-05:00"), ids("a3", "a4", "a5")},
-		{"between time fractional", f("REQUEST_TIME", OpBetween, "2024-05-01T02:59:59.999999Z", "2024-05-01T03:00:00.000001Z"), ids("a3", "a4")},
-		{"greater than text by bytes", f("USER_EMAIL", OpGreaterThan, "d"), ids("a6", "a9")},
-		{"less than text by bytes", f("USER_EMAIL", OpLessThan, "B"), ids("a7")},
-		{"between text", f("USER_EMAIL", OpBetween, "bob", "carol@example.com"), ids("a1", "a2", "a3", "a4")},
+		{"all", Spec{}, rids("a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8", "a9")},
+		{"equals", f("EVENT_TYPE", OpEquals, "API_KEY_AUTH"), rids("a0", "a7")},
+		{"equals lower-case column", f("event_type", OpEquals, "API_KEY_AUTH"), rids("a0", "a7")},
+		{"equals is case-sensitive", f("EVENT_TYPE", OpEquals, "api_key_auth"), rids()},
+		{"not equals", f("EVENT_CATEGORY", OpNotEquals, "EXPORTS"), rids("a0", "a1", "a5", "a6", "a7", "a8", "a9")},
+		{"in event type", f("EVENT_TYPE", OpIn, "SEND_NOW", "EXPORT_RUN_FINISHED"), rids("a2", "a3", "a4")},
+		{"not in", f("EVENT_STATUS", OpNotIn, "SUCCESS"), rids("a2", "a4", "a7")},
+		{"contains underscore is literal", f("USER_EMAIL", OpContains, "bob_"), rids("a1")},
+		{"contains percent is literal", f("OBJECT_ID", OpContains, "50%"), rids("a6")},
+		{"contains backslash", f("USER_EMAIL", OpContains, `k\s`), rids("a8")},
+		{"contains folds ASCII", f("USER_EMAIL", OpContains, "DAVE.jones@example.com"), rids("a5")},
+		{"contains JSON", f("METADATA", OpContains, "100%"), rids("a1")},
+		{"contains non-ASCII exact", f("USER_EMAIL", OpContains, "ÜNïCODE"), rids("a9")},
+		{"contains non-ASCII does not fold", f("USER_EMAIL", OpContains, "ünïcode"), rids()},
+		{"greater than time is strict", f("REQUEST_TIME", OpGreaterThan, "2024-05-01T06:00:00Z"), rids("a8", "a9")},
+		{"less than time", f("REQUEST_TIME", OpLessThan, "2024-05-01T01:00:00Z"), rids("a0")},
+		{"equals time", f("REQUEST_TIME", OpEquals, "2024-05-01T03:00:00Z"), rids("a3", "a4")},
+		{"in time", f("REQUEST_TIME", OpIn, "2024-05-01T03:00:00Z", "2024-05-01T00:00:00Z"), rids("a0", "a3", "a4")},
+		{"between time inclusive", f("REQUEST_TIME", OpBetween, "2024-05-01T03:00:00Z", "2024-05-01T04:00:00Z"), rids("a3", "a4", "a5")},
+		{"between time other offset", f("REQUEST_TIME", OpBetween, "2024-05-01T05:00:00+02:00", "2024-04-30T23:00:00.000001-05:00"), rids("a3", "a4", "a5")},
+		{"between time fractional", f("REQUEST_TIME", OpBetween, "2024-05-01T02:59:59.999999Z", "2024-05-01T03:00:00.000001Z"), rids("a3", "a4")},
+		{"greater than text by bytes", f("USER_EMAIL", OpGreaterThan, "d"), rids("a6", "a9")},
+		{"less than text by bytes", f("USER_EMAIL", OpLessThan, "B"), rids("a7")},
+		{"between text", f("USER_EMAIL", OpBetween, "bob", "carol@example.com"), rids("a1", "a2", "a3", "a4")},
 		{"and", Spec{Filters: []Filter{
 			{Column: "EVENT_CATEGORY", Op: OpEquals, Values: []string{"EXPORTS"}},
 			{Column: "EVENT_STATUS", Op: OpEquals, Values: []string{"FAILURE"}},
-		}}, ids("a2", "a4")},
-		{"relative 3h", Spec{TimeRange: &TimeRange{Last: 3 * time.Hour}}, ids("a7", "a8", "a9")},
+		}}, rids("a2", "a4")},
+		{"relative 3h", Spec{TimeRange: &TimeRange{Last: 3 * time.Hour}}, rids("a7", "a8", "a9")},
 		{"relative inclusive start", Spec{TimeRange: &TimeRange{Column: "request_time", Last: 5*time.Hour + 30*time.Minute}},
-			ids("a3", "a4", "a5", "a6", "a7", "a8", "a9")},
+			rids("a3", "a4", "a5", "a6", "a7", "a8", "a9")},
 		{"relative and filter", Spec{
 			TimeRange: &TimeRange{Column: "REQUEST_TIME", Last: 3 * time.Hour},
 			Filters:   []Filter{{Column: "EVENT_TYPE", Op: OpEquals, Values: []string{"API_KEY_AUTH"}}},
-		}, ids("a7")},
+		}, rids("a7")},
 		{"sort desc, ties by id desc", Spec{Sort: []SortKey{{Column: "REQUEST_TIME", Descending: true}}},
-			ids("a9", "a8", "a7", "a6", "a5", "a4", "a3", "a2", "a1", "a0")},
+			rids("a9", "a8", "a7", "a6", "a5", "a4", "a3", "a2", "a1", "a0")},
 		{"sort two keys", Spec{Sort: []SortKey{{Column: "EVENT_CATEGORY"}, {Column: "REQUEST_TIME", Descending: true}}},
-			ids("a7", "a0", "a4", "a3", "a2", "a5", "a9", "a8", "a1", "a6")},
+			rids("a7", "a0", "a4", "a3", "a2", "a5", "a9", "a8", "a1", "a6")},
 		{"sort text by bytes", Spec{Sort: []SortKey{{Column: "user_email"}}},
-			ids("a7", "a5", "a0", "a8", "a1", "a2", "a3", "a4", "a6", "a9")},
+			rids("a7", "a5", "a0", "a8", "a1", "a2", "a3", "a4", "a6", "a9")},
 	}
 	forEachDB(t, func(t *testing.T, d *db.DB) {
 		loadFixture(t, d)
@@ -213,12 +213,12 @@ func TestQueryTenantIsolation(t *testing.T) {
 	forEachDB(t, func(t *testing.T, d *db.DB) {
 		loadFixture(t, d)
 		ctxB := tenant.WithOrg(context.Background(), "org_b")
-		if got := requestIDs(t, d, ctxB, Spec{}); !slices.Equal(got, ids("b0", "b1", "b2")) {
+		if got := requestIDs(t, d, ctxB, Spec{}); !slices.Equal(got, rids("b0", "b1", "b2")) {
 			t.Errorf("org B sees %v", got)
 		}
 		// The same filter in A never returns B's copy of the event.
 		s := Spec{Filters: []Filter{{Column: "USER_EMAIL", Op: OpEquals, Values: []string{"ada@example.com"}}}}
-		if got := requestIDs(t, d, orgA(), s); !slices.Equal(got, ids("a0")) {
+		if got := requestIDs(t, d, orgA(), s); !slices.Equal(got, rids("a0")) {
 			t.Errorf("org A sees %v", got)
 		}
 		if got := requestIDs(t, d, tenant.WithOrg(context.Background(), "org_c"), Spec{}); len(got) != 0 {

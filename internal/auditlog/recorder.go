@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/auditexport/auditexport/ent"
 	"github.com/auditexport/auditexport/internal/ids"
@@ -180,23 +181,49 @@ func scrub(v any, depth int) any {
 	return v
 }
 
-// secretWords mark a metadata key whose value may be a credential.
+// secretWords mark a metadata key whose value may be a credential. They are
+// matched with separators removed, so "x-api-key", "apiKey" and "AccountKey"
+// are caught as well as "api_key" and "account_key".
 var secretWords = []string{
-	"secret", "password", "token", "account_key", "json_key",
-	"credential", "authorization", "api_key",
+	"secret", "password", "token", "accountkey", "jsonkey",
+	"credential", "authorization", "apikey", "privatekey",
 }
 
 // scrubKey reports whether a key's value must be redacted. Identifiers of
-// secrets ("api_key_id") are not secret and are what an auditor needs.
+// secrets ("api_key_id", "apiKeyId") are not secret and are what an auditor
+// needs.
 func scrubKey(k string) bool {
-	k = strings.ToLower(k)
-	if strings.HasSuffix(k, "_id") {
+	if isIDKey(k) {
 		return false
 	}
+	norm := strings.Map(func(r rune) rune {
+		switch r {
+		case '_', '-', '.', ' ':
+			return -1
+		}
+		return unicode.ToLower(r)
+	}, k)
 	for _, w := range secretWords {
-		if strings.Contains(k, w) {
+		if strings.Contains(norm, w) {
 			return true
 		}
+	}
+	return false
+}
+
+// isIDKey reports whether k names an identifier: "..._id", "...-id",
+// "...Id" / "...ID" after a lower-case letter.
+func isIDKey(k string) bool {
+	n := len(k)
+	if n < 3 {
+		return false
+	}
+	suffix, before := k[n-2:], k[n-3]
+	switch {
+	case strings.EqualFold(suffix, "id") && (before == '_' || before == '-' || before == '.'):
+		return true
+	case (suffix == "Id" || suffix == "ID") && 'a' <= before && before <= 'z':
+		return true
 	}
 	return false
 }

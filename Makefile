@@ -1,0 +1,39 @@
+# auditexport — see README.md. Tools are pinned in tools/go.mod and
+# tools/buf/go.mod and run with `go tool`, so nothing is installed globally.
+SHELL := /bin/bash
+GO    ?= go
+BUF   := $(GO) tool -modfile=tools/buf/go.mod buf
+BIN   := $(CURDIR)/bin
+
+.PHONY: run build tools generate lint check-generated test test-go services bench
+
+run: ## Run the server on embedded SQLite in ./data
+	$(GO) run ./cmd/auditexport serve
+
+build:
+	$(GO) build -o $(BIN)/auditexport ./cmd/auditexport
+
+tools: ## Build pinned dev tools into ./bin (grpcurl for the README walk-through)
+	$(GO) build -modfile=tools/go.mod -o $(BIN)/grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl
+
+generate: ## Regenerate gen/ (buf) and ent/ (entc)
+	$(BUF) generate
+	cd ent && $(GO) run -mod=mod entc.go
+
+lint:
+	$(BUF) lint
+	$(BUF) format -d --exit-code
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v -e '^gen/' -e '^ent/[^s]')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+check-generated: generate ## Fail if regenerating changes committed code
+	@if [ -n "$$(git status --porcelain -- gen ent)" ]; then \
+		echo "generated code is stale; run 'make generate' and commit:"; git status --porcelain -- gen ent; git diff --stat -- gen ent; exit 1; fi
+
+services: ## Make sure the services the tests need are up
+	./scripts/test-services.sh
+
+test-go: services tools
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+test: check-generated lint test-go ## The whole CI suite

@@ -1,0 +1,365 @@
+// Package integration_test drives the real `auditexport` binary over real
+// sockets on 127.0.0.1, on SQLite and on PostgreSQL.
+package integration_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	_ "modernc.org/sqlite"
+
+	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
+	"github.com/auditexport/auditexport/internal/auth"
+)
+
+var (
+	binPath  string
+	repoRoot string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	wd, _ := os.Getwd()
+	repoRoot = filepath.Dir(wd)
+	dir, err := os.MkdirTemp("", "auditexport-it-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binPath = filepath.Join(dir, "auditexport")
+	build := exec.Command("go", "build", "-race", "-o", binPath, "./cmd/auditexport")
+	build.Dir = repoRoot
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building auditexport:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// pgAdminDSN is the maintenance database used to create throw-away databases.
+func pgAdminDSN() string {
+	if v := os.Getenv("AUDITEXPORT_TEST_PG"); v != "" {
+		return v
+	}
+	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+}
+
+// backends lists the databases every flow runs on. PostgreSQL is required in
+// CI; locally it is skipped only when unreachable.
+func backends(t *testing.T) []string {
+	t.Helper()
+	db, err := sql.Open("pgx", pgAdminDSN())
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		err = db.PingContext(ctx)
+		cancel()
+		db.Close()
+	}
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("PostgreSQL unreachable in CI: %v", err)
+		}
+		t.Logf("PostgreSQL unreachable (%v): running on SQLite only", err)
+		return []string{"sqlite"}
+	}
+	return []string{"sqlite", "postgres"}
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// createPGDatabase makes a throw-away database dropped at cleanup.
+func createPGDatabase(t *testing.T) string {
+	t.Helper()
+	admin, err := sql.Open("pgx", pgAdminDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "ae_it_" + randHex(6)
+	if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
+		t.Fatalf("create database: %v", err)
+	}
+	t.Cleanup(func() {
+		_, _ = admin.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)")
+		admin.Close()
+	})
+	return strings.Replace(pgAdminDSN(), "/postgres?", "/"+name+"?", 1)
+}
+
+// Server is a running auditexport process.
+type Server struct {
+	t        *testing.T
+	Backend  string
+	DataDir  string
+	DSN      string
+	GRPCAddr string
+	HTTPURL  string
+	AdminKey string
+	Conn     *grpc.ClientConn
+	cmd      *exec.Cmd
+	logMu    sync.Mutex
+	logs     bytes.Buffer // stdout + stderr
+	done     chan struct{}
+}
+
+// StartServer runs `auditexport serve` on fresh storage of the backend.
+func StartServer(t *testing.T, backend string, extra ...string) *Server {
+	t.Helper()
+	s := &Server{t: t, Backend: backend, DataDir: t.TempDir(), done: make(chan struct{})}
+	s.AdminKey, _, _ = auth.NewAPIKey()
+	switch backend {
+	case "sqlite":
+		s.DSN = "sqlite://" + filepath.Join(s.DataDir, "auditexport.db")
+	case "postgres":
+		s.DSN = createPGDatabase(t)
+	default:
+		t.Fatalf("unknown backend %q", backend)
+	}
+	s.start(extra...)
+	return s
+}
+
+func (s *Server) start(extra ...string) {
+	t := s.t
+	args := append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+		"--data-dir", s.DataDir, "--db", s.DSN, "--bootstrap-admin-key", s.AdminKey,
+		"--allow-private-endpoints", "--shutdown-grace", "5s"}, extra...)
+	cmd := exec.Command(binPath, args...)
+	cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1")
+	stdout, _ := cmd.StdoutPipe()
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s.cmd = cmd
+	s.done = make(chan struct{})
+	addrs := make(chan [2]string, 1)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); s.copyLog(stdout, nil) }()
+	go func() { defer wg.Done(); s.copyLog(stderr, addrs) }()
+	go func() { wg.Wait(); _ = cmd.Wait(); close(s.done) }()
+	select {
+	case a := <-addrs:
+		s.GRPCAddr, s.HTTPURL = a[0], "http://"+a[1]
+	case <-s.done:
+		t.Fatalf("server exited during start:\n%s", s.Logs())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("server did not start:\n%s", s.Logs())
+	}
+	conn, err := grpc.NewClient(s.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Conn = conn
+	t.Cleanup(s.Stop)
+}
+
+func (s *Server) copyLog(r io.Reader, addrs chan<- [2]string) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	var grpcAddr, httpAddr string
+	for sc.Scan() {
+		line := sc.Text()
+		s.logMu.Lock()
+		s.logs.WriteString(line + "\n")
+		s.logMu.Unlock()
+		if addrs == nil || (grpcAddr != "" && httpAddr != "") {
+			continue
+		}
+		var rec struct{ Msg, Addr string }
+		if json.Unmarshal([]byte(line), &rec) == nil {
+			switch rec.Msg {
+			case "grpc listening":
+				grpcAddr = rec.Addr
+			case "http listening":
+				httpAddr = rec.Addr
+			}
+			if grpcAddr != "" && httpAddr != "" {
+				addrs <- [2]string{grpcAddr, httpAddr}
+			}
+		}
+	}
+}
+
+// Logs returns everything the process printed so far.
+func (s *Server) Logs() string {
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	return s.logs.String()
+}
+
+// Stop sends SIGTERM and waits; a server that does not exit is a test failure.
+func (s *Server) Stop() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	if s.Conn != nil {
+		_ = s.Conn.Close()
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(20 * time.Second):
+		_ = s.cmd.Process.Kill()
+		s.t.Errorf("server did not stop within 20s of SIGTERM")
+	}
+	if code := s.cmd.ProcessState.ExitCode(); code != 0 {
+		s.t.Errorf("server exited with code %d:\n%s", code, s.Logs())
+	}
+}
+
+// Restart stops and starts the process on the same storage.
+func (s *Server) Restart() {
+	s.Stop()
+	s.start()
+}
+
+// Ctx returns a context carrying key (and a fresh request id).
+func Ctx(key string) context.Context {
+	ctx := context.Background()
+	if key != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+key)
+	}
+	return ctx
+}
+
+// Clients are the typed gRPC clients.
+type Clients struct {
+	Integrations pb.IntegrationServiceClient
+	Workbooks    pb.WorkbookServiceClient
+	Schedules    pb.ScheduleServiceClient
+	Accounts     pb.AccountServiceClient
+}
+
+// Clients returns typed clients on the server's connection.
+func (s *Server) Clients() Clients {
+	return Clients{
+		Integrations: pb.NewIntegrationServiceClient(s.Conn),
+		Workbooks:    pb.NewWorkbookServiceClient(s.Conn),
+		Schedules:    pb.NewScheduleServiceClient(s.Conn),
+		Accounts:     pb.NewAccountServiceClient(s.Conn),
+	}
+}
+
+// REST performs an HTTP call and decodes the JSON answer.
+func (s *Server) REST(method, path, key string, body any, headers ...string) (int, map[string]any, http.Header) {
+	s.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		switch b := body.(type) {
+		case string:
+			rd = strings.NewReader(b)
+		case []byte:
+			rd = bytes.NewReader(b)
+		default:
+			raw, err := json.Marshal(b)
+			if err != nil {
+				s.t.Fatal(err)
+			}
+			rd = bytes.NewReader(raw)
+		}
+	}
+	req, err := http.NewRequest(method, s.HTTPURL+path, rd)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &out); err != nil {
+			s.t.Fatalf("%s %s: status %d, non-JSON body %q", method, path, resp.StatusCode, raw)
+		}
+	}
+	return resp.StatusCode, out, resp.Header
+}
+
+// OpenDB opens the server's database directly (for assertions only).
+func (s *Server) OpenDB() *sql.DB {
+	s.t.Helper()
+	var db *sql.DB
+	var err error
+	if s.Backend == "sqlite" {
+		db, err = sql.Open("sqlite", "file:"+strings.TrimPrefix(s.DSN, "sqlite://")+"?_pragma=busy_timeout(10000)")
+	} else {
+		db, err = sql.Open("pgx", s.DSN)
+	}
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// Placeholder returns the n-th bind placeholder of the backend.
+func (s *Server) Placeholder(n int) string {
+	if s.Backend == "postgres" {
+		return fmt.Sprintf("$%d", n)
+	}
+	return "?"
+}
+
+// getPath walks a decoded JSON document: getPath(m, "storageIntegration", "id").
+func getPath(m map[string]any, path ...string) any {
+	var cur any = m
+	for _, p := range path {
+		mm, ok := cur.(map[string]any)
+		if !ok {
+			return nil
+		}
+		cur = mm[p]
+	}
+	return cur
+}
+
+func getString(m map[string]any, path ...string) string {
+	s, _ := getPath(m, path...).(string)
+	return s
+}
