@@ -36,14 +36,14 @@ func NewScheduleService(db *ent.Client, wb *WorkbookService, log *slog.Logger) *
 // scheduleInput is a validated schedule.
 type scheduleInput struct {
 	name, elementID, uri string
-	integ               *ent.StorageIntegration
-	prefix, escape      bool
-	format, compression string
-	cron                *cronpkg.Cron
-	cronExpr, zone      string
-	sendCondition, mode string
-	catchUp             string
-	notify              []string
+	integ                *ent.StorageIntegration
+	prefix, escape       bool
+	format, compression  string
+	cron                 *cronpkg.Cron
+	cronExpr, zone       string
+	sendCondition, mode  string
+	catchUp              string
+	notify               []string
 }
 
 // checkSchedule validates the fields named in paths (all on create) and
@@ -270,7 +270,7 @@ func schedulePB(r *ent.Schedule) *pb.Schedule {
 	esc := r.CsvEscapeFormulas
 	out := &pb.Schedule{
 		Id: r.ID, WorkbookId: r.WorkbookID, ElementId: r.ElementID, Name: r.Name, Owner: r.OwnerID,
-		Destination: &pb.ScheduleDestination{CloudStorage: &pb.CloudStorageDestination{StorageIntegrationName: r.IntegrationName, Uri: r.URI}},
+		Destination:                &pb.ScheduleDestination{CloudStorage: &pb.CloudStorageDestination{StorageIntegrationName: r.IntegrationName, Uri: r.URI}},
 		PrefixFileNameWithDatetime: r.PrefixFileNameWithDatetime,
 		Format:                     pb.Format(enumProto(pb.Format_value, "FORMAT_", string(r.Format))),
 		Compression:                pb.Compression(enumProto(pb.Compression_value, "COMPRESSION_", string(r.Compression))),
