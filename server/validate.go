@@ -63,7 +63,7 @@ func maskPaths(v *violations, m *fieldmaskpb.FieldMask, allowed, outputOnly []st
 		return paths
 	}
 	for _, p := range m.Paths {
-		top, _, _ := strings.Cut(p, ".")
+		top, _, _ := strings.Cut(snakeCase(p), ".")
 		switch {
 		case contains(allowed, top):
 			paths[top] = true
@@ -85,4 +85,18 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// snakeCase accepts lowerCamelCase mask paths (what REST clients write,
+// e.g. ?updateMask=timeZone) as well as proto names.
+func snakeCase(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if unicode.IsUpper(r) {
+			b.WriteByte('_')
+			r = unicode.ToLower(r)
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }

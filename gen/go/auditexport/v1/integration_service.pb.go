@@ -26,7 +26,7 @@ const (
 // CreateStorageIntegrationRequest creates an integration.
 type CreateStorageIntegrationRequest struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
-	StorageIntegration *StorageIntegration    `protobuf:"bytes,1,opt,name=storage_integration,json=storageIntegration,proto3" json:"storage_integration,omitempty"`
+	StorageIntegration *StorageIntegration    `protobuf:"bytes,1,opt,name=storage_integration,json=storageIntegration" json:"storage_integration,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
@@ -71,7 +71,7 @@ func (x *CreateStorageIntegrationRequest) GetStorageIntegration() *StorageIntegr
 // GetStorageIntegrationRequest names an integration.
 type GetStorageIntegrationRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -117,8 +117,8 @@ func (x *GetStorageIntegrationRequest) GetId() string {
 type ListStorageIntegrationsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Default 50, max 1000.
-	PageSize      int32  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageSize      int32  `protobuf:"varint,1,opt,name=page_size,json=pageSize" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -170,8 +170,8 @@ func (x *ListStorageIntegrationsRequest) GetPageToken() string {
 // ListStorageIntegrationsResponse is a page of integrations.
 type ListStorageIntegrationsResponse struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
-	StorageIntegrations []*StorageIntegration  `protobuf:"bytes,1,rep,name=storage_integrations,json=storageIntegrations,proto3" json:"storage_integrations,omitempty"`
-	NextPageToken       string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	StorageIntegrations []*StorageIntegration  `protobuf:"bytes,1,rep,name=storage_integrations,json=storageIntegrations" json:"storage_integrations,omitempty"`
+	NextPageToken       string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken" json:"next_page_token,omitempty"`
 	unknownFields       protoimpl.UnknownFields
 	sizeCache           protoimpl.SizeCache
 }
@@ -223,11 +223,11 @@ func (x *ListStorageIntegrationsResponse) GetNextPageToken() string {
 // UpdateStorageIntegrationRequest updates an integration.
 type UpdateStorageIntegrationRequest struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
-	StorageIntegration *StorageIntegration    `protobuf:"bytes,1,opt,name=storage_integration,json=storageIntegration,proto3" json:"storage_integration,omitempty"`
+	StorageIntegration *StorageIntegration    `protobuf:"bytes,1,opt,name=storage_integration,json=storageIntegration" json:"storage_integration,omitempty"`
 	// Paths: name, destination, region, endpoint, credentials.
-	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask" json:"update_mask,omitempty"`
 	// Keep linked schedules active instead of pausing them.
-	UpdateLinkedSchedules bool `protobuf:"varint,3,opt,name=update_linked_schedules,json=updateLinkedSchedules,proto3" json:"update_linked_schedules,omitempty"`
+	UpdateLinkedSchedules bool `protobuf:"varint,3,opt,name=update_linked_schedules,json=updateLinkedSchedules" json:"update_linked_schedules,omitempty"`
 	unknownFields         protoimpl.UnknownFields
 	sizeCache             protoimpl.SizeCache
 }
@@ -286,9 +286,9 @@ func (x *UpdateStorageIntegrationRequest) GetUpdateLinkedSchedules() bool {
 // DeleteStorageIntegrationRequest deletes an integration.
 type DeleteStorageIntegrationRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
 	// Delete linked schedules instead of pausing them.
-	DeleteLinkedSchedules bool `protobuf:"varint,2,opt,name=delete_linked_schedules,json=deleteLinkedSchedules,proto3" json:"delete_linked_schedules,omitempty"`
+	DeleteLinkedSchedules bool `protobuf:"varint,2,opt,name=delete_linked_schedules,json=deleteLinkedSchedules" json:"delete_linked_schedules,omitempty"`
 	unknownFields         protoimpl.UnknownFields
 	sizeCache             protoimpl.SizeCache
 }
@@ -340,8 +340,8 @@ func (x *DeleteStorageIntegrationRequest) GetDeleteLinkedSchedules() bool {
 // DeleteStorageIntegrationResponse reports what happened to linked schedules.
 type DeleteStorageIntegrationResponse struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
-	PausedScheduleIds  []string               `protobuf:"bytes,1,rep,name=paused_schedule_ids,json=pausedScheduleIds,proto3" json:"paused_schedule_ids,omitempty"`
-	DeletedScheduleIds []string               `protobuf:"bytes,2,rep,name=deleted_schedule_ids,json=deletedScheduleIds,proto3" json:"deleted_schedule_ids,omitempty"`
+	PausedScheduleIds  []string               `protobuf:"bytes,1,rep,name=paused_schedule_ids,json=pausedScheduleIds" json:"paused_schedule_ids,omitempty"`
+	DeletedScheduleIds []string               `protobuf:"bytes,2,rep,name=deleted_schedule_ids,json=deletedScheduleIds" json:"deleted_schedule_ids,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
@@ -393,7 +393,7 @@ func (x *DeleteStorageIntegrationResponse) GetDeletedScheduleIds() []string {
 // GetStorageIntegrationCredentialsRequest names an integration.
 type GetStorageIntegrationCredentialsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -438,7 +438,7 @@ func (x *GetStorageIntegrationCredentialsRequest) GetId() string {
 // CreateStorageIntegrationResponse wraps the StorageIntegration.
 type CreateStorageIntegrationResponse struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
-	StorageIntegration *StorageIntegration    `protobuf:"bytes,1,opt,name=storage_integration,json=storageIntegration,proto3" json:"storage_integration,omitempty"`
+	StorageIntegration *StorageIntegration    `protobuf:"bytes,1,opt,name=storage_integration,json=storageIntegration" json:"storage_integration,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
@@ -483,7 +483,7 @@ func (x *CreateStorageIntegrationResponse) GetStorageIntegration() *StorageInteg
 // GetStorageIntegrationResponse wraps the StorageIntegration.
 type GetStorageIntegrationResponse struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
-	StorageIntegration *StorageIntegration    `protobuf:"bytes,1,opt,name=storage_integration,json=storageIntegration,proto3" json:"storage_integration,omitempty"`
+	StorageIntegration *StorageIntegration    `protobuf:"bytes,1,opt,name=storage_integration,json=storageIntegration" json:"storage_integration,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
@@ -528,7 +528,7 @@ func (x *GetStorageIntegrationResponse) GetStorageIntegration() *StorageIntegrat
 // UpdateStorageIntegrationResponse wraps the StorageIntegration.
 type UpdateStorageIntegrationResponse struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
-	StorageIntegration *StorageIntegration    `protobuf:"bytes,1,opt,name=storage_integration,json=storageIntegration,proto3" json:"storage_integration,omitempty"`
+	StorageIntegration *StorageIntegration    `protobuf:"bytes,1,opt,name=storage_integration,json=storageIntegration" json:"storage_integration,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
@@ -573,7 +573,7 @@ func (x *UpdateStorageIntegrationResponse) GetStorageIntegration() *StorageInteg
 // GetStorageIntegrationCredentialsResponse wraps the StorageIntegrationCredentials.
 type GetStorageIntegrationCredentialsResponse struct {
 	state         protoimpl.MessageState         `protogen:"open.v1"`
-	Credentials   *StorageIntegrationCredentials `protobuf:"bytes,1,opt,name=credentials,proto3" json:"credentials,omitempty"`
+	Credentials   *StorageIntegrationCredentials `protobuf:"bytes,1,opt,name=credentials" json:"credentials,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -658,8 +658,8 @@ const file_auditexport_v1_integration_service_proto_rawDesc = "" +
 	"\x17ListStorageIntegrations\x12..auditexport.v1.ListStorageIntegrationsRequest\x1a/.auditexport.v1.ListStorageIntegrationsResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/storageIntegrations\x12\xcc\x01\n" +
 	"\x18UpdateStorageIntegration\x12/.auditexport.v1.UpdateStorageIntegrationRequest\x1a0.auditexport.v1.UpdateStorageIntegrationResponse\"M\x82\xd3\xe4\x93\x02G:\x13storage_integration20/v1/storageIntegrations/{storage_integration.id}\x12\xa3\x01\n" +
 	"\x18DeleteStorageIntegration\x12/.auditexport.v1.DeleteStorageIntegrationRequest\x1a0.auditexport.v1.DeleteStorageIntegrationResponse\"$\x82\xd3\xe4\x93\x02\x1e*\x1c/v1/storageIntegrations/{id}\x12\xc7\x01\n" +
-	" GetStorageIntegrationCredentials\x127.auditexport.v1.GetStorageIntegrationCredentialsRequest\x1a8.auditexport.v1.GetStorageIntegrationCredentialsResponse\"0\x82\xd3\xe4\x93\x02*\x12(/v1/storageIntegrations/{id}/credentialsB\xce\x01\n" +
-	"\x12com.auditexport.v1B\x17IntegrationServiceProtoP\x01ZFgithub.com/auditexport/auditexport/gen/go/auditexport/v1;auditexportv1\xa2\x02\x03AXX\xaa\x02\x0eAuditexport.V1\xca\x02\x0eAuditexport\\V1\xe2\x02\x1aAuditexport\\V1\\GPBMetadata\xea\x02\x0fAuditexport::V1b\x06proto3"
+	" GetStorageIntegrationCredentials\x127.auditexport.v1.GetStorageIntegrationCredentialsRequest\x1a8.auditexport.v1.GetStorageIntegrationCredentialsResponse\"0\x82\xd3\xe4\x93\x02*\x12(/v1/storageIntegrations/{id}/credentialsB\xd5\x01\n" +
+	"\x12com.auditexport.v1B\x17IntegrationServiceProtoP\x01ZFgithub.com/auditexport/auditexport/gen/go/auditexport/v1;auditexportv1\xa2\x02\x03AXX\xaa\x02\x0eAuditexport.V1\xca\x02\x0eAuditexport\\V1\xe2\x02\x1aAuditexport\\V1\\GPBMetadata\xea\x02\x0fAuditexport::V1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
 var (
 	file_auditexport_v1_integration_service_proto_rawDescOnce sync.Once

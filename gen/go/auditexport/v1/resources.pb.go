@@ -640,26 +640,26 @@ func (FilterOperator) EnumDescriptor() ([]byte, []int) {
 type StorageIntegration struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Server-generated, `int_` prefixed.
-	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Id string `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
 	// Unique per organization: ^[A-Za-z][A-Za-z0-9_-]{0,127}$.
-	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Name string `protobuf:"bytes,2,opt,name=name" json:"name,omitempty"`
 	// Cannot change after creation.
-	Provider Provider `protobuf:"varint,3,opt,name=provider,proto3,enum=auditexport.v1.Provider" json:"provider,omitempty"`
+	Provider Provider `protobuf:"varint,3,opt,name=provider,enum=auditexport.v1.Provider" json:"provider,omitempty"`
 	// Base location: s3://bucket/prefix/, gcs://bucket/prefix/ (gs:// accepted),
 	// azure://<account>.blob.core.windows.net/<container>/prefix/, file:///abs/dir/.
-	Destination string `protobuf:"bytes,4,opt,name=destination,proto3" json:"destination,omitempty"`
+	Destination string `protobuf:"bytes,4,opt,name=destination" json:"destination,omitempty"`
 	// Cloud region (S3).
-	Region string `protobuf:"bytes,5,opt,name=region,proto3" json:"region,omitempty"`
+	Region string `protobuf:"bytes,5,opt,name=region" json:"region,omitempty"`
 	// Optional custom endpoint for S3-compatible stores and emulators.
-	Endpoint string `protobuf:"bytes,6,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	Endpoint string `protobuf:"bytes,6,opt,name=endpoint" json:"endpoint,omitempty"`
 	// Write-only: never returned by any RPC.
-	Credentials *StorageCredentials `protobuf:"bytes,7,opt,name=credentials,proto3" json:"credentials,omitempty"`
+	Credentials *StorageCredentials `protobuf:"bytes,7,opt,name=credentials" json:"credentials,omitempty"`
 	// Number of schedules whose destination uses this integration.
-	LinkedScheduleCount int32                  `protobuf:"varint,8,opt,name=linked_schedule_count,json=linkedScheduleCount,proto3" json:"linked_schedule_count,omitempty"`
-	CreateTime          *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	UpdateTime          *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	LinkedScheduleCount int32                  `protobuf:"varint,8,opt,name=linked_schedule_count,json=linkedScheduleCount" json:"linked_schedule_count,omitempty"`
+	CreateTime          *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=create_time,json=createTime" json:"create_time,omitempty"`
+	UpdateTime          *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime" json:"update_time,omitempty"`
 	// User id of the creator.
-	Creator       string `protobuf:"bytes,11,opt,name=creator,proto3" json:"creator,omitempty"`
+	Creator       string `protobuf:"bytes,11,opt,name=creator" json:"creator,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -873,23 +873,23 @@ type isStorageCredentials_Kind interface {
 }
 
 type StorageCredentials_AwsAccessKey struct {
-	AwsAccessKey *AwsAccessKey `protobuf:"bytes,1,opt,name=aws_access_key,json=awsAccessKey,proto3,oneof"`
+	AwsAccessKey *AwsAccessKey `protobuf:"bytes,1,opt,name=aws_access_key,json=awsAccessKey,oneof"`
 }
 
 type StorageCredentials_AwsRole struct {
-	AwsRole *AwsRole `protobuf:"bytes,2,opt,name=aws_role,json=awsRole,proto3,oneof"`
+	AwsRole *AwsRole `protobuf:"bytes,2,opt,name=aws_role,json=awsRole,oneof"`
 }
 
 type StorageCredentials_GcsServiceAccount struct {
-	GcsServiceAccount *GcsServiceAccount `protobuf:"bytes,3,opt,name=gcs_service_account,json=gcsServiceAccount,proto3,oneof"`
+	GcsServiceAccount *GcsServiceAccount `protobuf:"bytes,3,opt,name=gcs_service_account,json=gcsServiceAccount,oneof"`
 }
 
 type StorageCredentials_AzureSharedKey struct {
-	AzureSharedKey *AzureSharedKey `protobuf:"bytes,4,opt,name=azure_shared_key,json=azureSharedKey,proto3,oneof"`
+	AzureSharedKey *AzureSharedKey `protobuf:"bytes,4,opt,name=azure_shared_key,json=azureSharedKey,oneof"`
 }
 
 type StorageCredentials_AzureSas struct {
-	AzureSas *AzureSas `protobuf:"bytes,5,opt,name=azure_sas,json=azureSas,proto3,oneof"`
+	AzureSas *AzureSas `protobuf:"bytes,5,opt,name=azure_sas,json=azureSas,oneof"`
 }
 
 func (*StorageCredentials_AwsAccessKey) isStorageCredentials_Kind() {}
@@ -905,8 +905,8 @@ func (*StorageCredentials_AzureSas) isStorageCredentials_Kind() {}
 // AwsAccessKey is a static AWS key pair.
 type AwsAccessKey struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
-	AccessKeyId     string                 `protobuf:"bytes,1,opt,name=access_key_id,json=accessKeyId,proto3" json:"access_key_id,omitempty"`
-	SecretAccessKey string                 `protobuf:"bytes,2,opt,name=secret_access_key,json=secretAccessKey,proto3" json:"secret_access_key,omitempty"`
+	AccessKeyId     string                 `protobuf:"bytes,1,opt,name=access_key_id,json=accessKeyId" json:"access_key_id,omitempty"`
+	SecretAccessKey string                 `protobuf:"bytes,2,opt,name=secret_access_key,json=secretAccessKey" json:"secret_access_key,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -958,7 +958,7 @@ func (x *AwsAccessKey) GetSecretAccessKey() string {
 // AwsRole is a role assumed with the integration's external ID.
 type AwsRole struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	RoleArn       string                 `protobuf:"bytes,1,opt,name=role_arn,json=roleArn,proto3" json:"role_arn,omitempty"`
+	RoleArn       string                 `protobuf:"bytes,1,opt,name=role_arn,json=roleArn" json:"role_arn,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1003,7 +1003,7 @@ func (x *AwsRole) GetRoleArn() string {
 // GcsServiceAccount is a service account JSON key.
 type GcsServiceAccount struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	JsonKey       string                 `protobuf:"bytes,1,opt,name=json_key,json=jsonKey,proto3" json:"json_key,omitempty"`
+	JsonKey       string                 `protobuf:"bytes,1,opt,name=json_key,json=jsonKey" json:"json_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1048,8 +1048,8 @@ func (x *GcsServiceAccount) GetJsonKey() string {
 // AzureSharedKey is a storage account name and key.
 type AzureSharedKey struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	AccountName   string                 `protobuf:"bytes,1,opt,name=account_name,json=accountName,proto3" json:"account_name,omitempty"`
-	AccountKey    string                 `protobuf:"bytes,2,opt,name=account_key,json=accountKey,proto3" json:"account_key,omitempty"`
+	AccountName   string                 `protobuf:"bytes,1,opt,name=account_name,json=accountName" json:"account_name,omitempty"`
+	AccountKey    string                 `protobuf:"bytes,2,opt,name=account_key,json=accountKey" json:"account_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1101,7 +1101,7 @@ func (x *AzureSharedKey) GetAccountKey() string {
 // AzureSas is a shared access signature token.
 type AzureSas struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	Token         string                 `protobuf:"bytes,1,opt,name=token" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1147,20 +1147,20 @@ func (x *AzureSas) GetToken() string {
 // for an integration ("View credentials").
 type StorageIntegrationCredentials struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
-	IntegrationName string                 `protobuf:"bytes,1,opt,name=integration_name,json=integrationName,proto3" json:"integration_name,omitempty"`
-	Provider        Provider               `protobuf:"varint,2,opt,name=provider,proto3,enum=auditexport.v1.Provider" json:"provider,omitempty"`
+	IntegrationName string                 `protobuf:"bytes,1,opt,name=integration_name,json=integrationName" json:"integration_name,omitempty"`
+	Provider        Provider               `protobuf:"varint,2,opt,name=provider,enum=auditexport.v1.Provider" json:"provider,omitempty"`
 	// S3: the external ID to put in the role's trust policy.
-	ExternalId string `protobuf:"bytes,3,opt,name=external_id,json=externalId,proto3" json:"external_id,omitempty"`
+	ExternalId string `protobuf:"bytes,3,opt,name=external_id,json=externalId" json:"external_id,omitempty"`
 	// S3: the principal that assumes the role (server configuration).
-	IamPrincipal string `protobuf:"bytes,4,opt,name=iam_principal,json=iamPrincipal,proto3" json:"iam_principal,omitempty"`
+	IamPrincipal string `protobuf:"bytes,4,opt,name=iam_principal,json=iamPrincipal" json:"iam_principal,omitempty"`
 	// GCS: the service account to grant access to (server configuration).
-	ServiceAccount string `protobuf:"bytes,5,opt,name=service_account,json=serviceAccount,proto3" json:"service_account,omitempty"`
+	ServiceAccount string `protobuf:"bytes,5,opt,name=service_account,json=serviceAccount" json:"service_account,omitempty"`
 	// Azure: the application name (server configuration).
-	AppName string `protobuf:"bytes,6,opt,name=app_name,json=appName,proto3" json:"app_name,omitempty"`
+	AppName string `protobuf:"bytes,6,opt,name=app_name,json=appName" json:"app_name,omitempty"`
 	// Azure: the admin consent URL (server configuration).
-	ConsentUrl string `protobuf:"bytes,7,opt,name=consent_url,json=consentUrl,proto3" json:"consent_url,omitempty"`
+	ConsentUrl string `protobuf:"bytes,7,opt,name=consent_url,json=consentUrl" json:"consent_url,omitempty"`
 	// Which kind of credential is stored, e.g. "aws_access_key"; never the secret.
-	CredentialKind string `protobuf:"bytes,8,opt,name=credential_kind,json=credentialKind,proto3" json:"credential_kind,omitempty"`
+	CredentialKind string `protobuf:"bytes,8,opt,name=credential_kind,json=credentialKind" json:"credential_kind,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -1255,11 +1255,11 @@ func (x *StorageIntegrationCredentials) GetCredentialKind() string {
 // holds the AUDIT_LOGS table.
 type Connection struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
-	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Name   string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Tables []*Table               `protobuf:"bytes,3,rep,name=tables,proto3" json:"tables,omitempty"`
+	Id     string                 `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
+	Name   string                 `protobuf:"bytes,2,opt,name=name" json:"name,omitempty"`
+	Tables []*Table               `protobuf:"bytes,3,rep,name=tables" json:"tables,omitempty"`
 	// Whether the caller may explore and query this connection.
-	Access        bool `protobuf:"varint,4,opt,name=access,proto3" json:"access,omitempty"`
+	Access        bool `protobuf:"varint,4,opt,name=access" json:"access,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1325,8 +1325,8 @@ func (x *Connection) GetAccess() bool {
 // Table is a table of a connection.
 type Table struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Columns       []*Column              `protobuf:"bytes,2,rep,name=columns,proto3" json:"columns,omitempty"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name" json:"name,omitempty"`
+	Columns       []*Column              `protobuf:"bytes,2,rep,name=columns" json:"columns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1378,9 +1378,9 @@ func (x *Table) GetColumns() []*Column {
 // Column describes a table column.
 type Column struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name" json:"name,omitempty"`
 	// One of STRING, TIMESTAMP, INTEGER, JSON.
-	Type          string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	Type          string `protobuf:"bytes,2,opt,name=type" json:"type,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1433,15 +1433,15 @@ func (x *Column) GetType() string {
 // (saved = false) is an exploration, visible to its owner only.
 type Workbook struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
-	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Name   string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Folder string                 `protobuf:"bytes,3,opt,name=folder,proto3" json:"folder,omitempty"`
-	Saved  bool                   `protobuf:"varint,4,opt,name=saved,proto3" json:"saved,omitempty"`
+	Id     string                 `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
+	Name   string                 `protobuf:"bytes,2,opt,name=name" json:"name,omitempty"`
+	Folder string                 `protobuf:"bytes,3,opt,name=folder" json:"folder,omitempty"`
+	Saved  bool                   `protobuf:"varint,4,opt,name=saved" json:"saved,omitempty"`
 	// User id of the owner.
-	Owner         string                 `protobuf:"bytes,5,opt,name=owner,proto3" json:"owner,omitempty"`
-	Elements      []*Element             `protobuf:"bytes,6,rep,name=elements,proto3" json:"elements,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	Owner         string                 `protobuf:"bytes,5,opt,name=owner" json:"owner,omitempty"`
+	Elements      []*Element             `protobuf:"bytes,6,rep,name=elements" json:"elements,omitempty"`
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=create_time,json=createTime" json:"create_time,omitempty"`
+	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=update_time,json=updateTime" json:"update_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1536,15 +1536,15 @@ func (x *Workbook) GetUpdateTime() *timestamppb.Timestamp {
 type Element struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Server-generated, `el_` prefixed; keep it when updating to keep schedules attached.
-	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Id string `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
 	// Defaults to the table name.
-	Name   string       `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Source *TableSource `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	Name   string       `protobuf:"bytes,2,opt,name=name" json:"name,omitempty"`
+	Source *TableSource `protobuf:"bytes,3,opt,name=source" json:"source,omitempty"`
 	// Subset and order of columns; empty = all.
-	Columns           []string           `protobuf:"bytes,4,rep,name=columns,proto3" json:"columns,omitempty"`
-	Filters           []*Filter          `protobuf:"bytes,5,rep,name=filters,proto3" json:"filters,omitempty"`
-	RelativeTimeRange *RelativeTimeRange `protobuf:"bytes,6,opt,name=relative_time_range,json=relativeTimeRange,proto3" json:"relative_time_range,omitempty"`
-	Sort              []*SortKey         `protobuf:"bytes,7,rep,name=sort,proto3" json:"sort,omitempty"`
+	Columns           []string           `protobuf:"bytes,4,rep,name=columns" json:"columns,omitempty"`
+	Filters           []*Filter          `protobuf:"bytes,5,rep,name=filters" json:"filters,omitempty"`
+	RelativeTimeRange *RelativeTimeRange `protobuf:"bytes,6,opt,name=relative_time_range,json=relativeTimeRange" json:"relative_time_range,omitempty"`
+	Sort              []*SortKey         `protobuf:"bytes,7,rep,name=sort" json:"sort,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
 }
@@ -1631,8 +1631,8 @@ func (x *Element) GetSort() []*SortKey {
 // TableSource names the table an element reads.
 type TableSource struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	ConnectionId  string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
-	Table         string                 `protobuf:"bytes,2,opt,name=table,proto3" json:"table,omitempty"`
+	ConnectionId  string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId" json:"connection_id,omitempty"`
+	Table         string                 `protobuf:"bytes,2,opt,name=table" json:"table,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1684,11 +1684,11 @@ func (x *TableSource) GetTable() string {
 // Filter restricts the rows of an element.
 type Filter struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
-	Column   string                 `protobuf:"bytes,1,opt,name=column,proto3" json:"column,omitempty"`
-	Operator FilterOperator         `protobuf:"varint,2,opt,name=operator,proto3,enum=auditexport.v1.FilterOperator" json:"operator,omitempty"`
+	Column   string                 `protobuf:"bytes,1,opt,name=column" json:"column,omitempty"`
+	Operator FilterOperator         `protobuf:"varint,2,opt,name=operator,enum=auditexport.v1.FilterOperator" json:"operator,omitempty"`
 	// One value for comparisons, one or more for IN / NOT_IN, two for BETWEEN.
 	// Timestamps are RFC 3339.
-	Values        []string `protobuf:"bytes,3,rep,name=values,proto3" json:"values,omitempty"`
+	Values        []string `protobuf:"bytes,3,rep,name=values" json:"values,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1749,8 +1749,8 @@ func (x *Filter) GetValues() []string {
 type RelativeTimeRange struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Defaults to REQUEST_TIME.
-	Column        string               `protobuf:"bytes,1,opt,name=column,proto3" json:"column,omitempty"`
-	Last          *durationpb.Duration `protobuf:"bytes,2,opt,name=last,proto3" json:"last,omitempty"`
+	Column        string               `protobuf:"bytes,1,opt,name=column" json:"column,omitempty"`
+	Last          *durationpb.Duration `protobuf:"bytes,2,opt,name=last" json:"last,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1802,8 +1802,8 @@ func (x *RelativeTimeRange) GetLast() *durationpb.Duration {
 // SortKey orders the rows of an element.
 type SortKey struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Column        string                 `protobuf:"bytes,1,opt,name=column,proto3" json:"column,omitempty"`
-	Descending    bool                   `protobuf:"varint,2,opt,name=descending,proto3" json:"descending,omitempty"`
+	Column        string                 `protobuf:"bytes,1,opt,name=column" json:"column,omitempty"`
+	Descending    bool                   `protobuf:"varint,2,opt,name=descending" json:"descending,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1855,40 +1855,40 @@ func (x *SortKey) GetDescending() bool {
 // Schedule is a scheduled export of one workbook element.
 type Schedule struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
-	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	WorkbookId string                 `protobuf:"bytes,2,opt,name=workbook_id,json=workbookId,proto3" json:"workbook_id,omitempty"`
-	ElementId  string                 `protobuf:"bytes,3,opt,name=element_id,json=elementId,proto3" json:"element_id,omitempty"`
-	Name       string                 `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
+	WorkbookId string                 `protobuf:"bytes,2,opt,name=workbook_id,json=workbookId" json:"workbook_id,omitempty"`
+	ElementId  string                 `protobuf:"bytes,3,opt,name=element_id,json=elementId" json:"element_id,omitempty"`
+	Name       string                 `protobuf:"bytes,4,opt,name=name" json:"name,omitempty"`
 	// User id of the owner.
-	Owner       string               `protobuf:"bytes,5,opt,name=owner,proto3" json:"owner,omitempty"`
-	Destination *ScheduleDestination `protobuf:"bytes,6,opt,name=destination,proto3" json:"destination,omitempty"`
+	Owner       string               `protobuf:"bytes,5,opt,name=owner" json:"owner,omitempty"`
+	Destination *ScheduleDestination `protobuf:"bytes,6,opt,name=destination" json:"destination,omitempty"`
 	// Prefix the file name with the run's date and time.
-	PrefixFileNameWithDatetime bool   `protobuf:"varint,7,opt,name=prefix_file_name_with_datetime,json=prefixFileNameWithDatetime,proto3" json:"prefix_file_name_with_datetime,omitempty"`
-	Format                     Format `protobuf:"varint,8,opt,name=format,proto3,enum=auditexport.v1.Format" json:"format,omitempty"`
+	PrefixFileNameWithDatetime bool   `protobuf:"varint,7,opt,name=prefix_file_name_with_datetime,json=prefixFileNameWithDatetime" json:"prefix_file_name_with_datetime,omitempty"`
+	Format                     Format `protobuf:"varint,8,opt,name=format,enum=auditexport.v1.Format" json:"format,omitempty"`
 	// Must agree with the URI's extension.
-	Compression Compression `protobuf:"varint,9,opt,name=compression,proto3,enum=auditexport.v1.Compression" json:"compression,omitempty"`
+	Compression Compression `protobuf:"varint,9,opt,name=compression,enum=auditexport.v1.Compression" json:"compression,omitempty"`
 	// Escape cells starting with = + - @ (CSV only). Defaults to true.
-	CsvEscapeFormulas *bool `protobuf:"varint,10,opt,name=csv_escape_formulas,json=csvEscapeFormulas,proto3,oneof" json:"csv_escape_formulas,omitempty"`
+	CsvEscapeFormulas *bool `protobuf:"varint,10,opt,name=csv_escape_formulas,json=csvEscapeFormulas" json:"csv_escape_formulas,omitempty"`
 	// Standard 5-field cron expression.
-	Cron string `protobuf:"bytes,11,opt,name=cron,proto3" json:"cron,omitempty"`
+	Cron string `protobuf:"bytes,11,opt,name=cron" json:"cron,omitempty"`
 	// IANA time zone the cron expression and URI tokens are evaluated in.
-	TimeZone      string        `protobuf:"bytes,12,opt,name=time_zone,json=timeZone,proto3" json:"time_zone,omitempty"`
-	SendCondition SendCondition `protobuf:"varint,13,opt,name=send_condition,json=sendCondition,proto3,enum=auditexport.v1.SendCondition" json:"send_condition,omitempty"`
-	Mode          ExportMode    `protobuf:"varint,14,opt,name=mode,proto3,enum=auditexport.v1.ExportMode" json:"mode,omitempty"`
-	NotifyEmails  []string      `protobuf:"bytes,15,rep,name=notify_emails,json=notifyEmails,proto3" json:"notify_emails,omitempty"`
+	TimeZone      string        `protobuf:"bytes,12,opt,name=time_zone,json=timeZone" json:"time_zone,omitempty"`
+	SendCondition SendCondition `protobuf:"varint,13,opt,name=send_condition,json=sendCondition,enum=auditexport.v1.SendCondition" json:"send_condition,omitempty"`
+	Mode          ExportMode    `protobuf:"varint,14,opt,name=mode,enum=auditexport.v1.ExportMode" json:"mode,omitempty"`
+	NotifyEmails  []string      `protobuf:"bytes,15,rep,name=notify_emails,json=notifyEmails" json:"notify_emails,omitempty"`
 	// Output only; change it with PauseSchedule / ResumeSchedule.
-	State ScheduleState `protobuf:"varint,16,opt,name=state,proto3,enum=auditexport.v1.ScheduleState" json:"state,omitempty"`
+	State ScheduleState `protobuf:"varint,16,opt,name=state,enum=auditexport.v1.ScheduleState" json:"state,omitempty"`
 	// Output only.
-	PauseReason PauseReason `protobuf:"varint,17,opt,name=pause_reason,json=pauseReason,proto3,enum=auditexport.v1.PauseReason" json:"pause_reason,omitempty"`
-	CatchUp     CatchUp     `protobuf:"varint,18,opt,name=catch_up,json=catchUp,proto3,enum=auditexport.v1.CatchUp" json:"catch_up,omitempty"`
+	PauseReason PauseReason `protobuf:"varint,17,opt,name=pause_reason,json=pauseReason,enum=auditexport.v1.PauseReason" json:"pause_reason,omitempty"`
+	CatchUp     CatchUp     `protobuf:"varint,18,opt,name=catch_up,json=catchUp,enum=auditexport.v1.CatchUp" json:"catch_up,omitempty"`
 	// Output only.
-	NextRunTime *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=next_run_time,json=nextRunTime,proto3" json:"next_run_time,omitempty"`
+	NextRunTime *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=next_run_time,json=nextRunTime" json:"next_run_time,omitempty"`
 	// Output only.
-	LastRun *RunSummary `protobuf:"bytes,20,opt,name=last_run,json=lastRun,proto3" json:"last_run,omitempty"`
+	LastRun *RunSummary `protobuf:"bytes,20,opt,name=last_run,json=lastRun" json:"last_run,omitempty"`
 	// Output only.
-	ConsecutiveFailures int32                  `protobuf:"varint,21,opt,name=consecutive_failures,json=consecutiveFailures,proto3" json:"consecutive_failures,omitempty"`
-	CreateTime          *timestamppb.Timestamp `protobuf:"bytes,22,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	UpdateTime          *timestamppb.Timestamp `protobuf:"bytes,23,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	ConsecutiveFailures int32                  `protobuf:"varint,21,opt,name=consecutive_failures,json=consecutiveFailures" json:"consecutive_failures,omitempty"`
+	CreateTime          *timestamppb.Timestamp `protobuf:"bytes,22,opt,name=create_time,json=createTime" json:"create_time,omitempty"`
+	UpdateTime          *timestamppb.Timestamp `protobuf:"bytes,23,opt,name=update_time,json=updateTime" json:"update_time,omitempty"`
 	unknownFields       protoimpl.UnknownFields
 	sizeCache           protoimpl.SizeCache
 }
@@ -2087,7 +2087,7 @@ func (x *Schedule) GetUpdateTime() *timestamppb.Timestamp {
 // ScheduleDestination is where a schedule's files go.
 type ScheduleDestination struct {
 	state         protoimpl.MessageState   `protogen:"open.v1"`
-	CloudStorage  *CloudStorageDestination `protobuf:"bytes,1,opt,name=cloud_storage,json=cloudStorage,proto3" json:"cloud_storage,omitempty"`
+	CloudStorage  *CloudStorageDestination `protobuf:"bytes,1,opt,name=cloud_storage,json=cloudStorage" json:"cloud_storage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2132,10 +2132,10 @@ func (x *ScheduleDestination) GetCloudStorage() *CloudStorageDestination {
 // CloudStorageDestination is an object URI under a storage integration.
 type CloudStorageDestination struct {
 	state                  protoimpl.MessageState `protogen:"open.v1"`
-	StorageIntegrationName string                 `protobuf:"bytes,1,opt,name=storage_integration_name,json=storageIntegrationName,proto3" json:"storage_integration_name,omitempty"`
+	StorageIntegrationName string                 `protobuf:"bytes,1,opt,name=storage_integration_name,json=storageIntegrationName" json:"storage_integration_name,omitempty"`
 	// Must lie under the integration's destination. May hold the tokens {date}
 	// {time} {yyyy} {mm} {dd} {hh} {period_start} {period_end} {run_id} {schedule_id}.
-	Uri           string `protobuf:"bytes,2,opt,name=uri,proto3" json:"uri,omitempty"`
+	Uri           string `protobuf:"bytes,2,opt,name=uri" json:"uri,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2187,10 +2187,10 @@ func (x *CloudStorageDestination) GetUri() string {
 // RunSummary summarizes a schedule's most recent run.
 type RunSummary struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	RunId         string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
-	State         RunState               `protobuf:"varint,2,opt,name=state,proto3,enum=auditexport.v1.RunState" json:"state,omitempty"`
-	FinishTime    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=finish_time,json=finishTime,proto3" json:"finish_time,omitempty"`
-	ObjectUri     string                 `protobuf:"bytes,4,opt,name=object_uri,json=objectUri,proto3" json:"object_uri,omitempty"`
+	RunId         string                 `protobuf:"bytes,1,opt,name=run_id,json=runId" json:"run_id,omitempty"`
+	State         RunState               `protobuf:"varint,2,opt,name=state,enum=auditexport.v1.RunState" json:"state,omitempty"`
+	FinishTime    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=finish_time,json=finishTime" json:"finish_time,omitempty"`
+	ObjectUri     string                 `protobuf:"bytes,4,opt,name=object_uri,json=objectUri" json:"object_uri,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2256,17 +2256,17 @@ func (x *RunSummary) GetObjectUri() string {
 // User is a member of an organization.
 type User struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
-	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Email       string                 `protobuf:"bytes,2,opt,name=email,proto3" json:"email,omitempty"`
-	AccountType AccountType            `protobuf:"varint,3,opt,name=account_type,json=accountType,proto3,enum=auditexport.v1.AccountType" json:"account_type,omitempty"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
+	Email       string                 `protobuf:"bytes,2,opt,name=email" json:"email,omitempty"`
+	AccountType AccountType            `protobuf:"varint,3,opt,name=account_type,json=accountType,enum=auditexport.v1.AccountType" json:"account_type,omitempty"`
 	// Inactive users cannot authenticate.
-	Active bool `protobuf:"varint,4,opt,name=active,proto3" json:"active,omitempty"`
+	Active bool `protobuf:"varint,4,opt,name=active" json:"active,omitempty"`
 	// Organization id (output only).
-	OrganizationId string                 `protobuf:"bytes,5,opt,name=organization_id,json=organizationId,proto3" json:"organization_id,omitempty"`
-	CreateTime     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	UpdateTime     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	OrganizationId string                 `protobuf:"bytes,5,opt,name=organization_id,json=organizationId" json:"organization_id,omitempty"`
+	CreateTime     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime" json:"create_time,omitempty"`
+	UpdateTime     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=update_time,json=updateTime" json:"update_time,omitempty"`
 	// Connection ids the user was granted (output only).
-	ConnectionGrants []string `protobuf:"bytes,8,rep,name=connection_grants,json=connectionGrants,proto3" json:"connection_grants,omitempty"`
+	ConnectionGrants []string `protobuf:"bytes,8,rep,name=connection_grants,json=connectionGrants" json:"connection_grants,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
@@ -2360,15 +2360,15 @@ func (x *User) GetConnectionGrants() []string {
 // ApiKey is an API key's public part. The secret is returned once, at creation.
 type ApiKey struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
+	Name  string                 `protobuf:"bytes,2,opt,name=name" json:"name,omitempty"`
 	// Public prefix of the key, to recognise it.
-	Prefix     string                 `protobuf:"bytes,3,opt,name=prefix,proto3" json:"prefix,omitempty"`
-	UserId     string                 `protobuf:"bytes,4,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	CreateTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	Prefix     string                 `protobuf:"bytes,3,opt,name=prefix" json:"prefix,omitempty"`
+	UserId     string                 `protobuf:"bytes,4,opt,name=user_id,json=userId" json:"user_id,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime" json:"create_time,omitempty"`
 	// Set once revoked; revoked keys no longer authenticate.
-	RevokeTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=revoke_time,json=revokeTime,proto3" json:"revoke_time,omitempty"`
-	LastUsedTime  *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_used_time,json=lastUsedTime,proto3" json:"last_used_time,omitempty"`
+	RevokeTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=revoke_time,json=revokeTime" json:"revoke_time,omitempty"`
+	LastUsedTime  *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_used_time,json=lastUsedTime" json:"last_used_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2548,7 +2548,7 @@ const file_auditexport_v1_resources_proto_rawDesc = "" +
 	"\x06column\x18\x01 \x01(\tR\x06column\x12\x1e\n" +
 	"\n" +
 	"descending\x18\x02 \x01(\bR\n" +
-	"descending\"\xe4\b\n" +
+	"descending\"\xce\b\n" +
 	"\bSchedule\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vworkbook_id\x18\x02 \x01(\tR\n" +
@@ -2560,9 +2560,9 @@ const file_auditexport_v1_resources_proto_rawDesc = "" +
 	"\vdestination\x18\x06 \x01(\v2#.auditexport.v1.ScheduleDestinationR\vdestination\x12B\n" +
 	"\x1eprefix_file_name_with_datetime\x18\a \x01(\bR\x1aprefixFileNameWithDatetime\x12.\n" +
 	"\x06format\x18\b \x01(\x0e2\x16.auditexport.v1.FormatR\x06format\x12=\n" +
-	"\vcompression\x18\t \x01(\x0e2\x1b.auditexport.v1.CompressionR\vcompression\x123\n" +
+	"\vcompression\x18\t \x01(\x0e2\x1b.auditexport.v1.CompressionR\vcompression\x125\n" +
 	"\x13csv_escape_formulas\x18\n" +
-	" \x01(\bH\x00R\x11csvEscapeFormulas\x88\x01\x01\x12\x12\n" +
+	" \x01(\bB\x05\xaa\x01\x02\b\x01R\x11csvEscapeFormulas\x12\x12\n" +
 	"\x04cron\x18\v \x01(\tR\x04cron\x12\x1b\n" +
 	"\ttime_zone\x18\f \x01(\tR\btimeZone\x12D\n" +
 	"\x0esend_condition\x18\r \x01(\x0e2\x1d.auditexport.v1.SendConditionR\rsendCondition\x12.\n" +
@@ -2577,8 +2577,7 @@ const file_auditexport_v1_resources_proto_rawDesc = "" +
 	"\vcreate_time\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTimeB\x16\n" +
-	"\x14_csv_escape_formulas\"c\n" +
+	"updateTime\"c\n" +
 	"\x13ScheduleDestination\x12L\n" +
 	"\rcloud_storage\x18\x01 \x01(\v2'.auditexport.v1.CloudStorageDestinationR\fcloudStorage\"e\n" +
 	"\x17CloudStorageDestination\x128\n" +
@@ -2676,8 +2675,8 @@ const file_auditexport_v1_resources_proto_rawDesc = "" +
 	"\x18FILTER_OPERATOR_CONTAINS\x10\x05\x12 \n" +
 	"\x1cFILTER_OPERATOR_GREATER_THAN\x10\x06\x12\x1d\n" +
 	"\x19FILTER_OPERATOR_LESS_THAN\x10\a\x12\x1b\n" +
-	"\x17FILTER_OPERATOR_BETWEEN\x10\bB\xc5\x01\n" +
-	"\x12com.auditexport.v1B\x0eResourcesProtoP\x01ZFgithub.com/auditexport/auditexport/gen/go/auditexport/v1;auditexportv1\xa2\x02\x03AXX\xaa\x02\x0eAuditexport.V1\xca\x02\x0eAuditexport\\V1\xe2\x02\x1aAuditexport\\V1\\GPBMetadata\xea\x02\x0fAuditexport::V1b\x06proto3"
+	"\x17FILTER_OPERATOR_BETWEEN\x10\bB\xcc\x01\n" +
+	"\x12com.auditexport.v1B\x0eResourcesProtoP\x01ZFgithub.com/auditexport/auditexport/gen/go/auditexport/v1;auditexportv1\xa2\x02\x03AXX\xaa\x02\x0eAuditexport.V1\xca\x02\x0eAuditexport\\V1\xe2\x02\x1aAuditexport\\V1\\GPBMetadata\xea\x02\x0fAuditexport::V1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
 var (
 	file_auditexport_v1_resources_proto_rawDescOnce sync.Once
@@ -2793,7 +2792,6 @@ func file_auditexport_v1_resources_proto_init() {
 		(*StorageCredentials_AzureSharedKey)(nil),
 		(*StorageCredentials_AzureSas)(nil),
 	}
-	file_auditexport_v1_resources_proto_msgTypes[17].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

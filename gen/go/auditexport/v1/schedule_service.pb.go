@@ -26,8 +26,8 @@ const (
 // CreateScheduleRequest creates a schedule.
 type CreateScheduleRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	WorkbookId    string                 `protobuf:"bytes,1,opt,name=workbook_id,json=workbookId,proto3" json:"workbook_id,omitempty"`
-	Schedule      *Schedule              `protobuf:"bytes,2,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	WorkbookId    string                 `protobuf:"bytes,1,opt,name=workbook_id,json=workbookId" json:"workbook_id,omitempty"`
+	Schedule      *Schedule              `protobuf:"bytes,2,opt,name=schedule" json:"schedule,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -79,7 +79,7 @@ func (x *CreateScheduleRequest) GetSchedule() *Schedule {
 // GetScheduleRequest names a schedule.
 type GetScheduleRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -124,11 +124,11 @@ func (x *GetScheduleRequest) GetId() string {
 // ListSchedulesRequest pages through schedules.
 type ListSchedulesRequest struct {
 	state                protoimpl.MessageState `protogen:"open.v1"`
-	PageSize             int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken            string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
-	WorkbookId           string                 `protobuf:"bytes,3,opt,name=workbook_id,json=workbookId,proto3" json:"workbook_id,omitempty"`
-	StorageIntegrationId string                 `protobuf:"bytes,4,opt,name=storage_integration_id,json=storageIntegrationId,proto3" json:"storage_integration_id,omitempty"`
-	State                ScheduleState          `protobuf:"varint,5,opt,name=state,proto3,enum=auditexport.v1.ScheduleState" json:"state,omitempty"`
+	PageSize             int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize" json:"page_size,omitempty"`
+	PageToken            string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken" json:"page_token,omitempty"`
+	WorkbookId           string                 `protobuf:"bytes,3,opt,name=workbook_id,json=workbookId" json:"workbook_id,omitempty"`
+	StorageIntegrationId string                 `protobuf:"bytes,4,opt,name=storage_integration_id,json=storageIntegrationId" json:"storage_integration_id,omitempty"`
+	State                ScheduleState          `protobuf:"varint,5,opt,name=state,enum=auditexport.v1.ScheduleState" json:"state,omitempty"`
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache
 }
@@ -201,8 +201,8 @@ func (x *ListSchedulesRequest) GetState() ScheduleState {
 // ListSchedulesResponse is a page of schedules.
 type ListSchedulesResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Schedules     []*Schedule            `protobuf:"bytes,1,rep,name=schedules,proto3" json:"schedules,omitempty"`
-	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	Schedules     []*Schedule            `protobuf:"bytes,1,rep,name=schedules" json:"schedules,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -254,11 +254,11 @@ func (x *ListSchedulesResponse) GetNextPageToken() string {
 // UpdateScheduleRequest updates a schedule.
 type UpdateScheduleRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
-	Schedule *Schedule              `protobuf:"bytes,1,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	Schedule *Schedule              `protobuf:"bytes,1,opt,name=schedule" json:"schedule,omitempty"`
 	// Paths: name, element_id, destination, prefix_file_name_with_datetime,
 	// format, compression, csv_escape_formulas, cron, time_zone, send_condition,
 	// mode, notify_emails, catch_up.
-	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask" json:"update_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -310,7 +310,7 @@ func (x *UpdateScheduleRequest) GetUpdateMask() *fieldmaskpb.FieldMask {
 // DeleteScheduleRequest deletes a schedule.
 type DeleteScheduleRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -392,7 +392,7 @@ func (*DeleteScheduleResponse) Descriptor() ([]byte, []int) {
 // PauseScheduleRequest pauses a schedule.
 type PauseScheduleRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -437,7 +437,7 @@ func (x *PauseScheduleRequest) GetId() string {
 // ResumeScheduleRequest resumes a schedule.
 type ResumeScheduleRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -482,7 +482,7 @@ func (x *ResumeScheduleRequest) GetId() string {
 // CreateScheduleResponse wraps the Schedule.
 type CreateScheduleResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Schedule      *Schedule              `protobuf:"bytes,1,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	Schedule      *Schedule              `protobuf:"bytes,1,opt,name=schedule" json:"schedule,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -527,7 +527,7 @@ func (x *CreateScheduleResponse) GetSchedule() *Schedule {
 // GetScheduleResponse wraps the Schedule.
 type GetScheduleResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Schedule      *Schedule              `protobuf:"bytes,1,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	Schedule      *Schedule              `protobuf:"bytes,1,opt,name=schedule" json:"schedule,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -572,7 +572,7 @@ func (x *GetScheduleResponse) GetSchedule() *Schedule {
 // UpdateScheduleResponse wraps the Schedule.
 type UpdateScheduleResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Schedule      *Schedule              `protobuf:"bytes,1,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	Schedule      *Schedule              `protobuf:"bytes,1,opt,name=schedule" json:"schedule,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -617,7 +617,7 @@ func (x *UpdateScheduleResponse) GetSchedule() *Schedule {
 // PauseScheduleResponse wraps the Schedule.
 type PauseScheduleResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Schedule      *Schedule              `protobuf:"bytes,1,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	Schedule      *Schedule              `protobuf:"bytes,1,opt,name=schedule" json:"schedule,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -662,7 +662,7 @@ func (x *PauseScheduleResponse) GetSchedule() *Schedule {
 // ResumeScheduleResponse wraps the Schedule.
 type ResumeScheduleResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Schedule      *Schedule              `protobuf:"bytes,1,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	Schedule      *Schedule              `protobuf:"bytes,1,opt,name=schedule" json:"schedule,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -754,8 +754,8 @@ const file_auditexport_v1_schedule_service_proto_rawDesc = "" +
 	"\x0eUpdateSchedule\x12%.auditexport.v1.UpdateScheduleRequest\x1a&.auditexport.v1.UpdateScheduleResponse\"-\x82\xd3\xe4\x93\x02':\bschedule2\x1b/v1/schedules/{schedule.id}\x12{\n" +
 	"\x0eDeleteSchedule\x12%.auditexport.v1.DeleteScheduleRequest\x1a&.auditexport.v1.DeleteScheduleResponse\"\x1a\x82\xd3\xe4\x93\x02\x14*\x12/v1/schedules/{id}\x12\x81\x01\n" +
 	"\rPauseSchedule\x12$.auditexport.v1.PauseScheduleRequest\x1a%.auditexport.v1.PauseScheduleResponse\"#\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/v1/schedules/{id}:pause\x12\x85\x01\n" +
-	"\x0eResumeSchedule\x12%.auditexport.v1.ResumeScheduleRequest\x1a&.auditexport.v1.ResumeScheduleResponse\"$\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/v1/schedules/{id}:resumeB\xcb\x01\n" +
-	"\x12com.auditexport.v1B\x14ScheduleServiceProtoP\x01ZFgithub.com/auditexport/auditexport/gen/go/auditexport/v1;auditexportv1\xa2\x02\x03AXX\xaa\x02\x0eAuditexport.V1\xca\x02\x0eAuditexport\\V1\xe2\x02\x1aAuditexport\\V1\\GPBMetadata\xea\x02\x0fAuditexport::V1b\x06proto3"
+	"\x0eResumeSchedule\x12%.auditexport.v1.ResumeScheduleRequest\x1a&.auditexport.v1.ResumeScheduleResponse\"$\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/v1/schedules/{id}:resumeB\xd2\x01\n" +
+	"\x12com.auditexport.v1B\x14ScheduleServiceProtoP\x01ZFgithub.com/auditexport/auditexport/gen/go/auditexport/v1;auditexportv1\xa2\x02\x03AXX\xaa\x02\x0eAuditexport.V1\xca\x02\x0eAuditexport\\V1\xe2\x02\x1aAuditexport\\V1\\GPBMetadata\xea\x02\x0fAuditexport::V1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
 var (
 	file_auditexport_v1_schedule_service_proto_rawDescOnce sync.Once

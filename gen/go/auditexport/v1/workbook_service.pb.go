@@ -27,8 +27,8 @@ const (
 // ListConnectionsRequest lists connections.
 type ListConnectionsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	PageSize      int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageSize      int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize" json:"page_size,omitempty"`
+	PageToken     string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -80,8 +80,8 @@ func (x *ListConnectionsRequest) GetPageToken() string {
 // ListConnectionsResponse is a page of connections.
 type ListConnectionsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Connections   []*Connection          `protobuf:"bytes,1,rep,name=connections,proto3" json:"connections,omitempty"`
-	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	Connections   []*Connection          `protobuf:"bytes,1,rep,name=connections" json:"connections,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -133,8 +133,8 @@ func (x *ListConnectionsResponse) GetNextPageToken() string {
 // ExploreTableRequest opens a table.
 type ExploreTableRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	ConnectionId  string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
-	Table         string                 `protobuf:"bytes,2,opt,name=table,proto3" json:"table,omitempty"`
+	ConnectionId  string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId" json:"connection_id,omitempty"`
+	Table         string                 `protobuf:"bytes,2,opt,name=table" json:"table,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -186,9 +186,9 @@ func (x *ExploreTableRequest) GetTable() string {
 // SaveWorkbookAsRequest saves a workbook under a name.
 type SaveWorkbookAsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Folder        string                 `protobuf:"bytes,3,opt,name=folder,proto3" json:"folder,omitempty"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name" json:"name,omitempty"`
+	Folder        string                 `protobuf:"bytes,3,opt,name=folder" json:"folder,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -247,7 +247,7 @@ func (x *SaveWorkbookAsRequest) GetFolder() string {
 // GetWorkbookRequest names a workbook.
 type GetWorkbookRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -292,10 +292,10 @@ func (x *GetWorkbookRequest) GetId() string {
 // ListWorkbooksRequest pages through saved workbooks.
 type ListWorkbooksRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
-	PageSize  int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageSize  int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize" json:"page_size,omitempty"`
+	PageToken string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken" json:"page_token,omitempty"`
 	// Only workbooks in this folder.
-	Folder        string `protobuf:"bytes,3,opt,name=folder,proto3" json:"folder,omitempty"`
+	Folder        string `protobuf:"bytes,3,opt,name=folder" json:"folder,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -354,8 +354,8 @@ func (x *ListWorkbooksRequest) GetFolder() string {
 // ListWorkbooksResponse is a page of workbooks.
 type ListWorkbooksResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Workbooks     []*Workbook            `protobuf:"bytes,1,rep,name=workbooks,proto3" json:"workbooks,omitempty"`
-	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	Workbooks     []*Workbook            `protobuf:"bytes,1,rep,name=workbooks" json:"workbooks,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -407,9 +407,9 @@ func (x *ListWorkbooksResponse) GetNextPageToken() string {
 // UpdateWorkbookRequest updates a workbook.
 type UpdateWorkbookRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
-	Workbook *Workbook              `protobuf:"bytes,1,opt,name=workbook,proto3" json:"workbook,omitempty"`
+	Workbook *Workbook              `protobuf:"bytes,1,opt,name=workbook" json:"workbook,omitempty"`
 	// Paths: name, folder, elements.
-	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask" json:"update_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -461,9 +461,9 @@ func (x *UpdateWorkbookRequest) GetUpdateMask() *fieldmaskpb.FieldMask {
 // DeleteWorkbookRequest deletes a workbook.
 type DeleteWorkbookRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
 	// Also delete the workbook's schedules.
-	Force         bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	Force         bool `protobuf:"varint,2,opt,name=force" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -515,7 +515,7 @@ func (x *DeleteWorkbookRequest) GetForce() bool {
 // DeleteWorkbookResponse reports deleted schedules.
 type DeleteWorkbookResponse struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
-	DeletedScheduleIds []string               `protobuf:"bytes,1,rep,name=deleted_schedule_ids,json=deletedScheduleIds,proto3" json:"deleted_schedule_ids,omitempty"`
+	DeletedScheduleIds []string               `protobuf:"bytes,1,rep,name=deleted_schedule_ids,json=deletedScheduleIds" json:"deleted_schedule_ids,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
@@ -560,11 +560,11 @@ func (x *DeleteWorkbookResponse) GetDeletedScheduleIds() []string {
 // QueryElementRequest runs an element's query.
 type QueryElementRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
-	WorkbookId string                 `protobuf:"bytes,1,opt,name=workbook_id,json=workbookId,proto3" json:"workbook_id,omitempty"`
-	ElementId  string                 `protobuf:"bytes,2,opt,name=element_id,json=elementId,proto3" json:"element_id,omitempty"`
+	WorkbookId string                 `protobuf:"bytes,1,opt,name=workbook_id,json=workbookId" json:"workbook_id,omitempty"`
+	ElementId  string                 `protobuf:"bytes,2,opt,name=element_id,json=elementId" json:"element_id,omitempty"`
 	// Default 50, max 1000.
-	PageSize      int32  `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageSize      int32  `protobuf:"varint,3,opt,name=page_size,json=pageSize" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -630,11 +630,11 @@ func (x *QueryElementRequest) GetPageToken() string {
 // QueryElementResponse is a page of an element's rows.
 type QueryElementResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Columns       []*Column              `protobuf:"bytes,1,rep,name=columns,proto3" json:"columns,omitempty"`
-	Rows          []*Row                 `protobuf:"bytes,2,rep,name=rows,proto3" json:"rows,omitempty"`
-	NextPageToken string                 `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	Columns       []*Column              `protobuf:"bytes,1,rep,name=columns" json:"columns,omitempty"`
+	Rows          []*Row                 `protobuf:"bytes,2,rep,name=rows" json:"rows,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken" json:"next_page_token,omitempty"`
 	// Rows matching the element's query over all pages.
-	TotalRows     int64 `protobuf:"varint,4,opt,name=total_rows,json=totalRows,proto3" json:"total_rows,omitempty"`
+	TotalRows     int64 `protobuf:"varint,4,opt,name=total_rows,json=totalRows" json:"total_rows,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -701,7 +701,7 @@ func (x *QueryElementResponse) GetTotalRows() int64 {
 // strings, JSON columns are objects, nulls are null.
 type Row struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Values        []*structpb.Value      `protobuf:"bytes,1,rep,name=values,proto3" json:"values,omitempty"`
+	Values        []*structpb.Value      `protobuf:"bytes,1,rep,name=values" json:"values,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -746,7 +746,7 @@ func (x *Row) GetValues() []*structpb.Value {
 // ExploreTableResponse wraps the Workbook.
 type ExploreTableResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Workbook      *Workbook              `protobuf:"bytes,1,opt,name=workbook,proto3" json:"workbook,omitempty"`
+	Workbook      *Workbook              `protobuf:"bytes,1,opt,name=workbook" json:"workbook,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -791,7 +791,7 @@ func (x *ExploreTableResponse) GetWorkbook() *Workbook {
 // SaveWorkbookAsResponse wraps the Workbook.
 type SaveWorkbookAsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Workbook      *Workbook              `protobuf:"bytes,1,opt,name=workbook,proto3" json:"workbook,omitempty"`
+	Workbook      *Workbook              `protobuf:"bytes,1,opt,name=workbook" json:"workbook,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -836,7 +836,7 @@ func (x *SaveWorkbookAsResponse) GetWorkbook() *Workbook {
 // GetWorkbookResponse wraps the Workbook.
 type GetWorkbookResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Workbook      *Workbook              `protobuf:"bytes,1,opt,name=workbook,proto3" json:"workbook,omitempty"`
+	Workbook      *Workbook              `protobuf:"bytes,1,opt,name=workbook" json:"workbook,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -881,7 +881,7 @@ func (x *GetWorkbookResponse) GetWorkbook() *Workbook {
 // UpdateWorkbookResponse wraps the Workbook.
 type UpdateWorkbookResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Workbook      *Workbook              `protobuf:"bytes,1,opt,name=workbook,proto3" json:"workbook,omitempty"`
+	Workbook      *Workbook              `protobuf:"bytes,1,opt,name=workbook" json:"workbook,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -993,8 +993,8 @@ const file_auditexport_v1_workbook_service_proto_rawDesc = "" +
 	"\rListWorkbooks\x12$.auditexport.v1.ListWorkbooksRequest\x1a%.auditexport.v1.ListWorkbooksResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/workbooks\x12\x8e\x01\n" +
 	"\x0eUpdateWorkbook\x12%.auditexport.v1.UpdateWorkbookRequest\x1a&.auditexport.v1.UpdateWorkbookResponse\"-\x82\xd3\xe4\x93\x02':\bworkbook2\x1b/v1/workbooks/{workbook.id}\x12{\n" +
 	"\x0eDeleteWorkbook\x12%.auditexport.v1.DeleteWorkbookRequest\x1a&.auditexport.v1.DeleteWorkbookResponse\"\x1a\x82\xd3\xe4\x93\x02\x14*\x12/v1/workbooks/{id}\x12\x9d\x01\n" +
-	"\fQueryElement\x12#.auditexport.v1.QueryElementRequest\x1a$.auditexport.v1.QueryElementResponse\"B\x82\xd3\xe4\x93\x02<:\x01*\"7/v1/workbooks/{workbook_id}/elements/{element_id}:queryB\xcb\x01\n" +
-	"\x12com.auditexport.v1B\x14WorkbookServiceProtoP\x01ZFgithub.com/auditexport/auditexport/gen/go/auditexport/v1;auditexportv1\xa2\x02\x03AXX\xaa\x02\x0eAuditexport.V1\xca\x02\x0eAuditexport\\V1\xe2\x02\x1aAuditexport\\V1\\GPBMetadata\xea\x02\x0fAuditexport::V1b\x06proto3"
+	"\fQueryElement\x12#.auditexport.v1.QueryElementRequest\x1a$.auditexport.v1.QueryElementResponse\"B\x82\xd3\xe4\x93\x02<:\x01*\"7/v1/workbooks/{workbook_id}/elements/{element_id}:queryB\xd2\x01\n" +
+	"\x12com.auditexport.v1B\x14WorkbookServiceProtoP\x01ZFgithub.com/auditexport/auditexport/gen/go/auditexport/v1;auditexportv1\xa2\x02\x03AXX\xaa\x02\x0eAuditexport.V1\xca\x02\x0eAuditexport\\V1\xe2\x02\x1aAuditexport\\V1\\GPBMetadata\xea\x02\x0fAuditexport::V1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
 var (
 	file_auditexport_v1_workbook_service_proto_rawDescOnce sync.Once
