@@ -1,0 +1,527 @@
+package integration_test
+
+import (
+	"errors"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+)
+
+// principals of the permission matrix, in the order of permRow.want. The
+// last two carry no usable key and are always UNAUTHENTICATED. NOGRANT is a
+// CREATOR without access to the Audit Logs connection; otherOrg is the ADMIN
+// of a second organization calling with the main organization's ids.
+var principals = []string{"ADMIN", "CREATOR", "VIEWER", "NOGRANT", "otherOrg", "none", "revoked"}
+
+type (
+	reqFn   func(t *testing.T, p string) string
+	checkFn func(t *testing.T, p string, body map[string]any)
+)
+
+// permRow is one RPC (or one variant of it, e.g. on an object another user
+// owns) across all principals.
+type permRow struct {
+	rpc, variant string
+	want         [5]codes.Code // ADMIN, CREATOR, VIEWER, NOGRANT, otherOrg
+	req          reqFn         // builds the request, creating throw-away objects when needed
+	check        checkFn       // optional: inspects a successful answer
+	after        func(t *testing.T, succeeded bool)
+}
+
+// permEnv holds the fixtures of one server.
+type permEnv struct {
+	s    *Server
+	tr   Transport // fixtures go over gRPC
+	n    int
+	dest string            // LOCAL integration destination
+	keys map[string]string // principal -> API key ("" for none)
+	uids map[string]string // principal -> user id
+	// main organization: objects owned by the ADMIN and by the CREATOR
+	mainOrgID, intID, intName, wbID, elID, explID, schID string
+	crWbID, crElID, crSchID                              string
+	targetID                                             string // a CREATOR whose only key is revoked
+	// the other organization's own objects
+	otherOrgID, oIntID, oIntName, oWbID, oElID, oSchID, oKeyID string
+}
+
+func (e *permEnv) uniq(prefix string) string {
+	e.n++
+	return fmt.Sprintf("%s%d%s", prefix, e.n, randHex(2))
+}
+
+// must calls rpc over gRPC and fails the test unless it succeeds.
+func (e *permEnv) must(t *testing.T, key, rpc, req string) map[string]any {
+	t.Helper()
+	res := e.tr.Call(t, rpc, key, req, "")
+	if res.Code != codes.OK {
+		t.Fatalf("fixture %s %s: %v (%s)", rpc, req, res.Code, res.Message)
+	}
+	return res.Body
+}
+
+func (e *permEnv) newIntegration(t *testing.T, key string) (id, name string) {
+	name = e.uniq("perm")
+	b := e.must(t, key, "CreateStorageIntegration", fmt.Sprintf(
+		`{"storageIntegration":{"name":%q,"provider":"PROVIDER_LOCAL","destination":%q}}`, name, e.dest))
+	return getString(b, "storageIntegration", "id"), name
+}
+
+// newWorkbook explores AUDIT_LOGS and, if save, saves the exploration.
+func (e *permEnv) newWorkbook(t *testing.T, key string, save bool) (wbID, elID string) {
+	b := e.must(t, key, "ExploreTable", `{"connectionId":"con_audit_logs","table":"AUDIT_LOGS"}`)
+	wbID = getString(b, "workbook", "id")
+	if els, _ := getPath(b, "workbook", "elements").([]any); len(els) == 1 {
+		elID, _ = els[0].(map[string]any)["id"].(string)
+	}
+	if wbID == "" || elID == "" {
+		t.Fatalf("exploration without workbook/element id: %v", b)
+	}
+	if save {
+		e.must(t, key, "SaveWorkbookAs", fmt.Sprintf(`{"id":%q,"name":%q,"folder":"perm"}`, wbID, e.uniq("wb ")))
+	}
+	return wbID, elID
+}
+
+func (e *permEnv) scheduleReq(wbID, elID, intName string) string {
+	return fmt.Sprintf(`{"workbookId":%q,"schedule":{"elementId":%q,"format":"FORMAT_CSV",
+		"destination":{"cloudStorage":{"storageIntegrationName":%q,"uri":%q}},"cron":"0 0 1 1 *","timeZone":"UTC"}}`,
+		wbID, elID, intName, e.dest+"out.csv")
+}
+
+func (e *permEnv) newSchedule(t *testing.T, key, wbID, elID, intName string) string {
+	return getString(e.must(t, key, "CreateSchedule", e.scheduleReq(wbID, elID, intName)), "schedule", "id")
+}
+
+func (e *permEnv) newUser(t *testing.T, accountType string) string {
+	b := e.must(t, e.keys["ADMIN"], "CreateUser", fmt.Sprintf(
+		`{"user":{"email":%q,"accountType":"ACCOUNT_TYPE_%s"}}`, e.uniq("u")+"@example.com", accountType))
+	return getString(b, "user", "id")
+}
+
+func (e *permEnv) newKey(t *testing.T, key, userID string) (id, secret string) {
+	b := e.must(t, key, "CreateApiKey", fmt.Sprintf(`{"userId":%q,"name":%q}`, userID, e.uniq("k")))
+	return getString(b, "apiKey", "id"), getString(b, "secret")
+}
+
+func (e *permEnv) grantReq(userID string) string {
+	return fmt.Sprintf(`{"connectionId":"con_audit_logs","userId":%q}`, userID)
+}
+
+func setupPermissions(t *testing.T, s *Server) *permEnv {
+	e := &permEnv{s: s, tr: grpcTransport{s}, keys: map[string]string{}, uids: map[string]string{},
+		dest: "file://" + filepath.Join(s.DataDir, "exports", "perm") + "/"}
+	admin := s.AdminKey
+	e.keys["ADMIN"] = admin
+	me := e.must(t, admin, "GetCurrentUser", "")
+	e.uids["ADMIN"], e.mainOrgID = getString(me, "user", "id"), getString(me, "user", "organizationId")
+	for _, p := range []string{"CREATOR", "VIEWER", "NOGRANT"} {
+		typ := p
+		if p == "NOGRANT" {
+			typ = "CREATOR"
+		}
+		id := e.newUser(t, typ)
+		if p != "NOGRANT" {
+			e.must(t, admin, "GrantConnectionAccess", e.grantReq(id))
+		}
+		_, e.keys[p] = e.newKey(t, admin, id)
+		e.uids[p] = id
+	}
+	// A revoked key: it works, then its revocation locks it out.
+	e.targetID = e.newUser(t, "CREATOR")
+	kid, secret := e.newKey(t, admin, e.targetID)
+	e.must(t, secret, "GetCurrentUser", "")
+	e.must(t, admin, "RevokeApiKey", fmt.Sprintf(`{"id":%q}`, kid))
+	e.keys["revoked"], e.uids["revoked"] = secret, e.targetID
+	e.keys["none"], e.uids["none"] = "", e.uids["CREATOR"]
+
+	e.intID, e.intName = e.newIntegration(t, admin)
+	e.wbID, e.elID = e.newWorkbook(t, admin, true)
+	e.explID, _ = e.newWorkbook(t, admin, false)
+	e.schID = e.newSchedule(t, admin, e.wbID, e.elID, e.intName)
+	e.crWbID, e.crElID = e.newWorkbook(t, e.keys["CREATOR"], true)
+	e.crSchID = e.newSchedule(t, e.keys["CREATOR"], e.crWbID, e.crElID, e.intName)
+
+	// The second organization, made by the operator command while the server runs.
+	cmd := exec.Command(binPath, "org", "create", "--name", "other", "--db", s.DSN)
+	out, err := cmd.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("org create: %v\nstdout:\n%s\nstderr:\n%s", err, out, ee.Stderr)
+		}
+		t.Fatalf("org create: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	okey := strings.TrimSpace(lines[len(lines)-1])
+	e.keys["otherOrg"] = okey
+	ome := e.must(t, okey, "GetCurrentUser", "")
+	e.uids["otherOrg"], e.otherOrgID = getString(ome, "user", "id"), getString(ome, "user", "organizationId")
+	if !strings.HasPrefix(e.otherOrgID, "org_") || e.otherOrgID == e.mainOrgID ||
+		getString(ome, "user", "accountType") != "ACCOUNT_TYPE_ADMIN" {
+		t.Fatalf("org create's key belongs to %v (main org %s)", ome, e.mainOrgID)
+	}
+	e.oIntID, e.oIntName = e.newIntegration(t, okey)
+	e.oWbID, e.oElID = e.newWorkbook(t, okey, true)
+	e.oSchID = e.newSchedule(t, okey, e.oWbID, e.oElID, e.oIntName)
+	if ks, _ := e.must(t, okey, "ListApiKeys", "")["apiKeys"].([]any); len(ks) > 0 {
+		e.oKeyID, _ = ks[0].(map[string]any)["id"].(string)
+	}
+	if e.oKeyID == "" {
+		t.Fatal("the other org's admin has no listed API key")
+	}
+	return e
+}
+
+// items returns the id -> item of a list answer's field.
+func items(body map[string]any, field string) map[string]map[string]any {
+	out := map[string]map[string]any{}
+	list, _ := body[field].([]any)
+	for _, it := range list {
+		m, _ := it.(map[string]any)
+		id, _ := m["id"].(string)
+		out[id] = m
+	}
+	return out
+}
+
+// listCheck: main-org callers see mainWant (and neither absent ids nor the
+// other org's object); otherOrg sees its own object and nothing the main
+// ADMIN sees.
+func (e *permEnv) listCheck(rpc, field string, mainWant []string, otherOwn string, absent ...string) checkFn {
+	return func(t *testing.T, p string, body map[string]any) {
+		got := items(body, field)
+		org, mustNot := e.mainOrgID, append([]string{}, absent...)
+		if p == "otherOrg" {
+			org = e.otherOrgID
+			if got[otherOwn] == nil {
+				t.Errorf("%s as otherOrg lacks the org's own %s: %v", rpc, otherOwn, body)
+			}
+			mainView := items(e.must(t, e.keys["ADMIN"], rpc, `{"pageSize":1000}`), field)
+			for id := range got {
+				if mainView[id] != nil {
+					t.Errorf("%s as otherOrg returned main-org object %s", rpc, id)
+				}
+			}
+			mustNot = append(mustNot, mainWant...)
+		} else {
+			for _, id := range mainWant {
+				if got[id] == nil {
+					t.Errorf("%s as %s lacks %s: %v", rpc, p, id, body)
+				}
+			}
+			mustNot = append(mustNot, otherOwn)
+		}
+		for _, id := range mustNot {
+			if got[id] != nil {
+				t.Errorf("%s as %s returned %s, which it must not see", rpc, p, id)
+			}
+		}
+		for id, it := range got {
+			if o, has := it["organizationId"]; has && o != org {
+				t.Errorf("%s as %s returned %s of organization %v", rpc, p, id, o)
+			}
+		}
+	}
+}
+
+// exists asserts (via key) that an object is still there, or gone with code gone.
+func (e *permEnv) exists(t *testing.T, key, rpc, req string, deleted bool, gone codes.Code) {
+	t.Helper()
+	want := codes.OK
+	if deleted {
+		want = gone
+	}
+	if res := e.tr.Call(t, rpc, key, req, ""); res.Code != want {
+		t.Errorf("after the call, %s %s = %v (%s), want %v", rpc, req, res.Code, res.Message, want)
+	}
+}
+
+func permRows(e *permEnv) []permRow {
+	const (
+		OK = codes.OK
+		PD = codes.PermissionDenied
+		NF = codes.NotFound
+	)
+	var (
+		all         = [5]codes.Code{OK, OK, OK, OK, OK}
+		anyMember   = [5]codes.Code{OK, OK, OK, OK, NF}
+		adminOnly   = [5]codes.Code{OK, PD, PD, PD, NF}
+		adminCreate = [5]codes.Code{OK, PD, PD, PD, OK} // creates in the caller's own org
+		ownerAdmin  = [5]codes.Code{OK, OK, PD, PD, NF} // object owned by CREATOR
+		explOwner   = [5]codes.Code{OK, NF, NF, NF, NF} // ADMIN's unsaved exploration
+	)
+	admin := e.keys["ADMIN"]
+	fixed := func(format string, a ...any) reqFn {
+		s := fmt.Sprintf(format, a...)
+		return func(*testing.T, string) string { return s }
+	}
+	byID := func(id string) reqFn { return fixed(`{"id":%q}`, id) }
+	list := fixed(`{"pageSize":1000}`)
+	// last is the throw-away object of the current cell, for the after hooks.
+	var last, lastSecret string
+	after := func(rpc, tmpl string, gone codes.Code) func(*testing.T, bool) {
+		return func(t *testing.T, ok bool) { e.exists(t, admin, rpc, fmt.Sprintf(tmpl, last), ok, gone) }
+	}
+	freshKeyOf := func(owner func(p string) (key, userID string)) reqFn {
+		return func(t *testing.T, p string) string {
+			k, u := owner(p)
+			last, lastSecret = e.newKey(t, k, u)
+			return fmt.Sprintf(`{"id":%q}`, last)
+		}
+	}
+	return []permRow{
+		// IntegrationService
+		{rpc: "CreateStorageIntegration", want: adminCreate, req: func(*testing.T, string) string {
+			return fmt.Sprintf(`{"storageIntegration":{"name":%q,"provider":"PROVIDER_LOCAL","destination":%q}}`, e.uniq("perm"), e.dest)
+		}},
+		{rpc: "GetStorageIntegration", want: anyMember, req: byID(e.intID)},
+		{rpc: "ListStorageIntegrations", want: all, req: list,
+			check: e.listCheck("ListStorageIntegrations", "storageIntegrations", []string{e.intID}, e.oIntID)},
+		{rpc: "UpdateStorageIntegration", want: adminOnly, req: func(t *testing.T, _ string) string {
+			last, _ = e.newIntegration(t, admin)
+			return fmt.Sprintf(`{"storageIntegration":{"id":%q,"region":"eu-west-1"},"updateMask":"region"}`, last)
+		}},
+		{rpc: "DeleteStorageIntegration", want: adminOnly, req: func(t *testing.T, _ string) string {
+			last, _ = e.newIntegration(t, admin)
+			return fmt.Sprintf(`{"id":%q}`, last)
+		}, after: after("GetStorageIntegration", `{"id":%q}`, NF)},
+		{rpc: "GetStorageIntegrationCredentials", want: adminOnly, req: byID(e.intID)},
+
+		// WorkbookService
+		{rpc: "ListConnections", want: all, req: fixed(`{}`), check: func(t *testing.T, p string, b map[string]any) {
+			c := items(b, "connections")["con_audit_logs"]
+			if access, _ := c["access"].(bool); c == nil || access != (p != "NOGRANT") {
+				t.Errorf("ListConnections as %s: con_audit_logs = %v", p, c)
+			}
+		}},
+		{rpc: "ExploreTable", want: [5]codes.Code{OK, OK, PD, PD, OK},
+			req: fixed(`{"connectionId":"con_audit_logs","table":"AUDIT_LOGS"}`)},
+		{rpc: "SaveWorkbookAs", want: [5]codes.Code{OK, OK, PD, OK, NF}, req: fixed(`{"id":%q,"name":"copy"}`, e.wbID)},
+		{rpc: "SaveWorkbookAs", variant: "exploration", want: explOwner, req: func(t *testing.T, _ string) string {
+			last, _ = e.newWorkbook(t, admin, false)
+			return fmt.Sprintf(`{"id":%q,"name":"saved exploration"}`, last)
+		}},
+		{rpc: "GetWorkbook", want: anyMember, req: byID(e.wbID)},
+		{rpc: "GetWorkbook", variant: "exploration", want: explOwner, req: byID(e.explID)},
+		{rpc: "ListWorkbooks", want: all, req: list,
+			check: e.listCheck("ListWorkbooks", "workbooks", []string{e.wbID, e.crWbID}, e.oWbID, e.explID)},
+		{rpc: "UpdateWorkbook", want: adminOnly, req: fixed(`{"workbook":{"id":%q,"folder":"moved"},"updateMask":"folder"}`, e.wbID)},
+		{rpc: "UpdateWorkbook", variant: "creatorOwned", want: ownerAdmin,
+			req: fixed(`{"workbook":{"id":%q,"folder":"moved"},"updateMask":"folder"}`, e.crWbID)},
+		{rpc: "DeleteWorkbook", want: adminOnly, req: func(t *testing.T, _ string) string {
+			last, _ = e.newWorkbook(t, admin, true)
+			return fmt.Sprintf(`{"id":%q}`, last)
+		}, after: after("GetWorkbook", `{"id":%q}`, NF)},
+		{rpc: "DeleteWorkbook", variant: "creatorOwned", want: ownerAdmin, req: func(t *testing.T, _ string) string {
+			last, _ = e.newWorkbook(t, e.keys["CREATOR"], true)
+			return fmt.Sprintf(`{"id":%q}`, last)
+		}, after: after("GetWorkbook", `{"id":%q}`, NF)},
+		{rpc: "QueryElement", want: [5]codes.Code{OK, OK, OK, PD, NF},
+			req: fixed(`{"workbookId":%q,"elementId":%q,"pageSize":1}`, e.wbID, e.elID)},
+
+		// ScheduleService
+		{rpc: "CreateSchedule", want: [5]codes.Code{OK, OK, PD, PD, NF}, req: fixed("%s", e.scheduleReq(e.wbID, e.elID, e.intName))},
+		{rpc: "GetSchedule", want: anyMember, req: byID(e.schID)},
+		{rpc: "ListSchedules", want: all, req: list,
+			check: e.listCheck("ListSchedules", "schedules", []string{e.schID, e.crSchID}, e.oSchID)},
+		{rpc: "UpdateSchedule", want: adminOnly, req: fixed(`{"schedule":{"id":%q,"name":"renamed"},"updateMask":"name"}`, e.schID)},
+		{rpc: "UpdateSchedule", variant: "creatorOwned", want: ownerAdmin,
+			req: fixed(`{"schedule":{"id":%q,"name":"renamed"},"updateMask":"name"}`, e.crSchID)},
+		{rpc: "DeleteSchedule", want: adminOnly, req: func(t *testing.T, _ string) string {
+			last = e.newSchedule(t, admin, e.wbID, e.elID, e.intName)
+			return fmt.Sprintf(`{"id":%q}`, last)
+		}, after: after("GetSchedule", `{"id":%q}`, NF)},
+		{rpc: "DeleteSchedule", variant: "creatorOwned", want: ownerAdmin, req: func(t *testing.T, _ string) string {
+			last = e.newSchedule(t, e.keys["CREATOR"], e.crWbID, e.crElID, e.intName)
+			return fmt.Sprintf(`{"id":%q}`, last)
+		}, after: after("GetSchedule", `{"id":%q}`, NF)},
+		{rpc: "PauseSchedule", want: adminOnly, req: byID(e.schID)},
+		{rpc: "PauseSchedule", variant: "creatorOwned", want: ownerAdmin, req: byID(e.crSchID)},
+		{rpc: "ResumeSchedule", want: adminOnly, req: byID(e.schID)},
+		{rpc: "ResumeSchedule", variant: "creatorOwned", want: ownerAdmin, req: byID(e.crSchID)},
+
+		// AccountService
+		{rpc: "GetCurrentUser", want: all, req: fixed(`{}`), check: func(t *testing.T, p string, b map[string]any) {
+			if got := getString(b, "user", "id"); got != e.uids[p] {
+				t.Errorf("GetCurrentUser as %s = %s, want %s", p, got, e.uids[p])
+			}
+		}},
+		{rpc: "CreateUser", want: adminCreate, req: func(*testing.T, string) string {
+			return fmt.Sprintf(`{"user":{"email":%q,"accountType":"ACCOUNT_TYPE_VIEWER"}}`, e.uniq("new")+"@example.com")
+		}},
+		{rpc: "GetUser", variant: "other", want: adminOnly, req: byID(e.targetID)},
+		{rpc: "GetUser", variant: "self", want: all, req: func(_ *testing.T, p string) string { return fmt.Sprintf(`{"id":%q}`, e.uids[p]) }},
+		{rpc: "ListUsers", want: adminCreate, req: list,
+			check: e.listCheck("ListUsers", "users", []string{e.uids["ADMIN"], e.uids["CREATOR"], e.targetID}, e.uids["otherOrg"])},
+		{rpc: "UpdateUser", want: adminOnly, req: func(t *testing.T, _ string) string {
+			return fmt.Sprintf(`{"user":{"id":%q,"email":%q},"updateMask":"email"}`, e.newUser(t, "VIEWER"), e.uniq("upd")+"@example.com")
+		}},
+		{rpc: "GrantConnectionAccess", want: adminOnly, req: func(t *testing.T, _ string) string {
+			return e.grantReq(e.newUser(t, "VIEWER"))
+		}},
+		{rpc: "RevokeConnectionAccess", want: adminOnly, req: func(t *testing.T, _ string) string {
+			u := e.newUser(t, "VIEWER")
+			e.must(t, admin, "GrantConnectionAccess", e.grantReq(u))
+			return e.grantReq(u)
+		}},
+		{rpc: "CreateApiKey", variant: "other", want: adminOnly, req: fixed(`{"userId":%q,"name":"for other"}`, e.targetID)},
+		{rpc: "CreateApiKey", variant: "self", want: all, req: fixed(`{"name":"mine"}`), check: func(t *testing.T, p string, b map[string]any) {
+			if getString(b, "apiKey", "userId") != e.uids[p] || getString(b, "secret") == "" {
+				t.Errorf("CreateApiKey as %s answered %v", p, b)
+			}
+		}},
+		{rpc: "ListApiKeys", variant: "other", want: adminOnly, req: fixed(`{"userId":%q}`, e.targetID)},
+		{rpc: "ListApiKeys", variant: "self", want: all, req: fixed(`{}`), check: func(t *testing.T, p string, b map[string]any) {
+			ks := items(b, "apiKeys")
+			for id, k := range ks {
+				if k["userId"] != e.uids[p] {
+					t.Errorf("ListApiKeys as %s returned %s of user %v", p, id, k["userId"])
+				}
+			}
+			if len(ks) == 0 {
+				t.Errorf("ListApiKeys as %s is empty", p)
+			}
+		}},
+		{rpc: "RevokeApiKey", variant: "other", want: adminOnly,
+			req: freshKeyOf(func(string) (string, string) { return admin, e.targetID }),
+			after: func(t *testing.T, ok bool) {
+				e.exists(t, lastSecret, "GetCurrentUser", "", ok, codes.Unauthenticated)
+			}},
+		{rpc: "RevokeApiKey", variant: "own", want: all, req: freshKeyOf(func(p string) (string, string) {
+			if p == "otherOrg" {
+				return e.keys["otherOrg"], e.uids[p]
+			}
+			return admin, e.uids[p]
+		}), after: func(t *testing.T, ok bool) {
+			e.exists(t, lastSecret, "GetCurrentUser", "", ok, codes.Unauthenticated)
+		}},
+	}
+}
+
+// crossOrgChecks: the main org's ADMIN addressing the other org's objects.
+func crossOrgChecks(t *testing.T, e *permEnv, tr Transport) {
+	const NF = codes.NotFound
+	id := func(id string) string { return fmt.Sprintf(`{"id":%q}`, id) }
+	cases := []struct {
+		rpc, req  string
+		want      codes.Code
+		emptyList string // for OK list calls: this field must be empty
+	}{
+		{"GetStorageIntegration", id(e.oIntID), NF, ""},
+		{"UpdateStorageIntegration", fmt.Sprintf(`{"storageIntegration":{"id":%q,"region":"eu-west-1"},"updateMask":"region"}`, e.oIntID), NF, ""},
+		{"DeleteStorageIntegration", fmt.Sprintf(`{"id":%q,"deleteLinkedSchedules":true}`, e.oIntID), NF, ""},
+		{"GetStorageIntegrationCredentials", id(e.oIntID), NF, ""},
+		{"SaveWorkbookAs", fmt.Sprintf(`{"id":%q,"name":"stolen"}`, e.oWbID), NF, ""},
+		{"GetWorkbook", id(e.oWbID), NF, ""},
+		{"UpdateWorkbook", fmt.Sprintf(`{"workbook":{"id":%q,"folder":"stolen"},"updateMask":"folder"}`, e.oWbID), NF, ""},
+		{"DeleteWorkbook", fmt.Sprintf(`{"id":%q,"force":true}`, e.oWbID), NF, ""},
+		{"QueryElement", fmt.Sprintf(`{"workbookId":%q,"elementId":%q}`, e.oWbID, e.oElID), NF, ""},
+		{"QueryElement", fmt.Sprintf(`{"workbookId":%q,"elementId":%q}`, e.wbID, e.oElID), NF, ""},
+		{"CreateSchedule", e.scheduleReq(e.oWbID, e.oElID, e.intName), NF, ""},
+		// The other org's integration name does not exist here.
+		{"CreateSchedule", e.scheduleReq(e.wbID, e.elID, e.oIntName), codes.InvalidArgument, ""},
+		{"GetSchedule", id(e.oSchID), NF, ""},
+		{"UpdateSchedule", fmt.Sprintf(`{"schedule":{"id":%q,"name":"stolen"},"updateMask":"name"}`, e.oSchID), NF, ""},
+		{"DeleteSchedule", id(e.oSchID), NF, ""},
+		{"PauseSchedule", id(e.oSchID), NF, ""},
+		{"ResumeSchedule", id(e.oSchID), NF, ""},
+		{"ListSchedules", fmt.Sprintf(`{"storageIntegrationId":%q}`, e.oIntID), codes.OK, "schedules"},
+		{"ListSchedules", fmt.Sprintf(`{"workbookId":%q}`, e.oWbID), codes.OK, "schedules"},
+		{"GetUser", id(e.uids["otherOrg"]), NF, ""},
+		{"UpdateUser", fmt.Sprintf(`{"user":{"id":%q,"email":"hijacked@example.com"},"updateMask":"email"}`, e.uids["otherOrg"]), NF, ""},
+		{"GrantConnectionAccess", e.grantReq(e.uids["otherOrg"]), NF, ""},
+		{"RevokeConnectionAccess", e.grantReq(e.uids["otherOrg"]), NF, ""},
+		{"CreateApiKey", fmt.Sprintf(`{"userId":%q,"name":"stolen"}`, e.uids["otherOrg"]), NF, ""},
+		{"ListApiKeys", fmt.Sprintf(`{"userId":%q}`, e.uids["otherOrg"]), NF, ""},
+		{"RevokeApiKey", id(e.oKeyID), NF, ""},
+	}
+	for _, c := range cases {
+		res := tr.Call(t, c.rpc, e.keys["ADMIN"], c.req, "")
+		if res.Code != c.want {
+			t.Errorf("ADMIN %s on the other org's ids over %s: got %v (%s), want %v; request %s", c.rpc, tr.Name(), res.Code, res.Message, c.want, c.req)
+			continue
+		}
+		if c.emptyList != "" && len(items(res.Body, c.emptyList)) > 0 {
+			t.Errorf("ADMIN %s %s over %s lists the other org's objects: %v", c.rpc, c.req, tr.Name(), res.Body)
+		}
+	}
+	// Nothing of the other org changed, and its key still works.
+	okey := e.keys["otherOrg"]
+	me := e.must(t, okey, "GetCurrentUser", "")
+	if g, _ := getPath(me, "user", "connectionGrants").([]any); getString(me, "user", "email") != "admin@example.com" || len(g) != 0 {
+		t.Errorf("the other org's admin changed: %v", me)
+	}
+	if getString(e.must(t, okey, "GetStorageIntegration", id(e.oIntID)), "storageIntegration", "region") != "" {
+		t.Errorf("the other org's integration was updated")
+	}
+	e.must(t, okey, "GetWorkbook", id(e.oWbID))
+	sc := e.must(t, okey, "GetSchedule", id(e.oSchID))
+	if getString(sc, "schedule", "state") != "SCHEDULE_STATE_ACTIVE" || getString(sc, "schedule", "name") == "stolen" {
+		t.Errorf("the other org's schedule changed: %v", sc)
+	}
+}
+
+// TestPermissionMatrix calls every RPC as every principal over both
+// transports and checks the status code against the permission rules.
+func TestPermissionMatrix(t *testing.T) {
+	for _, backend := range backends(t) {
+		t.Run(backend, func(t *testing.T) {
+			s := StartServer(t, backend)
+			e := setupPermissions(t, s)
+			rows := permRows(e)
+			covered := map[string]bool{}
+			for _, r := range rows {
+				if _, ok := rpcs[r.rpc]; !ok {
+					t.Errorf("matrix row for unknown RPC %s", r.rpc)
+				}
+				covered[r.rpc] = true
+			}
+			for rpc := range rpcs {
+				if !covered[rpc] {
+					t.Errorf("permission matrix misses RPC %s", rpc)
+				}
+			}
+			for _, r := range rows {
+				name := r.rpc
+				if r.variant != "" {
+					name += "_" + r.variant
+				}
+				t.Run(name, func(t *testing.T) {
+					for i, p := range principals {
+						want := codes.Unauthenticated
+						if i < len(r.want) {
+							want = r.want[i]
+						}
+						t.Run(p, func(t *testing.T) {
+							for _, tr := range transports(s) {
+								t.Run(tr.Name(), func(t *testing.T) {
+									req := r.req(t, p)
+									res := tr.Call(t, r.rpc, e.keys[p], req, "")
+									if res.Code != want {
+										t.Errorf("%s as %s over %s: got %v (%s), want %v; request %s",
+											r.rpc, p, tr.Name(), res.Code, res.Message, want, req)
+									} else if want == codes.OK && r.check != nil {
+										r.check(t, p, res.Body)
+									}
+									if res.Code != codes.OK && res.Domain != "auditexport" {
+										t.Errorf("%s as %s over %s: error without ErrorInfo{domain: auditexport}: %+v", r.rpc, p, tr.Name(), res)
+									}
+									if r.after != nil {
+										r.after(t, res.Code == codes.OK)
+									}
+								})
+							}
+						})
+					}
+				})
+			}
+			for _, tr := range transports(s) {
+				t.Run("crossOrg/"+tr.Name(), func(t *testing.T) { crossOrgChecks(t, e, tr) })
+			}
+		})
+	}
+}
