@@ -147,10 +147,7 @@ func (s *AccountService) ListUsers(ctx context.Context, req *pb.ListUsersRequest
 		return nil, internalError(ctx, s.log, "list users", err)
 	}
 	resp := &pb.ListUsersResponse{}
-	if len(rows) > size {
-		rows = rows[:size]
-		resp.NextPageToken = encodeToken("usr", rows[size-1].ID)
-	}
+	rows, resp.NextPageToken = page(rows, size, "usr", func(r *ent.User) string { return r.ID })
 	for _, u := range rows {
 		out, err := s.userPB(ctx, u)
 		if err != nil {
@@ -330,10 +327,7 @@ func (s *AccountService) ListApiKeys(ctx context.Context, req *pb.ListApiKeysReq
 		return nil, internalError(ctx, s.log, "list api keys", err)
 	}
 	resp := &pb.ListApiKeysResponse{}
-	if len(rows) > size {
-		rows = rows[:size]
-		resp.NextPageToken = encodeToken("key", rows[size-1].ID)
-	}
+	rows, resp.NextPageToken = page(rows, size, "key", func(r *ent.ApiKey) string { return r.ID })
 	for _, k := range rows {
 		resp.ApiKeys = append(resp.ApiKeys, apiKeyPB(k))
 	}

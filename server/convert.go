@@ -85,3 +85,13 @@ func decodeToken(v *violations, kind, tok string) string {
 	}
 	return last
 }
+
+// page trims a keyset page fetched with limit size+1 and returns the token
+// for the next page ("" on the last page).
+func page[T any](rows []T, size int, kind string, id func(T) string) ([]T, string) {
+	if len(rows) <= size {
+		return rows, ""
+	}
+	rows = rows[:size]
+	return rows, encodeToken(kind, id(rows[size-1]))
+}

@@ -314,10 +314,7 @@ func (s *IntegrationService) ListStorageIntegrations(ctx context.Context, req *p
 		return nil, internalError(ctx, s.log, "list integrations", err)
 	}
 	resp := &pb.ListStorageIntegrationsResponse{}
-	if len(rows) > size {
-		rows = rows[:size]
-		resp.NextPageToken = encodeToken("int", rows[size-1].ID)
-	}
+	rows, resp.NextPageToken = page(rows, size, "int", func(r *ent.StorageIntegration) string { return r.ID })
 	for _, r := range rows {
 		n, err := linkedCount(ctx, s.db, r.ID)
 		if err != nil {

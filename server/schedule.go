@@ -363,10 +363,7 @@ func (s *ScheduleService) ListSchedules(ctx context.Context, req *pb.ListSchedul
 		return nil, internalError(ctx, s.log, "list schedules", err)
 	}
 	resp := &pb.ListSchedulesResponse{}
-	if len(rows) > size {
-		rows = rows[:size]
-		resp.NextPageToken = encodeToken("sch", rows[size-1].ID)
-	}
+	rows, resp.NextPageToken = page(rows, size, "sch", func(r *ent.Schedule) string { return r.ID })
 	for _, r := range rows {
 		resp.Schedules = append(resp.Schedules, schedulePB(r))
 	}

@@ -296,10 +296,7 @@ func (s *WorkbookService) ListWorkbooks(ctx context.Context, req *pb.ListWorkboo
 		return nil, internalError(ctx, s.log, "list workbooks", err)
 	}
 	resp := &pb.ListWorkbooksResponse{}
-	if len(rows) > size {
-		rows = rows[:size]
-		resp.NextPageToken = encodeToken("wb", rows[size-1].ID)
-	}
+	rows, resp.NextPageToken = page(rows, size, "wb", func(r *ent.Workbook) string { return r.ID })
 	for _, r := range rows {
 		resp.Workbooks = append(resp.Workbooks, workbookPB(r))
 	}
