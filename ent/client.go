@@ -20,6 +20,7 @@ import (
 	"github.com/auditexport/auditexport/ent/connection"
 	"github.com/auditexport/auditexport/ent/connectiongrant"
 	"github.com/auditexport/auditexport/ent/element"
+	"github.com/auditexport/auditexport/ent/exportrun"
 	"github.com/auditexport/auditexport/ent/organization"
 	"github.com/auditexport/auditexport/ent/schedule"
 	"github.com/auditexport/auditexport/ent/storageintegration"
@@ -44,6 +45,8 @@ type Client struct {
 	ConnectionGrant *ConnectionGrantClient
 	// Element is the client for interacting with the Element builders.
 	Element *ElementClient
+	// ExportRun is the client for interacting with the ExportRun builders.
+	ExportRun *ExportRunClient
 	// Organization is the client for interacting with the Organization builders.
 	Organization *OrganizationClient
 	// Schedule is the client for interacting with the Schedule builders.
@@ -70,6 +73,7 @@ func (c *Client) init() {
 	c.Connection = NewConnectionClient(c.config)
 	c.ConnectionGrant = NewConnectionGrantClient(c.config)
 	c.Element = NewElementClient(c.config)
+	c.ExportRun = NewExportRunClient(c.config)
 	c.Organization = NewOrganizationClient(c.config)
 	c.Schedule = NewScheduleClient(c.config)
 	c.StorageIntegration = NewStorageIntegrationClient(c.config)
@@ -172,6 +176,7 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		Connection:         NewConnectionClient(cfg),
 		ConnectionGrant:    NewConnectionGrantClient(cfg),
 		Element:            NewElementClient(cfg),
+		ExportRun:          NewExportRunClient(cfg),
 		Organization:       NewOrganizationClient(cfg),
 		Schedule:           NewScheduleClient(cfg),
 		StorageIntegration: NewStorageIntegrationClient(cfg),
@@ -201,6 +206,7 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		Connection:         NewConnectionClient(cfg),
 		ConnectionGrant:    NewConnectionGrantClient(cfg),
 		Element:            NewElementClient(cfg),
+		ExportRun:          NewExportRunClient(cfg),
 		Organization:       NewOrganizationClient(cfg),
 		Schedule:           NewScheduleClient(cfg),
 		StorageIntegration: NewStorageIntegrationClient(cfg),
@@ -235,7 +241,7 @@ func (c *Client) Close() error {
 // In order to add hooks to a specific client, call: `client.Node.Use(...)`.
 func (c *Client) Use(hooks ...Hook) {
 	for _, n := range []interface{ Use(...Hook) }{
-		c.ApiKey, c.AuditEvent, c.Connection, c.ConnectionGrant, c.Element,
+		c.ApiKey, c.AuditEvent, c.Connection, c.ConnectionGrant, c.Element, c.ExportRun,
 		c.Organization, c.Schedule, c.StorageIntegration, c.User, c.Workbook,
 	} {
 		n.Use(hooks...)
@@ -246,7 +252,7 @@ func (c *Client) Use(hooks ...Hook) {
 // In order to add interceptors to a specific client, call: `client.Node.Intercept(...)`.
 func (c *Client) Intercept(interceptors ...Interceptor) {
 	for _, n := range []interface{ Intercept(...Interceptor) }{
-		c.ApiKey, c.AuditEvent, c.Connection, c.ConnectionGrant, c.Element,
+		c.ApiKey, c.AuditEvent, c.Connection, c.ConnectionGrant, c.Element, c.ExportRun,
 		c.Organization, c.Schedule, c.StorageIntegration, c.User, c.Workbook,
 	} {
 		n.Intercept(interceptors...)
@@ -266,6 +272,8 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.ConnectionGrant.mutate(ctx, m)
 	case *ElementMutation:
 		return c.Element.mutate(ctx, m)
+	case *ExportRunMutation:
+		return c.ExportRun.mutate(ctx, m)
 	case *OrganizationMutation:
 		return c.Organization.mutate(ctx, m)
 	case *ScheduleMutation:
@@ -1002,6 +1010,141 @@ func (c *ElementClient) mutate(ctx context.Context, m *ElementMutation) (Value, 
 	}
 }
 
+// ExportRunClient is a client for the ExportRun schema.
+type ExportRunClient struct {
+	config
+}
+
+// NewExportRunClient returns a client for the ExportRun from the given config.
+func NewExportRunClient(c config) *ExportRunClient {
+	return &ExportRunClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `exportrun.Hooks(f(g(h())))`.
+func (c *ExportRunClient) Use(hooks ...Hook) {
+	c.hooks.ExportRun = append(c.hooks.ExportRun, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `exportrun.Intercept(f(g(h())))`.
+func (c *ExportRunClient) Intercept(interceptors ...Interceptor) {
+	c.inters.ExportRun = append(c.inters.ExportRun, interceptors...)
+}
+
+// Create returns a builder for creating a ExportRun entity.
+func (c *ExportRunClient) Create() *ExportRunCreate {
+	mutation := newExportRunMutation(c.config, OpCreate)
+	return &ExportRunCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of ExportRun entities.
+func (c *ExportRunClient) CreateBulk(builders ...*ExportRunCreate) *ExportRunCreateBulk {
+	return &ExportRunCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *ExportRunClient) MapCreateBulk(slice any, setFunc func(*ExportRunCreate, int)) *ExportRunCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &ExportRunCreateBulk{err: fmt.Errorf("calling to ExportRunClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*ExportRunCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &ExportRunCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for ExportRun.
+func (c *ExportRunClient) Update() *ExportRunUpdate {
+	mutation := newExportRunMutation(c.config, OpUpdate)
+	return &ExportRunUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *ExportRunClient) UpdateOne(_m *ExportRun) *ExportRunUpdateOne {
+	mutation := newExportRunMutation(c.config, OpUpdateOne, withExportRun(_m))
+	return &ExportRunUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *ExportRunClient) UpdateOneID(id string) *ExportRunUpdateOne {
+	mutation := newExportRunMutation(c.config, OpUpdateOne, withExportRunID(id))
+	return &ExportRunUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for ExportRun.
+func (c *ExportRunClient) Delete() *ExportRunDelete {
+	mutation := newExportRunMutation(c.config, OpDelete)
+	return &ExportRunDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *ExportRunClient) DeleteOne(_m *ExportRun) *ExportRunDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *ExportRunClient) DeleteOneID(id string) *ExportRunDeleteOne {
+	builder := c.Delete().Where(exportrun.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &ExportRunDeleteOne{builder}
+}
+
+// Query returns a query builder for ExportRun.
+func (c *ExportRunClient) Query() *ExportRunQuery {
+	return &ExportRunQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeExportRun},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a ExportRun entity by its id.
+func (c *ExportRunClient) Get(ctx context.Context, id string) (*ExportRun, error) {
+	return c.Query().Where(exportrun.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *ExportRunClient) GetX(ctx context.Context, id string) *ExportRun {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// Hooks returns the client hooks.
+func (c *ExportRunClient) Hooks() []Hook {
+	hooks := c.hooks.ExportRun
+	return append(hooks[:len(hooks):len(hooks)], exportrun.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *ExportRunClient) Interceptors() []Interceptor {
+	inters := c.inters.ExportRun
+	return append(inters[:len(inters):len(inters)], exportrun.Interceptors[:]...)
+}
+
+func (c *ExportRunClient) mutate(ctx context.Context, m *ExportRunMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&ExportRunCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&ExportRunUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&ExportRunUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&ExportRunDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown ExportRun mutation op: %q", m.Op())
+	}
+}
+
 // OrganizationClient is a client for the Organization schema.
 type OrganizationClient struct {
 	config
@@ -1726,12 +1869,12 @@ func (c *WorkbookClient) mutate(ctx context.Context, m *WorkbookMutation) (Value
 // hooks and interceptors per client, for fast access.
 type (
 	hooks struct {
-		ApiKey, AuditEvent, Connection, ConnectionGrant, Element, Organization,
-		Schedule, StorageIntegration, User, Workbook []ent.Hook
+		ApiKey, AuditEvent, Connection, ConnectionGrant, Element, ExportRun,
+		Organization, Schedule, StorageIntegration, User, Workbook []ent.Hook
 	}
 	inters struct {
-		ApiKey, AuditEvent, Connection, ConnectionGrant, Element, Organization,
-		Schedule, StorageIntegration, User, Workbook []ent.Interceptor
+		ApiKey, AuditEvent, Connection, ConnectionGrant, Element, ExportRun,
+		Organization, Schedule, StorageIntegration, User, Workbook []ent.Interceptor
 	}
 )
 

@@ -17,6 +17,7 @@ import (
 	"github.com/auditexport/auditexport/ent/connection"
 	"github.com/auditexport/auditexport/ent/connectiongrant"
 	"github.com/auditexport/auditexport/ent/element"
+	"github.com/auditexport/auditexport/ent/exportrun"
 	"github.com/auditexport/auditexport/ent/organization"
 	"github.com/auditexport/auditexport/ent/schedule"
 	"github.com/auditexport/auditexport/ent/storageintegration"
@@ -87,6 +88,7 @@ func checkColumn(t, c string) error {
 			connection.Table:         connection.ValidColumn,
 			connectiongrant.Table:    connectiongrant.ValidColumn,
 			element.Table:            element.ValidColumn,
+			exportrun.Table:          exportrun.ValidColumn,
 			organization.Table:       organization.ValidColumn,
 			schedule.Table:           schedule.ValidColumn,
 			storageintegration.Table: storageintegration.ValidColumn,

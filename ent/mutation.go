@@ -16,6 +16,7 @@ import (
 	"github.com/auditexport/auditexport/ent/connection"
 	"github.com/auditexport/auditexport/ent/connectiongrant"
 	"github.com/auditexport/auditexport/ent/element"
+	"github.com/auditexport/auditexport/ent/exportrun"
 	"github.com/auditexport/auditexport/ent/organization"
 	"github.com/auditexport/auditexport/ent/predicate"
 	"github.com/auditexport/auditexport/ent/schedule"
@@ -39,6 +40,7 @@ const (
 	TypeConnection         = "Connection"
 	TypeConnectionGrant    = "ConnectionGrant"
 	TypeElement            = "Element"
+	TypeExportRun          = "ExportRun"
 	TypeOrganization       = "Organization"
 	TypeSchedule           = "Schedule"
 	TypeStorageIntegration = "StorageIntegration"
@@ -3943,6 +3945,1987 @@ func (m *ElementMutation) ResetEdge(name string) error {
 	return fmt.Errorf("unknown Element edge %s", name)
 }
 
+// ExportRunMutation represents an operation that mutates the ExportRun nodes in the graph.
+type ExportRunMutation struct {
+	config
+	op               Op
+	typ              string
+	id               *string
+	org_id           *string
+	create_time      *time.Time
+	update_time      *time.Time
+	schedule_id      *string
+	trigger          *exportrun.Trigger
+	state            *exportrun.State
+	phase            *string
+	period_start     *time.Time
+	period_end       *time.Time
+	object_uri       *string
+	rows             *int64
+	addrows          *int64
+	bytes            *int64
+	addbytes         *int64
+	total_rows       *int64
+	addtotal_rows    *int64
+	checksum         *string
+	attempt          *int
+	addattempt       *int
+	error_code       *string
+	error_message    *string
+	provider_message *string
+	requested_by     *string
+	cancel_requested *bool
+	from_seq         *int64
+	addfrom_seq      *int64
+	to_seq           *int64
+	addto_seq        *int64
+	runner           *string
+	heartbeat_time   *time.Time
+	start_time       *time.Time
+	finish_time      *time.Time
+	clearedFields    map[string]struct{}
+	done             bool
+	oldValue         func(context.Context) (*ExportRun, error)
+	predicates       []predicate.ExportRun
+}
+
+var _ ent.Mutation = (*ExportRunMutation)(nil)
+
+// exportrunOption allows management of the mutation configuration using functional options.
+type exportrunOption func(*ExportRunMutation)
+
+// newExportRunMutation creates new mutation for the ExportRun entity.
+func newExportRunMutation(c config, op Op, opts ...exportrunOption) *ExportRunMutation {
+	m := &ExportRunMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeExportRun,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withExportRunID sets the ID field of the mutation.
+func withExportRunID(id string) exportrunOption {
+	return func(m *ExportRunMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *ExportRun
+		)
+		m.oldValue = func(ctx context.Context) (*ExportRun, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().ExportRun.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withExportRun sets the old ExportRun of the mutation.
+func withExportRun(node *ExportRun) exportrunOption {
+	return func(m *ExportRunMutation) {
+		m.oldValue = func(context.Context) (*ExportRun, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m ExportRunMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m ExportRunMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of ExportRun entities.
+func (m *ExportRunMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *ExportRunMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *ExportRunMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().ExportRun.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetOrgID sets the "org_id" field.
+func (m *ExportRunMutation) SetOrgID(s string) {
+	m.org_id = &s
+}
+
+// OrgID returns the value of the "org_id" field in the mutation.
+func (m *ExportRunMutation) OrgID() (r string, exists bool) {
+	v := m.org_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldOrgID returns the old "org_id" field's value of the ExportRun entity.
+// If the ExportRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ExportRunMutation) OldOrgID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldOrgID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldOrgID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldOrgID: %w", err)
+	}
+	return oldValue.OrgID, nil
+}
+
+// ResetOrgID resets all changes to the "org_id" field.
+func (m *ExportRunMutation) ResetOrgID() {
+	m.org_id = nil
+}
+
+// SetCreateTime sets the "create_time" field.
+func (m *ExportRunMutation) SetCreateTime(t time.Time) {
+	m.create_time = &t
+}
+
+// CreateTime returns the value of the "create_time" field in the mutation.
+func (m *ExportRunMutation) CreateTime() (r time.Time, exists bool) {
+	v := m.create_time
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreateTime returns the old "create_time" field's value of the ExportRun entity.
+// If the ExportRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ExportRunMutation) OldCreateTime(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreateTime is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreateTime requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreateTime: %w", err)
+	}
+	return oldValue.CreateTime, nil
+}
+
+// ResetCreateTime resets all changes to the "create_time" field.
+func (m *ExportRunMutation) ResetCreateTime() {
+	m.create_time = nil
+}
+
+// SetUpdateTime sets the "update_time" field.
+func (m *ExportRunMutation) SetUpdateTime(t time.Time) {
+	m.update_time = &t
+}
+
+// UpdateTime returns the value of the "update_time" field in the mutation.
+func (m *ExportRunMutation) UpdateTime() (r time.Time, exists bool) {
+	v := m.update_time
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdateTime returns the old "update_time" field's value of the ExportRun entity.
+// If the ExportRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ExportRunMutation) OldUpdateTime(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdateTime is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdateTime requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdateTime: %w", err)
+	}
+	return oldValue.UpdateTime, nil
+}
+
+// ResetUpdateTime resets all changes to the "update_time" field.
+func (m *ExportRunMutation) ResetUpdateTime() {
+	m.update_time = nil
+}
+
+// SetScheduleID sets the "schedule_id" field.
+func (m *ExportRunMutation) SetScheduleID(s string) {
+	m.schedule_id = &s
+}
+
+// ScheduleID returns the value of the "schedule_id" field in the mutation.
+func (m *ExportRunMutation) ScheduleID() (r string, exists bool) {
+	v := m.schedule_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldScheduleID returns the old "schedule_id" field's value of the ExportRun entity.
+// If the ExportRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ExportRunMutation) OldScheduleID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldScheduleID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldScheduleID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldScheduleID: %w", err)
+	}
+	return oldValue.ScheduleID, nil
+}
+
+// ResetScheduleID resets all changes to the "schedule_id" field.
+func (m *ExportRunMutation) ResetScheduleID() {
+	m.schedule_id = nil
+}
+
+// SetTrigger sets the "trigger" field.
+func (m *ExportRunMutation) SetTrigger(e exportrun.Trigger) {
+	m.trigger = &e
+}
+
+// Trigger returns the value of the "trigger" field in the mutation.
+func (m *ExportRunMutation) Trigger() (r exportrun.Trigger, exists bool) {
+	v := m.trigger
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTrigger returns the old "trigger" field's value of the ExportRun entity.
+// If the ExportRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ExportRunMutation) OldTrigger(ctx context.Context) (v exportrun.Trigger, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTrigger is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTrigger requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTrigger: %w", err)
+	}
+	return oldValue.Trigger, nil
+}
+
+// ResetTrigger resets all changes to the "trigger" field.
+func (m *ExportRunMutation) ResetTrigger() {
+	m.trigger = nil
+}
+
+// SetState sets the "state" field.
+func (m *ExportRunMutation) SetState(e exportrun.State) {
+	m.state = &e
+}
+
+// State returns the value of the "state" field in the mutation.
+func (m *ExportRunMutation) State() (r exportrun.State, exists bool) {
+	v := m.state
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldState returns the old "state" field's value of the ExportRun entity.
+// If the ExportRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ExportRunMutation) OldState(ctx context.Context) (v exportrun.State, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldState is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldState requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldState: %w", err)
+	}
+	return oldValue.State, nil
+}
+
+// ResetState resets all changes to the "state" field.
+func (m *ExportRunMutation) ResetState() {
+	m.state = nil
+}
+
+// SetPhase sets the "phase" field.
+func (m *ExportRunMutation) SetPhase(s string) {
+	m.phase = &s
+}
+
+// Phase returns the value of the "phase" field in the mutation.
+func (m *ExportRunMutation) Phase() (r string, exists bool) {
+	v := m.phase
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPhase returns the old "phase" field's value of the ExportRun entity.
+// If the ExportRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ExportRunMutation) OldPhase(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPhase is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPhase requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPhase: %w", err)
+	}
+	return oldValue.Phase, nil
+}
+
+// ResetPhase resets all changes to the "phase" field.
+func (m *ExportRunMutation) ResetPhase() {
+	m.phase = nil
+}
+
+// SetPeriodStart sets the "period_start" field.
+func (m *ExportRunMutation) SetPeriodStart(t time.Time) {
+	m.period_start = &t
+}
+
+// PeriodStart returns the value of the "period_start" field in the mutation.
+func (m *ExportRunMutation) PeriodStart() (r time.Time, exists bool) {
+	v := m.period_start
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPeriodStart returns the old "period_start" field's value of the ExportRun entity.
+// If the ExportRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ExportRunMutation) OldPeriodStart(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPeriodStart is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPeriodStart requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPeriodStart: %w", err)
+	}
+	return oldValue.PeriodStart, nil
+}
+
+// ClearPeriodStart clears the value of the "period_start" field.
+func (m *ExportRunMutation) ClearPeriodStart() {
+	m.period_start = nil
+	m.clearedFields[exportrun.FieldPeriodStart] = struct{}{}
+}
+
+// PeriodStartCleared returns if the "period_start" field was cleared in this mutation.
+func (m *ExportRunMutation) PeriodStartCleared() bool {
+	_, ok := m.clearedFields[exportrun.FieldPeriodStart]
+	return ok
+}
+
+// ResetPeriodStart resets all changes to the "period_start" field.
+func (m *ExportRunMutation) ResetPeriodStart() {
+	m.period_start = nil
+	delete(m.clearedFields, exportrun.FieldPeriodStart)
+}
+
+// SetPeriodEnd sets the "period_end" field.
+func (m *ExportRunMutation) SetPeriodEnd(t time.Time) {
+	m.period_end = &t
+}
+
+// PeriodEnd returns the value of the "period_end" field in the mutation.
+func (m *ExportRunMutation) PeriodEnd() (r time.Time, exists bool) {
+	v := m.period_end
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPeriodEnd returns the old "period_end" field's value of the ExportRun entity.
+// If the ExportRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ExportRunMutation) OldPeriodEnd(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPeriodEnd is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPeriodEnd requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPeriodEnd: %w", err)
+	}
+	return oldValue.PeriodEnd, nil
+}
+
+// ClearPeriodEnd clears the value of the "period_end" field.
+func (m *ExportRunMutation) ClearPeriodEnd() {
+	m.period_end = nil
+	m.clearedFields[exportrun.FieldPeriodEnd] = struct{}{}
+}
+
+// PeriodEndCleared returns if the "period_end" field was cleared in this mutation.
+func (m *ExportRunMutation) PeriodEndCleared() bool {
+	_, ok := m.clearedFields[exportrun.FieldPeriodEnd]
+	return ok
+}
+
+// ResetPeriodEnd resets all changes to the "period_end" field.
+func (m *ExportRunMutation) ResetPeriodEnd() {
+	m.period_end = nil
+	delete(m.clearedFields, exportrun.FieldPeriodEnd)
+}
+
+// SetObjectURI sets the "object_uri" field.
+func (m *ExportRunMutation) SetObjectURI(s string) {
+	m.object_uri = &s
+}
+
+// ObjectURI returns the value of the "object_uri" field in the mutation.
+func (m *ExportRunMutation) ObjectURI() (r string, exists bool) {
+	v := m.object_uri
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldObjectURI returns the old "object_uri" field's value of the ExportRun entity.
+// If the ExportRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ExportRunMutation) OldObjectURI(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldObjectURI is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldObjectURI requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldObjectURI: %w", err)
+	}
+	return oldValue.ObjectURI, nil
+}
+
+// ResetObjectURI resets all changes to the "object_uri" field.
+func (m *ExportRunMutation) ResetObjectURI() {
+	m.object_uri = nil
+}
+
+// SetRows sets the "rows" field.
+func (m *ExportRunMutation) SetRows(i int64) {
+	m.rows = &i
+	m.addrows = nil
+}
+
+// Rows returns the value of the "rows" field in the mutation.
+func (m *ExportRunMutation) Rows() (r int64, exists bool) {
+	v := m.rows
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRows returns the old "rows" field's value of the ExportRun entity.
+// If the ExportRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ExportRunMutation) OldRows(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRows is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRows requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRows: %w", err)
+	}
+	return oldValue.Rows, nil
+}
+
+// AddRows adds i to the "rows" field.
+func (m *ExportRunMutation) AddRows(i int64) {
+	if m.addrows != nil {
+		*m.addrows += i
+	} else {
+		m.addrows = &i
+	}
+}
+
+// AddedRows returns the value that was added to the "rows" field in this mutation.
+func (m *ExportRunMutation) AddedRows() (r int64, exists bool) {
+	v := m.addrows
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetRows resets all changes to the "rows" field.
+func (m *ExportRunMutation) ResetRows() {
+	m.rows = nil
+	m.addrows = nil
+}
+
+// SetBytes sets the "bytes" field.
+func (m *ExportRunMutation) SetBytes(i int64) {
+	m.bytes = &i
+	m.addbytes = nil
+}
+
+// Bytes returns the value of the "bytes" field in the mutation.
+func (m *ExportRunMutation) Bytes() (r int64, exists bool) {
+	v := m.bytes
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldBytes returns the old "bytes" field's value of the ExportRun entity.
+// If the ExportRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ExportRunMutation) OldBytes(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldBytes is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldBytes requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldBytes: %w", err)
+	}
+	return oldValue.Bytes, nil
+}
+
+// AddBytes adds i to the "bytes" field.
+func (m *ExportRunMutation) AddBytes(i int64) {
+	if m.addbytes != nil {
+		*m.addbytes += i
+	} else {
+		m.addbytes = &i
+	}
+}
+
+// AddedBytes returns the value that was added to the "bytes" field in this mutation.
+func (m *ExportRunMutation) AddedBytes() (r int64, exists bool) {
+	v := m.addbytes
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetBytes resets all changes to the "bytes" field.
+func (m *ExportRunMutation) ResetBytes() {
+	m.bytes = nil
+	m.addbytes = nil
+}
+
+// SetTotalRows sets the "total_rows" field.
+func (m *ExportRunMutation) SetTotalRows(i int64) {
+	m.total_rows = &i
+	m.addtotal_rows = nil
+}
+
+// TotalRows returns the value of the "total_rows" field in the mutation.
+func (m *ExportRunMutation) TotalRows() (r int64, exists bool) {
+	v := m.total_rows
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTotalRows returns the old "total_rows" field's value of the ExportRun entity.
+// If the ExportRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ExportRunMutation) OldTotalRows(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTotalRows is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTotalRows requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTotalRows: %w", err)
+	}
+	return oldValue.TotalRows, nil
+}
+
+// AddTotalRows adds i to the "total_rows" field.
+func (m *ExportRunMutation) AddTotalRows(i int64) {
+	if m.addtotal_rows != nil {
+		*m.addtotal_rows += i
+	} else {
+		m.addtotal_rows = &i
+	}
+}
+
+// AddedTotalRows returns the value that was added to the "total_rows" field in this mutation.
+func (m *ExportRunMutation) AddedTotalRows() (r int64, exists bool) {
+	v := m.addtotal_rows
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetTotalRows resets all changes to the "total_rows" field.
+func (m *ExportRunMutation) ResetTotalRows() {
+	m.total_rows = nil
+	m.addtotal_rows = nil
+}
+
+// SetChecksum sets the "checksum" field.
+func (m *ExportRunMutation) SetChecksum(s string) {
+	m.checksum = &s
+}
+
+// Checksum returns the value of the "checksum" field in the mutation.
+func (m *ExportRunMutation) Checksum() (r string, exists bool) {
+	v := m.checksum
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldChecksum returns the old "checksum" field's value of the ExportRun entity.
+// If the ExportRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ExportRunMutation) OldChecksum(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldChecksum is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldChecksum requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldChecksum: %w", err)
+	}
+	return oldValue.Checksum, nil
+}
+
+// ResetChecksum resets all changes to the "checksum" field.
+func (m *ExportRunMutation) ResetChecksum() {
+	m.checksum = nil
+}
+
+// SetAttempt sets the "attempt" field.
+func (m *ExportRunMutation) SetAttempt(i int) {
+	m.attempt = &i
+	m.addattempt = nil
+}
+
+// Attempt returns the value of the "attempt" field in the mutation.
+func (m *ExportRunMutation) Attempt() (r int, exists bool) {
+	v := m.attempt
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAttempt returns the old "attempt" field's value of the ExportRun entity.
+// If the ExportRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ExportRunMutation) OldAttempt(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAttempt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAttempt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAttempt: %w", err)
+	}
+	return oldValue.Attempt, nil
+}
+
+// AddAttempt adds i to the "attempt" field.
+func (m *ExportRunMutation) AddAttempt(i int) {
+	if m.addattempt != nil {
+		*m.addattempt += i
+	} else {
+		m.addattempt = &i
+	}
+}
+
+// AddedAttempt returns the value that was added to the "attempt" field in this mutation.
+func (m *ExportRunMutation) AddedAttempt() (r int, exists bool) {
+	v := m.addattempt
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetAttempt resets all changes to the "attempt" field.
+func (m *ExportRunMutation) ResetAttempt() {
+	m.attempt = nil
+	m.addattempt = nil
+}
+
+// SetErrorCode sets the "error_code" field.
+func (m *ExportRunMutation) SetErrorCode(s string) {
+	m.error_code = &s
+}
+
+// ErrorCode returns the value of the "error_code" field in the mutation.
+func (m *ExportRunMutation) ErrorCode() (r string, exists bool) {
+	v := m.error_code
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldErrorCode returns the old "error_code" field's value of the ExportRun entity.
+// If the ExportRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ExportRunMutation) OldErrorCode(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldErrorCode is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldErrorCode requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldErrorCode: %w", err)
+	}
+	return oldValue.ErrorCode, nil
+}
+
+// ResetErrorCode resets all changes to the "error_code" field.
+func (m *ExportRunMutation) ResetErrorCode() {
+	m.error_code = nil
+}
+
+// SetErrorMessage sets the "error_message" field.
+func (m *ExportRunMutation) SetErrorMessage(s string) {
+	m.error_message = &s
+}
+
+// ErrorMessage returns the value of the "error_message" field in the mutation.
+func (m *ExportRunMutation) ErrorMessage() (r string, exists bool) {
+	v := m.error_message
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldErrorMessage returns the old "error_message" field's value of the ExportRun entity.
+// If the ExportRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ExportRunMutation) OldErrorMessage(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldErrorMessage is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldErrorMessage requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldErrorMessage: %w", err)
+	}
+	return oldValue.ErrorMessage, nil
+}
+
+// ResetErrorMessage resets all changes to the "error_message" field.
+func (m *ExportRunMutation) ResetErrorMessage() {
+	m.error_message = nil
+}
+
+// SetProviderMessage sets the "provider_message" field.
+func (m *ExportRunMutation) SetProviderMessage(s string) {
+	m.provider_message = &s
+}
+
+// ProviderMessage returns the value of the "provider_message" field in the mutation.
+func (m *ExportRunMutation) ProviderMessage() (r string, exists bool) {
+	v := m.provider_message
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldProviderMessage returns the old "provider_message" field's value of the ExportRun entity.
+// If the ExportRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ExportRunMutation) OldProviderMessage(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldProviderMessage is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldProviderMessage requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldProviderMessage: %w", err)
+	}
+	return oldValue.ProviderMessage, nil
+}
+
+// ResetProviderMessage resets all changes to the "provider_message" field.
+func (m *ExportRunMutation) ResetProviderMessage() {
+	m.provider_message = nil
+}
+
+// SetRequestedBy sets the "requested_by" field.
+func (m *ExportRunMutation) SetRequestedBy(s string) {
+	m.requested_by = &s
+}
+
+// RequestedBy returns the value of the "requested_by" field in the mutation.
+func (m *ExportRunMutation) RequestedBy() (r string, exists bool) {
+	v := m.requested_by
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRequestedBy returns the old "requested_by" field's value of the ExportRun entity.
+// If the ExportRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ExportRunMutation) OldRequestedBy(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRequestedBy is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRequestedBy requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRequestedBy: %w", err)
+	}
+	return oldValue.RequestedBy, nil
+}
+
+// ResetRequestedBy resets all changes to the "requested_by" field.
+func (m *ExportRunMutation) ResetRequestedBy() {
+	m.requested_by = nil
+}
+
+// SetCancelRequested sets the "cancel_requested" field.
+func (m *ExportRunMutation) SetCancelRequested(b bool) {
+	m.cancel_requested = &b
+}
+
+// CancelRequested returns the value of the "cancel_requested" field in the mutation.
+func (m *ExportRunMutation) CancelRequested() (r bool, exists bool) {
+	v := m.cancel_requested
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCancelRequested returns the old "cancel_requested" field's value of the ExportRun entity.
+// If the ExportRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ExportRunMutation) OldCancelRequested(ctx context.Context) (v bool, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCancelRequested is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCancelRequested requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCancelRequested: %w", err)
+	}
+	return oldValue.CancelRequested, nil
+}
+
+// ResetCancelRequested resets all changes to the "cancel_requested" field.
+func (m *ExportRunMutation) ResetCancelRequested() {
+	m.cancel_requested = nil
+}
+
+// SetFromSeq sets the "from_seq" field.
+func (m *ExportRunMutation) SetFromSeq(i int64) {
+	m.from_seq = &i
+	m.addfrom_seq = nil
+}
+
+// FromSeq returns the value of the "from_seq" field in the mutation.
+func (m *ExportRunMutation) FromSeq() (r int64, exists bool) {
+	v := m.from_seq
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFromSeq returns the old "from_seq" field's value of the ExportRun entity.
+// If the ExportRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ExportRunMutation) OldFromSeq(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFromSeq is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFromSeq requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFromSeq: %w", err)
+	}
+	return oldValue.FromSeq, nil
+}
+
+// AddFromSeq adds i to the "from_seq" field.
+func (m *ExportRunMutation) AddFromSeq(i int64) {
+	if m.addfrom_seq != nil {
+		*m.addfrom_seq += i
+	} else {
+		m.addfrom_seq = &i
+	}
+}
+
+// AddedFromSeq returns the value that was added to the "from_seq" field in this mutation.
+func (m *ExportRunMutation) AddedFromSeq() (r int64, exists bool) {
+	v := m.addfrom_seq
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetFromSeq resets all changes to the "from_seq" field.
+func (m *ExportRunMutation) ResetFromSeq() {
+	m.from_seq = nil
+	m.addfrom_seq = nil
+}
+
+// SetToSeq sets the "to_seq" field.
+func (m *ExportRunMutation) SetToSeq(i int64) {
+	m.to_seq = &i
+	m.addto_seq = nil
+}
+
+// ToSeq returns the value of the "to_seq" field in the mutation.
+func (m *ExportRunMutation) ToSeq() (r int64, exists bool) {
+	v := m.to_seq
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldToSeq returns the old "to_seq" field's value of the ExportRun entity.
+// If the ExportRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ExportRunMutation) OldToSeq(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldToSeq is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldToSeq requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldToSeq: %w", err)
+	}
+	return oldValue.ToSeq, nil
+}
+
+// AddToSeq adds i to the "to_seq" field.
+func (m *ExportRunMutation) AddToSeq(i int64) {
+	if m.addto_seq != nil {
+		*m.addto_seq += i
+	} else {
+		m.addto_seq = &i
+	}
+}
+
+// AddedToSeq returns the value that was added to the "to_seq" field in this mutation.
+func (m *ExportRunMutation) AddedToSeq() (r int64, exists bool) {
+	v := m.addto_seq
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetToSeq resets all changes to the "to_seq" field.
+func (m *ExportRunMutation) ResetToSeq() {
+	m.to_seq = nil
+	m.addto_seq = nil
+}
+
+// SetRunner sets the "runner" field.
+func (m *ExportRunMutation) SetRunner(s string) {
+	m.runner = &s
+}
+
+// Runner returns the value of the "runner" field in the mutation.
+func (m *ExportRunMutation) Runner() (r string, exists bool) {
+	v := m.runner
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRunner returns the old "runner" field's value of the ExportRun entity.
+// If the ExportRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ExportRunMutation) OldRunner(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRunner is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRunner requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRunner: %w", err)
+	}
+	return oldValue.Runner, nil
+}
+
+// ResetRunner resets all changes to the "runner" field.
+func (m *ExportRunMutation) ResetRunner() {
+	m.runner = nil
+}
+
+// SetHeartbeatTime sets the "heartbeat_time" field.
+func (m *ExportRunMutation) SetHeartbeatTime(t time.Time) {
+	m.heartbeat_time = &t
+}
+
+// HeartbeatTime returns the value of the "heartbeat_time" field in the mutation.
+func (m *ExportRunMutation) HeartbeatTime() (r time.Time, exists bool) {
+	v := m.heartbeat_time
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldHeartbeatTime returns the old "heartbeat_time" field's value of the ExportRun entity.
+// If the ExportRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ExportRunMutation) OldHeartbeatTime(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldHeartbeatTime is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldHeartbeatTime requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldHeartbeatTime: %w", err)
+	}
+	return oldValue.HeartbeatTime, nil
+}
+
+// ClearHeartbeatTime clears the value of the "heartbeat_time" field.
+func (m *ExportRunMutation) ClearHeartbeatTime() {
+	m.heartbeat_time = nil
+	m.clearedFields[exportrun.FieldHeartbeatTime] = struct{}{}
+}
+
+// HeartbeatTimeCleared returns if the "heartbeat_time" field was cleared in this mutation.
+func (m *ExportRunMutation) HeartbeatTimeCleared() bool {
+	_, ok := m.clearedFields[exportrun.FieldHeartbeatTime]
+	return ok
+}
+
+// ResetHeartbeatTime resets all changes to the "heartbeat_time" field.
+func (m *ExportRunMutation) ResetHeartbeatTime() {
+	m.heartbeat_time = nil
+	delete(m.clearedFields, exportrun.FieldHeartbeatTime)
+}
+
+// SetStartTime sets the "start_time" field.
+func (m *ExportRunMutation) SetStartTime(t time.Time) {
+	m.start_time = &t
+}
+
+// StartTime returns the value of the "start_time" field in the mutation.
+func (m *ExportRunMutation) StartTime() (r time.Time, exists bool) {
+	v := m.start_time
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStartTime returns the old "start_time" field's value of the ExportRun entity.
+// If the ExportRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ExportRunMutation) OldStartTime(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStartTime is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStartTime requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStartTime: %w", err)
+	}
+	return oldValue.StartTime, nil
+}
+
+// ClearStartTime clears the value of the "start_time" field.
+func (m *ExportRunMutation) ClearStartTime() {
+	m.start_time = nil
+	m.clearedFields[exportrun.FieldStartTime] = struct{}{}
+}
+
+// StartTimeCleared returns if the "start_time" field was cleared in this mutation.
+func (m *ExportRunMutation) StartTimeCleared() bool {
+	_, ok := m.clearedFields[exportrun.FieldStartTime]
+	return ok
+}
+
+// ResetStartTime resets all changes to the "start_time" field.
+func (m *ExportRunMutation) ResetStartTime() {
+	m.start_time = nil
+	delete(m.clearedFields, exportrun.FieldStartTime)
+}
+
+// SetFinishTime sets the "finish_time" field.
+func (m *ExportRunMutation) SetFinishTime(t time.Time) {
+	m.finish_time = &t
+}
+
+// FinishTime returns the value of the "finish_time" field in the mutation.
+func (m *ExportRunMutation) FinishTime() (r time.Time, exists bool) {
+	v := m.finish_time
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFinishTime returns the old "finish_time" field's value of the ExportRun entity.
+// If the ExportRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ExportRunMutation) OldFinishTime(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFinishTime is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFinishTime requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFinishTime: %w", err)
+	}
+	return oldValue.FinishTime, nil
+}
+
+// ClearFinishTime clears the value of the "finish_time" field.
+func (m *ExportRunMutation) ClearFinishTime() {
+	m.finish_time = nil
+	m.clearedFields[exportrun.FieldFinishTime] = struct{}{}
+}
+
+// FinishTimeCleared returns if the "finish_time" field was cleared in this mutation.
+func (m *ExportRunMutation) FinishTimeCleared() bool {
+	_, ok := m.clearedFields[exportrun.FieldFinishTime]
+	return ok
+}
+
+// ResetFinishTime resets all changes to the "finish_time" field.
+func (m *ExportRunMutation) ResetFinishTime() {
+	m.finish_time = nil
+	delete(m.clearedFields, exportrun.FieldFinishTime)
+}
+
+// Where appends a list predicates to the ExportRunMutation builder.
+func (m *ExportRunMutation) Where(ps ...predicate.ExportRun) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the ExportRunMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *ExportRunMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.ExportRun, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *ExportRunMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *ExportRunMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (ExportRun).
+func (m *ExportRunMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *ExportRunMutation) Fields() []string {
+	fields := make([]string, 0, 26)
+	if m.org_id != nil {
+		fields = append(fields, exportrun.FieldOrgID)
+	}
+	if m.create_time != nil {
+		fields = append(fields, exportrun.FieldCreateTime)
+	}
+	if m.update_time != nil {
+		fields = append(fields, exportrun.FieldUpdateTime)
+	}
+	if m.schedule_id != nil {
+		fields = append(fields, exportrun.FieldScheduleID)
+	}
+	if m.trigger != nil {
+		fields = append(fields, exportrun.FieldTrigger)
+	}
+	if m.state != nil {
+		fields = append(fields, exportrun.FieldState)
+	}
+	if m.phase != nil {
+		fields = append(fields, exportrun.FieldPhase)
+	}
+	if m.period_start != nil {
+		fields = append(fields, exportrun.FieldPeriodStart)
+	}
+	if m.period_end != nil {
+		fields = append(fields, exportrun.FieldPeriodEnd)
+	}
+	if m.object_uri != nil {
+		fields = append(fields, exportrun.FieldObjectURI)
+	}
+	if m.rows != nil {
+		fields = append(fields, exportrun.FieldRows)
+	}
+	if m.bytes != nil {
+		fields = append(fields, exportrun.FieldBytes)
+	}
+	if m.total_rows != nil {
+		fields = append(fields, exportrun.FieldTotalRows)
+	}
+	if m.checksum != nil {
+		fields = append(fields, exportrun.FieldChecksum)
+	}
+	if m.attempt != nil {
+		fields = append(fields, exportrun.FieldAttempt)
+	}
+	if m.error_code != nil {
+		fields = append(fields, exportrun.FieldErrorCode)
+	}
+	if m.error_message != nil {
+		fields = append(fields, exportrun.FieldErrorMessage)
+	}
+	if m.provider_message != nil {
+		fields = append(fields, exportrun.FieldProviderMessage)
+	}
+	if m.requested_by != nil {
+		fields = append(fields, exportrun.FieldRequestedBy)
+	}
+	if m.cancel_requested != nil {
+		fields = append(fields, exportrun.FieldCancelRequested)
+	}
+	if m.from_seq != nil {
+		fields = append(fields, exportrun.FieldFromSeq)
+	}
+	if m.to_seq != nil {
+		fields = append(fields, exportrun.FieldToSeq)
+	}
+	if m.runner != nil {
+		fields = append(fields, exportrun.FieldRunner)
+	}
+	if m.heartbeat_time != nil {
+		fields = append(fields, exportrun.FieldHeartbeatTime)
+	}
+	if m.start_time != nil {
+		fields = append(fields, exportrun.FieldStartTime)
+	}
+	if m.finish_time != nil {
+		fields = append(fields, exportrun.FieldFinishTime)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *ExportRunMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case exportrun.FieldOrgID:
+		return m.OrgID()
+	case exportrun.FieldCreateTime:
+		return m.CreateTime()
+	case exportrun.FieldUpdateTime:
+		return m.UpdateTime()
+	case exportrun.FieldScheduleID:
+		return m.ScheduleID()
+	case exportrun.FieldTrigger:
+		return m.Trigger()
+	case exportrun.FieldState:
+		return m.State()
+	case exportrun.FieldPhase:
+		return m.Phase()
+	case exportrun.FieldPeriodStart:
+		return m.PeriodStart()
+	case exportrun.FieldPeriodEnd:
+		return m.PeriodEnd()
+	case exportrun.FieldObjectURI:
+		return m.ObjectURI()
+	case exportrun.FieldRows:
+		return m.Rows()
+	case exportrun.FieldBytes:
+		return m.Bytes()
+	case exportrun.FieldTotalRows:
+		return m.TotalRows()
+	case exportrun.FieldChecksum:
+		return m.Checksum()
+	case exportrun.FieldAttempt:
+		return m.Attempt()
+	case exportrun.FieldErrorCode:
+		return m.ErrorCode()
+	case exportrun.FieldErrorMessage:
+		return m.ErrorMessage()
+	case exportrun.FieldProviderMessage:
+		return m.ProviderMessage()
+	case exportrun.FieldRequestedBy:
+		return m.RequestedBy()
+	case exportrun.FieldCancelRequested:
+		return m.CancelRequested()
+	case exportrun.FieldFromSeq:
+		return m.FromSeq()
+	case exportrun.FieldToSeq:
+		return m.ToSeq()
+	case exportrun.FieldRunner:
+		return m.Runner()
+	case exportrun.FieldHeartbeatTime:
+		return m.HeartbeatTime()
+	case exportrun.FieldStartTime:
+		return m.StartTime()
+	case exportrun.FieldFinishTime:
+		return m.FinishTime()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *ExportRunMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case exportrun.FieldOrgID:
+		return m.OldOrgID(ctx)
+	case exportrun.FieldCreateTime:
+		return m.OldCreateTime(ctx)
+	case exportrun.FieldUpdateTime:
+		return m.OldUpdateTime(ctx)
+	case exportrun.FieldScheduleID:
+		return m.OldScheduleID(ctx)
+	case exportrun.FieldTrigger:
+		return m.OldTrigger(ctx)
+	case exportrun.FieldState:
+		return m.OldState(ctx)
+	case exportrun.FieldPhase:
+		return m.OldPhase(ctx)
+	case exportrun.FieldPeriodStart:
+		return m.OldPeriodStart(ctx)
+	case exportrun.FieldPeriodEnd:
+		return m.OldPeriodEnd(ctx)
+	case exportrun.FieldObjectURI:
+		return m.OldObjectURI(ctx)
+	case exportrun.FieldRows:
+		return m.OldRows(ctx)
+	case exportrun.FieldBytes:
+		return m.OldBytes(ctx)
+	case exportrun.FieldTotalRows:
+		return m.OldTotalRows(ctx)
+	case exportrun.FieldChecksum:
+		return m.OldChecksum(ctx)
+	case exportrun.FieldAttempt:
+		return m.OldAttempt(ctx)
+	case exportrun.FieldErrorCode:
+		return m.OldErrorCode(ctx)
+	case exportrun.FieldErrorMessage:
+		return m.OldErrorMessage(ctx)
+	case exportrun.FieldProviderMessage:
+		return m.OldProviderMessage(ctx)
+	case exportrun.FieldRequestedBy:
+		return m.OldRequestedBy(ctx)
+	case exportrun.FieldCancelRequested:
+		return m.OldCancelRequested(ctx)
+	case exportrun.FieldFromSeq:
+		return m.OldFromSeq(ctx)
+	case exportrun.FieldToSeq:
+		return m.OldToSeq(ctx)
+	case exportrun.FieldRunner:
+		return m.OldRunner(ctx)
+	case exportrun.FieldHeartbeatTime:
+		return m.OldHeartbeatTime(ctx)
+	case exportrun.FieldStartTime:
+		return m.OldStartTime(ctx)
+	case exportrun.FieldFinishTime:
+		return m.OldFinishTime(ctx)
+	}
+	return nil, fmt.Errorf("unknown ExportRun field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *ExportRunMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case exportrun.FieldOrgID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetOrgID(v)
+		return nil
+	case exportrun.FieldCreateTime:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreateTime(v)
+		return nil
+	case exportrun.FieldUpdateTime:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdateTime(v)
+		return nil
+	case exportrun.FieldScheduleID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetScheduleID(v)
+		return nil
+	case exportrun.FieldTrigger:
+		v, ok := value.(exportrun.Trigger)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTrigger(v)
+		return nil
+	case exportrun.FieldState:
+		v, ok := value.(exportrun.State)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetState(v)
+		return nil
+	case exportrun.FieldPhase:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPhase(v)
+		return nil
+	case exportrun.FieldPeriodStart:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPeriodStart(v)
+		return nil
+	case exportrun.FieldPeriodEnd:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPeriodEnd(v)
+		return nil
+	case exportrun.FieldObjectURI:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetObjectURI(v)
+		return nil
+	case exportrun.FieldRows:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRows(v)
+		return nil
+	case exportrun.FieldBytes:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetBytes(v)
+		return nil
+	case exportrun.FieldTotalRows:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTotalRows(v)
+		return nil
+	case exportrun.FieldChecksum:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetChecksum(v)
+		return nil
+	case exportrun.FieldAttempt:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAttempt(v)
+		return nil
+	case exportrun.FieldErrorCode:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetErrorCode(v)
+		return nil
+	case exportrun.FieldErrorMessage:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetErrorMessage(v)
+		return nil
+	case exportrun.FieldProviderMessage:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetProviderMessage(v)
+		return nil
+	case exportrun.FieldRequestedBy:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRequestedBy(v)
+		return nil
+	case exportrun.FieldCancelRequested:
+		v, ok := value.(bool)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCancelRequested(v)
+		return nil
+	case exportrun.FieldFromSeq:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFromSeq(v)
+		return nil
+	case exportrun.FieldToSeq:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetToSeq(v)
+		return nil
+	case exportrun.FieldRunner:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRunner(v)
+		return nil
+	case exportrun.FieldHeartbeatTime:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetHeartbeatTime(v)
+		return nil
+	case exportrun.FieldStartTime:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStartTime(v)
+		return nil
+	case exportrun.FieldFinishTime:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFinishTime(v)
+		return nil
+	}
+	return fmt.Errorf("unknown ExportRun field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *ExportRunMutation) AddedFields() []string {
+	var fields []string
+	if m.addrows != nil {
+		fields = append(fields, exportrun.FieldRows)
+	}
+	if m.addbytes != nil {
+		fields = append(fields, exportrun.FieldBytes)
+	}
+	if m.addtotal_rows != nil {
+		fields = append(fields, exportrun.FieldTotalRows)
+	}
+	if m.addattempt != nil {
+		fields = append(fields, exportrun.FieldAttempt)
+	}
+	if m.addfrom_seq != nil {
+		fields = append(fields, exportrun.FieldFromSeq)
+	}
+	if m.addto_seq != nil {
+		fields = append(fields, exportrun.FieldToSeq)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *ExportRunMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case exportrun.FieldRows:
+		return m.AddedRows()
+	case exportrun.FieldBytes:
+		return m.AddedBytes()
+	case exportrun.FieldTotalRows:
+		return m.AddedTotalRows()
+	case exportrun.FieldAttempt:
+		return m.AddedAttempt()
+	case exportrun.FieldFromSeq:
+		return m.AddedFromSeq()
+	case exportrun.FieldToSeq:
+		return m.AddedToSeq()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *ExportRunMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case exportrun.FieldRows:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddRows(v)
+		return nil
+	case exportrun.FieldBytes:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddBytes(v)
+		return nil
+	case exportrun.FieldTotalRows:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddTotalRows(v)
+		return nil
+	case exportrun.FieldAttempt:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddAttempt(v)
+		return nil
+	case exportrun.FieldFromSeq:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddFromSeq(v)
+		return nil
+	case exportrun.FieldToSeq:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddToSeq(v)
+		return nil
+	}
+	return fmt.Errorf("unknown ExportRun numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *ExportRunMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(exportrun.FieldPeriodStart) {
+		fields = append(fields, exportrun.FieldPeriodStart)
+	}
+	if m.FieldCleared(exportrun.FieldPeriodEnd) {
+		fields = append(fields, exportrun.FieldPeriodEnd)
+	}
+	if m.FieldCleared(exportrun.FieldHeartbeatTime) {
+		fields = append(fields, exportrun.FieldHeartbeatTime)
+	}
+	if m.FieldCleared(exportrun.FieldStartTime) {
+		fields = append(fields, exportrun.FieldStartTime)
+	}
+	if m.FieldCleared(exportrun.FieldFinishTime) {
+		fields = append(fields, exportrun.FieldFinishTime)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *ExportRunMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *ExportRunMutation) ClearField(name string) error {
+	switch name {
+	case exportrun.FieldPeriodStart:
+		m.ClearPeriodStart()
+		return nil
+	case exportrun.FieldPeriodEnd:
+		m.ClearPeriodEnd()
+		return nil
+	case exportrun.FieldHeartbeatTime:
+		m.ClearHeartbeatTime()
+		return nil
+	case exportrun.FieldStartTime:
+		m.ClearStartTime()
+		return nil
+	case exportrun.FieldFinishTime:
+		m.ClearFinishTime()
+		return nil
+	}
+	return fmt.Errorf("unknown ExportRun nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *ExportRunMutation) ResetField(name string) error {
+	switch name {
+	case exportrun.FieldOrgID:
+		m.ResetOrgID()
+		return nil
+	case exportrun.FieldCreateTime:
+		m.ResetCreateTime()
+		return nil
+	case exportrun.FieldUpdateTime:
+		m.ResetUpdateTime()
+		return nil
+	case exportrun.FieldScheduleID:
+		m.ResetScheduleID()
+		return nil
+	case exportrun.FieldTrigger:
+		m.ResetTrigger()
+		return nil
+	case exportrun.FieldState:
+		m.ResetState()
+		return nil
+	case exportrun.FieldPhase:
+		m.ResetPhase()
+		return nil
+	case exportrun.FieldPeriodStart:
+		m.ResetPeriodStart()
+		return nil
+	case exportrun.FieldPeriodEnd:
+		m.ResetPeriodEnd()
+		return nil
+	case exportrun.FieldObjectURI:
+		m.ResetObjectURI()
+		return nil
+	case exportrun.FieldRows:
+		m.ResetRows()
+		return nil
+	case exportrun.FieldBytes:
+		m.ResetBytes()
+		return nil
+	case exportrun.FieldTotalRows:
+		m.ResetTotalRows()
+		return nil
+	case exportrun.FieldChecksum:
+		m.ResetChecksum()
+		return nil
+	case exportrun.FieldAttempt:
+		m.ResetAttempt()
+		return nil
+	case exportrun.FieldErrorCode:
+		m.ResetErrorCode()
+		return nil
+	case exportrun.FieldErrorMessage:
+		m.ResetErrorMessage()
+		return nil
+	case exportrun.FieldProviderMessage:
+		m.ResetProviderMessage()
+		return nil
+	case exportrun.FieldRequestedBy:
+		m.ResetRequestedBy()
+		return nil
+	case exportrun.FieldCancelRequested:
+		m.ResetCancelRequested()
+		return nil
+	case exportrun.FieldFromSeq:
+		m.ResetFromSeq()
+		return nil
+	case exportrun.FieldToSeq:
+		m.ResetToSeq()
+		return nil
+	case exportrun.FieldRunner:
+		m.ResetRunner()
+		return nil
+	case exportrun.FieldHeartbeatTime:
+		m.ResetHeartbeatTime()
+		return nil
+	case exportrun.FieldStartTime:
+		m.ResetStartTime()
+		return nil
+	case exportrun.FieldFinishTime:
+		m.ResetFinishTime()
+		return nil
+	}
+	return fmt.Errorf("unknown ExportRun field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *ExportRunMutation) AddedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *ExportRunMutation) AddedIDs(name string) []ent.Value {
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *ExportRunMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *ExportRunMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *ExportRunMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *ExportRunMutation) EdgeCleared(name string) bool {
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *ExportRunMutation) ClearEdge(name string) error {
+	return fmt.Errorf("unknown ExportRun unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *ExportRunMutation) ResetEdge(name string) error {
+	return fmt.Errorf("unknown ExportRun edge %s", name)
+}
+
 // OrganizationMutation represents an operation that mutates the Organization nodes in the graph.
 type OrganizationMutation struct {
 	config
@@ -4470,6 +6453,8 @@ type ScheduleMutation struct {
 	consecutive_failures           *int
 	addconsecutive_failures        *int
 	last_run_id                    *string
+	watermark                      *int64
+	addwatermark                   *int64
 	clearedFields                  map[string]struct{}
 	done                           bool
 	oldValue                       func(context.Context) (*Schedule, error)
@@ -5555,6 +7540,62 @@ func (m *ScheduleMutation) ResetLastRunID() {
 	m.last_run_id = nil
 }
 
+// SetWatermark sets the "watermark" field.
+func (m *ScheduleMutation) SetWatermark(i int64) {
+	m.watermark = &i
+	m.addwatermark = nil
+}
+
+// Watermark returns the value of the "watermark" field in the mutation.
+func (m *ScheduleMutation) Watermark() (r int64, exists bool) {
+	v := m.watermark
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldWatermark returns the old "watermark" field's value of the Schedule entity.
+// If the Schedule object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleMutation) OldWatermark(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldWatermark is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldWatermark requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldWatermark: %w", err)
+	}
+	return oldValue.Watermark, nil
+}
+
+// AddWatermark adds i to the "watermark" field.
+func (m *ScheduleMutation) AddWatermark(i int64) {
+	if m.addwatermark != nil {
+		*m.addwatermark += i
+	} else {
+		m.addwatermark = &i
+	}
+}
+
+// AddedWatermark returns the value that was added to the "watermark" field in this mutation.
+func (m *ScheduleMutation) AddedWatermark() (r int64, exists bool) {
+	v := m.addwatermark
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetWatermark resets all changes to the "watermark" field.
+func (m *ScheduleMutation) ResetWatermark() {
+	m.watermark = nil
+	m.addwatermark = nil
+}
+
 // Where appends a list predicates to the ScheduleMutation builder.
 func (m *ScheduleMutation) Where(ps ...predicate.Schedule) {
 	m.predicates = append(m.predicates, ps...)
@@ -5589,7 +7630,7 @@ func (m *ScheduleMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *ScheduleMutation) Fields() []string {
-	fields := make([]string, 0, 25)
+	fields := make([]string, 0, 26)
 	if m.org_id != nil {
 		fields = append(fields, schedule.FieldOrgID)
 	}
@@ -5665,6 +7706,9 @@ func (m *ScheduleMutation) Fields() []string {
 	if m.last_run_id != nil {
 		fields = append(fields, schedule.FieldLastRunID)
 	}
+	if m.watermark != nil {
+		fields = append(fields, schedule.FieldWatermark)
+	}
 	return fields
 }
 
@@ -5723,6 +7767,8 @@ func (m *ScheduleMutation) Field(name string) (ent.Value, bool) {
 		return m.ConsecutiveFailures()
 	case schedule.FieldLastRunID:
 		return m.LastRunID()
+	case schedule.FieldWatermark:
+		return m.Watermark()
 	}
 	return nil, false
 }
@@ -5782,6 +7828,8 @@ func (m *ScheduleMutation) OldField(ctx context.Context, name string) (ent.Value
 		return m.OldConsecutiveFailures(ctx)
 	case schedule.FieldLastRunID:
 		return m.OldLastRunID(ctx)
+	case schedule.FieldWatermark:
+		return m.OldWatermark(ctx)
 	}
 	return nil, fmt.Errorf("unknown Schedule field %s", name)
 }
@@ -5966,6 +8014,13 @@ func (m *ScheduleMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetLastRunID(v)
 		return nil
+	case schedule.FieldWatermark:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetWatermark(v)
+		return nil
 	}
 	return fmt.Errorf("unknown Schedule field %s", name)
 }
@@ -5977,6 +8032,9 @@ func (m *ScheduleMutation) AddedFields() []string {
 	if m.addconsecutive_failures != nil {
 		fields = append(fields, schedule.FieldConsecutiveFailures)
 	}
+	if m.addwatermark != nil {
+		fields = append(fields, schedule.FieldWatermark)
+	}
 	return fields
 }
 
@@ -5987,6 +8045,8 @@ func (m *ScheduleMutation) AddedField(name string) (ent.Value, bool) {
 	switch name {
 	case schedule.FieldConsecutiveFailures:
 		return m.AddedConsecutiveFailures()
+	case schedule.FieldWatermark:
+		return m.AddedWatermark()
 	}
 	return nil, false
 }
@@ -6002,6 +8062,13 @@ func (m *ScheduleMutation) AddField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.AddConsecutiveFailures(v)
+		return nil
+	case schedule.FieldWatermark:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddWatermark(v)
 		return nil
 	}
 	return fmt.Errorf("unknown Schedule numeric field %s", name)
@@ -6125,6 +8192,9 @@ func (m *ScheduleMutation) ResetField(name string) error {
 		return nil
 	case schedule.FieldLastRunID:
 		m.ResetLastRunID()
+		return nil
+	case schedule.FieldWatermark:
+		m.ResetWatermark()
 		return nil
 	}
 	return fmt.Errorf("unknown Schedule field %s", name)

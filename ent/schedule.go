@@ -67,7 +67,9 @@ type Schedule struct {
 	// ConsecutiveFailures holds the value of the "consecutive_failures" field.
 	ConsecutiveFailures int `json:"consecutive_failures,omitempty"`
 	// LastRunID holds the value of the "last_run_id" field.
-	LastRunID    string `json:"last_run_id,omitempty"`
+	LastRunID string `json:"last_run_id,omitempty"`
+	// Watermark holds the value of the "watermark" field.
+	Watermark    int64 `json:"watermark,omitempty"`
 	selectValues sql.SelectValues
 }
 
@@ -80,7 +82,7 @@ func (*Schedule) scanValues(columns []string) ([]any, error) {
 			values[i] = new([]byte)
 		case schedule.FieldPrefixFileNameWithDatetime, schedule.FieldCsvEscapeFormulas:
 			values[i] = new(sql.NullBool)
-		case schedule.FieldConsecutiveFailures:
+		case schedule.FieldConsecutiveFailures, schedule.FieldWatermark:
 			values[i] = new(sql.NullInt64)
 		case schedule.FieldID, schedule.FieldOrgID, schedule.FieldWorkbookID, schedule.FieldElementID, schedule.FieldName, schedule.FieldOwnerID, schedule.FieldIntegrationID, schedule.FieldIntegrationName, schedule.FieldURI, schedule.FieldFormat, schedule.FieldCompression, schedule.FieldCron, schedule.FieldTimeZone, schedule.FieldSendCondition, schedule.FieldMode, schedule.FieldState, schedule.FieldPauseReason, schedule.FieldCatchUp, schedule.FieldLastRunID:
 			values[i] = new(sql.NullString)
@@ -261,6 +263,12 @@ func (_m *Schedule) assignValues(columns []string, values []any) error {
 			} else if value.Valid {
 				_m.LastRunID = value.String
 			}
+		case schedule.FieldWatermark:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field watermark", values[i])
+			} else if value.Valid {
+				_m.Watermark = value.Int64
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -375,6 +383,9 @@ func (_m *Schedule) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("last_run_id=")
 	builder.WriteString(_m.LastRunID)
+	builder.WriteString(", ")
+	builder.WriteString("watermark=")
+	builder.WriteString(fmt.Sprintf("%v", _m.Watermark))
 	builder.WriteByte(')')
 	return builder.String()
 }

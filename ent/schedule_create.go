@@ -277,6 +277,20 @@ func (_c *ScheduleCreate) SetNillableLastRunID(v *string) *ScheduleCreate {
 	return _c
 }
 
+// SetWatermark sets the "watermark" field.
+func (_c *ScheduleCreate) SetWatermark(v int64) *ScheduleCreate {
+	_c.mutation.SetWatermark(v)
+	return _c
+}
+
+// SetNillableWatermark sets the "watermark" field if the given value is not nil.
+func (_c *ScheduleCreate) SetNillableWatermark(v *int64) *ScheduleCreate {
+	if v != nil {
+		_c.SetWatermark(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *ScheduleCreate) SetID(v string) *ScheduleCreate {
 	_c.mutation.SetID(v)
@@ -377,6 +391,10 @@ func (_c *ScheduleCreate) defaults() error {
 	if _, ok := _c.mutation.LastRunID(); !ok {
 		v := schedule.DefaultLastRunID
 		_c.mutation.SetLastRunID(v)
+	}
+	if _, ok := _c.mutation.Watermark(); !ok {
+		v := schedule.DefaultWatermark
+		_c.mutation.SetWatermark(v)
 	}
 	if _, ok := _c.mutation.ID(); !ok {
 		if schedule.DefaultID == nil {
@@ -500,6 +518,9 @@ func (_c *ScheduleCreate) check() error {
 	}
 	if _, ok := _c.mutation.LastRunID(); !ok {
 		return &ValidationError{Name: "last_run_id", err: errors.New(`ent: missing required field "Schedule.last_run_id"`)}
+	}
+	if _, ok := _c.mutation.Watermark(); !ok {
+		return &ValidationError{Name: "watermark", err: errors.New(`ent: missing required field "Schedule.watermark"`)}
 	}
 	return nil
 }
@@ -636,6 +657,10 @@ func (_c *ScheduleCreate) createSpec() (*Schedule, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.LastRunID(); ok {
 		_spec.SetField(schedule.FieldLastRunID, field.TypeString, value)
 		_node.LastRunID = value
+	}
+	if value, ok := _c.mutation.Watermark(); ok {
+		_spec.SetField(schedule.FieldWatermark, field.TypeInt64, value)
+		_node.Watermark = value
 	}
 	return _node, _spec
 }
@@ -974,6 +999,24 @@ func (u *ScheduleUpsert) SetLastRunID(v string) *ScheduleUpsert {
 // UpdateLastRunID sets the "last_run_id" field to the value that was provided on create.
 func (u *ScheduleUpsert) UpdateLastRunID() *ScheduleUpsert {
 	u.SetExcluded(schedule.FieldLastRunID)
+	return u
+}
+
+// SetWatermark sets the "watermark" field.
+func (u *ScheduleUpsert) SetWatermark(v int64) *ScheduleUpsert {
+	u.Set(schedule.FieldWatermark, v)
+	return u
+}
+
+// UpdateWatermark sets the "watermark" field to the value that was provided on create.
+func (u *ScheduleUpsert) UpdateWatermark() *ScheduleUpsert {
+	u.SetExcluded(schedule.FieldWatermark)
+	return u
+}
+
+// AddWatermark adds v to the "watermark" field.
+func (u *ScheduleUpsert) AddWatermark(v int64) *ScheduleUpsert {
+	u.Add(schedule.FieldWatermark, v)
 	return u
 }
 
@@ -1367,6 +1410,27 @@ func (u *ScheduleUpsertOne) SetLastRunID(v string) *ScheduleUpsertOne {
 func (u *ScheduleUpsertOne) UpdateLastRunID() *ScheduleUpsertOne {
 	return u.Update(func(s *ScheduleUpsert) {
 		s.UpdateLastRunID()
+	})
+}
+
+// SetWatermark sets the "watermark" field.
+func (u *ScheduleUpsertOne) SetWatermark(v int64) *ScheduleUpsertOne {
+	return u.Update(func(s *ScheduleUpsert) {
+		s.SetWatermark(v)
+	})
+}
+
+// AddWatermark adds v to the "watermark" field.
+func (u *ScheduleUpsertOne) AddWatermark(v int64) *ScheduleUpsertOne {
+	return u.Update(func(s *ScheduleUpsert) {
+		s.AddWatermark(v)
+	})
+}
+
+// UpdateWatermark sets the "watermark" field to the value that was provided on create.
+func (u *ScheduleUpsertOne) UpdateWatermark() *ScheduleUpsertOne {
+	return u.Update(func(s *ScheduleUpsert) {
+		s.UpdateWatermark()
 	})
 }
 
@@ -1927,6 +1991,27 @@ func (u *ScheduleUpsertBulk) SetLastRunID(v string) *ScheduleUpsertBulk {
 func (u *ScheduleUpsertBulk) UpdateLastRunID() *ScheduleUpsertBulk {
 	return u.Update(func(s *ScheduleUpsert) {
 		s.UpdateLastRunID()
+	})
+}
+
+// SetWatermark sets the "watermark" field.
+func (u *ScheduleUpsertBulk) SetWatermark(v int64) *ScheduleUpsertBulk {
+	return u.Update(func(s *ScheduleUpsert) {
+		s.SetWatermark(v)
+	})
+}
+
+// AddWatermark adds v to the "watermark" field.
+func (u *ScheduleUpsertBulk) AddWatermark(v int64) *ScheduleUpsertBulk {
+	return u.Update(func(s *ScheduleUpsert) {
+		s.AddWatermark(v)
+	})
+}
+
+// UpdateWatermark sets the "watermark" field to the value that was provided on create.
+func (u *ScheduleUpsertBulk) UpdateWatermark() *ScheduleUpsertBulk {
+	return u.Update(func(s *ScheduleUpsert) {
+		s.UpdateWatermark()
 	})
 }
 

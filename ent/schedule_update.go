@@ -353,6 +353,27 @@ func (_u *ScheduleUpdate) SetNillableLastRunID(v *string) *ScheduleUpdate {
 	return _u
 }
 
+// SetWatermark sets the "watermark" field.
+func (_u *ScheduleUpdate) SetWatermark(v int64) *ScheduleUpdate {
+	_u.mutation.ResetWatermark()
+	_u.mutation.SetWatermark(v)
+	return _u
+}
+
+// SetNillableWatermark sets the "watermark" field if the given value is not nil.
+func (_u *ScheduleUpdate) SetNillableWatermark(v *int64) *ScheduleUpdate {
+	if v != nil {
+		_u.SetWatermark(*v)
+	}
+	return _u
+}
+
+// AddWatermark adds value to the "watermark" field.
+func (_u *ScheduleUpdate) AddWatermark(v int64) *ScheduleUpdate {
+	_u.mutation.AddWatermark(v)
+	return _u
+}
+
 // Mutation returns the ScheduleMutation object of the builder.
 func (_u *ScheduleUpdate) Mutation() *ScheduleMutation {
 	return _u.mutation
@@ -545,6 +566,12 @@ func (_u *ScheduleUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if value, ok := _u.mutation.LastRunID(); ok {
 		_spec.SetField(schedule.FieldLastRunID, field.TypeString, value)
+	}
+	if value, ok := _u.mutation.Watermark(); ok {
+		_spec.SetField(schedule.FieldWatermark, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedWatermark(); ok {
+		_spec.AddField(schedule.FieldWatermark, field.TypeInt64, value)
 	}
 	_spec.AddModifiers(_u.modifiers...)
 	if _node, err = sqlgraph.UpdateNodes(ctx, _u.driver, _spec); err != nil {
@@ -891,6 +918,27 @@ func (_u *ScheduleUpdateOne) SetNillableLastRunID(v *string) *ScheduleUpdateOne 
 	return _u
 }
 
+// SetWatermark sets the "watermark" field.
+func (_u *ScheduleUpdateOne) SetWatermark(v int64) *ScheduleUpdateOne {
+	_u.mutation.ResetWatermark()
+	_u.mutation.SetWatermark(v)
+	return _u
+}
+
+// SetNillableWatermark sets the "watermark" field if the given value is not nil.
+func (_u *ScheduleUpdateOne) SetNillableWatermark(v *int64) *ScheduleUpdateOne {
+	if v != nil {
+		_u.SetWatermark(*v)
+	}
+	return _u
+}
+
+// AddWatermark adds value to the "watermark" field.
+func (_u *ScheduleUpdateOne) AddWatermark(v int64) *ScheduleUpdateOne {
+	_u.mutation.AddWatermark(v)
+	return _u
+}
+
 // Mutation returns the ScheduleMutation object of the builder.
 func (_u *ScheduleUpdateOne) Mutation() *ScheduleMutation {
 	return _u.mutation
@@ -1113,6 +1161,12 @@ func (_u *ScheduleUpdateOne) sqlSave(ctx context.Context) (_node *Schedule, err 
 	}
 	if value, ok := _u.mutation.LastRunID(); ok {
 		_spec.SetField(schedule.FieldLastRunID, field.TypeString, value)
+	}
+	if value, ok := _u.mutation.Watermark(); ok {
+		_spec.SetField(schedule.FieldWatermark, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedWatermark(); ok {
+		_spec.AddField(schedule.FieldWatermark, field.TypeInt64, value)
 	}
 	_spec.AddModifiers(_u.modifiers...)
 	_node = &Schedule{config: _u.config}

@@ -24,6 +24,8 @@ type Tx struct {
 	ConnectionGrant *ConnectionGrantClient
 	// Element is the client for interacting with the Element builders.
 	Element *ElementClient
+	// ExportRun is the client for interacting with the ExportRun builders.
+	ExportRun *ExportRunClient
 	// Organization is the client for interacting with the Organization builders.
 	Organization *OrganizationClient
 	// Schedule is the client for interacting with the Schedule builders.
@@ -170,6 +172,7 @@ func (tx *Tx) init() {
 	tx.Connection = NewConnectionClient(tx.config)
 	tx.ConnectionGrant = NewConnectionGrantClient(tx.config)
 	tx.Element = NewElementClient(tx.config)
+	tx.ExportRun = NewExportRunClient(tx.config)
 	tx.Organization = NewOrganizationClient(tx.config)
 	tx.Schedule = NewScheduleClient(tx.config)
 	tx.StorageIntegration = NewStorageIntegrationClient(tx.config)

@@ -6,13 +6,12 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"regexp"
 	"strings"
 	"time"
 
-	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/auditexport/auditexport/ent"
 	"github.com/auditexport/auditexport/ent/schedule"
@@ -507,20 +506,33 @@ func (s *IntegrationService) GetStorageIntegrationCredentials(ctx context.Contex
 	return &pb.GetStorageIntegrationCredentialsResponse{Credentials: c}, nil
 }
 
-// OpenCredentials decrypts an integration's credentials (for the export engine).
-func OpenCredentials(keys *secrets.Keyring, r *ent.StorageIntegration) (destination.Credentials, error) {
-	var c destination.Credentials
-	if len(r.CredentialsCiphertext) == 0 {
-		return c, nil
+// TestStorageIntegration implements pb.IntegrationServiceServer. A provider
+// refusal is an answer (ok=false), not an RPC error.
+func (s *IntegrationService) TestStorageIntegration(ctx context.Context, req *pb.TestStorageIntegrationRequest) (*pb.TestStorageIntegrationResponse, error) {
+	if err := requireAdmin(ctx, "test storage integrations"); err != nil {
+		return nil, err
 	}
-	plain, err := keys.Decrypt(r.CredentialsCiphertext, []byte(r.ID))
+	row, err := s.get(ctx, s.db, req.GetId())
 	if err != nil {
-		return c, err
+		return nil, err
 	}
-	if err := json.Unmarshal(plain, &c); err != nil {
-		return c, errors.New("stored credentials are not valid JSON")
+	creds, err := destination.DecryptCredentials(s.keys, row.CredentialsCiphertext, row.ID)
+	if err != nil {
+		return nil, internalError(ctx, s.log, "decrypt credentials", err)
 	}
-	return c, nil
+	pctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	res := destination.Probe(pctx, destination.Integration{
+		Provider: destination.Provider(row.Provider), Destination: row.Destination, Region: row.Region,
+		Endpoint: row.Endpoint, ExternalID: row.ExternalID, Creds: creds,
+	}, destination.OpenOptions{AllowPrivateEndpoints: s.cfg.AllowPrivateEndpoints})
+	out := &pb.TestStorageIntegrationResponse{Ok: res.OK, Latency: durationpb.New(res.Latency), FailedStep: res.FailedStep, ProbeUri: res.URI}
+	if res.Provider != nil {
+		out.ProviderCode, out.ProviderMessage = res.Provider.Code, res.Provider.Message
+	} else if !res.OK {
+		out.ProviderMessage = res.Message
+	}
+	auditMeta(ctx, "ok", res.OK)
+	auditMeta(ctx, "failed_step", res.FailedStep)
+	return out, nil
 }
-
-var _ = codes.OK

@@ -14,6 +14,7 @@ import (
 	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
 	"github.com/auditexport/auditexport/internal/auth"
 	"github.com/auditexport/auditexport/internal/destination"
+	"github.com/auditexport/auditexport/internal/export"
 	cronpkg "github.com/auditexport/auditexport/internal/schedule"
 )
 
@@ -22,15 +23,16 @@ var _ pb.ScheduleServiceServer = (*ScheduleService)(nil)
 // ScheduleService implements pb.ScheduleServiceServer.
 type ScheduleService struct {
 	pb.UnimplementedScheduleServiceServer
-	db  *ent.Client
-	wb  *WorkbookService
-	log *slog.Logger
-	now func() time.Time
+	db   *ent.Client
+	wb   *WorkbookService
+	runs *export.Runner
+	log  *slog.Logger
+	now  func() time.Time
 }
 
 // NewScheduleService builds the service.
-func NewScheduleService(db *ent.Client, wb *WorkbookService, log *slog.Logger) *ScheduleService {
-	return &ScheduleService{db: db, wb: wb, log: log, now: time.Now}
+func NewScheduleService(db *ent.Client, wb *WorkbookService, runs *export.Runner, log *slog.Logger) *ScheduleService {
+	return &ScheduleService{db: db, wb: wb, runs: runs, log: log, now: time.Now}
 }
 
 // scheduleInput is a validated schedule.

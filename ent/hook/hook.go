@@ -69,6 +69,18 @@ func (f ElementFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, err
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.ElementMutation", m)
 }
 
+// The ExportRunFunc type is an adapter to allow the use of ordinary
+// function as ExportRun mutator.
+type ExportRunFunc func(context.Context, *ent.ExportRunMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f ExportRunFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.ExportRunMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.ExportRunMutation", m)
+}
+
 // The OrganizationFunc type is an adapter to allow the use of ordinary
 // function as Organization mutator.
 type OrganizationFunc func(context.Context, *ent.OrganizationMutation) (ent.Value, error)

@@ -13,6 +13,7 @@ import (
 	"github.com/auditexport/auditexport/ent/connection"
 	"github.com/auditexport/auditexport/ent/connectiongrant"
 	"github.com/auditexport/auditexport/ent/element"
+	"github.com/auditexport/auditexport/ent/exportrun"
 	"github.com/auditexport/auditexport/ent/organization"
 	"github.com/auditexport/auditexport/ent/predicate"
 	"github.com/auditexport/auditexport/ent/schedule"
@@ -212,6 +213,33 @@ func (f TraverseElement) Traverse(ctx context.Context, q ent.Query) error {
 	return fmt.Errorf("unexpected query type %T. expect *ent.ElementQuery", q)
 }
 
+// The ExportRunFunc type is an adapter to allow the use of ordinary function as a Querier.
+type ExportRunFunc func(context.Context, *ent.ExportRunQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f ExportRunFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.ExportRunQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.ExportRunQuery", q)
+}
+
+// The TraverseExportRun type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseExportRun func(context.Context, *ent.ExportRunQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseExportRun) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseExportRun) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.ExportRunQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.ExportRunQuery", q)
+}
+
 // The OrganizationFunc type is an adapter to allow the use of ordinary function as a Querier.
 type OrganizationFunc func(context.Context, *ent.OrganizationQuery) (ent.Value, error)
 
@@ -360,6 +388,8 @@ func NewQuery(q ent.Query) (Query, error) {
 		return &query[*ent.ConnectionGrantQuery, predicate.ConnectionGrant, connectiongrant.OrderOption]{typ: ent.TypeConnectionGrant, tq: q}, nil
 	case *ent.ElementQuery:
 		return &query[*ent.ElementQuery, predicate.Element, element.OrderOption]{typ: ent.TypeElement, tq: q}, nil
+	case *ent.ExportRunQuery:
+		return &query[*ent.ExportRunQuery, predicate.ExportRun, exportrun.OrderOption]{typ: ent.TypeExportRun, tq: q}, nil
 	case *ent.OrganizationQuery:
 		return &query[*ent.OrganizationQuery, predicate.Organization, organization.OrderOption]{typ: ent.TypeOrganization, tq: q}, nil
 	case *ent.ScheduleQuery:

@@ -168,6 +168,59 @@ var (
 			},
 		},
 	}
+	// ExportRunsColumns holds the columns for the "export_runs" table.
+	ExportRunsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString},
+		{Name: "org_id", Type: field.TypeString},
+		{Name: "create_time", Type: field.TypeTime},
+		{Name: "update_time", Type: field.TypeTime},
+		{Name: "schedule_id", Type: field.TypeString},
+		{Name: "trigger", Type: field.TypeEnum, Enums: []string{"SCHEDULED", "SEND_NOW", "RETRY"}},
+		{Name: "state", Type: field.TypeEnum, Enums: []string{"QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELED", "SKIPPED"}, Default: "QUEUED"},
+		{Name: "phase", Type: field.TypeString, Default: "QUEUED"},
+		{Name: "period_start", Type: field.TypeTime, Nullable: true},
+		{Name: "period_end", Type: field.TypeTime, Nullable: true},
+		{Name: "object_uri", Type: field.TypeString, Default: ""},
+		{Name: "rows", Type: field.TypeInt64, Default: 0},
+		{Name: "bytes", Type: field.TypeInt64, Default: 0},
+		{Name: "total_rows", Type: field.TypeInt64, Default: 0},
+		{Name: "checksum", Type: field.TypeString, Default: ""},
+		{Name: "attempt", Type: field.TypeInt, Default: 1},
+		{Name: "error_code", Type: field.TypeString, Default: ""},
+		{Name: "error_message", Type: field.TypeString, Default: ""},
+		{Name: "provider_message", Type: field.TypeString, Default: ""},
+		{Name: "requested_by", Type: field.TypeString, Default: ""},
+		{Name: "cancel_requested", Type: field.TypeBool, Default: false},
+		{Name: "from_seq", Type: field.TypeInt64, Default: 0},
+		{Name: "to_seq", Type: field.TypeInt64, Default: 0},
+		{Name: "runner", Type: field.TypeString, Default: ""},
+		{Name: "heartbeat_time", Type: field.TypeTime, Nullable: true},
+		{Name: "start_time", Type: field.TypeTime, Nullable: true},
+		{Name: "finish_time", Type: field.TypeTime, Nullable: true},
+	}
+	// ExportRunsTable holds the schema information for the "export_runs" table.
+	ExportRunsTable = &schema.Table{
+		Name:       "export_runs",
+		Columns:    ExportRunsColumns,
+		PrimaryKey: []*schema.Column{ExportRunsColumns[0]},
+		Indexes: []*schema.Index{
+			{
+				Name:    "exportrun_org_id",
+				Unique:  false,
+				Columns: []*schema.Column{ExportRunsColumns[1]},
+			},
+			{
+				Name:    "exportrun_org_id_schedule_id",
+				Unique:  false,
+				Columns: []*schema.Column{ExportRunsColumns[1], ExportRunsColumns[4]},
+			},
+			{
+				Name:    "exportrun_state",
+				Unique:  false,
+				Columns: []*schema.Column{ExportRunsColumns[6]},
+			},
+		},
+	}
 	// OrganizationsColumns holds the columns for the "organizations" table.
 	OrganizationsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString},
@@ -210,6 +263,7 @@ var (
 		{Name: "next_run_time", Type: field.TypeTime, Nullable: true},
 		{Name: "consecutive_failures", Type: field.TypeInt, Default: 0},
 		{Name: "last_run_id", Type: field.TypeString, Default: ""},
+		{Name: "watermark", Type: field.TypeInt64, Default: 0},
 	}
 	// SchedulesTable holds the schema information for the "schedules" table.
 	SchedulesTable = &schema.Table{
@@ -337,6 +391,7 @@ var (
 		ConnectionsTable,
 		ConnectionGrantsTable,
 		ElementsTable,
+		ExportRunsTable,
 		OrganizationsTable,
 		SchedulesTable,
 		StorageIntegrationsTable,

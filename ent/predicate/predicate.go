@@ -21,6 +21,9 @@ type ConnectionGrant func(*sql.Selector)
 // Element is the predicate function for element builders.
 type Element func(*sql.Selector)
 
+// ExportRun is the predicate function for exportrun builders.
+type ExportRun func(*sql.Selector)
+
 // Organization is the predicate function for organization builders.
 type Organization func(*sql.Selector)
 

@@ -10,6 +10,7 @@ import (
 	"github.com/auditexport/auditexport/ent/connection"
 	"github.com/auditexport/auditexport/ent/connectiongrant"
 	"github.com/auditexport/auditexport/ent/element"
+	"github.com/auditexport/auditexport/ent/exportrun"
 	"github.com/auditexport/auditexport/ent/organization"
 	"github.com/auditexport/auditexport/ent/schedule"
 	"github.com/auditexport/auditexport/ent/schema"
@@ -193,6 +194,95 @@ func init() {
 	elementDescID := elementFields[0].Descriptor()
 	// element.DefaultID holds the default value on creation for the id field.
 	element.DefaultID = elementDescID.Default.(func() string)
+	exportrunMixin := schema.ExportRun{}.Mixin()
+	exportrunMixinHooks0 := exportrunMixin[0].Hooks()
+	exportrun.Hooks[0] = exportrunMixinHooks0[0]
+	exportrunMixinInters0 := exportrunMixin[0].Interceptors()
+	exportrun.Interceptors[0] = exportrunMixinInters0[0]
+	exportrunMixinFields0 := exportrunMixin[0].Fields()
+	_ = exportrunMixinFields0
+	exportrunMixinFields1 := exportrunMixin[1].Fields()
+	_ = exportrunMixinFields1
+	exportrunFields := schema.ExportRun{}.Fields()
+	_ = exportrunFields
+	// exportrunDescOrgID is the schema descriptor for org_id field.
+	exportrunDescOrgID := exportrunMixinFields0[0].Descriptor()
+	// exportrun.OrgIDValidator is a validator for the "org_id" field. It is called by the builders before save.
+	exportrun.OrgIDValidator = exportrunDescOrgID.Validators[0].(func(string) error)
+	// exportrunDescCreateTime is the schema descriptor for create_time field.
+	exportrunDescCreateTime := exportrunMixinFields1[0].Descriptor()
+	// exportrun.DefaultCreateTime holds the default value on creation for the create_time field.
+	exportrun.DefaultCreateTime = exportrunDescCreateTime.Default.(func() time.Time)
+	// exportrunDescUpdateTime is the schema descriptor for update_time field.
+	exportrunDescUpdateTime := exportrunMixinFields1[1].Descriptor()
+	// exportrun.DefaultUpdateTime holds the default value on creation for the update_time field.
+	exportrun.DefaultUpdateTime = exportrunDescUpdateTime.Default.(func() time.Time)
+	// exportrun.UpdateDefaultUpdateTime holds the default value on update for the update_time field.
+	exportrun.UpdateDefaultUpdateTime = exportrunDescUpdateTime.UpdateDefault.(func() time.Time)
+	// exportrunDescPhase is the schema descriptor for phase field.
+	exportrunDescPhase := exportrunFields[4].Descriptor()
+	// exportrun.DefaultPhase holds the default value on creation for the phase field.
+	exportrun.DefaultPhase = exportrunDescPhase.Default.(string)
+	// exportrunDescObjectURI is the schema descriptor for object_uri field.
+	exportrunDescObjectURI := exportrunFields[7].Descriptor()
+	// exportrun.DefaultObjectURI holds the default value on creation for the object_uri field.
+	exportrun.DefaultObjectURI = exportrunDescObjectURI.Default.(string)
+	// exportrunDescRows is the schema descriptor for rows field.
+	exportrunDescRows := exportrunFields[8].Descriptor()
+	// exportrun.DefaultRows holds the default value on creation for the rows field.
+	exportrun.DefaultRows = exportrunDescRows.Default.(int64)
+	// exportrunDescBytes is the schema descriptor for bytes field.
+	exportrunDescBytes := exportrunFields[9].Descriptor()
+	// exportrun.DefaultBytes holds the default value on creation for the bytes field.
+	exportrun.DefaultBytes = exportrunDescBytes.Default.(int64)
+	// exportrunDescTotalRows is the schema descriptor for total_rows field.
+	exportrunDescTotalRows := exportrunFields[10].Descriptor()
+	// exportrun.DefaultTotalRows holds the default value on creation for the total_rows field.
+	exportrun.DefaultTotalRows = exportrunDescTotalRows.Default.(int64)
+	// exportrunDescChecksum is the schema descriptor for checksum field.
+	exportrunDescChecksum := exportrunFields[11].Descriptor()
+	// exportrun.DefaultChecksum holds the default value on creation for the checksum field.
+	exportrun.DefaultChecksum = exportrunDescChecksum.Default.(string)
+	// exportrunDescAttempt is the schema descriptor for attempt field.
+	exportrunDescAttempt := exportrunFields[12].Descriptor()
+	// exportrun.DefaultAttempt holds the default value on creation for the attempt field.
+	exportrun.DefaultAttempt = exportrunDescAttempt.Default.(int)
+	// exportrunDescErrorCode is the schema descriptor for error_code field.
+	exportrunDescErrorCode := exportrunFields[13].Descriptor()
+	// exportrun.DefaultErrorCode holds the default value on creation for the error_code field.
+	exportrun.DefaultErrorCode = exportrunDescErrorCode.Default.(string)
+	// exportrunDescErrorMessage is the schema descriptor for error_message field.
+	exportrunDescErrorMessage := exportrunFields[14].Descriptor()
+	// exportrun.DefaultErrorMessage holds the default value on creation for the error_message field.
+	exportrun.DefaultErrorMessage = exportrunDescErrorMessage.Default.(string)
+	// exportrunDescProviderMessage is the schema descriptor for provider_message field.
+	exportrunDescProviderMessage := exportrunFields[15].Descriptor()
+	// exportrun.DefaultProviderMessage holds the default value on creation for the provider_message field.
+	exportrun.DefaultProviderMessage = exportrunDescProviderMessage.Default.(string)
+	// exportrunDescRequestedBy is the schema descriptor for requested_by field.
+	exportrunDescRequestedBy := exportrunFields[16].Descriptor()
+	// exportrun.DefaultRequestedBy holds the default value on creation for the requested_by field.
+	exportrun.DefaultRequestedBy = exportrunDescRequestedBy.Default.(string)
+	// exportrunDescCancelRequested is the schema descriptor for cancel_requested field.
+	exportrunDescCancelRequested := exportrunFields[17].Descriptor()
+	// exportrun.DefaultCancelRequested holds the default value on creation for the cancel_requested field.
+	exportrun.DefaultCancelRequested = exportrunDescCancelRequested.Default.(bool)
+	// exportrunDescFromSeq is the schema descriptor for from_seq field.
+	exportrunDescFromSeq := exportrunFields[18].Descriptor()
+	// exportrun.DefaultFromSeq holds the default value on creation for the from_seq field.
+	exportrun.DefaultFromSeq = exportrunDescFromSeq.Default.(int64)
+	// exportrunDescToSeq is the schema descriptor for to_seq field.
+	exportrunDescToSeq := exportrunFields[19].Descriptor()
+	// exportrun.DefaultToSeq holds the default value on creation for the to_seq field.
+	exportrun.DefaultToSeq = exportrunDescToSeq.Default.(int64)
+	// exportrunDescRunner is the schema descriptor for runner field.
+	exportrunDescRunner := exportrunFields[20].Descriptor()
+	// exportrun.DefaultRunner holds the default value on creation for the runner field.
+	exportrun.DefaultRunner = exportrunDescRunner.Default.(string)
+	// exportrunDescID is the schema descriptor for id field.
+	exportrunDescID := exportrunFields[0].Descriptor()
+	// exportrun.DefaultID holds the default value on creation for the id field.
+	exportrun.DefaultID = exportrunDescID.Default.(func() string)
 	organizationMixin := schema.Organization{}.Mixin()
 	organizationMixinFields0 := organizationMixin[0].Fields()
 	_ = organizationMixinFields0
@@ -269,6 +359,10 @@ func init() {
 	scheduleDescLastRunID := scheduleFields[22].Descriptor()
 	// schedule.DefaultLastRunID holds the default value on creation for the last_run_id field.
 	schedule.DefaultLastRunID = scheduleDescLastRunID.Default.(string)
+	// scheduleDescWatermark is the schema descriptor for watermark field.
+	scheduleDescWatermark := scheduleFields[23].Descriptor()
+	// schedule.DefaultWatermark holds the default value on creation for the watermark field.
+	schedule.DefaultWatermark = scheduleDescWatermark.Default.(int64)
 	// scheduleDescID is the schema descriptor for id field.
 	scheduleDescID := scheduleFields[0].Descriptor()
 	// schedule.DefaultID holds the default value on creation for the id field.

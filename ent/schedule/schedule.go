@@ -65,6 +65,8 @@ const (
 	FieldConsecutiveFailures = "consecutive_failures"
 	// FieldLastRunID holds the string denoting the last_run_id field in the database.
 	FieldLastRunID = "last_run_id"
+	// FieldWatermark holds the string denoting the watermark field in the database.
+	FieldWatermark = "watermark"
 	// Table holds the table name of the schedule in the database.
 	Table = "schedules"
 )
@@ -97,6 +99,7 @@ var Columns = []string{
 	FieldNextRunTime,
 	FieldConsecutiveFailures,
 	FieldLastRunID,
+	FieldWatermark,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -137,6 +140,8 @@ var (
 	DefaultConsecutiveFailures int
 	// DefaultLastRunID holds the default value on creation for the "last_run_id" field.
 	DefaultLastRunID string
+	// DefaultWatermark holds the default value on creation for the "watermark" field.
+	DefaultWatermark int64
 	// DefaultID holds the default value on creation for the "id" field.
 	DefaultID func() string
 )
@@ -445,4 +450,9 @@ func ByConsecutiveFailures(opts ...sql.OrderTermOption) OrderOption {
 // ByLastRunID orders the results by the last_run_id field.
 func ByLastRunID(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldLastRunID, opts...).ToFunc()
+}
+
+// ByWatermark orders the results by the watermark field.
+func ByWatermark(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldWatermark, opts...).ToFunc()
 }

@@ -149,6 +149,11 @@ func LastRunID(v string) predicate.Schedule {
 	return predicate.Schedule(sql.FieldEQ(FieldLastRunID, v))
 }
 
+// Watermark applies equality check predicate on the "watermark" field. It's identical to WatermarkEQ.
+func Watermark(v int64) predicate.Schedule {
+	return predicate.Schedule(sql.FieldEQ(FieldWatermark, v))
+}
+
 // OrgIDEQ applies the EQ predicate on the "org_id" field.
 func OrgIDEQ(v string) predicate.Schedule {
 	return predicate.Schedule(sql.FieldEQ(FieldOrgID, v))
@@ -1212,6 +1217,46 @@ func LastRunIDEqualFold(v string) predicate.Schedule {
 // LastRunIDContainsFold applies the ContainsFold predicate on the "last_run_id" field.
 func LastRunIDContainsFold(v string) predicate.Schedule {
 	return predicate.Schedule(sql.FieldContainsFold(FieldLastRunID, v))
+}
+
+// WatermarkEQ applies the EQ predicate on the "watermark" field.
+func WatermarkEQ(v int64) predicate.Schedule {
+	return predicate.Schedule(sql.FieldEQ(FieldWatermark, v))
+}
+
+// WatermarkNEQ applies the NEQ predicate on the "watermark" field.
+func WatermarkNEQ(v int64) predicate.Schedule {
+	return predicate.Schedule(sql.FieldNEQ(FieldWatermark, v))
+}
+
+// WatermarkIn applies the In predicate on the "watermark" field.
+func WatermarkIn(vs ...int64) predicate.Schedule {
+	return predicate.Schedule(sql.FieldIn(FieldWatermark, vs...))
+}
+
+// WatermarkNotIn applies the NotIn predicate on the "watermark" field.
+func WatermarkNotIn(vs ...int64) predicate.Schedule {
+	return predicate.Schedule(sql.FieldNotIn(FieldWatermark, vs...))
+}
+
+// WatermarkGT applies the GT predicate on the "watermark" field.
+func WatermarkGT(v int64) predicate.Schedule {
+	return predicate.Schedule(sql.FieldGT(FieldWatermark, v))
+}
+
+// WatermarkGTE applies the GTE predicate on the "watermark" field.
+func WatermarkGTE(v int64) predicate.Schedule {
+	return predicate.Schedule(sql.FieldGTE(FieldWatermark, v))
+}
+
+// WatermarkLT applies the LT predicate on the "watermark" field.
+func WatermarkLT(v int64) predicate.Schedule {
+	return predicate.Schedule(sql.FieldLT(FieldWatermark, v))
+}
+
+// WatermarkLTE applies the LTE predicate on the "watermark" field.
+func WatermarkLTE(v int64) predicate.Schedule {
+	return predicate.Schedule(sql.FieldLTE(FieldWatermark, v))
 }
 
 // And groups predicates with the AND operator between them.

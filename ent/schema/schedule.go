@@ -40,6 +40,8 @@ func (Schedule) Fields() []ent.Field {
 		field.Time("next_run_time").Optional().Nillable(),
 		field.Int("consecutive_failures").Default(0),
 		field.String("last_run_id").Default(""),
+		// Incremental mode: audit rows with id <= watermark were exported.
+		field.Int64("watermark").Default(0),
 	}
 }
 

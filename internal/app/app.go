@@ -13,6 +13,7 @@ import (
 	"os"
 	"time"
 
+	"entgo.io/ent/dialect"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -24,9 +25,15 @@ import (
 	"github.com/auditexport/auditexport/internal/auditlog"
 	"github.com/auditexport/auditexport/internal/config"
 	"github.com/auditexport/auditexport/internal/db"
+	"github.com/auditexport/auditexport/internal/export"
+	"github.com/auditexport/auditexport/internal/notify"
 	"github.com/auditexport/auditexport/internal/secrets"
 	"github.com/auditexport/auditexport/server"
 )
+
+// orphanAfter: a run whose heartbeat is older than this belongs to a
+// process that died.
+const orphanAfter = 30 * time.Second
 
 // Options are what tests (and main) hand to Run besides the config.
 type Options struct {
@@ -92,7 +99,11 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if !created && cfg.BootstrapAdminKey != "" {
 		log.Info("database already initialised; --bootstrap-admin-key ignored")
 	}
-	if cfg.SMTPURL == "" {
+	mailer, err := notify.New(cfg.SMTPURL, cfg.MailFrom, log)
+	if err != nil {
+		return err
+	}
+	if !mailer.Enabled() {
 		log.Warn("mail is disabled: no --smtp-url; failure and pause notifications will not be sent")
 	}
 
@@ -113,7 +124,22 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	// REST call passes through the same interceptors (auth, audit) and the
 	// gateway's x-forwarded-for can be trusted.
 	inproc := bufconn.Listen(1 << 20)
-	rec := auditlog.NewRecorder(d.Client, log)
+	rec := auditlog.NewRecorder(d.Client, log).WithDialect(d.Dialect)
+	host, _ := os.Hostname()
+	runs := export.NewRunner(d, keys, mailer, rec, log, export.Config{
+		AllowPrivateEndpoints: cfg.AllowPrivateEndpoints, RunnerID: fmt.Sprintf("%s:%d", host, os.Getpid()),
+	})
+	// A single SQLite process owns every run, so anything RUNNING at start
+	// was orphaned by a crash; with PostgreSQL only stale heartbeats are.
+	stale := orphanAfter
+	if d.Dialect == dialect.SQLite {
+		stale = 0
+	}
+	if n, err := runs.RecoverOrphans(ctx, stale); err != nil {
+		return fmt.Errorf("recover interrupted runs: %w", err)
+	} else if n > 0 {
+		log.Warn("marked interrupted export runs as failed", "runs", n)
+	}
 	icp := server.NewInterceptors(d.Client, rec, log, inproc.Addr().Network())
 	gs := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(icp.Unary),
@@ -127,7 +153,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		AzureAppName: cfg.AzureAppName, AzureConsentURL: cfg.AzureConsentURL,
 	}, log))
 	pb.RegisterWorkbookServiceServer(gs, wb)
-	pb.RegisterScheduleServiceServer(gs, server.NewScheduleService(d.Client, wb, log))
+	pb.RegisterScheduleServiceServer(gs, server.NewScheduleService(d.Client, wb, runs, log))
 	pb.RegisterAccountServiceServer(gs, server.NewAccountService(d.Client, log))
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
@@ -156,6 +182,20 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		opts.Ready(gl.Addr().String(), hl.Addr().String())
 	}
 	g.Go(func() error {
+		t := time.NewTicker(orphanAfter / 2)
+		defer t.Stop()
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-t.C:
+				if n, err := runs.RecoverOrphans(gctx, orphanAfter); err == nil && n > 0 {
+					log.Warn("marked export runs of a stopped replica as failed", "runs", n)
+				}
+			}
+		}
+	})
+	g.Go(func() error {
 		<-gctx.Done()
 		log.Info("shutting down", "grace", cfg.ShutdownGrace.String())
 		// Tell load balancers first, then drain.
@@ -172,6 +212,9 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		if err := hsrv.Shutdown(sctx); err != nil {
 			_ = hsrv.Close()
 		}
+		// Runs still going are canceled: their uploads are aborted and they
+		// end FAILED (INTERRUPTED) rather than staying RUNNING.
+		runs.Close(sctx)
 		return nil
 	})
 	err = g.Wait()

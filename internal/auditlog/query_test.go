@@ -265,7 +265,7 @@ func TestPagingStable(t *testing.T) {
 	t.Cleanup(func() { scanBatch = old })
 	forEachDB(t, func(t *testing.T, d *db.DB) {
 		ctx := orgA()
-		if err := Seed(ctx, d, "org_a", 1500, fixtureNow, 2*time.Hour, 7); err != nil {
+		if err := Seed(ctx, d, "org_a", 900, fixtureNow, 2*time.Hour, 7); err != nil {
 			t.Fatal(err)
 		}
 		// Force ties in REQUEST_TIME too: 300 events at five instants.

@@ -11,6 +11,8 @@ import (
 	"time"
 	"unicode"
 
+	"entgo.io/ent/dialect"
+
 	"github.com/auditexport/auditexport/ent"
 	"github.com/auditexport/auditexport/internal/ids"
 	"github.com/auditexport/auditexport/internal/tenant"
@@ -43,9 +45,10 @@ type Event struct {
 
 // Recorder writes audit events.
 type Recorder struct {
-	client *ent.Client
-	log    *slog.Logger
-	now    func() time.Time
+	client  *ent.Client
+	log     *slog.Logger
+	now     func() time.Time
+	seqLock bool
 }
 
 // NewRecorder returns a Recorder writing through client. log may be nil.
@@ -97,7 +100,20 @@ func (r *Recorder) Record(ctx context.Context, e Event) (string, error) {
 	defer cancel()
 	wctx = tenant.WithOrg(wctx, e.OrgID)
 	id := ids.New(ids.Event)
-	err = r.client.AuditEvent.Create().
+	client := r.client
+	var tx *ent.Tx
+	if r.seqLock {
+		// See StableSeq: inserts hold the sequence lock shared.
+		if tx, err = r.client.Tx(wctx); err != nil {
+			return "", fmt.Errorf("record audit event: %w", err)
+		}
+		defer func() { _ = tx.Rollback() }()
+		if _, err = tx.ExecContext(wctx, sharedSeqLockSQL, seqLockKey); err != nil {
+			return "", fmt.Errorf("record audit event: sequence lock: %w", err)
+		}
+		client = tx.Client()
+	}
+	err = client.AuditEvent.Create().
 		SetEventID(id).
 		SetRequestTime(dbTime(t)).
 		SetEventCategory(clean(e.Category)).
@@ -114,10 +130,20 @@ func (r *Recorder) Record(ctx context.Context, e Event) (string, error) {
 		SetErrorCode(clean(e.ErrorCode)).
 		SetMetadata(meta).
 		Exec(wctx)
+	if err == nil && tx != nil {
+		err = tx.Commit()
+	}
 	if err != nil {
 		return "", fmt.Errorf("record audit event: %w", err)
 	}
 	return id, nil
+}
+
+// WithDialect tells the recorder which database it writes to; on PostgreSQL
+// each insert then takes the shared sequence lock (see StableSeq).
+func (r *Recorder) WithDialect(d string) *Recorder {
+	r.seqLock = d == dialect.Postgres
+	return r
 }
 
 // clean makes s valid UTF-8 and at most MaxValueBytes long, so every stored

@@ -67,6 +67,12 @@ func Seed(ctx context.Context, d *db.DB, orgID string, n int, now time.Time, spa
 				return err
 			}
 			defer func() { _ = tx.Rollback() }()
+			if d.Dialect == dialect.Postgres {
+				// See StableSeq: inserts hold the sequence lock shared.
+				if _, err := tx.ExecContext(ctx, sharedSeqLockSQL, seqLockKey); err != nil {
+					return err
+				}
+			}
 			stmt, err := tx.PrepareContext(ctx, full)
 			if err != nil {
 				return err
@@ -98,6 +104,14 @@ func Seed(ctx context.Context, d *db.DB, orgID string, n int, now time.Time, spa
 			return fmt.Errorf("seed audit events: %w", err)
 		}
 		done += txRows
+	}
+	if d.Dialect == dialect.Postgres {
+		// Autovacuum analyzes the table only some time after a bulk load;
+		// until then the planner underestimates the rows and Scan's keyset
+		// batches fall back to sorting the whole org (100x slower).
+		if _, err := d.SQL.ExecContext(ctx, "ANALYZE audit_logs"); err != nil {
+			return fmt.Errorf("analyze audit events: %w", err)
+		}
 	}
 	return nil
 }

@@ -1,6 +1,12 @@
 package destination
 
-import "log/slog"
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+
+	"github.com/auditexport/auditexport/internal/secrets"
+)
 
 // Credentials is the decrypted form of an integration's stored credentials.
 // It is serialised to JSON, envelope-encrypted (internal/secrets) and only
@@ -24,3 +30,20 @@ func (c Credentials) GoString() string { return c.String() }
 
 // LogValue redacts for log/slog.
 func (c Credentials) LogValue() slog.Value { return slog.StringValue(c.String()) }
+
+// DecryptCredentials opens an integration's stored credentials (bound to its
+// id); no ciphertext means none (LOCAL).
+func DecryptCredentials(keys *secrets.Keyring, ciphertext []byte, integrationID string) (Credentials, error) {
+	var c Credentials
+	if len(ciphertext) == 0 {
+		return c, nil
+	}
+	plain, err := keys.Decrypt(ciphertext, []byte(integrationID))
+	if err != nil {
+		return c, err
+	}
+	if err := json.Unmarshal(plain, &c); err != nil {
+		return c, errors.New("stored credentials are not valid JSON")
+	}
+	return c, nil
+}

@@ -10,6 +10,7 @@ import (
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
 	reflect "reflect"
 	sync "sync"
@@ -615,11 +616,145 @@ func (x *GetStorageIntegrationCredentialsResponse) GetCredentials() *StorageInte
 	return nil
 }
 
+// TestStorageIntegrationRequest names an integration.
+type TestStorageIntegrationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TestStorageIntegrationRequest) Reset() {
+	*x = TestStorageIntegrationRequest{}
+	mi := &file_auditexport_v1_integration_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TestStorageIntegrationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TestStorageIntegrationRequest) ProtoMessage() {}
+
+func (x *TestStorageIntegrationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auditexport_v1_integration_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TestStorageIntegrationRequest.ProtoReflect.Descriptor instead.
+func (*TestStorageIntegrationRequest) Descriptor() ([]byte, []int) {
+	return file_auditexport_v1_integration_service_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *TestStorageIntegrationRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// TestStorageIntegrationResponse is the probe's outcome.
+type TestStorageIntegrationResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ok    bool                   `protobuf:"varint,1,opt,name=ok" json:"ok,omitempty"`
+	// Round-trip time of write + read + delete.
+	Latency *durationpb.Duration `protobuf:"bytes,2,opt,name=latency" json:"latency,omitempty"`
+	// On failure: the step that failed (WRITE, READ, DELETE) and the
+	// provider's own error.
+	FailedStep      string `protobuf:"bytes,3,opt,name=failed_step,json=failedStep" json:"failed_step,omitempty"`
+	ProviderCode    string `protobuf:"bytes,4,opt,name=provider_code,json=providerCode" json:"provider_code,omitempty"`
+	ProviderMessage string `protobuf:"bytes,5,opt,name=provider_message,json=providerMessage" json:"provider_message,omitempty"`
+	// The probe object's URI.
+	ProbeUri      string `protobuf:"bytes,6,opt,name=probe_uri,json=probeUri" json:"probe_uri,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TestStorageIntegrationResponse) Reset() {
+	*x = TestStorageIntegrationResponse{}
+	mi := &file_auditexport_v1_integration_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TestStorageIntegrationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TestStorageIntegrationResponse) ProtoMessage() {}
+
+func (x *TestStorageIntegrationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_auditexport_v1_integration_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TestStorageIntegrationResponse.ProtoReflect.Descriptor instead.
+func (*TestStorageIntegrationResponse) Descriptor() ([]byte, []int) {
+	return file_auditexport_v1_integration_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *TestStorageIntegrationResponse) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *TestStorageIntegrationResponse) GetLatency() *durationpb.Duration {
+	if x != nil {
+		return x.Latency
+	}
+	return nil
+}
+
+func (x *TestStorageIntegrationResponse) GetFailedStep() string {
+	if x != nil {
+		return x.FailedStep
+	}
+	return ""
+}
+
+func (x *TestStorageIntegrationResponse) GetProviderCode() string {
+	if x != nil {
+		return x.ProviderCode
+	}
+	return ""
+}
+
+func (x *TestStorageIntegrationResponse) GetProviderMessage() string {
+	if x != nil {
+		return x.ProviderMessage
+	}
+	return ""
+}
+
+func (x *TestStorageIntegrationResponse) GetProbeUri() string {
+	if x != nil {
+		return x.ProbeUri
+	}
+	return ""
+}
+
 var File_auditexport_v1_integration_service_proto protoreflect.FileDescriptor
 
 const file_auditexport_v1_integration_service_proto_rawDesc = "" +
 	"\n" +
-	"(auditexport/v1/integration_service.proto\x12\x0eauditexport.v1\x1a\x1eauditexport/v1/resources.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\"v\n" +
+	"(auditexport/v1/integration_service.proto\x12\x0eauditexport.v1\x1a\x1eauditexport/v1/resources.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\"v\n" +
 	"\x1fCreateStorageIntegrationRequest\x12S\n" +
 	"\x13storage_integration\x18\x01 \x01(\v2\".auditexport.v1.StorageIntegrationR\x12storageIntegration\".\n" +
 	"\x1cGetStorageIntegrationRequest\x12\x0e\n" +
@@ -651,13 +786,24 @@ const file_auditexport_v1_integration_service_proto_rawDesc = "" +
 	" UpdateStorageIntegrationResponse\x12S\n" +
 	"\x13storage_integration\x18\x01 \x01(\v2\".auditexport.v1.StorageIntegrationR\x12storageIntegration\"{\n" +
 	"(GetStorageIntegrationCredentialsResponse\x12O\n" +
-	"\vcredentials\x18\x01 \x01(\v2-.auditexport.v1.StorageIntegrationCredentialsR\vcredentials2\xc4\b\n" +
+	"\vcredentials\x18\x01 \x01(\v2-.auditexport.v1.StorageIntegrationCredentialsR\vcredentials\"/\n" +
+	"\x1dTestStorageIntegrationRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xf3\x01\n" +
+	"\x1eTestStorageIntegrationResponse\x12\x0e\n" +
+	"\x02ok\x18\x01 \x01(\bR\x02ok\x123\n" +
+	"\alatency\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\alatency\x12\x1f\n" +
+	"\vfailed_step\x18\x03 \x01(\tR\n" +
+	"failedStep\x12#\n" +
+	"\rprovider_code\x18\x04 \x01(\tR\fproviderCode\x12)\n" +
+	"\x10provider_message\x18\x05 \x01(\tR\x0fproviderMessage\x12\x1b\n" +
+	"\tprobe_uri\x18\x06 \x01(\tR\bprobeUri2\xec\t\n" +
 	"\x12IntegrationService\x12\xb3\x01\n" +
 	"\x18CreateStorageIntegration\x12/.auditexport.v1.CreateStorageIntegrationRequest\x1a0.auditexport.v1.CreateStorageIntegrationResponse\"4\x82\xd3\xe4\x93\x02.:\x13storage_integration\"\x17/v1/storageIntegrations\x12\x9a\x01\n" +
 	"\x15GetStorageIntegration\x12,.auditexport.v1.GetStorageIntegrationRequest\x1a-.auditexport.v1.GetStorageIntegrationResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/storageIntegrations/{id}\x12\x9b\x01\n" +
 	"\x17ListStorageIntegrations\x12..auditexport.v1.ListStorageIntegrationsRequest\x1a/.auditexport.v1.ListStorageIntegrationsResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/storageIntegrations\x12\xcc\x01\n" +
 	"\x18UpdateStorageIntegration\x12/.auditexport.v1.UpdateStorageIntegrationRequest\x1a0.auditexport.v1.UpdateStorageIntegrationResponse\"M\x82\xd3\xe4\x93\x02G:\x13storage_integration20/v1/storageIntegrations/{storage_integration.id}\x12\xa3\x01\n" +
-	"\x18DeleteStorageIntegration\x12/.auditexport.v1.DeleteStorageIntegrationRequest\x1a0.auditexport.v1.DeleteStorageIntegrationResponse\"$\x82\xd3\xe4\x93\x02\x1e*\x1c/v1/storageIntegrations/{id}\x12\xc7\x01\n" +
+	"\x18DeleteStorageIntegration\x12/.auditexport.v1.DeleteStorageIntegrationRequest\x1a0.auditexport.v1.DeleteStorageIntegrationResponse\"$\x82\xd3\xe4\x93\x02\x1e*\x1c/v1/storageIntegrations/{id}\x12\xa5\x01\n" +
+	"\x16TestStorageIntegration\x12-.auditexport.v1.TestStorageIntegrationRequest\x1a..auditexport.v1.TestStorageIntegrationResponse\",\x82\xd3\xe4\x93\x02&:\x01*\"!/v1/storageIntegrations/{id}:test\x12\xc7\x01\n" +
 	" GetStorageIntegrationCredentials\x127.auditexport.v1.GetStorageIntegrationCredentialsRequest\x1a8.auditexport.v1.GetStorageIntegrationCredentialsResponse\"0\x82\xd3\xe4\x93\x02*\x12(/v1/storageIntegrations/{id}/credentialsB\xd5\x01\n" +
 	"\x12com.auditexport.v1B\x17IntegrationServiceProtoP\x01ZFgithub.com/auditexport/auditexport/gen/go/auditexport/v1;auditexportv1\xa2\x02\x03AXX\xaa\x02\x0eAuditexport.V1\xca\x02\x0eAuditexport\\V1\xe2\x02\x1aAuditexport\\V1\\GPBMetadata\xea\x02\x0fAuditexport::V1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
@@ -673,7 +819,7 @@ func file_auditexport_v1_integration_service_proto_rawDescGZIP() []byte {
 	return file_auditexport_v1_integration_service_proto_rawDescData
 }
 
-var file_auditexport_v1_integration_service_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_auditexport_v1_integration_service_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_auditexport_v1_integration_service_proto_goTypes = []any{
 	(*CreateStorageIntegrationRequest)(nil),          // 0: auditexport.v1.CreateStorageIntegrationRequest
 	(*GetStorageIntegrationRequest)(nil),             // 1: auditexport.v1.GetStorageIntegrationRequest
@@ -687,36 +833,42 @@ var file_auditexport_v1_integration_service_proto_goTypes = []any{
 	(*GetStorageIntegrationResponse)(nil),            // 9: auditexport.v1.GetStorageIntegrationResponse
 	(*UpdateStorageIntegrationResponse)(nil),         // 10: auditexport.v1.UpdateStorageIntegrationResponse
 	(*GetStorageIntegrationCredentialsResponse)(nil), // 11: auditexport.v1.GetStorageIntegrationCredentialsResponse
-	(*StorageIntegration)(nil),                       // 12: auditexport.v1.StorageIntegration
-	(*fieldmaskpb.FieldMask)(nil),                    // 13: google.protobuf.FieldMask
-	(*StorageIntegrationCredentials)(nil),            // 14: auditexport.v1.StorageIntegrationCredentials
+	(*TestStorageIntegrationRequest)(nil),            // 12: auditexport.v1.TestStorageIntegrationRequest
+	(*TestStorageIntegrationResponse)(nil),           // 13: auditexport.v1.TestStorageIntegrationResponse
+	(*StorageIntegration)(nil),                       // 14: auditexport.v1.StorageIntegration
+	(*fieldmaskpb.FieldMask)(nil),                    // 15: google.protobuf.FieldMask
+	(*StorageIntegrationCredentials)(nil),            // 16: auditexport.v1.StorageIntegrationCredentials
+	(*durationpb.Duration)(nil),                      // 17: google.protobuf.Duration
 }
 var file_auditexport_v1_integration_service_proto_depIdxs = []int32{
-	12, // 0: auditexport.v1.CreateStorageIntegrationRequest.storage_integration:type_name -> auditexport.v1.StorageIntegration
-	12, // 1: auditexport.v1.ListStorageIntegrationsResponse.storage_integrations:type_name -> auditexport.v1.StorageIntegration
-	12, // 2: auditexport.v1.UpdateStorageIntegrationRequest.storage_integration:type_name -> auditexport.v1.StorageIntegration
-	13, // 3: auditexport.v1.UpdateStorageIntegrationRequest.update_mask:type_name -> google.protobuf.FieldMask
-	12, // 4: auditexport.v1.CreateStorageIntegrationResponse.storage_integration:type_name -> auditexport.v1.StorageIntegration
-	12, // 5: auditexport.v1.GetStorageIntegrationResponse.storage_integration:type_name -> auditexport.v1.StorageIntegration
-	12, // 6: auditexport.v1.UpdateStorageIntegrationResponse.storage_integration:type_name -> auditexport.v1.StorageIntegration
-	14, // 7: auditexport.v1.GetStorageIntegrationCredentialsResponse.credentials:type_name -> auditexport.v1.StorageIntegrationCredentials
-	0,  // 8: auditexport.v1.IntegrationService.CreateStorageIntegration:input_type -> auditexport.v1.CreateStorageIntegrationRequest
-	1,  // 9: auditexport.v1.IntegrationService.GetStorageIntegration:input_type -> auditexport.v1.GetStorageIntegrationRequest
-	2,  // 10: auditexport.v1.IntegrationService.ListStorageIntegrations:input_type -> auditexport.v1.ListStorageIntegrationsRequest
-	4,  // 11: auditexport.v1.IntegrationService.UpdateStorageIntegration:input_type -> auditexport.v1.UpdateStorageIntegrationRequest
-	5,  // 12: auditexport.v1.IntegrationService.DeleteStorageIntegration:input_type -> auditexport.v1.DeleteStorageIntegrationRequest
-	7,  // 13: auditexport.v1.IntegrationService.GetStorageIntegrationCredentials:input_type -> auditexport.v1.GetStorageIntegrationCredentialsRequest
-	8,  // 14: auditexport.v1.IntegrationService.CreateStorageIntegration:output_type -> auditexport.v1.CreateStorageIntegrationResponse
-	9,  // 15: auditexport.v1.IntegrationService.GetStorageIntegration:output_type -> auditexport.v1.GetStorageIntegrationResponse
-	3,  // 16: auditexport.v1.IntegrationService.ListStorageIntegrations:output_type -> auditexport.v1.ListStorageIntegrationsResponse
-	10, // 17: auditexport.v1.IntegrationService.UpdateStorageIntegration:output_type -> auditexport.v1.UpdateStorageIntegrationResponse
-	6,  // 18: auditexport.v1.IntegrationService.DeleteStorageIntegration:output_type -> auditexport.v1.DeleteStorageIntegrationResponse
-	11, // 19: auditexport.v1.IntegrationService.GetStorageIntegrationCredentials:output_type -> auditexport.v1.GetStorageIntegrationCredentialsResponse
-	14, // [14:20] is the sub-list for method output_type
-	8,  // [8:14] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	14, // 0: auditexport.v1.CreateStorageIntegrationRequest.storage_integration:type_name -> auditexport.v1.StorageIntegration
+	14, // 1: auditexport.v1.ListStorageIntegrationsResponse.storage_integrations:type_name -> auditexport.v1.StorageIntegration
+	14, // 2: auditexport.v1.UpdateStorageIntegrationRequest.storage_integration:type_name -> auditexport.v1.StorageIntegration
+	15, // 3: auditexport.v1.UpdateStorageIntegrationRequest.update_mask:type_name -> google.protobuf.FieldMask
+	14, // 4: auditexport.v1.CreateStorageIntegrationResponse.storage_integration:type_name -> auditexport.v1.StorageIntegration
+	14, // 5: auditexport.v1.GetStorageIntegrationResponse.storage_integration:type_name -> auditexport.v1.StorageIntegration
+	14, // 6: auditexport.v1.UpdateStorageIntegrationResponse.storage_integration:type_name -> auditexport.v1.StorageIntegration
+	16, // 7: auditexport.v1.GetStorageIntegrationCredentialsResponse.credentials:type_name -> auditexport.v1.StorageIntegrationCredentials
+	17, // 8: auditexport.v1.TestStorageIntegrationResponse.latency:type_name -> google.protobuf.Duration
+	0,  // 9: auditexport.v1.IntegrationService.CreateStorageIntegration:input_type -> auditexport.v1.CreateStorageIntegrationRequest
+	1,  // 10: auditexport.v1.IntegrationService.GetStorageIntegration:input_type -> auditexport.v1.GetStorageIntegrationRequest
+	2,  // 11: auditexport.v1.IntegrationService.ListStorageIntegrations:input_type -> auditexport.v1.ListStorageIntegrationsRequest
+	4,  // 12: auditexport.v1.IntegrationService.UpdateStorageIntegration:input_type -> auditexport.v1.UpdateStorageIntegrationRequest
+	5,  // 13: auditexport.v1.IntegrationService.DeleteStorageIntegration:input_type -> auditexport.v1.DeleteStorageIntegrationRequest
+	12, // 14: auditexport.v1.IntegrationService.TestStorageIntegration:input_type -> auditexport.v1.TestStorageIntegrationRequest
+	7,  // 15: auditexport.v1.IntegrationService.GetStorageIntegrationCredentials:input_type -> auditexport.v1.GetStorageIntegrationCredentialsRequest
+	8,  // 16: auditexport.v1.IntegrationService.CreateStorageIntegration:output_type -> auditexport.v1.CreateStorageIntegrationResponse
+	9,  // 17: auditexport.v1.IntegrationService.GetStorageIntegration:output_type -> auditexport.v1.GetStorageIntegrationResponse
+	3,  // 18: auditexport.v1.IntegrationService.ListStorageIntegrations:output_type -> auditexport.v1.ListStorageIntegrationsResponse
+	10, // 19: auditexport.v1.IntegrationService.UpdateStorageIntegration:output_type -> auditexport.v1.UpdateStorageIntegrationResponse
+	6,  // 20: auditexport.v1.IntegrationService.DeleteStorageIntegration:output_type -> auditexport.v1.DeleteStorageIntegrationResponse
+	13, // 21: auditexport.v1.IntegrationService.TestStorageIntegration:output_type -> auditexport.v1.TestStorageIntegrationResponse
+	11, // 22: auditexport.v1.IntegrationService.GetStorageIntegrationCredentials:output_type -> auditexport.v1.GetStorageIntegrationCredentialsResponse
+	16, // [16:23] is the sub-list for method output_type
+	9,  // [9:16] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_auditexport_v1_integration_service_proto_init() }
@@ -731,7 +883,7 @@ func file_auditexport_v1_integration_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_auditexport_v1_integration_service_proto_rawDesc), len(file_auditexport_v1_integration_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,7 @@ const (
 	IntegrationService_ListStorageIntegrations_FullMethodName          = "/auditexport.v1.IntegrationService/ListStorageIntegrations"
 	IntegrationService_UpdateStorageIntegration_FullMethodName         = "/auditexport.v1.IntegrationService/UpdateStorageIntegration"
 	IntegrationService_DeleteStorageIntegration_FullMethodName         = "/auditexport.v1.IntegrationService/DeleteStorageIntegration"
+	IntegrationService_TestStorageIntegration_FullMethodName           = "/auditexport.v1.IntegrationService/TestStorageIntegration"
 	IntegrationService_GetStorageIntegrationCredentials_FullMethodName = "/auditexport.v1.IntegrationService/GetStorageIntegrationCredentials"
 )
 
@@ -50,6 +51,11 @@ type IntegrationServiceClient interface {
 	// are deleted), linked schedules are paused with reason INTEGRATION_DELETED.
 	// Errors: NOT_FOUND, PERMISSION_DENIED.
 	DeleteStorageIntegration(ctx context.Context, in *DeleteStorageIntegrationRequest, opts ...grpc.CallOption) (*DeleteStorageIntegrationResponse, error)
+	// Writes, reads back and deletes a small probe object under the
+	// destination with the integration's credentials. A provider failure is
+	// not an RPC error: ok=false with the provider's own code and message.
+	// ADMIN only.
+	TestStorageIntegration(ctx context.Context, in *TestStorageIntegrationRequest, opts ...grpc.CallOption) (*TestStorageIntegrationResponse, error)
 	// Returns the non-secret identity the service uses for the integration.
 	// Errors: NOT_FOUND, PERMISSION_DENIED.
 	GetStorageIntegrationCredentials(ctx context.Context, in *GetStorageIntegrationCredentialsRequest, opts ...grpc.CallOption) (*GetStorageIntegrationCredentialsResponse, error)
@@ -113,6 +119,16 @@ func (c *integrationServiceClient) DeleteStorageIntegration(ctx context.Context,
 	return out, nil
 }
 
+func (c *integrationServiceClient) TestStorageIntegration(ctx context.Context, in *TestStorageIntegrationRequest, opts ...grpc.CallOption) (*TestStorageIntegrationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TestStorageIntegrationResponse)
+	err := c.cc.Invoke(ctx, IntegrationService_TestStorageIntegration_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *integrationServiceClient) GetStorageIntegrationCredentials(ctx context.Context, in *GetStorageIntegrationCredentialsRequest, opts ...grpc.CallOption) (*GetStorageIntegrationCredentialsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetStorageIntegrationCredentialsResponse)
@@ -146,6 +162,11 @@ type IntegrationServiceServer interface {
 	// are deleted), linked schedules are paused with reason INTEGRATION_DELETED.
 	// Errors: NOT_FOUND, PERMISSION_DENIED.
 	DeleteStorageIntegration(context.Context, *DeleteStorageIntegrationRequest) (*DeleteStorageIntegrationResponse, error)
+	// Writes, reads back and deletes a small probe object under the
+	// destination with the integration's credentials. A provider failure is
+	// not an RPC error: ok=false with the provider's own code and message.
+	// ADMIN only.
+	TestStorageIntegration(context.Context, *TestStorageIntegrationRequest) (*TestStorageIntegrationResponse, error)
 	// Returns the non-secret identity the service uses for the integration.
 	// Errors: NOT_FOUND, PERMISSION_DENIED.
 	GetStorageIntegrationCredentials(context.Context, *GetStorageIntegrationCredentialsRequest) (*GetStorageIntegrationCredentialsResponse, error)
@@ -173,6 +194,9 @@ func (UnimplementedIntegrationServiceServer) UpdateStorageIntegration(context.Co
 }
 func (UnimplementedIntegrationServiceServer) DeleteStorageIntegration(context.Context, *DeleteStorageIntegrationRequest) (*DeleteStorageIntegrationResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteStorageIntegration not implemented")
+}
+func (UnimplementedIntegrationServiceServer) TestStorageIntegration(context.Context, *TestStorageIntegrationRequest) (*TestStorageIntegrationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TestStorageIntegration not implemented")
 }
 func (UnimplementedIntegrationServiceServer) GetStorageIntegrationCredentials(context.Context, *GetStorageIntegrationCredentialsRequest) (*GetStorageIntegrationCredentialsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetStorageIntegrationCredentials not implemented")
@@ -288,6 +312,24 @@ func _IntegrationService_DeleteStorageIntegration_Handler(srv interface{}, ctx c
 	return interceptor(ctx, in, info, handler)
 }
 
+func _IntegrationService_TestStorageIntegration_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TestStorageIntegrationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IntegrationServiceServer).TestStorageIntegration(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IntegrationService_TestStorageIntegration_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IntegrationServiceServer).TestStorageIntegration(ctx, req.(*TestStorageIntegrationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _IntegrationService_GetStorageIntegrationCredentials_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetStorageIntegrationCredentialsRequest)
 	if err := dec(in); err != nil {
@@ -332,6 +374,10 @@ var IntegrationService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteStorageIntegration",
 			Handler:    _IntegrationService_DeleteStorageIntegration_Handler,
+		},
+		{
+			MethodName: "TestStorageIntegration",
+			Handler:    _IntegrationService_TestStorageIntegration_Handler,
 		},
 		{
 			MethodName: "GetStorageIntegrationCredentials",

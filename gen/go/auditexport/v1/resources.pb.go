@@ -635,6 +635,127 @@ func (FilterOperator) EnumDescriptor() ([]byte, []int) {
 	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{10}
 }
 
+// Trigger is what started an export run.
+type Trigger int32
+
+const (
+	Trigger_TRIGGER_UNSPECIFIED Trigger = 0
+	Trigger_TRIGGER_SCHEDULED   Trigger = 1
+	Trigger_TRIGGER_SEND_NOW    Trigger = 2
+	Trigger_TRIGGER_RETRY       Trigger = 3
+)
+
+// Enum value maps for Trigger.
+var (
+	Trigger_name = map[int32]string{
+		0: "TRIGGER_UNSPECIFIED",
+		1: "TRIGGER_SCHEDULED",
+		2: "TRIGGER_SEND_NOW",
+		3: "TRIGGER_RETRY",
+	}
+	Trigger_value = map[string]int32{
+		"TRIGGER_UNSPECIFIED": 0,
+		"TRIGGER_SCHEDULED":   1,
+		"TRIGGER_SEND_NOW":    2,
+		"TRIGGER_RETRY":       3,
+	}
+)
+
+func (x Trigger) Enum() *Trigger {
+	p := new(Trigger)
+	*p = x
+	return p
+}
+
+func (x Trigger) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Trigger) Descriptor() protoreflect.EnumDescriptor {
+	return file_auditexport_v1_resources_proto_enumTypes[11].Descriptor()
+}
+
+func (Trigger) Type() protoreflect.EnumType {
+	return &file_auditexport_v1_resources_proto_enumTypes[11]
+}
+
+func (x Trigger) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Trigger.Descriptor instead.
+func (Trigger) EnumDescriptor() ([]byte, []int) {
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{11}
+}
+
+// ExportPhase is the phase reported by ExportProgress.
+type ExportPhase int32
+
+const (
+	ExportPhase_EXPORT_PHASE_UNSPECIFIED ExportPhase = 0
+	ExportPhase_EXPORT_PHASE_QUEUED      ExportPhase = 1
+	ExportPhase_EXPORT_PHASE_QUERYING    ExportPhase = 2
+	ExportPhase_EXPORT_PHASE_UPLOADING   ExportPhase = 3
+	ExportPhase_EXPORT_PHASE_FINALIZING  ExportPhase = 4
+	ExportPhase_EXPORT_PHASE_SUCCEEDED   ExportPhase = 5
+	ExportPhase_EXPORT_PHASE_FAILED      ExportPhase = 6
+	ExportPhase_EXPORT_PHASE_CANCELED    ExportPhase = 7
+	ExportPhase_EXPORT_PHASE_SKIPPED     ExportPhase = 8
+)
+
+// Enum value maps for ExportPhase.
+var (
+	ExportPhase_name = map[int32]string{
+		0: "EXPORT_PHASE_UNSPECIFIED",
+		1: "EXPORT_PHASE_QUEUED",
+		2: "EXPORT_PHASE_QUERYING",
+		3: "EXPORT_PHASE_UPLOADING",
+		4: "EXPORT_PHASE_FINALIZING",
+		5: "EXPORT_PHASE_SUCCEEDED",
+		6: "EXPORT_PHASE_FAILED",
+		7: "EXPORT_PHASE_CANCELED",
+		8: "EXPORT_PHASE_SKIPPED",
+	}
+	ExportPhase_value = map[string]int32{
+		"EXPORT_PHASE_UNSPECIFIED": 0,
+		"EXPORT_PHASE_QUEUED":      1,
+		"EXPORT_PHASE_QUERYING":    2,
+		"EXPORT_PHASE_UPLOADING":   3,
+		"EXPORT_PHASE_FINALIZING":  4,
+		"EXPORT_PHASE_SUCCEEDED":   5,
+		"EXPORT_PHASE_FAILED":      6,
+		"EXPORT_PHASE_CANCELED":    7,
+		"EXPORT_PHASE_SKIPPED":     8,
+	}
+)
+
+func (x ExportPhase) Enum() *ExportPhase {
+	p := new(ExportPhase)
+	*p = x
+	return p
+}
+
+func (x ExportPhase) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ExportPhase) Descriptor() protoreflect.EnumDescriptor {
+	return file_auditexport_v1_resources_proto_enumTypes[12].Descriptor()
+}
+
+func (ExportPhase) Type() protoreflect.EnumType {
+	return &file_auditexport_v1_resources_proto_enumTypes[12]
+}
+
+func (x ExportPhase) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ExportPhase.Descriptor instead.
+func (ExportPhase) EnumDescriptor() ([]byte, []int) {
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{12}
+}
+
 // StorageIntegration is a named, admin-managed credential plus a base location
 // in cloud storage. Every schedule destination lies under `destination`.
 type StorageIntegration struct {
@@ -2452,6 +2573,345 @@ func (x *ApiKey) GetLastUsedTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// ExportError describes why a run failed.
+type ExportError struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Stable code, e.g. PROVIDER_ACCESS_DENIED, PROVIDER_UNAVAILABLE, QUERY_FAILED, CANCELED.
+	Code string `protobuf:"bytes,1,opt,name=code" json:"code,omitempty"`
+	// Our explanation.
+	Message string `protobuf:"bytes,2,opt,name=message" json:"message,omitempty"`
+	// The cloud provider's own error code and message, verbatim (e.g. S3
+	// "AccessDenied: Access Denied."), when the provider answered.
+	ProviderMessage string `protobuf:"bytes,3,opt,name=provider_message,json=providerMessage" json:"provider_message,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ExportError) Reset() {
+	*x = ExportError{}
+	mi := &file_auditexport_v1_resources_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportError) ProtoMessage() {}
+
+func (x *ExportError) ProtoReflect() protoreflect.Message {
+	mi := &file_auditexport_v1_resources_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportError.ProtoReflect.Descriptor instead.
+func (*ExportError) Descriptor() ([]byte, []int) {
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ExportError) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *ExportError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *ExportError) GetProviderMessage() string {
+	if x != nil {
+		return x.ProviderMessage
+	}
+	return ""
+}
+
+// ExportRun is one execution of a schedule.
+type ExportRun struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
+	ScheduleId  string                 `protobuf:"bytes,2,opt,name=schedule_id,json=scheduleId" json:"schedule_id,omitempty"`
+	Trigger     Trigger                `protobuf:"varint,3,opt,name=trigger,enum=auditexport.v1.Trigger" json:"trigger,omitempty"`
+	State       RunState               `protobuf:"varint,4,opt,name=state,enum=auditexport.v1.RunState" json:"state,omitempty"`
+	PeriodStart *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=period_start,json=periodStart" json:"period_start,omitempty"`
+	PeriodEnd   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=period_end,json=periodEnd" json:"period_end,omitempty"`
+	// Rendered object URI (set once known).
+	ObjectUri string `protobuf:"bytes,7,opt,name=object_uri,json=objectUri" json:"object_uri,omitempty"`
+	Rows      int64  `protobuf:"varint,8,opt,name=rows" json:"rows,omitempty"`
+	// Bytes uploaded (after compression).
+	Bytes int64 `protobuf:"varint,9,opt,name=bytes" json:"bytes,omitempty"`
+	// "sha256:<hex>" of the uploaded object.
+	Checksum string `protobuf:"bytes,10,opt,name=checksum" json:"checksum,omitempty"`
+	// 1 for the first attempt; retries of transient failures increase it.
+	Attempt    int32                  `protobuf:"varint,11,opt,name=attempt" json:"attempt,omitempty"`
+	Error      *ExportError           `protobuf:"bytes,12,opt,name=error" json:"error,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=create_time,json=createTime" json:"create_time,omitempty"`
+	StartTime  *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=start_time,json=startTime" json:"start_time,omitempty"`
+	FinishTime *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=finish_time,json=finishTime" json:"finish_time,omitempty"`
+	// User who started a SEND_NOW run.
+	RequestedBy   string `protobuf:"bytes,16,opt,name=requested_by,json=requestedBy" json:"requested_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportRun) Reset() {
+	*x = ExportRun{}
+	mi := &file_auditexport_v1_resources_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportRun) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportRun) ProtoMessage() {}
+
+func (x *ExportRun) ProtoReflect() protoreflect.Message {
+	mi := &file_auditexport_v1_resources_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportRun.ProtoReflect.Descriptor instead.
+func (*ExportRun) Descriptor() ([]byte, []int) {
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ExportRun) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ExportRun) GetScheduleId() string {
+	if x != nil {
+		return x.ScheduleId
+	}
+	return ""
+}
+
+func (x *ExportRun) GetTrigger() Trigger {
+	if x != nil {
+		return x.Trigger
+	}
+	return Trigger_TRIGGER_UNSPECIFIED
+}
+
+func (x *ExportRun) GetState() RunState {
+	if x != nil {
+		return x.State
+	}
+	return RunState_RUN_STATE_UNSPECIFIED
+}
+
+func (x *ExportRun) GetPeriodStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PeriodStart
+	}
+	return nil
+}
+
+func (x *ExportRun) GetPeriodEnd() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PeriodEnd
+	}
+	return nil
+}
+
+func (x *ExportRun) GetObjectUri() string {
+	if x != nil {
+		return x.ObjectUri
+	}
+	return ""
+}
+
+func (x *ExportRun) GetRows() int64 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *ExportRun) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *ExportRun) GetChecksum() string {
+	if x != nil {
+		return x.Checksum
+	}
+	return ""
+}
+
+func (x *ExportRun) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *ExportRun) GetError() *ExportError {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *ExportRun) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *ExportRun) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *ExportRun) GetFinishTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FinishTime
+	}
+	return nil
+}
+
+func (x *ExportRun) GetRequestedBy() string {
+	if x != nil {
+		return x.RequestedBy
+	}
+	return ""
+}
+
+// ExportProgress is streamed by SendNow and WatchExportRun. The first
+// message comes within 200 ms; then at least every second or 8 MiB; exactly
+// one message has a terminal phase, and it is the last.
+type ExportProgress struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RunId         string                 `protobuf:"bytes,1,opt,name=run_id,json=runId" json:"run_id,omitempty"`
+	Phase         ExportPhase            `protobuf:"varint,2,opt,name=phase,enum=auditexport.v1.ExportPhase" json:"phase,omitempty"`
+	RowsExported  int64                  `protobuf:"varint,3,opt,name=rows_exported,json=rowsExported" json:"rows_exported,omitempty"`
+	BytesUploaded int64                  `protobuf:"varint,4,opt,name=bytes_uploaded,json=bytesUploaded" json:"bytes_uploaded,omitempty"`
+	// Estimate; 0 if unknown.
+	TotalRows     int64                  `protobuf:"varint,5,opt,name=total_rows,json=totalRows" json:"total_rows,omitempty"`
+	ObjectUri     string                 `protobuf:"bytes,6,opt,name=object_uri,json=objectUri" json:"object_uri,omitempty"`
+	Error         *ExportError           `protobuf:"bytes,7,opt,name=error" json:"error,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=time" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportProgress) Reset() {
+	*x = ExportProgress{}
+	mi := &file_auditexport_v1_resources_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportProgress) ProtoMessage() {}
+
+func (x *ExportProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_auditexport_v1_resources_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportProgress.ProtoReflect.Descriptor instead.
+func (*ExportProgress) Descriptor() ([]byte, []int) {
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ExportProgress) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *ExportProgress) GetPhase() ExportPhase {
+	if x != nil {
+		return x.Phase
+	}
+	return ExportPhase_EXPORT_PHASE_UNSPECIFIED
+}
+
+func (x *ExportProgress) GetRowsExported() int64 {
+	if x != nil {
+		return x.RowsExported
+	}
+	return 0
+}
+
+func (x *ExportProgress) GetBytesUploaded() int64 {
+	if x != nil {
+		return x.BytesUploaded
+	}
+	return 0
+}
+
+func (x *ExportProgress) GetTotalRows() int64 {
+	if x != nil {
+		return x.TotalRows
+	}
+	return 0
+}
+
+func (x *ExportProgress) GetObjectUri() string {
+	if x != nil {
+		return x.ObjectUri
+	}
+	return ""
+}
+
+func (x *ExportProgress) GetError() *ExportError {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *ExportProgress) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
 var File_auditexport_v1_resources_proto protoreflect.FileDescriptor
 
 const file_auditexport_v1_resources_proto_rawDesc = "" +
@@ -2611,7 +3071,46 @@ const file_auditexport_v1_resources_proto_rawDesc = "" +
 	"createTime\x12;\n" +
 	"\vrevoke_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"revokeTime\x12@\n" +
-	"\x0elast_used_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\flastUsedTime*t\n" +
+	"\x0elast_used_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\flastUsedTime\"f\n" +
+	"\vExportError\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12)\n" +
+	"\x10provider_message\x18\x03 \x01(\tR\x0fproviderMessage\"\xa3\x05\n" +
+	"\tExportRun\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
+	"\vschedule_id\x18\x02 \x01(\tR\n" +
+	"scheduleId\x121\n" +
+	"\atrigger\x18\x03 \x01(\x0e2\x17.auditexport.v1.TriggerR\atrigger\x12.\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x18.auditexport.v1.RunStateR\x05state\x12=\n" +
+	"\fperiod_start\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vperiodStart\x129\n" +
+	"\n" +
+	"period_end\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tperiodEnd\x12\x1d\n" +
+	"\n" +
+	"object_uri\x18\a \x01(\tR\tobjectUri\x12\x12\n" +
+	"\x04rows\x18\b \x01(\x03R\x04rows\x12\x14\n" +
+	"\x05bytes\x18\t \x01(\x03R\x05bytes\x12\x1a\n" +
+	"\bchecksum\x18\n" +
+	" \x01(\tR\bchecksum\x12\x18\n" +
+	"\aattempt\x18\v \x01(\x05R\aattempt\x121\n" +
+	"\x05error\x18\f \x01(\v2\x1b.auditexport.v1.ExportErrorR\x05error\x12;\n" +
+	"\vcreate_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x129\n" +
+	"\n" +
+	"start_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12;\n" +
+	"\vfinish_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"finishTime\x12!\n" +
+	"\frequested_by\x18\x10 \x01(\tR\vrequestedBy\"\xc7\x02\n" +
+	"\x0eExportProgress\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x121\n" +
+	"\x05phase\x18\x02 \x01(\x0e2\x1b.auditexport.v1.ExportPhaseR\x05phase\x12#\n" +
+	"\rrows_exported\x18\x03 \x01(\x03R\frowsExported\x12%\n" +
+	"\x0ebytes_uploaded\x18\x04 \x01(\x03R\rbytesUploaded\x12\x1d\n" +
+	"\n" +
+	"total_rows\x18\x05 \x01(\x03R\ttotalRows\x12\x1d\n" +
+	"\n" +
+	"object_uri\x18\x06 \x01(\tR\tobjectUri\x121\n" +
+	"\x05error\x18\a \x01(\v2\x1b.auditexport.v1.ExportErrorR\x05error\x12.\n" +
+	"\x04time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x04time*t\n" +
 	"\bProvider\x12\x18\n" +
 	"\x14PROVIDER_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vPROVIDER_S3\x10\x01\x12\x10\n" +
@@ -2675,7 +3174,22 @@ const file_auditexport_v1_resources_proto_rawDesc = "" +
 	"\x18FILTER_OPERATOR_CONTAINS\x10\x05\x12 \n" +
 	"\x1cFILTER_OPERATOR_GREATER_THAN\x10\x06\x12\x1d\n" +
 	"\x19FILTER_OPERATOR_LESS_THAN\x10\a\x12\x1b\n" +
-	"\x17FILTER_OPERATOR_BETWEEN\x10\bB\xcc\x01\n" +
+	"\x17FILTER_OPERATOR_BETWEEN\x10\b*b\n" +
+	"\aTrigger\x12\x17\n" +
+	"\x13TRIGGER_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11TRIGGER_SCHEDULED\x10\x01\x12\x14\n" +
+	"\x10TRIGGER_SEND_NOW\x10\x02\x12\x11\n" +
+	"\rTRIGGER_RETRY\x10\x03*\x82\x02\n" +
+	"\vExportPhase\x12\x1c\n" +
+	"\x18EXPORT_PHASE_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13EXPORT_PHASE_QUEUED\x10\x01\x12\x19\n" +
+	"\x15EXPORT_PHASE_QUERYING\x10\x02\x12\x1a\n" +
+	"\x16EXPORT_PHASE_UPLOADING\x10\x03\x12\x1b\n" +
+	"\x17EXPORT_PHASE_FINALIZING\x10\x04\x12\x1a\n" +
+	"\x16EXPORT_PHASE_SUCCEEDED\x10\x05\x12\x17\n" +
+	"\x13EXPORT_PHASE_FAILED\x10\x06\x12\x19\n" +
+	"\x15EXPORT_PHASE_CANCELED\x10\a\x12\x18\n" +
+	"\x14EXPORT_PHASE_SKIPPED\x10\bB\xcc\x01\n" +
 	"\x12com.auditexport.v1B\x0eResourcesProtoP\x01ZFgithub.com/auditexport/auditexport/gen/go/auditexport/v1;auditexportv1\xa2\x02\x03AXX\xaa\x02\x0eAuditexport.V1\xca\x02\x0eAuditexport\\V1\xe2\x02\x1aAuditexport\\V1\\GPBMetadata\xea\x02\x0fAuditexport::V1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
 var (
@@ -2690,8 +3204,8 @@ func file_auditexport_v1_resources_proto_rawDescGZIP() []byte {
 	return file_auditexport_v1_resources_proto_rawDescData
 }
 
-var file_auditexport_v1_resources_proto_enumTypes = make([]protoimpl.EnumInfo, 11)
-var file_auditexport_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_auditexport_v1_resources_proto_enumTypes = make([]protoimpl.EnumInfo, 13)
+var file_auditexport_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_auditexport_v1_resources_proto_goTypes = []any{
 	(Provider)(0),                         // 0: auditexport.v1.Provider
 	(Format)(0),                           // 1: auditexport.v1.Format
@@ -2704,55 +3218,60 @@ var file_auditexport_v1_resources_proto_goTypes = []any{
 	(RunState)(0),                         // 8: auditexport.v1.RunState
 	(AccountType)(0),                      // 9: auditexport.v1.AccountType
 	(FilterOperator)(0),                   // 10: auditexport.v1.FilterOperator
-	(*StorageIntegration)(nil),            // 11: auditexport.v1.StorageIntegration
-	(*StorageCredentials)(nil),            // 12: auditexport.v1.StorageCredentials
-	(*AwsAccessKey)(nil),                  // 13: auditexport.v1.AwsAccessKey
-	(*AwsRole)(nil),                       // 14: auditexport.v1.AwsRole
-	(*GcsServiceAccount)(nil),             // 15: auditexport.v1.GcsServiceAccount
-	(*AzureSharedKey)(nil),                // 16: auditexport.v1.AzureSharedKey
-	(*AzureSas)(nil),                      // 17: auditexport.v1.AzureSas
-	(*StorageIntegrationCredentials)(nil), // 18: auditexport.v1.StorageIntegrationCredentials
-	(*Connection)(nil),                    // 19: auditexport.v1.Connection
-	(*Table)(nil),                         // 20: auditexport.v1.Table
-	(*Column)(nil),                        // 21: auditexport.v1.Column
-	(*Workbook)(nil),                      // 22: auditexport.v1.Workbook
-	(*Element)(nil),                       // 23: auditexport.v1.Element
-	(*TableSource)(nil),                   // 24: auditexport.v1.TableSource
-	(*Filter)(nil),                        // 25: auditexport.v1.Filter
-	(*RelativeTimeRange)(nil),             // 26: auditexport.v1.RelativeTimeRange
-	(*SortKey)(nil),                       // 27: auditexport.v1.SortKey
-	(*Schedule)(nil),                      // 28: auditexport.v1.Schedule
-	(*ScheduleDestination)(nil),           // 29: auditexport.v1.ScheduleDestination
-	(*CloudStorageDestination)(nil),       // 30: auditexport.v1.CloudStorageDestination
-	(*RunSummary)(nil),                    // 31: auditexport.v1.RunSummary
-	(*User)(nil),                          // 32: auditexport.v1.User
-	(*ApiKey)(nil),                        // 33: auditexport.v1.ApiKey
-	(*timestamppb.Timestamp)(nil),         // 34: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),           // 35: google.protobuf.Duration
+	(Trigger)(0),                          // 11: auditexport.v1.Trigger
+	(ExportPhase)(0),                      // 12: auditexport.v1.ExportPhase
+	(*StorageIntegration)(nil),            // 13: auditexport.v1.StorageIntegration
+	(*StorageCredentials)(nil),            // 14: auditexport.v1.StorageCredentials
+	(*AwsAccessKey)(nil),                  // 15: auditexport.v1.AwsAccessKey
+	(*AwsRole)(nil),                       // 16: auditexport.v1.AwsRole
+	(*GcsServiceAccount)(nil),             // 17: auditexport.v1.GcsServiceAccount
+	(*AzureSharedKey)(nil),                // 18: auditexport.v1.AzureSharedKey
+	(*AzureSas)(nil),                      // 19: auditexport.v1.AzureSas
+	(*StorageIntegrationCredentials)(nil), // 20: auditexport.v1.StorageIntegrationCredentials
+	(*Connection)(nil),                    // 21: auditexport.v1.Connection
+	(*Table)(nil),                         // 22: auditexport.v1.Table
+	(*Column)(nil),                        // 23: auditexport.v1.Column
+	(*Workbook)(nil),                      // 24: auditexport.v1.Workbook
+	(*Element)(nil),                       // 25: auditexport.v1.Element
+	(*TableSource)(nil),                   // 26: auditexport.v1.TableSource
+	(*Filter)(nil),                        // 27: auditexport.v1.Filter
+	(*RelativeTimeRange)(nil),             // 28: auditexport.v1.RelativeTimeRange
+	(*SortKey)(nil),                       // 29: auditexport.v1.SortKey
+	(*Schedule)(nil),                      // 30: auditexport.v1.Schedule
+	(*ScheduleDestination)(nil),           // 31: auditexport.v1.ScheduleDestination
+	(*CloudStorageDestination)(nil),       // 32: auditexport.v1.CloudStorageDestination
+	(*RunSummary)(nil),                    // 33: auditexport.v1.RunSummary
+	(*User)(nil),                          // 34: auditexport.v1.User
+	(*ApiKey)(nil),                        // 35: auditexport.v1.ApiKey
+	(*ExportError)(nil),                   // 36: auditexport.v1.ExportError
+	(*ExportRun)(nil),                     // 37: auditexport.v1.ExportRun
+	(*ExportProgress)(nil),                // 38: auditexport.v1.ExportProgress
+	(*timestamppb.Timestamp)(nil),         // 39: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),           // 40: google.protobuf.Duration
 }
 var file_auditexport_v1_resources_proto_depIdxs = []int32{
 	0,  // 0: auditexport.v1.StorageIntegration.provider:type_name -> auditexport.v1.Provider
-	12, // 1: auditexport.v1.StorageIntegration.credentials:type_name -> auditexport.v1.StorageCredentials
-	34, // 2: auditexport.v1.StorageIntegration.create_time:type_name -> google.protobuf.Timestamp
-	34, // 3: auditexport.v1.StorageIntegration.update_time:type_name -> google.protobuf.Timestamp
-	13, // 4: auditexport.v1.StorageCredentials.aws_access_key:type_name -> auditexport.v1.AwsAccessKey
-	14, // 5: auditexport.v1.StorageCredentials.aws_role:type_name -> auditexport.v1.AwsRole
-	15, // 6: auditexport.v1.StorageCredentials.gcs_service_account:type_name -> auditexport.v1.GcsServiceAccount
-	16, // 7: auditexport.v1.StorageCredentials.azure_shared_key:type_name -> auditexport.v1.AzureSharedKey
-	17, // 8: auditexport.v1.StorageCredentials.azure_sas:type_name -> auditexport.v1.AzureSas
+	14, // 1: auditexport.v1.StorageIntegration.credentials:type_name -> auditexport.v1.StorageCredentials
+	39, // 2: auditexport.v1.StorageIntegration.create_time:type_name -> google.protobuf.Timestamp
+	39, // 3: auditexport.v1.StorageIntegration.update_time:type_name -> google.protobuf.Timestamp
+	15, // 4: auditexport.v1.StorageCredentials.aws_access_key:type_name -> auditexport.v1.AwsAccessKey
+	16, // 5: auditexport.v1.StorageCredentials.aws_role:type_name -> auditexport.v1.AwsRole
+	17, // 6: auditexport.v1.StorageCredentials.gcs_service_account:type_name -> auditexport.v1.GcsServiceAccount
+	18, // 7: auditexport.v1.StorageCredentials.azure_shared_key:type_name -> auditexport.v1.AzureSharedKey
+	19, // 8: auditexport.v1.StorageCredentials.azure_sas:type_name -> auditexport.v1.AzureSas
 	0,  // 9: auditexport.v1.StorageIntegrationCredentials.provider:type_name -> auditexport.v1.Provider
-	20, // 10: auditexport.v1.Connection.tables:type_name -> auditexport.v1.Table
-	21, // 11: auditexport.v1.Table.columns:type_name -> auditexport.v1.Column
-	23, // 12: auditexport.v1.Workbook.elements:type_name -> auditexport.v1.Element
-	34, // 13: auditexport.v1.Workbook.create_time:type_name -> google.protobuf.Timestamp
-	34, // 14: auditexport.v1.Workbook.update_time:type_name -> google.protobuf.Timestamp
-	24, // 15: auditexport.v1.Element.source:type_name -> auditexport.v1.TableSource
-	25, // 16: auditexport.v1.Element.filters:type_name -> auditexport.v1.Filter
-	26, // 17: auditexport.v1.Element.relative_time_range:type_name -> auditexport.v1.RelativeTimeRange
-	27, // 18: auditexport.v1.Element.sort:type_name -> auditexport.v1.SortKey
+	22, // 10: auditexport.v1.Connection.tables:type_name -> auditexport.v1.Table
+	23, // 11: auditexport.v1.Table.columns:type_name -> auditexport.v1.Column
+	25, // 12: auditexport.v1.Workbook.elements:type_name -> auditexport.v1.Element
+	39, // 13: auditexport.v1.Workbook.create_time:type_name -> google.protobuf.Timestamp
+	39, // 14: auditexport.v1.Workbook.update_time:type_name -> google.protobuf.Timestamp
+	26, // 15: auditexport.v1.Element.source:type_name -> auditexport.v1.TableSource
+	27, // 16: auditexport.v1.Element.filters:type_name -> auditexport.v1.Filter
+	28, // 17: auditexport.v1.Element.relative_time_range:type_name -> auditexport.v1.RelativeTimeRange
+	29, // 18: auditexport.v1.Element.sort:type_name -> auditexport.v1.SortKey
 	10, // 19: auditexport.v1.Filter.operator:type_name -> auditexport.v1.FilterOperator
-	35, // 20: auditexport.v1.RelativeTimeRange.last:type_name -> google.protobuf.Duration
-	29, // 21: auditexport.v1.Schedule.destination:type_name -> auditexport.v1.ScheduleDestination
+	40, // 20: auditexport.v1.RelativeTimeRange.last:type_name -> google.protobuf.Duration
+	31, // 21: auditexport.v1.Schedule.destination:type_name -> auditexport.v1.ScheduleDestination
 	1,  // 22: auditexport.v1.Schedule.format:type_name -> auditexport.v1.Format
 	2,  // 23: auditexport.v1.Schedule.compression:type_name -> auditexport.v1.Compression
 	3,  // 24: auditexport.v1.Schedule.send_condition:type_name -> auditexport.v1.SendCondition
@@ -2760,24 +3279,35 @@ var file_auditexport_v1_resources_proto_depIdxs = []int32{
 	5,  // 26: auditexport.v1.Schedule.state:type_name -> auditexport.v1.ScheduleState
 	6,  // 27: auditexport.v1.Schedule.pause_reason:type_name -> auditexport.v1.PauseReason
 	7,  // 28: auditexport.v1.Schedule.catch_up:type_name -> auditexport.v1.CatchUp
-	34, // 29: auditexport.v1.Schedule.next_run_time:type_name -> google.protobuf.Timestamp
-	31, // 30: auditexport.v1.Schedule.last_run:type_name -> auditexport.v1.RunSummary
-	34, // 31: auditexport.v1.Schedule.create_time:type_name -> google.protobuf.Timestamp
-	34, // 32: auditexport.v1.Schedule.update_time:type_name -> google.protobuf.Timestamp
-	30, // 33: auditexport.v1.ScheduleDestination.cloud_storage:type_name -> auditexport.v1.CloudStorageDestination
+	39, // 29: auditexport.v1.Schedule.next_run_time:type_name -> google.protobuf.Timestamp
+	33, // 30: auditexport.v1.Schedule.last_run:type_name -> auditexport.v1.RunSummary
+	39, // 31: auditexport.v1.Schedule.create_time:type_name -> google.protobuf.Timestamp
+	39, // 32: auditexport.v1.Schedule.update_time:type_name -> google.protobuf.Timestamp
+	32, // 33: auditexport.v1.ScheduleDestination.cloud_storage:type_name -> auditexport.v1.CloudStorageDestination
 	8,  // 34: auditexport.v1.RunSummary.state:type_name -> auditexport.v1.RunState
-	34, // 35: auditexport.v1.RunSummary.finish_time:type_name -> google.protobuf.Timestamp
+	39, // 35: auditexport.v1.RunSummary.finish_time:type_name -> google.protobuf.Timestamp
 	9,  // 36: auditexport.v1.User.account_type:type_name -> auditexport.v1.AccountType
-	34, // 37: auditexport.v1.User.create_time:type_name -> google.protobuf.Timestamp
-	34, // 38: auditexport.v1.User.update_time:type_name -> google.protobuf.Timestamp
-	34, // 39: auditexport.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
-	34, // 40: auditexport.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
-	34, // 41: auditexport.v1.ApiKey.last_used_time:type_name -> google.protobuf.Timestamp
-	42, // [42:42] is the sub-list for method output_type
-	42, // [42:42] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	39, // 37: auditexport.v1.User.create_time:type_name -> google.protobuf.Timestamp
+	39, // 38: auditexport.v1.User.update_time:type_name -> google.protobuf.Timestamp
+	39, // 39: auditexport.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
+	39, // 40: auditexport.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
+	39, // 41: auditexport.v1.ApiKey.last_used_time:type_name -> google.protobuf.Timestamp
+	11, // 42: auditexport.v1.ExportRun.trigger:type_name -> auditexport.v1.Trigger
+	8,  // 43: auditexport.v1.ExportRun.state:type_name -> auditexport.v1.RunState
+	39, // 44: auditexport.v1.ExportRun.period_start:type_name -> google.protobuf.Timestamp
+	39, // 45: auditexport.v1.ExportRun.period_end:type_name -> google.protobuf.Timestamp
+	36, // 46: auditexport.v1.ExportRun.error:type_name -> auditexport.v1.ExportError
+	39, // 47: auditexport.v1.ExportRun.create_time:type_name -> google.protobuf.Timestamp
+	39, // 48: auditexport.v1.ExportRun.start_time:type_name -> google.protobuf.Timestamp
+	39, // 49: auditexport.v1.ExportRun.finish_time:type_name -> google.protobuf.Timestamp
+	12, // 50: auditexport.v1.ExportProgress.phase:type_name -> auditexport.v1.ExportPhase
+	36, // 51: auditexport.v1.ExportProgress.error:type_name -> auditexport.v1.ExportError
+	39, // 52: auditexport.v1.ExportProgress.time:type_name -> google.protobuf.Timestamp
+	53, // [53:53] is the sub-list for method output_type
+	53, // [53:53] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_auditexport_v1_resources_proto_init() }
@@ -2797,8 +3327,8 @@ func file_auditexport_v1_resources_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_auditexport_v1_resources_proto_rawDesc), len(file_auditexport_v1_resources_proto_rawDesc)),
-			NumEnums:      11,
-			NumMessages:   23,
+			NumEnums:      13,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

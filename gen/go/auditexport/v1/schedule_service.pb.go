@@ -704,6 +704,480 @@ func (x *ResumeScheduleResponse) GetSchedule() *Schedule {
 	return nil
 }
 
+// SendNowRequest runs a schedule now.
+type SendNowRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendNowRequest) Reset() {
+	*x = SendNowRequest{}
+	mi := &file_auditexport_v1_schedule_service_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendNowRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendNowRequest) ProtoMessage() {}
+
+func (x *SendNowRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auditexport_v1_schedule_service_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendNowRequest.ProtoReflect.Descriptor instead.
+func (*SendNowRequest) Descriptor() ([]byte, []int) {
+	return file_auditexport_v1_schedule_service_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SendNowRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// SendNowResponse is one progress message.
+type SendNowResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Progress      *ExportProgress        `protobuf:"bytes,1,opt,name=progress" json:"progress,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendNowResponse) Reset() {
+	*x = SendNowResponse{}
+	mi := &file_auditexport_v1_schedule_service_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendNowResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendNowResponse) ProtoMessage() {}
+
+func (x *SendNowResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_auditexport_v1_schedule_service_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendNowResponse.ProtoReflect.Descriptor instead.
+func (*SendNowResponse) Descriptor() ([]byte, []int) {
+	return file_auditexport_v1_schedule_service_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SendNowResponse) GetProgress() *ExportProgress {
+	if x != nil {
+		return x.Progress
+	}
+	return nil
+}
+
+// WatchExportRunRequest names a run.
+type WatchExportRunRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchExportRunRequest) Reset() {
+	*x = WatchExportRunRequest{}
+	mi := &file_auditexport_v1_schedule_service_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchExportRunRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchExportRunRequest) ProtoMessage() {}
+
+func (x *WatchExportRunRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auditexport_v1_schedule_service_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchExportRunRequest.ProtoReflect.Descriptor instead.
+func (*WatchExportRunRequest) Descriptor() ([]byte, []int) {
+	return file_auditexport_v1_schedule_service_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *WatchExportRunRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// WatchExportRunResponse is one progress message.
+type WatchExportRunResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Progress      *ExportProgress        `protobuf:"bytes,1,opt,name=progress" json:"progress,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchExportRunResponse) Reset() {
+	*x = WatchExportRunResponse{}
+	mi := &file_auditexport_v1_schedule_service_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchExportRunResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchExportRunResponse) ProtoMessage() {}
+
+func (x *WatchExportRunResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_auditexport_v1_schedule_service_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchExportRunResponse.ProtoReflect.Descriptor instead.
+func (*WatchExportRunResponse) Descriptor() ([]byte, []int) {
+	return file_auditexport_v1_schedule_service_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *WatchExportRunResponse) GetProgress() *ExportProgress {
+	if x != nil {
+		return x.Progress
+	}
+	return nil
+}
+
+// GetExportRunRequest names a run.
+type GetExportRunRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetExportRunRequest) Reset() {
+	*x = GetExportRunRequest{}
+	mi := &file_auditexport_v1_schedule_service_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetExportRunRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetExportRunRequest) ProtoMessage() {}
+
+func (x *GetExportRunRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auditexport_v1_schedule_service_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetExportRunRequest.ProtoReflect.Descriptor instead.
+func (*GetExportRunRequest) Descriptor() ([]byte, []int) {
+	return file_auditexport_v1_schedule_service_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *GetExportRunRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// GetExportRunResponse wraps the run.
+type GetExportRunResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Run           *ExportRun             `protobuf:"bytes,1,opt,name=run" json:"run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetExportRunResponse) Reset() {
+	*x = GetExportRunResponse{}
+	mi := &file_auditexport_v1_schedule_service_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetExportRunResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetExportRunResponse) ProtoMessage() {}
+
+func (x *GetExportRunResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_auditexport_v1_schedule_service_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetExportRunResponse.ProtoReflect.Descriptor instead.
+func (*GetExportRunResponse) Descriptor() ([]byte, []int) {
+	return file_auditexport_v1_schedule_service_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *GetExportRunResponse) GetRun() *ExportRun {
+	if x != nil {
+		return x.Run
+	}
+	return nil
+}
+
+// ListExportRunsRequest pages through a schedule's runs.
+type ListExportRunsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ScheduleId    string                 `protobuf:"bytes,1,opt,name=schedule_id,json=scheduleId" json:"schedule_id,omitempty"`
+	PageSize      int32                  `protobuf:"varint,2,opt,name=page_size,json=pageSize" json:"page_size,omitempty"`
+	PageToken     string                 `protobuf:"bytes,3,opt,name=page_token,json=pageToken" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListExportRunsRequest) Reset() {
+	*x = ListExportRunsRequest{}
+	mi := &file_auditexport_v1_schedule_service_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListExportRunsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListExportRunsRequest) ProtoMessage() {}
+
+func (x *ListExportRunsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auditexport_v1_schedule_service_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListExportRunsRequest.ProtoReflect.Descriptor instead.
+func (*ListExportRunsRequest) Descriptor() ([]byte, []int) {
+	return file_auditexport_v1_schedule_service_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListExportRunsRequest) GetScheduleId() string {
+	if x != nil {
+		return x.ScheduleId
+	}
+	return ""
+}
+
+func (x *ListExportRunsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListExportRunsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListExportRunsResponse is a page of runs.
+type ListExportRunsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Runs          []*ExportRun           `protobuf:"bytes,1,rep,name=runs" json:"runs,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListExportRunsResponse) Reset() {
+	*x = ListExportRunsResponse{}
+	mi := &file_auditexport_v1_schedule_service_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListExportRunsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListExportRunsResponse) ProtoMessage() {}
+
+func (x *ListExportRunsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_auditexport_v1_schedule_service_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListExportRunsResponse.ProtoReflect.Descriptor instead.
+func (*ListExportRunsResponse) Descriptor() ([]byte, []int) {
+	return file_auditexport_v1_schedule_service_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListExportRunsResponse) GetRuns() []*ExportRun {
+	if x != nil {
+		return x.Runs
+	}
+	return nil
+}
+
+func (x *ListExportRunsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// CancelExportRunRequest names a run.
+type CancelExportRunRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelExportRunRequest) Reset() {
+	*x = CancelExportRunRequest{}
+	mi := &file_auditexport_v1_schedule_service_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelExportRunRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelExportRunRequest) ProtoMessage() {}
+
+func (x *CancelExportRunRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auditexport_v1_schedule_service_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelExportRunRequest.ProtoReflect.Descriptor instead.
+func (*CancelExportRunRequest) Descriptor() ([]byte, []int) {
+	return file_auditexport_v1_schedule_service_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *CancelExportRunRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// CancelExportRunResponse returns the run after the cancel request.
+type CancelExportRunResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Run           *ExportRun             `protobuf:"bytes,1,opt,name=run" json:"run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelExportRunResponse) Reset() {
+	*x = CancelExportRunResponse{}
+	mi := &file_auditexport_v1_schedule_service_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelExportRunResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelExportRunResponse) ProtoMessage() {}
+
+func (x *CancelExportRunResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_auditexport_v1_schedule_service_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelExportRunResponse.ProtoReflect.Descriptor instead.
+func (*CancelExportRunResponse) Descriptor() ([]byte, []int) {
+	return file_auditexport_v1_schedule_service_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *CancelExportRunResponse) GetRun() *ExportRun {
+	if x != nil {
+		return x.Run
+	}
+	return nil
+}
+
 var File_auditexport_v1_schedule_service_proto protoreflect.FileDescriptor
 
 const file_auditexport_v1_schedule_service_proto_rawDesc = "" +
@@ -746,14 +1220,44 @@ const file_auditexport_v1_schedule_service_proto_rawDesc = "" +
 	"\x15PauseScheduleResponse\x124\n" +
 	"\bschedule\x18\x01 \x01(\v2\x18.auditexport.v1.ScheduleR\bschedule\"N\n" +
 	"\x16ResumeScheduleResponse\x124\n" +
-	"\bschedule\x18\x01 \x01(\v2\x18.auditexport.v1.ScheduleR\bschedule2\xd9\a\n" +
+	"\bschedule\x18\x01 \x01(\v2\x18.auditexport.v1.ScheduleR\bschedule\" \n" +
+	"\x0eSendNowRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"M\n" +
+	"\x0fSendNowResponse\x12:\n" +
+	"\bprogress\x18\x01 \x01(\v2\x1e.auditexport.v1.ExportProgressR\bprogress\"'\n" +
+	"\x15WatchExportRunRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"T\n" +
+	"\x16WatchExportRunResponse\x12:\n" +
+	"\bprogress\x18\x01 \x01(\v2\x1e.auditexport.v1.ExportProgressR\bprogress\"%\n" +
+	"\x13GetExportRunRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"C\n" +
+	"\x14GetExportRunResponse\x12+\n" +
+	"\x03run\x18\x01 \x01(\v2\x19.auditexport.v1.ExportRunR\x03run\"t\n" +
+	"\x15ListExportRunsRequest\x12\x1f\n" +
+	"\vschedule_id\x18\x01 \x01(\tR\n" +
+	"scheduleId\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"o\n" +
+	"\x16ListExportRunsResponse\x12-\n" +
+	"\x04runs\x18\x01 \x03(\v2\x19.auditexport.v1.ExportRunR\x04runs\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"(\n" +
+	"\x16CancelExportRunRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"F\n" +
+	"\x17CancelExportRunResponse\x12+\n" +
+	"\x03run\x18\x01 \x01(\v2\x19.auditexport.v1.ExportRunR\x03run2\xe5\f\n" +
 	"\x0fScheduleService\x12\x98\x01\n" +
 	"\x0eCreateSchedule\x12%.auditexport.v1.CreateScheduleRequest\x1a&.auditexport.v1.CreateScheduleResponse\"7\x82\xd3\xe4\x93\x021:\bschedule\"%/v1/workbooks/{workbook_id}/schedules\x12r\n" +
 	"\vGetSchedule\x12\".auditexport.v1.GetScheduleRequest\x1a#.auditexport.v1.GetScheduleResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/schedules/{id}\x12\x9c\x01\n" +
 	"\rListSchedules\x12$.auditexport.v1.ListSchedulesRequest\x1a%.auditexport.v1.ListSchedulesResponse\">\x82\xd3\xe4\x93\x028Z'\x12%/v1/workbooks/{workbook_id}/schedules\x12\r/v1/schedules\x12\x8e\x01\n" +
 	"\x0eUpdateSchedule\x12%.auditexport.v1.UpdateScheduleRequest\x1a&.auditexport.v1.UpdateScheduleResponse\"-\x82\xd3\xe4\x93\x02':\bschedule2\x1b/v1/schedules/{schedule.id}\x12{\n" +
 	"\x0eDeleteSchedule\x12%.auditexport.v1.DeleteScheduleRequest\x1a&.auditexport.v1.DeleteScheduleResponse\"\x1a\x82\xd3\xe4\x93\x02\x14*\x12/v1/schedules/{id}\x12\x81\x01\n" +
-	"\rPauseSchedule\x12$.auditexport.v1.PauseScheduleRequest\x1a%.auditexport.v1.PauseScheduleResponse\"#\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/v1/schedules/{id}:pause\x12\x85\x01\n" +
+	"\rPauseSchedule\x12$.auditexport.v1.PauseScheduleRequest\x1a%.auditexport.v1.PauseScheduleResponse\"#\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/v1/schedules/{id}:pause\x12s\n" +
+	"\aSendNow\x12\x1e.auditexport.v1.SendNowRequest\x1a\x1f.auditexport.v1.SendNowResponse\"%\x82\xd3\xe4\x93\x02\x1f:\x01*\"\x1a/v1/schedules/{id}:sendNow0\x01\x12\x84\x01\n" +
+	"\x0eWatchExportRun\x12%.auditexport.v1.WatchExportRunRequest\x1a&.auditexport.v1.WatchExportRunResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/exportRuns/{id}:watch0\x01\x12v\n" +
+	"\fGetExportRun\x12#.auditexport.v1.GetExportRunRequest\x1a$.auditexport.v1.GetExportRunResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/exportRuns/{id}\x12\x89\x01\n" +
+	"\x0eListExportRuns\x12%.auditexport.v1.ListExportRunsRequest\x1a&.auditexport.v1.ListExportRunsResponse\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/schedules/{schedule_id}/runs\x12\x89\x01\n" +
+	"\x0fCancelExportRun\x12&.auditexport.v1.CancelExportRunRequest\x1a'.auditexport.v1.CancelExportRunResponse\"%\x82\xd3\xe4\x93\x02\x1f:\x01*\"\x1a/v1/exportRuns/{id}:cancel\x12\x85\x01\n" +
 	"\x0eResumeSchedule\x12%.auditexport.v1.ResumeScheduleRequest\x1a&.auditexport.v1.ResumeScheduleResponse\"$\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/v1/schedules/{id}:resumeB\xd2\x01\n" +
 	"\x12com.auditexport.v1B\x14ScheduleServiceProtoP\x01ZFgithub.com/auditexport/auditexport/gen/go/auditexport/v1;auditexportv1\xa2\x02\x03AXX\xaa\x02\x0eAuditexport.V1\xca\x02\x0eAuditexport\\V1\xe2\x02\x1aAuditexport\\V1\\GPBMetadata\xea\x02\x0fAuditexport::V1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
@@ -769,56 +1273,83 @@ func file_auditexport_v1_schedule_service_proto_rawDescGZIP() []byte {
 	return file_auditexport_v1_schedule_service_proto_rawDescData
 }
 
-var file_auditexport_v1_schedule_service_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_auditexport_v1_schedule_service_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_auditexport_v1_schedule_service_proto_goTypes = []any{
-	(*CreateScheduleRequest)(nil),  // 0: auditexport.v1.CreateScheduleRequest
-	(*GetScheduleRequest)(nil),     // 1: auditexport.v1.GetScheduleRequest
-	(*ListSchedulesRequest)(nil),   // 2: auditexport.v1.ListSchedulesRequest
-	(*ListSchedulesResponse)(nil),  // 3: auditexport.v1.ListSchedulesResponse
-	(*UpdateScheduleRequest)(nil),  // 4: auditexport.v1.UpdateScheduleRequest
-	(*DeleteScheduleRequest)(nil),  // 5: auditexport.v1.DeleteScheduleRequest
-	(*DeleteScheduleResponse)(nil), // 6: auditexport.v1.DeleteScheduleResponse
-	(*PauseScheduleRequest)(nil),   // 7: auditexport.v1.PauseScheduleRequest
-	(*ResumeScheduleRequest)(nil),  // 8: auditexport.v1.ResumeScheduleRequest
-	(*CreateScheduleResponse)(nil), // 9: auditexport.v1.CreateScheduleResponse
-	(*GetScheduleResponse)(nil),    // 10: auditexport.v1.GetScheduleResponse
-	(*UpdateScheduleResponse)(nil), // 11: auditexport.v1.UpdateScheduleResponse
-	(*PauseScheduleResponse)(nil),  // 12: auditexport.v1.PauseScheduleResponse
-	(*ResumeScheduleResponse)(nil), // 13: auditexport.v1.ResumeScheduleResponse
-	(*Schedule)(nil),               // 14: auditexport.v1.Schedule
-	(ScheduleState)(0),             // 15: auditexport.v1.ScheduleState
-	(*fieldmaskpb.FieldMask)(nil),  // 16: google.protobuf.FieldMask
+	(*CreateScheduleRequest)(nil),   // 0: auditexport.v1.CreateScheduleRequest
+	(*GetScheduleRequest)(nil),      // 1: auditexport.v1.GetScheduleRequest
+	(*ListSchedulesRequest)(nil),    // 2: auditexport.v1.ListSchedulesRequest
+	(*ListSchedulesResponse)(nil),   // 3: auditexport.v1.ListSchedulesResponse
+	(*UpdateScheduleRequest)(nil),   // 4: auditexport.v1.UpdateScheduleRequest
+	(*DeleteScheduleRequest)(nil),   // 5: auditexport.v1.DeleteScheduleRequest
+	(*DeleteScheduleResponse)(nil),  // 6: auditexport.v1.DeleteScheduleResponse
+	(*PauseScheduleRequest)(nil),    // 7: auditexport.v1.PauseScheduleRequest
+	(*ResumeScheduleRequest)(nil),   // 8: auditexport.v1.ResumeScheduleRequest
+	(*CreateScheduleResponse)(nil),  // 9: auditexport.v1.CreateScheduleResponse
+	(*GetScheduleResponse)(nil),     // 10: auditexport.v1.GetScheduleResponse
+	(*UpdateScheduleResponse)(nil),  // 11: auditexport.v1.UpdateScheduleResponse
+	(*PauseScheduleResponse)(nil),   // 12: auditexport.v1.PauseScheduleResponse
+	(*ResumeScheduleResponse)(nil),  // 13: auditexport.v1.ResumeScheduleResponse
+	(*SendNowRequest)(nil),          // 14: auditexport.v1.SendNowRequest
+	(*SendNowResponse)(nil),         // 15: auditexport.v1.SendNowResponse
+	(*WatchExportRunRequest)(nil),   // 16: auditexport.v1.WatchExportRunRequest
+	(*WatchExportRunResponse)(nil),  // 17: auditexport.v1.WatchExportRunResponse
+	(*GetExportRunRequest)(nil),     // 18: auditexport.v1.GetExportRunRequest
+	(*GetExportRunResponse)(nil),    // 19: auditexport.v1.GetExportRunResponse
+	(*ListExportRunsRequest)(nil),   // 20: auditexport.v1.ListExportRunsRequest
+	(*ListExportRunsResponse)(nil),  // 21: auditexport.v1.ListExportRunsResponse
+	(*CancelExportRunRequest)(nil),  // 22: auditexport.v1.CancelExportRunRequest
+	(*CancelExportRunResponse)(nil), // 23: auditexport.v1.CancelExportRunResponse
+	(*Schedule)(nil),                // 24: auditexport.v1.Schedule
+	(ScheduleState)(0),              // 25: auditexport.v1.ScheduleState
+	(*fieldmaskpb.FieldMask)(nil),   // 26: google.protobuf.FieldMask
+	(*ExportProgress)(nil),          // 27: auditexport.v1.ExportProgress
+	(*ExportRun)(nil),               // 28: auditexport.v1.ExportRun
 }
 var file_auditexport_v1_schedule_service_proto_depIdxs = []int32{
-	14, // 0: auditexport.v1.CreateScheduleRequest.schedule:type_name -> auditexport.v1.Schedule
-	15, // 1: auditexport.v1.ListSchedulesRequest.state:type_name -> auditexport.v1.ScheduleState
-	14, // 2: auditexport.v1.ListSchedulesResponse.schedules:type_name -> auditexport.v1.Schedule
-	14, // 3: auditexport.v1.UpdateScheduleRequest.schedule:type_name -> auditexport.v1.Schedule
-	16, // 4: auditexport.v1.UpdateScheduleRequest.update_mask:type_name -> google.protobuf.FieldMask
-	14, // 5: auditexport.v1.CreateScheduleResponse.schedule:type_name -> auditexport.v1.Schedule
-	14, // 6: auditexport.v1.GetScheduleResponse.schedule:type_name -> auditexport.v1.Schedule
-	14, // 7: auditexport.v1.UpdateScheduleResponse.schedule:type_name -> auditexport.v1.Schedule
-	14, // 8: auditexport.v1.PauseScheduleResponse.schedule:type_name -> auditexport.v1.Schedule
-	14, // 9: auditexport.v1.ResumeScheduleResponse.schedule:type_name -> auditexport.v1.Schedule
-	0,  // 10: auditexport.v1.ScheduleService.CreateSchedule:input_type -> auditexport.v1.CreateScheduleRequest
-	1,  // 11: auditexport.v1.ScheduleService.GetSchedule:input_type -> auditexport.v1.GetScheduleRequest
-	2,  // 12: auditexport.v1.ScheduleService.ListSchedules:input_type -> auditexport.v1.ListSchedulesRequest
-	4,  // 13: auditexport.v1.ScheduleService.UpdateSchedule:input_type -> auditexport.v1.UpdateScheduleRequest
-	5,  // 14: auditexport.v1.ScheduleService.DeleteSchedule:input_type -> auditexport.v1.DeleteScheduleRequest
-	7,  // 15: auditexport.v1.ScheduleService.PauseSchedule:input_type -> auditexport.v1.PauseScheduleRequest
-	8,  // 16: auditexport.v1.ScheduleService.ResumeSchedule:input_type -> auditexport.v1.ResumeScheduleRequest
-	9,  // 17: auditexport.v1.ScheduleService.CreateSchedule:output_type -> auditexport.v1.CreateScheduleResponse
-	10, // 18: auditexport.v1.ScheduleService.GetSchedule:output_type -> auditexport.v1.GetScheduleResponse
-	3,  // 19: auditexport.v1.ScheduleService.ListSchedules:output_type -> auditexport.v1.ListSchedulesResponse
-	11, // 20: auditexport.v1.ScheduleService.UpdateSchedule:output_type -> auditexport.v1.UpdateScheduleResponse
-	6,  // 21: auditexport.v1.ScheduleService.DeleteSchedule:output_type -> auditexport.v1.DeleteScheduleResponse
-	12, // 22: auditexport.v1.ScheduleService.PauseSchedule:output_type -> auditexport.v1.PauseScheduleResponse
-	13, // 23: auditexport.v1.ScheduleService.ResumeSchedule:output_type -> auditexport.v1.ResumeScheduleResponse
-	17, // [17:24] is the sub-list for method output_type
-	10, // [10:17] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	24, // 0: auditexport.v1.CreateScheduleRequest.schedule:type_name -> auditexport.v1.Schedule
+	25, // 1: auditexport.v1.ListSchedulesRequest.state:type_name -> auditexport.v1.ScheduleState
+	24, // 2: auditexport.v1.ListSchedulesResponse.schedules:type_name -> auditexport.v1.Schedule
+	24, // 3: auditexport.v1.UpdateScheduleRequest.schedule:type_name -> auditexport.v1.Schedule
+	26, // 4: auditexport.v1.UpdateScheduleRequest.update_mask:type_name -> google.protobuf.FieldMask
+	24, // 5: auditexport.v1.CreateScheduleResponse.schedule:type_name -> auditexport.v1.Schedule
+	24, // 6: auditexport.v1.GetScheduleResponse.schedule:type_name -> auditexport.v1.Schedule
+	24, // 7: auditexport.v1.UpdateScheduleResponse.schedule:type_name -> auditexport.v1.Schedule
+	24, // 8: auditexport.v1.PauseScheduleResponse.schedule:type_name -> auditexport.v1.Schedule
+	24, // 9: auditexport.v1.ResumeScheduleResponse.schedule:type_name -> auditexport.v1.Schedule
+	27, // 10: auditexport.v1.SendNowResponse.progress:type_name -> auditexport.v1.ExportProgress
+	27, // 11: auditexport.v1.WatchExportRunResponse.progress:type_name -> auditexport.v1.ExportProgress
+	28, // 12: auditexport.v1.GetExportRunResponse.run:type_name -> auditexport.v1.ExportRun
+	28, // 13: auditexport.v1.ListExportRunsResponse.runs:type_name -> auditexport.v1.ExportRun
+	28, // 14: auditexport.v1.CancelExportRunResponse.run:type_name -> auditexport.v1.ExportRun
+	0,  // 15: auditexport.v1.ScheduleService.CreateSchedule:input_type -> auditexport.v1.CreateScheduleRequest
+	1,  // 16: auditexport.v1.ScheduleService.GetSchedule:input_type -> auditexport.v1.GetScheduleRequest
+	2,  // 17: auditexport.v1.ScheduleService.ListSchedules:input_type -> auditexport.v1.ListSchedulesRequest
+	4,  // 18: auditexport.v1.ScheduleService.UpdateSchedule:input_type -> auditexport.v1.UpdateScheduleRequest
+	5,  // 19: auditexport.v1.ScheduleService.DeleteSchedule:input_type -> auditexport.v1.DeleteScheduleRequest
+	7,  // 20: auditexport.v1.ScheduleService.PauseSchedule:input_type -> auditexport.v1.PauseScheduleRequest
+	14, // 21: auditexport.v1.ScheduleService.SendNow:input_type -> auditexport.v1.SendNowRequest
+	16, // 22: auditexport.v1.ScheduleService.WatchExportRun:input_type -> auditexport.v1.WatchExportRunRequest
+	18, // 23: auditexport.v1.ScheduleService.GetExportRun:input_type -> auditexport.v1.GetExportRunRequest
+	20, // 24: auditexport.v1.ScheduleService.ListExportRuns:input_type -> auditexport.v1.ListExportRunsRequest
+	22, // 25: auditexport.v1.ScheduleService.CancelExportRun:input_type -> auditexport.v1.CancelExportRunRequest
+	8,  // 26: auditexport.v1.ScheduleService.ResumeSchedule:input_type -> auditexport.v1.ResumeScheduleRequest
+	9,  // 27: auditexport.v1.ScheduleService.CreateSchedule:output_type -> auditexport.v1.CreateScheduleResponse
+	10, // 28: auditexport.v1.ScheduleService.GetSchedule:output_type -> auditexport.v1.GetScheduleResponse
+	3,  // 29: auditexport.v1.ScheduleService.ListSchedules:output_type -> auditexport.v1.ListSchedulesResponse
+	11, // 30: auditexport.v1.ScheduleService.UpdateSchedule:output_type -> auditexport.v1.UpdateScheduleResponse
+	6,  // 31: auditexport.v1.ScheduleService.DeleteSchedule:output_type -> auditexport.v1.DeleteScheduleResponse
+	12, // 32: auditexport.v1.ScheduleService.PauseSchedule:output_type -> auditexport.v1.PauseScheduleResponse
+	15, // 33: auditexport.v1.ScheduleService.SendNow:output_type -> auditexport.v1.SendNowResponse
+	17, // 34: auditexport.v1.ScheduleService.WatchExportRun:output_type -> auditexport.v1.WatchExportRunResponse
+	19, // 35: auditexport.v1.ScheduleService.GetExportRun:output_type -> auditexport.v1.GetExportRunResponse
+	21, // 36: auditexport.v1.ScheduleService.ListExportRuns:output_type -> auditexport.v1.ListExportRunsResponse
+	23, // 37: auditexport.v1.ScheduleService.CancelExportRun:output_type -> auditexport.v1.CancelExportRunResponse
+	13, // 38: auditexport.v1.ScheduleService.ResumeSchedule:output_type -> auditexport.v1.ResumeScheduleResponse
+	27, // [27:39] is the sub-list for method output_type
+	15, // [15:27] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_auditexport_v1_schedule_service_proto_init() }
@@ -833,7 +1364,7 @@ func file_auditexport_v1_schedule_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_auditexport_v1_schedule_service_proto_rawDesc), len(file_auditexport_v1_schedule_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

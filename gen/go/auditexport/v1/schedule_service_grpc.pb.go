@@ -19,13 +19,18 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ScheduleService_CreateSchedule_FullMethodName = "/auditexport.v1.ScheduleService/CreateSchedule"
-	ScheduleService_GetSchedule_FullMethodName    = "/auditexport.v1.ScheduleService/GetSchedule"
-	ScheduleService_ListSchedules_FullMethodName  = "/auditexport.v1.ScheduleService/ListSchedules"
-	ScheduleService_UpdateSchedule_FullMethodName = "/auditexport.v1.ScheduleService/UpdateSchedule"
-	ScheduleService_DeleteSchedule_FullMethodName = "/auditexport.v1.ScheduleService/DeleteSchedule"
-	ScheduleService_PauseSchedule_FullMethodName  = "/auditexport.v1.ScheduleService/PauseSchedule"
-	ScheduleService_ResumeSchedule_FullMethodName = "/auditexport.v1.ScheduleService/ResumeSchedule"
+	ScheduleService_CreateSchedule_FullMethodName  = "/auditexport.v1.ScheduleService/CreateSchedule"
+	ScheduleService_GetSchedule_FullMethodName     = "/auditexport.v1.ScheduleService/GetSchedule"
+	ScheduleService_ListSchedules_FullMethodName   = "/auditexport.v1.ScheduleService/ListSchedules"
+	ScheduleService_UpdateSchedule_FullMethodName  = "/auditexport.v1.ScheduleService/UpdateSchedule"
+	ScheduleService_DeleteSchedule_FullMethodName  = "/auditexport.v1.ScheduleService/DeleteSchedule"
+	ScheduleService_PauseSchedule_FullMethodName   = "/auditexport.v1.ScheduleService/PauseSchedule"
+	ScheduleService_SendNow_FullMethodName         = "/auditexport.v1.ScheduleService/SendNow"
+	ScheduleService_WatchExportRun_FullMethodName  = "/auditexport.v1.ScheduleService/WatchExportRun"
+	ScheduleService_GetExportRun_FullMethodName    = "/auditexport.v1.ScheduleService/GetExportRun"
+	ScheduleService_ListExportRuns_FullMethodName  = "/auditexport.v1.ScheduleService/ListExportRuns"
+	ScheduleService_CancelExportRun_FullMethodName = "/auditexport.v1.ScheduleService/CancelExportRun"
+	ScheduleService_ResumeSchedule_FullMethodName  = "/auditexport.v1.ScheduleService/ResumeSchedule"
 )
 
 // ScheduleServiceClient is the client API for ScheduleService service.
@@ -48,6 +53,18 @@ type ScheduleServiceClient interface {
 	DeleteSchedule(ctx context.Context, in *DeleteScheduleRequest, opts ...grpc.CallOption) (*DeleteScheduleResponse, error)
 	// Pauses a schedule (reason USER).
 	PauseSchedule(ctx context.Context, in *PauseScheduleRequest, opts ...grpc.CallOption) (*PauseScheduleResponse, error)
+	// Runs the schedule's export now and streams its progress. The run goes on
+	// if the client disconnects; reattach with WatchExportRun. Owner or ADMIN.
+	SendNow(ctx context.Context, in *SendNowRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SendNowResponse], error)
+	// Streams the progress of a run (running or finished), from any replica.
+	WatchExportRun(ctx context.Context, in *WatchExportRunRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchExportRunResponse], error)
+	// Gets a run.
+	GetExportRun(ctx context.Context, in *GetExportRunRequest, opts ...grpc.CallOption) (*GetExportRunResponse, error)
+	// Lists a schedule's runs, newest first.
+	ListExportRuns(ctx context.Context, in *ListExportRunsRequest, opts ...grpc.CallOption) (*ListExportRunsResponse, error)
+	// Cancels a queued or running run; its upload is aborted (no object is
+	// left). Owner of the schedule or ADMIN. Finished runs: FAILED_PRECONDITION.
+	CancelExportRun(ctx context.Context, in *CancelExportRunRequest, opts ...grpc.CallOption) (*CancelExportRunResponse, error)
 	// Resumes a paused schedule: state ACTIVE, failures reset, next_run_time
 	// recomputed from now. FAILED_PRECONDITION if its integration is gone.
 	ResumeSchedule(ctx context.Context, in *ResumeScheduleRequest, opts ...grpc.CallOption) (*ResumeScheduleResponse, error)
@@ -121,6 +138,74 @@ func (c *scheduleServiceClient) PauseSchedule(ctx context.Context, in *PauseSche
 	return out, nil
 }
 
+func (c *scheduleServiceClient) SendNow(ctx context.Context, in *SendNowRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SendNowResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ScheduleService_ServiceDesc.Streams[0], ScheduleService_SendNow_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SendNowRequest, SendNowResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ScheduleService_SendNowClient = grpc.ServerStreamingClient[SendNowResponse]
+
+func (c *scheduleServiceClient) WatchExportRun(ctx context.Context, in *WatchExportRunRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchExportRunResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ScheduleService_ServiceDesc.Streams[1], ScheduleService_WatchExportRun_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchExportRunRequest, WatchExportRunResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ScheduleService_WatchExportRunClient = grpc.ServerStreamingClient[WatchExportRunResponse]
+
+func (c *scheduleServiceClient) GetExportRun(ctx context.Context, in *GetExportRunRequest, opts ...grpc.CallOption) (*GetExportRunResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetExportRunResponse)
+	err := c.cc.Invoke(ctx, ScheduleService_GetExportRun_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *scheduleServiceClient) ListExportRuns(ctx context.Context, in *ListExportRunsRequest, opts ...grpc.CallOption) (*ListExportRunsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListExportRunsResponse)
+	err := c.cc.Invoke(ctx, ScheduleService_ListExportRuns_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *scheduleServiceClient) CancelExportRun(ctx context.Context, in *CancelExportRunRequest, opts ...grpc.CallOption) (*CancelExportRunResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelExportRunResponse)
+	err := c.cc.Invoke(ctx, ScheduleService_CancelExportRun_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *scheduleServiceClient) ResumeSchedule(ctx context.Context, in *ResumeScheduleRequest, opts ...grpc.CallOption) (*ResumeScheduleResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ResumeScheduleResponse)
@@ -151,6 +236,18 @@ type ScheduleServiceServer interface {
 	DeleteSchedule(context.Context, *DeleteScheduleRequest) (*DeleteScheduleResponse, error)
 	// Pauses a schedule (reason USER).
 	PauseSchedule(context.Context, *PauseScheduleRequest) (*PauseScheduleResponse, error)
+	// Runs the schedule's export now and streams its progress. The run goes on
+	// if the client disconnects; reattach with WatchExportRun. Owner or ADMIN.
+	SendNow(*SendNowRequest, grpc.ServerStreamingServer[SendNowResponse]) error
+	// Streams the progress of a run (running or finished), from any replica.
+	WatchExportRun(*WatchExportRunRequest, grpc.ServerStreamingServer[WatchExportRunResponse]) error
+	// Gets a run.
+	GetExportRun(context.Context, *GetExportRunRequest) (*GetExportRunResponse, error)
+	// Lists a schedule's runs, newest first.
+	ListExportRuns(context.Context, *ListExportRunsRequest) (*ListExportRunsResponse, error)
+	// Cancels a queued or running run; its upload is aborted (no object is
+	// left). Owner of the schedule or ADMIN. Finished runs: FAILED_PRECONDITION.
+	CancelExportRun(context.Context, *CancelExportRunRequest) (*CancelExportRunResponse, error)
 	// Resumes a paused schedule: state ACTIVE, failures reset, next_run_time
 	// recomputed from now. FAILED_PRECONDITION if its integration is gone.
 	ResumeSchedule(context.Context, *ResumeScheduleRequest) (*ResumeScheduleResponse, error)
@@ -181,6 +278,21 @@ func (UnimplementedScheduleServiceServer) DeleteSchedule(context.Context, *Delet
 }
 func (UnimplementedScheduleServiceServer) PauseSchedule(context.Context, *PauseScheduleRequest) (*PauseScheduleResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PauseSchedule not implemented")
+}
+func (UnimplementedScheduleServiceServer) SendNow(*SendNowRequest, grpc.ServerStreamingServer[SendNowResponse]) error {
+	return status.Error(codes.Unimplemented, "method SendNow not implemented")
+}
+func (UnimplementedScheduleServiceServer) WatchExportRun(*WatchExportRunRequest, grpc.ServerStreamingServer[WatchExportRunResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchExportRun not implemented")
+}
+func (UnimplementedScheduleServiceServer) GetExportRun(context.Context, *GetExportRunRequest) (*GetExportRunResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetExportRun not implemented")
+}
+func (UnimplementedScheduleServiceServer) ListExportRuns(context.Context, *ListExportRunsRequest) (*ListExportRunsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListExportRuns not implemented")
+}
+func (UnimplementedScheduleServiceServer) CancelExportRun(context.Context, *CancelExportRunRequest) (*CancelExportRunResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelExportRun not implemented")
 }
 func (UnimplementedScheduleServiceServer) ResumeSchedule(context.Context, *ResumeScheduleRequest) (*ResumeScheduleResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ResumeSchedule not implemented")
@@ -314,6 +426,82 @@ func _ScheduleService_PauseSchedule_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ScheduleService_SendNow_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SendNowRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ScheduleServiceServer).SendNow(m, &grpc.GenericServerStream[SendNowRequest, SendNowResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ScheduleService_SendNowServer = grpc.ServerStreamingServer[SendNowResponse]
+
+func _ScheduleService_WatchExportRun_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchExportRunRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ScheduleServiceServer).WatchExportRun(m, &grpc.GenericServerStream[WatchExportRunRequest, WatchExportRunResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ScheduleService_WatchExportRunServer = grpc.ServerStreamingServer[WatchExportRunResponse]
+
+func _ScheduleService_GetExportRun_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetExportRunRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ScheduleServiceServer).GetExportRun(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ScheduleService_GetExportRun_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ScheduleServiceServer).GetExportRun(ctx, req.(*GetExportRunRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ScheduleService_ListExportRuns_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListExportRunsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ScheduleServiceServer).ListExportRuns(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ScheduleService_ListExportRuns_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ScheduleServiceServer).ListExportRuns(ctx, req.(*ListExportRunsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ScheduleService_CancelExportRun_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelExportRunRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ScheduleServiceServer).CancelExportRun(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ScheduleService_CancelExportRun_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ScheduleServiceServer).CancelExportRun(ctx, req.(*CancelExportRunRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ScheduleService_ResumeSchedule_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ResumeScheduleRequest)
 	if err := dec(in); err != nil {
@@ -364,10 +552,33 @@ var ScheduleService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _ScheduleService_PauseSchedule_Handler,
 		},
 		{
+			MethodName: "GetExportRun",
+			Handler:    _ScheduleService_GetExportRun_Handler,
+		},
+		{
+			MethodName: "ListExportRuns",
+			Handler:    _ScheduleService_ListExportRuns_Handler,
+		},
+		{
+			MethodName: "CancelExportRun",
+			Handler:    _ScheduleService_CancelExportRun_Handler,
+		},
+		{
 			MethodName: "ResumeSchedule",
 			Handler:    _ScheduleService_ResumeSchedule_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "SendNow",
+			Handler:       _ScheduleService_SendNow_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchExportRun",
+			Handler:       _ScheduleService_WatchExportRun_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "auditexport/v1/schedule_service.proto",
 }

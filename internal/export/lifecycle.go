@@ -1,0 +1,336 @@
+package export
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/auditexport/auditexport/ent"
+	"github.com/auditexport/auditexport/ent/exportrun"
+	"github.com/auditexport/auditexport/ent/schedule"
+	"github.com/auditexport/auditexport/ent/user"
+	"github.com/auditexport/auditexport/internal/auditlog"
+	"github.com/auditexport/auditexport/internal/notify"
+	"github.com/auditexport/auditexport/internal/tenant"
+)
+
+// autoPauseAfter consecutive failed runs pause a schedule.
+const autoPauseAfter = 10
+
+// persistEvery bounds how often progress is written for other replicas.
+const persistEvery = time.Second
+
+// progressBytes: a report is due after this many bytes even within a tick.
+const progressBytes = 8 << 20
+
+func (j *job) progress(now time.Time) Progress {
+	return Progress{RunID: j.run.ID, Phase: j.phase, Rows: j.counters.Rows.Load(), Bytes: j.counters.Bytes.Load(),
+		TotalRows: j.total, ObjectURI: j.uri, Time: now}
+}
+
+// reportLoop publishes progress for local watchers and persists it (with a
+// heartbeat) for other replicas; it also notices a cancel requested through
+// another replica. The returned func stops it.
+func (r *Runner) reportLoop(ctx, dbctx context.Context, j *job) func() {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(r.cfg.ProgressEvery / 5)
+		defer tick.Stop()
+		var lastPub, lastPersist time.Time
+		var lastBytes int64
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			now := r.now().UTC()
+			p := j.progress(now)
+			if now.Sub(lastPub) >= r.cfg.ProgressEvery || p.Bytes-lastBytes >= progressBytes {
+				r.broker.publish(p)
+				lastPub, lastBytes = now, p.Bytes
+			}
+			if now.Sub(lastPersist) >= persistEvery {
+				lastPersist = now
+				run, err := r.d.Client.ExportRun.UpdateOneID(j.run.ID).SetPhase(p.Phase).SetRows(p.Rows).SetBytes(p.Bytes).
+					SetTotalRows(p.TotalRows).SetHeartbeatTime(now).Save(dbctx)
+				if err == nil && run.CancelRequested {
+					r.cancelLocal(j.run.ID)
+				}
+			}
+		}
+	}()
+	return func() { close(done); <-stopped }
+}
+
+func (r *Runner) cancelLocal(runID string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c, ok := r.cancels[runID]; ok {
+		c(errCanceled)
+		return true
+	}
+	return false
+}
+
+// finish records the outcome, updates the schedule, notifies and audits.
+func (r *Runner) finish(ctx context.Context, j *job, runID, state string, st Stats, rerr *RunError) {
+	now := r.now().UTC()
+	upd := r.d.Client.ExportRun.UpdateOneID(runID).SetState(exportrun.State(state)).SetPhase(state).SetFinishTime(now).SetHeartbeatTime(now)
+	if j.run != nil && j.run.StartTime == nil {
+		upd.SetStartTime(now)
+	}
+	if state == exportrun.StateSUCCEEDED.String() {
+		upd.SetRows(st.Rows).SetBytes(st.Bytes).SetChecksum(st.Checksum)
+	} else {
+		upd.SetRows(j.counters.Rows.Load()).SetBytes(0)
+	}
+	if state == exportrun.StateSKIPPED.String() {
+		upd.SetObjectURI("")
+	}
+	if rerr != nil {
+		upd.SetErrorCode(rerr.Code).SetErrorMessage(rerr.Message).SetProviderMessage(rerr.ProviderMessage)
+	}
+	run, err := upd.Save(ctx)
+	if err != nil {
+		r.log.Error("recording run outcome failed", "run_id", runID, "err", err.Error())
+	}
+	p := Progress{RunID: runID, Phase: state, Rows: st.Rows, Bytes: st.Bytes, TotalRows: j.total, ObjectURI: j.uri, Error: rerr, Time: now}
+	if state != exportrun.StateSUCCEEDED.String() {
+		p.Rows, p.Bytes = j.counters.Rows.Load(), 0
+	}
+	if state == exportrun.StateSKIPPED.String() {
+		p.ObjectURI = ""
+	}
+	if j.sc != nil {
+		r.updateSchedule(ctx, j, runID, state, rerr)
+	}
+	r.audit(ctx, j, run, state, rerr)
+	r.broker.publish(p)
+	r.log.Info("export run finished", "run_id", runID, "state", state, "rows", p.Rows, "bytes", st.Bytes)
+}
+
+func (r *Runner) updateSchedule(ctx context.Context, j *job, runID, state string, rerr *RunError) {
+	u := r.d.Client.Schedule.UpdateOneID(j.sc.ID).SetLastRunID(runID)
+	pause := false
+	switch state {
+	case exportrun.StateSUCCEEDED.String(), exportrun.StateSKIPPED.String():
+		u.SetConsecutiveFailures(0)
+		if j.sc.Mode == schedule.ModeINCREMENTAL && state == exportrun.StateSUCCEEDED.String() {
+			u.SetWatermark(j.plan.SeqTo)
+		}
+	case exportrun.StateFAILED.String():
+		n := j.sc.ConsecutiveFailures + 1
+		u.SetConsecutiveFailures(n)
+		if n >= autoPauseAfter && j.sc.State == schedule.StateACTIVE {
+			pause = true
+			u.SetState(schedule.StatePAUSED).SetPauseReason(schedule.PauseReasonREPEATED_FAILURES).ClearNextRunTime()
+		}
+	}
+	if err := u.Exec(ctx); err != nil && !ent.IsNotFound(err) {
+		r.log.Error("updating schedule after run failed", "run_id", runID, "err", err.Error())
+	}
+	if state == exportrun.StateFAILED.String() && rerr != nil && rerr.Code != "INTERRUPTED" {
+		r.notifyFailure(ctx, j, runID, rerr)
+	}
+	if pause {
+		r.notifyOwner(ctx, j.sc, fmt.Sprintf("[auditexport] Schedule paused after %d failed runs: %s", autoPauseAfter, j.sc.Name),
+			fmt.Sprintf("The schedule %q (%s) failed %d times in a row and was paused (reason REPEATED_FAILURES).\n"+
+				"Last run: %s\nLast error: %s\n\nFix the cause, then resume the schedule.\n", j.sc.Name, j.sc.ID, autoPauseAfter, runID, rerr.Error()))
+	}
+}
+
+func (r *Runner) ownerEmail(ctx context.Context, ownerID string) string {
+	u, err := r.d.Client.User.Query().Where(user.ID(ownerID)).Only(ctx)
+	if err != nil {
+		return ""
+	}
+	return u.Email
+}
+
+func (r *Runner) notifyFailure(ctx context.Context, j *job, runID string, rerr *RunError) {
+	to := []string{}
+	if e := r.ownerEmail(ctx, j.sc.OwnerID); e != "" {
+		to = append(to, e)
+	}
+	to = append(to, j.sc.NotifyEmails...)
+	body := fmt.Sprintf("An export of schedule %q failed.\n\nSchedule: %s (%s)\nDestination: %s\nIntegration: %s\nRun: %s\nTime: %s\nError: %s (%s)\n",
+		j.sc.Name, j.sc.Name, j.sc.ID, firstNonEmpty(j.uri, j.sc.URI), j.sc.IntegrationName, runID,
+		r.now().UTC().Format(time.RFC3339), rerr.Message, rerr.Code)
+	if rerr.ProviderMessage != "" {
+		body += "Provider message: " + rerr.ProviderMessage + "\n"
+	}
+	r.send(ctx, notify.Message{To: dedupe(to), Subject: "[auditexport] Export failed: " + j.sc.Name, Body: body})
+}
+
+func (r *Runner) notifyOwner(ctx context.Context, sc *ent.Schedule, subject, body string) {
+	if e := r.ownerEmail(ctx, sc.OwnerID); e != "" {
+		r.send(ctx, notify.Message{To: []string{e}, Subject: subject, Body: body})
+	}
+}
+
+func (r *Runner) send(ctx context.Context, m notify.Message) {
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := r.mail.Send(sctx, m); err != nil {
+		r.log.Error("sending notification failed", "subject", m.Subject, "err", err.Error())
+	}
+}
+
+func (r *Runner) audit(ctx context.Context, j *job, run *ent.ExportRun, state string, rerr *RunError) {
+	if run == nil {
+		return
+	}
+	org, _ := tenant.Org(ctx)
+	ev := auditlog.Event{OrgID: org, Category: "EXPORTS", Type: "EXPORT_RUN_FINISHED", Status: auditlog.StatusSuccess,
+		UserID: run.RequestedBy, ObjectType: "EXPORT_RUN", ObjectID: run.ID,
+		Metadata: map[string]any{"schedule_id": run.ScheduleID, "state": state, "rows": run.Rows, "bytes": run.Bytes,
+			"object_uri": run.ObjectURI, "trigger": string(run.Trigger), "attempt": run.Attempt}}
+	if j.sc != nil && ev.UserID == "" {
+		ev.UserID = j.sc.OwnerID
+	}
+	if state == exportrun.StateFAILED.String() || state == exportrun.StateCANCELED.String() {
+		ev.Status = auditlog.StatusFailure
+		if rerr != nil {
+			ev.ErrorCode = rerr.Code
+		}
+	}
+	if _, err := r.rec.Record(ctx, ev); err != nil {
+		r.log.Error("auditing run failed", "run_id", run.ID, "err", err.Error())
+	}
+}
+
+// Cancel requests cancellation of a queued or running run. The executing
+// replica (this one, or another that polls the flag) aborts the upload.
+func (r *Runner) Cancel(ctx context.Context, runID string) (*ent.ExportRun, error) {
+	run, err := r.d.Client.ExportRun.Get(ctx, runID)
+	if err != nil {
+		return nil, err
+	}
+	if run.State != exportrun.StateQUEUED && run.State != exportrun.StateRUNNING {
+		return run, ErrFinished
+	}
+	if run, err = r.d.Client.ExportRun.UpdateOneID(runID).SetCancelRequested(true).Save(ctx); err != nil {
+		return nil, err
+	}
+	r.cancelLocal(runID)
+	return run, nil
+}
+
+// ErrFinished is returned when canceling a run that already ended.
+var ErrFinished = errors.New("run already finished")
+
+// Watch streams a run's progress until its terminal report (then the
+// channel closes). A run executing in this process is followed live;
+// otherwise the database is polled, so any replica can watch any run.
+func (r *Runner) Watch(ctx context.Context, runID string) (<-chan Progress, error) {
+	run, err := r.d.Client.ExportRun.Get(ctx, runID)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan Progress, 4)
+	if first, ch, ok := r.broker.subscribe(runID); ok {
+		go func() {
+			defer close(out)
+			defer r.broker.unsubscribe(runID, ch)
+			if !sendP(ctx, out, first) || Terminal(first.Phase) {
+				return
+			}
+			for p := range ch {
+				if !sendP(ctx, out, p) || Terminal(p.Phase) {
+					return
+				}
+			}
+		}()
+		return out, nil
+	}
+	go func() {
+		defer close(out)
+		t := time.NewTicker(r.cfg.ProgressEvery)
+		defer t.Stop()
+		for {
+			p := ProgressOf(run)
+			if !sendP(ctx, out, p) || Terminal(p.Phase) {
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if run, err = r.d.Client.ExportRun.Get(ctx, runID); err != nil {
+				return
+			}
+		}
+	}()
+	return out, nil
+}
+
+func sendP(ctx context.Context, out chan<- Progress, p Progress) bool {
+	select {
+	case out <- p:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// ProgressOf is the progress a stored run shows.
+func ProgressOf(run *ent.ExportRun) Progress {
+	p := Progress{RunID: run.ID, Phase: run.Phase, Rows: run.Rows, Bytes: run.Bytes, TotalRows: run.TotalRows,
+		ObjectURI: run.ObjectURI, Time: run.UpdateTime}
+	switch run.State {
+	case exportrun.StateQUEUED:
+		p.Phase = PhaseQueued
+	case exportrun.StateRUNNING:
+		if p.Phase == "" || Terminal(p.Phase) {
+			p.Phase = PhaseQuerying
+		}
+	default:
+		p.Phase = run.State.String()
+	}
+	if run.ErrorCode != "" {
+		p.Error = &RunError{Code: run.ErrorCode, Message: run.ErrorMessage, ProviderMessage: run.ProviderMessage}
+	}
+	return p
+}
+
+// RecoverOrphans marks runs whose executing process stopped sending
+// heartbeats as FAILED (INTERRUPTED), so no run stays RUNNING forever.
+func (r *Runner) RecoverOrphans(ctx context.Context, staleAfter time.Duration) (int, error) {
+	sctx := tenant.System(ctx)
+	cutoff := r.now().UTC().Add(-staleAfter)
+	n, err := r.d.Client.ExportRun.Update().
+		Where(exportrun.StateIn(exportrun.StateQUEUED, exportrun.StateRUNNING),
+			exportrun.Or(exportrun.HeartbeatTimeLT(cutoff), exportrun.And(exportrun.HeartbeatTimeIsNil(), exportrun.CreateTimeLT(cutoff)))).
+		SetState(exportrun.StateFAILED).SetPhase(PhaseFailed).SetFinishTime(r.now().UTC()).
+		SetErrorCode("INTERRUPTED").SetErrorMessage("the process running this export stopped; no object was committed").
+		Save(sctx)
+	return n, err
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+func dedupe(in []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range in {
+		k := strings.ToLower(s)
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}

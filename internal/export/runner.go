@@ -1,0 +1,385 @@
+package export
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"gocloud.dev/blob"
+
+	"github.com/auditexport/auditexport/ent"
+	"github.com/auditexport/auditexport/ent/element"
+	"github.com/auditexport/auditexport/ent/exportrun"
+	"github.com/auditexport/auditexport/ent/schedule"
+	"github.com/auditexport/auditexport/internal/auditlog"
+	"github.com/auditexport/auditexport/internal/db"
+	"github.com/auditexport/auditexport/internal/destination"
+	"github.com/auditexport/auditexport/internal/notify"
+	cronpkg "github.com/auditexport/auditexport/internal/schedule"
+	"github.com/auditexport/auditexport/internal/secrets"
+	"github.com/auditexport/auditexport/internal/tenant"
+)
+
+// RunError is why a run failed.
+type RunError struct {
+	Code            string // e.g. PROVIDER_ACCESS_DENIED, PROVIDER_UNAVAILABLE, QUERY_FAILED
+	Message         string // ours
+	ProviderMessage string // the provider's own code and message, verbatim
+}
+
+func (e *RunError) Error() string {
+	if e.ProviderMessage != "" {
+		return e.Message + ": " + e.ProviderMessage
+	}
+	return e.Message
+}
+
+// Config tunes the runner.
+type Config struct {
+	AllowPrivateEndpoints bool
+	// RunnerID names this process in ExportRun.runner (host:pid).
+	RunnerID string
+	// MaxAttempts per run for transient provider errors (default 4).
+	MaxAttempts int
+	// RetryInitial is the first backoff interval (default 1s).
+	RetryInitial time.Duration
+	// ProgressEvery is how often progress is published (default 250ms); it is
+	// persisted for other replicas at most every second.
+	ProgressEvery time.Duration
+}
+
+// Runner executes export runs: Send now today, scheduled runs later, on one
+// code path. Runs are detached from the request that started them.
+type Runner struct {
+	d      *db.DB
+	keys   *secrets.Keyring
+	mail   *notify.Mailer
+	rec    *auditlog.Recorder
+	log    *slog.Logger
+	cfg    Config
+	broker *broker
+	now    func() time.Time
+
+	base     context.Context
+	stop     context.CancelFunc
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	cancels  map[string]context.CancelCauseFunc
+	draining bool
+}
+
+// NewRunner builds a runner; Close stops it.
+func NewRunner(d *db.DB, keys *secrets.Keyring, mail *notify.Mailer, rec *auditlog.Recorder, log *slog.Logger, cfg Config) *Runner {
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = 4
+	}
+	if cfg.RetryInitial <= 0 {
+		cfg.RetryInitial = time.Second
+	}
+	if cfg.ProgressEvery <= 0 {
+		cfg.ProgressEvery = 250 * time.Millisecond
+	}
+	base, stop := context.WithCancel(context.Background())
+	return &Runner{d: d, keys: keys, mail: mail, rec: rec, log: log, cfg: cfg, broker: newBroker(),
+		now: time.Now, base: base, stop: stop, cancels: map[string]context.CancelCauseFunc{}}
+}
+
+// errShutdown cancels runs when the server stops.
+var errShutdown = errors.New("server shutting down")
+
+// errCanceled cancels a run on CancelExportRun.
+var errCanceled = errors.New("canceled by request")
+
+// Close cancels running exports (they end FAILED with code INTERRUPTED and
+// abort their uploads) and waits for them, at most until ctx is done.
+func (r *Runner) Close(ctx context.Context) {
+	r.mu.Lock()
+	r.draining = true
+	for _, c := range r.cancels {
+		c(errShutdown)
+	}
+	r.mu.Unlock()
+	done := make(chan struct{})
+	go func() { r.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	r.stop()
+}
+
+// Start creates a QUEUED run of the schedule and executes it in the
+// background. ctx must carry the schedule's organization.
+func (r *Runner) Start(ctx context.Context, sc *ent.Schedule, trigger, requestedBy string) (*ent.ExportRun, error) {
+	r.mu.Lock()
+	draining := r.draining
+	r.mu.Unlock()
+	if draining {
+		return nil, errShutdown
+	}
+	run, err := r.d.Client.ExportRun.Create().SetScheduleID(sc.ID).SetTrigger(exportrun.Trigger(trigger)).
+		SetRequestedBy(requestedBy).SetRunner(r.cfg.RunnerID).Save(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("create run: %w", err)
+	}
+	org, _ := tenant.Org(ctx)
+	rctx, cancel := context.WithCancelCause(tenant.WithOrg(r.base, org))
+	r.mu.Lock()
+	r.cancels[run.ID] = cancel
+	r.mu.Unlock()
+	r.broker.open(Progress{RunID: run.ID, Phase: PhaseQueued, Time: r.now().UTC()})
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer func() {
+			r.mu.Lock()
+			delete(r.cancels, run.ID)
+			r.mu.Unlock()
+			cancel(nil)
+		}()
+		r.execute(rctx, run.ID)
+	}()
+	return run, nil
+}
+
+// job is everything a run needs, loaded once.
+type job struct {
+	run      *ent.ExportRun
+	sc       *ent.Schedule
+	el       *ent.Element
+	integ    *ent.StorageIntegration
+	zone     *time.Location
+	plan     Plan
+	key      string
+	uri      string
+	counters Counters
+	phase    string
+	total    int64
+}
+
+func (r *Runner) execute(ctx context.Context, runID string) {
+	dbctx := context.WithoutCancel(ctx) // bookkeeping must happen even when the run is canceled
+	j := &job{phase: PhaseQuerying}
+	var rerr *RunError
+	var skipped bool
+	stats, err := func() (Stats, error) {
+		if err := r.load(dbctx, runID, j); err != nil {
+			return Stats{}, err
+		}
+		stop := r.reportLoop(ctx, dbctx, j)
+		defer stop()
+		return r.run(ctx, j, &skipped)
+	}()
+	state := exportrun.StateSUCCEEDED
+	switch {
+	case skipped:
+		state = exportrun.StateSKIPPED
+	case err != nil && errors.Is(context.Cause(ctx), errCanceled):
+		state = exportrun.StateCANCELED
+		rerr = &RunError{Code: "CANCELED", Message: "the run was canceled"}
+	case err != nil && errors.Is(context.Cause(ctx), errShutdown):
+		state = exportrun.StateFAILED
+		rerr = &RunError{Code: "INTERRUPTED", Message: "the server shut down during the run; the upload was aborted"}
+	case err != nil:
+		state = exportrun.StateFAILED
+		if !errors.As(err, &rerr) {
+			rerr = &RunError{Code: "INTERNAL", Message: "export failed"}
+			r.log.Error("export run failed", "run_id", runID, "err", err.Error())
+		}
+	}
+	r.finish(dbctx, j, runID, state.String(), stats, rerr)
+}
+
+// load reads the run, its schedule, element and integration, and plans it.
+func (r *Runner) load(ctx context.Context, runID string, j *job) error {
+	c := r.d.Client
+	var err error
+	if j.run, err = c.ExportRun.Get(ctx, runID); err != nil {
+		return fmt.Errorf("load run: %w", err)
+	}
+	if j.sc, err = c.Schedule.Get(ctx, j.run.ScheduleID); err != nil {
+		return &RunError{Code: "SCHEDULE_NOT_FOUND", Message: "the schedule no longer exists"}
+	}
+	if j.el, err = c.Element.Query().Where(element.ID(j.sc.ElementID)).Only(ctx); err != nil {
+		return &RunError{Code: "ELEMENT_NOT_FOUND", Message: "the schedule's workbook element no longer exists"}
+	}
+	if j.sc.IntegrationID == "" {
+		return &RunError{Code: "INTEGRATION_DELETED", Message: "the schedule's storage integration was deleted"}
+	}
+	if j.integ, err = c.StorageIntegration.Get(ctx, j.sc.IntegrationID); err != nil {
+		return &RunError{Code: "INTEGRATION_NOT_FOUND", Message: "the schedule's storage integration no longer exists"}
+	}
+	if j.zone, err = time.LoadLocation(j.sc.TimeZone); err != nil {
+		return fmt.Errorf("zone %q: %w", j.sc.TimeZone, err)
+	}
+	now := r.now().UTC()
+	to, err := auditlog.StableSeq(ctx, r.d)
+	if err != nil {
+		return fmt.Errorf("read insert sequence: %w", err)
+	}
+	from := int64(0)
+	if j.sc.Mode == schedule.ModeINCREMENTAL {
+		from = j.sc.Watermark
+	}
+	j.plan = Plan{Spec: j.el.Spec, Now: now, Format: string(j.sc.Format), Compression: string(j.sc.Compression),
+		EscapeFormulas: j.sc.CsvEscapeFormulas, SeqFrom: from, SeqTo: to}
+	periodEnd := now
+	periodStart := now
+	if cr, err := cronpkg.Parse(j.sc.Cron, j.sc.TimeZone); err == nil {
+		if p := cr.Prev(now); !p.IsZero() {
+			periodStart = p
+		}
+	}
+	if j.run.PeriodStart != nil {
+		periodStart, periodEnd = *j.run.PeriodStart, *j.run.PeriodEnd
+	}
+	uri, err := destination.Render(j.sc.URI, destination.Vars{Time: now, PeriodStart: periodStart, PeriodEnd: periodEnd,
+		RunID: j.run.ID, ScheduleID: j.sc.ID, Zone: j.zone})
+	if err != nil {
+		return &RunError{Code: "BAD_URI", Message: "rendering the destination URI: " + err.Error()}
+	}
+	if j.sc.PrefixFileNameWithDatetime {
+		uri = destination.PrefixFileName(uri, now, j.zone)
+	}
+	j.uri = uri
+	return c.ExportRun.UpdateOneID(runID).SetState(exportrun.StateRUNNING).SetPhase(PhaseQuerying).
+		SetStartTime(now).SetHeartbeatTime(now).SetObjectURI(uri).SetFromSeq(from).SetToSeq(to).
+		SetPeriodStart(periodStart).SetPeriodEnd(periodEnd).Exec(ctx)
+}
+
+// run queries, encodes and uploads, retrying transient provider errors.
+func (r *Runner) run(ctx context.Context, j *job, skipped *bool) (Stats, error) {
+	count, err := auditlog.QuerySeq(ctx, r.d.Client, j.plan.Spec, j.plan.Now, j.plan.SeqFrom, j.plan.SeqTo, 0, 0)
+	if err != nil {
+		return Stats{}, r.queryError(ctx, err)
+	}
+	j.total = count.Total
+	switch j.sc.SendCondition {
+	case schedule.SendConditionIF_DATA:
+		*skipped = j.total == 0
+	case schedule.SendConditionIF_NO_DATA:
+		*skipped = j.total > 0
+	}
+	if *skipped {
+		return Stats{}, nil
+	}
+	creds, err := destination.DecryptCredentials(r.keys, j.integ.CredentialsCiphertext, j.integ.ID)
+	if err != nil {
+		return Stats{}, fmt.Errorf("decrypt credentials: %w", err)
+	}
+	bucket, base, err := destination.Open(ctx, destination.Integration{
+		Provider: destination.Provider(j.integ.Provider), Destination: j.integ.Destination, Region: j.integ.Region,
+		Endpoint: j.integ.Endpoint, ExternalID: j.integ.ExternalID, Creds: creds,
+	}, destination.OpenOptions{AllowPrivateEndpoints: r.cfg.AllowPrivateEndpoints})
+	if err != nil {
+		return Stats{}, &RunError{Code: "DESTINATION_UNAVAILABLE", Message: "opening the destination failed", ProviderMessage: err.Error()}
+	}
+	defer bucket.Close()
+	if j.key, err = destination.Key(base, j.uri); err != nil {
+		return Stats{}, &RunError{Code: "BAD_URI", Message: "the destination URI is not under the integration: " + err.Error()}
+	}
+	attempt := 0
+	op := func() (Stats, error) {
+		attempt++
+		if attempt > 1 {
+			j.counters.Rows.Store(0)
+			j.counters.Bytes.Store(0)
+			_ = r.d.Client.ExportRun.UpdateOneID(j.run.ID).SetAttempt(attempt).Exec(context.WithoutCancel(ctx))
+		}
+		st, err := r.upload(ctx, j, bucket)
+		if err == nil {
+			return st, nil
+		}
+		if ctx.Err() != nil {
+			return st, backoff.Permanent(err)
+		}
+		var qe *RunError
+		if errors.As(err, &qe) {
+			return st, backoff.Permanent(err)
+		}
+		pe, transient := destination.Describe(bucket, err)
+		rerr := providerRunError(pe, err, transient)
+		if !transient {
+			return st, backoff.Permanent(rerr)
+		}
+		r.log.Warn("transient upload error; retrying", "run_id", j.run.ID, "attempt", attempt, "err", rerr.Error())
+		return st, rerr
+	}
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = r.cfg.RetryInitial
+	return backoff.Retry(ctx, op, backoff.WithBackOff(b), backoff.WithMaxTries(uint(r.cfg.MaxAttempts)), backoff.WithMaxElapsedTime(0))
+}
+
+func providerRunError(pe *destination.ProviderError, err error, transient bool) *RunError {
+	re := &RunError{Code: "PROVIDER_ERROR", Message: "the storage provider refused the upload"}
+	if transient {
+		re.Code, re.Message = "PROVIDER_UNAVAILABLE", "the storage provider could not be reached"
+	}
+	if pe != nil {
+		re.ProviderMessage = pe.Code + ": " + pe.Message
+		switch pe.Code {
+		case "AccessDenied", "AuthenticationFailed", "AuthorizationFailure", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "401", "forbidden":
+			re.Code = "PROVIDER_ACCESS_DENIED"
+		case "NoSuchBucket", "ContainerNotFound", "404", "notFound":
+			re.Code, re.Message = "PROVIDER_BUCKET_NOT_FOUND", "the bucket or container does not exist"
+		}
+	} else {
+		re.ProviderMessage = err.Error()
+	}
+	return re
+}
+
+func (r *Runner) queryError(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return err
+	}
+	r.log.Error("export query failed", "err", err.Error())
+	return &RunError{Code: "QUERY_FAILED", Message: "reading the audit log failed"}
+}
+
+// upload makes one attempt: the object becomes visible only on Close; any
+// error cancels the writer's context first, which aborts the upload
+// (multipart abort, uncommitted blocks, temp file removed) so no partial
+// object is left.
+func (r *Runner) upload(ctx context.Context, j *job, bucket *blob.Bucket) (Stats, error) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w, err := bucket.NewWriter(wctx, j.key, &blob.WriterOptions{ContentType: contentType(j.plan), BufferSize: 8 << 20})
+	if err != nil {
+		return Stats{}, err
+	}
+	j.phase = PhaseUploading
+	st, err := Write(wctx, r.d.Client, j.plan, w, &j.counters)
+	if err != nil {
+		cancel()
+		_ = w.Close()
+		var qe *QueryError
+		if ctx.Err() == nil && errors.As(err, &qe) {
+			return st, r.queryError(ctx, err)
+		}
+		return st, err
+	}
+	j.phase = PhaseFinalizing
+	if err := w.Close(); err != nil {
+		return st, err
+	}
+	return st, nil
+}
+
+func contentType(p Plan) string {
+	switch {
+	case p.Compression == Gzip:
+		return "application/gzip"
+	case p.Compression == Zstd:
+		return "application/zstd"
+	case p.Format == CSV:
+		return "text/csv; charset=utf-8"
+	case p.Format == JSONL:
+		return "application/x-ndjson"
+	}
+	return "application/vnd.apache.parquet"
+}
