@@ -2,6 +2,8 @@ package integration_test
 
 import (
 	"net/http"
+	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -73,5 +75,41 @@ func TestRestartKeepsData(t *testing.T) {
 				t.Error("a bootstrap key was printed although one was given")
 			}
 		})
+	}
+}
+
+// TestAuthFailuresAudited: a call that fails authentication still leaves
+// exactly one AUDIT_LOGS row (ACCESS / API_KEY_AUTH / FAILURE).
+func TestAuthFailuresAudited(t *testing.T) {
+	s := StartServer(t, "sqlite")
+	revoked := (grpcTransport{s}).Call(t, "CreateApiKey", s.AdminKey, `{"name":"tmp"}`, "")
+	secret := getString(revoked.Body, "secret")
+	(grpcTransport{s}).Call(t, "RevokeApiKey", s.AdminKey, `{"id":"`+getString(revoked.Body, "apiKey", "id")+`"}`, "")
+	cases := map[string]string{"none": "", "garbage": "not-a-key", "revoked": secret, "wrong-secret": s.AdminKey[:len(s.AdminKey)-4] + "aaaa"}
+	for name, key := range cases {
+		for _, tr := range transports(s) {
+			rid := "auth-" + name + "-" + tr.Name()
+			if r := tr.Call(t, "ListSchedules", key, "", rid); r.Code != codes.Unauthenticated || r.Domain != "auditexport" {
+				t.Fatalf("%s over %s: %v %s", name, tr.Name(), r.Code, r.Domain)
+			}
+			checkAudit(t, s, []auditExpect{{requestID: rid, eventType: "API_KEY_AUTH", status: "FAILURE"}})
+		}
+	}
+}
+
+// TestSeedCommand: `auditexport seed` appends events that AUDIT_LOGS shows.
+func TestSeedCommand(t *testing.T) {
+	s := StartServer(t, "sqlite")
+	out, err := exec.Command(binPath, "seed", "--events", "5000", "--db", s.DSN).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "seeded 5000 events") {
+		t.Fatalf("seed: %v\n%s", err, out)
+	}
+	tr := grpcTransport{s}
+	ex := tr.Call(t, "ExploreTable", s.AdminKey, `{"connectionId":"con_audit_logs","table":"AUDIT_LOGS"}`, "")
+	wb := getString(ex.Body, "workbook", "id")
+	el := getPath(ex.Body, "workbook", "elements").([]any)[0].(map[string]any)["id"].(string)
+	q := tr.Call(t, "QueryElement", s.AdminKey, `{"workbookId":"`+wb+`","elementId":"`+el+`","pageSize":1}`, "")
+	if total, _ := strconv.Atoi(getString(q.Body, "totalRows")); total < 5000 {
+		t.Fatalf("AUDIT_LOGS has %d rows after seeding 5000", total)
 	}
 }
