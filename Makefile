@@ -30,7 +30,8 @@ check-generated: generate ## Fail if regenerating changes committed code
 	@if [ -n "$$(git status --porcelain -- gen ent)" ]; then \
 		echo "generated code is stale; run 'make generate' and commit:"; git status --porcelain -- gen ent; git diff --stat -- gen ent; exit 1; fi
 
-services: ## Make sure the services the tests need are up
+services: ## Install pinned test servers (MinIO, fake-gcs-server, Azurite, mailpit, DuckDB) and check PostgreSQL
+	./scripts/install-test-tools.sh
 	./scripts/test-services.sh
 
 test-go: services tools

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Installs the pinned test tools the storage/mail tests need into <repo>/.tools:
+#
+#   .tools/bin/minio            S3 server          (go install, AGPL: a test tool only, never linked)
+#   .tools/bin/fake-gcs-server  GCS emulator       (go install)
+#   .tools/bin/mailpit          SMTP server + API  (go install)
+#   .tools/node/node_modules    azurite (Azure Blob emulator), @duckdb/node-api (independent
+#                               CSV/JSON/Parquet reader)  (npm ci from the committed lock file)
+#
+# Idempotent: a Go binary is rebuilt only when .tools/bin/<name>.version differs from the pin;
+# npm ci runs only when .tools/node/.stamp differs from the hash of the committed package files.
+# A cold install takes a few minutes (minio dominates); a warm run takes well under a second.
+# Tests find the tools through internal/testenv.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="$ROOT/.tools"
+BIN="$TOOLS/bin"
+NODE_DIR="$TOOLS/node"
+GO="${GO:-go}"
+
+# --- pins -------------------------------------------------------------------------------
+# name|package|version
+GO_TOOLS=(
+	"minio|github.com/minio/minio|v0.0.0-20260212201848-7aac2a2c5b7c"
+	"fake-gcs-server|github.com/fsouza/fake-gcs-server|v1.56.1"
+	"mailpit|github.com/axllent/mailpit|v1.33.1"
+)
+PKG_JSON="$ROOT/scripts/test-tools-package.json"      # azurite 3.37.0, @duckdb/node-api 1.5.6-r.1
+PKG_LOCK="$ROOT/scripts/test-tools-package-lock.json" # produced by npm install; installed with npm ci
+
+mkdir -p "$BIN" "$NODE_DIR"
+
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+SUMMARY=()
+T_ALL="$(now)"
+
+# --- Go binaries --------------------------------------------------------------------------
+for spec in "${GO_TOOLS[@]}"; do
+	IFS='|' read -r name pkg ver <<<"$spec"
+	t="$(now)"
+	if [[ -x "$BIN/$name" && -f "$BIN/$name.version" && "$(cat "$BIN/$name.version")" == "$pkg@$ver" ]]; then
+		SUMMARY+=("$name=cached($(elapsed "$t")s)")
+		continue
+	fi
+	echo "install-test-tools: building $pkg@$ver ..." >&2
+	rm -f "$BIN/$name.version"
+	# CGO off: static binaries, no C toolchain needed. GOFLAGS is reset so that a
+	# caller's -mod=... or -modfile=... cannot leak into a module-mode install.
+	GOBIN="$BIN" CGO_ENABLED=0 GOFLAGS=-buildvcs=false "$GO" install "$pkg@$ver"
+	echo "$pkg@$ver" >"$BIN/$name.version"
+	SUMMARY+=("$name=built($(elapsed "$t")s)")
+done
+
+# --- npm packages -------------------------------------------------------------------------
+t="$(now)"
+want="$(cat "$PKG_JSON" "$PKG_LOCK" | sha256sum | cut -d' ' -f1)"
+if [[ -f "$NODE_DIR/.stamp" && "$(cat "$NODE_DIR/.stamp")" == "$want" && -d "$NODE_DIR/node_modules" ]]; then
+	SUMMARY+=("npm=cached($(elapsed "$t")s)")
+else
+	command -v npm >/dev/null || { echo "install-test-tools: npm not found (Node 20+ is required)" >&2; exit 1; }
+	echo "install-test-tools: npm ci (azurite, @duckdb/node-api) ..." >&2
+	rm -f "$NODE_DIR/.stamp"
+	cp "$PKG_JSON" "$NODE_DIR/package.json"
+	cp "$PKG_LOCK" "$NODE_DIR/package-lock.json"
+	# --ignore-scripts: nothing here needs an install script (DuckDB ships its prebuilt
+	# binding as the optional package @duckdb/node-bindings-<os>-<arch>), and no script
+	# may try to download anything.
+	(cd "$NODE_DIR" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+
+	# Smoke checks: the DuckDB binding loads, Azurite answers.
+	(cd "$NODE_DIR" && node --input-type=module -e '
+		import { DuckDBInstance } from "@duckdb/node-api";
+		const c = await (await DuckDBInstance.create(":memory:")).connect();
+		const r = await c.runAndReadAll("select 42 as x");
+		if (Number(r.getRowObjects()[0].x) !== 42) throw new Error("duckdb smoke check failed");
+	')
+	port="$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })')"
+	loc="$(mktemp -d)"
+	"$NODE_DIR/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$port" --location "$loc" \
+		--silent --skipApiVersionCheck --loose >"$loc/azurite.log" 2>&1 &
+	apid=$!
+	ok=""
+	for _ in $(seq 1 100); do
+		# Any HTTP answer (even 4xx without auth) means Azurite is serving.
+		if code="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/devstoreaccount1?comp=list" 2>/dev/null)" && [[ "$code" != "000" ]]; then
+			ok=1
+			break
+		fi
+		sleep 0.1
+	done
+	# SIGKILL: Azurite's SIGTERM shutdown takes ~100 s here, and this data is throwaway.
+	kill -KILL "$apid" 2>/dev/null || true
+	wait "$apid" 2>/dev/null || true
+	if [[ -z "$ok" ]]; then
+		echo "install-test-tools: azurite-blob did not start:" >&2
+		cat "$loc/azurite.log" >&2
+		rm -rf "$loc"
+		exit 1
+	fi
+	rm -rf "$loc"
+	echo "$want" >"$NODE_DIR/.stamp"
+	SUMMARY+=("npm=installed($(elapsed "$t")s)")
+fi
+
+echo "install-test-tools: ${SUMMARY[*]} total=$(elapsed "$T_ALL")s -> $TOOLS"
