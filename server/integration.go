@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"regexp"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"github.com/auditexport/auditexport/internal/auth"
 	"github.com/auditexport/auditexport/internal/destination"
 	"github.com/auditexport/auditexport/internal/ids"
+	"github.com/auditexport/auditexport/internal/notify"
 	"github.com/auditexport/auditexport/internal/secrets"
 )
 
@@ -42,14 +44,15 @@ type IntegrationService struct {
 	pb.UnimplementedIntegrationServiceServer
 	db   *ent.Client
 	keys *secrets.Keyring
+	mail *notify.Mailer
 	cfg  IntegrationConfig
 	log  *slog.Logger
 	now  func() time.Time
 }
 
 // NewIntegrationService builds the service.
-func NewIntegrationService(db *ent.Client, keys *secrets.Keyring, cfg IntegrationConfig, log *slog.Logger) *IntegrationService {
-	return &IntegrationService{db: db, keys: keys, cfg: cfg, log: log, now: time.Now}
+func NewIntegrationService(db *ent.Client, keys *secrets.Keyring, mail *notify.Mailer, cfg IntegrationConfig, log *slog.Logger) *IntegrationService {
+	return &IntegrationService{db: db, keys: keys, mail: mail, cfg: cfg, log: log, now: time.Now}
 }
 
 var integrationNamePattern = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,127}$`)
@@ -436,6 +439,7 @@ func (s *IntegrationService) UpdateStorageIntegration(ctx context.Context, req *
 	}
 	auditMeta(ctx, "update_mask", req.GetUpdateMask().GetPaths())
 	auditMeta(ctx, "paused_schedule_ids", paused)
+	s.notifyPaused(ctx, paused, out.Name, "INTEGRATION_UPDATED", "was updated")
 	n, err := linkedCount(ctx, s.db, out.ID)
 	if err != nil {
 		return nil, internalError(ctx, s.log, "count schedules", err)
@@ -477,6 +481,7 @@ func (s *IntegrationService) DeleteStorageIntegration(ctx context.Context, req *
 		return nil, internalError(ctx, s.log, "delete integration", err)
 	}
 	auditMeta(ctx, "paused_schedule_ids", resp.PausedScheduleIds)
+	s.notifyPaused(ctx, resp.PausedScheduleIds, cur.Name, "INTEGRATION_DELETED", "was deleted")
 	auditMeta(ctx, "deleted_schedule_ids", resp.DeletedScheduleIds)
 	return resp, nil
 }
@@ -504,6 +509,42 @@ func (s *IntegrationService) GetStorageIntegrationCredentials(ctx context.Contex
 		c.AppName, c.ConsentUrl = s.cfg.AzureAppName, s.cfg.AzureConsentURL
 	}
 	return &pb.GetStorageIntegrationCredentialsResponse{Credentials: c}, nil
+}
+
+// notifyPaused e-mails each owner of schedules paused by an integration
+// change, one message per owner. Mail failures are logged, not returned:
+// the change itself succeeded.
+func (s *IntegrationService) notifyPaused(ctx context.Context, scheduleIDs []string, integName, reason, what string) {
+	if len(scheduleIDs) == 0 || !s.mail.Enabled() {
+		return
+	}
+	rows, err := s.db.Schedule.Query().Where(schedule.IDIn(scheduleIDs...)).All(ctx)
+	if err != nil {
+		s.log.ErrorContext(ctx, "loading paused schedules for notification failed", "err", err.Error())
+		return
+	}
+	byOwner := map[string][]*ent.Schedule{}
+	for _, r := range rows {
+		byOwner[r.OwnerID] = append(byOwner[r.OwnerID], r)
+	}
+	for owner, list := range byOwner {
+		u, err := s.db.User.Get(ctx, owner)
+		if err != nil {
+			continue
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "The storage integration %q %s, so these schedules were paused (reason %s):\n\n", integName, what, reason)
+		for _, r := range list {
+			fmt.Fprintf(&b, "  - %s (%s): %s\n", r.Name, r.ID, r.URI)
+		}
+		b.WriteString("\nCheck each schedule's destination, then resume it.\n")
+		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		err = s.mail.Send(mctx, notify.Message{To: []string{u.Email}, Subject: fmt.Sprintf("[auditexport] %d schedule(s) paused: integration %s %s", len(list), integName, what), Body: b.String()})
+		cancel()
+		if err != nil {
+			s.log.ErrorContext(ctx, "sending pause notification failed", "err", err.Error(), "request_id", requestIDFrom(ctx))
+		}
+	}
 }
 
 // TestStorageIntegration implements pb.IntegrationServiceServer. A provider

@@ -147,7 +147,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		grpc.MaxRecvMsgSize(4<<20),
 	)
 	wb := server.NewWorkbookService(d.Client, log)
-	pb.RegisterIntegrationServiceServer(gs, server.NewIntegrationService(d.Client, keys, server.IntegrationConfig{
+	pb.RegisterIntegrationServiceServer(gs, server.NewIntegrationService(d.Client, keys, mailer, server.IntegrationConfig{
 		AllowPrivateEndpoints: cfg.AllowPrivateEndpoints, LocalRoot: cfg.LocalRoot,
 		IAMPrincipal: cfg.IAMPrincipal, GCSServiceAccount: cfg.GCSServiceAccount,
 		AzureAppName: cfg.AzureAppName, AzureConsentURL: cfg.AzureConsentURL,
