@@ -1,14 +1,20 @@
 package integration_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
 )
 
 // principals of the permission matrix, in the order of permRow.want. The
@@ -43,6 +49,7 @@ type permEnv struct {
 	// main organization: objects owned by the ADMIN and by the CREATOR
 	mainOrgID, intID, intName, wbID, elID, explID, schID string
 	crWbID, crElID, crSchID                              string
+	runID, crRunID                                       string // finished runs of schSchID / crSchID
 	targetID                                             string // a CREATOR whose only key is revoked
 	// the other organization's own objects
 	otherOrgID, oIntID, oIntName, oWbID, oElID, oSchID, oKeyID string
@@ -144,6 +151,8 @@ func setupPermissions(t *testing.T, s *Server) *permEnv {
 	e.schID = e.newSchedule(t, admin, e.wbID, e.elID, e.intName)
 	e.crWbID, e.crElID = e.newWorkbook(t, e.keys["CREATOR"], true)
 	e.crSchID = e.newSchedule(t, e.keys["CREATOR"], e.crWbID, e.crElID, e.intName)
+	e.runID = sendNowToEnd(t, s, admin, e.schID)
+	e.crRunID = sendNowToEnd(t, s, e.keys["CREATOR"], e.crSchID)
 
 	// The second organization, made by the operator command while the server runs.
 	cmd := exec.Command(binPath, "org", "create", "--name", "other", "--db", s.DSN)
@@ -290,6 +299,11 @@ func permRows(e *permEnv) []permRow {
 			return fmt.Sprintf(`{"id":%q}`, last)
 		}, after: after("GetStorageIntegration", `{"id":%q}`, NF)},
 		{rpc: "GetStorageIntegrationCredentials", want: adminOnly, req: byID(e.intID)},
+		{rpc: "TestStorageIntegration", want: adminOnly, req: byID(e.intID), check: func(t *testing.T, p string, b map[string]any) {
+			if ok, _ := b["ok"].(bool); !ok {
+				t.Errorf("probe of a LOCAL integration failed: %v", b)
+			}
+		}},
 
 		// WorkbookService
 		{rpc: "ListConnections", want: all, req: fixed(`{}`), check: func(t *testing.T, p string, b map[string]any) {
@@ -343,6 +357,15 @@ func permRows(e *permEnv) []permRow {
 		{rpc: "PauseSchedule", variant: "creatorOwned", want: ownerAdmin, req: byID(e.crSchID)},
 		{rpc: "ResumeSchedule", want: adminOnly, req: byID(e.schID)},
 		{rpc: "ResumeSchedule", variant: "creatorOwned", want: ownerAdmin, req: byID(e.crSchID)},
+		{rpc: "GetExportRun", want: anyMember, req: byID(e.runID)},
+		{rpc: "ListExportRuns", want: anyMember, req: fixed(`{"scheduleId":%q}`, e.schID), check: func(t *testing.T, p string, b map[string]any) {
+			if items(b, "runs")[e.runID] == nil {
+				t.Errorf("ListExportRuns as %s lacks run %s: %v", p, e.runID, b)
+			}
+		}},
+		// Finished runs: permission passes, then the state refuses (FAILED_PRECONDITION).
+		{rpc: "CancelExportRun", want: [5]codes.Code{codes.FailedPrecondition, PD, PD, PD, NF}, req: byID(e.runID)},
+		{rpc: "CancelExportRun", variant: "creatorOwned", want: [5]codes.Code{codes.FailedPrecondition, codes.FailedPrecondition, PD, PD, NF}, req: byID(e.crRunID)},
 
 		// AccountService
 		{rpc: "GetCurrentUser", want: all, req: fixed(`{}`), check: func(t *testing.T, p string, b map[string]any) {
@@ -523,5 +546,83 @@ func TestPermissionMatrix(t *testing.T) {
 				t.Run("crossOrg/"+tr.Name(), func(t *testing.T) { crossOrgChecks(t, e, tr) })
 			}
 		})
+	}
+}
+
+// sendNowToEnd runs a schedule with SendNow and returns the run id once it
+// has finished.
+func sendNowToEnd(t *testing.T, s *Server, key, scheduleID string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(Ctx(key), time.Minute)
+	defer cancel()
+	st, err := pb.NewScheduleServiceClient(s.Conn).SendNow(ctx, &pb.SendNowRequest{Id: scheduleID})
+	if err != nil {
+		t.Fatalf("SendNow: %v", err)
+	}
+	var runID string
+	for {
+		m, err := st.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("SendNow stream: %v", err)
+		}
+		runID = m.GetProgress().GetRunId()
+	}
+	if runID == "" {
+		t.Fatal("SendNow streamed no run id")
+	}
+	return runID
+}
+
+// TestStreamingPermissions: SendNow follows the schedule's owner-or-ADMIN
+// rule and WatchExportRun the any-member rule, over gRPC streams.
+func TestStreamingPermissions(t *testing.T) {
+	s := StartServer(t, "sqlite")
+	e := setupPermissions(t, s)
+	sendNow := func(key, id string) codes.Code {
+		ctx, cancel := context.WithTimeout(Ctx(key), time.Minute)
+		defer cancel()
+		st, err := pb.NewScheduleServiceClient(s.Conn).SendNow(ctx, &pb.SendNowRequest{Id: id})
+		for err == nil {
+			_, err = st.Recv()
+		}
+		if err == io.EOF {
+			return codes.OK
+		}
+		return status.Code(err)
+	}
+	watch := func(key, id string) codes.Code {
+		ctx, cancel := context.WithTimeout(Ctx(key), time.Minute)
+		defer cancel()
+		st, err := pb.NewScheduleServiceClient(s.Conn).WatchExportRun(ctx, &pb.WatchExportRunRequest{Id: id})
+		for err == nil {
+			_, err = st.Recv()
+		}
+		if err == io.EOF {
+			return codes.OK
+		}
+		return status.Code(err)
+	}
+	OK, PD, NF, UA := codes.OK, codes.PermissionDenied, codes.NotFound, codes.Unauthenticated
+	for _, c := range []struct {
+		p         string
+		adminSch  codes.Code
+		crSch     codes.Code
+		watchCode codes.Code
+	}{
+		{"ADMIN", OK, OK, OK}, {"CREATOR", PD, OK, OK}, {"VIEWER", PD, PD, OK}, {"NOGRANT", PD, PD, OK},
+		{"otherOrg", NF, NF, NF}, {"none", UA, UA, UA}, {"revoked", UA, UA, UA},
+	} {
+		if got := sendNow(e.keys[c.p], e.schID); got != c.adminSch {
+			t.Errorf("SendNow(admin's schedule) as %s = %v, want %v", c.p, got, c.adminSch)
+		}
+		if got := sendNow(e.keys[c.p], e.crSchID); got != c.crSch {
+			t.Errorf("SendNow(creator's schedule) as %s = %v, want %v", c.p, got, c.crSch)
+		}
+		if got := watch(e.keys[c.p], e.runID); got != c.watchCode {
+			t.Errorf("WatchExportRun as %s = %v, want %v", c.p, got, c.watchCode)
+		}
 	}
 }
