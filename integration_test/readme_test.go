@@ -96,6 +96,10 @@ func TestReadmeWalkthrough(t *testing.T) {
 		"integration: int_",
 		`"saved":true`,
 		"SCHEDULE_STATE_ACTIVE",
+		`"ok": true`,                       // TestStorageIntegration
+		"EXPORT_PHASE_SUCCEEDED",           // Send now
+		"failures-",                        // the exported file
+		"RUN_STATE_SUCCEEDED",              // run history
 		"schedule.cron",                    // the field violation of the bad update
 		"PAUSE_REASON_INTEGRATION_UPDATED", // schedule paused by the integration change
 		"UPDATE_SCHEDULE",                  // the rejected call, read back from AUDIT_LOGS
