@@ -65,6 +65,8 @@ type ExportRun struct {
 	Runner string `json:"runner,omitempty"`
 	// HeartbeatTime holds the value of the "heartbeat_time" field.
 	HeartbeatTime *time.Time `json:"heartbeat_time,omitempty"`
+	// DedupKey holds the value of the "dedup_key" field.
+	DedupKey *string `json:"dedup_key,omitempty"`
 	// StartTime holds the value of the "start_time" field.
 	StartTime *time.Time `json:"start_time,omitempty"`
 	// FinishTime holds the value of the "finish_time" field.
@@ -81,7 +83,7 @@ func (*ExportRun) scanValues(columns []string) ([]any, error) {
 			values[i] = new(sql.NullBool)
 		case exportrun.FieldRows, exportrun.FieldBytes, exportrun.FieldTotalRows, exportrun.FieldAttempt, exportrun.FieldFromSeq, exportrun.FieldToSeq:
 			values[i] = new(sql.NullInt64)
-		case exportrun.FieldID, exportrun.FieldOrgID, exportrun.FieldScheduleID, exportrun.FieldTrigger, exportrun.FieldState, exportrun.FieldPhase, exportrun.FieldObjectURI, exportrun.FieldChecksum, exportrun.FieldErrorCode, exportrun.FieldErrorMessage, exportrun.FieldProviderMessage, exportrun.FieldRequestedBy, exportrun.FieldRunner:
+		case exportrun.FieldID, exportrun.FieldOrgID, exportrun.FieldScheduleID, exportrun.FieldTrigger, exportrun.FieldState, exportrun.FieldPhase, exportrun.FieldObjectURI, exportrun.FieldChecksum, exportrun.FieldErrorCode, exportrun.FieldErrorMessage, exportrun.FieldProviderMessage, exportrun.FieldRequestedBy, exportrun.FieldRunner, exportrun.FieldDedupKey:
 			values[i] = new(sql.NullString)
 		case exportrun.FieldCreateTime, exportrun.FieldUpdateTime, exportrun.FieldPeriodStart, exportrun.FieldPeriodEnd, exportrun.FieldHeartbeatTime, exportrun.FieldStartTime, exportrun.FieldFinishTime:
 			values[i] = new(sql.NullTime)
@@ -253,6 +255,13 @@ func (_m *ExportRun) assignValues(columns []string, values []any) error {
 				_m.HeartbeatTime = new(time.Time)
 				*_m.HeartbeatTime = value.Time
 			}
+		case exportrun.FieldDedupKey:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field dedup_key", values[i])
+			} else if value.Valid {
+				_m.DedupKey = new(string)
+				*_m.DedupKey = value.String
+			}
 		case exportrun.FieldStartTime:
 			if value, ok := values[i].(*sql.NullTime); !ok {
 				return fmt.Errorf("unexpected type %T for field start_time", values[i])
@@ -379,6 +388,11 @@ func (_m *ExportRun) String() string {
 	if v := _m.HeartbeatTime; v != nil {
 		builder.WriteString("heartbeat_time=")
 		builder.WriteString(v.Format(time.ANSIC))
+	}
+	builder.WriteString(", ")
+	if v := _m.DedupKey; v != nil {
+		builder.WriteString("dedup_key=")
+		builder.WriteString(*v)
 	}
 	builder.WriteString(", ")
 	if v := _m.StartTime; v != nil {

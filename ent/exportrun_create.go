@@ -335,6 +335,20 @@ func (_c *ExportRunCreate) SetNillableHeartbeatTime(v *time.Time) *ExportRunCrea
 	return _c
 }
 
+// SetDedupKey sets the "dedup_key" field.
+func (_c *ExportRunCreate) SetDedupKey(v string) *ExportRunCreate {
+	_c.mutation.SetDedupKey(v)
+	return _c
+}
+
+// SetNillableDedupKey sets the "dedup_key" field if the given value is not nil.
+func (_c *ExportRunCreate) SetNillableDedupKey(v *string) *ExportRunCreate {
+	if v != nil {
+		_c.SetDedupKey(*v)
+	}
+	return _c
+}
+
 // SetStartTime sets the "start_time" field.
 func (_c *ExportRunCreate) SetStartTime(v time.Time) *ExportRunCreate {
 	_c.mutation.SetStartTime(v)
@@ -713,6 +727,10 @@ func (_c *ExportRunCreate) createSpec() (*ExportRun, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.HeartbeatTime(); ok {
 		_spec.SetField(exportrun.FieldHeartbeatTime, field.TypeTime, value)
 		_node.HeartbeatTime = &value
+	}
+	if value, ok := _c.mutation.DedupKey(); ok {
+		_spec.SetField(exportrun.FieldDedupKey, field.TypeString, value)
+		_node.DedupKey = &value
 	}
 	if value, ok := _c.mutation.StartTime(); ok {
 		_spec.SetField(exportrun.FieldStartTime, field.TypeTime, value)
@@ -1132,6 +1150,9 @@ func (u *ExportRunUpsertOne) UpdateNewValues() *ExportRunUpsertOne {
 		}
 		if _, exists := u.create.mutation.Trigger(); exists {
 			s.SetIgnore(exportrun.FieldTrigger)
+		}
+		if _, exists := u.create.mutation.DedupKey(); exists {
+			s.SetIgnore(exportrun.FieldDedupKey)
 		}
 	}))
 	return u
@@ -1743,6 +1764,9 @@ func (u *ExportRunUpsertBulk) UpdateNewValues() *ExportRunUpsertBulk {
 			}
 			if _, exists := b.mutation.Trigger(); exists {
 				s.SetIgnore(exportrun.FieldTrigger)
+			}
+			if _, exists := b.mutation.DedupKey(); exists {
+				s.SetIgnore(exportrun.FieldDedupKey)
 			}
 		}
 	}))

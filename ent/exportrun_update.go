@@ -563,6 +563,9 @@ func (_u *ExportRunUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	if _u.mutation.HeartbeatTimeCleared() {
 		_spec.ClearField(exportrun.FieldHeartbeatTime, field.TypeTime)
 	}
+	if _u.mutation.DedupKeyCleared() {
+		_spec.ClearField(exportrun.FieldDedupKey, field.TypeString)
+	}
 	if value, ok := _u.mutation.StartTime(); ok {
 		_spec.SetField(exportrun.FieldStartTime, field.TypeTime, value)
 	}
@@ -1160,6 +1163,9 @@ func (_u *ExportRunUpdateOne) sqlSave(ctx context.Context) (_node *ExportRun, er
 	}
 	if _u.mutation.HeartbeatTimeCleared() {
 		_spec.ClearField(exportrun.FieldHeartbeatTime, field.TypeTime)
+	}
+	if _u.mutation.DedupKeyCleared() {
+		_spec.ClearField(exportrun.FieldDedupKey, field.TypeString)
 	}
 	if value, ok := _u.mutation.StartTime(); ok {
 		_spec.SetField(exportrun.FieldStartTime, field.TypeTime, value)

@@ -3981,6 +3981,7 @@ type ExportRunMutation struct {
 	addto_seq        *int64
 	runner           *string
 	heartbeat_time   *time.Time
+	dedup_key        *string
 	start_time       *time.Time
 	finish_time      *time.Time
 	clearedFields    map[string]struct{}
@@ -5116,6 +5117,55 @@ func (m *ExportRunMutation) ResetHeartbeatTime() {
 	delete(m.clearedFields, exportrun.FieldHeartbeatTime)
 }
 
+// SetDedupKey sets the "dedup_key" field.
+func (m *ExportRunMutation) SetDedupKey(s string) {
+	m.dedup_key = &s
+}
+
+// DedupKey returns the value of the "dedup_key" field in the mutation.
+func (m *ExportRunMutation) DedupKey() (r string, exists bool) {
+	v := m.dedup_key
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldDedupKey returns the old "dedup_key" field's value of the ExportRun entity.
+// If the ExportRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ExportRunMutation) OldDedupKey(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldDedupKey is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldDedupKey requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldDedupKey: %w", err)
+	}
+	return oldValue.DedupKey, nil
+}
+
+// ClearDedupKey clears the value of the "dedup_key" field.
+func (m *ExportRunMutation) ClearDedupKey() {
+	m.dedup_key = nil
+	m.clearedFields[exportrun.FieldDedupKey] = struct{}{}
+}
+
+// DedupKeyCleared returns if the "dedup_key" field was cleared in this mutation.
+func (m *ExportRunMutation) DedupKeyCleared() bool {
+	_, ok := m.clearedFields[exportrun.FieldDedupKey]
+	return ok
+}
+
+// ResetDedupKey resets all changes to the "dedup_key" field.
+func (m *ExportRunMutation) ResetDedupKey() {
+	m.dedup_key = nil
+	delete(m.clearedFields, exportrun.FieldDedupKey)
+}
+
 // SetStartTime sets the "start_time" field.
 func (m *ExportRunMutation) SetStartTime(t time.Time) {
 	m.start_time = &t
@@ -5248,7 +5298,7 @@ func (m *ExportRunMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *ExportRunMutation) Fields() []string {
-	fields := make([]string, 0, 26)
+	fields := make([]string, 0, 27)
 	if m.org_id != nil {
 		fields = append(fields, exportrun.FieldOrgID)
 	}
@@ -5321,6 +5371,9 @@ func (m *ExportRunMutation) Fields() []string {
 	if m.heartbeat_time != nil {
 		fields = append(fields, exportrun.FieldHeartbeatTime)
 	}
+	if m.dedup_key != nil {
+		fields = append(fields, exportrun.FieldDedupKey)
+	}
 	if m.start_time != nil {
 		fields = append(fields, exportrun.FieldStartTime)
 	}
@@ -5383,6 +5436,8 @@ func (m *ExportRunMutation) Field(name string) (ent.Value, bool) {
 		return m.Runner()
 	case exportrun.FieldHeartbeatTime:
 		return m.HeartbeatTime()
+	case exportrun.FieldDedupKey:
+		return m.DedupKey()
 	case exportrun.FieldStartTime:
 		return m.StartTime()
 	case exportrun.FieldFinishTime:
@@ -5444,6 +5499,8 @@ func (m *ExportRunMutation) OldField(ctx context.Context, name string) (ent.Valu
 		return m.OldRunner(ctx)
 	case exportrun.FieldHeartbeatTime:
 		return m.OldHeartbeatTime(ctx)
+	case exportrun.FieldDedupKey:
+		return m.OldDedupKey(ctx)
 	case exportrun.FieldStartTime:
 		return m.OldStartTime(ctx)
 	case exportrun.FieldFinishTime:
@@ -5625,6 +5682,13 @@ func (m *ExportRunMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetHeartbeatTime(v)
 		return nil
+	case exportrun.FieldDedupKey:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetDedupKey(v)
+		return nil
 	case exportrun.FieldStartTime:
 		v, ok := value.(time.Time)
 		if !ok {
@@ -5753,6 +5817,9 @@ func (m *ExportRunMutation) ClearedFields() []string {
 	if m.FieldCleared(exportrun.FieldHeartbeatTime) {
 		fields = append(fields, exportrun.FieldHeartbeatTime)
 	}
+	if m.FieldCleared(exportrun.FieldDedupKey) {
+		fields = append(fields, exportrun.FieldDedupKey)
+	}
 	if m.FieldCleared(exportrun.FieldStartTime) {
 		fields = append(fields, exportrun.FieldStartTime)
 	}
@@ -5781,6 +5848,9 @@ func (m *ExportRunMutation) ClearField(name string) error {
 		return nil
 	case exportrun.FieldHeartbeatTime:
 		m.ClearHeartbeatTime()
+		return nil
+	case exportrun.FieldDedupKey:
+		m.ClearDedupKey()
 		return nil
 	case exportrun.FieldStartTime:
 		m.ClearStartTime()
@@ -5867,6 +5937,9 @@ func (m *ExportRunMutation) ResetField(name string) error {
 		return nil
 	case exportrun.FieldHeartbeatTime:
 		m.ResetHeartbeatTime()
+		return nil
+	case exportrun.FieldDedupKey:
+		m.ResetDedupKey()
 		return nil
 	case exportrun.FieldStartTime:
 		m.ResetStartTime()

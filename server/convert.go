@@ -78,8 +78,9 @@ func decodeToken(v *violations, kind, tok string) string {
 		v.add("page_token", "invalid page token")
 		return ""
 	}
-	k, last, ok := strings.Cut(string(b), ":")
-	if !ok || k != kind || last == "" {
+	// kind itself may contain ':' (e.g. "q:<workbook>:<element>").
+	last, ok := strings.CutPrefix(string(b), kind+":")
+	if !ok || last == "" {
 		v.add("page_token", "invalid page token")
 		return ""
 	}

@@ -63,6 +63,8 @@ const (
 	FieldRunner = "runner"
 	// FieldHeartbeatTime holds the string denoting the heartbeat_time field in the database.
 	FieldHeartbeatTime = "heartbeat_time"
+	// FieldDedupKey holds the string denoting the dedup_key field in the database.
+	FieldDedupKey = "dedup_key"
 	// FieldStartTime holds the string denoting the start_time field in the database.
 	FieldStartTime = "start_time"
 	// FieldFinishTime holds the string denoting the finish_time field in the database.
@@ -98,6 +100,7 @@ var Columns = []string{
 	FieldToSeq,
 	FieldRunner,
 	FieldHeartbeatTime,
+	FieldDedupKey,
 	FieldStartTime,
 	FieldFinishTime,
 }
@@ -342,6 +345,11 @@ func ByRunner(opts ...sql.OrderTermOption) OrderOption {
 // ByHeartbeatTime orders the results by the heartbeat_time field.
 func ByHeartbeatTime(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldHeartbeatTime, opts...).ToFunc()
+}
+
+// ByDedupKey orders the results by the dedup_key field.
+func ByDedupKey(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldDedupKey, opts...).ToFunc()
 }
 
 // ByStartTime orders the results by the start_time field.

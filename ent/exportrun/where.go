@@ -174,6 +174,11 @@ func HeartbeatTime(v time.Time) predicate.ExportRun {
 	return predicate.ExportRun(sql.FieldEQ(FieldHeartbeatTime, v))
 }
 
+// DedupKey applies equality check predicate on the "dedup_key" field. It's identical to DedupKeyEQ.
+func DedupKey(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldEQ(FieldDedupKey, v))
+}
+
 // StartTime applies equality check predicate on the "start_time" field. It's identical to StartTimeEQ.
 func StartTime(v time.Time) predicate.ExportRun {
 	return predicate.ExportRun(sql.FieldEQ(FieldStartTime, v))
@@ -1352,6 +1357,81 @@ func HeartbeatTimeIsNil() predicate.ExportRun {
 // HeartbeatTimeNotNil applies the NotNil predicate on the "heartbeat_time" field.
 func HeartbeatTimeNotNil() predicate.ExportRun {
 	return predicate.ExportRun(sql.FieldNotNull(FieldHeartbeatTime))
+}
+
+// DedupKeyEQ applies the EQ predicate on the "dedup_key" field.
+func DedupKeyEQ(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldEQ(FieldDedupKey, v))
+}
+
+// DedupKeyNEQ applies the NEQ predicate on the "dedup_key" field.
+func DedupKeyNEQ(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldNEQ(FieldDedupKey, v))
+}
+
+// DedupKeyIn applies the In predicate on the "dedup_key" field.
+func DedupKeyIn(vs ...string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldIn(FieldDedupKey, vs...))
+}
+
+// DedupKeyNotIn applies the NotIn predicate on the "dedup_key" field.
+func DedupKeyNotIn(vs ...string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldNotIn(FieldDedupKey, vs...))
+}
+
+// DedupKeyGT applies the GT predicate on the "dedup_key" field.
+func DedupKeyGT(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldGT(FieldDedupKey, v))
+}
+
+// DedupKeyGTE applies the GTE predicate on the "dedup_key" field.
+func DedupKeyGTE(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldGTE(FieldDedupKey, v))
+}
+
+// DedupKeyLT applies the LT predicate on the "dedup_key" field.
+func DedupKeyLT(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldLT(FieldDedupKey, v))
+}
+
+// DedupKeyLTE applies the LTE predicate on the "dedup_key" field.
+func DedupKeyLTE(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldLTE(FieldDedupKey, v))
+}
+
+// DedupKeyContains applies the Contains predicate on the "dedup_key" field.
+func DedupKeyContains(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldContains(FieldDedupKey, v))
+}
+
+// DedupKeyHasPrefix applies the HasPrefix predicate on the "dedup_key" field.
+func DedupKeyHasPrefix(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldHasPrefix(FieldDedupKey, v))
+}
+
+// DedupKeyHasSuffix applies the HasSuffix predicate on the "dedup_key" field.
+func DedupKeyHasSuffix(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldHasSuffix(FieldDedupKey, v))
+}
+
+// DedupKeyIsNil applies the IsNil predicate on the "dedup_key" field.
+func DedupKeyIsNil() predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldIsNull(FieldDedupKey))
+}
+
+// DedupKeyNotNil applies the NotNil predicate on the "dedup_key" field.
+func DedupKeyNotNil() predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldNotNull(FieldDedupKey))
+}
+
+// DedupKeyEqualFold applies the EqualFold predicate on the "dedup_key" field.
+func DedupKeyEqualFold(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldEqualFold(FieldDedupKey, v))
+}
+
+// DedupKeyContainsFold applies the ContainsFold predicate on the "dedup_key" field.
+func DedupKeyContainsFold(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldContainsFold(FieldDedupKey, v))
 }
 
 // StartTimeEQ applies the EQ predicate on the "start_time" field.

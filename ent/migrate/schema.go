@@ -195,6 +195,7 @@ var (
 		{Name: "to_seq", Type: field.TypeInt64, Default: 0},
 		{Name: "runner", Type: field.TypeString, Default: ""},
 		{Name: "heartbeat_time", Type: field.TypeTime, Nullable: true},
+		{Name: "dedup_key", Type: field.TypeString, Nullable: true},
 		{Name: "start_time", Type: field.TypeTime, Nullable: true},
 		{Name: "finish_time", Type: field.TypeTime, Nullable: true},
 	}
@@ -218,6 +219,11 @@ var (
 				Name:    "exportrun_state",
 				Unique:  false,
 				Columns: []*schema.Column{ExportRunsColumns[6]},
+			},
+			{
+				Name:    "exportrun_schedule_id_dedup_key",
+				Unique:  true,
+				Columns: []*schema.Column{ExportRunsColumns[4], ExportRunsColumns[25]},
 			},
 		},
 	}

@@ -44,6 +44,10 @@ func (ExportRun) Fields() []ent.Field {
 		// orphaned by a crashed replica.
 		field.String("runner").Default(""),
 		field.Time("heartbeat_time").Optional().Nillable(),
+		// Scheduled runs: the period they stand for (period_end, RFC 3339). With
+		// schedule_id it is unique, so a period can never get two runs however
+		// many dispatchers race. NULL (no constraint) for Send now runs.
+		field.String("dedup_key").Optional().Nillable().Immutable(),
 		field.Time("start_time").Optional().Nillable(),
 		field.Time("finish_time").Optional().Nillable(),
 	}
@@ -54,6 +58,7 @@ func (ExportRun) Indexes() []ent.Index {
 	return []ent.Index{
 		index.Fields("org_id", "schedule_id"),
 		index.Fields("state"),
+		index.Fields("schedule_id", "dedup_key").Unique(),
 	}
 }
 

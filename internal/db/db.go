@@ -29,6 +29,7 @@ type DB struct {
 	Client  *ent.Client
 	SQL     *sql.DB
 	Dialect string // dialect.SQLite or dialect.Postgres
+	DSN     string // as given to Open (may hold a password: never log it)
 }
 
 // sqlitePragmas are required: foreign keys (ent migrations need them), a
@@ -69,7 +70,7 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		return nil, fmt.Errorf("connect to database: %w", err)
 	}
 	drvEnt := entsql.OpenDB(dia, sdb)
-	return &DB{Client: ent.NewClient(ent.Driver(drvEnt)), SQL: sdb, Dialect: dia}, nil
+	return &DB{Client: ent.NewClient(ent.Driver(drvEnt)), SQL: sdb, Dialect: dia, DSN: dsn}, nil
 }
 
 func parseDSN(dsn string) (driver, source, dia string, err error) {

@@ -26,6 +26,8 @@ import (
 	"gocloud.dev/blob/gcsblob"
 	"gocloud.dev/blob/s3blob"
 	"gocloud.dev/gcerrors"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/google"
 	"google.golang.org/api/googleapi"
 	"google.golang.org/api/option"
 
@@ -118,15 +120,22 @@ func openS3(ctx context.Context, in Integration, base Location, o OpenOptions) (
 }
 
 func openGCS(ctx context.Context, in Integration, base Location, o OpenOptions) (*blob.Bucket, error) {
-	opts := []option.ClientOption{option.WithHTTPClient(httpClient(o))}
+	hc := httpClient(o)
+	var opts []option.ClientOption
 	if in.Endpoint != "" {
 		// Emulators (fake-gcs-server) take no credentials.
-		opts = []option.ClientOption{option.WithEndpoint(strings.TrimSuffix(in.Endpoint, "/") + "/storage/v1/"), option.WithoutAuthentication()}
+		opts = []option.ClientOption{option.WithEndpoint(strings.TrimSuffix(in.Endpoint, "/") + "/storage/v1/"), option.WithHTTPClient(hc)}
 	} else {
 		if in.Creds.Kind != "gcs_service_account" {
 			return nil, fmt.Errorf("GCS integration has credentials of kind %q", in.Creds.Kind)
 		}
-		opts = append(opts[:0], option.WithCredentialsJSON([]byte(in.Creds.JSONKey)))
+		creds, err := google.CredentialsFromJSON(ctx, []byte(in.Creds.JSONKey), storage.ScopeReadWrite)
+		if err != nil {
+			return nil, fmt.Errorf("service account key: %w", err)
+		}
+		// Our transport (dial-time address check, timeouts) under OAuth2.
+		hc = &http.Client{Transport: &oauth2.Transport{Source: creds.TokenSource, Base: hc.Transport}}
+		opts = []option.ClientOption{option.WithHTTPClient(hc)}
 	}
 	client, err := storage.NewClient(ctx, opts...)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"reflect"
 	"time"
 
 	"github.com/parquet-go/parquet-go"
@@ -25,36 +26,39 @@ type parquetEncoder struct {
 	batch []parquet.Row
 }
 
-func parquetNode(c auditlog.Column) parquet.Node {
+// parquetField is the Go struct field that makes a column's schema node:
+// every column optional (a NULL is possible), timestamps as UTC microseconds,
+// metadata with the JSON logical type.
+func parquetField(i int, c auditlog.Column) reflect.StructField {
+	f := reflect.StructField{Name: fmt.Sprintf("F%d", i), Tag: reflect.StructTag(fmt.Sprintf(`parquet:%q`, c.Name))}
 	switch c.Type {
 	case auditlog.TypeTimestamp:
-		return parquet.Optional(parquet.TimestampAdjusted(parquet.Microsecond, true))
+		f.Type, f.Tag = reflect.TypeOf((*time.Time)(nil)), reflect.StructTag(fmt.Sprintf(`parquet:"%s,timestamp(microsecond)"`, c.Name))
 	case auditlog.TypeInteger:
-		return parquet.Optional(parquet.Int(64))
+		f.Type = reflect.TypeOf((*int64)(nil))
 	case auditlog.TypeJSON:
-		return parquet.Optional(parquet.JSON())
+		f.Type, f.Tag = reflect.TypeOf(""), reflect.StructTag(fmt.Sprintf(`parquet:"%s,optional,json"`, c.Name))
+	default:
+		f.Type = reflect.TypeOf((*string)(nil))
 	}
-	return parquet.Optional(parquet.String())
+	return f
 }
 
 func newParquet(w io.Writer, cols []auditlog.Column) (*parquetEncoder, error) {
-	g := parquet.Group{}
-	for _, c := range cols {
-		g[c.Name] = parquetNode(c)
-	}
-	schema := parquet.NewSchema("audit_logs", g)
-	// parquet-go orders group fields by name; map ours onto its leaves.
-	leaf := map[string]int{}
-	for i, path := range schema.Columns() {
-		leaf[path[0]] = i
-	}
-	e := &parquetEncoder{cols: cols, index: make([]int, len(cols))}
+	// The schema comes from a struct type built at run time: a
+	// parquet.Group would order the columns by name, a struct keeps the
+	// element's column order.
+	fields := make([]reflect.StructField, len(cols))
 	for i, c := range cols {
-		idx, ok := leaf[c.Name]
-		if !ok {
-			return nil, fmt.Errorf("parquet schema lacks column %s", c.Name)
+		fields[i] = parquetField(i, c)
+	}
+	schema := parquet.SchemaOf(reflect.New(reflect.StructOf(fields)).Elem().Interface())
+	e := &parquetEncoder{cols: cols, index: make([]int, len(cols))}
+	for i, path := range schema.Columns() {
+		if i >= len(cols) || path[0] != cols[i].Name {
+			return nil, fmt.Errorf("parquet schema column %d is %v, want %s", i, path, cols[i].Name)
 		}
-		e.index[i] = idx
+		e.index[i] = i
 	}
 	cfg, err := parquet.NewWriterConfig(schema, parquet.Compression(&parquet.Zstd),
 		parquet.MaxRowsPerRowGroup(parquetRowsPerGroup), parquet.CreatedBy("auditexport", "v1", ""))

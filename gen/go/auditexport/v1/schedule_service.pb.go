@@ -1253,9 +1253,9 @@ const file_auditexport_v1_schedule_service_proto_rawDesc = "" +
 	"\x0eUpdateSchedule\x12%.auditexport.v1.UpdateScheduleRequest\x1a&.auditexport.v1.UpdateScheduleResponse\"-\x82\xd3\xe4\x93\x02':\bschedule2\x1b/v1/schedules/{schedule.id}\x12{\n" +
 	"\x0eDeleteSchedule\x12%.auditexport.v1.DeleteScheduleRequest\x1a&.auditexport.v1.DeleteScheduleResponse\"\x1a\x82\xd3\xe4\x93\x02\x14*\x12/v1/schedules/{id}\x12\x81\x01\n" +
 	"\rPauseSchedule\x12$.auditexport.v1.PauseScheduleRequest\x1a%.auditexport.v1.PauseScheduleResponse\"#\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/v1/schedules/{id}:pause\x12s\n" +
-	"\aSendNow\x12\x1e.auditexport.v1.SendNowRequest\x1a\x1f.auditexport.v1.SendNowResponse\"%\x82\xd3\xe4\x93\x02\x1f:\x01*\"\x1a/v1/schedules/{id}:sendNow0\x01\x12\x84\x01\n" +
-	"\x0eWatchExportRun\x12%.auditexport.v1.WatchExportRunRequest\x1a&.auditexport.v1.WatchExportRunResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/exportRuns/{id}:watch0\x01\x12v\n" +
-	"\fGetExportRun\x12#.auditexport.v1.GetExportRunRequest\x1a$.auditexport.v1.GetExportRunResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/exportRuns/{id}\x12\x89\x01\n" +
+	"\aSendNow\x12\x1e.auditexport.v1.SendNowRequest\x1a\x1f.auditexport.v1.SendNowResponse\"%\x82\xd3\xe4\x93\x02\x1f:\x01*\"\x1a/v1/schedules/{id}:sendNow0\x01\x12v\n" +
+	"\fGetExportRun\x12#.auditexport.v1.GetExportRunRequest\x1a$.auditexport.v1.GetExportRunResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/exportRuns/{id}\x12\x84\x01\n" +
+	"\x0eWatchExportRun\x12%.auditexport.v1.WatchExportRunRequest\x1a&.auditexport.v1.WatchExportRunResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/exportRuns/{id}:watch0\x01\x12\x89\x01\n" +
 	"\x0eListExportRuns\x12%.auditexport.v1.ListExportRunsRequest\x1a&.auditexport.v1.ListExportRunsResponse\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/schedules/{schedule_id}/runs\x12\x89\x01\n" +
 	"\x0fCancelExportRun\x12&.auditexport.v1.CancelExportRunRequest\x1a'.auditexport.v1.CancelExportRunResponse\"%\x82\xd3\xe4\x93\x02\x1f:\x01*\"\x1a/v1/exportRuns/{id}:cancel\x12\x85\x01\n" +
 	"\x0eResumeSchedule\x12%.auditexport.v1.ResumeScheduleRequest\x1a&.auditexport.v1.ResumeScheduleResponse\"$\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/v1/schedules/{id}:resumeB\xd2\x01\n" +
@@ -1328,8 +1328,8 @@ var file_auditexport_v1_schedule_service_proto_depIdxs = []int32{
 	5,  // 19: auditexport.v1.ScheduleService.DeleteSchedule:input_type -> auditexport.v1.DeleteScheduleRequest
 	7,  // 20: auditexport.v1.ScheduleService.PauseSchedule:input_type -> auditexport.v1.PauseScheduleRequest
 	14, // 21: auditexport.v1.ScheduleService.SendNow:input_type -> auditexport.v1.SendNowRequest
-	16, // 22: auditexport.v1.ScheduleService.WatchExportRun:input_type -> auditexport.v1.WatchExportRunRequest
-	18, // 23: auditexport.v1.ScheduleService.GetExportRun:input_type -> auditexport.v1.GetExportRunRequest
+	18, // 22: auditexport.v1.ScheduleService.GetExportRun:input_type -> auditexport.v1.GetExportRunRequest
+	16, // 23: auditexport.v1.ScheduleService.WatchExportRun:input_type -> auditexport.v1.WatchExportRunRequest
 	20, // 24: auditexport.v1.ScheduleService.ListExportRuns:input_type -> auditexport.v1.ListExportRunsRequest
 	22, // 25: auditexport.v1.ScheduleService.CancelExportRun:input_type -> auditexport.v1.CancelExportRunRequest
 	8,  // 26: auditexport.v1.ScheduleService.ResumeSchedule:input_type -> auditexport.v1.ResumeScheduleRequest
@@ -1340,8 +1340,8 @@ var file_auditexport_v1_schedule_service_proto_depIdxs = []int32{
 	6,  // 31: auditexport.v1.ScheduleService.DeleteSchedule:output_type -> auditexport.v1.DeleteScheduleResponse
 	12, // 32: auditexport.v1.ScheduleService.PauseSchedule:output_type -> auditexport.v1.PauseScheduleResponse
 	15, // 33: auditexport.v1.ScheduleService.SendNow:output_type -> auditexport.v1.SendNowResponse
-	17, // 34: auditexport.v1.ScheduleService.WatchExportRun:output_type -> auditexport.v1.WatchExportRunResponse
-	19, // 35: auditexport.v1.ScheduleService.GetExportRun:output_type -> auditexport.v1.GetExportRunResponse
+	19, // 34: auditexport.v1.ScheduleService.GetExportRun:output_type -> auditexport.v1.GetExportRunResponse
+	17, // 35: auditexport.v1.ScheduleService.WatchExportRun:output_type -> auditexport.v1.WatchExportRunResponse
 	21, // 36: auditexport.v1.ScheduleService.ListExportRuns:output_type -> auditexport.v1.ListExportRunsResponse
 	23, // 37: auditexport.v1.ScheduleService.CancelExportRun:output_type -> auditexport.v1.CancelExportRunResponse
 	13, // 38: auditexport.v1.ScheduleService.ResumeSchedule:output_type -> auditexport.v1.ResumeScheduleResponse

@@ -26,8 +26,8 @@ const (
 	ScheduleService_DeleteSchedule_FullMethodName  = "/auditexport.v1.ScheduleService/DeleteSchedule"
 	ScheduleService_PauseSchedule_FullMethodName   = "/auditexport.v1.ScheduleService/PauseSchedule"
 	ScheduleService_SendNow_FullMethodName         = "/auditexport.v1.ScheduleService/SendNow"
-	ScheduleService_WatchExportRun_FullMethodName  = "/auditexport.v1.ScheduleService/WatchExportRun"
 	ScheduleService_GetExportRun_FullMethodName    = "/auditexport.v1.ScheduleService/GetExportRun"
+	ScheduleService_WatchExportRun_FullMethodName  = "/auditexport.v1.ScheduleService/WatchExportRun"
 	ScheduleService_ListExportRuns_FullMethodName  = "/auditexport.v1.ScheduleService/ListExportRuns"
 	ScheduleService_CancelExportRun_FullMethodName = "/auditexport.v1.ScheduleService/CancelExportRun"
 	ScheduleService_ResumeSchedule_FullMethodName  = "/auditexport.v1.ScheduleService/ResumeSchedule"
@@ -56,10 +56,12 @@ type ScheduleServiceClient interface {
 	// Runs the schedule's export now and streams its progress. The run goes on
 	// if the client disconnects; reattach with WatchExportRun. Owner or ADMIN.
 	SendNow(ctx context.Context, in *SendNowRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SendNowResponse], error)
-	// Streams the progress of a run (running or finished), from any replica.
-	WatchExportRun(ctx context.Context, in *WatchExportRunRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchExportRunResponse], error)
 	// Gets a run.
 	GetExportRun(ctx context.Context, in *GetExportRunRequest, opts ...grpc.CallOption) (*GetExportRunResponse, error)
+	// Streams the progress of a run (running or finished), from any replica.
+	// Declared after GetExportRun so that the gateway route {id}:watch takes
+	// precedence over {id}.
+	WatchExportRun(ctx context.Context, in *WatchExportRunRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchExportRunResponse], error)
 	// Lists a schedule's runs, newest first.
 	ListExportRuns(ctx context.Context, in *ListExportRunsRequest, opts ...grpc.CallOption) (*ListExportRunsResponse, error)
 	// Cancels a queued or running run; its upload is aborted (no object is
@@ -157,6 +159,16 @@ func (c *scheduleServiceClient) SendNow(ctx context.Context, in *SendNowRequest,
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ScheduleService_SendNowClient = grpc.ServerStreamingClient[SendNowResponse]
 
+func (c *scheduleServiceClient) GetExportRun(ctx context.Context, in *GetExportRunRequest, opts ...grpc.CallOption) (*GetExportRunResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetExportRunResponse)
+	err := c.cc.Invoke(ctx, ScheduleService_GetExportRun_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *scheduleServiceClient) WatchExportRun(ctx context.Context, in *WatchExportRunRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchExportRunResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &ScheduleService_ServiceDesc.Streams[1], ScheduleService_WatchExportRun_FullMethodName, cOpts...)
@@ -175,16 +187,6 @@ func (c *scheduleServiceClient) WatchExportRun(ctx context.Context, in *WatchExp
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ScheduleService_WatchExportRunClient = grpc.ServerStreamingClient[WatchExportRunResponse]
-
-func (c *scheduleServiceClient) GetExportRun(ctx context.Context, in *GetExportRunRequest, opts ...grpc.CallOption) (*GetExportRunResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(GetExportRunResponse)
-	err := c.cc.Invoke(ctx, ScheduleService_GetExportRun_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
 
 func (c *scheduleServiceClient) ListExportRuns(ctx context.Context, in *ListExportRunsRequest, opts ...grpc.CallOption) (*ListExportRunsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -239,10 +241,12 @@ type ScheduleServiceServer interface {
 	// Runs the schedule's export now and streams its progress. The run goes on
 	// if the client disconnects; reattach with WatchExportRun. Owner or ADMIN.
 	SendNow(*SendNowRequest, grpc.ServerStreamingServer[SendNowResponse]) error
-	// Streams the progress of a run (running or finished), from any replica.
-	WatchExportRun(*WatchExportRunRequest, grpc.ServerStreamingServer[WatchExportRunResponse]) error
 	// Gets a run.
 	GetExportRun(context.Context, *GetExportRunRequest) (*GetExportRunResponse, error)
+	// Streams the progress of a run (running or finished), from any replica.
+	// Declared after GetExportRun so that the gateway route {id}:watch takes
+	// precedence over {id}.
+	WatchExportRun(*WatchExportRunRequest, grpc.ServerStreamingServer[WatchExportRunResponse]) error
 	// Lists a schedule's runs, newest first.
 	ListExportRuns(context.Context, *ListExportRunsRequest) (*ListExportRunsResponse, error)
 	// Cancels a queued or running run; its upload is aborted (no object is
@@ -282,11 +286,11 @@ func (UnimplementedScheduleServiceServer) PauseSchedule(context.Context, *PauseS
 func (UnimplementedScheduleServiceServer) SendNow(*SendNowRequest, grpc.ServerStreamingServer[SendNowResponse]) error {
 	return status.Error(codes.Unimplemented, "method SendNow not implemented")
 }
-func (UnimplementedScheduleServiceServer) WatchExportRun(*WatchExportRunRequest, grpc.ServerStreamingServer[WatchExportRunResponse]) error {
-	return status.Error(codes.Unimplemented, "method WatchExportRun not implemented")
-}
 func (UnimplementedScheduleServiceServer) GetExportRun(context.Context, *GetExportRunRequest) (*GetExportRunResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetExportRun not implemented")
+}
+func (UnimplementedScheduleServiceServer) WatchExportRun(*WatchExportRunRequest, grpc.ServerStreamingServer[WatchExportRunResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchExportRun not implemented")
 }
 func (UnimplementedScheduleServiceServer) ListExportRuns(context.Context, *ListExportRunsRequest) (*ListExportRunsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListExportRuns not implemented")
@@ -437,17 +441,6 @@ func _ScheduleService_SendNow_Handler(srv interface{}, stream grpc.ServerStream)
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ScheduleService_SendNowServer = grpc.ServerStreamingServer[SendNowResponse]
 
-func _ScheduleService_WatchExportRun_Handler(srv interface{}, stream grpc.ServerStream) error {
-	m := new(WatchExportRunRequest)
-	if err := stream.RecvMsg(m); err != nil {
-		return err
-	}
-	return srv.(ScheduleServiceServer).WatchExportRun(m, &grpc.GenericServerStream[WatchExportRunRequest, WatchExportRunResponse]{ServerStream: stream})
-}
-
-// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type ScheduleService_WatchExportRunServer = grpc.ServerStreamingServer[WatchExportRunResponse]
-
 func _ScheduleService_GetExportRun_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetExportRunRequest)
 	if err := dec(in); err != nil {
@@ -465,6 +458,17 @@ func _ScheduleService_GetExportRun_Handler(srv interface{}, ctx context.Context,
 	}
 	return interceptor(ctx, in, info, handler)
 }
+
+func _ScheduleService_WatchExportRun_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchExportRunRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ScheduleServiceServer).WatchExportRun(m, &grpc.GenericServerStream[WatchExportRunRequest, WatchExportRunResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ScheduleService_WatchExportRunServer = grpc.ServerStreamingServer[WatchExportRunResponse]
 
 func _ScheduleService_ListExportRuns_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListExportRunsRequest)

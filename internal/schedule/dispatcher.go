@@ -1,0 +1,222 @@
+package schedule
+
+import (
+	"context"
+	stdsql "database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"entgo.io/ent/dialect"
+	"entgo.io/ent/dialect/sql"
+
+	"github.com/auditexport/auditexport/ent"
+	"github.com/auditexport/auditexport/ent/exportrun"
+	"github.com/auditexport/auditexport/ent/schedule"
+	"github.com/auditexport/auditexport/internal/db"
+	"github.com/auditexport/auditexport/internal/tenant"
+)
+
+// Executor runs a claimed export run to completion (export.Runner).
+type Executor interface {
+	Execute(ctx context.Context, orgID, runID string)
+}
+
+// DispatcherConfig tunes the dispatcher.
+type DispatcherConfig struct {
+	Tick     time.Duration // how often due schedules are looked for (default 1s)
+	Slots    int           // concurrent scheduled runs in this process (default 4)
+	RunnerID string        // this process, as stored in export_runs.runner
+	Batch    int           // schedules claimed per tick (default 500)
+}
+
+// Dispatcher turns due schedules into runs and executes queued runs.
+//
+// Why not River's periodic jobs: they run only on the elected leader and
+// are not durable across restarts, so next_run_time must live in our
+// tables anyway; River would then only be a queue, and its SQLite driver
+// needs its own single-connection pool. The queue here is the export_runs
+// table itself, claimed with SELECT ... FOR UPDATE SKIP LOCKED on
+// PostgreSQL (SQLite has a single writer and a single process):
+//
+//  1. In one transaction, due schedules are locked, one QUEUED run per
+//     (schedule, period) is inserted — a unique (schedule_id, dedup_key)
+//     index makes a second insert for the same period impossible — and
+//     next_run_time is advanced. A crash before commit changes nothing; a
+//     crash after commit leaves a QUEUED run that any replica claims.
+//  2. Workers claim QUEUED runs (runner='') up to their free slots and
+//     execute them; the run's heartbeat shows it is alive.
+//  3. Runs whose heartbeat stopped (the process died) are requeued by the
+//     export runner's rescue, with attempt+1.
+type Dispatcher struct {
+	d    *db.DB
+	exec Executor
+	log  *slog.Logger
+	cfg  DispatcherConfig
+	now  func() time.Time
+
+	mu      sync.Mutex
+	running int
+	wg      sync.WaitGroup
+}
+
+// NewDispatcher builds a dispatcher; now is the clock (time.Now in production).
+func NewDispatcher(d *db.DB, exec Executor, log *slog.Logger, cfg DispatcherConfig, now func() time.Time) *Dispatcher {
+	if cfg.Tick <= 0 {
+		cfg.Tick = time.Second
+	}
+	if cfg.Slots <= 0 {
+		cfg.Slots = 4
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = 500
+	}
+	return &Dispatcher{d: d, exec: exec, log: log, cfg: cfg, now: now}
+}
+
+// Run ticks until ctx is done, then waits for the runs it started (they are
+// canceled through the executor's own shutdown).
+func (ds *Dispatcher) Run(ctx context.Context) error {
+	t := time.NewTicker(ds.cfg.Tick)
+	defer t.Stop()
+	defer ds.wg.Wait()
+	for {
+		if err := ds.Tick(ctx); err != nil && ctx.Err() == nil {
+			ds.log.Error("scheduler tick failed", "err", err.Error())
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Tick dispatches due schedules and claims queued runs once.
+func (ds *Dispatcher) Tick(ctx context.Context) error {
+	if _, err := ds.DispatchDue(ctx); err != nil {
+		return err
+	}
+	return ds.claim(ctx)
+}
+
+// forUpdate locks selected rows on PostgreSQL, skipping rows another
+// replica holds; SQLite serialises writers and needs nothing.
+func (ds *Dispatcher) forUpdate(s *sql.Selector) {
+	if ds.d.Dialect == dialect.Postgres {
+		s.ForUpdate(sql.WithLockAction(sql.SkipLocked))
+	}
+}
+
+// DispatchDue creates the runs of every due schedule and advances their
+// next_run_time. It returns how many runs it created.
+func (ds *Dispatcher) DispatchDue(ctx context.Context) (int, error) {
+	sctx := tenant.System(ctx)
+	now := ds.now().UTC()
+	tx, err := ds.d.Client.Tx(sctx)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = tx.Rollback() }()
+	due, err := tx.Schedule.Query().
+		Where(schedule.StateEQ(schedule.StateACTIVE), schedule.NextRunTimeNotNil(), schedule.NextRunTimeLTE(now)).
+		Order(ent.Asc(schedule.FieldNextRunTime)).Limit(ds.cfg.Batch).
+		Modify(ds.forUpdate).All(sctx)
+	if err != nil {
+		return 0, fmt.Errorf("select due schedules: %w", err)
+	}
+	created := 0
+	for _, sc := range due {
+		c, err := Parse(sc.Cron, sc.TimeZone)
+		if err != nil {
+			ds.log.Error("schedule has an invalid cron; pausing it is left to an operator", "schedule_id", sc.ID, "err", err.Error())
+			continue
+		}
+		dec := c.Decide(Due{NextRun: *sc.NextRunTime, CatchUp: string(sc.CatchUp)}, now)
+		octx := tenant.WithOrg(sctx, sc.OrgID)
+		if dec.Run {
+			key := dec.PeriodEnd.UTC().Format(time.RFC3339)
+			err := tx.ExportRun.Create().SetScheduleID(sc.ID).SetTrigger(exportrun.TriggerSCHEDULED).
+				SetPeriodStart(dec.PeriodStart).SetPeriodEnd(dec.PeriodEnd).SetDedupKey(key).
+				OnConflictColumns(exportrun.FieldScheduleID, exportrun.FieldDedupKey).DoNothing().Exec(octx)
+			switch {
+			case err == nil:
+				created++
+			case errors.Is(err, stdsql.ErrNoRows):
+				// Another dispatcher made this period's run already.
+			default:
+				return 0, fmt.Errorf("create run of %s: %w", sc.ID, err)
+			}
+			if dec.Missed > 0 {
+				ds.log.Warn("schedule missed periods; one run covers them", "schedule_id", sc.ID, "missed", dec.Missed,
+					"period_start", dec.PeriodStart, "period_end", dec.PeriodEnd)
+			}
+		} else {
+			ds.log.Warn("schedule missed periods; skipped (catch_up NONE)", "schedule_id", sc.ID, "missed", dec.Missed)
+		}
+		upd := tx.Schedule.UpdateOneID(sc.ID)
+		if dec.Next.IsZero() {
+			upd.ClearNextRunTime()
+		} else {
+			upd.SetNextRunTime(dec.Next)
+		}
+		if err := upd.Exec(octx); err != nil {
+			return 0, fmt.Errorf("advance %s: %w", sc.ID, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, err
+	}
+	return created, nil
+}
+
+// claim takes QUEUED scheduled runs up to the free slots and executes them.
+func (ds *Dispatcher) claim(ctx context.Context) error {
+	ds.mu.Lock()
+	free := ds.cfg.Slots - ds.running
+	ds.mu.Unlock()
+	if free <= 0 {
+		return nil
+	}
+	sctx := tenant.System(ctx)
+	tx, err := ds.d.Client.Tx(sctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	runs, err := tx.ExportRun.Query().
+		Where(exportrun.StateEQ(exportrun.StateQUEUED), exportrun.Runner("")).
+		Order(ent.Asc(exportrun.FieldCreateTime)).Limit(free).
+		Modify(ds.forUpdate).All(sctx)
+	if err != nil || len(runs) == 0 {
+		return err
+	}
+	now := ds.now().UTC()
+	for _, r := range runs {
+		if err := tx.ExportRun.UpdateOneID(r.ID).SetRunner(ds.cfg.RunnerID).SetHeartbeatTime(now).
+			Exec(tenant.WithOrg(sctx, r.OrgID)); err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	for _, r := range runs {
+		ds.mu.Lock()
+		ds.running++
+		ds.mu.Unlock()
+		ds.wg.Add(1)
+		go func(orgID, runID string) {
+			defer ds.wg.Done()
+			defer func() {
+				ds.mu.Lock()
+				ds.running--
+				ds.mu.Unlock()
+			}()
+			ds.exec.Execute(ctx, orgID, runID)
+		}(r.OrgID, r.ID)
+	}
+	return nil
+}

@@ -1,0 +1,215 @@
+package schedule_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/auditexport/auditexport/ent/exportrun"
+	"github.com/auditexport/auditexport/ent/schedule"
+	"github.com/auditexport/auditexport/internal/db"
+	sched "github.com/auditexport/auditexport/internal/schedule"
+	"github.com/auditexport/auditexport/internal/tenant"
+	"github.com/auditexport/auditexport/internal/testenv"
+)
+
+// clock is a controllable clock shared by the dispatchers of a test.
+type clock struct{ ns atomic.Int64 }
+
+func (c *clock) now() time.Time      { return time.Unix(0, c.ns.Load()).UTC() }
+func (c *clock) set(t time.Time)     { c.ns.Store(t.UnixNano()) }
+func (c *clock) add(d time.Duration) { c.ns.Add(int64(d)) }
+
+// doneExec marks every run it is given as SUCCEEDED and counts them.
+type doneExec struct {
+	d     *db.DB
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func (e *doneExec) Execute(ctx context.Context, orgID, runID string) {
+	e.mu.Lock()
+	e.calls[runID]++
+	e.mu.Unlock()
+	_ = e.d.Client.ExportRun.UpdateOneID(runID).SetState(exportrun.StateSUCCEEDED).Exec(tenant.WithOrg(context.Background(), orgID))
+}
+
+func makeSchedules(t *testing.T, d *db.DB, n int, cron, catchUp string, first time.Time) string {
+	t.Helper()
+	sctx := tenant.System(context.Background())
+	org, err := d.Client.Organization.Create().SetName("o").Save(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := tenant.WithOrg(context.Background(), org.ID)
+	for i := 0; i < n; i++ {
+		err := d.Client.Schedule.Create().SetWorkbookID("wb_x").SetElementID("el_x").SetName(fmt.Sprintf("s%d", i)).
+			SetOwnerID("usr_x").SetIntegrationID("int_x").SetIntegrationName("x").SetURI("s3://b/p/x.csv").
+			SetFormat(schedule.FormatCSV).SetCompression(schedule.CompressionNONE).SetCron(cron).SetTimeZone("UTC").
+			SetCatchUp(schedule.CatchUp(catchUp)).SetNextRunTime(first).Exec(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return org.ID
+}
+
+// runCounts returns the number of runs per (schedule, period end).
+func runCounts(t *testing.T, d *db.DB) (total int, perPeriod map[string]int) {
+	t.Helper()
+	runs, err := d.Client.ExportRun.Query().All(tenant.System(context.Background()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	perPeriod = map[string]int{}
+	for _, r := range runs {
+		perPeriod[r.ScheduleID+"@"+r.PeriodEnd.UTC().Format(time.RFC3339)]++
+	}
+	return len(runs), perPeriod
+}
+
+func newDispatcher(d *db.DB, exec sched.Executor, c *clock, id string) *sched.Dispatcher {
+	return sched.NewDispatcher(d, exec, slog.New(slog.DiscardHandler), sched.DispatcherConfig{Slots: 64, RunnerID: id}, c.now)
+}
+
+// waitIdle ticks until every QUEUED run was claimed and executed.
+func waitIdle(t *testing.T, ds []*sched.Dispatcher, d *db.DB) {
+	t.Helper()
+	ctx := context.Background()
+	for i := 0; i < 200; i++ {
+		n, err := d.Client.ExportRun.Query().Where(exportrun.StateNEQ(exportrun.StateSUCCEEDED)).Count(tenant.System(ctx))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+		for _, x := range ds {
+			if err := x.Tick(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("runs did not drain")
+}
+
+// TestDispatchExactlyOncePerPeriod: 50 every-minute schedules over 10 periods
+// give exactly 500 runs, one per (schedule, period) — with one dispatcher on
+// SQLite and with three racing dispatchers (own connection pools) on PostgreSQL.
+func TestDispatchExactlyOncePerPeriod(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		open        func(testing.TB) *db.DB
+		dispatchers int
+	}{{"sqlite", testenv.SQLiteDB, 1}, {"postgres", testenv.PostgresDB, 3}} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := tc.open(t)
+			c := &clock{}
+			start := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+			c.set(start.Add(-time.Second))
+			makeSchedules(t, d, 50, "* * * * *", "ONE", start)
+			exec := &doneExec{d: d, calls: map[string]int{}}
+			var ds []*sched.Dispatcher
+			for i := 0; i < tc.dispatchers; i++ {
+				pool := d
+				if i > 0 {
+					var err error
+					if pool, err = db.Open(context.Background(), dsnOf(t, d)); err != nil {
+						t.Fatal(err)
+					}
+					t.Cleanup(func() { pool.Close() })
+				}
+				ds = append(ds, newDispatcher(pool, exec, c, fmt.Sprintf("r%d", i)))
+			}
+			for p := 0; p < 10; p++ {
+				c.set(start.Add(time.Duration(p)*time.Minute + 200*time.Millisecond))
+				var wg sync.WaitGroup
+				errs := make(chan error, len(ds))
+				for _, x := range ds {
+					wg.Add(1)
+					go func() { defer wg.Done(); errs <- x.Tick(context.Background()) }()
+				}
+				wg.Wait()
+				close(errs)
+				for err := range errs {
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+				waitIdle(t, ds, d)
+			}
+			total, per := runCounts(t, d)
+			if total != 500 || len(per) != 500 {
+				t.Fatalf("%d runs over %d (schedule, period) pairs, want 500 and 500", total, len(per))
+			}
+			for k, n := range per {
+				if n != 1 {
+					t.Errorf("%s has %d runs", k, n)
+				}
+			}
+			exec.mu.Lock()
+			defer exec.mu.Unlock()
+			for id, n := range exec.calls {
+				if n != 1 {
+					t.Errorf("run %s executed %d times", id, n)
+				}
+			}
+			if len(exec.calls) != 500 {
+				t.Errorf("%d runs executed, want 500", len(exec.calls))
+			}
+		})
+	}
+}
+
+// TestDispatchCatchUp: after downtime a schedule runs once (ONE) or not at
+// all (NONE), never a burst, and resumes on its next period.
+func TestDispatchCatchUp(t *testing.T) {
+	for _, catchUp := range []string{"ONE", "NONE"} {
+		t.Run(catchUp, func(t *testing.T) {
+			d := testenv.SQLiteDB(t)
+			c := &clock{}
+			start := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+			makeSchedules(t, d, 3, "0 * * * *", catchUp, start)
+			exec := &doneExec{d: d, calls: map[string]int{}}
+			ds := []*sched.Dispatcher{newDispatcher(d, exec, c, "r")}
+			c.set(start.Add(5*time.Hour + 30*time.Minute)) // down for five periods
+			waitIdle(t, ds, d)
+			if err := ds[0].Tick(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			waitIdle(t, ds, d)
+			total, per := runCounts(t, d)
+			want := map[string]int{"ONE": 3, "NONE": 0}[catchUp]
+			if total != want {
+				t.Fatalf("%d runs after downtime, want %d: %v", total, want, per)
+			}
+			for k := range per {
+				if k[len(k)-20:] != "2026-06-01T17:00:00Z" {
+					t.Errorf("catch-up run %s does not end at the latest missed period", k)
+				}
+			}
+			c.set(start.Add(6*time.Hour + time.Second))
+			if err := ds[0].Tick(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			waitIdle(t, ds, d)
+			if total2, _ := runCounts(t, d); total2 != want+3 {
+				t.Fatalf("after the next period: %d runs, want %d", total2, want+3)
+			}
+		})
+	}
+}
+
+// dsnOf returns the DSN of a test database, to open a second pool on it.
+func dsnOf(t *testing.T, d *db.DB) string {
+	t.Helper()
+	if d.DSN == "" {
+		t.Fatal("database has no DSN")
+	}
+	return d.DSN
+}
