@@ -82,7 +82,7 @@ func slurp(t *testing.T, rc io.ReadCloser, err error) []byte {
 func seedEvents(t *testing.T, s *Server, n int) {
 	t.Helper()
 	start := time.Now()
-	if out, err := exec.Command(binPath, "seed", "--events", strconv.Itoa(n), "--db", s.DSN).CombinedOutput(); err != nil {
+	if out, err := exec.Command(toolPath, "seed", "--events", strconv.Itoa(n), "--db", s.DSN).CombinedOutput(); err != nil {
 		t.Fatalf("seed: %v\n%s", err, out)
 	}
 	t.Logf("seeded %d events in %s", n, time.Since(start).Round(time.Millisecond))

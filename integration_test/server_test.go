@@ -100,7 +100,7 @@ func TestAuthFailuresAudited(t *testing.T) {
 // TestSeedCommand: `auditexport seed` appends events that AUDIT_LOGS shows.
 func TestSeedCommand(t *testing.T) {
 	s := StartServer(t, "sqlite")
-	out, err := exec.Command(binPath, "seed", "--events", "5000", "--db", s.DSN).CombinedOutput()
+	out, err := exec.Command(toolPath, "seed", "--events", "5000", "--db", s.DSN).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "seeded 5000 events") {
 		t.Fatalf("seed: %v\n%s", err, out)
 	}
