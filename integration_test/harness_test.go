@@ -374,3 +374,20 @@ func getString(m map[string]any, path ...string) string {
 	s, _ := getPath(m, path...).(string)
 	return s
 }
+
+// Replica starts another server process on the same database (a replica
+// sharing PostgreSQL), with its own data dir but the same master key and
+// local export root.
+func (s *Server) Replica(t *testing.T, extra ...string) *Server {
+	t.Helper()
+	r := &Server{t: t, Backend: s.Backend, DataDir: t.TempDir(), DSN: s.DSN, AdminKey: s.AdminKey, done: make(chan struct{})}
+	key, err := os.ReadFile(filepath.Join(s.DataDir, "master.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(r.DataDir, "master.key"), key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.start(append([]string{"--local-root", filepath.Join(s.DataDir, "exports")}, extra...)...)
+	return r
+}

@@ -27,6 +27,7 @@ import (
 	"github.com/auditexport/auditexport/internal/db"
 	"github.com/auditexport/auditexport/internal/export"
 	"github.com/auditexport/auditexport/internal/notify"
+	"github.com/auditexport/auditexport/internal/schedule"
 	"github.com/auditexport/auditexport/internal/secrets"
 	"github.com/auditexport/auditexport/server"
 )
@@ -180,6 +181,13 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	if opts.Ready != nil {
 		opts.Ready(gl.Addr().String(), hl.Addr().String())
+	}
+	if cfg.Scheduler {
+		disp := schedule.NewDispatcher(d, runs, log, schedule.DispatcherConfig{
+			Tick: cfg.SchedulerTick, Slots: cfg.SchedulerSlots, RunnerID: fmt.Sprintf("%s:%d", host, os.Getpid()),
+		}, cfg.Clock())
+		g.Go(func() error { return disp.Run(gctx) })
+		log.Info("scheduler started", "tick", cfg.SchedulerTick.String(), "slots", cfg.SchedulerSlots)
 	}
 	g.Go(func() error {
 		t := time.NewTicker(orphanAfter / 2)

@@ -157,7 +157,7 @@ func (p *plan) where(s *sql.Selector) {
 		ps = append(ps, sql.GTE(c, p.from), sql.LTE(c, p.to))
 	}
 	if p.seqTo > 0 {
-		ps = append(ps, sql.GT(s.C("id"), p.seqFrom), sql.LTE(s.C("id"), p.seqTo))
+		ps = append(ps, unindexed(s.C("id"), sql.OpGT, p.seqFrom), unindexed(s.C("id"), sql.OpLTE, p.seqTo))
 	}
 	if len(ps) > 0 {
 		s.Where(sql.And(ps...))
@@ -467,4 +467,15 @@ func OutputColumns(s Spec) ([]Column, error) {
 		out = append(out, c)
 	}
 	return out, nil
+}
+
+// unindexed compares "+col" instead of col: the unary plus keeps the
+// planner (SQLite and PostgreSQL alike) from choosing the (org_id, id) index
+// for the sequence window and then sorting the whole window; the
+// (org_id, request_time) index serves the ORDER BY and the window is a cheap
+// filter on the rows it walks.
+func unindexed(col string, op sql.Op, v any) *sql.Predicate {
+	return sql.P(func(b *sql.Builder) {
+		b.WriteString("+").WriteString(col).WriteOp(op).Arg(v)
+	})
 }

@@ -49,7 +49,9 @@ func Probe(ctx context.Context, in Integration, o OpenOptions) ProbeResult {
 	}
 	res.URI = base.String() + name
 	payload := []byte("auditexport connectivity probe " + time.Now().UTC().Format(time.RFC3339Nano) + "\n")
-	if err := b.WriteAll(ctx, key, payload, &blob.WriterOptions{ContentType: "text/plain"}); err != nil {
+	// Upload, not WriteAll: gocloud's azureblob writer (v0.47) panics in
+	// Close after a failed upload (see export.Runner.upload).
+	if err := b.Upload(ctx, key, bytes.NewReader(payload), &blob.WriterOptions{ContentType: "text/plain"}); err != nil {
 		return fail("WRITE", b, err)
 	}
 	got, err := b.ReadAll(ctx, key)

@@ -7,11 +7,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
 	"github.com/auditexport/auditexport/ent"
 	"github.com/auditexport/auditexport/ent/exportrun"
 	"github.com/auditexport/auditexport/ent/schedule"
 	"github.com/auditexport/auditexport/ent/user"
 	"github.com/auditexport/auditexport/internal/auditlog"
+	"github.com/auditexport/auditexport/internal/destination"
 	"github.com/auditexport/auditexport/internal/notify"
 	"github.com/auditexport/auditexport/internal/tenant"
 )
@@ -26,8 +30,9 @@ const persistEvery = time.Second
 const progressBytes = 8 << 20
 
 func (j *job) progress(now time.Time) Progress {
-	return Progress{RunID: j.run.ID, Phase: j.phase, Rows: j.counters.Rows.Load(), Bytes: j.counters.Bytes.Load(),
-		TotalRows: j.total, ObjectURI: j.uri, Time: now}
+	phase, _ := j.phase.Load().(string)
+	return Progress{RunID: j.run.ID, Phase: phase, Rows: j.counters.Rows.Load(), Bytes: j.counters.Bytes.Load(),
+		TotalRows: j.total.Load(), ObjectURI: j.uri, Time: now}
 }
 
 // reportLoop publishes progress for local watchers and persists it (with a
@@ -101,7 +106,7 @@ func (r *Runner) finish(ctx context.Context, j *job, runID, state string, st Sta
 	if err != nil {
 		r.log.Error("recording run outcome failed", "run_id", runID, "err", err.Error())
 	}
-	p := Progress{RunID: runID, Phase: state, Rows: st.Rows, Bytes: st.Bytes, TotalRows: j.total, ObjectURI: j.uri, Error: rerr, Time: now}
+	p := Progress{RunID: runID, Phase: state, Rows: st.Rows, Bytes: st.Bytes, TotalRows: j.total.Load(), ObjectURI: j.uri, Error: rerr, Time: now}
 	if state != exportrun.StateSUCCEEDED.String() {
 		p.Rows, p.Bytes = j.counters.Rows.Load(), 0
 	}
@@ -223,6 +228,19 @@ func (r *Runner) Cancel(ctx context.Context, runID string) (*ent.ExportRun, erro
 	return run, nil
 }
 
+// maxScheduledAttempts bounds how often a scheduled run interrupted by a
+// crash or shutdown is retried.
+const maxScheduledAttempts = 5
+
+// requeue hands an interrupted scheduled run back to the dispatcher queue.
+func (r *Runner) requeue(ctx context.Context, runID string, attempt int) {
+	err := r.d.Client.ExportRun.UpdateOneID(runID).SetState(exportrun.StateQUEUED).SetPhase(PhaseQueued).
+		SetRunner("").ClearHeartbeatTime().SetAttempt(attempt + 1).SetRows(0).SetBytes(0).Exec(ctx)
+	if err != nil {
+		r.log.Error("requeueing interrupted run failed", "run_id", runID, "err", err.Error())
+	}
+}
+
 // ErrFinished is returned when canceling a run that already ended.
 var ErrFinished = errors.New("run already finished")
 
@@ -302,17 +320,116 @@ func ProgressOf(run *ent.ExportRun) Progress {
 }
 
 // RecoverOrphans marks runs whose executing process stopped sending
-// heartbeats as FAILED (INTERRUPTED), so no run stays RUNNING forever.
+// heartbeats as FAILED (INTERRUPTED), so no run stays RUNNING forever. A
+// process that died (SIGKILL, crash) could not abort its S3 multipart
+// upload; that is done here, in the background (see abortOrphanUploads).
 func (r *Runner) RecoverOrphans(ctx context.Context, staleAfter time.Duration) (int, error) {
 	sctx := tenant.System(ctx)
 	cutoff := r.now().UTC().Add(-staleAfter)
-	n, err := r.d.Client.ExportRun.Update().
-		Where(exportrun.StateIn(exportrun.StateQUEUED, exportrun.StateRUNNING),
-			exportrun.Or(exportrun.HeartbeatTimeLT(cutoff), exportrun.And(exportrun.HeartbeatTimeIsNil(), exportrun.CreateTimeLT(cutoff)))).
-		SetState(exportrun.StateFAILED).SetPhase(PhaseFailed).SetFinishTime(r.now().UTC()).
-		SetErrorCode("INTERRUPTED").SetErrorMessage("the process running this export stopped; no object was committed").
-		Save(sctx)
-	return n, err
+	// Unclaimed queued runs (runner "") are waiting for a dispatcher slot,
+	// not orphaned.
+	stale := exportrun.And(exportrun.StateIn(exportrun.StateQUEUED, exportrun.StateRUNNING), exportrun.RunnerNEQ(""),
+		exportrun.Or(exportrun.HeartbeatTimeLT(cutoff), exportrun.And(exportrun.HeartbeatTimeIsNil(), exportrun.CreateTimeLT(cutoff))))
+	orphans, err := r.d.Client.ExportRun.Query().Where(stale).All(sctx)
+	if err != nil || len(orphans) == 0 {
+		return 0, err
+	}
+	var retry, fail []string
+	for _, o := range orphans {
+		if o.Trigger == exportrun.TriggerSCHEDULED && o.Attempt < maxScheduledAttempts {
+			retry = append(retry, o.ID)
+		} else {
+			fail = append(fail, o.ID)
+		}
+	}
+	n := 0
+	if len(retry) > 0 {
+		// Rescued: back to the queue with the next attempt; the period's
+		// object key is deterministic, so a retry cannot add a second file.
+		k, err := r.d.Client.ExportRun.Update().Where(stale, exportrun.IDIn(retry...)).
+			SetState(exportrun.StateQUEUED).SetPhase(PhaseQueued).SetRunner("").ClearHeartbeatTime().AddAttempt(1).Save(sctx)
+		if err != nil {
+			return n, err
+		}
+		n += k
+	}
+	if len(fail) > 0 {
+		k, err := r.d.Client.ExportRun.Update().Where(stale, exportrun.IDIn(fail...)).
+			SetState(exportrun.StateFAILED).SetPhase(PhaseFailed).SetFinishTime(r.now().UTC()).
+			SetErrorCode("INTERRUPTED").SetErrorMessage("the process running this export stopped; no object was committed").
+			Save(sctx)
+		if err != nil {
+			return n, err
+		}
+		n += k
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		for _, o := range orphans {
+			r.abortOrphanUploads(tenant.System(r.base), o)
+		}
+	}()
+	return n, nil
+}
+
+// abortOrphanUploads aborts the incomplete S3 multipart uploads of a run
+// whose process died: those of its object key initiated while it ran (the
+// window keeps other runs' uploads of the same key out). Best effort.
+func (r *Runner) abortOrphanUploads(ctx context.Context, run *ent.ExportRun) {
+	if run.ObjectURI == "" || run.StartTime == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	c := r.d.Client
+	sc, err := c.Schedule.Get(ctx, run.ScheduleID)
+	if err != nil || sc.IntegrationID == "" {
+		return
+	}
+	integ, err := c.StorageIntegration.Get(ctx, sc.IntegrationID)
+	if err != nil || destination.Provider(integ.Provider) != destination.S3 {
+		return
+	}
+	creds, err := destination.DecryptCredentials(r.keys, integ.CredentialsCiphertext, integ.ID)
+	if err != nil {
+		return
+	}
+	bucket, base, err := destination.Open(ctx, destination.Integration{
+		Provider: destination.S3, Destination: integ.Destination, Region: integ.Region,
+		Endpoint: integ.Endpoint, ExternalID: integ.ExternalID, Creds: creds,
+	}, destination.OpenOptions{AllowPrivateEndpoints: r.cfg.AllowPrivateEndpoints})
+	if err != nil {
+		return
+	}
+	defer bucket.Close()
+	key, err := destination.Key(base, run.ObjectURI)
+	var client *s3.Client
+	if err != nil || !bucket.As(&client) {
+		return
+	}
+	const slack = 10 * time.Second // clock skew between us and the store
+	from, to := run.StartTime.Add(-slack), *run.StartTime
+	if run.HeartbeatTime != nil {
+		to = *run.HeartbeatTime
+	}
+	to = to.Add(persistEvery + slack)
+	out, err := client.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(base.Bucket), Prefix: aws.String(key)})
+	if err != nil {
+		r.log.Warn("listing uploads of an interrupted run failed", "run_id", run.ID, "err", err.Error())
+		return
+	}
+	for _, u := range out.Uploads {
+		if aws.ToString(u.Key) != key || u.Initiated == nil || u.Initiated.Before(from) || u.Initiated.After(to) {
+			continue
+		}
+		if _, err := client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(base.Bucket),
+			Key: u.Key, UploadId: u.UploadId}); err != nil {
+			r.log.Warn("aborting an upload of an interrupted run failed", "run_id", run.ID, "err", err.Error())
+		} else {
+			r.log.Info("aborted the upload of an interrupted run", "run_id", run.ID, "upload_id", aws.ToString(u.UploadId))
+		}
+	}
 }
 
 func firstNonEmpty(a, b string) string {

@@ -4,10 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/cenkalti/backoff/v5"
 	"gocloud.dev/blob"
 
@@ -94,20 +99,31 @@ var errShutdown = errors.New("server shutting down")
 // errCanceled cancels a run on CancelExportRun.
 var errCanceled = errors.New("canceled by request")
 
-// Close cancels running exports (they end FAILED with code INTERRUPTED and
-// abort their uploads) and waits for them, at most until ctx is done.
+// Close stops taking runs, lets running exports finish until ctx is done
+// (the shutdown grace period), then cancels the rest — their uploads are
+// aborted; scheduled runs go back to the queue for a retry, Send now runs
+// end FAILED (INTERRUPTED) — and waits briefly for that bookkeeping.
 func (r *Runner) Close(ctx context.Context) {
 	r.mu.Lock()
 	r.draining = true
-	for _, c := range r.cancels {
-		c(errShutdown)
-	}
 	r.mu.Unlock()
 	done := make(chan struct{})
 	go func() { r.wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		r.stop()
+		return
 	case <-ctx.Done():
+	}
+	r.mu.Lock()
+	for _, c := range r.cancels {
+		c(errShutdown)
+	}
+	r.mu.Unlock()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		r.log.Error("export runs did not stop within 15s of cancellation")
 	}
 	r.stop()
 }
@@ -157,13 +173,20 @@ type job struct {
 	key      string
 	uri      string
 	counters Counters
-	phase    string
-	total    int64
+	// phase and total are written by the run and read by reportLoop's
+	// goroutine, hence atomic.
+	phase atomic.Value // string
+	total atomic.Int64
+	// bucketName and unaborted: S3 multipart uploads of failed attempts
+	// that could not be aborted yet (see abortUploads).
+	bucketName string
+	unaborted  []string
 }
 
 func (r *Runner) execute(ctx context.Context, runID string) {
 	dbctx := context.WithoutCancel(ctx) // bookkeeping must happen even when the run is canceled
-	j := &job{phase: PhaseQuerying}
+	j := &job{}
+	j.phase.Store(PhaseQuerying)
 	var rerr *RunError
 	var skipped bool
 	stats, err := func() (Stats, error) {
@@ -181,6 +204,12 @@ func (r *Runner) execute(ctx context.Context, runID string) {
 	case err != nil && errors.Is(context.Cause(ctx), errCanceled):
 		state = exportrun.StateCANCELED
 		rerr = &RunError{Code: "CANCELED", Message: "the run was canceled"}
+	case err != nil && errors.Is(context.Cause(ctx), errShutdown) && j.run != nil &&
+		j.run.Trigger == exportrun.TriggerSCHEDULED && j.run.Attempt < maxScheduledAttempts:
+		// Graceful shutdown: the upload was aborted; hand the run back to the
+		// queue so a live replica (or this one after restart) retries it.
+		r.requeue(dbctx, runID, j.run.Attempt)
+		return
 	case err != nil && errors.Is(context.Cause(ctx), errShutdown):
 		state = exportrun.StateFAILED
 		rerr = &RunError{Code: "INTERRUPTED", Message: "the server shut down during the run; the upload was aborted"}
@@ -217,16 +246,19 @@ func (r *Runner) load(ctx context.Context, runID string, j *job) error {
 		return fmt.Errorf("zone %q: %w", j.sc.TimeZone, err)
 	}
 	now := r.now().UTC()
-	to, err := auditlog.StableSeq(ctx, r.d)
-	if err != nil {
-		return fmt.Errorf("read insert sequence: %w", err)
+	scheduled := j.run.Trigger == exportrun.TriggerSCHEDULED
+	// A retried run (attempt > 1) reuses the window it chose first, so every
+	// attempt of a period writes the same rows to the same key.
+	from, to := j.run.FromSeq, j.run.ToSeq
+	if to == 0 {
+		if to, err = auditlog.StableSeq(ctx, r.d); err != nil {
+			return fmt.Errorf("read insert sequence: %w", err)
+		}
+		from = 0
+		if j.sc.Mode == schedule.ModeINCREMENTAL {
+			from = j.sc.Watermark
+		}
 	}
-	from := int64(0)
-	if j.sc.Mode == schedule.ModeINCREMENTAL {
-		from = j.sc.Watermark
-	}
-	j.plan = Plan{Spec: j.el.Spec, Now: now, Format: string(j.sc.Format), Compression: string(j.sc.Compression),
-		EscapeFormulas: j.sc.CsvEscapeFormulas, SeqFrom: from, SeqTo: to}
 	periodEnd := now
 	periodStart := now
 	if cr, err := cronpkg.Parse(j.sc.Cron, j.sc.TimeZone); err == nil {
@@ -237,13 +269,23 @@ func (r *Runner) load(ctx context.Context, runID string, j *job) error {
 	if j.run.PeriodStart != nil {
 		periodStart, periodEnd = *j.run.PeriodStart, *j.run.PeriodEnd
 	}
-	uri, err := destination.Render(j.sc.URI, destination.Vars{Time: now, PeriodStart: periodStart, PeriodEnd: periodEnd,
+	// A scheduled run stands for its period: the relative time range ends
+	// and the URI's time tokens are rendered at the period's end, so the
+	// object key is the same on every attempt (at-least-once execution,
+	// exactly one object per period).
+	asOf := now
+	if scheduled {
+		asOf = periodEnd
+	}
+	j.plan = Plan{Spec: j.el.Spec, Now: asOf, Format: string(j.sc.Format), Compression: string(j.sc.Compression),
+		EscapeFormulas: j.sc.CsvEscapeFormulas, SeqFrom: from, SeqTo: to}
+	uri, err := destination.Render(j.sc.URI, destination.Vars{Time: asOf, PeriodStart: periodStart, PeriodEnd: periodEnd,
 		RunID: j.run.ID, ScheduleID: j.sc.ID, Zone: j.zone})
 	if err != nil {
 		return &RunError{Code: "BAD_URI", Message: "rendering the destination URI: " + err.Error()}
 	}
 	if j.sc.PrefixFileNameWithDatetime {
-		uri = destination.PrefixFileName(uri, now, j.zone)
+		uri = destination.PrefixFileName(uri, asOf, j.zone)
 	}
 	j.uri = uri
 	return c.ExportRun.UpdateOneID(runID).SetState(exportrun.StateRUNNING).SetPhase(PhaseQuerying).
@@ -257,12 +299,12 @@ func (r *Runner) run(ctx context.Context, j *job, skipped *bool) (Stats, error) 
 	if err != nil {
 		return Stats{}, r.queryError(ctx, err)
 	}
-	j.total = count.Total
+	j.total.Store(count.Total)
 	switch j.sc.SendCondition {
 	case schedule.SendConditionIF_DATA:
-		*skipped = j.total == 0
+		*skipped = count.Total == 0
 	case schedule.SendConditionIF_NO_DATA:
-		*skipped = j.total > 0
+		*skipped = count.Total > 0
 	}
 	if *skipped {
 		return Stats{}, nil
@@ -282,6 +324,8 @@ func (r *Runner) run(ctx context.Context, j *job, skipped *bool) (Stats, error) 
 	if j.key, err = destination.Key(base, j.uri); err != nil {
 		return Stats{}, &RunError{Code: "BAD_URI", Message: "the destination URI is not under the integration: " + err.Error()}
 	}
+	j.bucketName = base.Bucket
+	defer r.abortUploads(ctx, j, bucket) // whatever the outcome, retry aborts that failed earlier
 	attempt := 0
 	op := func() (Stats, error) {
 		attempt++
@@ -341,33 +385,93 @@ func (r *Runner) queryError(ctx context.Context, err error) error {
 	return &RunError{Code: "QUERY_FAILED", Message: "reading the audit log failed"}
 }
 
-// upload makes one attempt: the object becomes visible only on Close; any
-// error cancels the writer's context first, which aborts the upload
+// upload makes one attempt: the object becomes visible only when the upload
+// completes; any error cancels the upload's context first, which aborts it
 // (multipart abort, uncommitted blocks, temp file removed) so no partial
 // object is left.
+//
+// The rows are piped into bucket.Upload rather than written to a
+// blob.Writer: gocloud's azureblob writer (v0.47) nils its pipe reader from
+// the upload goroutine when the upload fails and then dereferences it in
+// Close, which crashed the server on any failed Azure upload (e.g. wrong
+// credentials). The Upload path hands the reader to the driver and has no
+// such pipe.
 func (r *Runner) upload(ctx context.Context, j *job, bucket *blob.Bucket) (Stats, error) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	w, err := bucket.NewWriter(wctx, j.key, &blob.WriterOptions{ContentType: contentType(j.plan), BufferSize: 8 << 20})
+	pr, pw := io.Pipe()
+	uploaded := make(chan error, 1)
+	go func() {
+		err := bucket.Upload(wctx, j.key, pr, &blob.WriterOptions{ContentType: contentType(j.plan), BufferSize: 8 << 20})
+		if err != nil {
+			pr.CloseWithError(err) // unblock the writer below
+		} else {
+			pr.Close()
+		}
+		uploaded <- err
+	}()
+	j.phase.Store(PhaseUploading)
+	st, err := Write(wctx, r.d.Client, j.plan, pw, &j.counters)
 	if err != nil {
-		return Stats{}, err
-	}
-	j.phase = PhaseUploading
-	st, err := Write(wctx, r.d.Client, j.plan, w, &j.counters)
-	if err != nil {
+		// Cancel before the reader sees the error, so the upload aborts
+		// instead of committing what it got so far.
 		cancel()
-		_ = w.Close()
+		pw.CloseWithError(err)
+		uerr := <-uploaded
+		r.noteUnaborted(ctx, j, bucket, uerr)
 		var qe *QueryError
 		if ctx.Err() == nil && errors.As(err, &qe) {
 			return st, r.queryError(ctx, err)
 		}
+		if uerr != nil && ctx.Err() == nil && !errors.Is(uerr, context.Canceled) {
+			return st, uerr // the provider's own error, not the pipe's echo of it
+		}
 		return st, err
 	}
-	j.phase = PhaseFinalizing
-	if err := w.Close(); err != nil {
+	j.phase.Store(PhaseFinalizing)
+	pw.Close()
+	if err := <-uploaded; err != nil {
+		r.noteUnaborted(ctx, j, bucket, err)
 		return st, err
 	}
 	return st, nil
+}
+
+// noteUnaborted makes sure a failed S3 multipart upload is aborted. The SDK
+// aborts it itself, but with the attempt's context: after a cancel (or
+// shutdown) that context is already done, and when the store is unreachable
+// the abort fails too; either way the parts would stay behind. The upload
+// id it reports is aborted here with a fresh context, or remembered for
+// abortUploads when the store does not answer.
+func (r *Runner) noteUnaborted(ctx context.Context, j *job, bucket *blob.Bucket, err error) {
+	var mu interface{ UploadID() string }
+	if err == nil || !errors.As(err, &mu) || mu.UploadID() == "" {
+		return
+	}
+	j.unaborted = append(j.unaborted, mu.UploadID())
+	r.abortUploads(ctx, j, bucket)
+}
+
+// abortUploads aborts the remembered multipart uploads (only ours: by upload
+// id), keeping those the store could not be told about.
+func (r *Runner) abortUploads(ctx context.Context, j *job, bucket *blob.Bucket) {
+	var client *s3.Client
+	if len(j.unaborted) == 0 || !bucket.As(&client) {
+		return
+	}
+	var left []string
+	for _, id := range j.unaborted {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+		_, err := client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{
+			Bucket: aws.String(j.bucketName), Key: aws.String(j.key), UploadId: aws.String(id)})
+		cancel()
+		var nsu *s3types.NoSuchUpload
+		if err != nil && !errors.As(err, &nsu) {
+			r.log.Warn("aborting a failed multipart upload failed; will retry", "run_id", j.run.ID, "upload_id", id, "err", err.Error())
+			left = append(left, id)
+		}
+	}
+	j.unaborted = left
 }
 
 func contentType(p Plan) string {

@@ -46,7 +46,7 @@ type DispatcherConfig struct {
 //     index makes a second insert for the same period impossible — and
 //     next_run_time is advanced. A crash before commit changes nothing; a
 //     crash after commit leaves a QUEUED run that any replica claims.
-//  2. Workers claim QUEUED runs (runner='') up to their free slots and
+//  2. Workers claim QUEUED runs (runner=”) up to their free slots and
 //     execute them; the run's heartbeat shows it is alive.
 //  3. Runs whose heartbeat stopped (the process died) are requeued by the
 //     export runner's rescue, with attempt+1.

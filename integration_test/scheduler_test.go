@@ -1,0 +1,159 @@
+package integration_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+)
+
+// clockScale runs the scheduler's clock this many times faster than real
+// time (--dev-clock-scale): an every-minute cron fires every 2 real seconds.
+const clockScale = 30
+
+// TestScheduledExactlyOnce: 50 every-minute schedules over 10 periods give
+// exactly 500 SUCCEEDED runs and 500 objects — one process on SQLite, three
+// processes sharing one PostgreSQL database.
+func TestScheduledExactlyOnce(t *testing.T) {
+	for _, backend := range backends(t) {
+		t.Run(backend, func(t *testing.T) {
+			epoch := time.Now().Unix()
+			flags := []string{"--dev-clock-scale", fmt.Sprint(clockScale), "--dev-clock-epoch", fmt.Sprint(epoch),
+				"--scheduler-tick", "100ms", "--scheduler-slots", "8"}
+			clock := func() time.Time {
+				e := time.Unix(epoch, 0)
+				return e.Add(time.Since(e) * clockScale)
+			}
+			s := StartServer(t, backend, flags...)
+			servers := []*Server{s}
+			if backend == "postgres" {
+				servers = append(servers, s.Replica(t, flags...), s.Replica(t, flags...))
+			}
+			const nSchedules, periods = 50, 10
+			dir := filepath.Join(s.DataDir, "exports", "sched")
+			tr := grpcTransport{s}
+			must := func(rpc, req string) Result {
+				t.Helper()
+				r := tr.Call(t, rpc, s.AdminKey, req, "")
+				if r.Code != codes.OK {
+					t.Fatalf("%s: %v %s", rpc, r.Code, r.Message)
+				}
+				return r
+			}
+			must("CreateStorageIntegration", fmt.Sprintf(`{"storageIntegration":{"name":"sched","provider":"PROVIDER_LOCAL","destination":"file://%s/"}}`, dir))
+			ex := must("ExploreTable", `{"connectionId":"con_audit_logs","table":"AUDIT_LOGS"}`)
+			wb := getString(ex.Body, "workbook", "id")
+			el := getPath(ex.Body, "workbook", "elements").([]any)[0].(map[string]any)["id"].(string)
+			// A small, fixed element keeps 500 runs cheap.
+			must("UpdateWorkbook", fmt.Sprintf(`{"workbook":{"id":%q,"elements":[{"id":%q,"source":{"connectionId":"con_audit_logs","table":"AUDIT_LOGS"},
+				"columns":["EVENT_ID","EVENT_TYPE"],"filters":[{"column":"EVENT_TYPE","operator":"FILTER_OPERATOR_EQUALS","values":["CREATE_STORAGE_INTEGRATION"]}]}]},"updateMask":"elements"}`, wb, el))
+			must("SaveWorkbookAs", fmt.Sprintf(`{"id":%q,"name":"sched"}`, wb))
+			var ids []string
+			for i := 0; i < nSchedules; i++ {
+				sc := must("CreateSchedule", fmt.Sprintf(`{"workbookId":%q,"schedule":{"name":"s%d","elementId":%q,"format":"FORMAT_CSV",
+					"destination":{"cloudStorage":{"storageIntegrationName":"sched","uri":"file://%s/{schedule_id}/{date}T{time}.csv"}},
+					"cron":"* * * * *","timeZone":"Europe/Berlin"}}`, wb, i, el, dir))
+				ids = append(ids, getString(sc.Body, "schedule", "id"))
+			}
+			// All schedules share their first fire time unless creation
+			// straddled a minute of the fast clock; take the latest.
+			var first time.Time
+			for _, id := range ids {
+				g := must("GetSchedule", fmt.Sprintf(`{"id":%q}`, id))
+				nt, err := time.Parse(time.RFC3339, getString(g.Body, "schedule", "nextRunTime"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if nt.After(first) {
+					first = nt
+				}
+			}
+			last := first.Add((periods - 1) * time.Minute)
+			// Wait until the clock is past the 10th period and every run of
+			// periods up to it has finished.
+			deadline := time.Now().Add(3 * time.Minute)
+			for !clock().After(last.Add(20 * time.Second)) {
+				time.Sleep(200 * time.Millisecond)
+			}
+			db := s.OpenDB()
+			p := s.Placeholder
+			for {
+				var pending int
+				q := "SELECT COUNT(*) FROM export_runs WHERE state IN ('QUEUED','RUNNING') AND period_end <= " + p(1)
+				if err := db.QueryRow(q, last).Scan(&pending); err != nil {
+					t.Fatal(err)
+				}
+				if pending == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%d runs still pending", pending)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			for _, sv := range servers {
+				sv.Stop()
+			}
+			rows, err := db.Query("SELECT schedule_id, period_end, state, runner FROM export_runs WHERE trigger = 'SCHEDULED' AND period_end >= "+p(1)+" AND period_end <= "+p(2), first, last)
+			if err != nil {
+				t.Fatal(err)
+			}
+			per := map[string]int{}
+			runners := map[string]int{}
+			total := 0
+			for rows.Next() {
+				var sid, state, runner string
+				var pe time.Time
+				if err := rows.Scan(&sid, &pe, &state, &runner); err != nil {
+					t.Fatal(err)
+				}
+				total++
+				per[sid+"@"+pe.UTC().Format(time.RFC3339)]++
+				runners[runner]++
+				if state != "SUCCEEDED" {
+					t.Errorf("run of %s at %v is %s", sid, pe, state)
+				}
+			}
+			rows.Close()
+			if total != nSchedules*periods || len(per) != nSchedules*periods {
+				t.Fatalf("%d runs over %d (schedule, period) pairs, want %d", total, len(per), nSchedules*periods)
+			}
+			if backend == "postgres" && len(runners) < 2 {
+				t.Errorf("all runs ran on one replica: %v", runners)
+			}
+			// One object per (schedule, period), none extra.
+			files := 0
+			for _, id := range ids {
+				ents, err := os.ReadDir(filepath.Join(dir, id))
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, e := range ents {
+					name := strings.TrimSuffix(e.Name(), ".csv")
+					ts, err := time.ParseInLocation("2006-01-02T150405", name, berlin(t))
+					if err != nil {
+						t.Fatalf("unexpected file %s", e.Name())
+					}
+					if !ts.Before(first) && !ts.After(last) {
+						files++
+					}
+				}
+			}
+			if files != nSchedules*periods {
+				t.Fatalf("%d objects for the 10 periods, want %d", files, nSchedules*periods)
+			}
+		})
+	}
+}
+
+func berlin(t *testing.T) *time.Location {
+	loc, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return loc
+}
