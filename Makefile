@@ -38,3 +38,14 @@ test-go: services tools
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 test: check-generated lint test-go ## The whole CI suite
+
+# Long benchmark (not part of `make test`; its 20k-row smoke is): export 1M and
+# 4M rows to MinIO as CSV+gzip against the `sqlite3|psql ... | gzip | upload`
+# anchor, and write docs/BENCHMARKS.md. BENCH_PG_ROWS=1000000 skips 4M on PostgreSQL.
+BENCH_ROWS    ?= 1000000,4000000
+BENCH_PG_ROWS ?= $(BENCH_ROWS)
+BENCH_REPEAT  ?= 2
+bench: ## Export throughput and peak RSS vs the shell-pipeline anchor; writes docs/BENCHMARKS.md
+	AUDITEXPORT_BENCH_ROWS=$(BENCH_ROWS) AUDITEXPORT_BENCH_PG_ROWS=$(BENCH_PG_ROWS) AUDITEXPORT_BENCH_REPEAT=$(BENCH_REPEAT) \
+		AUDITEXPORT_BENCH_REPORT=$(CURDIR)/docs/BENCHMARKS.md \
+		$(GO) test -count=1 -timeout 3h -run '^TestExportThroughput$$' -v ./bench/

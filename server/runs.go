@@ -10,6 +10,7 @@ import (
 
 	"github.com/auditexport/auditexport/ent"
 	"github.com/auditexport/auditexport/ent/exportrun"
+	"github.com/auditexport/auditexport/ent/schedule"
 	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
 	"github.com/auditexport/auditexport/internal/auth"
 	"github.com/auditexport/auditexport/internal/export"
@@ -84,6 +85,15 @@ func (s *ScheduleService) SendNow(req *pb.SendNowRequest, srv grpc.ServerStreami
 	}
 	if sc.IntegrationID == "" {
 		return failedPrecondition("INTEGRATION_DELETED", "the schedule's storage integration was deleted: point its destination at another integration first")
+	}
+	if sc.Mode == schedule.ModeINCREMENTAL {
+		busy, err := s.db.ExportRun.Query().Where(exportrun.ScheduleID(sc.ID), exportrun.StateEQ(exportrun.StateRUNNING)).Exist(ctx)
+		if err != nil {
+			return internalError(ctx, s.log, "check running runs", err)
+		}
+		if busy {
+			return failedPrecondition("RUN_IN_PROGRESS", "a run of this incremental schedule is in progress; runs of one incremental schedule never overlap (watch it with WatchExportRun)")
+		}
 	}
 	run, err := s.runs.Start(ctx, sc, exportrun.TriggerSEND_NOW.String(), auth.FromContext(ctx).UserID)
 	if err != nil {

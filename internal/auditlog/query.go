@@ -469,13 +469,18 @@ func OutputColumns(s Spec) ([]Column, error) {
 	return out, nil
 }
 
-// unindexed compares "+col" instead of col: the unary plus keeps the
-// planner (SQLite and PostgreSQL alike) from choosing the (org_id, id) index
-// for the sequence window and then sorting the whole window; the
-// (org_id, request_time) index serves the ORDER BY and the window is a cheap
-// filter on the rows it walks.
+// unindexed compares the insert sequence for the sequence window so that
+// the (org_id, request_time) index still serves the ORDER BY:
+//   - SQLite: "+id" (unary plus) keeps its planner from choosing the
+//     (org_id, id) index for the window and then sorting all of it;
+//   - PostgreSQL: plain "id" — a custom plan per batch (db.Open sets
+//     plan_cache_mode=force_custom_plan) sees the real bounds and walks the
+//     request_time index; "+id" there would make every batch a full scan.
 func unindexed(col string, op sql.Op, v any) *sql.Predicate {
 	return sql.P(func(b *sql.Builder) {
-		b.WriteString("+").WriteString(col).WriteOp(op).Arg(v)
+		if b.Dialect() == dialect.SQLite {
+			b.WriteString("+")
+		}
+		b.WriteString(col).WriteOp(op).Arg(v)
 	})
 }

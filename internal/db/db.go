@@ -76,10 +76,21 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 func parseDSN(dsn string) (driver, source, dia string, err error) {
 	switch {
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
-		if _, err := url.Parse(dsn); err != nil {
+		u, err := url.Parse(dsn)
+		if err != nil {
 			return "", "", "", fmt.Errorf("invalid --db: %w", err)
 		}
-		return "pgx", dsn, dialect.Postgres, nil
+		// pgx prepares statements once per connection, and after five
+		// executions PostgreSQL may switch a prepared statement to a generic
+		// plan that ignores the actual bounds — for the keyset batches of an
+		// export that means scanning and sorting the whole table per batch.
+		// Custom plans cost a planning step per query and keep exports linear.
+		q := u.Query()
+		if q.Get("plan_cache_mode") == "" {
+			q.Set("plan_cache_mode", "force_custom_plan")
+			u.RawQuery = q.Encode()
+		}
+		return "pgx", u.String(), dialect.Postgres, nil
 	case strings.HasPrefix(dsn, "sqlite://"):
 		return "sqlite", strings.TrimPrefix(dsn, "sqlite://"), dialect.SQLite, nil
 	case strings.HasPrefix(dsn, "sqlite:"):

@@ -128,7 +128,13 @@ func (r *Runner) updateSchedule(ctx context.Context, j *job, runID, state string
 	case exportrun.StateSUCCEEDED.String(), exportrun.StateSKIPPED.String():
 		u.SetConsecutiveFailures(0)
 		if j.sc.Mode == schedule.ModeINCREMENTAL && state == exportrun.StateSUCCEEDED.String() {
-			u.SetWatermark(j.plan.SeqTo)
+			// Compare-and-set: the watermark only moves forward from the
+			// value this run started at.
+			n, err := r.d.Client.Schedule.Update().Where(schedule.ID(j.sc.ID), schedule.Watermark(j.plan.SeqFrom)).
+				SetWatermark(j.plan.SeqTo).Save(ctx)
+			if err != nil || n != 1 {
+				r.log.Error("advancing the incremental watermark failed", "run_id", runID, "from", j.plan.SeqFrom, "to", j.plan.SeqTo, "updated", n, "err", fmt.Sprint(err))
+			}
 		}
 	case exportrun.StateFAILED.String():
 		n := j.sc.ConsecutiveFailures + 1
@@ -141,7 +147,7 @@ func (r *Runner) updateSchedule(ctx context.Context, j *job, runID, state string
 	if err := u.Exec(ctx); err != nil && !ent.IsNotFound(err) {
 		r.log.Error("updating schedule after run failed", "run_id", runID, "err", err.Error())
 	}
-	if state == exportrun.StateFAILED.String() && rerr != nil && rerr.Code != "INTERRUPTED" {
+	if state == exportrun.StateFAILED.String() && rerr != nil && rerr.Code != "INTERRUPTED" && rerr.Code != errRunInProgress.Code {
 		r.notifyFailure(ctx, j, runID, rerr)
 	}
 	if pause {

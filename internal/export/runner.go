@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"entgo.io/ent/dialect"
 	"github.com/cenkalti/backoff/v5"
 	"gocloud.dev/blob"
 
@@ -204,6 +205,10 @@ func (r *Runner) execute(ctx context.Context, runID string) {
 	case err != nil && errors.Is(context.Cause(ctx), errCanceled):
 		state = exportrun.StateCANCELED
 		rerr = &RunError{Code: "CANCELED", Message: "the run was canceled"}
+	case errors.Is(err, errRunInProgress) && j.run != nil && j.run.Trigger == exportrun.TriggerSCHEDULED:
+		// Not a failure: wait for the other run and try again.
+		r.requeue(dbctx, runID, j.run.Attempt-1)
+		return
 	case err != nil && errors.Is(context.Cause(ctx), errShutdown) && j.run != nil &&
 		j.run.Trigger == exportrun.TriggerSCHEDULED && j.run.Attempt < maxScheduledAttempts:
 		// Graceful shutdown: the upload was aborted; hand the run back to the
@@ -249,6 +254,11 @@ func (r *Runner) load(ctx context.Context, runID string, j *job) error {
 	scheduled := j.run.Trigger == exportrun.TriggerSCHEDULED
 	// A retried run (attempt > 1) reuses the window it chose first, so every
 	// attempt of a period writes the same rows to the same key.
+	if j.sc.Mode == schedule.ModeINCREMENTAL {
+		if err := r.claimIncremental(ctx, j, now); err != nil {
+			return err
+		}
+	}
 	from, to := j.run.FromSeq, j.run.ToSeq
 	if to == 0 {
 		if to, err = auditlog.StableSeq(ctx, r.d); err != nil {
@@ -291,6 +301,46 @@ func (r *Runner) load(ctx context.Context, runID string, j *job) error {
 	return c.ExportRun.UpdateOneID(runID).SetState(exportrun.StateRUNNING).SetPhase(PhaseQuerying).
 		SetStartTime(now).SetHeartbeatTime(now).SetObjectURI(uri).SetFromSeq(from).SetToSeq(to).
 		SetPeriodStart(periodStart).SetPeriodEnd(periodEnd).Exec(ctx)
+}
+
+// errRunInProgress: an incremental schedule runs one export at a time.
+var errRunInProgress = &RunError{Code: "RUN_IN_PROGRESS", Message: "another run of this incremental schedule is in progress; incremental runs of one schedule never overlap"}
+
+// claimIncremental marks the run RUNNING only if no other run of the same
+// incremental schedule is running, and reloads the schedule (its watermark)
+// under that guard: two overlapping runs would read the same watermark and
+// export the same rows twice. The schedule row is locked on PostgreSQL;
+// SQLite transactions are already exclusive (_txlock=immediate).
+func (r *Runner) claimIncremental(ctx context.Context, j *job, now time.Time) error {
+	tx, err := r.d.Client.Tx(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	q := tx.Schedule.Query().Where(schedule.ID(j.sc.ID))
+	if r.d.Dialect == dialect.Postgres {
+		q = q.ForUpdate()
+	}
+	sc, err := q.Only(ctx)
+	if err != nil {
+		return fmt.Errorf("lock schedule: %w", err)
+	}
+	busy, err := tx.ExportRun.Query().Where(exportrun.ScheduleID(sc.ID), exportrun.StateEQ(exportrun.StateRUNNING),
+		exportrun.IDNEQ(j.run.ID)).Count(ctx)
+	if err != nil {
+		return err
+	}
+	if busy > 0 {
+		return errRunInProgress
+	}
+	if err := tx.ExportRun.UpdateOneID(j.run.ID).SetState(exportrun.StateRUNNING).SetStartTime(now).SetHeartbeatTime(now).Exec(ctx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	j.sc = sc
+	return nil
 }
 
 // run queries, encodes and uploads, retrying transient provider errors.
