@@ -10,10 +10,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"entgo.io/ent/dialect"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
-	"entgo.io/ent/dialect"
 	"github.com/cenkalti/backoff/v5"
 	"gocloud.dev/blob"
 

@@ -193,7 +193,12 @@ func (ds *Dispatcher) claim(ctx context.Context) error {
 	if err != nil || len(runs) == 0 {
 		return err
 	}
-	now := ds.now().UTC()
+	// The heartbeat is wall-clock time, not the scheduler's clock: the
+	// runner's rescue (RecoverOrphans) compares it with time.Now, so with
+	// --dev-clock-scale a scheduler-clock heartbeat lay in the future and a
+	// run claimed by a process that died before loading it was never
+	// rescued (left QUEUED with a dead runner forever).
+	now := time.Now().UTC()
 	for _, r := range runs {
 		if err := tx.ExportRun.UpdateOneID(r.ID).SetRunner(ds.cfg.RunnerID).SetHeartbeatTime(now).
 			Exec(tenant.WithOrg(sctx, r.OrgID)); err != nil {
