@@ -5,7 +5,7 @@ GO    ?= go
 BUF   := $(GO) tool -modfile=tools/buf/go.mod buf
 BIN   := $(CURDIR)/bin
 
-.PHONY: run build tools generate lint check-generated test test-go services bench
+.PHONY: run build tools generate lint check-generated test test-go services bench bench-scheduler
 
 run: ## Run the server on embedded SQLite in ./data
 	$(GO) run ./cmd/auditexport serve
@@ -49,3 +49,10 @@ bench: ## Export throughput and peak RSS vs the shell-pipeline anchor; writes do
 	AUDITEXPORT_BENCH_ROWS=$(BENCH_ROWS) AUDITEXPORT_BENCH_PG_ROWS=$(BENCH_PG_ROWS) AUDITEXPORT_BENCH_REPEAT=$(BENCH_REPEAT) \
 		AUDITEXPORT_BENCH_REPORT=$(CURDIR)/docs/BENCHMARKS.md \
 		$(GO) test -count=1 -timeout 3h -run '^TestExportThroughput$$' -v ./bench/
+
+# Scheduler lateness for 1,000 and 10,000 schedules due at once, SQLite and
+# PostgreSQL; writes its section of docs/BENCHMARKS.md.
+BENCH_SCHEDULES ?= 1000,10000
+bench-scheduler: ## p50/p99 lateness of scheduled runs; writes docs/BENCHMARKS.md
+	AUDITEXPORT_BENCH_SCHEDULES=$(BENCH_SCHEDULES) AUDITEXPORT_BENCH_REPORT=$(CURDIR)/docs/BENCHMARKS.md \
+		$(GO) test -count=1 -timeout 1h -run '^TestSchedulerLateness$$' -v ./bench/

@@ -204,7 +204,11 @@ func TestExportThroughput(t *testing.T) {
 		}
 	}
 	if path := os.Getenv(envReport); path != "" {
-		if err := os.WriteFile(path, report(t, results), 0o644); err != nil {
+		out := report(t, results)
+		if prev, err := os.ReadFile(path); err == nil {
+			out = append(out, keepSections(string(prev))...) // e.g. the scheduler benchmark's section
+		}
+		if err := os.WriteFile(path, out, 0o644); err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("wrote %s", path)

@@ -60,6 +60,7 @@ type Dispatcher struct {
 	mu      sync.Mutex
 	running int
 	wg      sync.WaitGroup
+	wake    chan struct{} // a run finished: claim more without waiting for the tick
 }
 
 // NewDispatcher builds a dispatcher; now is the clock (time.Now in production).
@@ -73,23 +74,30 @@ func NewDispatcher(d *db.DB, exec Executor, log *slog.Logger, cfg DispatcherConf
 	if cfg.Batch <= 0 {
 		cfg.Batch = 500
 	}
-	return &Dispatcher{d: d, exec: exec, log: log, cfg: cfg, now: now}
+	return &Dispatcher{d: d, exec: exec, log: log, cfg: cfg, now: now, wake: make(chan struct{}, 1)}
 }
 
 // Run ticks until ctx is done, then waits for the runs it started (they are
-// canceled through the executor's own shutdown).
+// canceled through the executor's own shutdown). Ticks are aligned to
+// multiples of the tick interval (cron fires on whole minutes, so a tick
+// lands right after each fire time instead of up to a tick later), and a
+// finished run wakes the loop at once to claim queued work.
 func (ds *Dispatcher) Run(ctx context.Context) error {
-	t := time.NewTicker(ds.cfg.Tick)
-	defer t.Stop()
 	defer ds.wg.Wait()
 	for {
 		if err := ds.Tick(ctx); err != nil && ctx.Err() == nil {
 			ds.log.Error("scheduler tick failed", "err", err.Error())
 		}
+		now := time.Now()
+		wait := now.Truncate(ds.cfg.Tick).Add(ds.cfg.Tick).Sub(now) + 5*time.Millisecond
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return nil
 		case <-t.C:
+		case <-ds.wake:
+			t.Stop()
 		}
 	}
 }
@@ -219,6 +227,10 @@ func (ds *Dispatcher) claim(ctx context.Context) error {
 				ds.mu.Lock()
 				ds.running--
 				ds.mu.Unlock()
+				select {
+				case ds.wake <- struct{}{}:
+				default:
+				}
 			}()
 			ds.exec.Execute(ctx, orgID, runID)
 		}(r.OrgID, r.ID)
