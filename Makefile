@@ -35,7 +35,7 @@ services: ## Install pinned test servers (MinIO, fake-gcs-server, Azurite, mailp
 	./scripts/test-services.sh
 
 test-go: services tools
-	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -race -count=1 -timeout 45m ./...
 
 test: check-generated lint test-go ## The whole CI suite
 

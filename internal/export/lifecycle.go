@@ -137,15 +137,26 @@ func (r *Runner) updateSchedule(ctx context.Context, j *job, runID, state string
 			}
 		}
 	case exportrun.StateFAILED.String():
-		n := j.sc.ConsecutiveFailures + 1
-		u.SetConsecutiveFailures(n)
-		if n >= autoPauseAfter && j.sc.State == schedule.StateACTIVE {
-			pause = true
-			u.SetState(schedule.StatePAUSED).SetPauseReason(schedule.PauseReasonREPEATED_FAILURES).ClearNextRunTime()
-		}
+		// Counted in the database, not from the schedule loaded at the
+		// run's start: runs of one schedule can overlap (several slots or
+		// replicas, a slow run next to the next period, a retry), and a
+		// snapshot + 1 lost their failures and let each overlapping run see
+		// the 10th and pause (and mail) again.
+		u.AddConsecutiveFailures(1)
 	}
-	if err := u.Exec(ctx); err != nil && !ent.IsNotFound(err) {
+	sc, err := u.Save(ctx)
+	if err != nil && !ent.IsNotFound(err) {
 		r.log.Error("updating schedule after run failed", "run_id", runID, "err", err.Error())
+	}
+	if err == nil && state == exportrun.StateFAILED.String() && sc.ConsecutiveFailures >= autoPauseAfter && sc.State == schedule.StateACTIVE {
+		// Only the run whose update switches the schedule from ACTIVE
+		// pauses it and mails the owner.
+		k, err := r.d.Client.Schedule.Update().Where(schedule.ID(sc.ID), schedule.StateEQ(schedule.StateACTIVE)).
+			SetState(schedule.StatePAUSED).SetPauseReason(schedule.PauseReasonREPEATED_FAILURES).ClearNextRunTime().Save(ctx)
+		if err != nil {
+			r.log.Error("auto-pausing schedule failed", "schedule_id", sc.ID, "run_id", runID, "err", err.Error())
+		}
+		pause = k == 1
 	}
 	if state == exportrun.StateFAILED.String() && rerr != nil && rerr.Code != "INTERRUPTED" && rerr.Code != errRunInProgress.Code {
 		r.notifyFailure(ctx, j, runID, rerr)
