@@ -88,8 +88,13 @@ func (r *Runner) cancelLocal(runID string) bool {
 func (r *Runner) finish(ctx context.Context, j *job, runID, state string, st Stats, rerr *RunError) {
 	now := r.now().UTC()
 	upd := r.d.Client.ExportRun.UpdateOneID(runID).SetState(exportrun.State(state)).SetPhase(state).SetFinishTime(now).SetHeartbeatTime(now)
-	if j.run != nil && j.run.StartTime == nil {
-		upd.SetStartTime(now)
+	// A run that never started (it failed while loading) starts when it
+	// ends. Decided in the database: j.run is the row as read before load
+	// set start_time, so testing j.run.StartTime overwrote every first
+	// attempt's start with its finish (zero durations in ExportRun).
+	if err := r.d.Client.ExportRun.Update().Where(exportrun.ID(runID), exportrun.StartTimeIsNil()).
+		SetStartTime(now).Exec(ctx); err != nil {
+		r.log.Error("recording run start failed", "run_id", runID, "err", err.Error())
 	}
 	if state == exportrun.StateSUCCEEDED.String() {
 		upd.SetRows(st.Rows).SetBytes(st.Bytes).SetChecksum(st.Checksum)
