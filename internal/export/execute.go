@@ -13,7 +13,14 @@ func (r *Runner) Execute(_ context.Context, orgID, runID string) {
 	r.mu.Lock()
 	if r.draining {
 		r.mu.Unlock()
-		return // the rescue requeues it on a live replica
+		// Release the claim at once so a live replica takes the run now,
+		// rather than after the orphan sweep notices the missing heartbeat.
+		err := r.d.Client.ExportRun.UpdateOneID(runID).SetRunner("").ClearHeartbeatTime().
+			Exec(tenant.WithOrg(context.Background(), orgID))
+		if err != nil {
+			r.log.Error("releasing a claimed run during shutdown failed", "run_id", runID, "err", err.Error())
+		}
+		return
 	}
 	rctx, cancel := context.WithCancelCause(tenant.WithOrg(r.base, orgID))
 	r.cancels[runID] = cancel
