@@ -155,8 +155,8 @@ func latenessReport(rs []lateness) string {
 	b.WriteString("## Scheduler lateness\n\n")
 	fmt.Fprintf(&b, "Measured %s by `make bench-scheduler` (bench/lateness_test.go). N schedules are due at the same second; one\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	b.WriteString("dispatcher (tick 1 s, 64 slots, batches of 500) creates their runs and claims them; *lateness* is the time from the\n")
-	b.WriteString("fire time to the start of a run's execution (executions are no-ops here: export cost is measured above). The tick\n")
-	b.WriteString("alone adds up to 1 s. *anchor*: inserting N run rows in one transaction on the same database, the irreducible\n")
+	b.WriteString("fire time to the start of a run's execution (executions are no-ops here: export cost is measured above). Ticks\n")
+	b.WriteString("are aligned to whole seconds. *anchor*: inserting N run rows in one transaction on the same database, the irreducible\n")
 	b.WriteString("write work of N runs; *ratio* = p99 / anchor.\n\n")
 	b.WriteString("| backend | schedules | p50 | p99 | max | anchor | ratio p99/anchor |\n|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rs {

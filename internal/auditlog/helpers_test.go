@@ -1,104 +1,16 @@
 package auditlog
 
 import (
-	"context"
-	"crypto/rand"
-	"database/sql"
-	"encoding/hex"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/auditexport/auditexport/internal/db"
+	"github.com/auditexport/auditexport/internal/testenv"
 )
 
-// pgAdminDSN is where the PostgreSQL variants create their throw-away
-// databases; AUDITEXPORT_TEST_POSTGRES overrides it.
-func pgAdminDSN() string {
-	if v := os.Getenv("AUDITEXPORT_TEST_POSTGRES"); v != "" {
-		return v
-	}
-	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-}
+// forEachDB runs fn against a fresh SQLite file database and a fresh
+// PostgreSQL database (see testenv.ForEachDB).
+func forEachDB(t *testing.T, fn func(t *testing.T, d *db.DB)) { testenv.ForEachDB(t, fn) }
 
-// forEachDB runs fn against a fresh, migrated SQLite file database and a
-// fresh PostgreSQL database (skipped locally when none is reachable, fatal
-// in CI so the PostgreSQL path can't silently go untested).
-func forEachDB(t *testing.T, fn func(t *testing.T, d *db.DB)) {
-	t.Helper()
-	t.Run("sqlite", func(t *testing.T) { fn(t, openSQLite(t)) })
-	t.Run("postgres", func(t *testing.T) { fn(t, openPostgres(t)) })
-}
+func openSQLite(tb testing.TB) *db.DB { return testenv.SQLiteDB(tb) }
 
-func openSQLite(tb testing.TB) *db.DB {
-	tb.Helper()
-	return openMigrated(tb, "sqlite://"+filepath.Join(tb.TempDir(), "audit.db"))
-}
-
-func openPostgres(tb testing.TB) *db.DB {
-	tb.Helper()
-	ctx := context.Background()
-	admin, err := sql.Open("pgx", pgAdminDSN())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer func() { _ = admin.Close() }()
-	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	if err := admin.PingContext(pctx); err != nil {
-		if os.Getenv("CI") == "" {
-			tb.Skipf("PostgreSQL not reachable (%v); set AUDITEXPORT_TEST_POSTGRES", err)
-		}
-		tb.Fatalf("PostgreSQL not reachable in CI: %v", err)
-	}
-	var rnd [6]byte
-	_, _ = rand.Read(rnd[:])
-	name := "auditlog_test_" + hex.EncodeToString(rnd[:])
-	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		a, err := sql.Open("pgx", pgAdminDSN())
-		if err != nil {
-			tb.Error(err)
-			return
-		}
-		defer func() { _ = a.Close() }()
-		if _, err := a.ExecContext(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			tb.Error(err)
-		}
-	})
-	return openMigrated(tb, withDatabase(tb, pgAdminDSN(), name))
-}
-
-// withDatabase replaces the database name in a postgres:// URL.
-func withDatabase(tb testing.TB, dsn, name string) string {
-	tb.Helper()
-	i := strings.Index(dsn, "://")
-	rest := dsn[i+3:]
-	slash := strings.Index(rest, "/")
-	if slash < 0 {
-		tb.Fatalf("admin DSN %q has no database path", dsn)
-	}
-	q := ""
-	if j := strings.Index(rest, "?"); j >= 0 {
-		q = rest[j:]
-	}
-	return dsn[:i+3] + rest[:slash] + "/" + name + q
-}
-
-func openMigrated(tb testing.TB, dsn string) *db.DB {
-	tb.Helper()
-	ctx := context.Background()
-	d, err := db.Open(ctx, dsn)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = d.Close() })
-	if err := d.Migrate(ctx); err != nil {
-		tb.Fatal(err)
-	}
-	return d
-}
+func openPostgres(tb testing.TB) *db.DB { return testenv.PostgresDB(tb) }
