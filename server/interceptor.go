@@ -23,6 +23,7 @@ import (
 	"github.com/auditexport/auditexport/internal/auditlog"
 	"github.com/auditexport/auditexport/internal/auth"
 	"github.com/auditexport/auditexport/internal/ids"
+	"github.com/auditexport/auditexport/internal/metrics"
 	"github.com/auditexport/auditexport/internal/tenant"
 )
 
@@ -39,11 +40,18 @@ type Interceptors struct {
 	// connection: only its x-forwarded-for is trusted.
 	gatewayNetwork string
 	now            func() time.Time
+	metrics        *metrics.Metrics
 }
 
 // NewInterceptors builds the interceptors.
 func NewInterceptors(db *ent.Client, rec *auditlog.Recorder, log *slog.Logger, gatewayNetwork string) *Interceptors {
 	return &Interceptors{db: db, rec: rec, log: log, gatewayNetwork: gatewayNetwork, now: time.Now}
+}
+
+// WithMetrics records each RPC's count and duration in m (nil: none).
+func (i *Interceptors) WithMetrics(m *metrics.Metrics) *Interceptors {
+	i.metrics = m
+	return i
 }
 
 type requestIDKey struct{}
@@ -158,6 +166,7 @@ func (i *Interceptors) around(ctx context.Context, fullMethod string, call func(
 	if aerr != nil {
 		code := status.Code(aerr)
 		i.record(ctx, log, ci, nil, orgForFailure, "API_KEY_AUTH", "ACCESS", code, start)
+		i.metrics.ObserveRPC(ci.method, codeName(code), time.Since(start))
 		log.InfoContext(ctx, "rpc", "code", codeName(code), "duration_ms", time.Since(start).Milliseconds())
 		return aerr
 	}
@@ -170,6 +179,7 @@ func (i *Interceptors) around(ctx context.Context, fullMethod string, call func(
 		code = codes.Internal
 	}
 	i.record(ctx, log, ci, p, p.OrgID, eventType(ci.method), eventCategory(ci.method), code, start)
+	i.metrics.ObserveRPC(ci.method, codeName(code), time.Since(start))
 	log.InfoContext(ctx, "rpc", "code", codeName(code), "user_id", p.UserID, "duration_ms", time.Since(start).Milliseconds())
 	return err
 }

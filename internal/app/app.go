@@ -26,6 +26,7 @@ import (
 	"github.com/auditexport/auditexport/internal/config"
 	"github.com/auditexport/auditexport/internal/db"
 	"github.com/auditexport/auditexport/internal/export"
+	"github.com/auditexport/auditexport/internal/metrics"
 	"github.com/auditexport/auditexport/internal/notify"
 	"github.com/auditexport/auditexport/internal/schedule"
 	"github.com/auditexport/auditexport/internal/secrets"
@@ -127,9 +128,10 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	inproc := bufconn.Listen(1 << 20)
 	rec := auditlog.NewRecorder(d.Client, log).WithDialect(d.Dialect)
 	host, _ := os.Hostname()
+	mets := metrics.New()
 	runs := export.NewRunner(d, keys, mailer, rec, log, export.Config{
 		AllowPrivateEndpoints: cfg.AllowPrivateEndpoints, RunnerID: fmt.Sprintf("%s:%d", host, os.Getpid()),
-	})
+	}).WithMetrics(mets)
 	// A single SQLite process owns every run, so anything RUNNING at start
 	// was orphaned by a crash; with PostgreSQL only stale heartbeats are.
 	stale := orphanAfter
@@ -141,7 +143,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	} else if n > 0 {
 		log.Warn("marked interrupted export runs as failed", "runs", n)
 	}
-	icp := server.NewInterceptors(d.Client, rec, log, inproc.Addr().Network())
+	icp := server.NewInterceptors(d.Client, rec, log, inproc.Addr().Network()).WithMetrics(mets)
 	gs := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(icp.Unary),
 		grpc.ChainStreamInterceptor(icp.Stream),
@@ -160,7 +162,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
 
-	handler, closeGW, err := newHTTPHandler(ctx, inproc, hs, cfg.CORSAllowedOrigins)
+	handler, closeGW, err := newHTTPHandler(ctx, inproc, hs, mets, cfg.CORSAllowedOrigins)
 	if err != nil {
 		return err
 	}
@@ -185,7 +187,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if cfg.Scheduler {
 		disp := schedule.NewDispatcher(d, runs, log, schedule.DispatcherConfig{
 			Tick: cfg.SchedulerTick, Slots: cfg.SchedulerSlots, RunnerID: fmt.Sprintf("%s:%d", host, os.Getpid()),
-		}, cfg.Clock())
+		}, cfg.Clock()).WithMetrics(mets)
 		g.Go(func() error { return disp.Run(gctx) })
 		log.Info("scheduler started", "tick", cfg.SchedulerTick.String(), "slots", cfg.SchedulerSlots)
 	}

@@ -15,12 +15,13 @@ import (
 
 	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
 	"github.com/auditexport/auditexport/gen/openapi"
+	"github.com/auditexport/auditexport/internal/metrics"
 )
 
 // maxBodyBytes bounds REST request bodies.
 const maxBodyBytes = 4 << 20
 
-func newHTTPHandler(ctx context.Context, inproc *bufconn.Listener, hs *health.Server, origins []string) (http.Handler, func(), error) {
+func newHTTPHandler(ctx context.Context, inproc *bufconn.Listener, hs *health.Server, mets *metrics.Metrics, origins []string) (http.Handler, func(), error) {
 	conn, err := grpc.NewClient("passthrough:///inproc",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return inproc.DialContext(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -65,6 +66,9 @@ func newHTTPHandler(ctx context.Context, inproc *bufconn.Listener, hs *health.Se
 		}
 		_, _ = w.Write([]byte(`{"status":"SERVING"}`))
 	})
+	// Unauthenticated, like /healthz: the metrics are process-wide counts
+	// and durations, with no secrets, tenant names or identifiers.
+	mux.Handle("GET /metrics", mets.Handler())
 	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openapi.Spec)

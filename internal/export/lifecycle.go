@@ -123,6 +123,18 @@ func (r *Runner) finish(ctx context.Context, j *job, runID, state string, st Sta
 	}
 	r.audit(ctx, j, run, state, rerr)
 	r.broker.publish(p)
+	trigger := ""
+	if j.run != nil {
+		trigger = j.run.Trigger.String()
+	}
+	started := j.started
+	if started.IsZero() {
+		started = now
+		if j.run != nil && j.run.StartTime != nil {
+			started = *j.run.StartTime
+		}
+	}
+	r.metrics.RunFinished(state, trigger, p.Rows, p.Bytes, now.Sub(started))
 	r.log.Info("export run finished", "run_id", runID, "state", state, "rows", p.Rows, "bytes", st.Bytes)
 }
 

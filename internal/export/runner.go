@@ -24,6 +24,7 @@ import (
 	"github.com/auditexport/auditexport/internal/auditlog"
 	"github.com/auditexport/auditexport/internal/db"
 	"github.com/auditexport/auditexport/internal/destination"
+	"github.com/auditexport/auditexport/internal/metrics"
 	"github.com/auditexport/auditexport/internal/notify"
 	cronpkg "github.com/auditexport/auditexport/internal/schedule"
 	"github.com/auditexport/auditexport/internal/secrets"
@@ -76,6 +77,13 @@ type Runner struct {
 	mu       sync.Mutex
 	cancels  map[string]context.CancelCauseFunc
 	draining bool
+	metrics  *metrics.Metrics
+}
+
+// WithMetrics records finished runs and schedule lateness in m (nil: none).
+func (r *Runner) WithMetrics(m *metrics.Metrics) *Runner {
+	r.metrics = m
+	return r
 }
 
 // NewRunner builds a runner; Close stops it.
@@ -182,11 +190,13 @@ type job struct {
 	// that could not be aborted yet (see abortUploads).
 	bucketName string
 	unaborted  []string
+	// started is when execute began (the run's start_time, see load).
+	started time.Time
 }
 
 func (r *Runner) execute(ctx context.Context, runID string) {
 	dbctx := context.WithoutCancel(ctx) // bookkeeping must happen even when the run is canceled
-	j := &job{}
+	j := &job{started: r.now()}
 	j.phase.Store(PhaseQuerying)
 	var rerr *RunError
 	var skipped bool
@@ -298,9 +308,18 @@ func (r *Runner) load(ctx context.Context, runID string, j *job) error {
 		uri = destination.PrefixFileName(uri, asOf, j.zone)
 	}
 	j.uri = uri
-	return c.ExportRun.UpdateOneID(runID).SetState(exportrun.StateRUNNING).SetPhase(PhaseQuerying).
+	if err := c.ExportRun.UpdateOneID(runID).SetState(exportrun.StateRUNNING).SetPhase(PhaseQuerying).
 		SetStartTime(now).SetHeartbeatTime(now).SetObjectURI(uri).SetFromSeq(from).SetToSeq(to).
-		SetPeriodStart(periodStart).SetPeriodEnd(periodEnd).Exec(ctx)
+		SetPeriodStart(periodStart).SetPeriodEnd(periodEnd).Exec(ctx); err != nil {
+		return err
+	}
+	// Lateness of the scheduler: how long after its period ended a
+	// scheduled run began executing (its first attempt only: retries wait
+	// on purpose).
+	if scheduled && j.run.PeriodEnd != nil && j.run.Attempt <= 1 {
+		r.metrics.ObserveLateness(now.Sub(*j.run.PeriodEnd))
+	}
+	return nil
 }
 
 // errRunInProgress: an incremental schedule runs one export at a time.

@@ -16,6 +16,7 @@ import (
 	"github.com/auditexport/auditexport/ent/exportrun"
 	"github.com/auditexport/auditexport/ent/schedule"
 	"github.com/auditexport/auditexport/internal/db"
+	"github.com/auditexport/auditexport/internal/metrics"
 	"github.com/auditexport/auditexport/internal/tenant"
 )
 
@@ -61,6 +62,14 @@ type Dispatcher struct {
 	running int
 	wg      sync.WaitGroup
 	wake    chan struct{} // a run finished: claim more without waiting for the tick
+	metrics *metrics.Metrics
+}
+
+// WithMetrics samples the queue depth and the running runs into m at each
+// tick (nil: none).
+func (ds *Dispatcher) WithMetrics(m *metrics.Metrics) *Dispatcher {
+	ds.metrics = m
+	return ds
 }
 
 // NewDispatcher builds a dispatcher; now is the clock (time.Now in production).
@@ -104,10 +113,26 @@ func (ds *Dispatcher) Run(ctx context.Context) error {
 
 // Tick dispatches due schedules and claims queued runs once.
 func (ds *Dispatcher) Tick(ctx context.Context) error {
+	defer ds.sample(ctx)
 	if _, err := ds.DispatchDue(ctx); err != nil {
 		return err
 	}
 	return ds.claim(ctx)
+}
+
+// sample sets the queue-depth and running gauges.
+func (ds *Dispatcher) sample(ctx context.Context) {
+	if ds.metrics == nil {
+		return
+	}
+	sctx := tenant.System(ctx)
+	if n, err := ds.d.Client.ExportRun.Query().Where(exportrun.StateEQ(exportrun.StateQUEUED)).Count(sctx); err == nil {
+		ds.metrics.SetQueueDepth(n)
+	}
+	ds.mu.Lock()
+	running := ds.running
+	ds.mu.Unlock()
+	ds.metrics.SetRunning(running)
 }
 
 // forUpdate locks selected rows on PostgreSQL, skipping rows another
