@@ -10,8 +10,6 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-
-	"github.com/auditexport/auditexport/ent"
 )
 
 // errorDomain goes in every ErrorInfo.
@@ -117,9 +115,6 @@ func ensureErrorInfo(err error) error {
 	}
 	return withInfo.Err()
 }
-
-// isNotFound is ent's not-found.
-func isNotFound(err error) bool { return ent.IsNotFound(err) }
 
 var codeNames = map[codes.Code]string{
 	codes.OK: "OK", codes.Canceled: "CANCELED", codes.Unknown: "UNKNOWN", codes.InvalidArgument: "INVALID_ARGUMENT",

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/auditexport/auditexport/ent"
-	"github.com/auditexport/auditexport/ent/element"
 	"github.com/auditexport/auditexport/ent/schedule"
 	"github.com/auditexport/auditexport/ent/storageintegration"
 	"github.com/auditexport/auditexport/ent/workbook"
@@ -484,5 +483,3 @@ func (s *ScheduleService) ResumeSchedule(ctx context.Context, req *pb.ResumeSche
 	}
 	return &pb.ResumeScheduleResponse{Schedule: schedulePB(row)}, nil
 }
-
-var _ = element.FieldID

@@ -19,7 +19,6 @@ import (
 	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
 	"github.com/auditexport/auditexport/internal/auditlog"
 	"github.com/auditexport/auditexport/internal/auth"
-	"github.com/auditexport/auditexport/internal/ids"
 )
 
 var _ pb.WorkbookServiceServer = (*WorkbookService)(nil)
@@ -547,5 +546,3 @@ func toValue(v any) *structpb.Value {
 	}
 	return structpb.NewStringValue(fmt.Sprint(v))
 }
-
-var _ = ids.Workbook
