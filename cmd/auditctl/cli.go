@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	auditexport "github.com/auditexport/auditexport/clients/go"
+)
+
+// CLI is the command tree. Global flags are the connection settings; each
+// resource is a command group named after the API's resources.
+type CLI struct {
+	Globals
+
+	Integrations integrationsCmd `cmd:"" aliases:"integration,int" help:"Storage integrations (IntegrationService)."`
+	Workbooks    workbooksCmd    `cmd:"" aliases:"workbook,wb" help:"Workbooks and their elements (WorkbookService)."`
+	Connections  connectionsCmd  `cmd:"" aliases:"connection" help:"Connections and their tables (WorkbookService)."`
+	Schedules    schedulesCmd    `cmd:"" aliases:"schedule,sch" help:"Scheduled exports (ScheduleService)."`
+	Runs         runsCmd         `cmd:"" aliases:"run" help:"Export runs: history, live progress, cancel (ScheduleService)."`
+	Users        usersCmd        `cmd:"" aliases:"user" help:"Users and connection access (AccountService)."`
+	Keys         keysCmd         `cmd:"" aliases:"key,api-keys" help:"API keys (AccountService)."`
+	Config       configCmd       `cmd:"" help:"Show the effective configuration and where each value comes from (the API key masked)."`
+}
+
+// Globals are the settings that may also come from the environment and the
+// config file (see config.go for the precedence).
+type Globals struct {
+	ConfigFile    string        `name:"config" env:"AUDITCTL_CONFIG" placeholder:"FILE" help:"Config file (YAML; keys addr, api_key, api_key_file, output, tls, tls_ca_file, tls_server_name, timeout). Default ${default_config}."`
+	Addr          string        `name:"addr" env:"AUDITEXPORT_ADDR" default:"127.0.0.1:9090" help:"gRPC address of the server (host:port)."`
+	APIKey        string        `name:"api-key" env:"AUDITEXPORT_API_KEY" placeholder:"KEY" help:"API key. Prefer the env variable, --api-key-file or the config file: command lines are visible to other users."`
+	APIKeyFile    string        `name:"api-key-file" env:"AUDITEXPORT_API_KEY_FILE" placeholder:"FILE" help:"File holding the API key."`
+	Output        string        `name:"output" short:"o" env:"AUDITCTL_OUTPUT" default:"table" placeholder:"FORMAT" help:"table (aligned columns), json (protojson of the response, lowerCamelCase), or value=PATH[,PATH] (bare values for scripts, e.g. value=id)."`
+	TLS           bool          `name:"tls" env:"AUDITEXPORT_TLS" help:"Connect with TLS (system roots unless --tls-ca-file)."`
+	TLSCAFile     string        `name:"tls-ca-file" env:"AUDITEXPORT_TLS_CA_FILE" placeholder:"FILE" help:"PEM bundle of CAs to trust (implies --tls)."`
+	TLSServerName string        `name:"tls-server-name" env:"AUDITEXPORT_TLS_SERVER_NAME" help:"Server name to verify (implies --tls)."`
+	Timeout       time.Duration `name:"timeout" env:"AUDITCTL_TIMEOUT" default:"30s" help:"Deadline of each call (exports being followed are not limited)."`
+}
+
+// env is what every command's Run gets: I/O, settings and a lazily dialed
+// client (so `config` and `--help` work without a key or a server).
+type env struct {
+	ctx            context.Context
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	g              *Globals
+	files          *configFiles
+	given          map[string]bool
+	tty            bool
+
+	out    outputFormat
+	apiKey string
+	client *auditexport.Client
+}
+
+// setup validates the globals that do not need the server.
+func (e *env) setup() error {
+	out, err := parseOutput(e.g.Output)
+	if err != nil {
+		return err
+	}
+	e.out = out
+	e.apiKey = e.g.APIKey
+	if e.apiKey == "" && e.g.APIKeyFile != "" {
+		b, err := os.ReadFile(e.g.APIKeyFile)
+		if err != nil {
+			return fmt.Errorf("--api-key-file: %w", err)
+		}
+		e.apiKey = strings.TrimSpace(string(b))
+	}
+	return nil
+}
+
+// api dials on first use.
+func (e *env) api() (*auditexport.Client, error) {
+	if e.client != nil {
+		return e.client, nil
+	}
+	if e.apiKey == "" {
+		return nil, usagef("no API key: set AUDITEXPORT_API_KEY, --api-key-file, or api_key in %s", e.files.describePath())
+	}
+	var opts []auditexport.Option
+	if e.g.TLS || e.g.TLSCAFile != "" || e.g.TLSServerName != "" {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: e.g.TLSServerName}
+		if e.g.TLSCAFile != "" {
+			pem, err := os.ReadFile(e.g.TLSCAFile)
+			if err != nil {
+				return nil, usagef("--tls-ca-file: %v", err)
+			}
+			cfg.RootCAs = x509.NewCertPool()
+			if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, usagef("--tls-ca-file %s: no PEM certificates in it", e.g.TLSCAFile)
+			}
+		}
+		opts = append(opts, auditexport.WithTLS(cfg))
+	}
+	c, err := auditexport.Dial(e.ctx, e.g.Addr, e.apiKey, opts...)
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	e.client = c
+	return c, nil
+}
+
+func (e *env) close() {
+	if e.client != nil {
+		_ = e.client.Close()
+	}
+}
+
+// call bounds one unary call by --timeout; follow-mode commands use e.ctx.
+func (e *env) call() (context.Context, context.CancelFunc) {
+	if e.g.Timeout <= 0 {
+		return context.WithCancel(e.ctx)
+	}
+	return context.WithTimeout(e.ctx, e.g.Timeout)
+}
+
+// notef writes a human note to stderr, so stdout stays parseable.
+func (e *env) notef(format string, args ...any) {
+	fmt.Fprintf(e.stderr, format+"\n", args...)
+}
