@@ -215,6 +215,8 @@ func (r *Runner) execute(ctx context.Context, runID string) {
 	case err != nil && errors.Is(context.Cause(ctx), errCanceled):
 		state = exportrun.StateCANCELED
 		rerr = &RunError{Code: "CANCELED", Message: "the run was canceled"}
+	case errors.As(err, &rerr) && rerr.Code == "SCHEDULE_PAUSED":
+		state = exportrun.StateCANCELED
 	case errors.Is(err, errRunInProgress) && j.run != nil && j.run.Trigger == exportrun.TriggerSCHEDULED:
 		// Not a failure: wait for the other run and try again.
 		r.requeue(dbctx, runID, j.run.Attempt-1)
@@ -250,6 +252,16 @@ func (r *Runner) load(ctx context.Context, runID string, j *job) error {
 	}
 	if j.el, err = c.Element.Query().Where(element.ID(j.sc.ElementID)).Only(ctx); err != nil {
 		return &RunError{Code: "ELEMENT_NOT_FOUND", Message: "the schedule's workbook element no longer exists"}
+	}
+	if j.run.Trigger == exportrun.TriggerSCHEDULED && j.sc.State == schedule.StatePAUSED {
+		// Paused after this run was queued (by a user, an integration change
+		// or repeated failures): a pause stops the exports that were waiting,
+		// too — above all a run that would write with a changed integration.
+		reason := "USER"
+		if j.sc.PauseReason != nil {
+			reason = j.sc.PauseReason.String()
+		}
+		return &RunError{Code: "SCHEDULE_PAUSED", Message: "the schedule was paused (" + reason + ") before this scheduled run started"}
 	}
 	if j.sc.IntegrationID == "" {
 		return &RunError{Code: "INTEGRATION_DELETED", Message: "the schedule's storage integration was deleted"}
