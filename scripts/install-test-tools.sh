@@ -6,9 +6,13 @@
 #   .tools/bin/mailpit          SMTP server + API  (go install)
 #   .tools/node/node_modules    azurite (Azure Blob emulator), @duckdb/node-api (independent
 #                               CSV/JSON/Parquet reader)  (npm ci from the committed lock file)
+#   clients/ts/node_modules     the TypeScript client's pinned packages (openapi-fetch,
+#                               openapi-typescript, swagger2openapi, typescript, @types/node)
+#                               (npm ci from clients/ts/package-lock.json)
 #
 # Idempotent: a Go binary is rebuilt only when .tools/bin/<name>.version differs from the pin;
-# npm ci runs only when .tools/node/.stamp differs from the hash of the committed package files.
+# npm ci runs only when .tools/node/.stamp (clients/ts/node_modules/.auditexport-stamp) differs
+# from the hash of the committed package files.
 # A cold install takes a few minutes (minio dominates); a warm run takes well under a second.
 # Tests find the tools through internal/testenv.
 set -euo pipefail
@@ -103,6 +107,25 @@ else
 	rm -rf "$loc"
 	echo "$want" >"$NODE_DIR/.stamp"
 	SUMMARY+=("npm=installed($(elapsed "$t")s)")
+fi
+
+# --- TypeScript client (clients/ts) ---------------------------------------------------------
+# Installed in place: its build and tests (integration_test/tsclient_test.go) resolve packages
+# from clients/ts/node_modules. Same rules as above: exact pins, committed lock, no scripts.
+t="$(now)"
+TS_DIR="$ROOT/clients/ts"
+TS_STAMP="$TS_DIR/node_modules/.auditexport-stamp"
+want="$(cat "$TS_DIR/package.json" "$TS_DIR/package-lock.json" | sha256sum | cut -d' ' -f1)"
+if [[ -f "$TS_STAMP" && "$(cat "$TS_STAMP")" == "$want" ]]; then
+	SUMMARY+=("npm-ts-client=cached($(elapsed "$t")s)")
+else
+	command -v npm >/dev/null || { echo "install-test-tools: npm not found (Node 20+ is required)" >&2; exit 1; }
+	echo "install-test-tools: npm ci (clients/ts) ..." >&2
+	(cd "$TS_DIR" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+	# Smoke check: the compiler runs.
+	(cd "$TS_DIR" && node node_modules/typescript/bin/tsc --version >/dev/null)
+	echo "$want" >"$TS_STAMP"
+	SUMMARY+=("npm-ts-client=installed($(elapsed "$t")s)")
 fi
 
 echo "install-test-tools: ${SUMMARY[*]} total=$(elapsed "$T_ALL")s -> $TOOLS"
