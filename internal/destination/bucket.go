@@ -15,6 +15,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -100,9 +101,24 @@ func openS3(ctx context.Context, in Integration, base Location, o OpenOptions) (
 	case "aws_access_key":
 		cfg.Credentials = credentials.NewStaticCredentialsProvider(in.Creds.AccessKeyID, in.Creds.SecretAccessKey, "")
 	case "aws_role":
-		// The service's own identity (environment / instance role) assumes
-		// the customer's role with the integration's external ID.
-		stsClient := sts.NewFromConfig(cfg)
+		// The service's own identity assumes the customer's role with the
+		// integration's external ID. That identity is the standard AWS chain
+		// of the server process (environment, shared config, web identity,
+		// container or instance role), resolved with the SDK's own HTTP
+		// client: the instance metadata endpoint is link-local, which the
+		// guarded client (meant for customer-supplied endpoints) refuses.
+		own, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(region))
+		if err != nil {
+			return nil, fmt.Errorf("loading the service's own AWS credentials: %w", err)
+		}
+		stsClient := sts.NewFromConfig(own, func(so *sts.Options) {
+			so.HTTPClient = cfg.HTTPClient
+			so.RetryMaxAttempts = cfg.RetryMaxAttempts
+			if in.Endpoint != "" {
+				// S3-compatible stores with STS (MinIO) serve it on the S3 endpoint.
+				so.BaseEndpoint = aws.String(in.Endpoint)
+			}
+		})
 		cfg.Credentials = aws.NewCredentialsCache(stscreds.NewAssumeRoleProvider(stsClient, in.Creds.RoleARN, func(ao *stscreds.AssumeRoleOptions) {
 			ao.ExternalID = aws.String(in.ExternalID)
 			ao.RoleSessionName = "auditexport"

@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
 )
 
 // S3 is a MinIO server on 127.0.0.1 with its data in a t.TempDir().
@@ -94,8 +95,18 @@ func (s *S3) CreateBucket(t testing.TB, name string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := s.Client().CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
-		t.Fatalf("testenv: create S3 bucket %q: %v", name, err)
+	for {
+		_, err := s.Client().CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)})
+		if err == nil {
+			return
+		}
+		// /minio/health/live answers before MinIO has initialized its
+		// object layer; until then every call is refused with this code.
+		var api smithy.APIError
+		if !errors.As(err, &api) || api.ErrorCode() != "XMinioServerNotInitialized" || ctx.Err() != nil {
+			t.Fatalf("testenv: create S3 bucket %q: %v", name, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
