@@ -10,8 +10,9 @@ BIN   := $(CURDIR)/bin
 run: ## Run the server on embedded SQLite in ./data
 	$(GO) run ./cmd/auditexport serve
 
-build:
+build: ## The server and the CLI into ./bin
 	$(GO) build -o $(BIN)/auditexport ./cmd/auditexport
+	$(GO) build -o $(BIN)/auditctl ./cmd/auditctl
 
 tools: ## Build pinned dev tools into ./bin (grpcurl for the README walk-through)
 	$(GO) build -modfile=tools/go.mod -o $(BIN)/grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl

@@ -11,34 +11,15 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 )
 
-var (
-	auditctlOnce sync.Once
-	auditctlPath string
-	auditctlErr  error
-)
+var auditctlBuild buildOnce
 
-// auditctlBin builds cmd/auditctl once (without -race: it is the client
-// under test here, the race detector watches the server).
+// auditctlBin builds cmd/auditctl once.
 func auditctlBin(t *testing.T) string {
 	t.Helper()
-	auditctlOnce.Do(func() {
-		auditctlPath = filepath.Join(filepath.Dir(binPath), "auditctl")
-		cmd := exec.Command("go", "build", "-o", auditctlPath, "./cmd/auditctl")
-		cmd.Dir = repoRoot
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			auditctlErr = err
-			t.Logf("%s", out)
-		}
-	})
-	if auditctlErr != nil {
-		t.Fatalf("building auditctl: %v", auditctlErr)
-	}
-	return auditctlPath
+	return auditctlBuild.get(t, "auditctl", "./cmd/auditctl")
 }
 
 // ctl runs auditctl as a subprocess against one server.
@@ -406,22 +387,7 @@ func TestAuditctlConfig(t *testing.T) {
 
 // TestAuditctlReadme runs the README's auditctl block as written.
 func TestAuditctlReadme(t *testing.T) {
-	readme, err := os.ReadFile(filepath.Join(repoRoot, "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := string(readme)
-	begin := strings.Index(text, "<!-- BEGIN auditctl -->")
-	end := strings.Index(text, "<!-- END auditctl -->")
-	if begin < 0 || end < begin {
-		t.Fatal("README.md has no auditctl block")
-	}
-	block := text[begin:end]
-	if strings.Count(block, "```sh") != 1 {
-		t.Fatal("the auditctl block of README.md must hold exactly one ```sh block")
-	}
-	start := strings.Index(block, "```sh") + len("```sh")
-	script := block[start : start+strings.Index(block[start:], "```")]
+	script := readmeBlock(t, "auditctl", "sh")
 
 	s := StartServer(t, "sqlite")
 	dir := t.TempDir()

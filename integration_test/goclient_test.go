@@ -134,18 +134,7 @@ func TestGoClientRetriesAcrossRestart(t *testing.T) {
 // TestReadmeGoClient compiles and runs the README's Go client program as
 // written against the real server.
 func TestReadmeGoClient(t *testing.T) {
-	readme, err := os.ReadFile(filepath.Join(repoRoot, "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := string(readme)
-	begin := strings.Index(text, "<!-- BEGIN goclient -->")
-	end := strings.Index(text, "<!-- END goclient -->")
-	if begin < 0 || end < begin {
-		t.Fatal("README.md has no goclient block")
-	}
-	block := text[begin:end]
-	program := block[strings.Index(block, "```go")+5 : strings.LastIndex(block, "```")]
+	program := readmeBlock(t, "goclient", "go")
 
 	// Inside the module so that the program builds against this checkout.
 	if err := os.MkdirAll(filepath.Join(repoRoot, ".tmp"), 0o755); err != nil {

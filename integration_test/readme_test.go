@@ -1,6 +1,7 @@
 package integration_test
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,29 +10,58 @@ import (
 	"testing"
 )
 
-var (
-	grpcurlOnce sync.Once
-	grpcurlPath string
-	grpcurlErr  error
-)
+// buildOnce builds a binary of this repository once per test binary
+// (without -race: these are clients; the race detector watches the server).
+type buildOnce struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+func (b *buildOnce) get(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	b.once.Do(func() {
+		b.path = filepath.Join(filepath.Dir(binPath), name)
+		cmd := exec.Command("go", append(append([]string{"build"}, args[:len(args)-1]...), "-o", b.path, args[len(args)-1])...)
+		cmd.Dir = repoRoot
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("%v\n%s", err, out)
+		}
+	})
+	if b.err != nil {
+		t.Fatalf("building %s: %v", name, b.err)
+	}
+	return b.path
+}
+
+var grpcurlBuild buildOnce
 
 // grpcurl builds the pinned grpcurl (tools/go.mod) once.
 func grpcurl(t *testing.T) string {
 	t.Helper()
-	grpcurlOnce.Do(func() {
-		grpcurlPath = filepath.Join(filepath.Dir(binPath), "grpcurl")
-		cmd := exec.Command("go", "build", "-modfile=tools/go.mod", "-o", grpcurlPath, "github.com/fullstorydev/grpcurl/cmd/grpcurl")
-		cmd.Dir = repoRoot
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			grpcurlErr = err
-			t.Logf("%s", out)
-		}
-	})
-	if grpcurlErr != nil {
-		t.Fatalf("building grpcurl: %v", grpcurlErr)
+	return grpcurlBuild.get(t, "grpcurl", "-modfile=tools/go.mod", "github.com/fullstorydev/grpcurl/cmd/grpcurl")
+}
+
+// readmeBlock returns the only ```lang code block between the README's
+// <!-- BEGIN name --> and <!-- END name --> markers.
+func readmeBlock(t *testing.T, name, lang string) string {
+	t.Helper()
+	readme, err := os.ReadFile(filepath.Join(repoRoot, "README.md"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	return grpcurlPath
+	text := string(readme)
+	begin := strings.Index(text, "<!-- BEGIN "+name+" -->")
+	end := strings.Index(text, "<!-- END "+name+" -->")
+	if begin < 0 || end < begin {
+		t.Fatalf("README.md has no %s block", name)
+	}
+	block := text[begin:end]
+	if strings.Count(block, "```"+lang+"\n") != 1 {
+		t.Fatalf("the %s block of README.md must hold exactly one ```%s block", name, lang)
+	}
+	start := strings.Index(block, "```"+lang+"\n") + len("```"+lang+"\n")
+	return block[start : start+strings.Index(block[start:], "```")]
 }
 
 // TestGrpcurlListDescribe: reflection lists the four services and describes them.
@@ -69,13 +99,7 @@ func TestReadmeWalkthrough(t *testing.T) {
 	if !strings.HasPrefix(text, "# auditexport\n\n```sh\ngo run ./cmd/auditexport serve") || !strings.Contains(text[:300], "make test") {
 		t.Fatal("README.md must begin with the run and test commands")
 	}
-	begin := strings.Index(text, "<!-- BEGIN walkthrough -->")
-	end := strings.Index(text, "<!-- END walkthrough -->")
-	if begin < 0 || end < begin {
-		t.Fatal("README.md has no walk-through block")
-	}
-	block := text[begin:end]
-	script := block[strings.Index(block, "```sh")+5 : strings.LastIndex(block, "```")]
+	script := readmeBlock(t, "walkthrough", "sh")
 
 	s := StartServer(t, "sqlite")
 	dir := t.TempDir()

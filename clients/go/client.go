@@ -184,13 +184,26 @@ func retryInterceptor(maxAttempts int, initial time.Duration) grpc.UnaryClientIn
 	}
 }
 
-func terminal(p pb.ExportPhase) bool {
+// Terminal reports whether p ends a run's progress stream (SUCCEEDED,
+// FAILED, CANCELED or SKIPPED).
+func Terminal(p pb.ExportPhase) bool {
 	switch p {
 	case pb.ExportPhase_EXPORT_PHASE_SUCCEEDED, pb.ExportPhase_EXPORT_PHASE_FAILED,
 		pb.ExportPhase_EXPORT_PHASE_CANCELED, pb.ExportPhase_EXPORT_PHASE_SKIPPED:
 		return true
 	}
 	return false
+}
+
+// progressStream is the Recv of a SendNow or WatchExportRun stream.
+type progressStream func() (*pb.ExportProgress, error)
+
+// streamOf adapts a SendNow or WatchExportRun stream.
+func streamOf[M interface{ GetProgress() *pb.ExportProgress }](recv func() (M, error)) progressStream {
+	return func() (*pb.ExportProgress, error) {
+		m, err := recv()
+		return m.GetProgress(), err
+	}
 }
 
 // SendNow starts an export of the schedule and calls onProgress (if not nil)
@@ -205,11 +218,28 @@ func (c *Client) SendNow(ctx context.Context, scheduleID string, onProgress func
 	if err != nil {
 		return nil, err
 	}
-	var runID string
+	return c.follow(ctx, "", streamOf(st.Recv), onProgress)
+}
+
+// WatchExportRun follows an existing run (started by any client, or by the
+// scheduler, on any replica) like SendNow does; a run that has already
+// ended answers with its terminal message at once.
+func (c *Client) WatchExportRun(ctx context.Context, runID string, onProgress func(*pb.ExportProgress)) (*pb.ExportRun, error) {
+	st, err := c.Schedules.WatchExportRun(ctx, &pb.WatchExportRunRequest{Id: runID})
+	if err != nil {
+		return nil, err
+	}
+	return c.follow(ctx, runID, streamOf(st.Recv), onProgress)
+}
+
+// follow reads st to the terminal message, reconnecting with
+// WatchExportRun when the stream breaks with Unavailable, and returns the
+// stored run.
+func (c *Client) follow(ctx context.Context, runID string, st progressStream, onProgress func(*pb.ExportProgress)) (*pb.ExportRun, error) {
 	done := false
-	recv := func(next func() (*pb.ExportProgress, error)) error {
+	recv := func(st progressStream) error {
 		for {
-			p, err := next()
+			p, err := st()
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
@@ -225,16 +255,13 @@ func (c *Client) SendNow(ctx context.Context, scheduleID string, onProgress func
 			if onProgress != nil {
 				onProgress(p)
 			}
-			if terminal(p.GetPhase()) {
+			if Terminal(p.GetPhase()) {
 				done = true
 				return nil
 			}
 		}
 	}
-	err = recv(func() (*pb.ExportProgress, error) {
-		m, err := st.Recv()
-		return m.GetProgress(), err
-	})
+	err := recv(st)
 	for attempt := 1; !done && runID != "" && status.Code(err) == codes.Unavailable && attempt < c.opts.maxAttempts; attempt++ {
 		// The connection broke mid-run: follow the run from wherever it is.
 		if serr := sleep(ctx, c.opts.initial<<(attempt-1)); serr != nil {
@@ -245,19 +272,16 @@ func (c *Client) SendNow(ctx context.Context, scheduleID string, onProgress func
 		if err != nil {
 			continue
 		}
-		err = recv(func() (*pb.ExportProgress, error) {
-			m, err := w.Recv()
-			return m.GetProgress(), err
-		})
+		err = recv(streamOf(w.Recv))
 	}
 	if err != nil && !done {
 		return nil, err
 	}
 	if runID == "" {
-		return nil, errors.New("auditexport: SendNow stream ended without a run id")
+		return nil, errors.New("auditexport: progress stream ended without a run id")
 	}
 	if !done {
-		return nil, fmt.Errorf("auditexport: SendNow stream of run %s ended without a terminal message", runID)
+		return nil, fmt.Errorf("auditexport: progress stream of run %s ended without a terminal message", runID)
 	}
 	r, err := c.Schedules.GetExportRun(ctx, &pb.GetExportRunRequest{Id: runID})
 	if err != nil {

@@ -164,6 +164,19 @@ func TestClientAgainstServer(t *testing.T) {
 		if msgs[0].GetRunId() != run.GetId() {
 			t.Errorf("progress run id %q != run id %q", msgs[0].GetRunId(), run.GetId())
 		}
+
+		// Watching the finished run answers with its terminal message at once.
+		var watched []*pb.ExportProgress
+		again, err := c.WatchExportRun(ctx, run.GetId(), func(p *pb.ExportProgress) { watched = append(watched, p) })
+		if err != nil {
+			t.Fatalf("WatchExportRun: %v", err)
+		}
+		if again.GetId() != run.GetId() || again.GetState() != pb.RunState_RUN_STATE_SUCCEEDED {
+			t.Errorf("WatchExportRun returned %v, want the SUCCEEDED run %s", again, run.GetId())
+		}
+		if len(watched) != 1 || !auditexport.Terminal(watched[0].GetPhase()) {
+			t.Errorf("WatchExportRun of a finished run streamed %v, want one terminal message", watched)
+		}
 	})
 }
 

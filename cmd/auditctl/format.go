@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -72,7 +71,7 @@ func formatMessage(m protoreflect.Message) string {
 	case *structpb.Value:
 		return formatValue(x)
 	}
-	b, _ := protojson.Marshal(m.Interface())
+	b, _ := stableJSON(m.Interface(), "")
 	return string(b)
 }
 
@@ -88,7 +87,7 @@ func formatValue(v *structpb.Value) string {
 	case *structpb.Value_BoolValue:
 		return strconv.FormatBool(k.BoolValue)
 	}
-	b, _ := protojson.Marshal(v)
+	b, _ := stableJSON(v, "")
 	return string(b)
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -67,7 +68,7 @@ var columns = map[protoreflect.FullName][]string{
 func (e *env) print(m proto.Message) error {
 	switch e.out.kind {
 	case outJSON:
-		b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(m)
+		b, err := stableJSON(m, "  ")
 		if err != nil {
 			return err
 		}
@@ -305,4 +306,21 @@ func printValues(w io.Writer, m proto.Message, paths [][]string) error {
 		}
 	}
 	return nil
+}
+
+// stableJSON is protojson with its whitespace normalized: protojson adds
+// random spaces on purpose (its output is not meant to be byte-stable),
+// but scripts and tests compare auditctl's output. indent "" is compact.
+func stableJSON(m proto.Message, indent string) ([]byte, error) {
+	b, err := protojson.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	if indent == "" {
+		err = json.Compact(&out, b)
+	} else {
+		err = json.Indent(&out, b, "", indent)
+	}
+	return out.Bytes(), err
 }

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/schollz/progressbar/v3"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
 )
@@ -80,7 +79,7 @@ type jsonView struct {
 
 func (v *jsonView) update(p *pb.ExportProgress) {
 	v.note(p)
-	b, _ := protojson.Marshal(p)
+	b, _ := stableJSON(p, "")
 	fmt.Fprintf(v.w, "%s\n", b)
 }
 

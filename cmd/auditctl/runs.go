@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"io"
 
 	"google.golang.org/protobuf/proto"
 
@@ -50,43 +48,8 @@ func (c *runWatchCmd) Run(e *env) error {
 		return err
 	}
 	v := e.newView(c.Progress)
-	run, err := watch(e.ctx, cl, c.ID, v.update)
+	run, err := cl.WatchExportRun(e.ctx, c.ID, v.update)
 	return e.finishFollow(v, run, err)
-}
-
-// watch follows a run to its terminal message and returns the stored run.
-// A run that ended long ago answers with its terminal message at once.
-func watch(ctx context.Context, cl *auditexport.Client, id string, onProgress func(*pb.ExportProgress)) (*pb.ExportRun, error) {
-	st, err := cl.Schedules.WatchExportRun(ctx, &pb.WatchExportRunRequest{Id: id})
-	if err != nil {
-		return nil, err
-	}
-	for {
-		m, err := st.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
-		if p := m.GetProgress(); p != nil {
-			onProgress(p)
-			if terminal(p.GetPhase()) {
-				break
-			}
-		}
-	}
-	r, err := cl.Schedules.GetExportRun(ctx, &pb.GetExportRunRequest{Id: id})
-	return r.GetRun(), err
-}
-
-func terminal(p pb.ExportPhase) bool {
-	switch p {
-	case pb.ExportPhase_EXPORT_PHASE_SUCCEEDED, pb.ExportPhase_EXPORT_PHASE_FAILED,
-		pb.ExportPhase_EXPORT_PHASE_CANCELED, pb.ExportPhase_EXPORT_PHASE_SKIPPED:
-		return true
-	}
-	return false
 }
 
 type runCancelCmd struct {
