@@ -1821,7 +1821,14 @@ export interface operations {
     };
     ScheduleService_UpdateSchedule: {
         parameters: {
-            query?: never;
+            query?: {
+                /**
+                 * @description Paths: name, element_id, destination, prefix_file_name_with_datetime,
+                 *     format, compression, csv_escape_formulas, cron, time_zone, send_condition,
+                 *     mode, notify_emails, catch_up.
+                 */
+                updateMask?: string;
+            };
             header?: never;
             path: {
                 "schedule.id": string;
@@ -2126,6 +2133,8 @@ export interface operations {
     IntegrationService_UpdateStorageIntegration: {
         parameters: {
             query?: {
+                /** @description Paths: name, destination, region, endpoint, credentials. */
+                updateMask?: string;
                 /** @description Keep linked schedules active instead of pausing them. */
                 updateLinkedSchedules?: boolean;
             };
@@ -2314,7 +2323,10 @@ export interface operations {
     };
     AccountService_UpdateUser: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Paths: email, account_type, active. */
+                updateMask?: string;
+            };
             header?: never;
             path: {
                 "user.id": string;
@@ -2496,7 +2508,10 @@ export interface operations {
     };
     WorkbookService_UpdateWorkbook: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Paths: name, folder, elements. */
+                updateMask?: string;
+            };
             header?: never;
             path: {
                 "workbook.id": string;
