@@ -39,6 +39,7 @@ type options struct {
 	tls         *tls.Config
 	maxAttempts int
 	initial     time.Duration
+	followFor   time.Duration
 	dialOpts    []grpc.DialOption
 }
 
@@ -72,6 +73,19 @@ func WithRetry(maxAttempts int, initial time.Duration) Option {
 	}
 }
 
+// WithFollowTimeout sets how long SendNow and WatchExportRun keep trying to
+// reattach to a run whose stream broke (UNAVAILABLE: a restart, a failover,
+// a network blip) before giving up; the clock restarts with every progress
+// message received. The default is 2 minutes. The run itself goes on on the
+// server either way.
+func WithFollowTimeout(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.followFor = d
+		}
+	}
+}
+
 // WithDialOptions appends raw gRPC dial options (applied after the client's
 // own, so they can override transport credentials, add interceptors, etc.).
 func WithDialOptions(opts ...grpc.DialOption) Option {
@@ -88,7 +102,7 @@ func Dial(ctx context.Context, target, apiKey string, opts ...Option) (*Client, 
 	if apiKey == "" {
 		return nil, errors.New("auditexport: empty API key")
 	}
-	o := options{maxAttempts: 4, initial: 200 * time.Millisecond}
+	o := options{maxAttempts: 4, initial: 200 * time.Millisecond, followFor: 2 * time.Minute}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -211,7 +225,7 @@ func streamOf[M interface{ GetProgress() *pb.ExportProgress }](recv func() (M, e
 // arrived it returns the final ExportRun (fetched with GetExportRun). If the
 // stream breaks with Unavailable after the run has started, SendNow follows
 // the run with WatchExportRun instead (the run does not stop when a client
-// disconnects). The returned error is nil for a run that ended FAILED,
+// disconnects; see WithFollowTimeout). The returned error is nil for a run that ended FAILED,
 // CANCELED or SKIPPED: inspect the run's state and error.
 func (c *Client) SendNow(ctx context.Context, scheduleID string, onProgress func(*pb.ExportProgress)) (*pb.ExportRun, error) {
 	st, err := c.Schedules.SendNow(ctx, &pb.SendNowRequest{Id: scheduleID})
@@ -232,11 +246,12 @@ func (c *Client) WatchExportRun(ctx context.Context, runID string, onProgress fu
 	return c.follow(ctx, runID, streamOf(st.Recv), onProgress)
 }
 
-// follow reads st to the terminal message, reconnecting with
-// WatchExportRun when the stream breaks with Unavailable, and returns the
-// stored run.
+// follow reads st to the terminal message, reattaching with
+// WatchExportRun while the stream breaks with UNAVAILABLE (for up to
+// followFor since the last message), and returns the stored run.
 func (c *Client) follow(ctx context.Context, runID string, st progressStream, onProgress func(*pb.ExportProgress)) (*pb.ExportRun, error) {
 	done := false
+	last := time.Now()
 	recv := func(st progressStream) error {
 		for {
 			p, err := st()
@@ -249,6 +264,7 @@ func (c *Client) follow(ctx context.Context, runID string, st progressStream, on
 			if p == nil {
 				continue
 			}
+			last = time.Now()
 			if runID == "" {
 				runID = p.GetRunId()
 			}
@@ -262,9 +278,14 @@ func (c *Client) follow(ctx context.Context, runID string, st progressStream, on
 		}
 	}
 	err := recv(st)
-	for attempt := 1; !done && runID != "" && status.Code(err) == codes.Unavailable && attempt < c.opts.maxAttempts; attempt++ {
-		// The connection broke mid-run: follow the run from wherever it is.
-		if serr := sleep(ctx, c.opts.initial<<(attempt-1)); serr != nil {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = c.opts.initial
+	b.MaxInterval = 5 * time.Second
+	b.Reset()
+	for !done && runID != "" && status.Code(err) == codes.Unavailable && time.Since(last) < c.opts.followFor {
+		// The connection broke mid-run: follow the run from wherever it
+		// is, on whichever replica answers.
+		if serr := sleep(ctx, b.NextBackOff()); serr != nil {
 			break
 		}
 		var w pb.ScheduleService_WatchExportRunClient
@@ -272,9 +293,16 @@ func (c *Client) follow(ctx context.Context, runID string, st progressStream, on
 		if err != nil {
 			continue
 		}
+		before := last
 		err = recv(streamOf(w.Recv))
+		if last != before {
+			b.Reset()
+		}
 	}
 	if err != nil && !done {
+		if runID != "" {
+			return nil, fmt.Errorf("auditexport: following run %s (it goes on on the server): %w", runID, err)
+		}
 		return nil, err
 	}
 	if runID == "" {

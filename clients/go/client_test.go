@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -258,5 +259,87 @@ func TestRetryGivesUpAfterMaxAttempts(t *testing.T) {
 	}
 	if n := fake.getCalls.Load(); n != 2 {
 		t.Errorf("GetCurrentUser calls = %d, want 2", n)
+	}
+}
+
+// brokenStreams is a ScheduleService whose SendNow stream breaks after one
+// message and whose WatchExportRun is UNAVAILABLE for the first failWatch
+// calls (a restarting server), then reports the run SUCCEEDED.
+type brokenStreams struct {
+	pb.UnimplementedScheduleServiceServer
+	failWatch   int32
+	watchCalls  atomic.Int32
+	sendNowRuns atomic.Int32
+}
+
+func (b *brokenStreams) SendNow(_ *pb.SendNowRequest, st grpc.ServerStreamingServer[pb.SendNowResponse]) error {
+	b.sendNowRuns.Add(1)
+	_ = st.Send(&pb.SendNowResponse{Progress: &pb.ExportProgress{RunId: "run_1", Phase: pb.ExportPhase_EXPORT_PHASE_UPLOADING, RowsExported: 10}})
+	return status.Error(codes.Unavailable, "server going away")
+}
+
+func (b *brokenStreams) WatchExportRun(_ *pb.WatchExportRunRequest, st grpc.ServerStreamingServer[pb.WatchExportRunResponse]) error {
+	if b.watchCalls.Add(1) <= b.failWatch {
+		return status.Error(codes.Unavailable, "still restarting")
+	}
+	return st.Send(&pb.WatchExportRunResponse{Progress: &pb.ExportProgress{RunId: "run_1", Phase: pb.ExportPhase_EXPORT_PHASE_SUCCEEDED, RowsExported: 20}})
+}
+
+func (b *brokenStreams) GetExportRun(context.Context, *pb.GetExportRunRequest) (*pb.GetExportRunResponse, error) {
+	return &pb.GetExportRunResponse{Run: &pb.ExportRun{Id: "run_1", State: pb.RunState_RUN_STATE_SUCCEEDED, Rows: 20}}, nil
+}
+
+func brokenStreamsClient(t *testing.T, fake *brokenStreams, opts ...auditexport.Option) *auditexport.Client {
+	lis := bufconn.Listen(1 << 20)
+	gs := grpc.NewServer()
+	pb.RegisterScheduleServiceServer(gs, fake)
+	go func() { _ = gs.Serve(lis) }()
+	t.Cleanup(gs.Stop)
+	return dial(t, "passthrough:///bufnet", "aek_test", append([]auditexport.Option{auditexport.WithRetry(4, time.Millisecond),
+		auditexport.WithDialOptions(
+			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))}, opts...)...)
+}
+
+// TestSendNowReattaches: a broken SendNow stream is followed with
+// WatchExportRun for as long as the server stays unavailable within the
+// follow timeout — more often than the unary retry count — and the run is
+// never started twice.
+func TestSendNowReattaches(t *testing.T) {
+	fake := &brokenStreams{failWatch: 9}
+	c := brokenStreamsClient(t, fake)
+	var phases []pb.ExportPhase
+	run, err := c.SendNow(context.Background(), "sch_1", func(p *pb.ExportProgress) { phases = append(phases, p.GetPhase()) })
+	if err != nil {
+		t.Fatalf("SendNow: %v", err)
+	}
+	if run.GetState() != pb.RunState_RUN_STATE_SUCCEEDED {
+		t.Errorf("run = %v", run)
+	}
+	if n := fake.watchCalls.Load(); n != 10 {
+		t.Errorf("WatchExportRun calls = %d, want 10 (9 unavailable, then the terminal message)", n)
+	}
+	if n := fake.sendNowRuns.Load(); n != 1 {
+		t.Errorf("SendNow reached the server %d times, want 1", n)
+	}
+	if len(phases) != 2 || phases[1] != pb.ExportPhase_EXPORT_PHASE_SUCCEEDED {
+		t.Errorf("progress phases %v, want UPLOADING then SUCCEEDED", phases)
+	}
+}
+
+// TestSendNowFollowTimeout: when the server stays away longer than the
+// follow timeout, SendNow gives up with UNAVAILABLE and names the run.
+func TestSendNowFollowTimeout(t *testing.T) {
+	fake := &brokenStreams{failWatch: 1 << 30}
+	c := brokenStreamsClient(t, fake, auditexport.WithFollowTimeout(100*time.Millisecond))
+	start := time.Now()
+	_, err := c.SendNow(context.Background(), "sch_1", nil)
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "run_1") {
+		t.Fatalf("SendNow: %v, want UNAVAILABLE naming run_1", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("gave up after %s, want about the follow timeout", d)
+	}
+	if n := fake.watchCalls.Load(); n < 2 {
+		t.Errorf("WatchExportRun calls = %d, want several attempts before giving up", n)
 	}
 }
