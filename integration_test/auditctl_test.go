@@ -316,7 +316,7 @@ func TestAuditctlFlow(t *testing.T) {
 
 	// Delete: schedule, workbook (force: the failing schedule is still there), integration.
 	c.ok("schedules", "delete", schID)
-	c.fails(1, "schedules", "get", schID)
+	mustContain(t, "deleted schedule", c.fails(1, "schedules", "get", schID), "Error: NOT_FOUND", schID)
 	mustContain(t, "workbook with schedules", c.fails(1, "workbooks", "delete", wbID), "Error: FAILED_PRECONDITION")
 	mustContain(t, "workbooks delete --force", c.ok("workbooks", "delete", wbID, "--force"), failID)
 	c.ok("integrations", "delete", intID)

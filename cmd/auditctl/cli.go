@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -31,14 +32,15 @@ type CLI struct {
 // Globals are the settings that may also come from the environment and the
 // config file (see config.go for the precedence).
 type Globals struct {
-	ConfigFile    string        `name:"config" env:"AUDITCTL_CONFIG" placeholder:"FILE" help:"Config file (YAML; keys addr, api_key, api_key_file, output, tls, tls_ca_file, tls_server_name, timeout). Default ${default_config}."`
+	ConfigFile    string        `name:"config" env:"AUDITCTL_CONFIG" placeholder:"FILE" help:"Config file (YAML; keys addr, api_key, api_key_file, output, tls, tls_ca_file, tls_server_name, insecure, timeout). Default ${default_config}."`
 	Addr          string        `name:"addr" env:"AUDITEXPORT_ADDR" default:"127.0.0.1:9090" help:"gRPC address of the server (host:port)."`
 	APIKey        string        `name:"api-key" env:"AUDITEXPORT_API_KEY" placeholder:"KEY" help:"API key. Prefer the env variable, --api-key-file or the config file: command lines are visible to other users."`
-	APIKeyFile    string        `name:"api-key-file" env:"AUDITEXPORT_API_KEY_FILE" placeholder:"FILE" help:"File holding the API key."`
+	APIKeyFile    string        `name:"api-key-file" env:"AUDITEXPORT_API_KEY_FILE" placeholder:"FILE" help:"File holding the API key. Of a key and a key file the one set at the higher level (flag > env > config file) is used; both at one level is an error."`
 	Output        string        `name:"output" short:"o" env:"AUDITCTL_OUTPUT" default:"table" placeholder:"FORMAT" help:"table (aligned columns), json (protojson of the response, lowerCamelCase), or value=PATH[,PATH] (bare values for scripts, e.g. value=id)."`
 	TLS           bool          `name:"tls" env:"AUDITEXPORT_TLS" help:"Connect with TLS (system roots unless --tls-ca-file)."`
 	TLSCAFile     string        `name:"tls-ca-file" env:"AUDITEXPORT_TLS_CA_FILE" placeholder:"FILE" help:"PEM bundle of CAs to trust (implies --tls)."`
 	TLSServerName string        `name:"tls-server-name" env:"AUDITEXPORT_TLS_SERVER_NAME" help:"Server name to verify (implies --tls)."`
+	Insecure      bool          `name:"insecure" env:"AUDITEXPORT_INSECURE" help:"Allow sending the API key without TLS to a non-loopback address (e.g. to a TLS-terminating sidecar on a trusted network)."`
 	Timeout       time.Duration `name:"timeout" env:"AUDITCTL_TIMEOUT" default:"30s" help:"Deadline of each call (exports being followed are not limited)."`
 }
 
@@ -53,9 +55,10 @@ type env struct {
 	given          map[string]bool
 	tty            bool
 
-	out    outputFormat
-	apiKey string
-	client *auditexport.Client
+	out          outputFormat
+	apiKey       string
+	apiKeySource string // where apiKey came from, for `config`
+	client       *auditexport.Client
 }
 
 // setup validates the globals that do not need the server.
@@ -65,14 +68,35 @@ func (e *env) setup() error {
 		return err
 	}
 	e.out = out
-	e.apiKey = e.g.APIKey
-	if e.apiKey == "" && e.g.APIKeyFile != "" {
-		b, err := os.ReadFile(e.g.APIKeyFile)
-		if err != nil {
-			return fmt.Errorf("--api-key-file: %w", err)
-		}
-		e.apiKey = strings.TrimSpace(string(b))
+	return e.pickAPIKey()
+}
+
+// pickAPIKey chooses between the key (--api-key) and the key file
+// (--api-key-file), each of which may come from a flag, the environment or
+// the config file: the one set at the higher level wins, as for any other
+// setting, and both at the same level is a mistake worth an error.
+func (e *env) pickAPIKey() error {
+	key, file := e.origin("api-key"), e.origin("api-key-file")
+	if e.g.APIKey == "" {
+		key.level = levelDefault
 	}
+	if e.g.APIKeyFile == "" {
+		file.level = levelDefault
+	}
+	switch {
+	case key.level == levelDefault && file.level == levelDefault:
+		return nil
+	case key.level == file.level:
+		return usagef("both %s and %s are set %s: keep one of them", key.name, file.name, key.where())
+	case key.level > file.level:
+		e.apiKey, e.apiKeySource = e.g.APIKey, key.source()
+		return nil
+	}
+	b, err := os.ReadFile(e.g.APIKeyFile)
+	if err != nil {
+		return fmt.Errorf("%s: %w", file.name, err)
+	}
+	e.apiKey, e.apiKeySource = strings.TrimSpace(string(b)), file.source()
 	return nil
 }
 
@@ -85,7 +109,12 @@ func (e *env) api() (*auditexport.Client, error) {
 		return nil, usagef("no API key: set AUDITEXPORT_API_KEY, --api-key-file, or api_key in %s", e.files.describePath())
 	}
 	var opts []auditexport.Option
-	if e.g.TLS || e.g.TLSCAFile != "" || e.g.TLSServerName != "" {
+	useTLS := e.g.TLS || e.g.TLSCAFile != "" || e.g.TLSServerName != ""
+	if !useTLS && !e.g.Insecure && !isLoopbackTarget(e.g.Addr) {
+		return nil, usagef("refusing to send the API key in cleartext to %s: connect with --tls (or --tls-ca-file), "+
+			"or give --insecure if the network is trusted (e.g. a TLS-terminating sidecar)", e.g.Addr)
+	}
+	if useTLS {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: e.g.TLSServerName}
 		if e.g.TLSCAFile != "" {
 			pem, err := os.ReadFile(e.g.TLSCAFile)
@@ -105,6 +134,27 @@ func (e *env) api() (*auditexport.Client, error) {
 	}
 	e.client = c
 	return c, nil
+}
+
+// isLoopbackTarget reports whether the gRPC target stays on this machine:
+// a loopback address (127.0.0.0/8, ::1), localhost, or a unix socket.
+// Anything it cannot read counts as remote.
+func isLoopbackTarget(target string) bool {
+	if strings.HasPrefix(target, "unix:") || strings.HasPrefix(target, "unix-abstract:") {
+		return true
+	}
+	if _, rest, ok := strings.Cut(target, ":///"); ok { // dns:///host:port, passthrough:///host:port
+		target = rest
+	}
+	host, _, err := net.SplitHostPort(target)
+	if err != nil {
+		host = strings.Trim(target, "[]") // no port
+	}
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (e *env) close() {

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -81,9 +83,38 @@ func (f fromFile) load(e *env, req proto.Message) error {
 		return usagef("--from-file: %v", err)
 	}
 	if err := protojson.Unmarshal(raw, req); err != nil {
-		return usagef("--from-file %s: not a %s: %v", f.FromFile, req.ProtoReflect().Descriptor().Name(), err)
+		return usagef("--from-file %s: not a %s: %s", f.FromFile, req.ProtoReflect().Descriptor().Name(), jsonErrorText(err))
 	}
 	return nil
+}
+
+// protojsonAt is the position protojson puts into its errors (after a
+// "proto:" whose space protojson randomizes).
+var protojsonAt = regexp.MustCompile(`(syntax error )?\(line (\d+):(\d+)\): (.*)`)
+
+// jsonErrorText describes a protojson error without the offending text:
+// protojson quotes the bad token (an unquoted secretAccessKey value, say),
+// and request files hold secrets. What is kept: the position, the field
+// whose value is wrong, and unknown or repeated field names.
+func jsonErrorText(err error) string {
+	msg := err.Error()
+	m := protojsonAt.FindStringSubmatch(msg)
+	if m == nil {
+		// unexpected EOF, required fields: no token in these
+		return strings.TrimLeft(strings.TrimPrefix(msg, "proto:"), " \u00a0")
+	}
+	text := fmt.Sprintf("at line %s, column %s", m[2], m[3])
+	if m[1] != "" {
+		text = "syntax error " + text
+	}
+	switch detail := m[4]; {
+	case strings.HasPrefix(detail, "unknown field "), strings.HasPrefix(detail, "duplicate field "):
+		return text + ": " + detail // a field name, not a value
+	case strings.HasPrefix(detail, "invalid value for "):
+		detail, _, _ = strings.Cut(detail, ": ") // "invalid value for string field secretAccessKey"
+		return text + ": " + detail + " (the value is not shown: it may be a secret)"
+	}
+	return text + " (the offending text is not shown: it may be a secret)" // unexpected token X, invalid value X, …
 }
 
 func readInput(e *env, path string) ([]byte, error) {

@@ -15,7 +15,68 @@ import (
 // configKeys are the settings a config file may hold: the global flags
 // with dashes as underscores. Command flags are deliberately not settable
 // from the file, so a stray key cannot silently change what a command does.
-var configKeys = []string{"addr", "api_key", "api_key_file", "output", "tls", "tls_ca_file", "tls_server_name", "timeout"}
+var configKeys = []string{"addr", "api_key", "api_key_file", "output", "tls", "tls_ca_file", "tls_server_name", "insecure", "timeout"}
+
+// globalEnv names the environment variable of each global flag.
+var globalEnv = map[string]string{
+	"addr": "AUDITEXPORT_ADDR", "api-key": "AUDITEXPORT_API_KEY", "api-key-file": "AUDITEXPORT_API_KEY_FILE",
+	"output": "AUDITCTL_OUTPUT", "tls": "AUDITEXPORT_TLS", "tls-ca-file": "AUDITEXPORT_TLS_CA_FILE",
+	"tls-server-name": "AUDITEXPORT_TLS_SERVER_NAME", "insecure": "AUDITEXPORT_INSECURE", "timeout": "AUDITCTL_TIMEOUT",
+}
+
+// Levels of the precedence, lowest first.
+const (
+	levelDefault = iota
+	levelFile
+	levelEnv
+	levelFlag
+)
+
+// origin is where a global setting's value came from.
+type origin struct {
+	level int
+	name  string // as the user wrote it: --addr, AUDITEXPORT_ADDR or addr
+	file  string // the config file, at levelFile
+}
+
+// origin finds where the global flag's value came from, by the precedence
+// flags > env > config file > defaults.
+func (e *env) origin(flag string) origin {
+	key := strings.ReplaceAll(flag, "-", "_")
+	switch {
+	case e.given[flag]:
+		return origin{level: levelFlag, name: "--" + flag}
+	case envSet([]string{globalEnv[flag]}) != "":
+		return origin{level: levelEnv, name: globalEnv[flag]}
+	case e.files.values[key] != "":
+		return origin{level: levelFile, name: key, file: e.files.path}
+	}
+	return origin{level: levelDefault, name: flag}
+}
+
+// source is the SOURCE column of `auditctl config`.
+func (o origin) source() string {
+	switch o.level {
+	case levelFlag:
+		return "flag " + o.name
+	case levelEnv:
+		return "env " + o.name
+	case levelFile:
+		return "file " + o.file
+	}
+	return "default"
+}
+
+// where says where two settings of one level both are.
+func (o origin) where() string {
+	switch o.level {
+	case levelFlag:
+		return "on the command line"
+	case levelEnv:
+		return "in the environment"
+	}
+	return "in the config file " + o.file
+}
 
 // configFiles is the config file chosen for this invocation.
 type configFiles struct {
@@ -160,34 +221,24 @@ type configCmd struct{}
 
 func (configCmd) Run(e *env) error {
 	type row struct{ key, value, source string }
-	envOf := map[string][]string{
-		"addr": {"AUDITEXPORT_ADDR"}, "api-key": {"AUDITEXPORT_API_KEY"}, "api-key-file": {"AUDITEXPORT_API_KEY_FILE"},
-		"output": {"AUDITCTL_OUTPUT"}, "tls": {"AUDITEXPORT_TLS"}, "tls-ca-file": {"AUDITEXPORT_TLS_CA_FILE"},
-		"tls-server-name": {"AUDITEXPORT_TLS_SERVER_NAME"}, "timeout": {"AUDITCTL_TIMEOUT"},
+	source := func(flag string) string { return e.origin(flag).source() }
+	keySource, keyFileSource := "default", source("api-key-file")
+	if e.apiKeySource != "" {
+		keySource = e.apiKeySource
 	}
-	source := func(flag string) string {
-		switch {
-		case e.given[flag]:
-			return "flag --" + flag
-		case envSet(envOf[flag]) != "":
-			return "env " + envSet(envOf[flag])
-		case e.files.values[strings.ReplaceAll(flag, "-", "_")] != "":
-			return "file " + e.files.path
-		}
-		return "default"
+	if e.g.APIKeyFile != "" && keySource != keyFileSource {
+		keyFileSource += " (not used: the API key from " + keySource + " wins)"
 	}
 	rows := []row{
 		{"addr", e.g.Addr, source("addr")},
-		{"api_key", maskKey(e.apiKey), source("api-key")},
-		{"api_key_file", e.g.APIKeyFile, source("api-key-file")},
+		{"api_key", maskKey(e.apiKey), keySource},
+		{"api_key_file", e.g.APIKeyFile, keyFileSource},
 		{"output", e.g.Output, source("output")},
 		{"tls", fmt.Sprint(e.g.TLS), source("tls")},
 		{"tls_ca_file", e.g.TLSCAFile, source("tls-ca-file")},
 		{"tls_server_name", e.g.TLSServerName, source("tls-server-name")},
+		{"insecure", fmt.Sprint(e.g.Insecure), source("insecure")},
 		{"timeout", e.g.Timeout.String(), source("timeout")},
-	}
-	if e.apiKey != "" && e.g.APIKey == "" {
-		rows[1].source = rows[2].source // read from the key file
 	}
 	if e.out.kind == outJSON {
 		m := map[string]any{"configFile": e.files.describePath()}

@@ -34,9 +34,11 @@ type credFlags struct {
 
 // build returns the credentials the flags describe, or nil for none. The
 // environment variables only count together with their identifying flag
-// (or alone for GCS/SAS, which have none), so an exported
-// AUDITEXPORT_SECRET_ACCESS_KEY does not sneak into an unrelated update.
-func (f credFlags) build(e *env, provider pb.Provider) (*pb.StorageCredentials, error) {
+// (or alone for GCS/SAS, which have none, and then only when the request
+// has no credentials yet from --from-file), so an exported
+// AUDITEXPORT_SECRET_ACCESS_KEY or AUDITEXPORT_GCS_JSON_KEY does not
+// sneak into an unrelated request.
+func (f credFlags) build(e *env, provider pb.Provider, haveCreds bool) (*pb.StorageCredentials, error) {
 	switch {
 	case f.AccessKeyID != "":
 		secret, err := e.requiredSecret("access-key-id", "secret-access-key-file", f.SecretAccessKeyFile, "AUDITEXPORT_SECRET_ACCESS_KEY")
@@ -55,13 +57,13 @@ func (f credFlags) build(e *env, provider pb.Provider) (*pb.StorageCredentials, 
 	case f.SecretAccessKeyFile != "" || f.AzureAccountKeyFile != "":
 		return nil, usagef("a secret file needs its identity flag (--access-key-id or --azure-account-name)")
 	}
-	if f.GCSJSONKeyFile != "" || provider == pb.Provider_PROVIDER_GCS {
+	if f.GCSJSONKeyFile != "" || (provider == pb.Provider_PROVIDER_GCS && !haveCreds) {
 		key, ok, err := e.secret("gcs-json-key-file", f.GCSJSONKeyFile, "AUDITEXPORT_GCS_JSON_KEY")
 		if err != nil || ok {
 			return &pb.StorageCredentials{Kind: &pb.StorageCredentials_GcsServiceAccount{GcsServiceAccount: &pb.GcsServiceAccount{JsonKey: key}}}, err
 		}
 	}
-	if f.AzureSASFile != "" || provider == pb.Provider_PROVIDER_AZURE_BLOB {
+	if f.AzureSASFile != "" || (provider == pb.Provider_PROVIDER_AZURE_BLOB && !haveCreds) {
 		tok, ok, err := e.secret("azure-sas-file", f.AzureSASFile, "AUDITEXPORT_AZURE_SAS")
 		if err != nil || ok {
 			return &pb.StorageCredentials{Kind: &pb.StorageCredentials_AzureSas{AzureSas: &pb.AzureSas{Token: tok}}}, err
@@ -85,7 +87,7 @@ func (f intFields) apply(e *env, in *pb.StorageIntegration) (bool, error) {
 	setIfGiven(e, "destination", &in.Destination, f.Destination)
 	setIfGiven(e, "region", &in.Region, f.Region)
 	setIfGiven(e, "endpoint", &in.Endpoint, f.Endpoint)
-	creds, err := f.build(e, in.GetProvider())
+	creds, err := f.build(e, in.GetProvider(), in.GetCredentials() != nil)
 	if creds != nil {
 		in.Credentials = creds
 	}

@@ -15,6 +15,9 @@ import (
 	"testing"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
@@ -29,11 +32,17 @@ type fakeAPI struct {
 	mu       sync.Mutex
 	updates  []*pb.UpdateScheduleRequest
 	creates  []*pb.CreateStorageIntegrationRequest
+	auth     []string             // the authorization metadata of GetSchedule calls
 	progress []*pb.ExportProgress // what SendNow streams
+	sendErr  error                // what SendNow ends with after the progress
 	final    *pb.ExportRun
 }
 
-func (f *fakeAPI) GetSchedule(_ context.Context, r *pb.GetScheduleRequest) (*pb.GetScheduleResponse, error) {
+func (f *fakeAPI) GetSchedule(ctx context.Context, r *pb.GetScheduleRequest) (*pb.GetScheduleResponse, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	f.mu.Lock()
+	f.auth = append(f.auth, md.Get("authorization")...)
+	f.mu.Unlock()
 	return &pb.GetScheduleResponse{Schedule: sampleSchedule(r.GetId())}, nil
 }
 
@@ -59,7 +68,7 @@ func (f *fakeAPI) SendNow(_ *pb.SendNowRequest, st grpc.ServerStreamingServer[pb
 			return err
 		}
 	}
-	return nil
+	return f.sendErr
 }
 
 func (f *fakeAPI) GetExportRun(context.Context, *pb.GetExportRunRequest) (*pb.GetExportRunResponse, error) {
@@ -240,6 +249,24 @@ func TestSendNowLinesAndFailure(t *testing.T) {
 	}
 }
 
+// TestSendNowLostStreamNamesRun: when following breaks off for good after
+// the run started, the run id and how to go on following it are printed
+// (the run goes on on the server), so a script does not start another.
+func TestSendNowLostStreamNamesRun(t *testing.T) {
+	f := &fakeAPI{
+		progress: []*pb.ExportProgress{{RunId: "run_7", Phase: pb.ExportPhase_EXPORT_PHASE_QUERYING, TotalRows: 10}},
+		sendErr:  status.Error(codes.Unavailable, "replica going away"),
+		// WatchExportRun, with which the client reattaches, is not
+		// implemented by the fake: UNIMPLEMENTED ends the following.
+	}
+	addr := startFake(t, f)
+	r := run("", "--addr", addr, "--api-key", "aek_test", "schedules", "send-now", "sch_1")
+	if r.code != exitError || !strings.Contains(r.stdout, "QUERYING") || !strings.Contains(r.stderr, "Error: ") ||
+		!strings.Contains(r.stderr, "run run_7 goes on on the server") || !strings.Contains(r.stderr, "auditctl runs watch run_7\n") {
+		t.Errorf("%+v", r)
+	}
+}
+
 func TestConfigPrecedence(t *testing.T) {
 	isolateEnv(t)
 	file := filepath.Join(t.TempDir(), "c.yaml")
@@ -253,17 +280,7 @@ func TestConfigPrecedence(t *testing.T) {
 		if strings.Contains(r.stdout, "secretsecret") {
 			t.Errorf("key shown: %s", r.stdout)
 		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(r.stdout), &m); err != nil {
-			t.Fatal(err)
-		}
-		out := map[string]map[string]string{}
-		for k, v := range m {
-			if vm, ok := v.(map[string]any); ok {
-				out[k] = map[string]string{"value": vm["value"].(string), "source": vm["source"].(string)}
-			}
-		}
-		return out
+		return configJSON(t, r.stdout)
 	}
 	c := show()
 	if c["addr"]["value"] != "file:1" || c["addr"]["source"] != "file "+file || c["timeout"]["value"] != "7s" || c["tls"]["value"] != "true" ||
@@ -283,15 +300,42 @@ func TestConfigPrecedence(t *testing.T) {
 	// Without any config file: the defaults.
 	os.Remove(file)
 	r := run("", "config", "-o", "json")
-	var m map[string]map[string]string
-	_ = json.Unmarshal([]byte(strings.Replace(r.stdout, `"configFile"`, `"_"`, 1)), &m)
-	if r.code != 0 || m["addr"]["value"] != "env:2" || m["api_key"]["source"] != "default" || m["tls"]["source"] != "default" ||
-		m["timeout"]["value"] != "9s" || m["tls"]["value"] != "false" {
-		t.Errorf("defaults: %+v", r)
+	if r.code != 0 {
+		t.Fatalf("config without a file: %+v", r)
+	}
+	m := configJSON(t, r.stdout)
+	if m["addr"]["value"] != "env:2" || m["api_key"]["value"] != "" || m["api_key"]["source"] != "default" || m["tls"]["source"] != "default" ||
+		m["timeout"]["value"] != "9s" || m["tls"]["value"] != "false" || !strings.HasSuffix(m["configFile"]["value"], "config.yaml (absent)") {
+		t.Errorf("defaults: %v", m)
 	}
 	if r := run("", "--config", file, "config"); r.code != exitUsage || !strings.Contains(r.stderr, file) {
 		t.Errorf("missing explicit config file: %+v", r)
 	}
+}
+
+// configJSON reads `auditctl config -o json`: each setting's value and
+// source, and the config file as configFile's value.
+func configJSON(t *testing.T, out string) map[string]map[string]string {
+	t.Helper()
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(out), &raw); err != nil {
+		t.Fatalf("config -o json: %v\n%s", err, out)
+	}
+	m := map[string]map[string]string{}
+	for k, v := range raw {
+		var row map[string]string
+		if k == "configFile" {
+			var path string
+			if err := json.Unmarshal(v, &path); err != nil {
+				t.Fatalf("configFile: %v\n%s", err, out)
+			}
+			row = map[string]string{"value": path}
+		} else if err := json.Unmarshal(v, &row); err != nil {
+			t.Fatalf("%s: %v\n%s", k, err, out)
+		}
+		m[k] = row
+	}
+	return m
 }
 
 func TestUsage(t *testing.T) {

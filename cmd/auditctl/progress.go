@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -13,7 +11,8 @@ import (
 )
 
 // runEnded means the outcome was printed already (a run that ended FAILED
-// or CANCELED, a failed probe): exit non-zero without another message.
+// or CANCELED, a run that could not be followed to its end, a failed
+// probe): exit non-zero without another message.
 type runEnded struct{}
 
 func (runEnded) Error() string { return "run ended unsuccessfully" }
@@ -135,14 +134,20 @@ func phaseName(p pb.ExportPhase) string {
 }
 
 // finishFollow prints how a followed run ended and turns FAILED/CANCELED
-// into a non-zero exit.
+// into a non-zero exit; when following broke off after the run had
+// started, it prints the error and how to go on following the run.
 func (e *env) finishFollow(v view, run *pb.ExportRun, err error) error {
 	v.stop()
 	if err != nil {
-		if errors.Is(e.ctx.Err(), context.Canceled) && v.runID() != "" {
-			e.notef("interrupted; run %s goes on on the server: auditctl runs watch %s", v.runID(), v.runID())
+		if v.runID() == "" {
+			return err
 		}
-		return err
+		// Whatever broke (an interrupt, a server gone for too long), the
+		// run goes on: say which one, so that a script does not start a
+		// second export but follows this one.
+		fmt.Fprint(e.stderr, formatError(err, e.g.Addr))
+		e.notef("run %s goes on on the server; follow it with: auditctl runs watch %s", v.runID(), v.runID())
+		return runEnded{}
 	}
 	switch e.out.kind {
 	case outValue:

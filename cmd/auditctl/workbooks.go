@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"regexp"
 	"strings"
 	"time"
 
@@ -171,17 +172,23 @@ func (c *wbUpdateCmd) editElement(e *env, el *pb.Element) error {
 	return nil
 }
 
-// parseFilter reads the --filter shorthand; the longest operators are
-// tried first so "!=" is not taken for "=".
+// plainColumn is a column name as the colon form COL:OPERATOR:V1,V2 takes it.
+var plainColumn = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// parseFilter reads the --filter shorthand. The colon form is taken only
+// when a plain column name and an operator stand before the first two
+// colons, so values with colons (REQUEST_TIME>2026-01-01T10:00:00Z) keep
+// the symbol forms; of those the longest are tried first so "!=" is not
+// taken for "=".
 func parseFilter(s string) (*pb.Filter, error) {
-	if col, rest, ok := strings.Cut(s, ":"); ok {
-		op, vals, ok := strings.Cut(rest, ":")
-		if ok {
+	var opErr error
+	if col, rest, ok := strings.Cut(s, ":"); ok && plainColumn.MatchString(col) {
+		if op, vals, ok := strings.Cut(rest, ":"); ok {
 			n, err := parseEnum(pb.FilterOperator(0).Descriptor(), "filter", op)
-			if err != nil {
-				return nil, err
+			if err == nil {
+				return &pb.Filter{Column: col, Operator: pb.FilterOperator(n), Values: strings.Split(vals, ",")}, nil
 			}
-			return &pb.Filter{Column: col, Operator: pb.FilterOperator(n), Values: strings.Split(vals, ",")}, nil
+			opErr = err
 		}
 	}
 	for _, o := range []struct {
@@ -195,6 +202,9 @@ func parseFilter(s string) (*pb.Filter, error) {
 		if col, val, ok := strings.Cut(s, o.sym); ok && col != "" {
 			return &pb.Filter{Column: strings.TrimSpace(col), Operator: o.op, Values: []string{strings.TrimSpace(val)}}, nil
 		}
+	}
+	if opErr != nil {
+		return nil, opErr // COL:OPERATOR:V with an unknown operator
 	}
 	return nil, usagef("--filter %q: want COL=V, COL!=V, COL>V, COL<V, COL~V or COL:OPERATOR:V1,V2", s)
 }
