@@ -146,6 +146,17 @@ test(
       },
     );
 
+    // An explicit update mask: only the named field changes, the rest of the
+    // body (here an invalid cron) is ignored.
+    const { schedule: renamed } = unwrap(
+      await client.PATCH("/v1/schedules/{schedule.id}", {
+        params: { path: { "schedule.id": scheduleId }, query: { updateMask: "name" } },
+        body: { name: `ts renamed ${suffix}`, cron: "0 25 * * *" },
+      }),
+    );
+    assert.equal(renamed?.name, `ts renamed ${suffix}`);
+    assert.equal(renamed?.cron, "0 6 * * *");
+
     // Send now on an unknown schedule: the stream's HTTP error is a typed error too.
     await assert.rejects(sendNow(client, "sch_doesnotexist"), (err: unknown) => {
       assert.ok(err instanceof AuditExportError, `got ${String(err)}`);
