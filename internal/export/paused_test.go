@@ -19,24 +19,28 @@ import (
 )
 
 // TestQueuedScheduledRunOfPausedSchedule: a scheduled run that was queued
-// before its schedule was paused ends CANCELED (SCHEDULE_PAUSED) without
-// writing anything, while the same run of an active schedule (the control)
-// writes its file. Send now on a paused schedule is the user's explicit
-// request and is not affected.
+// before its schedule was paused because its integration changed ends
+// CANCELED (SCHEDULE_PAUSED) without writing anything, while the same run
+// of an active schedule (the control) writes its file. A user's pause takes
+// effect from the next period (the due run delivers), and Send now on a
+// paused schedule is the user's explicit request.
 func TestQueuedScheduledRunOfPausedSchedule(t *testing.T) {
 	testenv.ForEachDB(t, func(t *testing.T, d *db.DB) {
 		for _, tc := range []struct {
 			state     schedule.State
+			reason    schedule.PauseReason
 			trigger   exportrun.Trigger
 			wantState exportrun.State
 			wantFile  bool
 		}{
-			{schedule.StateACTIVE, exportrun.TriggerSCHEDULED, exportrun.StateSUCCEEDED, true},
-			{schedule.StatePAUSED, exportrun.TriggerSCHEDULED, exportrun.StateCANCELED, false},
-			{schedule.StatePAUSED, exportrun.TriggerSEND_NOW, exportrun.StateSUCCEEDED, true},
+			{schedule.StateACTIVE, "", exportrun.TriggerSCHEDULED, exportrun.StateSUCCEEDED, true},
+			{schedule.StatePAUSED, schedule.PauseReasonINTEGRATION_UPDATED, exportrun.TriggerSCHEDULED, exportrun.StateCANCELED, false},
+			{schedule.StatePAUSED, schedule.PauseReasonINTEGRATION_DELETED, exportrun.TriggerSCHEDULED, exportrun.StateCANCELED, false},
+			{schedule.StatePAUSED, schedule.PauseReasonUSER, exportrun.TriggerSCHEDULED, exportrun.StateSUCCEEDED, true},
+			{schedule.StatePAUSED, schedule.PauseReasonINTEGRATION_UPDATED, exportrun.TriggerSEND_NOW, exportrun.StateSUCCEEDED, true},
 		} {
-			t.Run(string(tc.state)+"_"+string(tc.trigger), func(t *testing.T) {
-				ctx, orgID, runID, dir := queuedRun(t, d, tc.state, tc.trigger)
+			t.Run(string(tc.state)+"_"+string(tc.reason)+"_"+string(tc.trigger), func(t *testing.T) {
+				ctx, orgID, runID, dir := queuedRun(t, d, tc.state, tc.reason, tc.trigger)
 				mail, err := notify.New("", "auditexport@localhost", slog.New(slog.DiscardHandler))
 				if err != nil {
 					t.Fatal(err)
@@ -73,8 +77,9 @@ func TestQueuedScheduledRunOfPausedSchedule(t *testing.T) {
 }
 
 // queuedRun stores an organization with a LOCAL integration, a saved
-// workbook over AUDIT_LOGS, a schedule in state and one QUEUED run.
-func queuedRun(t *testing.T, d *db.DB, state schedule.State, trigger exportrun.Trigger) (ctx context.Context, orgID, runID, dir string) {
+// workbook over AUDIT_LOGS, a schedule in state (paused for reason) and
+// one QUEUED run.
+func queuedRun(t *testing.T, d *db.DB, state schedule.State, reason schedule.PauseReason, trigger exportrun.Trigger) (ctx context.Context, orgID, runID, dir string) {
 	t.Helper()
 	org, err := d.Client.Organization.Create().SetName("o").Save(tenant.System(context.Background()))
 	if err != nil {
@@ -107,8 +112,8 @@ func queuedRun(t *testing.T, d *db.DB, state schedule.State, trigger exportrun.T
 		SetIntegrationID(in.ID).SetIntegrationName(in.Name).SetURI("file://" + dir + "/{run_id}.csv").
 		SetFormat(schedule.FormatCSV).SetCompression(schedule.CompressionNONE).SetCron("0 * * * *").SetTimeZone("UTC").
 		SetState(state)
-	if state == schedule.StatePAUSED {
-		sc.SetPauseReason(schedule.PauseReasonINTEGRATION_UPDATED)
+	if reason != "" {
+		sc.SetPauseReason(reason)
 	}
 	s, err := sc.Save(ctx)
 	if err != nil {

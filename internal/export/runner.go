@@ -253,15 +253,14 @@ func (r *Runner) load(ctx context.Context, runID string, j *job) error {
 	if j.el, err = c.Element.Query().Where(element.ID(j.sc.ElementID)).Only(ctx); err != nil {
 		return &RunError{Code: "ELEMENT_NOT_FOUND", Message: "the schedule's workbook element no longer exists"}
 	}
-	if j.run.Trigger == exportrun.TriggerSCHEDULED && j.sc.State == schedule.StatePAUSED {
-		// Paused after this run was queued (by a user, an integration change
-		// or repeated failures): a pause stops the exports that were waiting,
-		// too — above all a run that would write with a changed integration.
-		reason := "USER"
-		if j.sc.PauseReason != nil {
-			reason = j.sc.PauseReason.String()
-		}
-		return &RunError{Code: "SCHEDULE_PAUSED", Message: "the schedule was paused (" + reason + ") before this scheduled run started"}
+	if j.run.Trigger == exportrun.TriggerSCHEDULED && j.sc.State == schedule.StatePAUSED && j.sc.PauseReason != nil &&
+		(*j.sc.PauseReason == schedule.PauseReasonINTEGRATION_UPDATED || *j.sc.PauseReason == schedule.PauseReasonINTEGRATION_DELETED) {
+		// The integration changed after this run was queued: that pause
+		// exists so that nothing is written with the changed (or deleted)
+		// integration before its owner has looked. A user's pause, or one
+		// after repeated failures, takes effect from the next period: runs
+		// already due still deliver their periods.
+		return &RunError{Code: "SCHEDULE_PAUSED", Message: "the schedule was paused (" + j.sc.PauseReason.String() + ") before this scheduled run started"}
 	}
 	if j.sc.IntegrationID == "" {
 		return &RunError{Code: "INTEGRATION_DELETED", Message: "the schedule's storage integration was deleted"}
