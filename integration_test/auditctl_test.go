@@ -390,18 +390,8 @@ func TestAuditctlReadme(t *testing.T) {
 	script := readmeBlock(t, "auditctl", "sh")
 
 	s := StartServer(t, "sqlite")
-	dir := t.TempDir()
-	if err := os.Symlink(auditctlBin(t), filepath.Join(dir, "auditctl")); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("bash", "-euo", "pipefail", "-c", script)
-	cmd.Env = append(newCtl(t, s).env,
-		"PATH="+dir+string(os.PathListSeparator)+os.Getenv("PATH"), "AUDITEXPORT_DATA_DIR="+s.DataDir)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("README auditctl walk-through failed: %v\n%s", err, out)
-	}
-	mustContain(t, "README auditctl walk-through", string(out),
+	out := runReadmeScript(t, "auditctl walk-through", script, auditctlBin(t), append(newCtl(t, s).env, "AUDITEXPORT_DATA_DIR="+s.DataDir))
+	mustContain(t, "README auditctl walk-through", out,
 		"admin@example.com",         // users me
 		"probeUri",                  // integrations test
 		"Failures",                  // the element renamed

@@ -42,6 +42,24 @@ func grpcurl(t *testing.T) string {
 	return grpcurlBuild.get(t, "grpcurl", "-modfile=tools/go.mod", "github.com/fullstorydev/grpcurl/cmd/grpcurl")
 }
 
+// runReadmeScript runs a README shell block under bash -euo pipefail with
+// env and the tool binary on PATH, and returns its output; a failing
+// script fails the test.
+func runReadmeScript(t *testing.T, label, script, tool string, env []string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Symlink(tool, filepath.Join(dir, filepath.Base(tool))); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("bash", "-euo", "pipefail", "-c", script)
+	cmd.Env = append(env, "PATH="+dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("README %s failed: %v\n%s", label, err, out)
+	}
+	return string(out)
+}
+
 // readmeBlock returns the only ```lang code block between the README's
 // <!-- BEGIN name --> and <!-- END name --> markers.
 func readmeBlock(t *testing.T, name, lang string) string {
@@ -102,18 +120,8 @@ func TestReadmeWalkthrough(t *testing.T) {
 	script := readmeBlock(t, "walkthrough", "sh")
 
 	s := StartServer(t, "sqlite")
-	dir := t.TempDir()
-	if err := os.Symlink(grpcurl(t), filepath.Join(dir, "grpcurl")); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("bash", "-euo", "pipefail", "-c", script)
-	cmd.Env = append(os.Environ(),
-		"PATH="+dir+string(os.PathListSeparator)+os.Getenv("PATH"),
-		"AUDITEXPORT_API_KEY="+s.AdminKey, "GRPC="+s.GRPCAddr, "HTTP="+s.HTTPURL, "AUDITEXPORT_DATA_DIR="+s.DataDir)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("walk-through failed: %v\n%s", err, out)
-	}
+	out := runReadmeScript(t, "walk-through", script, grpcurl(t), append(os.Environ(),
+		"AUDITEXPORT_API_KEY="+s.AdminKey, "GRPC="+s.GRPCAddr, "HTTP="+s.HTTPURL, "AUDITEXPORT_DATA_DIR="+s.DataDir))
 	for _, want := range []string{
 		"auditexport.v1.ScheduleService", // grpcurl list
 		"SERVING",                        // health
@@ -128,7 +136,7 @@ func TestReadmeWalkthrough(t *testing.T) {
 		"PAUSE_REASON_INTEGRATION_UPDATED", // schedule paused by the integration change
 		"UPDATE_SCHEDULE",                  // the rejected call, read back from AUDIT_LOGS
 	} {
-		if !strings.Contains(string(out), want) {
+		if !strings.Contains(out, want) {
 			t.Errorf("walk-through output lacks %q:\n%s", want, out)
 		}
 	}

@@ -12,7 +12,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
@@ -204,18 +203,23 @@ func (f *flakyAccounts) CreateUser(context.Context, *pb.CreateUserRequest) (*pb.
 	return nil, status.Error(codes.Unavailable, "try again")
 }
 
-func TestRetries(t *testing.T) {
+// stubClient serves the services register adds on an in-memory listener
+// and dials it with opts (after fast retries).
+func stubClient(t *testing.T, register func(*grpc.Server), opts ...auditexport.Option) *auditexport.Client {
+	t.Helper()
 	lis := bufconn.Listen(1 << 20)
 	gs := grpc.NewServer()
-	fake := &flakyAccounts{}
-	pb.RegisterAccountServiceServer(gs, fake)
+	register(gs)
 	go func() { _ = gs.Serve(lis) }()
 	t.Cleanup(gs.Stop)
-
-	c := dial(t, "passthrough:///bufnet", "aek_test", auditexport.WithRetry(4, time.Millisecond),
+	return dial(t, "passthrough:///bufnet", "aek_test", append([]auditexport.Option{auditexport.WithRetry(4, time.Millisecond),
 		auditexport.WithDialOptions(
-			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-			grpc.WithTransportCredentials(insecure.NewCredentials())))
+			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))}, opts...)...)
+}
+
+func TestRetries(t *testing.T) {
+	fake := &flakyAccounts{}
+	c := stubClient(t, func(gs *grpc.Server) { pb.RegisterAccountServiceServer(gs, fake) })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
@@ -243,16 +247,8 @@ func TestRetries(t *testing.T) {
 }
 
 func TestRetryGivesUpAfterMaxAttempts(t *testing.T) {
-	lis := bufconn.Listen(1 << 20)
-	gs := grpc.NewServer()
 	fake := &flakyAccounts{}
-	pb.RegisterAccountServiceServer(gs, fake)
-	go func() { _ = gs.Serve(lis) }()
-	t.Cleanup(gs.Stop)
-
-	c := dial(t, "passthrough:///bufnet", "aek_test", auditexport.WithRetry(2, time.Millisecond),
-		auditexport.WithDialOptions(
-			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) })))
+	c := stubClient(t, func(gs *grpc.Server) { pb.RegisterAccountServiceServer(gs, fake) }, auditexport.WithRetry(2, time.Millisecond))
 	_, err := c.Accounts.GetCurrentUser(context.Background(), &pb.GetCurrentUserRequest{})
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("GetCurrentUser: %v, want Unavailable after 2 attempts", err)
@@ -290,14 +286,7 @@ func (b *brokenStreams) GetExportRun(context.Context, *pb.GetExportRunRequest) (
 }
 
 func brokenStreamsClient(t *testing.T, fake *brokenStreams, opts ...auditexport.Option) *auditexport.Client {
-	lis := bufconn.Listen(1 << 20)
-	gs := grpc.NewServer()
-	pb.RegisterScheduleServiceServer(gs, fake)
-	go func() { _ = gs.Serve(lis) }()
-	t.Cleanup(gs.Stop)
-	return dial(t, "passthrough:///bufnet", "aek_test", append([]auditexport.Option{auditexport.WithRetry(4, time.Millisecond),
-		auditexport.WithDialOptions(
-			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))}, opts...)...)
+	return stubClient(t, func(gs *grpc.Server) { pb.RegisterScheduleServiceServer(gs, fake) }, opts...)
 }
 
 // TestSendNowReattaches: a broken SendNow stream is followed with
