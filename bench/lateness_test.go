@@ -27,12 +27,14 @@ const envSchedules = "AUDITEXPORT_BENCH_SCHEDULES" // e.g. "1000,10000" (make be
 // scheduler — dispatching due schedules and claiming their runs — from export
 // work, which the export benchmark measures.
 type startExec struct {
-	d     *db.DB
-	mu    sync.Mutex
-	late  []time.Duration
-	want  int
-	done  chan struct{}
-	ended bool
+	d      *db.DB
+	mu     sync.Mutex
+	late   []time.Duration
+	runs   map[string]int // executions per run id
+	scheds map[string]int // runs per schedule
+	want   int
+	done   chan struct{}
+	ended  bool
 }
 
 func (e *startExec) Execute(ctx context.Context, orgID, runID string) {
@@ -46,6 +48,8 @@ func (e *startExec) Execute(ctx context.Context, orgID, runID string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.late = append(e.late, started.Sub(*r.PeriodEnd))
+	e.runs[runID]++
+	e.scheds[r.ScheduleID]++
 	if len(e.late) == e.want && !e.ended {
 		e.ended = true
 		close(e.done)
@@ -115,7 +119,7 @@ func measureLateness(t *testing.T, backend string, n int) lateness {
 		}
 		done += k
 	}
-	exec := &startExec{d: d, want: n, done: make(chan struct{})}
+	exec := &startExec{d: d, want: n, done: make(chan struct{}), runs: map[string]int{}, scheds: map[string]int{}}
 	cfg := sched.DispatcherConfig{Tick: time.Second, Slots: 64, Batch: 500}
 	ds := sched.NewDispatcher(d, exec, slog.New(slog.DiscardHandler), cfg, time.Now)
 	rctx, cancel := context.WithCancel(ctx)
@@ -132,6 +136,18 @@ func measureLateness(t *testing.T, backend string, n int) lateness {
 	exec.mu.Unlock()
 	slices.Sort(late)
 	if len(late) != n {
+		exec.mu.Lock()
+		for id, k := range exec.runs {
+			if k > 1 {
+				t.Errorf("%s: run %s executed %d times", backend, id, k)
+			}
+		}
+		for id, k := range exec.scheds {
+			if k > 1 {
+				t.Errorf("%s: schedule %s has %d runs", backend, id, k)
+			}
+		}
+		exec.mu.Unlock()
 		t.Fatalf("%s: %d runs started, want %d", backend, len(late), n)
 	}
 	// Anchor: the same number of run rows, inserted in one transaction.
