@@ -26,6 +26,7 @@ import (
 	"github.com/auditexport/auditexport/internal/config"
 	"github.com/auditexport/auditexport/internal/db"
 	"github.com/auditexport/auditexport/internal/export"
+	"github.com/auditexport/auditexport/internal/ids"
 	"github.com/auditexport/auditexport/internal/metrics"
 	"github.com/auditexport/auditexport/internal/notify"
 	"github.com/auditexport/auditexport/internal/schedule"
@@ -127,10 +128,9 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	// gateway's x-forwarded-for can be trusted.
 	inproc := bufconn.Listen(1 << 20)
 	rec := auditlog.NewRecorder(d.Client, log).WithDialect(d.Dialect)
-	host, _ := os.Hostname()
 	mets := metrics.New()
 	runs := export.NewRunner(d, keys, mailer, rec, log, export.Config{
-		AllowPrivateEndpoints: cfg.AllowPrivateEndpoints, RunnerID: fmt.Sprintf("%s:%d", host, os.Getpid()),
+		AllowPrivateEndpoints: cfg.AllowPrivateEndpoints, RunnerID: ids.Process(),
 	}).WithMetrics(mets)
 	// A single SQLite process owns every run, so anything RUNNING at start
 	// was orphaned by a crash; with PostgreSQL only stale heartbeats are.
@@ -186,7 +186,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	}
 	if cfg.Scheduler {
 		disp := schedule.NewDispatcher(d, runs, log, schedule.DispatcherConfig{
-			Tick: cfg.SchedulerTick, Slots: cfg.SchedulerSlots, RunnerID: fmt.Sprintf("%s:%d", host, os.Getpid()),
+			Tick: cfg.SchedulerTick, Slots: cfg.SchedulerSlots, RunnerID: ids.Process(),
 		}, cfg.Clock()).WithMetrics(mets)
 		g.Go(func() error { return disp.Run(gctx) })
 		log.Info("scheduler started", "tick", cfg.SchedulerTick.String(), "slots", cfg.SchedulerSlots)

@@ -24,6 +24,7 @@ import (
 	"github.com/auditexport/auditexport/internal/auditlog"
 	"github.com/auditexport/auditexport/internal/db"
 	"github.com/auditexport/auditexport/internal/destination"
+	"github.com/auditexport/auditexport/internal/ids"
 	"github.com/auditexport/auditexport/internal/metrics"
 	"github.com/auditexport/auditexport/internal/notify"
 	cronpkg "github.com/auditexport/auditexport/internal/schedule"
@@ -48,7 +49,7 @@ func (e *RunError) Error() string {
 // Config tunes the runner.
 type Config struct {
 	AllowPrivateEndpoints bool
-	// RunnerID names this process in ExportRun.runner (host:pid).
+	// RunnerID names this process in ExportRun.runner (default ids.Process()).
 	RunnerID string
 	// MaxAttempts per run for transient provider errors (default 4).
 	MaxAttempts int
@@ -96,6 +97,11 @@ func NewRunner(d *db.DB, keys *secrets.Keyring, mail *notify.Mailer, rec *auditl
 	}
 	if cfg.ProgressEvery <= 0 {
 		cfg.ProgressEvery = 250 * time.Millisecond
+	}
+	if cfg.RunnerID == "" {
+		// Send-now runs are created claimed by this process; an empty
+		// runner would let a dispatcher claim them too and never rescue them.
+		cfg.RunnerID = ids.Process()
 	}
 	base, stop := context.WithCancel(context.Background())
 	return &Runner{d: d, keys: keys, mail: mail, rec: rec, log: log, cfg: cfg, broker: newBroker(),

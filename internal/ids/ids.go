@@ -3,6 +3,8 @@ package ids
 
 import (
 	"crypto/rand"
+	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -52,3 +54,17 @@ func Valid(prefix, s string) bool {
 	_, err := ulid.ParseStrict(strings.ToUpper(s[len(prefix):]))
 	return err == nil
 }
+
+var process = sync.OnceValue(func() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "unknown"
+	}
+	return fmt.Sprintf("%s:%d:%s", host, os.Getpid(), strings.ToLower(rand.Text()[:6]))
+})
+
+// Process names this process as the runner of the export runs it owns
+// (export_runs.runner): host:pid plus a random suffix drawn once, so two
+// processes never share a name even when containers reuse host names and
+// pids. It is never empty — an empty runner means "not claimed".
+func Process() string { return process() }

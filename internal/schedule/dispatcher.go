@@ -16,6 +16,7 @@ import (
 	"github.com/auditexport/auditexport/ent/exportrun"
 	"github.com/auditexport/auditexport/ent/schedule"
 	"github.com/auditexport/auditexport/internal/db"
+	"github.com/auditexport/auditexport/internal/ids"
 	"github.com/auditexport/auditexport/internal/metrics"
 	"github.com/auditexport/auditexport/internal/tenant"
 )
@@ -29,7 +30,7 @@ type Executor interface {
 type DispatcherConfig struct {
 	Tick     time.Duration // how often due schedules are looked for (default 1s)
 	Slots    int           // concurrent scheduled runs in this process (default 4)
-	RunnerID string        // this process, as stored in export_runs.runner
+	RunnerID string        // this process, as stored in export_runs.runner (default ids.Process())
 	Batch    int           // schedules claimed per tick (default 500)
 }
 
@@ -82,6 +83,11 @@ func NewDispatcher(d *db.DB, exec Executor, log *slog.Logger, cfg DispatcherConf
 	}
 	if cfg.Batch <= 0 {
 		cfg.Batch = 500
+	}
+	if cfg.RunnerID == "" {
+		// An empty runner means "unclaimed": claiming with it would leave
+		// the run claimable by the next tick and execute it again.
+		cfg.RunnerID = ids.Process()
 	}
 	return &Dispatcher{d: d, exec: exec, log: log, cfg: cfg, now: now, wake: make(chan struct{}, 1)}
 }

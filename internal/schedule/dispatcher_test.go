@@ -213,3 +213,72 @@ func dsnOf(t *testing.T, d *db.DB) string {
 	}
 	return d.DSN
 }
+
+// blockExec counts executions and holds every run until release is closed,
+// so the dispatcher ticks again while its claimed runs are still QUEUED.
+type blockExec struct {
+	mu      sync.Mutex
+	calls   map[string]int
+	release chan struct{}
+	d       *db.DB
+}
+
+func (e *blockExec) Execute(ctx context.Context, orgID, runID string) {
+	e.mu.Lock()
+	e.calls[runID]++
+	e.mu.Unlock()
+	<-e.release
+	_ = e.d.Client.ExportRun.UpdateOneID(runID).SetState(exportrun.StateSUCCEEDED).Exec(tenant.WithOrg(context.Background(), orgID))
+}
+
+// TestClaimWithoutRunnerIDExecutesOnce: a dispatcher built without a
+// RunnerID claims under a generated process name, so a run whose execution
+// has not yet changed its state is not claimed again by the next tick. (The
+// scheduler benchmark built its dispatcher this way and saw runs executed
+// two or three times: the claim had stored an empty runner, i.e. "free".)
+func TestClaimWithoutRunnerIDExecutesOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		open func(testing.TB) *db.DB
+	}{{"sqlite", testenv.SQLiteDB}, {"postgres", testenv.PostgresDB}} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := tc.open(t)
+			c := &clock{}
+			start := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+			c.set(start.Add(time.Second))
+			makeSchedules(t, d, 10, "0 0 1 1 *", "ONE", start)
+			exec := &blockExec{d: d, calls: map[string]int{}, release: make(chan struct{})}
+			ds := sched.NewDispatcher(d, exec, slog.New(slog.DiscardHandler), sched.DispatcherConfig{Slots: 64}, c.now)
+			ctx := context.Background()
+			for i := 0; i < 5; i++ {
+				if err := ds.Tick(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			runs, err := d.Client.ExportRun.Query().All(tenant.System(ctx))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(runs) != 10 {
+				t.Fatalf("%d runs, want 10", len(runs))
+			}
+			for _, r := range runs {
+				if r.Runner == "" {
+					t.Errorf("run %s claimed with an empty runner", r.ID)
+				}
+			}
+			close(exec.release)
+			waitIdle(t, []*sched.Dispatcher{ds}, d)
+			exec.mu.Lock()
+			defer exec.mu.Unlock()
+			if len(exec.calls) != 10 {
+				t.Errorf("%d runs executed, want 10", len(exec.calls))
+			}
+			for id, n := range exec.calls {
+				if n != 1 {
+					t.Errorf("run %s executed %d times", id, n)
+				}
+			}
+		})
+	}
+}
