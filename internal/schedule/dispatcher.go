@@ -238,11 +238,17 @@ func (ds *Dispatcher) claim(ctx context.Context) error {
 	// run claimed by a process that died before loading it was never
 	// rescued (left QUEUED with a dead runner forever).
 	now := time.Now().UTC()
-	for _, r := range runs {
-		if err := tx.ExportRun.UpdateOneID(r.ID).SetRunner(ds.cfg.RunnerID).SetHeartbeatTime(now).
-			Exec(tenant.WithOrg(sctx, r.OrgID)); err != nil {
-			return err
-		}
+	claimed := make([]string, len(runs))
+	for i, r := range runs {
+		claimed[i] = r.ID
+	}
+	// One UPDATE for the batch: the rows are ours (locked on PostgreSQL,
+	// the single writer on SQLite) until commit.
+	if n, err := tx.ExportRun.Update().Where(exportrun.IDIn(claimed...)).
+		SetRunner(ds.cfg.RunnerID).SetHeartbeatTime(now).Save(sctx); err != nil {
+		return err
+	} else if n != len(claimed) {
+		return fmt.Errorf("claimed %d of %d queued runs", n, len(claimed))
 	}
 	if err := tx.Commit(); err != nil {
 		return err
