@@ -22,7 +22,7 @@ var seedNow = time.Date(2024, 6, 1, 12, 0, 0, 0, time.UTC)
 
 func TestSeed(t *testing.T) {
 	forEachDB(t, func(t *testing.T, d *db.DB) {
-		const n = 20000
+		const n = 6000
 		span := 30 * 24 * time.Hour
 		ctx := context.Background()
 		start := time.Now()
