@@ -221,6 +221,11 @@ var (
 				Columns: []*schema.Column{ExportRunsColumns[6]},
 			},
 			{
+				Name:    "exportrun_state_runner_create_time",
+				Unique:  false,
+				Columns: []*schema.Column{ExportRunsColumns[6], ExportRunsColumns[23], ExportRunsColumns[2]},
+			},
+			{
 				Name:    "exportrun_schedule_id_dedup_key",
 				Unique:  true,
 				Columns: []*schema.Column{ExportRunsColumns[4], ExportRunsColumns[25]},

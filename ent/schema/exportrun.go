@@ -58,6 +58,8 @@ func (ExportRun) Indexes() []ent.Index {
 	return []ent.Index{
 		index.Fields("org_id", "schedule_id"),
 		index.Fields("state"),
+		// The dispatcher's claim: QUEUED, unclaimed, oldest first.
+		index.Fields("state", "runner", "create_time"),
 		index.Fields("schedule_id", "dedup_key").Unique(),
 	}
 }

@@ -92,20 +92,33 @@ func NewDispatcher(d *db.DB, exec Executor, log *slog.Logger, cfg DispatcherConf
 	return &Dispatcher{d: d, exec: exec, log: log, cfg: cfg, now: now, wake: make(chan struct{}, 1)}
 }
 
+// claimCoalesce is how long a woken dispatcher lets further runs finish
+// before it claims, so one claim fills several slots: under load (thousands
+// of runs due at once) claiming per finished run meant one transaction per
+// run.
+const claimCoalesce = 20 * time.Millisecond
+
 // Run ticks until ctx is done, then waits for the runs it started (they are
 // canceled through the executor's own shutdown). Ticks are aligned to
 // multiples of the tick interval (cron fires on whole minutes, so a tick
 // lands right after each fire time instead of up to a tick later), and a
-// finished run wakes the loop at once to claim queued work.
+// finished run wakes the loop to claim queued work at once (after
+// claimCoalesce) without waiting for the next tick.
 func (ds *Dispatcher) Run(ctx context.Context) error {
 	defer ds.wg.Wait()
+	next := time.Now()
 	for {
-		if err := ds.Tick(ctx); err != nil && ctx.Err() == nil {
+		var err error
+		if now := time.Now(); !now.Before(next) {
+			err = ds.Tick(ctx)
+			next = now.Truncate(ds.cfg.Tick).Add(ds.cfg.Tick).Add(5 * time.Millisecond)
+		} else {
+			err = ds.claim(ctx)
+		}
+		if err != nil && ctx.Err() == nil {
 			ds.log.Error("scheduler tick failed", "err", err.Error())
 		}
-		now := time.Now()
-		wait := now.Truncate(ds.cfg.Tick).Add(ds.cfg.Tick).Sub(now) + 5*time.Millisecond
-		t := time.NewTimer(wait)
+		t := time.NewTimer(time.Until(next))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -113,17 +126,40 @@ func (ds *Dispatcher) Run(ctx context.Context) error {
 		case <-t.C:
 		case <-ds.wake:
 			t.Stop()
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(claimCoalesce):
+			}
+			select {
+			case <-ds.wake:
+			default:
+			}
 		}
 	}
 }
 
-// Tick dispatches due schedules and claims queued runs once.
+// Tick dispatches due schedules and claims queued runs once. Due
+// schedules are dispatched in batches of cfg.Batch until none is left (each
+// batch its own transaction), so thousands due at once are not spread over
+// thousands/Batch ticks; it claims after the first batch so runs start while
+// the rest is dispatched.
 func (ds *Dispatcher) Tick(ctx context.Context) error {
 	defer ds.sample(ctx)
-	if _, err := ds.DispatchDue(ctx); err != nil {
-		return err
+	for first := true; ; first = false {
+		b, err := ds.dispatchBatch(ctx)
+		if err != nil {
+			return err
+		}
+		if first || !b.more(ds.cfg.Batch) {
+			if err := ds.claim(ctx); err != nil {
+				return err
+			}
+		}
+		if !b.more(ds.cfg.Batch) || ctx.Err() != nil {
+			return nil
+		}
 	}
-	return ds.claim(ctx)
 }
 
 // sample sets the queue-depth and running gauges.
@@ -149,14 +185,33 @@ func (ds *Dispatcher) forUpdate(s *sql.Selector) {
 	}
 }
 
-// DispatchDue creates the runs of every due schedule and advances their
-// next_run_time. It returns how many runs it created.
+// DispatchDue creates the runs of every due schedule (in batches of
+// cfg.Batch) and advances their next_run_time. It returns how many runs it
+// created.
 func (ds *Dispatcher) DispatchDue(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		b, err := ds.dispatchBatch(ctx)
+		total += b.created
+		if err != nil || !b.more(ds.cfg.Batch) {
+			return total, err
+		}
+	}
+}
+
+// batch is what one dispatch transaction did.
+type batch struct{ due, advanced, created int }
+
+// more: the batch was full and made progress, so more schedules may be due.
+func (b batch) more(limit int) bool { return b.due >= limit && b.advanced > 0 }
+
+// dispatchBatch handles up to cfg.Batch due schedules in one transaction.
+func (ds *Dispatcher) dispatchBatch(ctx context.Context) (batch, error) {
 	sctx := tenant.System(ctx)
 	now := ds.now().UTC()
 	tx, err := ds.d.Client.Tx(sctx)
 	if err != nil {
-		return 0, err
+		return batch{}, err
 	}
 	defer func() { _ = tx.Rollback() }()
 	due, err := tx.Schedule.Query().
@@ -164,13 +219,22 @@ func (ds *Dispatcher) DispatchDue(ctx context.Context) (int, error) {
 		Order(ent.Asc(schedule.FieldNextRunTime)).Limit(ds.cfg.Batch).
 		Modify(ds.forUpdate).All(sctx)
 	if err != nil {
-		return 0, fmt.Errorf("select due schedules: %w", err)
+		return batch{}, fmt.Errorf("select due schedules: %w", err)
 	}
-	created := 0
+	created, advanced := 0, 0
 	for _, sc := range due {
 		c, err := Parse(sc.Cron, sc.TimeZone)
 		if err != nil {
-			ds.log.Error("schedule has an invalid cron; pausing it is left to an operator", "schedule_id", sc.ID, "err", err.Error())
+			// Only a database edited by hand gets here (the API validates
+			// crons). Left due, such schedules would be selected first by
+			// every batch and starve the others; without a next run time
+			// they wait until their cron is corrected (UpdateSchedule
+			// recomputes it).
+			ds.log.Error("schedule has an invalid cron; it will not run until the cron is corrected", "schedule_id", sc.ID, "err", err.Error())
+			if err := tx.Schedule.UpdateOneID(sc.ID).ClearNextRunTime().Exec(tenant.WithOrg(sctx, sc.OrgID)); err != nil {
+				return batch{}, fmt.Errorf("clear next run of %s: %w", sc.ID, err)
+			}
+			advanced++
 			continue
 		}
 		dec := c.Decide(Due{NextRun: *sc.NextRunTime, CatchUp: string(sc.CatchUp)}, now)
@@ -186,7 +250,7 @@ func (ds *Dispatcher) DispatchDue(ctx context.Context) (int, error) {
 			case errors.Is(err, stdsql.ErrNoRows):
 				// Another dispatcher made this period's run already.
 			default:
-				return 0, fmt.Errorf("create run of %s: %w", sc.ID, err)
+				return batch{}, fmt.Errorf("create run of %s: %w", sc.ID, err)
 			}
 			if dec.Missed > 0 {
 				ds.log.Warn("schedule missed periods; one run covers them", "schedule_id", sc.ID, "missed", dec.Missed,
@@ -202,13 +266,14 @@ func (ds *Dispatcher) DispatchDue(ctx context.Context) (int, error) {
 			upd.SetNextRunTime(dec.Next)
 		}
 		if err := upd.Exec(octx); err != nil {
-			return 0, fmt.Errorf("advance %s: %w", sc.ID, err)
+			return batch{}, fmt.Errorf("advance %s: %w", sc.ID, err)
 		}
+		advanced++
 	}
 	if err := tx.Commit(); err != nil {
-		return 0, err
+		return batch{}, err
 	}
-	return created, nil
+	return batch{due: len(due), advanced: advanced, created: created}, nil
 }
 
 // claim takes QUEUED scheduled runs up to the free slots and executes them.

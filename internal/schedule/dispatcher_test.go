@@ -282,3 +282,36 @@ func TestClaimWithoutRunnerIDExecutesOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestTickDispatchesEveryDueSchedule: one tick dispatches all due schedules
+// in batches (35 due, batches of 10), and schedules whose cron cannot be
+// parsed (only a hand-edited database has them) lose their next run time
+// instead of filling every batch and starving the others.
+func TestTickDispatchesEveryDueSchedule(t *testing.T) {
+	d := testenv.SQLiteDB(t)
+	c := &clock{}
+	start := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	c.set(start.Add(time.Second))
+	makeSchedules(t, d, 12, "not a cron", "ONE", start.Add(-time.Hour)) // due first
+	makeSchedules(t, d, 35, "0 0 1 1 *", "ONE", start)
+	exec := &doneExec{d: d, calls: map[string]int{}}
+	ds := sched.NewDispatcher(d, exec, slog.New(slog.DiscardHandler), sched.DispatcherConfig{Slots: 64, Batch: 10}, c.now)
+	done := make(chan error, 1)
+	go func() { done <- ds.Tick(context.Background()) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Tick did not return")
+	}
+	if total, _ := runCounts(t, d); total != 35 {
+		t.Fatalf("one tick created %d runs, want 35", total)
+	}
+	sctx := tenant.System(context.Background())
+	if n, err := d.Client.Schedule.Query().Where(schedule.Cron("not a cron"), schedule.NextRunTimeNotNil()).Count(sctx); err != nil || n != 0 {
+		t.Fatalf("%d schedules with an invalid cron still due (%v)", n, err)
+	}
+	waitIdle(t, []*sched.Dispatcher{ds}, d)
+}
