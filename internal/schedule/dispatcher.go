@@ -142,19 +142,17 @@ func (ds *Dispatcher) Run(ctx context.Context) error {
 // Tick dispatches due schedules and claims queued runs once. Due
 // schedules are dispatched in batches of cfg.Batch until none is left (each
 // batch its own transaction), so thousands due at once are not spread over
-// thousands/Batch ticks; it claims after the first batch so runs start while
-// the rest is dispatched.
+// thousands/Batch ticks; it claims free slots after each batch so runs start
+// while the rest is dispatched.
 func (ds *Dispatcher) Tick(ctx context.Context) error {
 	defer ds.sample(ctx)
-	for first := true; ; first = false {
+	for {
 		b, err := ds.dispatchBatch(ctx)
 		if err != nil {
 			return err
 		}
-		if first || !b.more(ds.cfg.Batch) {
-			if err := ds.claim(ctx); err != nil {
-				return err
-			}
+		if err := ds.claim(ctx); err != nil {
+			return err
 		}
 		if !b.more(ds.cfg.Batch) || ctx.Err() != nil {
 			return nil
