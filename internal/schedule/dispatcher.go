@@ -31,7 +31,7 @@ type DispatcherConfig struct {
 	Tick     time.Duration // how often due schedules are looked for (default 1s)
 	Slots    int           // concurrent scheduled runs in this process (default 4)
 	RunnerID string        // this process, as stored in export_runs.runner (default ids.Process())
-	Batch    int           // schedules claimed per tick (default 500)
+	Batch    int           // due schedules dispatched per transaction (default 500)
 }
 
 // Dispatcher turns due schedules into runs and executes queued runs.
@@ -180,20 +180,6 @@ func (ds *Dispatcher) sample(ctx context.Context) {
 func (ds *Dispatcher) forUpdate(s *sql.Selector) {
 	if ds.d.Dialect == dialect.Postgres {
 		s.ForUpdate(sql.WithLockAction(sql.SkipLocked))
-	}
-}
-
-// DispatchDue creates the runs of every due schedule (in batches of
-// cfg.Batch) and advances their next_run_time. It returns how many runs it
-// created.
-func (ds *Dispatcher) DispatchDue(ctx context.Context) (int, error) {
-	total := 0
-	for {
-		b, err := ds.dispatchBatch(ctx)
-		total += b.created
-		if err != nil || !b.more(ds.cfg.Batch) {
-			return total, err
-		}
 	}
 }
 

@@ -24,17 +24,23 @@ func (c *clock) now() time.Time      { return time.Unix(0, c.ns.Load()).UTC() }
 func (c *clock) set(t time.Time)     { c.ns.Store(t.UnixNano()) }
 func (c *clock) add(d time.Duration) { c.ns.Add(int64(d)) }
 
-// doneExec marks every run it is given as SUCCEEDED and counts them.
+// doneExec marks every run it is given as SUCCEEDED and counts them; with
+// release set it first waits until release is closed (the run stays QUEUED
+// meanwhile, as a long export would).
 type doneExec struct {
-	d     *db.DB
-	mu    sync.Mutex
-	calls map[string]int
+	d       *db.DB
+	mu      sync.Mutex
+	calls   map[string]int
+	release chan struct{}
 }
 
 func (e *doneExec) Execute(ctx context.Context, orgID, runID string) {
 	e.mu.Lock()
 	e.calls[runID]++
 	e.mu.Unlock()
+	if e.release != nil {
+		<-e.release
+	}
 	_ = e.d.Client.ExportRun.UpdateOneID(runID).SetState(exportrun.StateSUCCEEDED).Exec(tenant.WithOrg(context.Background(), orgID))
 }
 
@@ -214,23 +220,6 @@ func dsnOf(t *testing.T, d *db.DB) string {
 	return d.DSN
 }
 
-// blockExec counts executions and holds every run until release is closed,
-// so the dispatcher ticks again while its claimed runs are still QUEUED.
-type blockExec struct {
-	mu      sync.Mutex
-	calls   map[string]int
-	release chan struct{}
-	d       *db.DB
-}
-
-func (e *blockExec) Execute(ctx context.Context, orgID, runID string) {
-	e.mu.Lock()
-	e.calls[runID]++
-	e.mu.Unlock()
-	<-e.release
-	_ = e.d.Client.ExportRun.UpdateOneID(runID).SetState(exportrun.StateSUCCEEDED).Exec(tenant.WithOrg(context.Background(), orgID))
-}
-
 // TestClaimWithoutRunnerIDExecutesOnce: a dispatcher built without a
 // RunnerID claims under a generated process name, so a run whose execution
 // has not yet changed its state is not claimed again by the next tick. (The
@@ -247,7 +236,7 @@ func TestClaimWithoutRunnerIDExecutesOnce(t *testing.T) {
 			start := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 			c.set(start.Add(time.Second))
 			makeSchedules(t, d, 10, "0 0 1 1 *", "ONE", start)
-			exec := &blockExec{d: d, calls: map[string]int{}, release: make(chan struct{})}
+			exec := &doneExec{d: d, calls: map[string]int{}, release: make(chan struct{})}
 			ds := sched.NewDispatcher(d, exec, slog.New(slog.DiscardHandler), sched.DispatcherConfig{Slots: 64}, c.now)
 			ctx := context.Background()
 			for i := 0; i < 5; i++ {
