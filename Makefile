@@ -22,6 +22,7 @@ generate: ## Regenerate gen/ (buf) and ent/ (entc)
 	cd ent && $(GO) run -mod=mod entc.go
 
 lint:
+	$(GO) mod verify
 	$(BUF) lint
 	$(BUF) format -d --exit-code
 	$(GO) vet ./...

@@ -116,6 +116,11 @@ type cli struct {
 		Create orgCreateCmd `cmd:"" help:"Create an organization and print its admin API key (last line)."`
 	} `cmd:"" help:"Manage organizations."`
 	Seed seedCmd `cmd:"" help:"Append realistic synthetic audit events to the default organization."`
+	Keys struct {
+		Add    keysAddCmd    `cmd:"" help:"Add a fresh master key at the top of the key file (the active key for new credentials)."`
+		Rotate keysRotateCmd `cmd:"" help:"Re-encrypt every stored credential under the active (first) master key; prints how many rows it touched."`
+		Status keysStatusCmd `cmd:"" help:"List the master keys and how many stored credentials each encrypts; fails if some use a key the file lacks."`
+	} `cmd:"" help:"Manage the master keys that encrypt stored credentials."`
 }
 
 func main() {

@@ -27,18 +27,13 @@ const (
 	Grant       = "grt_"
 )
 
-var (
-	mu      sync.Mutex
-	entropy = ulid.Monotonic(rand.Reader, 0)
-)
-
-// New returns prefix + a new lowercase ULID. ULIDs sort by creation time,
-// which keyset pagination relies on.
+// New returns prefix + a new lowercase ULID. ULIDs sort by creation time to
+// the millisecond, which keyset pagination relies on. The 80 random bits are
+// drawn afresh from crypto/rand for every id: a monotonic ULID source would
+// make ids created in the same millisecond differ only in their last
+// characters, so one id would give away its neighbours.
 func New(prefix string) string {
-	mu.Lock()
-	id := ulid.MustNew(ulid.Timestamp(time.Now()), entropy)
-	mu.Unlock()
-	return prefix + strings.ToLower(id.String())
+	return prefix + strings.ToLower(ulid.MustNew(ulid.Timestamp(time.Now()), rand.Reader).String())
 }
 
 // Func returns a generator for prefix, for ent DefaultFunc.

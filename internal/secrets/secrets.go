@@ -18,6 +18,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 )
 
@@ -128,25 +129,12 @@ func LoadOrCreate(path string) (*Keyring, error) {
 	// which, like O_EXCL, fails if path exists: a racing process never
 	// overwrites the winner's key (orphaning what it encrypted) and never
 	// sees a half-written file.
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".keys-*.tmp")
+	tmp, err := writeTempKeyFile(filepath.Dir(path), content)
 	if err != nil {
-		return nil, fmt.Errorf("secrets: create key file: %w", err)
+		return nil, err
 	}
-	defer os.Remove(tmp.Name())
-	_, werr := tmp.Write([]byte(content))
-	if werr == nil {
-		werr = tmp.Chmod(0o600)
-	}
-	if werr == nil {
-		werr = tmp.Sync()
-	}
-	if cerr := tmp.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr != nil {
-		return nil, fmt.Errorf("secrets: write key file: %w", werr)
-	}
-	if err := os.Link(tmp.Name(), path); err != nil {
+	defer os.Remove(tmp)
+	if err := os.Link(tmp, path); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			data, err := readKeyFile(path)
 			if err != nil {
@@ -291,4 +279,84 @@ func open(a cipher.AEAD, b, aad []byte) ([]byte, error) {
 		return nil, errors.New("short ciphertext")
 	}
 	return a.Open(nil, b[:ns], b[ns:], aad)
+}
+
+// KeyIDs lists the keyring's key ids, the active one first.
+func (k *Keyring) KeyIDs() []string {
+	out := []string{k.active}
+	for kid := range k.keks {
+		if kid != k.active {
+			out = append(out, kid)
+		}
+	}
+	sort.Strings(out[1:])
+	return out
+}
+
+// AddKey puts a fresh random key at the top of the key file at path, making
+// it the active key of every process that loads the file from then on; the
+// older keys stay listed and keep decrypting. The file is replaced
+// atomically (temp file, fsync, rename) with mode 0600. It returns the new
+// key's id.
+func AddKey(path string) (string, error) {
+	old, err := readKeyFile(path)
+	if err != nil {
+		return "", err
+	}
+	if _, err := ParseKeyring(old); err != nil {
+		return "", err
+	}
+	key := make([]byte, keySize)
+	if _, err := rand.Read(key); err != nil {
+		return "", fmt.Errorf("secrets: generate key: %w", err)
+	}
+	sum := sha256.Sum256(key)
+	kid := "k" + hex.EncodeToString(sum[:])[:8]
+	rest := strings.TrimPrefix(string(old), fileHeader)
+	content := fileHeader + kid + " " + base64.StdEncoding.EncodeToString(key) + "\n" + rest
+	if _, err := ParseKeyring([]byte(content)); err != nil {
+		return "", err // e.g. a (vanishingly unlikely) duplicate key id
+	}
+	tmp, err := writeTempKeyFile(filepath.Dir(path), content)
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(tmp)
+	if err := os.Rename(tmp, path); err != nil {
+		return "", fmt.Errorf("secrets: write key file: %w", err)
+	}
+	return kid, nil
+}
+
+// writeTempKeyFile writes content to a new 0600 temp file in dir, synced to
+// disk, and returns its name; the caller publishes it and removes it.
+func writeTempKeyFile(dir, content string) (string, error) {
+	tmp, err := os.CreateTemp(dir, ".keys-*.tmp")
+	if err != nil {
+		return "", fmt.Errorf("secrets: create key file: %w", err)
+	}
+	_, werr := tmp.Write([]byte(content))
+	if werr == nil {
+		werr = tmp.Chmod(0o600)
+	}
+	if werr == nil {
+		werr = tmp.Sync()
+	}
+	if cerr := tmp.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		_ = os.Remove(tmp.Name())
+		return "", fmt.Errorf("secrets: write key file: %w", werr)
+	}
+	return tmp.Name(), nil
+}
+
+// Load reads the key file at path; unlike LoadOrCreate it never creates one.
+func Load(path string) (*Keyring, error) {
+	data, err := readKeyFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return ParseKeyring(data)
 }

@@ -1,0 +1,89 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"github.com/auditexport/auditexport/ent/storageintegration"
+	"github.com/auditexport/auditexport/internal/db"
+	"github.com/auditexport/auditexport/internal/secrets"
+	"github.com/auditexport/auditexport/internal/tenant"
+)
+
+// KeyUsage counts the stored credentials encrypted under each master key id.
+func KeyUsage(ctx context.Context, d *db.DB) (map[string]int, error) {
+	rows, err := d.Client.StorageIntegration.Query().
+		Where(storageintegration.CredentialsCiphertextNotNil()).
+		Select(storageintegration.FieldCredentialsCiphertext).All(tenant.System(ctx))
+	if err != nil {
+		return nil, err
+	}
+	usage := map[string]int{}
+	for _, r := range rows {
+		if len(r.CredentialsCiphertext) == 0 {
+			continue
+		}
+		kid, err := secrets.KeyID(r.CredentialsCiphertext)
+		if err != nil {
+			kid = "(corrupt)"
+		}
+		usage[kid]++
+	}
+	return usage, nil
+}
+
+// RotateResult says what ReencryptCredentials did.
+type RotateResult struct {
+	KeyID       string   // the active key everything is now encrypted under
+	Total       int      // stored credentials looked at
+	Reencrypted int      // rows rewritten under KeyID
+	Failed      []string // integration ids that could not be re-encrypted (unknown key id, tampered)
+}
+
+// ReencryptCredentials rewrites every stored credential that is not yet
+// encrypted under keys' active key. Each row is updated only if its
+// ciphertext is still the one read, so a credential changed meanwhile by a
+// running server is left alone (it is already under that server's active
+// key, or the next rotation picks it up). update_time is kept: rotation is
+// not a change a user made.
+func ReencryptCredentials(ctx context.Context, d *db.DB, keys *secrets.Keyring) (RotateResult, error) {
+	sctx := tenant.System(ctx)
+	res := RotateResult{KeyID: keys.ActiveKeyID()}
+	rows, err := d.Client.StorageIntegration.Query().
+		Where(storageintegration.CredentialsCiphertextNotNil()).
+		Select(storageintegration.FieldID, storageintegration.FieldCredentialsCiphertext, storageintegration.FieldUpdateTime).
+		All(sctx)
+	if err != nil {
+		return res, err
+	}
+	for _, r := range rows {
+		if len(r.CredentialsCiphertext) == 0 {
+			continue
+		}
+		res.Total++
+		if kid, err := secrets.KeyID(r.CredentialsCiphertext); err == nil && kid == res.KeyID {
+			continue
+		}
+		plain, err := keys.Decrypt(r.CredentialsCiphertext, []byte(r.ID))
+		if err != nil {
+			res.Failed = append(res.Failed, r.ID)
+			continue
+		}
+		fresh, err := keys.Encrypt(plain, []byte(r.ID))
+		clear(plain)
+		if err != nil {
+			return res, err
+		}
+		n, err := d.Client.StorageIntegration.Update().
+			Where(storageintegration.ID(r.ID), storageintegration.CredentialsCiphertextEQ(r.CredentialsCiphertext)).
+			SetCredentialsCiphertext(fresh).SetUpdateTime(r.UpdateTime).
+			Save(sctx)
+		if err != nil {
+			return res, fmt.Errorf("re-encrypt integration %s: %w", r.ID, err)
+		}
+		res.Reencrypted += n
+	}
+	sort.Strings(res.Failed)
+	return res, nil
+}
