@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/alecthomas/kong"
@@ -178,4 +179,43 @@ func keyLine(t *testing.T, path, kid string) []byte {
 	}
 	t.Fatalf("no line for %s", kid)
 	return nil
+}
+
+// A database with stored credentials never starts on a generated key: a
+// missing key file, or one lacking a key id in use, is refused with the key
+// id and the row count; an empty database still gets its key generated.
+func TestOpenKeyringRefusesLostKey(t *testing.T) {
+	testenv.ForEachDB(t, func(t *testing.T, d *db.DB) {
+		ctx := context.Background()
+		dir := t.TempDir()
+		keyFile := filepath.Join(dir, "master.key")
+		if _, err := app.OpenKeyring(ctx, d, keyFile); err != nil {
+			t.Fatalf("empty database: %v", err)
+		}
+		keys, err := secrets.Load(keyFile)
+		if err != nil {
+			t.Fatalf("no key generated for an empty database: %v", err)
+		}
+		storeIntegrations(t, d, keys, 2)
+
+		if err := os.Remove(keyFile); err != nil {
+			t.Fatal(err)
+		}
+		_, err = app.OpenKeyring(ctx, d, keyFile)
+		if err == nil || !strings.Contains(err.Error(), "2 stored credentials") || !strings.Contains(err.Error(), keys.ActiveKeyID()) {
+			t.Fatalf("missing key file: %v; want a refusal naming %s and 2 credentials", err, keys.ActiveKeyID())
+		}
+		if _, serr := os.Stat(keyFile); !os.IsNotExist(serr) {
+			t.Fatalf("a key file was generated although credentials exist: %v", serr)
+		}
+
+		other := filepath.Join(t.TempDir(), "other.key")
+		if _, err := secrets.LoadOrCreate(other); err != nil {
+			t.Fatal(err)
+		}
+		_, err = app.OpenKeyring(ctx, d, other)
+		if err == nil || !strings.Contains(err.Error(), keys.ActiveKeyID()+" (2 credentials)") {
+			t.Fatalf("key file without the key id in use: %v", err)
+		}
+	})
 }

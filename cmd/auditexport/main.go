@@ -115,8 +115,14 @@ type cli struct {
 	Org   struct {
 		Create orgCreateCmd `cmd:"" help:"Create an organization and print its admin API key (last line)."`
 	} `cmd:"" help:"Manage organizations."`
-	Seed seedCmd `cmd:"" help:"Append realistic synthetic audit events to the default organization."`
-	Keys struct {
+	Seed  seedCmd `cmd:"" help:"Append realistic synthetic audit events to the default organization."`
+	Admin struct {
+		Key struct {
+			Create adminKeyCreateCmd `cmd:"" help:"Give an ADMIN a new API key (recovery by the operator; audited). The key is the last line."`
+		} `cmd:"" help:"API keys."`
+	} `cmd:"" help:"Operator recovery commands."`
+	Backup backupCmd `cmd:"" help:"Write a consistent copy of the (running) SQLite database to a new file."`
+	Keys   struct {
 		Add    keysAddCmd    `cmd:"" help:"Add a fresh master key at the top of the key file (the active key for new credentials)."`
 		Rotate keysRotateCmd `cmd:"" help:"Re-encrypt every stored credential under the active (first) master key; prints how many rows it touched."`
 		Status keysStatusCmd `cmd:"" help:"List the master keys and how many stored credentials each encrypts; fails if some use a key the file lacks."`

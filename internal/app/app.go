@@ -30,7 +30,6 @@ import (
 	"github.com/auditexport/auditexport/internal/metrics"
 	"github.com/auditexport/auditexport/internal/notify"
 	"github.com/auditexport/auditexport/internal/schedule"
-	"github.com/auditexport/auditexport/internal/secrets"
 	"github.com/auditexport/auditexport/server"
 )
 
@@ -80,10 +79,6 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if err := os.MkdirAll(cfg.LocalRoot, 0o700); err != nil {
 		return fmt.Errorf("--local-root: %w", err)
 	}
-	keys, err := secrets.LoadOrCreate(cfg.MasterKeyFile)
-	if err != nil {
-		return fmt.Errorf("--master-key-file: %w", err)
-	}
 	d, err := db.Open(ctx, cfg.DB)
 	if err != nil {
 		return err
@@ -92,12 +87,31 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if err := d.Migrate(ctx); err != nil {
 		return err
 	}
+	keys, err := OpenKeyring(ctx, d, cfg.MasterKeyFile)
+	if err != nil {
+		return err
+	}
 	if err := EnsureBuiltins(ctx, d); err != nil {
 		return err
 	}
-	created, err := Bootstrap(ctx, d, cfg.BootstrapAdminKey, cfg.BootstrapAdminEmail, opts.Stdout)
+	bootKey, keyFileWritten := cfg.BootstrapAdminKey, false
+	if cfg.BootstrapAdminKeyFile != "" {
+		if bootKey != "" {
+			return errors.New("--bootstrap-admin-key and --bootstrap-admin-key-file: give one of them")
+		}
+		if bootKey, keyFileWritten, err = bootstrapKeyFromFile(cfg.BootstrapAdminKeyFile); err != nil {
+			return err
+		}
+	}
+	created, err := Bootstrap(ctx, d, bootKey, cfg.BootstrapAdminEmail, opts.Stdout)
+	if keyFileWritten && (err != nil || !created) {
+		_ = os.Remove(cfg.BootstrapAdminKeyFile) // a key for no one
+	}
 	if err != nil {
 		return err
+	}
+	if created && keyFileWritten {
+		log.Info("bootstrap admin API key written", "file", cfg.BootstrapAdminKeyFile, "email", cfg.BootstrapAdminEmail)
 	}
 	if !created && cfg.BootstrapAdminKey != "" {
 		log.Info("database already initialised; --bootstrap-admin-key ignored")

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"strings"
 
 	"entgo.io/ent/dialect"
 
@@ -115,4 +117,100 @@ func CreateOrg(ctx context.Context, d *db.DB, name, adminEmail string) (orgID, k
 		return "", "", err
 	}
 	return org.ID, key, tx.Commit()
+}
+
+// RecoveredKey is an API key the operator made with RecoverAdminKey.
+type RecoveredKey struct {
+	OrgID, UserID, KeyID, Secret string
+}
+
+// RecoverAdminKey gives an active ADMIN (found by e-mail, in orgID when
+// several organizations have that e-mail) a new API key, for an operator
+// with database access whose admins lost theirs. The key is recorded in the
+// organization's AUDIT_LOGS like a CreateApiKey call, made by the operator.
+func RecoverAdminKey(ctx context.Context, d *db.DB, rec *auditlog.Recorder, orgID, email, name string) (RecoveredKey, error) {
+	sctx := tenant.System(ctx)
+	q := d.Client.User.Query().Where(user.Email(email))
+	if orgID != "" {
+		q = q.Where(user.OrgID(orgID))
+	}
+	users, err := q.All(sctx)
+	if err != nil {
+		return RecoveredKey{}, err
+	}
+	switch {
+	case len(users) == 0:
+		return RecoveredKey{}, fmt.Errorf("no user with e-mail %q%s", email, inOrg(orgID))
+	case len(users) > 1:
+		var orgs []string
+		for _, u := range users {
+			orgs = append(orgs, u.OrgID)
+		}
+		return RecoveredKey{}, fmt.Errorf("e-mail %q is a user of several organizations (%s): choose one with --org", email, strings.Join(orgs, ", "))
+	}
+	u := users[0]
+	if u.AccountType != user.AccountTypeADMIN || !u.Active {
+		return RecoveredKey{}, fmt.Errorf("user %s (%s) is not an active ADMIN of %s; recover a key for an active ADMIN", u.ID, email, u.OrgID)
+	}
+	secret, prefix, hash := auth.NewAPIKey()
+	octx := tenant.WithOrg(sctx, u.OrgID)
+	k, err := d.Client.ApiKey.Create().SetUserID(u.ID).SetName(name).SetPrefix(prefix).SetSecretHash(hash).Save(octx)
+	if err != nil {
+		return RecoveredKey{}, fmt.Errorf("create api key: %w", err)
+	}
+	_, err = rec.Record(octx, auditlog.Event{
+		OrgID: u.OrgID, Category: "PUBLIC_API", Type: "CREATE_API_KEY", UserEmail: "operator",
+		AccountType: "OPERATOR", ObjectType: "API_KEY", ObjectID: k.ID,
+		Metadata: map[string]any{"via": "auditexport admin key create", "key_user_id": u.ID},
+	})
+	if err != nil {
+		// Unaudited access must not be handed out: take the key back.
+		_ = d.Client.ApiKey.DeleteOneID(k.ID).Exec(octx)
+		return RecoveredKey{}, err
+	}
+	return RecoveredKey{OrgID: u.OrgID, UserID: u.ID, KeyID: k.ID, Secret: secret}, nil
+}
+
+func inOrg(orgID string) string {
+	if orgID == "" {
+		return ""
+	}
+	return " in organization " + orgID
+}
+
+// bootstrapKeyFromFile implements --bootstrap-admin-key-file: an existing
+// file supplies the first admin's key (kept out of argv and the
+// environment); otherwise a key is generated and written to a new 0600 file
+// before the database is initialised, so it is never printed. written says
+// whether the file was created here (the caller removes it if the database
+// turns out to be initialised already).
+func bootstrapKeyFromFile(path string) (key string, written bool, err error) {
+	data, err := os.ReadFile(path)
+	if err == nil {
+		key = strings.TrimSpace(string(data))
+		if !auth.ValidKeyFormat(key) {
+			return "", false, fmt.Errorf("--bootstrap-admin-key-file %s does not hold an auditexport API key (aek_<8>_<32>)", path)
+		}
+		return key, false, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", false, fmt.Errorf("--bootstrap-admin-key-file: %w", err)
+	}
+	key, _, _ = auth.NewAPIKey()
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return "", false, fmt.Errorf("--bootstrap-admin-key-file: %w", err)
+	}
+	_, err = f.WriteString(key + "\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(path)
+		return "", false, fmt.Errorf("--bootstrap-admin-key-file: %w", err)
+	}
+	return key, true, nil
 }

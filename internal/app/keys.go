@@ -2,8 +2,11 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"sort"
+	"strings"
 
 	"github.com/auditexport/auditexport/ent/storageintegration"
 	"github.com/auditexport/auditexport/internal/db"
@@ -86,4 +89,59 @@ func ReencryptCredentials(ctx context.Context, d *db.DB, keys *secrets.Keyring) 
 	}
 	sort.Strings(res.Failed)
 	return res, nil
+}
+
+// OpenKeyring loads the master key file for a database. A key is generated
+// only while no stored credential is encrypted: a data dir restored without
+// its master.key must not start on a fresh key and fail every export later.
+// It also refuses a key file that lacks a key id the stored credentials use.
+func OpenKeyring(ctx context.Context, d *db.DB, path string) (*secrets.Keyring, error) {
+	usage, err := KeyUsage(ctx, d)
+	if err != nil {
+		return nil, fmt.Errorf("counting stored credentials: %w", err)
+	}
+	keys, err := secrets.Load(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		if n := sumUsage(usage); n > 0 {
+			return nil, fmt.Errorf("--master-key-file %s does not exist, but %d stored credentials are encrypted under master key id(s) %s: "+
+				"restore the master.key that belongs to this database (see README, Backup and restore); refusing to generate a new key that could not decrypt them",
+				path, n, strings.Join(sortedKeys(usage), ", "))
+		}
+		keys, err = secrets.LoadOrCreate(path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--master-key-file: %w", err)
+	}
+	known := map[string]bool{}
+	for _, kid := range keys.KeyIDs() {
+		known[kid] = true
+	}
+	var missing []string
+	for _, kid := range sortedKeys(usage) {
+		if !known[kid] {
+			missing = append(missing, fmt.Sprintf("%s (%d credentials)", kid, usage[kid]))
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("--master-key-file %s lacks master key id(s) %s used by stored credentials: restore the key file that has them "+
+			"(a rotated-out line may still be needed; see 'auditexport keys status')", path, strings.Join(missing, ", "))
+	}
+	return keys, nil
+}
+
+func sumUsage(u map[string]int) int {
+	n := 0
+	for _, c := range u {
+		n += c
+	}
+	return n
+}
+
+func sortedKeys(m map[string]int) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }

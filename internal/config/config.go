@@ -20,6 +20,7 @@ type Config struct {
 	DB                    string        `name:"db" env:"AUDITEXPORT_DB" help:"Database: sqlite://<path> (default sqlite://<data-dir>/auditexport.db) or postgres://... for several replicas."`
 	DataDir               string        `name:"data-dir" env:"AUDITEXPORT_DATA_DIR" default:"./data" help:"Directory for the SQLite database, the master key and local exports."`
 	BootstrapAdminKey     string        `name:"bootstrap-admin-key" env:"AUDITEXPORT_BOOTSTRAP_ADMIN_KEY" help:"On an empty database: the first admin's API key (format aek_<8>_<32>). Without it a key is generated and printed once."`
+	BootstrapAdminKeyFile string        `name:"bootstrap-admin-key-file" env:"AUDITEXPORT_BOOTSTRAP_ADMIN_KEY_FILE" help:"On an empty database: read the first admin's key from this file, or generate one and write it there (0600) instead of printing it."`
 	BootstrapAdminEmail   string        `name:"bootstrap-admin-email" env:"AUDITEXPORT_BOOTSTRAP_ADMIN_EMAIL" default:"admin@example.com" help:"On an empty database: the first admin's e-mail."`
 	MasterKeyFile         string        `name:"master-key-file" env:"AUDITEXPORT_MASTER_KEY_FILE" help:"Key file that encrypts stored credentials (default <data-dir>/master.key, generated if absent)."`
 	LocalRoot             string        `name:"local-root" env:"AUDITEXPORT_LOCAL_ROOT" help:"LOCAL integrations must lie under this directory (default <data-dir>/exports)."`
