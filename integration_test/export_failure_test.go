@@ -322,7 +322,7 @@ func TestExportWrongCredentials(t *testing.T) {
 	mp := testenv.StartMailpit(t)
 	minio := testenv.StartMinIO(t)
 	azurite := testenv.StartAzurite(t)
-	s := StartServer(t, "sqlite", "--smtp-url", mp.SMTPURL)
+	s := StartServer(t, "sqlite", "--smtp-url", mp.SMTPURL, "--notify-allowed-domains", "example.com")
 	e := xfEnv{t, s}
 	xfLogsOnFailure(t, s)
 	integ := pb.NewIntegrationServiceClient(s.Conn)
@@ -461,7 +461,7 @@ func TestExportSurvivesS3Restart(t *testing.T) {
 	mp := testenv.StartMailpit(t)
 	minio := testenv.StartMinIO(t)
 	minio.CreateBucket(t, "restart")
-	s := StartServer(t, "sqlite", "--smtp-url", mp.SMTPURL)
+	s := StartServer(t, "sqlite", "--smtp-url", mp.SMTPURL, "--notify-allowed-domains", "example.com")
 	e := xfEnv{t, s}
 	xfLogsOnFailure(t, s)
 	e.seed(150_000) // ~60 MB of CSV: ~10 s of export with the -race server
@@ -529,7 +529,7 @@ func TestExportSurvivesS3Restart(t *testing.T) {
 func TestCancelLargeExport(t *testing.T) {
 	minio := testenv.StartMinIO(t)
 	minio.CreateBucket(t, "cancel")
-	s := StartServer(t, "sqlite")
+	s := StartServer(t, "sqlite", "--notify-allowed-domains", "example.com")
 	e := xfEnv{t, s}
 	xfLogsOnFailure(t, s)
 	e.seed(2_000_000)
@@ -596,7 +596,7 @@ func xfKillRestart(s *Server) {
 func TestOrphanedRunRecovered(t *testing.T) {
 	minio := testenv.StartMinIO(t)
 	minio.CreateBucket(t, "orphan")
-	s := StartServer(t, "sqlite")
+	s := StartServer(t, "sqlite", "--notify-allowed-domains", "example.com")
 	e := xfEnv{t, s}
 	xfLogsOnFailure(t, s)
 	e.seed(100_000)

@@ -62,7 +62,7 @@ func splitCamel(s string) []string {
 func TestFlow(t *testing.T) {
 	for _, backend := range backends(t) {
 		t.Run(backend, func(t *testing.T) {
-			s := StartServer(t, backend)
+			s := StartServer(t, backend, "--notify-allowed-domains", "example.com") // ops@example.com is notified
 			for _, tr := range transports(s) {
 				t.Run(tr.Name(), func(t *testing.T) {
 					f := &flow{t: t, s: s, tr: tr, key: s.AdminKey}

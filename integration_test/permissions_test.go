@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
@@ -493,7 +495,10 @@ func crossOrgChecks(t *testing.T, e *permEnv, tr Transport) {
 func TestPermissionMatrix(t *testing.T) {
 	for _, backend := range backends(t) {
 		t.Run(backend, func(t *testing.T) {
-			s := StartServer(t, backend)
+			// The matrix makes ~200 failed authentications ("none",
+			// "revoked") from 127.0.0.1 within a minute on purpose: without
+			// this the per-IP limit would throttle every principal's calls.
+			s := StartServer(t, backend, "--auth-failures-per-minute", "0")
 			e := setupPermissions(t, s)
 			rows := permRows(e)
 			covered := map[string]bool{}
@@ -624,5 +629,62 @@ func TestStreamingPermissions(t *testing.T) {
 		if got := watch(e.keys[c.p], e.runID); got != c.watchCode {
 			t.Errorf("WatchExportRun as %s = %v, want %v", c.p, got, c.watchCode)
 		}
+	}
+}
+
+// auditIP returns the ip_address of the AUDIT_LOGS row of a request id.
+func auditIP(t *testing.T, s *Server, requestID string) string {
+	t.Helper()
+	var ip string
+	if err := s.OpenDB().QueryRow("SELECT ip_address FROM audit_logs WHERE request_id = "+s.Placeholder(1), requestID).Scan(&ip); err != nil {
+		t.Fatalf("audit row of %s: %v", requestID, err)
+	}
+	return ip
+}
+
+// TestClientIPTrustedProxies: the client IP in AUDIT_LOGS is the socket
+// peer unless that peer is a proxy listed in --trusted-proxies; a forged
+// X-Forwarded-For (or a header imitating the gateway's own) from anyone
+// else is ignored, over gRPC and REST.
+func TestClientIPTrustedProxies(t *testing.T) {
+	call := func(t *testing.T, s *Server, tr, rid, xff string) {
+		t.Helper()
+		if tr == "grpc" {
+			ctx := metadata.AppendToOutgoingContext(Ctx(s.AdminKey), "x-request-id", rid, "x-forwarded-for", xff)
+			if _, err := pb.NewAccountServiceClient(s.Conn).GetCurrentUser(ctx, &pb.GetCurrentUserRequest{}); err != nil {
+				t.Fatalf("GetCurrentUser: %v", err)
+			}
+			return
+		}
+		code, body, _ := s.REST(http.MethodGet, "/v1/users/me", s.AdminKey, nil, "X-Request-Id", rid, "X-Forwarded-For", xff,
+			"X-Auditexport-Client-Ip", "192.0.2.66", "Grpc-Metadata-X-Auditexport-Client-Ip", "192.0.2.67",
+			"Grpc-Metadata-X-Forwarded-For", "192.0.2.68")
+		if code != http.StatusOK {
+			t.Fatalf("GET /v1/users/me: %d %v", code, body)
+		}
+	}
+	const forged = "203.0.113.7, 198.51.100.7"
+	cases := []struct {
+		name  string
+		flags []string
+		want  string
+	}{
+		{"untrusted peer", nil, "127.0.0.1"},
+		{"other proxy trusted", []string{"--trusted-proxies", "10.0.0.0/8"}, "127.0.0.1"},
+		// The nearest hop is 198.51.100.7 (203.0.113.7 is what it was told).
+		{"peer trusted", []string{"--trusted-proxies", "127.0.0.1/32"}, "198.51.100.7"},
+		{"whole chain trusted", []string{"--trusted-proxies", "127.0.0.1/32,198.51.100.0/24"}, "203.0.113.7"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := StartServer(t, "sqlite", c.flags...)
+			for _, tr := range []string{"grpc", "rest"} {
+				rid := "ip-" + tr + "-" + randHex(4)
+				call(t, s, tr, rid, forged)
+				if got := auditIP(t, s, rid); got != c.want {
+					t.Errorf("%s: AUDIT_LOGS ip_address %q, want %q", tr, got, c.want)
+				}
+			}
+		})
 	}
 }

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"log/slog"
-	"net"
 	"regexp"
 	"strings"
 	"sync"
@@ -22,6 +21,7 @@ import (
 	"github.com/auditexport/auditexport/ent/organization"
 	"github.com/auditexport/auditexport/internal/auditlog"
 	"github.com/auditexport/auditexport/internal/auth"
+	"github.com/auditexport/auditexport/internal/clientip"
 	"github.com/auditexport/auditexport/internal/ids"
 	"github.com/auditexport/auditexport/internal/metrics"
 	"github.com/auditexport/auditexport/internal/tenant"
@@ -41,11 +41,28 @@ type Interceptors struct {
 	gatewayNetwork string
 	now            func() time.Time
 	metrics        *metrics.Metrics
+	trusted        clientip.Trusted
+	authLimits     *authLimits
 }
 
 // NewInterceptors builds the interceptors.
 func NewInterceptors(db *ent.Client, rec *auditlog.Recorder, log *slog.Logger, gatewayNetwork string) *Interceptors {
 	return &Interceptors{db: db, rec: rec, log: log, gatewayNetwork: gatewayNetwork, now: time.Now}
+}
+
+// ClientIPHeader is set by the REST handler (overwriting whatever the
+// client sent) to the client address it resolved; the gateway forwards it
+// as ClientIPMetadata, and only over the in-process connection is it read.
+const (
+	ClientIPHeader   = "X-Auditexport-Client-Ip"
+	ClientIPMetadata = "x-auditexport-client-ip"
+)
+
+// WithTrustedProxies believes x-forwarded-for on gRPC connections from these
+// proxies only (none by default: the socket peer is the client).
+func (i *Interceptors) WithTrustedProxies(t clientip.Trusted) *Interceptors {
+	i.trusted = t
+	return i
 }
 
 // WithMetrics records each RPC's count and duration in m (nil: none).
@@ -162,10 +179,19 @@ func (i *Interceptors) around(ctx context.Context, fullMethod string, call func(
 		err = ensureErrorInfo(err)
 	}()
 
-	p, orgForFailure, aerr := i.authenticate(ctx, md)
+	var p *auth.Principal
+	var orgForFailure string
+	var aerr error
+	if i.authLimits.throttled(ci.ip, start) {
+		// Checked before the key lookup: a flood of bad keys costs no
+		// database work beyond its (aggregated) audit rows.
+		aerr = resourceExhausted("AUTH_FAILURE_RATE_LIMITED", "too many failed authentications from this address; try again later", authRetryAfter)
+	} else if p, orgForFailure, aerr = i.authenticate(ctx, md); status.Code(aerr) == codes.Unauthenticated {
+		i.authLimits.failed(ci.ip, start)
+	}
 	if aerr != nil {
 		code := status.Code(aerr)
-		i.record(ctx, log, ci, nil, orgForFailure, "API_KEY_AUTH", "ACCESS", code, start)
+		i.recordAuthFailure(ctx, log, ci, orgForFailure, code, start)
 		i.metrics.ObserveRPC(ci.method, codeName(code), time.Since(start))
 		log.InfoContext(ctx, "rpc", "code", codeName(code), "duration_ms", time.Since(start).Milliseconds())
 		return aerr
@@ -296,22 +322,22 @@ func userAgent(md metadata.MD) string {
 	return firstMD(md, "user-agent")
 }
 
+// clientIP is the address recorded in AUDIT_LOGS. REST calls arrive over
+// the in-process gateway, whose HTTP handler resolved the address (see
+// ClientIPHeader); gRPC calls are the socket peer, or what trusted proxies
+// put in x-forwarded-for when the peer is one of them.
 func (i *Interceptors) clientIP(ctx context.Context, md metadata.MD) string {
 	pr, ok := peer.FromContext(ctx)
 	if !ok || pr.Addr == nil {
 		return ""
 	}
 	if pr.Addr.Network() == i.gatewayNetwork {
-		// The in-process gateway sets x-forwarded-for from the HTTP peer.
-		if xff := firstMD(md, "x-forwarded-for"); xff != "" {
-			return strings.TrimSpace(strings.Split(xff, ",")[0])
+		if v := md.Get(ClientIPMetadata); len(v) == 1 {
+			return v[0]
 		}
+		return ""
 	}
-	host, _, err := net.SplitHostPort(pr.Addr.String())
-	if err != nil {
-		return pr.Addr.String()
-	}
-	return host
+	return i.trusted.Resolve(pr.Addr.String(), md.Get("x-forwarded-for"))
 }
 
 // eventType is the RPC name in UPPER_SNAKE: CreateSchedule -> CREATE_SCHEDULE.

@@ -97,7 +97,7 @@ func (s *ScheduleService) SendNow(req *pb.SendNowRequest, srv grpc.ServerStreami
 	}
 	run, err := s.runs.Start(ctx, sc, exportrun.TriggerSEND_NOW.String(), auth.FromContext(ctx).UserID)
 	if err != nil {
-		return internalError(ctx, s.log, "start run", err)
+		return s.startRunError(ctx, err)
 	}
 	auditMeta(ctx, "run_id", run.ID)
 	first := export.Progress{RunID: run.ID, Phase: export.PhaseQueued, Time: time.Now().UTC()}

@@ -27,6 +27,8 @@ type ScheduleService struct {
 	runs *export.Runner
 	log  *slog.Logger
 	now  func() time.Time
+	// notifyDomains: see WithNotifyAllowedDomains.
+	notifyDomains []string
 }
 
 // NewScheduleService builds the service.
@@ -180,8 +182,14 @@ func (s *ScheduleService) checkSchedule(ctx context.Context, v *violations, sc *
 		if len(sc.GetNotifyEmails()) > 50 {
 			v.add(f+"notify_emails", "at most 50 addresses")
 		}
+		before := len(v.list)
 		for i, e := range sc.GetNotifyEmails() {
 			email(v, fmt.Sprintf("%snotify_emails[%d]", f, i), e)
+		}
+		if len(v.list) == before {
+			if err := s.checkNotifyRecipients(ctx, v, f+"notify_emails", sc.GetNotifyEmails()); err != nil {
+				return err
+			}
 		}
 		in.notify = sc.GetNotifyEmails()
 	}

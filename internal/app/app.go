@@ -23,6 +23,7 @@ import (
 
 	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
 	"github.com/auditexport/auditexport/internal/auditlog"
+	"github.com/auditexport/auditexport/internal/clientip"
 	"github.com/auditexport/auditexport/internal/config"
 	"github.com/auditexport/auditexport/internal/db"
 	"github.com/auditexport/auditexport/internal/export"
@@ -145,6 +146,8 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	mets := metrics.New()
 	runs := export.NewRunner(d, keys, mailer, rec, log, export.Config{
 		AllowPrivateEndpoints: cfg.AllowPrivateEndpoints, RunnerID: ids.Process(),
+		MaxManualRunsPerOrg: cfg.MaxManualRunsPerOrg, MaxManualRuns: cfg.MaxManualRuns,
+		NotifyAllowedDomains: cfg.NotifyAllowedDomains,
 	}).WithMetrics(mets)
 	// A single SQLite process owns every run, so anything RUNNING at start
 	// was orphaned by a crash; with PostgreSQL only stale heartbeats are.
@@ -157,7 +160,14 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	} else if n > 0 {
 		log.Warn("marked interrupted export runs as failed", "runs", n)
 	}
-	icp := server.NewInterceptors(d.Client, rec, log, inproc.Addr().Network()).WithMetrics(mets)
+	trusted, err := clientip.Parse(cfg.TrustedProxies)
+	if err != nil {
+		return fmt.Errorf("--trusted-proxies: %w", err)
+	}
+	icp := server.NewInterceptors(d.Client, rec, log, inproc.Addr().Network()).WithMetrics(mets).
+		WithTrustedProxies(trusted).WithAuthFailureLimits(server.AuthFailureLimits{
+		PerMinute: cfg.AuthFailuresPerMinute, AuditRows: cfg.AuthFailureAuditRows, Window: cfg.AuthFailureAuditWindow,
+	})
 	gs := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(icp.Unary),
 		grpc.ChainStreamInterceptor(icp.Stream),
@@ -170,20 +180,25 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		AzureAppName: cfg.AzureAppName, AzureConsentURL: cfg.AzureConsentURL,
 	}, log))
 	pb.RegisterWorkbookServiceServer(gs, wb)
-	pb.RegisterScheduleServiceServer(gs, server.NewScheduleService(d.Client, wb, runs, log))
+	pb.RegisterScheduleServiceServer(gs, server.NewScheduleService(d.Client, wb, runs, log).WithNotifyAllowedDomains(cfg.NotifyAllowedDomains))
 	pb.RegisterAccountServiceServer(gs, server.NewAccountService(d.Client, log))
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
 
-	handler, closeGW, err := newHTTPHandler(ctx, inproc, hs, mets, cfg.CORSAllowedOrigins)
+	handler, closeGW, err := newHTTPHandler(ctx, inproc, hs, mets, cfg.CORSAllowedOrigins, httpLimits{trusted: trusted, bodyTimeout: cfg.HTTPReadTimeout})
 	if err != nil {
 		return err
 	}
 	defer closeGW()
-	hsrv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	// No ReadTimeout or WriteTimeout: both stay armed while a handler runs
+	// and would cut SendNow/WatchExportRun streams; request bodies get
+	// their deadline in readBody instead.
+	hsrv := &http.Server{Handler: handler, ReadHeaderTimeout: cfg.HTTPReadHeaderTimeout, IdleTimeout: cfg.HTTPIdleTimeout}
 
 	g, gctx := errgroup.WithContext(ctx)
+	// Summaries of failed authentications beyond the audit budget.
+	g.Go(func() error { icp.FlushAuthFailures(gctx); return nil })
 	g.Go(func() error { return serveGRPC(gs, gl) })
 	g.Go(func() error { return serveGRPC(gs, inproc) })
 	g.Go(func() error {
@@ -236,6 +251,8 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		if err := hsrv.Shutdown(sctx); err != nil {
 			_ = hsrv.Close()
 		}
+		// No more calls: count the failed authentications of open windows.
+		icp.CloseAuthFailures(sctx)
 		// Runs still going are canceled: their uploads are aborted and they
 		// end FAILED (INTERRUPTED) rather than staying RUNNING.
 		runs.Close(sctx)

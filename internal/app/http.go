@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
@@ -15,13 +16,21 @@ import (
 
 	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
 	"github.com/auditexport/auditexport/gen/openapi"
+	"github.com/auditexport/auditexport/internal/clientip"
 	"github.com/auditexport/auditexport/internal/metrics"
+	"github.com/auditexport/auditexport/server"
 )
 
 // maxBodyBytes bounds REST request bodies.
 const maxBodyBytes = 4 << 20
 
-func newHTTPHandler(ctx context.Context, inproc *bufconn.Listener, hs *health.Server, mets *metrics.Metrics, origins []string) (http.Handler, func(), error) {
+// httpLimits are the request-level guards of the REST handler.
+type httpLimits struct {
+	trusted     clientip.Trusted
+	bodyTimeout time.Duration
+}
+
+func newHTTPHandler(ctx context.Context, inproc *bufconn.Listener, hs *health.Server, mets *metrics.Metrics, origins []string, lim httpLimits) (http.Handler, func(), error) {
 	conn, err := grpc.NewClient("passthrough:///inproc",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return inproc.DialContext(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -31,10 +40,17 @@ func newHTTPHandler(ctx context.Context, inproc *bufconn.Listener, hs *health.Se
 	}
 	gw := runtime.NewServeMux(
 		runtime.WithIncomingHeaderMatcher(func(h string) (string, bool) {
-			if strings.EqualFold(h, "X-Request-Id") {
+			switch {
+			case strings.EqualFold(h, "X-Request-Id"):
 				return "x-request-id", true
+			case strings.EqualFold(h, server.ClientIPHeader):
+				return server.ClientIPMetadata, true
 			}
-			return runtime.DefaultHeaderMatcher(h)
+			md, ok := runtime.DefaultHeaderMatcher(h)
+			if ok && strings.EqualFold(md, server.ClientIPMetadata) {
+				return "", false // Grpc-Metadata-X-Auditexport-Client-Ip: a forgery
+			}
+			return md, ok
 		}),
 		runtime.WithOutgoingHeaderMatcher(func(h string) (string, bool) {
 			if h == "x-request-id" {
@@ -55,7 +71,7 @@ func newHTTPHandler(ctx context.Context, inproc *bufconn.Listener, hs *health.Se
 		}
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", http.MaxBytesHandler(gw, maxBodyBytes))
+	mux.Handle("/v1/", clientAddr(http.MaxBytesHandler(readBody(gw, lim.bodyTimeout), maxBodyBytes), lim.trusted))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		resp, err := hs.Check(r.Context(), &healthpb.HealthCheckRequest{})
 		w.Header().Set("Content-Type", "application/json")

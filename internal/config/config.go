@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/auditexport/auditexport/internal/clientip"
 )
 
 // Config is the configuration of `auditexport serve`. Every flag is also an
@@ -40,6 +42,22 @@ type Config struct {
 	DevClockScale         float64       `name:"dev-clock-scale" env:"AUDITEXPORT_DEV_CLOCK_SCALE" default:"1" hidden:"" help:"Tests only: the scheduler's clock runs this many times faster than real time from --dev-clock-epoch."`
 	DevClockEpoch         int64         `name:"dev-clock-epoch" env:"AUDITEXPORT_DEV_CLOCK_EPOCH" hidden:"" help:"Tests only: Unix seconds at which the scaled clock equals real time (all replicas of a test share it)."`
 	ShutdownGrace         time.Duration `name:"shutdown-grace" env:"AUDITEXPORT_SHUTDOWN_GRACE" default:"30s" help:"How long in-flight requests may run after SIGTERM."`
+	Limits                `embed:""`
+}
+
+// Limits bound what one caller (or an unauthenticated client) can make the
+// server do; see docs/SECURITY.md.
+type Limits struct {
+	TrustedProxies         []string      `name:"trusted-proxies" env:"AUDITEXPORT_TRUSTED_PROXIES" help:"CIDRs (or IPs) of reverse proxies whose X-Forwarded-For is believed (default none: the socket peer is the client)."`
+	MaxManualRunsPerOrg    int           `name:"max-manual-runs-per-org" env:"AUDITEXPORT_MAX_MANUAL_RUNS_PER_ORG" default:"4" help:"Send now runs one organization may have queued or running at once, counted over all replicas (0: no limit)."`
+	MaxManualRuns          int           `name:"max-manual-runs" env:"AUDITEXPORT_MAX_MANUAL_RUNS" default:"16" help:"Send now runs this server process may have queued or running at once (0: no limit)."`
+	NotifyAllowedDomains   []string      `name:"notify-allowed-domains" env:"AUDITEXPORT_NOTIFY_ALLOWED_DOMAINS" help:"E-mail domains schedules may notify besides the organization's users (default none)."`
+	HTTPReadHeaderTimeout  time.Duration `name:"http-read-header-timeout" env:"AUDITEXPORT_HTTP_READ_HEADER_TIMEOUT" default:"10s" help:"How long a client may take to send an HTTP request's headers."`
+	HTTPReadTimeout        time.Duration `name:"http-read-timeout" env:"AUDITEXPORT_HTTP_READ_TIMEOUT" default:"30s" help:"How long a client may take to send a REST request's body (responses, including streams, are not cut)."`
+	HTTPIdleTimeout        time.Duration `name:"http-idle-timeout" env:"AUDITEXPORT_HTTP_IDLE_TIMEOUT" default:"2m" help:"How long an idle keep-alive HTTP connection stays open."`
+	AuthFailuresPerMinute  int           `name:"auth-failures-per-minute" env:"AUDITEXPORT_AUTH_FAILURES_PER_MINUTE" default:"120" help:"Failed authentications one client IP may make per minute before it gets RESOURCE_EXHAUSTED (0: no limit)."`
+	AuthFailureAuditRows   int           `name:"auth-failure-audit-rows" env:"AUDITEXPORT_AUTH_FAILURE_AUDIT_ROWS" default:"20" help:"AUDIT_LOGS rows per client IP and organization per minute for failed authentications; further failures are counted in one summary row (0: no limit)."`
+	AuthFailureAuditWindow time.Duration `name:"auth-failure-audit-window" env:"AUDITEXPORT_AUTH_FAILURE_AUDIT_WINDOW" default:"1m" hidden:"" help:"Tests only: the window of --auth-failure-audit-rows."`
 }
 
 // Complete fills in defaults that depend on other fields.
@@ -52,6 +70,15 @@ func (c *Config) Complete() {
 	}
 	if c.SchedulerSlots == 0 {
 		c.SchedulerSlots = 4
+	}
+	if c.AuthFailureAuditWindow == 0 {
+		c.AuthFailureAuditWindow = time.Minute
+	}
+	if c.HTTPIdleTimeout == 0 {
+		c.HTTPIdleTimeout = 2 * time.Minute
+	}
+	if c.HTTPReadHeaderTimeout == 0 {
+		c.HTTPReadHeaderTimeout = 10 * time.Second
 	}
 	if c.DB == "" {
 		c.DB = "sqlite://" + filepath.Join(c.DataDir, "auditexport.db")
@@ -92,6 +119,20 @@ func (c *Config) Validate() error {
 	}
 	if c.DevClockScale <= 0 {
 		errs = append(errs, errors.New("--dev-clock-scale must be positive"))
+	}
+	if _, err := clientip.Parse(c.TrustedProxies); err != nil {
+		errs = append(errs, fmt.Errorf("--trusted-proxies: %w", err))
+	}
+	if c.MaxManualRunsPerOrg < 0 || c.MaxManualRuns < 0 || c.AuthFailuresPerMinute < 0 || c.AuthFailureAuditRows < 0 {
+		errs = append(errs, errors.New("--max-manual-runs-per-org, --max-manual-runs, --auth-failures-per-minute and --auth-failure-audit-rows must not be negative"))
+	}
+	for _, d := range c.NotifyAllowedDomains {
+		if d == "" || strings.ContainsAny(d, "@/ ") || !strings.Contains(d, ".") {
+			errs = append(errs, fmt.Errorf("--notify-allowed-domains: %q is not a domain like example.com", d))
+		}
+	}
+	if c.HTTPReadHeaderTimeout < 0 || c.HTTPReadTimeout < 0 || c.HTTPIdleTimeout < 0 || c.AuthFailureAuditWindow < 0 {
+		errs = append(errs, errors.New("--http-*-timeout and --auth-failure-audit-window must not be negative"))
 	}
 	if c.ShutdownGrace < 0 {
 		errs = append(errs, errors.New("--shutdown-grace must not be negative"))

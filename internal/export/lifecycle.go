@@ -175,7 +175,11 @@ func (r *Runner) updateSchedule(ctx context.Context, j *job, runID, state string
 		}
 		pause = k == 1
 	}
-	if state == exportrun.StateFAILED.String() && rerr != nil && rerr.Code != "INTERRUPTED" && rerr.Code != errRunInProgress.Code {
+	// One mail per failure streak: the failure that moved the count from 0
+	// (after a success, a skip or the schedule's creation). Later failures
+	// are in the run history; a success resets the streak.
+	if err == nil && state == exportrun.StateFAILED.String() && sc.ConsecutiveFailures == 1 &&
+		rerr != nil && rerr.Code != "INTERRUPTED" && rerr.Code != errRunInProgress.Code {
 		r.notifyFailure(ctx, j, runID, rerr)
 	}
 	if pause {
@@ -198,7 +202,7 @@ func (r *Runner) notifyFailure(ctx context.Context, j *job, runID string, rerr *
 	if e := r.ownerEmail(ctx, j.sc.OwnerID); e != "" {
 		to = append(to, e)
 	}
-	to = append(to, j.sc.NotifyEmails...)
+	to = append(to, r.allowedRecipients(ctx, j.sc.NotifyEmails)...)
 	body := fmt.Sprintf("An export of schedule %q failed.\n\nSchedule: %s (%s)\nDestination: %s\nIntegration: %s\nRun: %s\nTime: %s\nError: %s (%s)\n",
 		j.sc.Name, j.sc.Name, j.sc.ID, firstNonEmpty(j.uri, j.sc.URI), j.sc.IntegrationName, runID,
 		r.now().UTC().Format(time.RFC3339), rerr.Message, rerr.Code)

@@ -51,6 +51,12 @@ type Config struct {
 	AllowPrivateEndpoints bool
 	// RunnerID names this process in ExportRun.runner (default ids.Process()).
 	RunnerID string
+	// MaxManualRunsPerOrg and MaxManualRuns bound queued + running Send now
+	// runs of one organization (all replicas) and of this process (0: none).
+	MaxManualRunsPerOrg, MaxManualRuns int
+	// NotifyAllowedDomains: failure mail goes to the organization's users
+	// and to addresses in these domains only.
+	NotifyAllowedDomains []string
 	// MaxAttempts per run for transient provider errors (default 4).
 	MaxAttempts int
 	// RetryInitial is the first backoff interval (default 1s).
@@ -78,6 +84,8 @@ type Runner struct {
 	mu       sync.Mutex
 	cancels  map[string]context.CancelCauseFunc
 	draining bool
+	// manualMu serialises the count-then-insert of Send now runs.
+	manualMu sync.Mutex
 	metrics  *metrics.Metrics
 }
 
@@ -152,8 +160,11 @@ func (r *Runner) Start(ctx context.Context, sc *ent.Schedule, trigger, requested
 	if draining {
 		return nil, errShutdown
 	}
-	run, err := r.d.Client.ExportRun.Create().SetScheduleID(sc.ID).SetTrigger(exportrun.Trigger(trigger)).
-		SetRequestedBy(requestedBy).SetRunner(r.cfg.RunnerID).Save(ctx)
+	run, err := r.createRun(ctx, sc, trigger, requestedBy)
+	var limit *ManualRunLimitError
+	if errors.As(err, &limit) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("create run: %w", err)
 	}
