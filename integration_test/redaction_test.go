@@ -136,11 +136,11 @@ func TestNoCredentialInErrors(t *testing.T) {
 		secrets                               func() []string
 		wantProvider                          string // in the provider message
 	}{
-		{"azure", "PROVIDER_AZURE_BLOB", "azure://" + testenv.AzuriteAccount + ".blob.core.windows.net/rd/exports/",
+		{"azure", "PROVIDER_AZURE_BLOB", "azure://" + testenv.AzuriteAccount + ".blob.core.windows.net/rdbucket/exports/",
 			"http://" + closed + "/" + testenv.AzuriteAccount,
 			fmt.Sprintf(`{"azureSas":{"token":%q}}`, "sv=2022-11-02&ss=b&srt=co&sp=rwdlac&se=2099-01-01T00:00:00Z&spr=https,http&sig="+url.QueryEscape(sasSig)),
 			func() []string { return []string{sasSig, url.QueryEscape(sasSig), "sig=RDSAS", "2099-01-01"} }, "refused"},
-		{"s3", "PROVIDER_S3", "s3://rd/exports/", s3Srv.URL,
+		{"s3", "PROVIDER_S3", "s3://rdbucket/exports/", s3Srv.URL,
 			fmt.Sprintf(`{"awsAccessKey":{"accessKeyId":"AKIARDEXAMPLE","secretAccessKey":%q}}`, s3Secret),
 			func() []string { return append([]string{s3Secret}, s3Host.secretsSeen()...) }, "AccessDenied"},
 		{"gcs", "PROVIDER_GCS", "gs://rdbucket/exports/", "",
