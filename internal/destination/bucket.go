@@ -269,6 +269,9 @@ func providerError(b *blob.Bucket, err error) *ProviderError {
 		pe = &ProviderError{Code: s3err.ErrorCode(), Message: s3err.ErrorMessage()}
 	case b != nil && b.ErrorAs(err, &azErr), errors.As(err, &azErr):
 		pe = &ProviderError{Code: azErr.ErrorCode, Message: azureMessage(azErr)}
+		if pe.Code == "" { // not an Azure error body: the status is all we know
+			pe.Code = fmt.Sprint(azErr.StatusCode)
+		}
 	case b != nil && b.ErrorAs(err, &gErr), errors.As(err, &gErr):
 		pe = &ProviderError{Code: fmt.Sprint(gErr.Code), Message: gErr.Message}
 		if len(gErr.Errors) > 0 && gErr.Errors[0].Reason != "" {
@@ -304,7 +307,7 @@ func azureMessage(e *azcore.ResponseError) string {
 	if m := azureMessageRE.FindStringSubmatch(e.Error()); m != nil {
 		return strings.TrimSpace(m[1])
 	}
-	return fmt.Sprintf("%s (HTTP %d)", e.ErrorCode, e.StatusCode)
+	return fmt.Sprintf("HTTP %d", e.StatusCode)
 }
 
 var azureMessageRE = regexp.MustCompile(`(?s)<Message>(.*?)</Message>`)
