@@ -82,7 +82,7 @@ func (s *IntegrationService) CreateStorageIntegration(ctx context.Context, req *
 	}
 	prov := destination.Provider(enumDB(in.GetProvider(), "PROVIDER_"))
 	dest := s.checkDestination(ctx, &v, f, prov, in)
-	creds := s.checkCredentials(&v, f+"credentials", prov, dest, in.GetCredentials())
+	creds := s.checkCredentials(ctx, &v, f+"credentials", prov, dest, in.GetCredentials())
 	if err := v.err(); err != nil {
 		return nil, err
 	}
@@ -157,7 +157,7 @@ func underDir(path, root string) bool {
 }
 
 // checkCredentials validates the write-only credentials for the provider.
-func (s *IntegrationService) checkCredentials(v *violations, f string, prov destination.Provider, dest destination.Location, c *pb.StorageCredentials) destination.Credentials {
+func (s *IntegrationService) checkCredentials(ctx context.Context, v *violations, f string, prov destination.Provider, dest destination.Location, c *pb.StorageCredentials) destination.Credentials {
 	var out destination.Credentials
 	if prov == destination.Local {
 		if c.GetKind() != nil {
@@ -192,11 +192,14 @@ func (s *IntegrationService) checkCredentials(v *violations, f string, prov dest
 			Type        string `json:"type"`
 			ClientEmail string `json:"client_email"`
 			PrivateKey  string `json:"private_key"`
+			TokenURI    string `json:"token_uri"`
 		}
 		if err := json.Unmarshal([]byte(k.GcsServiceAccount.GetJsonKey()), &key); err != nil {
 			v.add(field, "must be a service account JSON key")
 		} else if key.Type != "service_account" || key.ClientEmail == "" || key.PrivateKey == "" {
 			v.add(field, "must be a service account JSON key (type, client_email and private_key are required)")
+		} else if err := destination.ValidateTokenURI(ctx, key.TokenURI, s.cfg.AllowPrivateEndpoints); err != nil {
+			v.add(field, "%s", err.Error())
 		}
 		out.JSONKey = k.GcsServiceAccount.GetJsonKey()
 	case *pb.StorageCredentials_AzureSharedKey:
@@ -371,7 +374,7 @@ func (s *IntegrationService) UpdateStorageIntegration(ctx context.Context, req *
 	dest := s.checkDestination(ctx, &v, f, prov, merged)
 	var creds destination.Credentials
 	if paths["credentials"] {
-		creds = s.checkCredentials(&v, f+"credentials", prov, dest, in.GetCredentials())
+		creds = s.checkCredentials(ctx, &v, f+"credentials", prov, dest, in.GetCredentials())
 	}
 	if err := v.err(); err != nil {
 		return nil, err

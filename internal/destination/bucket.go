@@ -51,19 +51,51 @@ type OpenOptions struct {
 	AllowPrivateEndpoints bool
 }
 
-// httpClient returns the HTTP client used to reach a provider. Unless
-// private endpoints are allowed, every connection is checked at dial time
-// (not only when the endpoint was saved), so DNS rebinding cannot reach an
-// internal address.
+// httpClient returns the one HTTP client every SDK gets to reach a
+// provider (S3, STS, GCS and its OAuth token exchange, Azure; their retries
+// included). Unless private endpoints are allowed, every connection is
+// checked at dial time (not only when the endpoint was saved), so DNS
+// rebinding cannot reach an internal address. Redirects are not followed:
+// no provider API needs them, and a redirect would send the request (and
+// its body) to a host nobody validated.
 func httpClient(o OpenOptions) *http.Client {
 	d := &net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}
 	if !o.AllowPrivateEndpoints {
 		d.Control = DialControl
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil // a proxy would dial for us, past the address check
 	tr.DialContext = d.DialContext
 	tr.ResponseHeaderTimeout = 60 * time.Second
-	return &http.Client{Transport: tr}
+	return &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+// redactingClient is the guarded client as the AWS and Azure SDKs take it
+// (an interface with Do): a failed request's error names its URL, which for
+// a SAS or presigned request holds the signature, so the error text is
+// redacted before the SDK wraps it.
+type redactingClient struct {
+	c       *http.Client
+	secrets []string
+}
+
+func (r redactingClient) Do(req *http.Request) (*http.Response, error) {
+	resp, err := r.c.Do(req)
+	return resp, redactErr(err, r.secrets...)
+}
+
+// tokenErrorTransport turns an OAuth token endpoint's refusal into a
+// TokenError: oauth2.RetrieveError carries the endpoint's whole response
+// body, and the endpoint is whatever token_uri the key names.
+type tokenErrorTransport struct{ base http.RoundTripper }
+
+func (t tokenErrorTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	var re *oauth2.RetrieveError
+	if err != nil && errors.As(err, &re) {
+		return resp, tokenError(re)
+	}
+	return resp, err
 }
 
 // Open opens the integration's bucket with its own credentials and returns
@@ -88,7 +120,8 @@ func Open(ctx context.Context, in Integration, o OpenOptions) (*blob.Bucket, Loc
 	default:
 		err = fmt.Errorf("unknown provider %q", in.Provider)
 	}
-	return b, base, err
+	// Every error leaving this package is redacted, so no caller can forget.
+	return b, base, redactErr(err, secretValues(in.Creds)...)
 }
 
 func openS3(ctx context.Context, in Integration, base Location, o OpenOptions) (*blob.Bucket, error) {
@@ -96,7 +129,7 @@ func openS3(ctx context.Context, in Integration, base Location, o OpenOptions) (
 	if region == "" {
 		region = "us-east-1"
 	}
-	cfg := aws.Config{Region: region, HTTPClient: httpClient(o), RetryMaxAttempts: 3}
+	cfg := aws.Config{Region: region, HTTPClient: redactingClient{httpClient(o), secretValues(in.Creds)}, RetryMaxAttempts: 3}
 	switch in.Creds.Kind {
 	case "aws_access_key":
 		cfg.Credentials = credentials.NewStaticCredentialsProvider(in.Creds.AccessKeyID, in.Creds.SecretAccessKey, "")
@@ -107,6 +140,8 @@ func openS3(ctx context.Context, in Integration, base Location, o OpenOptions) (
 		// container or instance role), resolved with the SDK's own HTTP
 		// client: the instance metadata endpoint is link-local, which the
 		// guarded client (meant for customer-supplied endpoints) refuses.
+		// The AssumeRole call itself goes through the guarded client: its
+		// endpoint may be the integration's.
 		own, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(region))
 		if err != nil {
 			return nil, fmt.Errorf("loading the service's own AWS credentials: %w", err)
@@ -145,12 +180,17 @@ func openGCS(ctx context.Context, in Integration, base Location, o OpenOptions) 
 		if in.Creds.Kind != "gcs_service_account" {
 			return nil, fmt.Errorf("GCS integration has credentials of kind %q", in.Creds.Kind)
 		}
-		creds, err := google.CredentialsFromJSON(ctx, []byte(in.Creds.JSONKey), storage.ScopeReadWrite)
+		// The token exchange POSTs to the key's own token_uri with the
+		// client found in ctx (http.DefaultClient otherwise): give it the
+		// guarded one. Only service account keys: other credential types
+		// read local files, run commands or call metadata servers.
+		tctx := context.WithValue(ctx, oauth2.HTTPClient, hc)
+		creds, err := google.CredentialsFromJSONWithType(tctx, []byte(in.Creds.JSONKey), google.ServiceAccount, storage.ScopeReadWrite)
 		if err != nil {
-			return nil, fmt.Errorf("service account key: %w", err)
+			return nil, errors.New("the service account key is not usable") // the parser's text may quote the key
 		}
 		// Our transport (dial-time address check, timeouts) under OAuth2.
-		hc = &http.Client{Transport: &oauth2.Transport{Source: creds.TokenSource, Base: hc.Transport}}
+		hc = &http.Client{Transport: tokenErrorTransport{&oauth2.Transport{Source: creds.TokenSource, Base: hc.Transport}}, CheckRedirect: hc.CheckRedirect}
 		opts = []option.ClientOption{option.WithHTTPClient(hc)}
 	}
 	client, err := storage.NewClient(ctx, opts...)
@@ -166,7 +206,7 @@ func openAzure(ctx context.Context, in Integration, base Location, o OpenOptions
 		service = strings.TrimSuffix(in.Endpoint, "/")
 	}
 	containerURL := service + "/" + base.Bucket
-	copts := &container.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: httpClient(o), Retry: policy.RetryOptions{MaxRetries: 2}}}
+	copts := &container.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: redactingClient{httpClient(o), secretValues(in.Creds)}, Retry: policy.RetryOptions{MaxRetries: 2}}}
 	var (
 		c   *container.Client
 		err error
@@ -204,12 +244,22 @@ func Key(base Location, objectURI string) (string, error) {
 // ProviderError is what a provider said when it refused an operation.
 type ProviderError struct {
 	Code    string // provider's code, e.g. AccessDenied, AuthenticationFailed, 403
-	Message string // provider's message, verbatim
+	Message string // provider's message, redacted and bounded (MaxMessageLen)
 }
 
 // Describe extracts the provider's own error from err (nil if the provider
 // did not answer, e.g. a connection failure) and whether retrying may help.
 func Describe(b *blob.Bucket, err error) (*ProviderError, bool) {
+	pe := providerError(b, err)
+	switch gcerrors.Code(err) {
+	case gcerrors.Unknown, gcerrors.Internal, gcerrors.ResourceExhausted, gcerrors.DeadlineExceeded:
+		return pe, !isAuthCode(pe)
+	}
+	return pe, false
+}
+
+// providerError is the provider's own code and message in err, or nil.
+func providerError(b *blob.Bucket, err error) *ProviderError {
 	var pe *ProviderError
 	var s3err smithy.APIError
 	var azErr *azcore.ResponseError
@@ -219,20 +269,24 @@ func Describe(b *blob.Bucket, err error) (*ProviderError, bool) {
 		pe = &ProviderError{Code: s3err.ErrorCode(), Message: s3err.ErrorMessage()}
 	case b != nil && b.ErrorAs(err, &azErr), errors.As(err, &azErr):
 		pe = &ProviderError{Code: azErr.ErrorCode, Message: azureMessage(azErr)}
+		if pe.Code == "" { // not an Azure error body: the status is all we know
+			pe.Code = fmt.Sprint(azErr.StatusCode)
+		}
 	case b != nil && b.ErrorAs(err, &gErr), errors.As(err, &gErr):
 		pe = &ProviderError{Code: fmt.Sprint(gErr.Code), Message: gErr.Message}
 		if len(gErr.Errors) > 0 && gErr.Errors[0].Reason != "" {
 			pe.Code = gErr.Errors[0].Reason
 		}
 	}
-	if pe != nil && pe.Message == "" {
-		pe.Message = pe.Code
+	if pe != nil {
+		// What a provider said is still text from the network: bounded,
+		// and redacted like everything else leaving this package.
+		pe.Code, pe.Message = bound(Redact(pe.Code), 128), clean(pe.Message)
+		if pe.Message == "" {
+			pe.Message = pe.Code
+		}
 	}
-	switch gcerrors.Code(err) {
-	case gcerrors.Unknown, gcerrors.Internal, gcerrors.ResourceExhausted, gcerrors.DeadlineExceeded:
-		return pe, !isAuthCode(pe)
-	}
-	return pe, false
+	return pe
 }
 
 func isAuthCode(pe *ProviderError) bool {
@@ -253,7 +307,7 @@ func azureMessage(e *azcore.ResponseError) string {
 	if m := azureMessageRE.FindStringSubmatch(e.Error()); m != nil {
 		return strings.TrimSpace(m[1])
 	}
-	return fmt.Sprintf("%s (HTTP %d)", e.ErrorCode, e.StatusCode)
+	return fmt.Sprintf("HTTP %d", e.StatusCode)
 }
 
 var azureMessageRE = regexp.MustCompile(`(?s)<Message>(.*?)</Message>`)

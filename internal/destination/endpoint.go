@@ -23,6 +23,12 @@ func ValidateEndpoint(ctx context.Context, endpoint string, allowPrivate bool) e
 	if endpoint == "" {
 		return nil
 	}
+	return validateURL(ctx, endpoint, allowPrivate, true)
+}
+
+// validateURL checks an http(s) URL the server will call; an endpoint is a
+// base URL (no query, fragment), other URLs (token_uri) may have a query.
+func validateURL(ctx context.Context, endpoint string, allowPrivate, base bool) error {
 	if len(endpoint) > 2048 {
 		return invalid("must be at most 2048 bytes long")
 	}
@@ -38,7 +44,7 @@ func ValidateEndpoint(ctx context.Context, endpoint string, allowPrivate bool) e
 	if u.User != nil {
 		return invalid("must not contain user credentials; put them in the integration's credentials")
 	}
-	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(endpoint, "#") {
+	if base && (u.RawQuery != "" || u.ForceQuery) || u.Fragment != "" || strings.Contains(endpoint, "#") {
 		return invalid("must not contain a query string or fragment")
 	}
 	host := u.Hostname()
@@ -84,6 +90,23 @@ func ValidateEndpoint(ctx context.Context, endpoint string, allowPrivate bool) e
 	return nil
 }
 
+// ValidateTokenURI checks the token_uri of a GCS service account key: the
+// server POSTs a signed assertion there to get its access token, so it is
+// held to the endpoint rules, and must be https unless private endpoints
+// are allowed (emulators). Empty means Google's default.
+func ValidateTokenURI(ctx context.Context, uri string, allowPrivate bool) error {
+	if uri == "" {
+		return nil
+	}
+	if !allowPrivate && !strings.HasPrefix(strings.ToLower(uri), "https://") {
+		return invalid("token_uri must be an https:// URL, like https://oauth2.googleapis.com/token")
+	}
+	if err := validateURL(ctx, uri, allowPrivate, false); err != nil {
+		return invalid("token_uri %s", err)
+	}
+	return nil
+}
+
 // validHostname accepts DNS names only. A name whose last label is numeric
 // is refused because resolvers may read it as an IP in a legacy form
 // (2130706433, 0x7f.1, 127.1), which would dodge the literal-IP check.
@@ -111,34 +134,103 @@ func validHostname(h string) bool {
 	return true
 }
 
+// special4 are the IPv4 ranges of the IANA special-purpose registry (and
+// multicast/reserved space) that are not the loopback, private, link-local
+// or unspecified ranges netip already names. A few of them are "globally
+// reachable" in the registry (AS112, AMT), but no storage provider lives
+// there, and an allowlist of ordinary unicast is easier to reason about.
+var special4 = []struct {
+	p    netip.Prefix
+	kind string
+}{
+	{netip.MustParsePrefix("0.0.0.0/8"), "unspecified"},
+	{netip.MustParsePrefix("100.64.0.0/10"), "shared (carrier-grade NAT)"}, // some clouds' metadata lives here
+	{netip.MustParsePrefix("192.0.0.0/24"), "IETF protocol assignment"},
+	{netip.MustParsePrefix("192.0.2.0/24"), "documentation"},
+	{netip.MustParsePrefix("192.31.196.0/24"), "AS112"},
+	{netip.MustParsePrefix("192.52.193.0/24"), "AMT"},
+	{netip.MustParsePrefix("192.88.99.0/24"), "6to4 relay anycast"},
+	{netip.MustParsePrefix("192.175.48.0/24"), "AS112"},
+	{netip.MustParsePrefix("198.18.0.0/15"), "benchmarking"},
+	{netip.MustParsePrefix("198.51.100.0/24"), "documentation"},
+	{netip.MustParsePrefix("203.0.113.0/24"), "documentation"},
+	{netip.MustParsePrefix("224.0.0.0/4"), "multicast"},
+	{netip.MustParsePrefix("240.0.0.0/4"), "reserved"}, // includes 255.255.255.255
+}
+
+// IPv6: only global unicast (2000::/3) and the NAT64 well-known prefix can
+// reach a public host; inside 2000::/3 these are special.
 var (
-	sharedRange = netip.MustParsePrefix("100.64.0.0/10") // carrier-grade NAT; some clouds' metadata lives here
-	thisNetwork = netip.MustParsePrefix("0.0.0.0/8")
-	nat64       = netip.MustParsePrefix("64:ff9b::/96")
+	globalUnicast6 = netip.MustParsePrefix("2000::/3")
+	nat64          = netip.MustParsePrefix("64:ff9b::/96") // gateway forwards to the embedded IPv4
+	sixToFour      = netip.MustParsePrefix("2002::/16")    // relays forward to the embedded IPv4
+	special6       = []struct {
+		p    netip.Prefix
+		kind string
+	}{
+		{netip.MustParsePrefix("2001::/23"), "IETF protocol assignment (Teredo, ORCHID, benchmarking)"},
+		{netip.MustParsePrefix("2001:db8::/32"), "documentation"},
+		{netip.MustParsePrefix("2620:4f:8000::/48"), "AS112"},
+		{netip.MustParsePrefix("3fff::/20"), "documentation"},
+	}
+	named6 = []struct {
+		p    netip.Prefix
+		kind string
+	}{
+		{netip.MustParsePrefix("::/96"), "IPv4-compatible"},
+		{netip.MustParsePrefix("64:ff9b:1::/48"), "local-use NAT64"},
+		{netip.MustParsePrefix("100::/64"), "discard-only"},
+		{netip.MustParsePrefix("fc00::/7"), "private"},
+		{netip.MustParsePrefix("fec0::/10"), "site-local"},
+	}
 )
 
-// restrictedKind names why a is inside the server's own network, or
-// returns "" for a public address.
+// restrictedKind names why a is inside the server's own network or in a
+// special-purpose range, or returns "" for an ordinary public address.
 func restrictedKind(a netip.Addr) string {
 	a = a.WithZone("").Unmap()
-	if nat64.Contains(a) {
-		// The gateway forwards to the embedded IPv4 address.
-		b := a.As16()
-		a = netip.AddrFrom4([4]byte(b[12:]))
+	if a.Is6() {
+		switch {
+		case nat64.Contains(a):
+			b := a.As16()
+			return restrictedKind(netip.AddrFrom4([4]byte(b[12:])))
+		case sixToFour.Contains(a):
+			b := a.As16()
+			return restrictedKind(netip.AddrFrom4([4]byte(b[2:6])))
+		}
 	}
 	switch {
 	case a.IsLoopback():
 		return "loopback"
+	case a.IsUnspecified():
+		return "unspecified"
 	case a.IsPrivate():
 		return "private"
-	case a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+	case a.IsMulticast():
 		return "multicast"
-	case a.IsLinkLocalUnicast():
+	case a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast():
 		return "link-local"
-	case a.IsUnspecified() || thisNetwork.Contains(a):
-		return "unspecified"
-	case sharedRange.Contains(a):
-		return "shared (carrier-grade NAT)"
+	}
+	if a.Is4() {
+		for _, r := range special4 {
+			if r.p.Contains(a) {
+				return r.kind
+			}
+		}
+		return ""
+	}
+	for _, r := range named6 {
+		if r.p.Contains(a) {
+			return r.kind
+		}
+	}
+	if !globalUnicast6.Contains(a) {
+		return "reserved"
+	}
+	for _, r := range special6 {
+		if r.p.Contains(a) {
+			return r.kind
+		}
 	}
 	return ""
 }

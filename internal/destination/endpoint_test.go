@@ -98,3 +98,139 @@ func TestDialControl(t *testing.T) {
 		t.Error("IsRestricted disagrees with restrictedKind")
 	}
 }
+
+// TestRestrictedKindSpecialPurpose: every range of the IANA IPv4 and IPv6
+// special-purpose registries (and reserved space) is refused, at save time
+// (ValidateEndpoint) and at dial time (DialControl); ordinary unicast is not.
+func TestRestrictedKindSpecialPurpose(t *testing.T) {
+	tests := []struct {
+		addr string
+		kind string // "" = allowed
+	}{
+		{"8.8.8.8", ""},
+		{"52.216.1.1", ""},
+		{"198.17.255.255", ""},
+		{"198.20.0.0", ""},
+		{"2600:1f18::1", ""},
+		{"2a00:1450:4001::1", ""},
+		{"64:ff9b::808:808", ""},   // NAT64 of 8.8.8.8
+		{"2002:808:808::1", ""},    // 6to4 of 8.8.8.8
+		{"2001:200::1", ""},        // just past 2001::/23
+		{"2001:db9::1", ""},        // just past documentation
+		{"::ffff:8.8.8.8", ""},     // IPv4-mapped public
+		{"0.0.0.0", "unspecified"}, // this network
+		{"0.1.2.3", "unspecified"},
+		{"10.1.2.3", "private"},
+		{"100.64.0.1", "shared"},
+		{"127.0.0.1", "loopback"},
+		{"169.254.169.254", "link-local"},
+		{"172.16.0.1", "private"},
+		{"192.0.0.1", "IETF protocol assignment"},
+		{"192.0.0.170", "IETF protocol assignment"},
+		{"192.0.2.10", "documentation"},
+		{"192.31.196.1", "AS112"},
+		{"192.52.193.1", "AMT"},
+		{"192.88.99.1", "6to4 relay"},
+		{"192.168.1.1", "private"},
+		{"192.175.48.1", "AS112"},
+		{"198.18.0.1", "benchmarking"},
+		{"198.19.255.254", "benchmarking"},
+		{"198.51.100.7", "documentation"},
+		{"203.0.113.9", "documentation"},
+		{"224.0.0.1", "multicast"},
+		{"239.255.255.250", "multicast"},
+		{"240.0.0.1", "reserved"},
+		{"255.255.255.255", "reserved"},
+		{"::", "unspecified"},
+		{"::1", "loopback"},
+		{"::7f00:1", "IPv4-compatible"},  // ::127.0.0.1
+		{"::808:808", "IPv4-compatible"}, // ::8.8.8.8 (deprecated form: refused whatever it embeds)
+		{"::ffff:127.0.0.1", "loopback"}, // IPv4-mapped
+		{"::ffff:10.0.0.1", "private"},   // IPv4-mapped
+		{"::ffff:0:a00:1", "reserved"},   // IPv4-translated
+		{"64:ff9b::7f00:1", "loopback"},  // NAT64 of 127.0.0.1
+		{"64:ff9b::a9fe:a9fe", "link-local"},
+		{"64:ff9b::c000:201", "documentation"},
+		{"64:ff9b:1::a00:1", "local-use NAT64"},
+		{"100::1", "discard-only"},
+		{"2001::1", "IETF protocol assignment"}, // Teredo
+		{"2001:0:4136:e378::1", "IETF protocol assignment"},
+		{"2001:2::1", "IETF protocol assignment"},  // benchmarking
+		{"2001:10::1", "IETF protocol assignment"}, // ORCHID
+		{"2001:db8::1", "documentation"},
+		{"2002:7f00:1::1", "loopback"},      // 6to4 of 127.0.0.1
+		{"2002:a9fe:a9fe::1", "link-local"}, // 6to4 of metadata
+		{"2002:a00:1::", "private"},         // 6to4 of 10.0.0.1
+		{"2620:4f:8000::1", "AS112"},
+		{"3fff::1", "documentation"},
+		{"5f00::1", "reserved"}, // SRv6 SIDs, outside 2000::/3
+		{"fc00::1", "private"},
+		{"fd00:ec2::254", "private"},
+		{"fe80::1", "link-local"},
+		{"fec0::1", "site-local"},
+		{"feff::1", "site-local"},
+		{"ff02::1", "multicast"},
+		{"4000::1", "reserved"}, // outside 2000::/3
+		{"1::1", "reserved"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.addr, func(t *testing.T) {
+			a := netip.MustParseAddr(tc.addr)
+			got := restrictedKind(a)
+			if tc.kind == "" && got != "" || tc.kind != "" && !strings.Contains(got, tc.kind) {
+				t.Fatalf("restrictedKind(%s) = %q, want %q", tc.addr, got, tc.kind)
+			}
+			host := a.String()
+			if a.Is6() {
+				host = "[" + host + "]"
+			}
+			err := ValidateEndpoint(context.Background(), "https://"+host+":443", false)
+			dial := DialControl("tcp", host+":443", nil)
+			if tc.kind == "" {
+				if err != nil || dial != nil {
+					t.Fatalf("%s refused: save %v, dial %v", tc.addr, err, dial)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.kind) || dial == nil || !strings.Contains(dial.Error(), tc.kind) {
+				t.Fatalf("%s allowed or wrong reason: save %v, dial %v", tc.addr, err, dial)
+			}
+			if ValidateEndpoint(context.Background(), "https://"+host+":443", true) != nil {
+				t.Fatalf("%s refused with private endpoints allowed", tc.addr)
+			}
+		})
+	}
+}
+
+func TestValidateTokenURI(t *testing.T) {
+	tests := []struct {
+		uri          string
+		allowPrivate bool
+		wantErr      string
+	}{
+		{"", false, ""},
+		{"https://52.216.1.1/token", false, ""},
+		{"http://127.0.0.1:8080/token", true, ""},
+		{"http://52.216.1.1/token", false, "https://"},
+		{"https://127.0.0.1/token", false, "loopback"},
+		{"https://localhost/token", false, "loopback"},
+		{"https://169.254.169.254/computeMetadata/v1/token", false, "link-local"},
+		{"https://[64:ff9b::7f00:1]/token", false, "loopback"},
+		{"https://user:pw@52.216.1.1/token", false, "user credentials"},
+		{"https://52.216.1.1/token#x", false, "fragment"},
+		{"file:///etc/passwd", false, "https://"},
+		{"file:///etc/passwd", true, "http:// or https://"},
+	}
+	for _, tc := range tests {
+		err := ValidateTokenURI(context.Background(), tc.uri, tc.allowPrivate)
+		if tc.wantErr == "" {
+			if err != nil {
+				t.Errorf("ValidateTokenURI(%q, %v): %v", tc.uri, tc.allowPrivate, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !errors.Is(err, ErrInvalid) || !strings.HasPrefix(err.Error(), "token_uri ") {
+			t.Errorf("ValidateTokenURI(%q, %v) = %v, want error containing %q", tc.uri, tc.allowPrivate, err, tc.wantErr)
+		}
+	}
+}

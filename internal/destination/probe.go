@@ -17,7 +17,7 @@ type ProbeResult struct {
 	Latency    time.Duration
 	FailedStep string // OPEN, WRITE, READ, DELETE
 	Provider   *ProviderError
-	Message    string // our description when the provider said nothing (e.g. connection refused)
+	Message    string // our description when the provider said nothing (e.g. connection refused); redacted, bounded
 	URI        string
 }
 
@@ -26,11 +26,14 @@ type ProbeResult struct {
 func Probe(ctx context.Context, in Integration, o OpenOptions) ProbeResult {
 	start := time.Now()
 	var res ProbeResult
+	secrets := secretValues(in.Creds)
 	fail := func(step string, b *blob.Bucket, err error) ProbeResult {
 		res.FailedStep = step
 		res.Provider, _ = Describe(b, err)
-		if res.Provider == nil {
-			res.Message = err.Error()
+		if res.Provider != nil {
+			res.Provider.Message = Redact(res.Provider.Message, secrets...)
+		} else {
+			res.Message = Redact(Message(err), secrets...)
 		}
 		res.Latency = time.Since(start)
 		return res

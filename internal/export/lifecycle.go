@@ -86,6 +86,7 @@ func (r *Runner) cancelLocal(runID string) bool {
 
 // finish records the outcome, updates the schedule, notifies and audits.
 func (r *Runner) finish(ctx context.Context, j *job, runID, state string, st Stats, rerr *RunError) {
+	rerr = rerr.redacted()
 	now := r.now().UTC()
 	upd := r.d.Client.ExportRun.UpdateOneID(runID).SetState(exportrun.State(state)).SetPhase(state).SetFinishTime(now).SetHeartbeatTime(now)
 	// A run that never started (it failed while loading) starts when it
@@ -454,7 +455,7 @@ func (r *Runner) abortOrphanUploads(ctx context.Context, run *ent.ExportRun) {
 	to = to.Add(persistEvery + slack)
 	out, err := client.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(base.Bucket), Prefix: aws.String(key)})
 	if err != nil {
-		r.log.Warn("listing uploads of an interrupted run failed", "run_id", run.ID, "err", err.Error())
+		r.log.Warn("listing uploads of an interrupted run failed", "run_id", run.ID, "err", destination.Message(err))
 		return
 	}
 	for _, u := range out.Uploads {
@@ -463,7 +464,7 @@ func (r *Runner) abortOrphanUploads(ctx context.Context, run *ent.ExportRun) {
 		}
 		if _, err := client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(base.Bucket),
 			Key: u.Key, UploadId: u.UploadId}); err != nil {
-			r.log.Warn("aborting an upload of an interrupted run failed", "run_id", run.ID, "err", err.Error())
+			r.log.Warn("aborting an upload of an interrupted run failed", "run_id", run.ID, "err", destination.Message(err))
 		} else {
 			r.log.Info("aborted the upload of an interrupted run", "run_id", run.ID, "upload_id", aws.ToString(u.UploadId))
 		}

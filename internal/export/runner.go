@@ -36,7 +36,19 @@ import (
 type RunError struct {
 	Code            string // e.g. PROVIDER_ACCESS_DENIED, PROVIDER_UNAVAILABLE, QUERY_FAILED
 	Message         string // ours
-	ProviderMessage string // the provider's own code and message, verbatim
+	ProviderMessage string // the provider's own code and message, redacted and bounded by destination
+}
+
+// redacted is e with every text passed through destination.Redact and
+// bounded: the run history, the progress stream, audit events and e-mail
+// are built from it, so a caller that built a RunError from raw error text
+// still cannot store or send credential material.
+func (e *RunError) redacted() *RunError {
+	if e == nil {
+		return nil
+	}
+	return &RunError{Code: e.Code, Message: destination.Redact(e.Message),
+		ProviderMessage: destination.Message(errors.New(e.ProviderMessage))}
 }
 
 func (e *RunError) Error() string {
@@ -251,7 +263,7 @@ func (r *Runner) execute(ctx context.Context, runID string) {
 		state = exportrun.StateFAILED
 		if !errors.As(err, &rerr) {
 			rerr = &RunError{Code: "INTERNAL", Message: "export failed"}
-			r.log.Error("export run failed", "run_id", runID, "err", err.Error())
+			r.log.Error("export run failed", "run_id", runID, "err", destination.Message(err))
 		}
 	}
 	r.finish(dbctx, j, runID, state.String(), stats, rerr)
@@ -415,7 +427,7 @@ func (r *Runner) run(ctx context.Context, j *job, skipped *bool) (Stats, error) 
 		Endpoint: j.integ.Endpoint, ExternalID: j.integ.ExternalID, Creds: creds,
 	}, destination.OpenOptions{AllowPrivateEndpoints: r.cfg.AllowPrivateEndpoints})
 	if err != nil {
-		return Stats{}, &RunError{Code: "DESTINATION_UNAVAILABLE", Message: "opening the destination failed", ProviderMessage: err.Error()}
+		return Stats{}, &RunError{Code: "DESTINATION_UNAVAILABLE", Message: "opening the destination failed", ProviderMessage: destination.Message(err)}
 	}
 	defer bucket.Close()
 	if j.key, err = destination.Key(base, j.uri); err != nil {
@@ -469,7 +481,7 @@ func providerRunError(pe *destination.ProviderError, err error, transient bool) 
 			re.Code, re.Message = "PROVIDER_BUCKET_NOT_FOUND", "the bucket or container does not exist"
 		}
 	} else {
-		re.ProviderMessage = err.Error()
+		re.ProviderMessage = destination.Message(err)
 	}
 	return re
 }
@@ -564,7 +576,7 @@ func (r *Runner) abortUploads(ctx context.Context, j *job, bucket *blob.Bucket) 
 		cancel()
 		var nsu *s3types.NoSuchUpload
 		if err != nil && !errors.As(err, &nsu) {
-			r.log.Warn("aborting a failed multipart upload failed; will retry", "run_id", j.run.ID, "upload_id", id, "err", err.Error())
+			r.log.Warn("aborting a failed multipart upload failed; will retry", "run_id", j.run.ID, "upload_id", id, "err", destination.Message(err))
 			left = append(left, id)
 		}
 	}

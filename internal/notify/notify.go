@@ -11,6 +11,8 @@ import (
 	"time"
 
 	mail "github.com/wneessen/go-mail"
+
+	"github.com/auditexport/auditexport/internal/destination"
 )
 
 // Mailer sends notifications. A Mailer without an SMTP URL is disabled:
@@ -80,10 +82,12 @@ func (m *Mailer) Send(ctx context.Context, msg Message) error {
 	if err := e.To(msg.To...); err != nil {
 		return fmt.Errorf("mail to: %w", err)
 	}
-	e.Subject(msg.Subject)
+	// Bodies quote provider errors; whoever built them, no credential
+	// material leaves in a mail.
+	e.Subject(destination.Redact(msg.Subject))
 	e.SetDate()
 	e.SetMessageID()
-	e.SetBodyString(mail.TypeTextPlain, msg.Body)
+	e.SetBodyString(mail.TypeTextPlain, destination.Redact(msg.Body))
 	opts := []mail.Option{mail.WithPort(m.port), mail.WithTimeout(20 * time.Second)}
 	if m.ssl {
 		opts = append(opts, mail.WithSSL())
