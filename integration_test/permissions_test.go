@@ -387,7 +387,7 @@ func permRows(e *permEnv) []permRow {
 			return fmt.Sprintf(`{"id":%q}`, last)
 		}, after: after("GetWorkbook", `{"id":%q}`, NF)},
 		// force deletes the workbook's schedules only if the caller could delete each.
-		{rpc: "DeleteWorkbook", variant: "forceOthersSchedules", want: ownerAdmin, req: func(t *testing.T, _ string) string {
+		{rpc: "DeleteWorkbook", variant: "forceOthersSchedules", want: adminOnly, req: func(t *testing.T, _ string) string {
 			wb, el := e.newWorkbook(t, e.keys["CREATOR"], true)
 			last, forced = wb, e.newSchedule(t, admin, wb, el, e.intName)
 			return fmt.Sprintf(`{"id":%q,"force":true}`, wb)
