@@ -20,10 +20,12 @@ import (
 )
 
 // principals of the permission matrix, in the order of permRow.want. The
-// last two carry no usable key and are always UNAUTHENTICATED. NOGRANT is a
-// CREATOR without access to the Audit Logs connection; otherOrg is the ADMIN
-// of a second organization calling with the main organization's ids.
-var principals = []string{"ADMIN", "CREATOR", "VIEWER", "NOGRANT", "otherOrg", "none", "revoked"}
+// last three carry no usable key and are always UNAUTHENTICATED
+// (deactivated: a CREATOR who owns a schedule, then was deactivated).
+// NOGRANT is a CREATOR without access to the Audit Logs connection;
+// otherOrg is the ADMIN of a second organization calling with the main
+// organization's ids.
+var principals = []string{"ADMIN", "CREATOR", "VIEWER", "NOGRANT", "otherOrg", "none", "revoked", "deactivated"}
 
 type (
 	reqFn   func(t *testing.T, p string) string
@@ -53,6 +55,9 @@ type permEnv struct {
 	crWbID, crElID, crSchID                              string
 	runID, crRunID                                       string // finished runs of schSchID / crSchID
 	targetID                                             string // a CREATOR whose only key is revoked
+	// schedules whose owner lost their authorization: NOGRANT's (made while
+	// granted, then revoked) and the deactivated CREATOR's
+	ngSchID, deSchID, deUserID string
 	// the other organization's own objects
 	otherOrgID, oIntID, oIntName, oWbID, oElID, oSchID, oKeyID string
 }
@@ -120,6 +125,29 @@ func (e *permEnv) grantReq(userID string) string {
 	return fmt.Sprintf(`{"connectionId":"con_audit_logs","userId":%q}`, userID)
 }
 
+// ownedByRevokedGrant creates a schedule as NOGRANT while granted, then
+// revokes the grant again (which pauses the schedule).
+func (e *permEnv) ownedByRevokedGrant(t *testing.T) string {
+	admin, u := e.keys["ADMIN"], e.uids["NOGRANT"]
+	e.must(t, admin, "GrantConnectionAccess", e.grantReq(u))
+	wb, el := e.newWorkbook(t, e.keys["NOGRANT"], true)
+	id := e.newSchedule(t, e.keys["NOGRANT"], wb, el, e.intName)
+	e.must(t, admin, "RevokeConnectionAccess", e.grantReq(u))
+	return id
+}
+
+// ownedByDeactivated creates a schedule as the deactivated CREATOR (active
+// for the moment), then deactivates them again.
+func (e *permEnv) ownedByDeactivated(t *testing.T) string {
+	active := func(on bool) {
+		e.must(t, e.keys["ADMIN"], "UpdateUser", fmt.Sprintf(`{"user":{"id":%q,"active":%v},"updateMask":"active"}`, e.deUserID, on))
+	}
+	active(true)
+	id := e.newSchedule(t, e.keys["deactivated"], e.crWbID, e.crElID, e.intName)
+	active(false)
+	return id
+}
+
 func setupPermissions(t *testing.T, s *Server) *permEnv {
 	e := &permEnv{s: s, tr: grpcTransport{s}, keys: map[string]string{}, uids: map[string]string{},
 		dest: "file://" + filepath.Join(s.DataDir, "exports", "perm") + "/"}
@@ -155,6 +183,12 @@ func setupPermissions(t *testing.T, s *Server) *permEnv {
 	e.crSchID = e.newSchedule(t, e.keys["CREATOR"], e.crWbID, e.crElID, e.intName)
 	e.runID = sendNowToEnd(t, s, admin, e.schID)
 	e.crRunID = sendNowToEnd(t, s, e.keys["CREATOR"], e.crSchID)
+	e.ngSchID = e.ownedByRevokedGrant(t)
+	e.deUserID = e.newUser(t, "CREATOR")
+	e.must(t, admin, "GrantConnectionAccess", e.grantReq(e.deUserID))
+	_, e.keys["deactivated"] = e.newKey(t, admin, e.deUserID)
+	e.uids["deactivated"] = e.uids["CREATOR"] // for rows that act on the caller's own user: it must be active
+	e.deSchID = e.ownedByDeactivated(t)
 
 	// The second organization, made by the operator command while the server runs.
 	cmd := exec.Command(binPath, "org", "create", "--name", "other", "--db", s.DSN)
@@ -256,6 +290,7 @@ func permRows(e *permEnv) []permRow {
 		OK = codes.OK
 		PD = codes.PermissionDenied
 		NF = codes.NotFound
+		FP = codes.FailedPrecondition
 	)
 	var (
 		all         = [5]codes.Code{OK, OK, OK, OK, OK}
@@ -276,6 +311,23 @@ func permRows(e *permEnv) []permRow {
 	var last, lastSecret string
 	after := func(rpc, tmpl string, gone codes.Code) func(*testing.T, bool) {
 		return func(t *testing.T, ok bool) { e.exists(t, admin, rpc, fmt.Sprintf(tmpl, last), ok, gone) }
+	}
+	// forced is the schedule in the workbook last of a force-delete cell:
+	// refused, both stay; allowed, both are gone.
+	var forced string
+	forceAfter := func(t *testing.T, ok bool) {
+		e.exists(t, admin, "GetWorkbook", fmt.Sprintf(`{"id":%q}`, last), ok, NF)
+		e.exists(t, admin, "GetSchedule", fmt.Sprintf(`{"id":%q}`, forced), ok, NF)
+	}
+	// stillUnauthorized: an ADMIN's edit leaves the owner and the pause.
+	stillUnauthorized := func(id, owner string) checkFn {
+		return func(t *testing.T, p string, b map[string]any) {
+			sc := e.must(t, admin, "GetSchedule", fmt.Sprintf(`{"id":%q}`, id))
+			if getString(sc, "schedule", "owner") != owner || getString(sc, "schedule", "state") != "SCHEDULE_STATE_PAUSED" ||
+				getString(sc, "schedule", "pauseReason") != "PAUSE_REASON_OWNER_NOT_AUTHORIZED" {
+				t.Errorf("after UpdateSchedule as %s: %v, want owner %s, PAUSED (OWNER_NOT_AUTHORIZED)", p, sc, owner)
+			}
+		}
 	}
 	freshKeyOf := func(owner func(p string) (key, userID string)) reqFn {
 		return func(t *testing.T, p string) string {
@@ -336,6 +388,17 @@ func permRows(e *permEnv) []permRow {
 			last, _ = e.newWorkbook(t, e.keys["CREATOR"], true)
 			return fmt.Sprintf(`{"id":%q}`, last)
 		}, after: after("GetWorkbook", `{"id":%q}`, NF)},
+		// force deletes the workbook's schedules only if the caller could delete each.
+		{rpc: "DeleteWorkbook", variant: "forceOthersSchedules", want: adminOnly, req: func(t *testing.T, _ string) string {
+			wb, el := e.newWorkbook(t, e.keys["CREATOR"], true)
+			last, forced = wb, e.newSchedule(t, admin, wb, el, e.intName)
+			return fmt.Sprintf(`{"id":%q,"force":true}`, wb)
+		}, after: forceAfter},
+		{rpc: "DeleteWorkbook", variant: "forceOwnSchedules", want: ownerAdmin, req: func(t *testing.T, _ string) string {
+			wb, el := e.newWorkbook(t, e.keys["CREATOR"], true)
+			last, forced = wb, e.newSchedule(t, e.keys["CREATOR"], wb, el, e.intName)
+			return fmt.Sprintf(`{"id":%q,"force":true}`, wb)
+		}, after: forceAfter},
 		{rpc: "QueryElement", want: [5]codes.Code{OK, OK, OK, PD, NF},
 			req: fixed(`{"workbookId":%q,"elementId":%q,"pageSize":1}`, e.wbID, e.elID)},
 
@@ -353,6 +416,23 @@ func permRows(e *permEnv) []permRow {
 		}, after: after("GetSchedule", `{"id":%q}`, NF)},
 		{rpc: "DeleteSchedule", variant: "creatorOwned", want: ownerAdmin, req: func(t *testing.T, _ string) string {
 			last = e.newSchedule(t, e.keys["CREATOR"], e.crWbID, e.crElID, e.intName)
+			return fmt.Sprintf(`{"id":%q}`, last)
+		}, after: after("GetSchedule", `{"id":%q}`, NF)},
+		// Owners who lost their authorization: an ADMIN may still edit and
+		// delete their schedules (the owner stays the owner), the owner may
+		// delete but not edit, nobody may resume them.
+		{rpc: "UpdateSchedule", variant: "revokedGrantOwner", want: adminOnly, check: stillUnauthorized(e.ngSchID, e.uids["NOGRANT"]),
+			req: fixed(`{"schedule":{"id":%q,"name":"renamed"},"updateMask":"name"}`, e.ngSchID)},
+		{rpc: "UpdateSchedule", variant: "deactivatedOwner", want: adminOnly, check: stillUnauthorized(e.deSchID, e.deUserID),
+			req: fixed(`{"schedule":{"id":%q,"name":"renamed"},"updateMask":"name"}`, e.deSchID)},
+		{rpc: "ResumeSchedule", variant: "revokedGrantOwner", want: [5]codes.Code{FP, PD, PD, PD, NF}, req: byID(e.ngSchID)},
+		{rpc: "ResumeSchedule", variant: "deactivatedOwner", want: [5]codes.Code{FP, PD, PD, PD, NF}, req: byID(e.deSchID)},
+		{rpc: "DeleteSchedule", variant: "revokedGrantOwner", want: [5]codes.Code{OK, PD, PD, OK, NF}, req: func(t *testing.T, _ string) string {
+			last = e.ownedByRevokedGrant(t)
+			return fmt.Sprintf(`{"id":%q}`, last)
+		}, after: after("GetSchedule", `{"id":%q}`, NF)},
+		{rpc: "DeleteSchedule", variant: "deactivatedOwner", want: adminOnly, req: func(t *testing.T, _ string) string {
+			last = e.ownedByDeactivated(t)
 			return fmt.Sprintf(`{"id":%q}`, last)
 		}, after: after("GetSchedule", `{"id":%q}`, NF)},
 		{rpc: "PauseSchedule", want: adminOnly, req: byID(e.schID)},
@@ -610,16 +690,24 @@ func TestStreamingPermissions(t *testing.T) {
 		}
 		return status.Code(err)
 	}
-	OK, PD, NF, UA := codes.OK, codes.PermissionDenied, codes.NotFound, codes.Unauthenticated
+	OK, PD, NF, UA, FP := codes.OK, codes.PermissionDenied, codes.NotFound, codes.Unauthenticated, codes.FailedPrecondition
 	for _, c := range []struct {
 		p         string
 		adminSch  codes.Code
 		crSch     codes.Code
 		watchCode codes.Code
+		// schedules of owners who lost their authorization: nobody runs them
+		ngSch, deSch codes.Code
 	}{
-		{"ADMIN", OK, OK, OK}, {"CREATOR", PD, OK, OK}, {"VIEWER", PD, PD, OK}, {"NOGRANT", PD, PD, OK},
-		{"otherOrg", NF, NF, NF}, {"none", UA, UA, UA}, {"revoked", UA, UA, UA},
+		{"ADMIN", OK, OK, OK, FP, FP}, {"CREATOR", PD, OK, OK, PD, PD}, {"VIEWER", PD, PD, OK, PD, PD}, {"NOGRANT", PD, PD, OK, PD, PD},
+		{"otherOrg", NF, NF, NF, NF, NF}, {"none", UA, UA, UA, UA, UA}, {"revoked", UA, UA, UA, UA, UA}, {"deactivated", UA, UA, UA, UA, UA},
 	} {
+		if got := sendNow(e.keys[c.p], e.ngSchID); got != c.ngSch {
+			t.Errorf("SendNow(schedule of NOGRANT, grant revoked) as %s = %v, want %v", c.p, got, c.ngSch)
+		}
+		if got := sendNow(e.keys[c.p], e.deSchID); got != c.deSch {
+			t.Errorf("SendNow(schedule of a deactivated owner) as %s = %v, want %v", c.p, got, c.deSch)
+		}
 		if got := sendNow(e.keys[c.p], e.schID); got != c.adminSch {
 			t.Errorf("SendNow(admin's schedule) as %s = %v, want %v", c.p, got, c.adminSch)
 		}

@@ -12,6 +12,7 @@ import (
 	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
 	"github.com/auditexport/auditexport/internal/auditlog"
 	"github.com/auditexport/auditexport/internal/auth"
+	"github.com/auditexport/auditexport/internal/ownership"
 )
 
 var _ pb.AccountServiceServer = (*AccountService)(nil)
@@ -186,20 +187,32 @@ func (s *AccountService) UpdateUser(ctx context.Context, req *pb.UpdateUserReque
 	if self && ((paths["account_type"] && in.GetAccountType() != pb.AccountType_ACCOUNT_TYPE_ADMIN) || (paths["active"] && !in.GetActive())) {
 		return nil, failedPrecondition("SELF_LOCKOUT", "an ADMIN cannot demote or deactivate themselves; ask another ADMIN")
 	}
-	upd := s.db.User.UpdateOneID(cur.ID)
-	if paths["email"] {
-		upd.SetEmail(in.GetEmail())
-	}
 	if paths["account_type"] {
-		upd.SetAccountType(user.AccountType(enumDB(in.GetAccountType(), "ACCOUNT_TYPE_")))
 		auditCategory(ctx, "ACCOUNT_TYPE")
 		auditMeta(ctx, "account_type_from", string(cur.AccountType))
 		auditMeta(ctx, "account_type_to", enumDB(in.GetAccountType(), "ACCOUNT_TYPE_"))
 	}
-	if paths["active"] {
-		upd.SetActive(in.GetActive())
-	}
-	u, err := upd.Save(ctx)
+	var u *ent.User
+	var paused []string
+	err = withTx(ctx, s.db, func(tx *ent.Client) error {
+		upd := tx.User.UpdateOneID(cur.ID)
+		if paths["email"] {
+			upd.SetEmail(in.GetEmail())
+		}
+		if paths["account_type"] {
+			upd.SetAccountType(user.AccountType(enumDB(in.GetAccountType(), "ACCOUNT_TYPE_")))
+		}
+		if paths["active"] {
+			upd.SetActive(in.GetActive())
+		}
+		var err error
+		if u, err = upd.Save(ctx); err != nil {
+			return err
+		}
+		// Deactivated or demoted to VIEWER: their schedules stop with the change.
+		paused, err = ownership.PauseIfUnauthorized(ctx, tx, u.ID)
+		return err
+	})
 	if ent.IsConstraintError(err) {
 		return nil, alreadyExists("user.email", "a user with e-mail "+in.GetEmail()+" already exists")
 	}
@@ -207,6 +220,7 @@ func (s *AccountService) UpdateUser(ctx context.Context, req *pb.UpdateUserReque
 		return nil, internalError(ctx, s.log, "update user", err)
 	}
 	auditMeta(ctx, "update_mask", req.GetUpdateMask().GetPaths())
+	auditMeta(ctx, "paused_schedule_ids", paused)
 	out, err := s.userPB(ctx, u)
 	if err != nil {
 		return nil, err
@@ -255,10 +269,20 @@ func (s *AccountService) RevokeConnectionAccess(ctx context.Context, req *pb.Rev
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.db.ConnectionGrant.Delete().Where(connectiongrant.UserID(u.ID), connectiongrant.ConnectionID(req.GetConnectionId())).Exec(ctx); err != nil {
+	var paused []string
+	err = withTx(ctx, s.db, func(tx *ent.Client) error {
+		if _, err := tx.ConnectionGrant.Delete().Where(connectiongrant.UserID(u.ID), connectiongrant.ConnectionID(req.GetConnectionId())).Exec(ctx); err != nil {
+			return err
+		}
+		// Their schedules read this connection: they stop with the grant.
+		paused, err = ownership.PauseIfUnauthorized(ctx, tx, u.ID)
+		return err
+	})
+	if err != nil {
 		return nil, internalError(ctx, s.log, "revoke", err)
 	}
 	auditMeta(ctx, "connection_id", req.GetConnectionId())
+	auditMeta(ctx, "paused_schedule_ids", paused)
 	out, err := s.userPB(ctx, u)
 	if err != nil {
 		return nil, err

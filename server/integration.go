@@ -375,6 +375,8 @@ func (s *IntegrationService) UpdateStorageIntegration(ctx context.Context, req *
 	var creds destination.Credentials
 	if paths["credentials"] {
 		creds = s.checkCredentials(ctx, &v, f+"credentials", prov, dest, in.GetCredentials())
+	} else if moved := redirected(paths, cur, merged, dest); moved != "" && prov != destination.Local {
+		v.add(f+"credentials", "must be sent again when the %s changes: stored credentials are only used where they were given for", moved)
 	}
 	if err := v.err(); err != nil {
 		return nil, err
@@ -448,6 +450,19 @@ func (s *IntegrationService) UpdateStorageIntegration(ctx context.Context, req *
 		return nil, internalError(ctx, s.log, "count schedules", err)
 	}
 	return &pb.UpdateStorageIntegrationResponse{StorageIntegration: integrationPB(out, n)}, nil
+}
+
+// redirected names what an update changes about where stored credentials
+// would be sent (the endpoint or the destination), "" if nothing. The
+// provider never changes (refused above).
+func redirected(paths map[string]bool, cur *ent.StorageIntegration, merged *pb.StorageIntegration, dest destination.Location) string {
+	switch {
+	case paths["endpoint"] && merged.Endpoint != cur.Endpoint:
+		return "endpoint"
+	case paths["destination"] && dest != destination.Location{} && dest.String() != cur.Destination: // an invalid one is reported as such
+		return "destination"
+	}
+	return ""
 }
 
 // DeleteStorageIntegration implements pb.IntegrationServiceServer.

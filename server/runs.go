@@ -83,6 +83,10 @@ func (s *ScheduleService) SendNow(req *pb.SendNowRequest, srv grpc.ServerStreami
 	if err != nil {
 		return err
 	}
+	// Checked again when the run starts (internal/export).
+	if err := s.requireAuthorizedOwner(ctx, sc, "run"); err != nil {
+		return err
+	}
 	if sc.IntegrationID == "" {
 		return failedPrecondition("INTEGRATION_DELETED", "the schedule's storage integration was deleted: point its destination at another integration first")
 	}

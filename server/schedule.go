@@ -2,9 +2,12 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
+
+	"google.golang.org/grpc/codes"
 
 	"github.com/auditexport/auditexport/ent"
 	"github.com/auditexport/auditexport/ent/schedule"
@@ -14,6 +17,7 @@ import (
 	"github.com/auditexport/auditexport/internal/auth"
 	"github.com/auditexport/auditexport/internal/destination"
 	"github.com/auditexport/auditexport/internal/export"
+	"github.com/auditexport/auditexport/internal/ownership"
 	cronpkg "github.com/auditexport/auditexport/internal/schedule"
 )
 
@@ -332,6 +336,28 @@ func (s *ScheduleService) manage(ctx context.Context, id string) (*ent.Schedule,
 	return row, nil
 }
 
+// requireAuthorizedOwner refuses to act on a schedule whose owner may no
+// longer own schedules (it runs with their authority, whoever asks), and
+// pauses it if it is still active. The reason is OWNER_NOT_AUTHORIZED:
+// PERMISSION_DENIED for the owner, FAILED_PRECONDITION for an ADMIN.
+func (s *ScheduleService) requireAuthorizedOwner(ctx context.Context, sc *ent.Schedule, action string) error {
+	var denied *ownership.Error
+	err := ownership.Check(ctx, s.db, sc.OwnerID)
+	if !errors.As(err, &denied) {
+		if err != nil {
+			return internalError(ctx, s.log, "check schedule owner", err)
+		}
+		return nil
+	}
+	if _, err := ownership.PauseSchedule(ctx, s.db, sc.ID); err != nil {
+		s.log.ErrorContext(ctx, "pausing the schedule of an unauthorized owner failed", "schedule_id", sc.ID, "err", err.Error(), "request_id", requestIDFrom(ctx))
+	}
+	if auth.FromContext(ctx).UserID == sc.OwnerID {
+		return newStatus(codes.PermissionDenied, ownership.Code, "you may no longer "+action+" your schedules ("+denied.Why+"); an ADMIN can restore your access")
+	}
+	return newStatus(codes.FailedPrecondition, ownership.Code, "cannot "+action+" this schedule: "+denied.Error()+"; restore the owner's access first")
+}
+
 // GetSchedule implements pb.ScheduleServiceServer.
 func (s *ScheduleService) GetSchedule(ctx context.Context, req *pb.GetScheduleRequest) (*pb.GetScheduleResponse, error) {
 	row, err := s.get(ctx, req.GetId())
@@ -388,6 +414,13 @@ func (s *ScheduleService) UpdateSchedule(ctx context.Context, req *pb.UpdateSche
 	cur, err := s.manage(ctx, sc.GetId())
 	if err != nil {
 		return nil, err
+	}
+	// An ADMIN may still edit it (the owner stays the owner, and its runs
+	// still need the owner's authorization); its owner may not.
+	if auth.FromContext(ctx).UserID == cur.OwnerID {
+		if err := s.requireAuthorizedOwner(ctx, cur, "edit"); err != nil {
+			return nil, err
+		}
 	}
 	wb, err := s.db.Workbook.Query().Where(workbook.ID(cur.WorkbookID)).WithElements().Only(ctx)
 	if err != nil {
@@ -461,6 +494,9 @@ func (s *ScheduleService) PauseSchedule(ctx context.Context, req *pb.PauseSchedu
 func (s *ScheduleService) ResumeSchedule(ctx context.Context, req *pb.ResumeScheduleRequest) (*pb.ResumeScheduleResponse, error) {
 	cur, err := s.manage(ctx, req.GetId())
 	if err != nil {
+		return nil, err
+	}
+	if err := s.requireAuthorizedOwner(ctx, cur, "resume"); err != nil {
 		return nil, err
 	}
 	if cur.IntegrationID == "" {

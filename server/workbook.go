@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -437,7 +438,8 @@ func (s *WorkbookService) DeleteWorkbook(ctx context.Context, req *pb.DeleteWork
 	if err != nil {
 		return nil, err
 	}
-	if !auth.FromContext(ctx).OwnsOrAdmin(cur.OwnerID) {
+	p := auth.FromContext(ctx)
+	if !p.OwnsOrAdmin(cur.OwnerID) {
 		return nil, permissionDenied("only the owner or an ADMIN may delete this workbook")
 	}
 	resp := &pb.DeleteWorkbookResponse{}
@@ -448,6 +450,18 @@ func (s *WorkbookService) DeleteWorkbook(ctx context.Context, req *pb.DeleteWork
 		}
 		if len(sched) > 0 && !req.GetForce() {
 			return failedPrecondition("WORKBOOK_HAS_SCHEDULES", fmt.Sprintf("workbook has %d schedule(s); delete them first or pass force=true", len(sched)))
+		}
+		// force deletes only what the caller could delete one by one
+		// (DeleteSchedule: owner or ADMIN).
+		if !p.IsAdmin() && len(sched) > 0 {
+			others, err := tx.Schedule.Query().Where(schedule.WorkbookID(cur.ID), schedule.OwnerIDNEQ(p.UserID)).Count(ctx)
+			if err != nil {
+				return err
+			}
+			if others > 0 {
+				return newStatus(codes.PermissionDenied, "SCHEDULES_OWNED_BY_OTHERS", fmt.Sprintf(
+					"workbook has %d schedule(s) owned by other users; only their owners or an ADMIN may delete them", others))
+			}
 		}
 		if _, err := tx.Schedule.Delete().Where(schedule.WorkbookID(cur.ID)).Exec(ctx); err != nil {
 			return err

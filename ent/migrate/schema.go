@@ -269,7 +269,7 @@ var (
 		{Name: "mode", Type: field.TypeEnum, Enums: []string{"SNAPSHOT", "INCREMENTAL"}, Default: "SNAPSHOT"},
 		{Name: "notify_emails", Type: field.TypeJSON, Nullable: true},
 		{Name: "state", Type: field.TypeEnum, Enums: []string{"ACTIVE", "PAUSED"}, Default: "ACTIVE"},
-		{Name: "pause_reason", Type: field.TypeEnum, Nullable: true, Enums: []string{"USER", "INTEGRATION_UPDATED", "INTEGRATION_DELETED", "REPEATED_FAILURES"}},
+		{Name: "pause_reason", Type: field.TypeEnum, Nullable: true, Enums: []string{"USER", "INTEGRATION_UPDATED", "INTEGRATION_DELETED", "REPEATED_FAILURES", "OWNER_NOT_AUTHORIZED"}},
 		{Name: "catch_up", Type: field.TypeEnum, Enums: []string{"ONE", "NONE"}, Default: "ONE"},
 		{Name: "next_run_time", Type: field.TypeTime, Nullable: true},
 		{Name: "consecutive_failures", Type: field.TypeInt, Default: 0},

@@ -278,10 +278,11 @@ type PauseReason string
 
 // PauseReason values.
 const (
-	PauseReasonUSER                PauseReason = "USER"
-	PauseReasonINTEGRATION_UPDATED PauseReason = "INTEGRATION_UPDATED"
-	PauseReasonINTEGRATION_DELETED PauseReason = "INTEGRATION_DELETED"
-	PauseReasonREPEATED_FAILURES   PauseReason = "REPEATED_FAILURES"
+	PauseReasonUSER                 PauseReason = "USER"
+	PauseReasonINTEGRATION_UPDATED  PauseReason = "INTEGRATION_UPDATED"
+	PauseReasonINTEGRATION_DELETED  PauseReason = "INTEGRATION_DELETED"
+	PauseReasonREPEATED_FAILURES    PauseReason = "REPEATED_FAILURES"
+	PauseReasonOWNER_NOT_AUTHORIZED PauseReason = "OWNER_NOT_AUTHORIZED"
 )
 
 func (pr PauseReason) String() string {
@@ -291,7 +292,7 @@ func (pr PauseReason) String() string {
 // PauseReasonValidator is a validator for the "pause_reason" field enum values. It is called by the builders before save.
 func PauseReasonValidator(pr PauseReason) error {
 	switch pr {
-	case PauseReasonUSER, PauseReasonINTEGRATION_UPDATED, PauseReasonINTEGRATION_DELETED, PauseReasonREPEATED_FAILURES:
+	case PauseReasonUSER, PauseReasonINTEGRATION_UPDATED, PauseReasonINTEGRATION_DELETED, PauseReasonREPEATED_FAILURES, PauseReasonOWNER_NOT_AUTHORIZED:
 		return nil
 	default:
 		return fmt.Errorf("schedule: invalid enum value for pause_reason field: %q", pr)

@@ -35,7 +35,7 @@ func (Schedule) Fields() []ent.Field {
 		field.Enum("mode").Values("SNAPSHOT", "INCREMENTAL").Default("SNAPSHOT"),
 		field.Strings("notify_emails").Optional(),
 		field.Enum("state").Values("ACTIVE", "PAUSED").Default("ACTIVE"),
-		field.Enum("pause_reason").Values("USER", "INTEGRATION_UPDATED", "INTEGRATION_DELETED", "REPEATED_FAILURES").Optional().Nillable(),
+		field.Enum("pause_reason").Values("USER", "INTEGRATION_UPDATED", "INTEGRATION_DELETED", "REPEATED_FAILURES", "OWNER_NOT_AUTHORIZED").Optional().Nillable(),
 		field.Enum("catch_up").Values("ONE", "NONE").Default("ONE"),
 		field.Time("next_run_time").Optional().Nillable(),
 		field.Int("consecutive_failures").Default(0),

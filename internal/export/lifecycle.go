@@ -17,6 +17,7 @@ import (
 	"github.com/auditexport/auditexport/internal/auditlog"
 	"github.com/auditexport/auditexport/internal/destination"
 	"github.com/auditexport/auditexport/internal/notify"
+	"github.com/auditexport/auditexport/internal/ownership"
 	"github.com/auditexport/auditexport/internal/tenant"
 )
 
@@ -165,6 +166,13 @@ func (r *Runner) updateSchedule(ctx context.Context, j *job, runID, state string
 	sc, err := u.Save(ctx)
 	if err != nil && !ent.IsNotFound(err) {
 		r.log.Error("updating schedule after run failed", "run_id", runID, "err", err.Error())
+	}
+	if rerr != nil && rerr.Code == ownership.Code {
+		// The safety net behind the pause made when the owner lost their
+		// authorization (AccountService), for whatever slipped past it.
+		if _, err := ownership.PauseSchedule(ctx, r.d.Client, j.sc.ID); err != nil {
+			r.log.Error("pausing the schedule of an unauthorized owner failed", "schedule_id", j.sc.ID, "run_id", runID, "err", err.Error())
+		}
 	}
 	if err == nil && state == exportrun.StateFAILED.String() && sc.ConsecutiveFailures >= autoPauseAfter && sc.State == schedule.StateACTIVE {
 		// Only the run whose update switches the schedule from ACTIVE

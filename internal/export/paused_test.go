@@ -41,14 +41,7 @@ func TestQueuedScheduledRunOfPausedSchedule(t *testing.T) {
 		} {
 			t.Run(string(tc.state)+"_"+string(tc.reason)+"_"+string(tc.trigger), func(t *testing.T) {
 				ctx, orgID, runID, dir := queuedRun(t, d, tc.state, tc.reason, tc.trigger)
-				mail, err := notify.New("", "auditexport@localhost", slog.New(slog.DiscardHandler))
-				if err != nil {
-					t.Fatal(err)
-				}
-				r := export.NewRunner(d, nil, mail, auditlog.NewRecorder(d.Client, slog.New(slog.DiscardHandler)),
-					slog.New(slog.DiscardHandler), export.Config{})
-				r.Execute(ctx, orgID, runID)
-				r.Close(ctx)
+				executeRun(t, d, ctx, orgID, runID)
 
 				run, err := d.Client.ExportRun.Get(ctx, runID)
 				if err != nil {
@@ -74,6 +67,20 @@ func TestQueuedScheduledRunOfPausedSchedule(t *testing.T) {
 			})
 		}
 	})
+}
+
+// executeRun executes a stored run to its end on a runner of its own
+// (without mail).
+func executeRun(t *testing.T, d *db.DB, ctx context.Context, orgID, runID string) {
+	t.Helper()
+	mail, err := notify.New("", "auditexport@localhost", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := export.NewRunner(d, nil, mail, auditlog.NewRecorder(d.Client, slog.New(slog.DiscardHandler)),
+		slog.New(slog.DiscardHandler), export.Config{})
+	r.Execute(ctx, orgID, runID)
+	r.Close(ctx)
 }
 
 // queuedRun stores an organization with a LOCAL integration, a saved

@@ -27,6 +27,7 @@ import (
 	"github.com/auditexport/auditexport/internal/ids"
 	"github.com/auditexport/auditexport/internal/metrics"
 	"github.com/auditexport/auditexport/internal/notify"
+	"github.com/auditexport/auditexport/internal/ownership"
 	cronpkg "github.com/auditexport/auditexport/internal/schedule"
 	"github.com/auditexport/auditexport/internal/secrets"
 	"github.com/auditexport/auditexport/internal/tenant"
@@ -278,6 +279,14 @@ func (r *Runner) load(ctx context.Context, runID string, j *job) error {
 	}
 	if j.sc, err = c.Schedule.Get(ctx, j.run.ScheduleID); err != nil {
 		return &RunError{Code: "SCHEDULE_NOT_FOUND", Message: "the schedule no longer exists"}
+	}
+	// Runs act with the owner's authority, which may have been lost since
+	// the schedule was made or this run was queued (finish pauses it).
+	var denied *ownership.Error
+	if err := ownership.Check(ctx, c, j.sc.OwnerID); errors.As(err, &denied) {
+		return &RunError{Code: ownership.Code, Message: denied.Error()}
+	} else if err != nil {
+		return err
 	}
 	if j.el, err = c.Element.Query().Where(element.ID(j.sc.ElementID)).Only(ctx); err != nil {
 		return &RunError{Code: "ELEMENT_NOT_FOUND", Message: "the schedule's workbook element no longer exists"}

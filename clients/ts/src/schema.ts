@@ -103,7 +103,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Revokes a user's access to a connection (ADMIN). */
+        /**
+         * Revokes a user's access to a connection (ADMIN). A CREATOR's active
+         *     schedules are paused with it (reason OWNER_NOT_AUTHORIZED).
+         */
         post: operations["AccountService_RevokeConnectionAccess"];
         delete?: never;
         options?: never;
@@ -232,7 +235,9 @@ export interface paths {
         put?: never;
         /**
          * Resumes a paused schedule: state ACTIVE, failures reset, next_run_time
-         *     recomputed from now. FAILED_PRECONDITION if its integration is gone.
+         *     recomputed from now. FAILED_PRECONDITION if its integration is gone;
+         *     PERMISSION_DENIED (owner) or FAILED_PRECONDITION (ADMIN) with reason
+         *     OWNER_NOT_AUTHORIZED if its owner may no longer own schedules.
          */
         post: operations["ScheduleService_ResumeSchedule"];
         delete?: never;
@@ -253,6 +258,10 @@ export interface paths {
         /**
          * Runs the schedule's export now and streams its progress. The run goes on
          *     if the client disconnects; reattach with WatchExportRun. Owner or ADMIN.
+         *     A run acts with the owner's authority: if the owner may no longer own
+         *     schedules, PERMISSION_DENIED (owner) or FAILED_PRECONDITION (ADMIN) with
+         *     reason OWNER_NOT_AUTHORIZED, and a run that starts without it ends FAILED
+         *     (OWNER_NOT_AUTHORIZED).
          */
         post: operations["ScheduleService_SendNow"];
         delete?: never;
@@ -274,7 +283,11 @@ export interface paths {
         delete?: never;
         options?: never;
         head?: never;
-        /** Updates the fields named in update_mask. */
+        /**
+         * Updates the fields named in update_mask. The owner stays the owner, also
+         *     when an ADMIN edits. PERMISSION_DENIED (reason OWNER_NOT_AUTHORIZED) for
+         *     an owner who may no longer own schedules.
+         */
         patch: operations["ScheduleService_UpdateSchedule"];
         trace?: never;
     };
@@ -395,8 +408,10 @@ export interface paths {
         head?: never;
         /**
          * Updates the fields named in update_mask. The provider cannot change.
-         *     Unless update_linked_schedules is true, linked schedules are paused with
-         *     reason INTEGRATION_UPDATED. Errors: INVALID_ARGUMENT, NOT_FOUND,
+         *     Changing endpoint or destination needs credentials in the same request
+         *     (except LOCAL): stored credentials are used only where they were given
+         *     for. Unless update_linked_schedules is true, linked schedules are paused
+         *     with reason INTEGRATION_UPDATED. Errors: INVALID_ARGUMENT, NOT_FOUND,
          *     ALREADY_EXISTS, PERMISSION_DENIED.
          */
         patch: operations["IntegrationService_UpdateStorageIntegration"];
@@ -472,7 +487,9 @@ export interface paths {
         head?: never;
         /**
          * Updates email, account_type and/or active (ADMIN). An admin cannot demote
-         *     or deactivate themselves (FAILED_PRECONDITION).
+         *     or deactivate themselves (FAILED_PRECONDITION). Deactivating a user or
+         *     demoting them to VIEWER pauses their active schedules (reason
+         *     OWNER_NOT_AUTHORIZED).
          */
         patch: operations["AccountService_UpdateUser"];
         trace?: never;
@@ -507,7 +524,9 @@ export interface paths {
         post?: never;
         /**
          * Deletes a workbook (owner or ADMIN). FAILED_PRECONDITION while schedules
-         *     exist, unless force is true (then they are deleted too).
+         *     exist, unless force is true (then they are deleted too). force deletes
+         *     only schedules the caller could delete: PERMISSION_DENIED (reason
+         *     SCHEDULES_OWNED_BY_OTHERS) for a non-ADMIN if others own some.
          */
         delete: operations["WorkbookService_DeleteWorkbook"];
         options?: never;
@@ -983,10 +1002,14 @@ export interface components {
         };
         /**
          * @description PauseReason says why a schedule is paused.
+         *
+         *      - PAUSE_REASON_OWNER_NOT_AUTHORIZED: The owner may no longer own schedules: deactivated, demoted to VIEWER,
+         *     or no longer granted the Audit Logs connection. Resuming needs the
+         *     owner's authorization back first.
          * @default PAUSE_REASON_UNSPECIFIED
          * @enum {string}
          */
-        v1PauseReason: "PAUSE_REASON_UNSPECIFIED" | "PAUSE_REASON_USER" | "PAUSE_REASON_INTEGRATION_UPDATED" | "PAUSE_REASON_INTEGRATION_DELETED" | "PAUSE_REASON_REPEATED_FAILURES";
+        v1PauseReason: "PAUSE_REASON_UNSPECIFIED" | "PAUSE_REASON_USER" | "PAUSE_REASON_INTEGRATION_UPDATED" | "PAUSE_REASON_INTEGRATION_DELETED" | "PAUSE_REASON_REPEATED_FAILURES" | "PAUSE_REASON_OWNER_NOT_AUTHORIZED";
         /** @description PauseScheduleResponse wraps the Schedule. */
         v1PauseScheduleResponse: {
             schedule?: components["schemas"]["v1Schedule"];

@@ -48,11 +48,14 @@ type AccountServiceClient interface {
 	// Lists users (ADMIN).
 	ListUsers(ctx context.Context, in *ListUsersRequest, opts ...grpc.CallOption) (*ListUsersResponse, error)
 	// Updates email, account_type and/or active (ADMIN). An admin cannot demote
-	// or deactivate themselves (FAILED_PRECONDITION).
+	// or deactivate themselves (FAILED_PRECONDITION). Deactivating a user or
+	// demoting them to VIEWER pauses their active schedules (reason
+	// OWNER_NOT_AUTHORIZED).
 	UpdateUser(ctx context.Context, in *UpdateUserRequest, opts ...grpc.CallOption) (*UpdateUserResponse, error)
 	// Grants a user access to a connection (ADMIN).
 	GrantConnectionAccess(ctx context.Context, in *GrantConnectionAccessRequest, opts ...grpc.CallOption) (*GrantConnectionAccessResponse, error)
-	// Revokes a user's access to a connection (ADMIN).
+	// Revokes a user's access to a connection (ADMIN). A CREATOR's active
+	// schedules are paused with it (reason OWNER_NOT_AUTHORIZED).
 	RevokeConnectionAccess(ctx context.Context, in *RevokeConnectionAccessRequest, opts ...grpc.CallOption) (*RevokeConnectionAccessResponse, error)
 	// Creates an API key for a user (ADMIN for anyone, others for themselves).
 	// The secret is in this response only.
@@ -188,11 +191,14 @@ type AccountServiceServer interface {
 	// Lists users (ADMIN).
 	ListUsers(context.Context, *ListUsersRequest) (*ListUsersResponse, error)
 	// Updates email, account_type and/or active (ADMIN). An admin cannot demote
-	// or deactivate themselves (FAILED_PRECONDITION).
+	// or deactivate themselves (FAILED_PRECONDITION). Deactivating a user or
+	// demoting them to VIEWER pauses their active schedules (reason
+	// OWNER_NOT_AUTHORIZED).
 	UpdateUser(context.Context, *UpdateUserRequest) (*UpdateUserResponse, error)
 	// Grants a user access to a connection (ADMIN).
 	GrantConnectionAccess(context.Context, *GrantConnectionAccessRequest) (*GrantConnectionAccessResponse, error)
-	// Revokes a user's access to a connection (ADMIN).
+	// Revokes a user's access to a connection (ADMIN). A CREATOR's active
+	// schedules are paused with it (reason OWNER_NOT_AUTHORIZED).
 	RevokeConnectionAccess(context.Context, *RevokeConnectionAccessRequest) (*RevokeConnectionAccessResponse, error)
 	// Creates an API key for a user (ADMIN for anyone, others for themselves).
 	// The secret is in this response only.

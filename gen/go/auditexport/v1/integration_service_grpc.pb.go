@@ -43,8 +43,10 @@ type IntegrationServiceClient interface {
 	// Lists the organization's integrations by creation order.
 	ListStorageIntegrations(ctx context.Context, in *ListStorageIntegrationsRequest, opts ...grpc.CallOption) (*ListStorageIntegrationsResponse, error)
 	// Updates the fields named in update_mask. The provider cannot change.
-	// Unless update_linked_schedules is true, linked schedules are paused with
-	// reason INTEGRATION_UPDATED. Errors: INVALID_ARGUMENT, NOT_FOUND,
+	// Changing endpoint or destination needs credentials in the same request
+	// (except LOCAL): stored credentials are used only where they were given
+	// for. Unless update_linked_schedules is true, linked schedules are paused
+	// with reason INTEGRATION_UPDATED. Errors: INVALID_ARGUMENT, NOT_FOUND,
 	// ALREADY_EXISTS, PERMISSION_DENIED.
 	UpdateStorageIntegration(ctx context.Context, in *UpdateStorageIntegrationRequest, opts ...grpc.CallOption) (*UpdateStorageIntegrationResponse, error)
 	// Deletes an integration. Unless delete_linked_schedules is true (then they
@@ -154,8 +156,10 @@ type IntegrationServiceServer interface {
 	// Lists the organization's integrations by creation order.
 	ListStorageIntegrations(context.Context, *ListStorageIntegrationsRequest) (*ListStorageIntegrationsResponse, error)
 	// Updates the fields named in update_mask. The provider cannot change.
-	// Unless update_linked_schedules is true, linked schedules are paused with
-	// reason INTEGRATION_UPDATED. Errors: INVALID_ARGUMENT, NOT_FOUND,
+	// Changing endpoint or destination needs credentials in the same request
+	// (except LOCAL): stored credentials are used only where they were given
+	// for. Unless update_linked_schedules is true, linked schedules are paused
+	// with reason INTEGRATION_UPDATED. Errors: INVALID_ARGUMENT, NOT_FOUND,
 	// ALREADY_EXISTS, PERMISSION_DENIED.
 	UpdateStorageIntegration(context.Context, *UpdateStorageIntegrationRequest) (*UpdateStorageIntegrationResponse, error)
 	// Deletes an integration. Unless delete_linked_schedules is true (then they

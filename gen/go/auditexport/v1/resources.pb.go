@@ -350,6 +350,10 @@ const (
 	PauseReason_PAUSE_REASON_INTEGRATION_UPDATED PauseReason = 2
 	PauseReason_PAUSE_REASON_INTEGRATION_DELETED PauseReason = 3
 	PauseReason_PAUSE_REASON_REPEATED_FAILURES   PauseReason = 4
+	// The owner may no longer own schedules: deactivated, demoted to VIEWER,
+	// or no longer granted the Audit Logs connection. Resuming needs the
+	// owner's authorization back first.
+	PauseReason_PAUSE_REASON_OWNER_NOT_AUTHORIZED PauseReason = 5
 )
 
 // Enum value maps for PauseReason.
@@ -360,13 +364,15 @@ var (
 		2: "PAUSE_REASON_INTEGRATION_UPDATED",
 		3: "PAUSE_REASON_INTEGRATION_DELETED",
 		4: "PAUSE_REASON_REPEATED_FAILURES",
+		5: "PAUSE_REASON_OWNER_NOT_AUTHORIZED",
 	}
 	PauseReason_value = map[string]int32{
-		"PAUSE_REASON_UNSPECIFIED":         0,
-		"PAUSE_REASON_USER":                1,
-		"PAUSE_REASON_INTEGRATION_UPDATED": 2,
-		"PAUSE_REASON_INTEGRATION_DELETED": 3,
-		"PAUSE_REASON_REPEATED_FAILURES":   4,
+		"PAUSE_REASON_UNSPECIFIED":          0,
+		"PAUSE_REASON_USER":                 1,
+		"PAUSE_REASON_INTEGRATION_UPDATED":  2,
+		"PAUSE_REASON_INTEGRATION_DELETED":  3,
+		"PAUSE_REASON_REPEATED_FAILURES":    4,
+		"PAUSE_REASON_OWNER_NOT_AUTHORIZED": 5,
 	}
 )
 
@@ -3141,13 +3147,14 @@ const file_auditexport_v1_resources_proto_rawDesc = "" +
 	"\rScheduleState\x12\x1e\n" +
 	"\x1aSCHEDULE_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15SCHEDULE_STATE_ACTIVE\x10\x01\x12\x19\n" +
-	"\x15SCHEDULE_STATE_PAUSED\x10\x02*\xb2\x01\n" +
+	"\x15SCHEDULE_STATE_PAUSED\x10\x02*\xd9\x01\n" +
 	"\vPauseReason\x12\x1c\n" +
 	"\x18PAUSE_REASON_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11PAUSE_REASON_USER\x10\x01\x12$\n" +
 	" PAUSE_REASON_INTEGRATION_UPDATED\x10\x02\x12$\n" +
 	" PAUSE_REASON_INTEGRATION_DELETED\x10\x03\x12\"\n" +
-	"\x1ePAUSE_REASON_REPEATED_FAILURES\x10\x04*H\n" +
+	"\x1ePAUSE_REASON_REPEATED_FAILURES\x10\x04\x12%\n" +
+	"!PAUSE_REASON_OWNER_NOT_AUTHORIZED\x10\x05*H\n" +
 	"\aCatchUp\x12\x18\n" +
 	"\x14CATCH_UP_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fCATCH_UP_ONE\x10\x01\x12\x11\n" +

@@ -47,7 +47,9 @@ type ScheduleServiceClient interface {
 	GetSchedule(ctx context.Context, in *GetScheduleRequest, opts ...grpc.CallOption) (*GetScheduleResponse, error)
 	// Lists visible schedules, optionally filtered.
 	ListSchedules(ctx context.Context, in *ListSchedulesRequest, opts ...grpc.CallOption) (*ListSchedulesResponse, error)
-	// Updates the fields named in update_mask.
+	// Updates the fields named in update_mask. The owner stays the owner, also
+	// when an ADMIN edits. PERMISSION_DENIED (reason OWNER_NOT_AUTHORIZED) for
+	// an owner who may no longer own schedules.
 	UpdateSchedule(ctx context.Context, in *UpdateScheduleRequest, opts ...grpc.CallOption) (*UpdateScheduleResponse, error)
 	// Deletes a schedule.
 	DeleteSchedule(ctx context.Context, in *DeleteScheduleRequest, opts ...grpc.CallOption) (*DeleteScheduleResponse, error)
@@ -55,6 +57,10 @@ type ScheduleServiceClient interface {
 	PauseSchedule(ctx context.Context, in *PauseScheduleRequest, opts ...grpc.CallOption) (*PauseScheduleResponse, error)
 	// Runs the schedule's export now and streams its progress. The run goes on
 	// if the client disconnects; reattach with WatchExportRun. Owner or ADMIN.
+	// A run acts with the owner's authority: if the owner may no longer own
+	// schedules, PERMISSION_DENIED (owner) or FAILED_PRECONDITION (ADMIN) with
+	// reason OWNER_NOT_AUTHORIZED, and a run that starts without it ends FAILED
+	// (OWNER_NOT_AUTHORIZED).
 	SendNow(ctx context.Context, in *SendNowRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SendNowResponse], error)
 	// Gets a run.
 	GetExportRun(ctx context.Context, in *GetExportRunRequest, opts ...grpc.CallOption) (*GetExportRunResponse, error)
@@ -68,7 +74,9 @@ type ScheduleServiceClient interface {
 	// left). Owner of the schedule or ADMIN. Finished runs: FAILED_PRECONDITION.
 	CancelExportRun(ctx context.Context, in *CancelExportRunRequest, opts ...grpc.CallOption) (*CancelExportRunResponse, error)
 	// Resumes a paused schedule: state ACTIVE, failures reset, next_run_time
-	// recomputed from now. FAILED_PRECONDITION if its integration is gone.
+	// recomputed from now. FAILED_PRECONDITION if its integration is gone;
+	// PERMISSION_DENIED (owner) or FAILED_PRECONDITION (ADMIN) with reason
+	// OWNER_NOT_AUTHORIZED if its owner may no longer own schedules.
 	ResumeSchedule(ctx context.Context, in *ResumeScheduleRequest, opts ...grpc.CallOption) (*ResumeScheduleResponse, error)
 }
 
@@ -232,7 +240,9 @@ type ScheduleServiceServer interface {
 	GetSchedule(context.Context, *GetScheduleRequest) (*GetScheduleResponse, error)
 	// Lists visible schedules, optionally filtered.
 	ListSchedules(context.Context, *ListSchedulesRequest) (*ListSchedulesResponse, error)
-	// Updates the fields named in update_mask.
+	// Updates the fields named in update_mask. The owner stays the owner, also
+	// when an ADMIN edits. PERMISSION_DENIED (reason OWNER_NOT_AUTHORIZED) for
+	// an owner who may no longer own schedules.
 	UpdateSchedule(context.Context, *UpdateScheduleRequest) (*UpdateScheduleResponse, error)
 	// Deletes a schedule.
 	DeleteSchedule(context.Context, *DeleteScheduleRequest) (*DeleteScheduleResponse, error)
@@ -240,6 +250,10 @@ type ScheduleServiceServer interface {
 	PauseSchedule(context.Context, *PauseScheduleRequest) (*PauseScheduleResponse, error)
 	// Runs the schedule's export now and streams its progress. The run goes on
 	// if the client disconnects; reattach with WatchExportRun. Owner or ADMIN.
+	// A run acts with the owner's authority: if the owner may no longer own
+	// schedules, PERMISSION_DENIED (owner) or FAILED_PRECONDITION (ADMIN) with
+	// reason OWNER_NOT_AUTHORIZED, and a run that starts without it ends FAILED
+	// (OWNER_NOT_AUTHORIZED).
 	SendNow(*SendNowRequest, grpc.ServerStreamingServer[SendNowResponse]) error
 	// Gets a run.
 	GetExportRun(context.Context, *GetExportRunRequest) (*GetExportRunResponse, error)
@@ -253,7 +267,9 @@ type ScheduleServiceServer interface {
 	// left). Owner of the schedule or ADMIN. Finished runs: FAILED_PRECONDITION.
 	CancelExportRun(context.Context, *CancelExportRunRequest) (*CancelExportRunResponse, error)
 	// Resumes a paused schedule: state ACTIVE, failures reset, next_run_time
-	// recomputed from now. FAILED_PRECONDITION if its integration is gone.
+	// recomputed from now. FAILED_PRECONDITION if its integration is gone;
+	// PERMISSION_DENIED (owner) or FAILED_PRECONDITION (ADMIN) with reason
+	// OWNER_NOT_AUTHORIZED if its owner may no longer own schedules.
 	ResumeSchedule(context.Context, *ResumeScheduleRequest) (*ResumeScheduleResponse, error)
 	mustEmbedUnimplementedScheduleServiceServer()
 }

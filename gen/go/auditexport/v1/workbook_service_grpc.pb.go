@@ -51,7 +51,9 @@ type WorkbookServiceClient interface {
 	// that a schedule uses is FAILED_PRECONDITION.
 	UpdateWorkbook(ctx context.Context, in *UpdateWorkbookRequest, opts ...grpc.CallOption) (*UpdateWorkbookResponse, error)
 	// Deletes a workbook (owner or ADMIN). FAILED_PRECONDITION while schedules
-	// exist, unless force is true (then they are deleted too).
+	// exist, unless force is true (then they are deleted too). force deletes
+	// only schedules the caller could delete: PERMISSION_DENIED (reason
+	// SCHEDULES_OWNED_BY_OTHERS) for a non-ADMIN if others own some.
 	DeleteWorkbook(ctx context.Context, in *DeleteWorkbookRequest, opts ...grpc.CallOption) (*DeleteWorkbookResponse, error)
 	// Runs an element's query and returns a page of rows.
 	QueryElement(ctx context.Context, in *QueryElementRequest, opts ...grpc.CallOption) (*QueryElementResponse, error)
@@ -167,7 +169,9 @@ type WorkbookServiceServer interface {
 	// that a schedule uses is FAILED_PRECONDITION.
 	UpdateWorkbook(context.Context, *UpdateWorkbookRequest) (*UpdateWorkbookResponse, error)
 	// Deletes a workbook (owner or ADMIN). FAILED_PRECONDITION while schedules
-	// exist, unless force is true (then they are deleted too).
+	// exist, unless force is true (then they are deleted too). force deletes
+	// only schedules the caller could delete: PERMISSION_DENIED (reason
+	// SCHEDULES_OWNED_BY_OTHERS) for a non-ADMIN if others own some.
 	DeleteWorkbook(context.Context, *DeleteWorkbookRequest) (*DeleteWorkbookResponse, error)
 	// Runs an element's query and returns a page of rows.
 	QueryElement(context.Context, *QueryElementRequest) (*QueryElementResponse, error)
