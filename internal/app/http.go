@@ -16,6 +16,7 @@ import (
 	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
 	"github.com/auditexport/auditexport/gen/openapi"
 	"github.com/auditexport/auditexport/internal/metrics"
+	"github.com/auditexport/auditexport/server"
 )
 
 // maxBodyBytes bounds REST request bodies.
@@ -41,6 +42,9 @@ func newHTTPHandler(ctx context.Context, inproc *bufconn.Listener, hs *health.Se
 				return "X-Request-Id", true
 			}
 			return runtime.DefaultHeaderMatcher(h)
+		}),
+		runtime.WithErrorHandler(func(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+			runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, server.GatewayError(err))
 		}),
 	)
 	for _, reg := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
