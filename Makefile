@@ -5,7 +5,7 @@ GO    ?= go
 BUF   := $(GO) tool -modfile=tools/buf/go.mod buf
 BIN   := $(CURDIR)/bin
 
-.PHONY: run build tools generate lint check-generated test test-go services bench bench-scheduler
+.PHONY: run build tools generate lint check-generated test test-go test-fuzz services bench bench-scheduler
 
 run: ## Run the server on embedded SQLite in ./data
 	$(GO) run ./cmd/auditexport serve
@@ -39,7 +39,13 @@ services: ## Install pinned test servers (MinIO, fake-gcs-server, Azurite, mailp
 test-go: services tools
 	$(GO) test -race -count=1 -timeout 45m ./...
 
-test: check-generated lint test-go ## The whole CI suite
+# Fuzz every RPC through the in-process server for a bounded time (the seed
+# corpus in server/testdata/fuzz/FuzzRPCs also runs in test-go).
+FUZZTIME ?= 30s
+test-fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzRPCs$$' -fuzztime $(FUZZTIME) ./server/
+
+test: check-generated lint test-go test-fuzz ## The whole CI suite
 
 # Long benchmark (not part of `make test`; its 20k-row smoke is): export 1M and
 # 4M rows to MinIO as CSV+gzip against the `sqlite3|psql ... | gzip | upload`

@@ -88,14 +88,12 @@ func (s *AccountService) CreateUser(ctx context.Context, req *pb.CreateUserReque
 		return nil, v.err()
 	}
 	email(&v, "user.email", in.GetEmail())
-	if !validEnum(in.GetAccountType()) {
-		v.add("user.account_type", "is required: one of ACCOUNT_TYPE_ADMIN, ACCOUNT_TYPE_CREATOR, ACCOUNT_TYPE_VIEWER")
-	}
+	accountType := enumField(&v, "user.account_type", in.GetAccountType(), "ACCOUNT_TYPE_", true)
 	if err := v.err(); err != nil {
 		return nil, err
 	}
 	u, err := s.db.User.Create().SetEmail(in.GetEmail()).
-		SetAccountType(user.AccountType(enumDB(in.GetAccountType(), "ACCOUNT_TYPE_"))).SetActive(true).Save(ctx)
+		SetAccountType(user.AccountType(accountType)).SetActive(true).Save(ctx)
 	if ent.IsConstraintError(err) {
 		return nil, alreadyExists("user.email", "a user with e-mail "+in.GetEmail()+" already exists")
 	}
@@ -177,8 +175,9 @@ func (s *AccountService) UpdateUser(ctx context.Context, req *pb.UpdateUserReque
 	if paths["email"] {
 		email(&v, "user.email", in.GetEmail())
 	}
-	if paths["account_type"] && !validEnum(in.GetAccountType()) {
-		v.add("user.account_type", "must be one of ACCOUNT_TYPE_ADMIN, ACCOUNT_TYPE_CREATOR, ACCOUNT_TYPE_VIEWER")
+	var accountType string
+	if paths["account_type"] {
+		accountType = enumField(&v, "user.account_type", in.GetAccountType(), "ACCOUNT_TYPE_", true)
 	}
 	if err := v.err(); err != nil {
 		return nil, err
@@ -190,7 +189,7 @@ func (s *AccountService) UpdateUser(ctx context.Context, req *pb.UpdateUserReque
 	if paths["account_type"] {
 		auditCategory(ctx, "ACCOUNT_TYPE")
 		auditMeta(ctx, "account_type_from", string(cur.AccountType))
-		auditMeta(ctx, "account_type_to", enumDB(in.GetAccountType(), "ACCOUNT_TYPE_"))
+		auditMeta(ctx, "account_type_to", accountType)
 	}
 	var u *ent.User
 	var paused []string
@@ -200,7 +199,7 @@ func (s *AccountService) UpdateUser(ctx context.Context, req *pb.UpdateUserReque
 			upd.SetEmail(in.GetEmail())
 		}
 		if paths["account_type"] {
-			upd.SetAccountType(user.AccountType(enumDB(in.GetAccountType(), "ACCOUNT_TYPE_")))
+			upd.SetAccountType(user.AccountType(accountType))
 		}
 		if paths["active"] {
 			upd.SetActive(in.GetActive())

@@ -10,24 +10,23 @@ import (
 )
 
 // enumDB turns a proto enum value into its stored form: PROVIDER_S3 -> S3.
-// UNSPECIFIED becomes "".
-func enumDB(e protoreflect.Enum, prefix string) string {
-	name := string(e.Descriptor().Values().ByNumber(e.Number()).Name())
-	s := strings.TrimPrefix(name, prefix)
-	if s == "UNSPECIFIED" {
-		return ""
+// UNSPECIFIED becomes "". ok is false for a number the enum does not
+// declare (proto3 enums are open, so any int32 can arrive).
+func enumDB(e protoreflect.Enum, prefix string) (s string, ok bool) {
+	ev := e.Descriptor().Values().ByNumber(e.Number())
+	if ev == nil {
+		return "", false
 	}
-	return s
+	s = strings.TrimPrefix(string(ev.Name()), prefix)
+	if s == "UNSPECIFIED" {
+		return "", true
+	}
+	return s, true
 }
 
 // enumProto looks up the proto number of a stored enum value.
 func enumProto(values map[string]int32, prefix, db string) int32 {
 	return values[prefix+db]
-}
-
-// validEnum reports whether e is a defined, non-zero value.
-func validEnum(e protoreflect.Enum) bool {
-	return e.Number() != 0 && e.Descriptor().Values().ByNumber(e.Number()) != nil
 }
 
 func ts(t time.Time) *timestamppb.Timestamp {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
+	"strings"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -114,6 +116,25 @@ func ensureErrorInfo(err error) error {
 		return err
 	}
 	return withInfo.Err()
+}
+
+// gatewayField finds the field a grpc-gateway request-parsing error names
+// (`parsing field "state": "99" is not a valid value`).
+var gatewayField = regexp.MustCompile(`^parsing (?:field|list) "([a-z0-9_]+)"`)
+
+// GatewayError gives an error the REST gateway produced itself (a query
+// parameter or body it could not parse, before any RPC) the ErrorInfo every
+// error carries and, when it names a field, a BadRequest violation for it.
+// Errors from our RPCs pass through unchanged.
+func GatewayError(err error) error {
+	st, ok := status.FromError(err)
+	if !ok || len(st.Details()) > 0 {
+		return err
+	}
+	if m := gatewayField.FindStringSubmatch(st.Message()); st.Code() == codes.InvalidArgument && m != nil {
+		return invalidField(m[1], "%s", strings.TrimPrefix(st.Message()[len(m[0]):], ": "))
+	}
+	return ensureErrorInfo(err)
 }
 
 var codeNames = map[codes.Code]string{

@@ -77,10 +77,7 @@ func (s *IntegrationService) CreateStorageIntegration(ctx context.Context, req *
 	}
 	const f = "storage_integration."
 	s.checkName(&v, f+"name", in.GetName())
-	if !validEnum(in.GetProvider()) {
-		v.add(f+"provider", "is required: one of PROVIDER_S3, PROVIDER_GCS, PROVIDER_AZURE_BLOB, PROVIDER_LOCAL")
-	}
-	prov := destination.Provider(enumDB(in.GetProvider(), "PROVIDER_"))
+	prov := destination.Provider(enumField(&v, f+"provider", in.GetProvider(), "PROVIDER_", true))
 	dest := s.checkDestination(ctx, &v, f, prov, in)
 	creds := s.checkCredentials(ctx, &v, f+"credentials", prov, dest, in.GetCredentials())
 	if err := v.err(); err != nil {

@@ -127,8 +127,15 @@ func (i *Interceptors) Unary(ctx context.Context, req any, info *grpc.UnaryServe
 	if !strings.HasPrefix(info.FullMethod, servicePrefix) {
 		return handler(ctx, req)
 	}
+	bad := undecodable(req)
 	var resp any
 	err := i.around(ctx, info.FullMethod, func(ctx context.Context) error {
+		if bad != nil {
+			return bad
+		}
+		if err := checkRequest(req); err != nil {
+			return err
+		}
 		var herr error
 		resp, herr = handler(ctx, req)
 		return herr
@@ -142,6 +149,17 @@ type wrappedStream struct {
 }
 
 func (w *wrappedStream) Context() context.Context { return w.ctx }
+
+// RecvMsg checks each request message as Unary does.
+func (w *wrappedStream) RecvMsg(m any) error {
+	if err := w.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	if err := undecodable(m); err != nil {
+		return err
+	}
+	return checkRequest(m)
+}
 
 // Stream is the streaming server interceptor.
 func (i *Interceptors) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {

@@ -105,19 +105,10 @@ func (s *ScheduleService) checkSchedule(ctx context.Context, v *violations, sc *
 		in.prefix = sc.GetPrefixFileNameWithDatetime()
 	}
 	if paths["format"] {
-		if !validEnum(sc.GetFormat()) {
-			v.add(f+"format", "is required: one of FORMAT_CSV, FORMAT_JSONL, FORMAT_PARQUET")
-		}
-		in.format = enumDB(sc.GetFormat(), "FORMAT_")
+		in.format = enumField(v, f+"format", sc.GetFormat(), "FORMAT_", true)
 	}
 	if paths["compression"] {
-		in.compression = "NONE"
-		if sc.GetCompression() != pb.Compression_COMPRESSION_UNSPECIFIED {
-			if !validEnum(sc.GetCompression()) {
-				v.add(f+"compression", "must be one of COMPRESSION_NONE, COMPRESSION_GZIP, COMPRESSION_ZSTD")
-			}
-			in.compression = enumDB(sc.GetCompression(), "COMPRESSION_")
-		}
+		in.compression = enumOr(v, f+"compression", sc.GetCompression(), "COMPRESSION_", "NONE")
 	}
 	if (paths["destination"] || paths["format"] || paths["compression"]) && in.format != "" && in.uri != "" {
 		if err := destination.CheckExtension(in.uri, in.format, in.compression); err != nil {
@@ -156,31 +147,13 @@ func (s *ScheduleService) checkSchedule(ctx context.Context, v *violations, sc *
 		in.cron = c
 	}
 	if paths["send_condition"] {
-		in.sendCondition = "ALWAYS"
-		if sc.GetSendCondition() != 0 {
-			if !validEnum(sc.GetSendCondition()) {
-				v.add(f+"send_condition", "must be one of SEND_CONDITION_ALWAYS, SEND_CONDITION_IF_DATA, SEND_CONDITION_IF_NO_DATA")
-			}
-			in.sendCondition = enumDB(sc.GetSendCondition(), "SEND_CONDITION_")
-		}
+		in.sendCondition = enumOr(v, f+"send_condition", sc.GetSendCondition(), "SEND_CONDITION_", "ALWAYS")
 	}
 	if paths["mode"] {
-		in.mode = "SNAPSHOT"
-		if sc.GetMode() != 0 {
-			if !validEnum(sc.GetMode()) {
-				v.add(f+"mode", "must be one of EXPORT_MODE_SNAPSHOT, EXPORT_MODE_INCREMENTAL")
-			}
-			in.mode = enumDB(sc.GetMode(), "EXPORT_MODE_")
-		}
+		in.mode = enumOr(v, f+"mode", sc.GetMode(), "EXPORT_MODE_", "SNAPSHOT")
 	}
 	if paths["catch_up"] {
-		in.catchUp = "ONE"
-		if sc.GetCatchUp() != 0 {
-			if !validEnum(sc.GetCatchUp()) {
-				v.add(f+"catch_up", "must be one of CATCH_UP_ONE, CATCH_UP_NONE")
-			}
-			in.catchUp = enumDB(sc.GetCatchUp(), "CATCH_UP_")
-		}
+		in.catchUp = enumOr(v, f+"catch_up", sc.GetCatchUp(), "CATCH_UP_", "ONE")
 	}
 	if paths["notify_emails"] {
 		if len(sc.GetNotifyEmails()) > 50 {
@@ -374,9 +347,7 @@ func (s *ScheduleService) ListSchedules(ctx context.Context, req *pb.ListSchedul
 	after := decodeToken(&v, "sch", req.GetPageToken())
 	text(&v, "workbook_id", req.GetWorkbookId(), false, 64)
 	text(&v, "storage_integration_id", req.GetStorageIntegrationId(), false, 64)
-	if req.GetState() != 0 && !validEnum(req.GetState()) {
-		v.add("state", "must be SCHEDULE_STATE_ACTIVE or SCHEDULE_STATE_PAUSED")
-	}
+	state := enumField(&v, "state", req.GetState(), "SCHEDULE_STATE_", false)
 	if err := v.err(); err != nil {
 		return nil, err
 	}
@@ -390,8 +361,8 @@ func (s *ScheduleService) ListSchedules(ctx context.Context, req *pb.ListSchedul
 	if id := req.GetStorageIntegrationId(); id != "" {
 		q = q.Where(schedule.IntegrationID(id))
 	}
-	if req.GetState() != 0 {
-		q = q.Where(schedule.StateEQ(schedule.State(enumDB(req.GetState(), "SCHEDULE_STATE_"))))
+	if state != "" {
+		q = q.Where(schedule.StateEQ(schedule.State(state)))
 	}
 	rows, err := q.All(ctx)
 	if err != nil {

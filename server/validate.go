@@ -1,11 +1,14 @@
 package server
 
 import (
+	"fmt"
 	"net/mail"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 )
 
@@ -99,4 +102,89 @@ func snakeCase(s string) string {
 		b.WriteRune(r)
 	}
 	return b.String()
+}
+
+// undeclaredEnums adds a violation for every enum field set anywhere in m
+// (nested messages, lists and map values included) to a number its enum does
+// not declare. Proto3 enums are open: the wire format and JSON carry any
+// int32, so without this an out-of-range number would reach a converter.
+// Paths use proto field names and list indexes, like the handlers' own:
+// workbook.elements[0].filters[1].operator.
+func undeclaredEnums(v *violations, m protoreflect.Message, prefix string) {
+	m.Range(func(fd protoreflect.FieldDescriptor, val protoreflect.Value) bool {
+		path := prefix + string(fd.Name())
+		switch {
+		case fd.IsList():
+			l := val.List()
+			for i := 0; i < l.Len(); i++ {
+				undeclaredValue(v, fd, l.Get(i), fmt.Sprintf("%s[%d]", path, i))
+			}
+		case fd.IsMap():
+			val.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+				undeclaredValue(v, fd.MapValue(), mv, fmt.Sprintf("%s[%s]", path, k.String()))
+				return true
+			})
+		default:
+			undeclaredValue(v, fd, val, path)
+		}
+		return true
+	})
+}
+
+func undeclaredValue(v *violations, fd protoreflect.FieldDescriptor, val protoreflect.Value, path string) {
+	switch fd.Kind() {
+	case protoreflect.EnumKind:
+		if fd.Enum().Values().ByNumber(val.Enum()) == nil {
+			v.add(path, "%d is not a value of %s (one of %s)", val.Enum(), fd.Enum().Name(), enumNames(fd.Enum()))
+		}
+	case protoreflect.MessageKind, protoreflect.GroupKind:
+		undeclaredEnums(v, val.Message(), path+".")
+	}
+}
+
+// enumNames lists an enum's declared values but UNSPECIFIED.
+func enumNames(ed protoreflect.EnumDescriptor) string {
+	var names []string
+	for i := 0; i < ed.Values().Len(); i++ {
+		if ev := ed.Values().Get(i); ev.Number() != 0 {
+			names = append(names, string(ev.Name()))
+		}
+	}
+	return strings.Join(names, ", ")
+}
+
+// checkRequest refuses a request that holds an undeclared enum number in
+// any field, before any handler converts it. The interceptors call it for
+// every request of every RPC, so a new enum field is covered without a
+// handler remembering to.
+func checkRequest(req any) error {
+	m, ok := req.(proto.Message)
+	if !ok {
+		return nil
+	}
+	var v violations
+	undeclaredEnums(&v, m.ProtoReflect(), "")
+	return v.err()
+}
+
+// enumField validates an enum request field and returns its stored form
+// (PROVIDER_S3 -> S3; "" for UNSPECIFIED). UNSPECIFIED is a violation when
+// required; a number the enum does not declare always is (and gives "").
+func enumField(v *violations, field string, e protoreflect.Enum, prefix string, required bool) string {
+	s, ok := enumDB(e, prefix)
+	switch {
+	case !ok:
+		v.add(field, "%d is not a value of %s (one of %s)", e.Number(), e.Descriptor().Name(), enumNames(e.Descriptor()))
+	case s == "" && required:
+		v.add(field, "is required: one of %s", enumNames(e.Descriptor()))
+	}
+	return s
+}
+
+// enumOr is enumField for an optional enum whose UNSPECIFIED means def.
+func enumOr(v *violations, field string, e protoreflect.Enum, prefix, def string) string {
+	if s := enumField(v, field, e, prefix, false); s != "" {
+		return s
+	}
+	return def
 }

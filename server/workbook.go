@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -164,10 +165,7 @@ func elementSpec(v *violations, f string, e *pb.Element) auditlog.Spec {
 	var spec auditlog.Spec
 	spec.Columns = e.GetColumns()
 	for i, fl := range e.GetFilters() {
-		op := enumDB(fl.GetOperator(), "FILTER_OPERATOR_")
-		if !validEnum(fl.GetOperator()) {
-			v.add(fmt.Sprintf("%sfilters[%d].operator", f, i), "is required: one of EQUALS, NOT_EQUALS, IN, NOT_IN, CONTAINS, GREATER_THAN, LESS_THAN, BETWEEN")
-		}
+		op := enumField(v, fmt.Sprintf("%sfilters[%d].operator", f, i), fl.GetOperator(), "FILTER_OPERATOR_", true)
 		spec.Filters = append(spec.Filters, auditlog.Filter{Column: fl.GetColumn(), Op: op, Values: fl.GetValues()})
 	}
 	if tr := e.GetRelativeTimeRange(); tr != nil {
@@ -516,6 +514,11 @@ func (s *WorkbookService) QueryElement(ctx context.Context, req *pb.QueryElement
 		return nil, err
 	}
 	res, err := auditlog.Query(ctx, s.db, el.Spec, s.now(), offset, size)
+	var invalid *auditlog.InvalidSpecError
+	if errors.As(err, &invalid) {
+		// Stored before a limit was added: the element must be fixed, not the server.
+		return nil, failedPrecondition("ELEMENT_INVALID", "element "+el.ID+" is no longer valid ("+invalid.Error()+"): change it with UpdateWorkbook")
+	}
 	if err != nil {
 		return nil, internalError(ctx, s.log, "query element", err)
 	}

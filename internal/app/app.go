@@ -172,6 +172,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		grpc.ChainUnaryInterceptor(icp.Unary),
 		grpc.ChainStreamInterceptor(icp.Stream),
 		grpc.MaxRecvMsgSize(4<<20),
+		grpc.ForceServerCodecV2(server.Codec()),
 	)
 	wb := server.NewWorkbookService(d.Client, log)
 	pb.RegisterIntegrationServiceServer(gs, server.NewIntegrationService(d.Client, keys, mailer, server.IntegrationConfig{

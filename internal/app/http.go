@@ -58,6 +58,9 @@ func newHTTPHandler(ctx context.Context, inproc *bufconn.Listener, hs *health.Se
 			}
 			return runtime.DefaultHeaderMatcher(h)
 		}),
+		runtime.WithErrorHandler(func(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+			runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, server.GatewayError(err))
+		}),
 	)
 	for _, reg := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
 		pb.RegisterIntegrationServiceHandler,

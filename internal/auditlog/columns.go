@@ -26,9 +26,15 @@ const (
 // Limits enforced by ValidateSpec. They bound the size of the SQL we generate
 // (and of error messages) for a spec that any member can store.
 const (
-	MaxFilters       = 50
-	MaxSortKeys      = 10
-	MaxFilterValues  = 1000 // for IN / NOT_IN
+	MaxFilters      = 50
+	MaxSortKeys     = 10
+	MaxFilterValues = 1000 // for IN / NOT_IN
+	// MaxSpecValues bounds the values of all an element's filters together.
+	// Each value is one bind variable of the query, and the databases cap
+	// those per statement (SQLite 32766, PostgreSQL 65535): without this,
+	// 50 filters of 1000 values would be accepted and then fail at query
+	// time. The rest of a query (time range, keyset, tenant) takes < 200.
+	MaxSpecValues    = 10000
 	MaxValueBytes    = 1024
 	MaxRelativeRange = 3660 * 24 * time.Hour // ~10 years
 )
@@ -126,8 +132,12 @@ func ValidateSpec(s Spec) []Violation {
 	if len(s.Filters) > MaxFilters {
 		add("filters", "at most %d filters", MaxFilters)
 	} else {
+		total := 0
 		for i, f := range s.Filters {
 			vs = append(vs, validateFilter(fmt.Sprintf("filters[%d]", i), f)...)
+			if total += len(f.Values); total > MaxSpecValues && total-len(f.Values) <= MaxSpecValues {
+				add(fmt.Sprintf("filters[%d].values", i), "the filters hold %d values or more in all, at most %d are allowed per element (each value is a query parameter)", total, MaxSpecValues)
+			}
 		}
 	}
 

@@ -88,7 +88,7 @@ func Write(ctx context.Context, client *ent.Client, p Plan, dst io.Writer, c *Co
 	}
 	cols, err := auditlog.OutputColumns(p.Spec)
 	if err != nil {
-		return Stats{}, err
+		return Stats{}, &QueryError{Err: err}
 	}
 	enc, err := NewEncoder(p.Format, comp, cols, p.EscapeFormulas)
 	if err != nil {

@@ -499,6 +499,11 @@ func (r *Runner) queryError(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return err
 	}
+	var invalid *auditlog.InvalidSpecError
+	if errors.As(err, &invalid) {
+		// An element stored before a limit was added: the owner must fix it.
+		return &RunError{Code: "ELEMENT_INVALID", Message: "the schedule's workbook element is no longer valid (" + invalid.Error() + "): change it, then run again"}
+	}
 	r.log.Error("export query failed", "err", err.Error())
 	return &RunError{Code: "QUERY_FAILED", Message: "reading the audit log failed"}
 }
