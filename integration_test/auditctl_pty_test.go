@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"io"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -26,7 +25,7 @@ func TestAuditctlSendNowPTY(t *testing.T) {
 	s := StartServer(t, "sqlite")
 	seedEvents(t, s, ptyRows)
 	c := newCtl(t, s)
-	dest := "file://" + filepath.Join(s.DataDir, "exports", "pty") + "/"
+	dest := "file://" + s.LocalDir("", "pty") + "/"
 	c.ok("integrations", "create", "--name", "pty_local", "--provider", "local", "--destination", dest)
 	wb := c.value("id", "workbooks", "explore")
 	c.ok("workbooks", "save-as", wb, "--name", "pty")
