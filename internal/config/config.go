@@ -125,11 +125,11 @@ func (c *Config) validateLocalRootMap() []error {
 			continue
 		}
 		dir = filepath.Clean(dir)
-		if root := c.LocalRoot; root != "" && (contains(dir, root) || contains(root, dir) && dir != filepath.Join(root, org)) {
+		if root := c.LocalRoot; root != "" && (contains(dir, root) || (contains(root, dir) && dir != filepath.Join(root, org))) {
 			errs = append(errs, fmt.Errorf("--local-root-map %s: %s overlaps --local-root %s", org, dir, root))
 		}
 		for other, odir := range c.LocalRootMap {
-			if other != org && filepath.IsAbs(odir) && (contains(dir, filepath.Clean(odir))) {
+			if other != org && filepath.IsAbs(odir) && contains(dir, filepath.Clean(odir)) {
 				errs = append(errs, fmt.Errorf("--local-root-map: %s of %s contains %s of %s", dir, org, odir, other))
 			}
 		}
