@@ -100,7 +100,7 @@ func TestAuditctlSendNowPTY(t *testing.T) {
 		regexp.MustCompile(`\[[\dhms]+:[\dhms]+\]`),              // elapsed:ETA
 		regexp.MustCompile(`100% \|`),                            // the full bar
 		regexp.MustCompile(`\nSUCCEEDED run_[a-z0-9]+: ` + strconv.Itoa(total) + ` rows, [\d.]+ MiB in [\dhms.]+\r?\n`),
-		regexp.MustCompile(`object: file://\S+/exports/pty/all-run_[a-z0-9]+\.csv\r?\n$`),
+		regexp.MustCompile(`object: file://\S+/exports/org_[a-z0-9]+/pty/all-run_[a-z0-9]+\.csv\r?\n$`),
 	} {
 		if !want.MatchString(out) {
 			t.Errorf("pty output does not match %s:\n%q", want, out)
