@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"io"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -26,7 +25,7 @@ func TestAuditctlSendNowPTY(t *testing.T) {
 	s := StartServer(t, "sqlite")
 	seedEvents(t, s, ptyRows)
 	c := newCtl(t, s)
-	dest := "file://" + filepath.Join(s.DataDir, "exports", "pty") + "/"
+	dest := "file://" + s.LocalDir("", "pty") + "/"
 	c.ok("integrations", "create", "--name", "pty_local", "--provider", "local", "--destination", dest)
 	wb := c.value("id", "workbooks", "explore")
 	c.ok("workbooks", "save-as", wb, "--name", "pty")
@@ -101,7 +100,7 @@ func TestAuditctlSendNowPTY(t *testing.T) {
 		regexp.MustCompile(`\[[\dhms]+:[\dhms]+\]`),              // elapsed:ETA
 		regexp.MustCompile(`100% \|`),                            // the full bar
 		regexp.MustCompile(`\nSUCCEEDED run_[a-z0-9]+: ` + strconv.Itoa(total) + ` rows, [\d.]+ MiB in [\dhms.]+\r?\n`),
-		regexp.MustCompile(`object: file://\S+/exports/pty/all-run_[a-z0-9]+\.csv\r?\n$`),
+		regexp.MustCompile(`object: file://\S+/exports/org_[a-z0-9]+/pty/all-run_[a-z0-9]+\.csv\r?\n$`),
 	} {
 		if !want.MatchString(out) {
 			t.Errorf("pty output does not match %s:\n%q", want, out)

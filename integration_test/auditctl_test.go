@@ -154,7 +154,7 @@ var progressLine = regexp.MustCompile(`^(QUEUED|QUERYING|UPLOADING|FINALIZING|SU
 func TestAuditctlFlow(t *testing.T) {
 	s := StartServer(t, "sqlite")
 	c := newCtl(t, s)
-	exports := filepath.Join(s.DataDir, "exports", "ctl")
+	exports := s.LocalDir("", "ctl")
 	dest := "file://" + exports + "/"
 
 	mustContain(t, "users me", c.ok("users", "me"), "admin@example.com", "ADMIN")
@@ -410,7 +410,7 @@ func TestAuditctlReadme(t *testing.T) {
 	if strings.Contains(string(out), s.AdminKey) {
 		t.Errorf("the walk-through printed the API key:\n%s", out)
 	}
-	if matches, _ := filepath.Glob(filepath.Join(s.DataDir, "exports", "cli", "*", "failures-*.csv.gz")); len(matches) != 1 {
+	if matches, _ := filepath.Glob(filepath.Join(s.LocalDir("", "cli"), "*", "failures-*.csv.gz")); len(matches) != 1 {
 		t.Errorf("exported files: %v", matches)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -87,7 +88,9 @@ func (fx fixtures) updateWorkbookElement(kv ...any) string {
 	return js(M{"workbook": M{"id": fx.wb1, "elements": []any{el}}, "updateMask": "elements"})
 }
 
-func badRequestTable(fx fixtures, dataDir string) []badCase {
+// orgDir is the admin organization's LOCAL directory, <local-root>/<org id>.
+func badRequestTable(fx fixtures, orgDir string) []badCase {
+	root := filepath.Dir(orgDir)
 	const ia, sched = codes.InvalidArgument, "CreateSchedule"
 	const uriF = "schedule.destination.cloud_storage.uri"
 	const si = "storage_integration."
@@ -120,7 +123,7 @@ func badRequestTable(fx fixtures, dataDir string) []badCase {
 		{"uri unknown token", sched, "", fx.createSchedule("destination.cloudStorage.uri", "s3://exports/audit/{nope}.csv"), ia, uriF},
 		{"uri longer than 1024", sched, "", fx.createSchedule("destination.cloudStorage.uri", "s3://exports/audit/"+long(1100)+".csv"), ia, uriF},
 		{"local uri outside", sched, "", fx.createSchedule("destination.cloudStorage.storageIntegrationName", "localmain",
-			"destination.cloudStorage.uri", "file://"+dataDir+"/exports/other/x.csv"), ia, uriF},
+			"destination.cloudStorage.uri", "file://"+orgDir+"/other/x.csv"), ia, uriF},
 		{"csv gzip with .csv", sched, "", fx.createSchedule("compression", "COMPRESSION_GZIP"), ia, uriF},
 		{"parquet gzip", sched, "", fx.createSchedule("format", "FORMAT_PARQUET", "compression", "COMPRESSION_GZIP",
 			"destination.cloudStorage.uri", "s3://exports/audit/x.parquet.gz"), ia, "schedule.compression"},
@@ -149,13 +152,19 @@ func badRequestTable(fx fixtures, dataDir string) []badCase {
 		{"gcs credentials on S3", "CreateStorageIntegration", "", fx.createIntegration("credentials", M{"gcsServiceAccount": M{"jsonKey": `{"type":"service_account","client_email":"a@b.iam.gserviceaccount.com","private_key":"k"}`}}), ia, si + "credentials"},
 		{"S3 without credentials", "CreateStorageIntegration", "", fx.createIntegration("credentials", nil), ia, si + "credentials"},
 		{"LOCAL with credentials", "CreateStorageIntegration", "", fx.createIntegration("provider", "PROVIDER_LOCAL", "endpoint", nil,
-			"destination", "file://"+dataDir+"/exports/l2/"), ia, si + "credentials"},
+			"destination", "file://"+orgDir+"/l2/"), ia, si + "credentials"},
 		{"LOCAL outside root", "CreateStorageIntegration", "", fx.createIntegration("provider", "PROVIDER_LOCAL", "endpoint", nil, "credentials", nil,
 			"destination", "file:///tmp/elsewhere/"), ia, si + "destination"},
 		{"LOCAL root sibling", "CreateStorageIntegration", "", fx.createIntegration("provider", "PROVIDER_LOCAL", "endpoint", nil, "credentials", nil,
-			"destination", "file://"+dataDir+"/exports2/"), ia, si + "destination"},
+			"destination", "file://"+root+"2/"), ia, si + "destination"},
+		{"LOCAL shared root", "CreateStorageIntegration", "", fx.createIntegration("provider", "PROVIDER_LOCAL", "endpoint", nil, "credentials", nil,
+			"destination", "file://"+root+"/"), ia, si + "destination"},
+		{"LOCAL another organization's directory", "CreateStorageIntegration", "", fx.createIntegration("provider", "PROVIDER_LOCAL", "endpoint", nil, "credentials", nil,
+			"destination", "file://"+root+"/org_01OTHERORGANIZATION/"), ia, si + "destination"},
+		{"LOCAL org dir sibling", "CreateStorageIntegration", "", fx.createIntegration("provider", "PROVIDER_LOCAL", "endpoint", nil, "credentials", nil,
+			"destination", "file://"+orgDir+"x/"), ia, si + "destination"},
 		{"LOCAL dot-dot escape", "CreateStorageIntegration", "", fx.createIntegration("provider", "PROVIDER_LOCAL", "endpoint", nil, "credentials", nil,
-			"destination", "file://"+dataDir+"/exports/../secret/"), ia, si + "destination"},
+			"destination", "file://"+orgDir+"/../secret/"), ia, si + "destination"},
 		{"S3 destination wrong scheme", "CreateStorageIntegration", "", fx.createIntegration("destination", "gs://exports/new/"), ia, si + "destination"},
 		{"endpoint ftp", "CreateStorageIntegration", "", fx.createIntegration("endpoint", "ftp://x"), ia, si + "endpoint"},
 		{"destination longer than 1024", "CreateStorageIntegration", "", fx.createIntegration("destination", "s3://exports/"+long(1100)+"/"), ia, si + "destination"},
@@ -284,7 +293,7 @@ func setupBadRequestFixtures(t *testing.T, s *Server) fixtures {
 		}
 		return res
 	}
-	fx := fixtures{localDest: "file://" + s.DataDir + "/exports/local/"}
+	fx := fixtures{localDest: "file://" + s.LocalDir("", "local") + "/"}
 	fx.adminEmail = getString(call("GetCurrentUser", "").Body, "user", "email")
 	fx.s3ID = getString(call("CreateStorageIntegration", `{"storageIntegration":{"name":"s3main","provider":"PROVIDER_S3",
 		"destination":"s3://exports/audit/","region":"us-east-1","endpoint":"http://127.0.0.1:9000",
@@ -331,7 +340,7 @@ func TestBadRequests(t *testing.T) {
 			fx := setupBadRequestFixtures(t, s)
 			db := s.OpenDB()
 			keys := map[string]string{"": s.AdminKey, "creator": fx.creatorKey}
-			table := badRequestTable(fx, s.DataDir)
+			table := badRequestTable(fx, s.LocalDir(""))
 			if len(table) < 35 {
 				t.Fatalf("only %d rows", len(table))
 			}
@@ -383,7 +392,7 @@ func invalidUTF8Cases(t *testing.T, s *Server, fx fixtures, db *sql.DB) {
 	}{
 		{"integration name", "IntegrationService/CreateStorageIntegration", "storage_integration.name",
 			&pb.CreateStorageIntegrationRequest{StorageIntegration: &pb.StorageIntegration{Name: "n" + utf8Marker, Provider: pb.Provider_PROVIDER_LOCAL,
-				Destination: "file://" + s.DataDir + "/exports/utf8/"}}, &pb.CreateStorageIntegrationResponse{}},
+				Destination: "file://" + s.LocalDir("", "utf8") + "/"}}, &pb.CreateStorageIntegrationResponse{}},
 		{"workbook name", "WorkbookService/UpdateWorkbook", "workbook.name",
 			&pb.UpdateWorkbookRequest{Workbook: &pb.Workbook{Id: fx.wb1, Name: "w" + utf8Marker}, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"name"}}},
 			&pb.UpdateWorkbookResponse{}},

@@ -199,7 +199,7 @@ func TestSchedulerCrashRecovery(t *testing.T) {
 	clk := newCRClock()
 	flags := append(clk.flags(), "--scheduler-slots", "4")
 	s := StartServer(t, "postgres", flags...)
-	root := filepath.Join(s.DataDir, "exports")
+	root := s.LocalRoot
 	nodes := []*crNode{{s, flags}}
 	for range 2 {
 		nodes = append(nodes, &crNode{s.Replica(t, flags...), append([]string{"--local-root", root}, flags...)})
@@ -216,7 +216,7 @@ func TestSchedulerCrashRecovery(t *testing.T) {
 		}
 	})
 	e := xfEnv{t, s}
-	dir := filepath.Join(root, "sched")
+	dir := s.LocalDir("", "sched")
 	e.must("CreateStorageIntegration", fmt.Sprintf(`{"storageIntegration":{"name":"crash","provider":"PROVIDER_LOCAL","destination":"file://%s/"}}`, dir))
 	// Each run exports a few thousand rows (a few hundred ms under -race),
 	// so kills often land in the middle of one.
@@ -436,7 +436,7 @@ func grRun(t *testing.T, grace string, nRows int) (s *Server, flags []string, db
 	e := xfEnv{t, s}
 	xfLogsOnFailure(t, s)
 	e.seed(nRows)
-	dir = filepath.Join(s.DataDir, "exports", "graceful")
+	dir = s.LocalDir("", "graceful")
 	e.must("CreateStorageIntegration", fmt.Sprintf(`{"storageIntegration":{"name":"graceful","provider":"PROVIDER_LOCAL","destination":"file://%s/"}}`, dir))
 	wb, el := crWorkbook(e, "graceful", false)
 	id := crSchedule(e, wb, el, "graceful", "graceful", "file://"+dir+"/{schedule_id}/{date}T{time}.csv", "UTC")

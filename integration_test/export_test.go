@@ -548,7 +548,7 @@ func TestSendNowProviders(t *testing.T) {
 	}
 
 	azBase := "azure://devstoreaccount1.blob.core.windows.net/exports/audit/"
-	localBase := "file://" + filepath.Join(s.DataDir, "exports", "local") + "/"
+	localBase := "file://" + s.LocalDir("", "local") + "/"
 	targets := []*pb.StorageIntegration{
 		s3Integration("it_s3", "s3://exports/audit/", mc),
 		{Name: "it_gcs", Provider: pb.Provider_PROVIDER_GCS, Destination: "gcs://exports-gcs/audit/", Endpoint: gcs.Endpoint,

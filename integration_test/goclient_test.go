@@ -163,7 +163,7 @@ func TestReadmeGoClient(t *testing.T) {
 			t.Errorf("README Go client output lacks %q:\n%s", want, out)
 		}
 	}
-	files, _ := filepath.Glob(filepath.Join(s.DataDir, "exports", "go", "*.jsonl.zst"))
+	files, _ := filepath.Glob(filepath.Join(s.LocalDir("", "go"), "*.jsonl.zst"))
 	if len(files) != 1 {
 		t.Errorf("exported files %v, want exactly one .jsonl.zst\n%s", files, out)
 	}

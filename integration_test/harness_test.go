@@ -10,6 +10,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -134,17 +135,21 @@ type Server struct {
 	GRPCAddr string
 	HTTPURL  string
 	AdminKey string
-	Conn     *grpc.ClientConn
-	cmd      *exec.Cmd
-	logMu    sync.Mutex
-	logs     bytes.Buffer // stdout + stderr
-	done     chan struct{}
+	// LocalRoot is the server's --local-root (a replica shares its primary's).
+	LocalRoot string
+	Conn      *grpc.ClientConn
+	orgIDs    sync.Map // API key -> organization id
+	cmd       *exec.Cmd
+	logMu     sync.Mutex
+	logs      bytes.Buffer // stdout + stderr
+	done      chan struct{}
 }
 
 // StartServer runs `auditexport serve` on fresh storage of the backend.
 func StartServer(t *testing.T, backend string, extra ...string) *Server {
 	t.Helper()
 	s := &Server{t: t, Backend: backend, DataDir: t.TempDir(), done: make(chan struct{})}
+	s.LocalRoot = filepath.Join(s.DataDir, "exports")
 	s.AdminKey, _, _ = auth.NewAPIKey()
 	switch backend {
 	case "sqlite":
@@ -257,6 +262,46 @@ func (s *Server) Stop() {
 func (s *Server) Restart() {
 	s.Stop()
 	s.start()
+}
+
+// OrgID is the organization of the API key (the bootstrap admin's for "").
+func (s *Server) OrgID(key string) string {
+	s.t.Helper()
+	if key == "" {
+		key = s.AdminKey
+	}
+	if id, ok := s.orgIDs.Load(key); ok {
+		return id.(string)
+	}
+	me, err := pb.NewAccountServiceClient(s.Conn).GetCurrentUser(Ctx(key), &pb.GetCurrentUserRequest{})
+	if err != nil || me.GetUser().GetOrganizationId() == "" {
+		s.t.Fatalf("GetCurrentUser for the organization id: %v", err)
+	}
+	s.orgIDs.Store(key, me.GetUser().GetOrganizationId())
+	return me.GetUser().GetOrganizationId()
+}
+
+// LocalDir is where the organization of key (the bootstrap admin's for "")
+// may keep LOCAL destinations, <local-root>/<org id>, joined with sub.
+func (s *Server) LocalDir(key string, sub ...string) string {
+	s.t.Helper()
+	return filepath.Join(append([]string{s.LocalRoot, s.OrgID(key)}, sub...)...)
+}
+
+// CreateOrg makes another organization with the operator command while the
+// server runs and returns its first ADMIN's API key.
+func (s *Server) CreateOrg(name string) string {
+	s.t.Helper()
+	out, err := exec.Command(binPath, "org", "create", "--name", name, "--db", s.DSN).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			s.t.Fatalf("org create: %v\nstdout:\n%s\nstderr:\n%s", err, out, ee.Stderr)
+		}
+		s.t.Fatalf("org create: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
 }
 
 // Ctx returns a context carrying key (and a fresh request id).
@@ -380,7 +425,7 @@ func getString(m map[string]any, path ...string) string {
 // local export root.
 func (s *Server) Replica(t *testing.T, extra ...string) *Server {
 	t.Helper()
-	r := &Server{t: t, Backend: s.Backend, DataDir: t.TempDir(), DSN: s.DSN, AdminKey: s.AdminKey, done: make(chan struct{})}
+	r := &Server{t: t, Backend: s.Backend, DataDir: t.TempDir(), DSN: s.DSN, AdminKey: s.AdminKey, LocalRoot: s.LocalRoot, done: make(chan struct{})}
 	key, err := os.ReadFile(filepath.Join(s.DataDir, "master.key"))
 	if err != nil {
 		t.Fatal(err)
@@ -388,6 +433,6 @@ func (s *Server) Replica(t *testing.T, extra ...string) *Server {
 	if err := os.WriteFile(filepath.Join(r.DataDir, "master.key"), key, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r.start(append([]string{"--local-root", filepath.Join(s.DataDir, "exports")}, extra...)...)
+	r.start(append([]string{"--local-root", s.LocalRoot}, extra...)...)
 	return r
 }

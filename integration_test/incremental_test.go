@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -49,7 +48,7 @@ func testIncrementalExactlyOnce(t *testing.T, s *Server) {
 	)
 	c := s.Clients()
 	ctx := Ctx(s.AdminKey)
-	dir := filepath.Join(s.DataDir, "exports", "inc")
+	dir := s.LocalDir("", "inc")
 
 	in, err := c.Integrations.CreateStorageIntegration(ctx, &pb.CreateStorageIntegrationRequest{
 		StorageIntegration: &pb.StorageIntegration{Name: "local_inc", Provider: pb.Provider_PROVIDER_LOCAL, Destination: "file://" + dir + "/"}})

@@ -25,7 +25,7 @@ func localSchedule(t *testing.T, s *Server, name string) (intID, schID string) {
 		}
 		return r
 	}
-	dir := fmt.Sprintf("file://%s/exports/%s/", s.DataDir, name)
+	dir := "file://" + s.LocalDir("", name) + "/"
 	in := must("CreateStorageIntegration", fmt.Sprintf(`{"storageIntegration":{"name":%q,"provider":"PROVIDER_LOCAL","destination":%q}}`, name, dir))
 	ex := must("ExploreTable", `{"connectionId":"con_audit_logs","table":"AUDIT_LOGS"}`)
 	wb := getString(ex.Body, "workbook", "id")

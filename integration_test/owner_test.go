@@ -196,7 +196,7 @@ func TestOwnerAuthorization(t *testing.T) {
 		t.Run(backend, func(t *testing.T) {
 			s := StartServer(t, backend, "--dev-clock-scale", fmt.Sprint(clockScale),
 				"--dev-clock-epoch", fmt.Sprint(time.Now().Unix()), "--scheduler-tick", "100ms")
-			dir := filepath.Join(s.DataDir, "exports", "owner")
+			dir := s.LocalDir("", "owner")
 			e := ownerEnv{permEnv: &permEnv{s: s, tr: grpcTransport{s}, keys: map[string]string{"ADMIN": s.AdminKey},
 				uids: map[string]string{}, dest: "file://" + dir + "/"}, dir: dir}
 			admin := s.AdminKey

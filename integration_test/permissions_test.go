@@ -2,12 +2,9 @@ package integration_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -44,12 +41,13 @@ type permRow struct {
 
 // permEnv holds the fixtures of one server.
 type permEnv struct {
-	s    *Server
-	tr   Transport // fixtures go over gRPC
-	n    int
-	dest string            // LOCAL integration destination
-	keys map[string]string // principal -> API key ("" for none)
-	uids map[string]string // principal -> user id
+	s     *Server
+	tr    Transport // fixtures go over gRPC
+	n     int
+	dest  string            // LOCAL integration destination (the main organization's directory)
+	oDest string            // the other organization's
+	keys  map[string]string // principal -> API key ("" for none)
+	uids  map[string]string // principal -> user id
 	// main organization: objects owned by the ADMIN and by the CREATOR
 	mainOrgID, intID, intName, wbID, elID, explID, schID string
 	crWbID, crElID, crSchID                              string
@@ -80,8 +78,17 @@ func (e *permEnv) must(t *testing.T, key, rpc, req string) map[string]any {
 func (e *permEnv) newIntegration(t *testing.T, key string) (id, name string) {
 	name = e.uniq("perm")
 	b := e.must(t, key, "CreateStorageIntegration", fmt.Sprintf(
-		`{"storageIntegration":{"name":%q,"provider":"PROVIDER_LOCAL","destination":%q}}`, name, e.dest))
+		`{"storageIntegration":{"name":%q,"provider":"PROVIDER_LOCAL","destination":%q}}`, name, e.destOf(key)))
 	return getString(b, "storageIntegration", "id"), name
+}
+
+// destOf is the LOCAL destination in the organization of key: each
+// organization's lie under its own directory.
+func (e *permEnv) destOf(key string) string {
+	if key == e.keys["otherOrg"] {
+		return e.oDest
+	}
+	return e.dest
 }
 
 // newWorkbook explores AUDIT_LOGS and, if save, saves the exploration.
@@ -101,9 +108,13 @@ func (e *permEnv) newWorkbook(t *testing.T, key string, save bool) (wbID, elID s
 }
 
 func (e *permEnv) scheduleReq(wbID, elID, intName string) string {
+	dest := e.dest
+	if intName == e.oIntName {
+		dest = e.oDest
+	}
 	return fmt.Sprintf(`{"workbookId":%q,"schedule":{"elementId":%q,"format":"FORMAT_CSV",
 		"destination":{"cloudStorage":{"storageIntegrationName":%q,"uri":%q}},"cron":"0 0 1 1 *","timeZone":"UTC"}}`,
-		wbID, elID, intName, e.dest+"out.csv")
+		wbID, elID, intName, dest+"out.csv")
 }
 
 func (e *permEnv) newSchedule(t *testing.T, key, wbID, elID, intName string) string {
@@ -150,7 +161,7 @@ func (e *permEnv) ownedByDeactivated(t *testing.T) string {
 
 func setupPermissions(t *testing.T, s *Server) *permEnv {
 	e := &permEnv{s: s, tr: grpcTransport{s}, keys: map[string]string{}, uids: map[string]string{},
-		dest: "file://" + filepath.Join(s.DataDir, "exports", "perm") + "/"}
+		dest: "file://" + s.LocalDir("", "perm") + "/"}
 	admin := s.AdminKey
 	e.keys["ADMIN"] = admin
 	me := e.must(t, admin, "GetCurrentUser", "")
@@ -190,19 +201,9 @@ func setupPermissions(t *testing.T, s *Server) *permEnv {
 	e.uids["deactivated"] = e.uids["CREATOR"] // for rows that act on the caller's own user: it must be active
 	e.deSchID = e.ownedByDeactivated(t)
 
-	// The second organization, made by the operator command while the server runs.
-	cmd := exec.Command(binPath, "org", "create", "--name", "other", "--db", s.DSN)
-	out, err := cmd.Output()
-	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			t.Fatalf("org create: %v\nstdout:\n%s\nstderr:\n%s", err, out, ee.Stderr)
-		}
-		t.Fatalf("org create: %v", err)
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	okey := strings.TrimSpace(lines[len(lines)-1])
+	okey := s.CreateOrg("other")
 	e.keys["otherOrg"] = okey
+	e.oDest = "file://" + s.LocalDir(okey, "perm") + "/"
 	ome := e.must(t, okey, "GetCurrentUser", "")
 	e.uids["otherOrg"], e.otherOrgID = getString(ome, "user", "id"), getString(ome, "user", "organizationId")
 	if !strings.HasPrefix(e.otherOrgID, "org_") || e.otherOrgID == e.mainOrgID ||
@@ -338,8 +339,8 @@ func permRows(e *permEnv) []permRow {
 	}
 	return []permRow{
 		// IntegrationService
-		{rpc: "CreateStorageIntegration", want: adminCreate, req: func(*testing.T, string) string {
-			return fmt.Sprintf(`{"storageIntegration":{"name":%q,"provider":"PROVIDER_LOCAL","destination":%q}}`, e.uniq("perm"), e.dest)
+		{rpc: "CreateStorageIntegration", want: adminCreate, req: func(_ *testing.T, p string) string {
+			return fmt.Sprintf(`{"storageIntegration":{"name":%q,"provider":"PROVIDER_LOCAL","destination":%q}}`, e.uniq("perm"), e.destOf(e.keys[p]))
 		}},
 		{rpc: "GetStorageIntegration", want: anyMember, req: byID(e.intID)},
 		{rpc: "ListStorageIntegrations", want: all, req: list,

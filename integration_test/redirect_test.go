@@ -2,7 +2,6 @@ package integration_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"slices"
 	"testing"
 
@@ -18,7 +17,7 @@ import (
 // provider cannot change at all. gRPC and REST.
 func TestIntegrationRedirectNeedsCredentials(t *testing.T) {
 	s := StartServer(t, "sqlite")
-	local := "file://" + filepath.Join(s.DataDir, "exports", "redirect")
+	local := "file://" + s.LocalDir("", "redirect")
 	const s3Creds = `"credentials":{"awsAccessKey":{"accessKeyId":"AKIAREDIRECT","secretAccessKey":"redirect-secret"}}`
 	const sasCreds = `"credentials":{"azureSas":{"token":"sv=2022-11-02&ss=b&srt=co&sp=rwdlac&se=2099-01-01T00:00:00Z&sig=c2lnbmF0dXJl"}}`
 	for _, tr := range transports(s) {

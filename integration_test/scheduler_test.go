@@ -34,7 +34,7 @@ func TestScheduledExactlyOnce(t *testing.T) {
 				servers = append(servers, s.Replica(t, flags...), s.Replica(t, flags...))
 			}
 			const nSchedules, periods = 50, 10
-			dir := filepath.Join(s.DataDir, "exports", "sched")
+			dir := s.LocalDir("", "sched")
 			tr := grpcTransport{s}
 			must := func(rpc, req string) Result {
 				t.Helper()

@@ -139,9 +139,9 @@ func TestTSClientE2E(t *testing.T) {
 		t.Errorf("node output reports no passed tests:\n%s", out)
 	}
 
-	files, _ := filepath.Glob(filepath.Join(s.DataDir, "exports", "ts", "audit-*.csv.gz"))
+	files, _ := filepath.Glob(filepath.Join(s.LocalDir("", "ts"), "audit-*.csv.gz"))
 	if len(files) != 1 {
-		t.Errorf("want one exported file under %s/exports/ts, got %v", s.DataDir, files)
+		t.Errorf("want one exported file under %s, got %v", s.LocalDir("", "ts"), files)
 	}
 	if testing.Verbose() {
 		t.Logf("node test output:\n%s", out)

@@ -215,6 +215,9 @@ func fuzzFixtures(tb testing.TB, conn *grpc.ClientConn, key, localRoot string) m
 		}
 	}
 	ic, wc, sc, ac := pb.NewIntegrationServiceClient(conn), pb.NewWorkbookServiceClient(conn), pb.NewScheduleServiceClient(conn), pb.NewAccountServiceClient(conn)
+	me, err := ac.GetCurrentUser(ctx, &pb.GetCurrentUserRequest{})
+	must("current user", err)
+	localRoot = filepath.Join(localRoot, me.GetUser().GetOrganizationId()) // the organization's LOCAL directory
 	in, err := ic.CreateStorageIntegration(ctx, &pb.CreateStorageIntegrationRequest{StorageIntegration: &pb.StorageIntegration{
 		Name: "fuzzlocal", Provider: pb.Provider_PROVIDER_LOCAL, Destination: "file://" + localRoot + "/fuzz/"}})
 	must("integration", err)

@@ -30,8 +30,8 @@ var _ pb.IntegrationServiceServer = (*IntegrationService)(nil)
 // IntegrationConfig is the server configuration integrations depend on.
 type IntegrationConfig struct {
 	AllowPrivateEndpoints bool
-	// LocalRoot: LOCAL destinations must lie under it (absolute path).
-	LocalRoot string
+	// Local says where each organization's LOCAL destinations may lie.
+	Local destination.LocalDirs
 	// Identity shown in "View credentials".
 	IAMPrincipal      string
 	GCSServiceAccount string
@@ -124,8 +124,12 @@ func (s *IntegrationService) checkDestination(ctx context.Context, v *violations
 		l, err := destination.ParseDestination(prov, in.GetDestination())
 		if err != nil {
 			v.add(f+"destination", "%s", err.Error())
-		} else if prov == destination.Local && s.cfg.LocalRoot != "" && !underDir(l.Path, s.cfg.LocalRoot) {
-			v.add(f+"destination", "LOCAL destinations must lie under the server's local root %s", s.cfg.LocalRoot)
+		} else if prov == destination.Local {
+			if err := s.cfg.Local.Check(auth.FromContext(ctx).OrgID, l); err != nil {
+				v.add(f+"destination", "%s", err.Error())
+			} else {
+				loc = l
+			}
 		} else {
 			loc = l
 		}
@@ -147,11 +151,6 @@ func (s *IntegrationService) checkDestination(ctx context.Context, v *violations
 
 var regionPattern = regexp.MustCompile(`^[a-z0-9-]{1,64}$`)
 var roleARNPattern = regexp.MustCompile(`^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$`)
-
-func underDir(path, root string) bool {
-	root = strings.TrimSuffix(root, "/") + "/"
-	return strings.HasPrefix(strings.TrimSuffix(path, "/")+"/", root)
-}
 
 // checkCredentials validates the write-only credentials for the provider.
 func (s *IntegrationService) checkCredentials(ctx context.Context, v *violations, f string, prov destination.Provider, dest destination.Location, c *pb.StorageCredentials) destination.Credentials {
@@ -580,8 +579,8 @@ func (s *IntegrationService) TestStorageIntegration(ctx context.Context, req *pb
 	defer cancel()
 	res := destination.Probe(pctx, destination.Integration{
 		Provider: destination.Provider(row.Provider), Destination: row.Destination, Region: row.Region,
-		Endpoint: row.Endpoint, ExternalID: row.ExternalID, Creds: creds,
-	}, destination.OpenOptions{AllowPrivateEndpoints: s.cfg.AllowPrivateEndpoints})
+		Endpoint: row.Endpoint, ExternalID: row.ExternalID, Creds: creds, OrgID: row.OrgID,
+	}, destination.OpenOptions{AllowPrivateEndpoints: s.cfg.AllowPrivateEndpoints, Local: s.cfg.Local})
 	out := &pb.TestStorageIntegrationResponse{Ok: res.OK, Latency: durationpb.New(res.Latency), FailedStep: res.FailedStep, ProbeUri: res.URI}
 	if res.Provider != nil {
 		out.ProviderCode, out.ProviderMessage = res.Provider.Code, res.Provider.Message

@@ -127,7 +127,12 @@ func TestClientAgainstServer(t *testing.T) {
 
 	t.Run("SendNow", func(t *testing.T) {
 		c := dial(t, srv.addr, srv.key)
-		dest := "file://" + filepath.Join(srv.dataDir, "exports", "x") + "/"
+		me, err := c.Accounts.GetCurrentUser(ctx, &pb.GetCurrentUserRequest{})
+		if err != nil {
+			t.Fatalf("GetCurrentUser: %v", err)
+		}
+		// Each organization's LOCAL destinations lie under <local-root>/<org id>/.
+		dest := "file://" + filepath.Join(srv.dataDir, "exports", me.GetUser().GetOrganizationId(), "x") + "/"
 		in, err := c.Integrations.CreateStorageIntegration(ctx, &pb.CreateStorageIntegrationRequest{
 			StorageIntegration: &pb.StorageIntegration{Name: "local", Provider: pb.Provider_PROVIDER_LOCAL, Destination: dest}})
 		if err != nil {

@@ -145,7 +145,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	rec := auditlog.NewRecorder(d.Client, log).WithDialect(d.Dialect)
 	mets := metrics.New()
 	runs := export.NewRunner(d, keys, mailer, rec, log, export.Config{
-		AllowPrivateEndpoints: cfg.AllowPrivateEndpoints, RunnerID: ids.Process(),
+		AllowPrivateEndpoints: cfg.AllowPrivateEndpoints, RunnerID: ids.Process(), Local: cfg.LocalDirs(),
 		MaxManualRunsPerOrg: cfg.MaxManualRunsPerOrg, MaxManualRuns: cfg.MaxManualRuns,
 		NotifyAllowedDomains: cfg.NotifyAllowedDomains,
 	}).WithMetrics(mets)
@@ -176,7 +176,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	)
 	wb := server.NewWorkbookService(d.Client, log)
 	pb.RegisterIntegrationServiceServer(gs, server.NewIntegrationService(d.Client, keys, mailer, server.IntegrationConfig{
-		AllowPrivateEndpoints: cfg.AllowPrivateEndpoints, LocalRoot: cfg.LocalRoot,
+		AllowPrivateEndpoints: cfg.AllowPrivateEndpoints, Local: cfg.LocalDirs(),
 		IAMPrincipal: cfg.IAMPrincipal, GCSServiceAccount: cfg.GCSServiceAccount,
 		AzureAppName: cfg.AzureAppName, AzureConsentURL: cfg.AzureConsentURL,
 	}, log))

@@ -49,6 +49,11 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 				return nil, fmt.Errorf("create database directory: %w", err)
 			}
 		}
+		if source != ":memory:" {
+			if err := restrictSQLiteFiles(source); err != nil {
+				return nil, err
+			}
+		}
 		source = "file:" + source + "?" + sqlitePragmas
 	}
 	sdb, err := sql.Open(drv, source)
@@ -71,6 +76,30 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 	}
 	drvEnt := entsql.OpenDB(dia, sdb)
 	return &DB{Client: ent.NewClient(ent.Driver(drvEnt)), SQL: sdb, Dialect: dia, DSN: dsn}, nil
+}
+
+// restrictSQLiteFiles makes the database file owner-only (0600) before
+// SQLite opens it: SQLite creates a new database 0644 (less the umask) and
+// gives its -wal and -shm files the database file's mode, so creating the
+// file ourselves covers all three. Existing files are narrowed too.
+func restrictSQLiteFiles(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("open database file: %w", err)
+	}
+	err = f.Chmod(0o600)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("restrict database file: %w", err)
+	}
+	for _, suffix := range []string{"-wal", "-shm"} {
+		if err := os.Chmod(path+suffix, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("restrict database file: %w", err)
+		}
+	}
+	return nil
 }
 
 func parseDSN(dsn string) (driver, source, dia string, err error) {

@@ -23,7 +23,6 @@ import (
 	"github.com/aws/smithy-go"
 	"gocloud.dev/blob"
 	"gocloud.dev/blob/azureblob"
-	"gocloud.dev/blob/fileblob"
 	"gocloud.dev/blob/gcsblob"
 	"gocloud.dev/blob/s3blob"
 	"gocloud.dev/gcerrors"
@@ -43,12 +42,15 @@ type Integration struct {
 	Endpoint    string // custom endpoint (S3-compatible stores, emulators)
 	ExternalID  string // for aws_role
 	Creds       Credentials
+	OrgID       string // owner; picks the directory LOCAL destinations must lie under
 }
 
 // OpenOptions are server-wide settings for opening buckets.
 type OpenOptions struct {
 	// AllowPrivateEndpoints permits connecting to loopback/private addresses.
 	AllowPrivateEndpoints bool
+	// Local says where each organization's LOCAL destinations may lie.
+	Local LocalDirs
 }
 
 // httpClient returns the one HTTP client every SDK gets to reach a
@@ -114,9 +116,7 @@ func Open(ctx context.Context, in Integration, o OpenOptions) (*blob.Bucket, Loc
 	case AzureBlob:
 		b, err = openAzure(ctx, in, base, o)
 	case Local:
-		// The temp file + rename of fileblob makes the object appear only
-		// when complete; no .attrs sidecar files next to the exports.
-		b, err = fileblob.OpenBucket(base.Path, &fileblob.Options{CreateDir: true, Metadata: fileblob.MetadataDontWrite, DirFileMode: 0o750})
+		b, err = openLocal(base, in.OrgID, o.Local)
 	default:
 		err = fmt.Errorf("unknown provider %q", in.Provider)
 	}

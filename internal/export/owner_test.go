@@ -59,7 +59,7 @@ func TestRunChecksOwnerAuthorization(t *testing.T) {
 							t.Fatal(err)
 						}
 					}
-					executeRun(t, d, ctx, orgID, runID)
+					executeRun(t, d, ctx, orgID, runID, dir)
 
 					if run, err = d.Client.ExportRun.Get(ctx, runID); err != nil {
 						t.Fatal(err)

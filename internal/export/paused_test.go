@@ -3,7 +3,6 @@ package export_test
 import (
 	"context"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/auditexport/auditexport/ent/schedule"
 	"github.com/auditexport/auditexport/internal/auditlog"
 	"github.com/auditexport/auditexport/internal/db"
+	"github.com/auditexport/auditexport/internal/destination"
 	"github.com/auditexport/auditexport/internal/export"
 	"github.com/auditexport/auditexport/internal/notify"
 	"github.com/auditexport/auditexport/internal/tenant"
@@ -41,7 +41,7 @@ func TestQueuedScheduledRunOfPausedSchedule(t *testing.T) {
 		} {
 			t.Run(string(tc.state)+"_"+string(tc.reason)+"_"+string(tc.trigger), func(t *testing.T) {
 				ctx, orgID, runID, dir := queuedRun(t, d, tc.state, tc.reason, tc.trigger)
-				executeRun(t, d, ctx, orgID, runID)
+				executeRun(t, d, ctx, orgID, runID, dir)
 
 				run, err := d.Client.ExportRun.Get(ctx, runID)
 				if err != nil {
@@ -71,14 +71,15 @@ func TestQueuedScheduledRunOfPausedSchedule(t *testing.T) {
 
 // executeRun executes a stored run to its end on a runner of its own
 // (without mail).
-func executeRun(t *testing.T, d *db.DB, ctx context.Context, orgID, runID string) {
+// dir is the run's LOCAL directory, <local root>/<org id>/out.
+func executeRun(t *testing.T, d *db.DB, ctx context.Context, orgID, runID, dir string) {
 	t.Helper()
 	mail, err := notify.New("", "auditexport@localhost", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := export.NewRunner(d, nil, mail, auditlog.NewRecorder(d.Client, slog.New(slog.DiscardHandler)),
-		slog.New(slog.DiscardHandler), export.Config{})
+		slog.New(slog.DiscardHandler), export.Config{Local: destination.LocalDirs{Root: filepath.Dir(filepath.Dir(dir))}})
 	r.Execute(ctx, orgID, runID)
 	r.Close(ctx)
 }
@@ -97,10 +98,8 @@ func queuedRun(t *testing.T, d *db.DB, state schedule.State, reason schedule.Pau
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir = t.TempDir()
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		t.Fatal(err)
-	}
+	// <local root>/<org id>/out: the organization's own LOCAL directory.
+	dir = filepath.Join(t.TempDir(), org.ID, "out")
 	in, err := d.Client.StorageIntegration.Create().SetName("local").SetProvider("LOCAL").
 		SetDestination("file://" + dir + "/").SetExternalID("x").SetCreatorID(u.ID).Save(ctx)
 	if err != nil {

@@ -62,6 +62,8 @@ func (e *RunError) Error() string {
 // Config tunes the runner.
 type Config struct {
 	AllowPrivateEndpoints bool
+	// Local says where each organization's LOCAL destinations may lie.
+	Local destination.LocalDirs
 	// RunnerID names this process in ExportRun.runner (default ids.Process()).
 	RunnerID string
 	// MaxManualRunsPerOrg and MaxManualRuns bound queued + running Send now
@@ -433,8 +435,8 @@ func (r *Runner) run(ctx context.Context, j *job, skipped *bool) (Stats, error) 
 	}
 	bucket, base, err := destination.Open(ctx, destination.Integration{
 		Provider: destination.Provider(j.integ.Provider), Destination: j.integ.Destination, Region: j.integ.Region,
-		Endpoint: j.integ.Endpoint, ExternalID: j.integ.ExternalID, Creds: creds,
-	}, destination.OpenOptions{AllowPrivateEndpoints: r.cfg.AllowPrivateEndpoints})
+		Endpoint: j.integ.Endpoint, ExternalID: j.integ.ExternalID, Creds: creds, OrgID: j.integ.OrgID,
+	}, destination.OpenOptions{AllowPrivateEndpoints: r.cfg.AllowPrivateEndpoints, Local: r.cfg.Local})
 	if err != nil {
 		return Stats{}, &RunError{Code: "DESTINATION_UNAVAILABLE", Message: "opening the destination failed", ProviderMessage: destination.Message(err)}
 	}

@@ -1,7 +1,7 @@
 // End-to-end test against a real auditexport gateway. It needs
 //   AUDITEXPORT_URL       the REST gateway, e.g. http://127.0.0.1:8080
 //   AUDITEXPORT_API_KEY   an ADMIN API key
-//   AUDITEXPORT_DATA_DIR  the server's --data-dir (LOCAL exports go under <dir>/exports)
+//   AUDITEXPORT_DATA_DIR  the server's --data-dir (LOCAL exports go under <dir>/exports/<org id>)
 // and is skipped without them, unless AUDITEXPORT_TS_E2E_REQUIRED=1 (set by
 // integration_test/tsclient_test.go), which turns a missing variable into a failure.
 import { test } from "node:test";
@@ -37,10 +37,14 @@ test(
   async () => {
     const client = createAuditExportClient({ baseUrl: url!, apiKey: apiKey! });
     const suffix = randomBytes(4).toString("hex");
+    // Each organization's LOCAL destinations lie under <local-root>/<org id>/.
+    const { user } = unwrap(await client.GET("/v1/users/me"));
+    const orgId = user?.organizationId ?? "";
+    assert.match(orgId, /^org_/);
     // A trailing slash: a LOCAL destination is a directory.
-    const destination = pathToFileURL(resolve(dataDir!, "exports", "ts")).href + "/";
+    const destination = pathToFileURL(resolve(dataDir!, "exports", orgId, "ts")).href + "/";
 
-    // A LOCAL storage integration under the server's export root.
+    // A LOCAL storage integration under the organization's export directory.
     const { storageIntegration } = unwrap(
       await client.POST("/v1/storageIntegrations", {
         body: { name: `ts_local_${suffix}`, provider: "PROVIDER_LOCAL", destination },
