@@ -19,6 +19,7 @@ import (
 // The API never sees the server's secret, and neither do the logs.
 func TestAWSRoleIntegration(t *testing.T) {
 	minio := testenv.StartMinIO(t)
+	minio.WaitSTS(t)
 	minio.CreateBucket(t, "role")
 	// The server inherits the test's environment: its own AWS identity.
 	t.Setenv("AWS_ACCESS_KEY_ID", minio.AccessKey)

@@ -97,7 +97,7 @@ func (r *rdRecorder) secretsSeen() []string {
 // mail and server logs that hold no signature, key, token or foreign body.
 func TestNoCredentialInErrors(t *testing.T) {
 	mp := testenv.StartMailpit(t)
-	s := StartServer(t, "sqlite", "--smtp-url", mp.SMTPURL)
+	s := StartServer(t, "sqlite", "--smtp-url", mp.SMTPURL, "--notify-allowed-domains", "example.com")
 	e := xfEnv{t, s}
 	xfLogsOnFailure(t, s)
 	e.seed(50)
@@ -225,7 +225,7 @@ func TestGCSTokenURIGuarded(t *testing.T) {
 	key, _ := rdServiceAccountKey(t, tok.URL+"/token")
 	creds := fmt.Sprintf(`{"gcsServiceAccount":{"jsonKey":%q}}`, key)
 
-	s := StartServer(t, "sqlite")
+	s := StartServer(t, "sqlite", "--notify-allowed-domains", "example.com")
 	xfLogsOnFailure(t, s)
 	e := xfEnv{t, s}
 	e.seed(10)
@@ -233,7 +233,7 @@ func TestGCSTokenURIGuarded(t *testing.T) {
 	schID, _ := e.schedule("tokenguard", "gs://rdbucket/exports/x-{run_id}.csv", "COMPRESSION_NONE")
 
 	s.Stop()
-	s.start("--allow-private-endpoints=false")
+	s.start("--allow-private-endpoints=false", "--notify-allowed-domains", "example.com")
 	e = xfEnv{t, s}
 
 	for _, tr := range []Transport{grpcTransport{s}, restTransport{s}} {

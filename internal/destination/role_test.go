@@ -21,6 +21,7 @@ import (
 // error comes back, not a silent anonymous request.
 func TestAWSRoleAgainstMinIO(t *testing.T) {
 	srv := testenv.StartMinIO(t)
+	srv.WaitSTS(t)
 	srv.CreateBucket(t, "role-bucket")
 	// Only the environment: no shared files of the host, no instance metadata.
 	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 )
 
@@ -159,4 +161,25 @@ func (s *S3) TryStart() error {
 		time.Sleep(500 * time.Millisecond) // the port may be held a moment longer
 	}
 	return err
+}
+
+// WaitSTS waits until MinIO's STS answers AssumeRole (its IAM subsystem
+// starts after the object layer and refuses calls with "Server not
+// initialized" until then), so role tests do not race the server's start.
+func (s *S3) WaitSTS(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := sts.New(sts.Options{Region: s.Region, BaseEndpoint: aws.String(s.Endpoint),
+		Credentials: credentials.NewStaticCredentialsProvider(s.AccessKey, s.SecretKey, "")})
+	for {
+		_, err := c.AssumeRole(ctx, &sts.AssumeRoleInput{RoleArn: aws.String("arn:aws:iam::123456789012:role/probe"), RoleSessionName: aws.String("testenv")})
+		if err == nil || !strings.Contains(err.Error(), "not initialized") {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("testenv: MinIO STS not ready: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
