@@ -6526,6 +6526,7 @@ type ScheduleMutation struct {
 	consecutive_failures           *int
 	addconsecutive_failures        *int
 	last_run_id                    *string
+	last_success_time              *time.Time
 	watermark                      *int64
 	addwatermark                   *int64
 	clearedFields                  map[string]struct{}
@@ -7613,6 +7614,55 @@ func (m *ScheduleMutation) ResetLastRunID() {
 	m.last_run_id = nil
 }
 
+// SetLastSuccessTime sets the "last_success_time" field.
+func (m *ScheduleMutation) SetLastSuccessTime(t time.Time) {
+	m.last_success_time = &t
+}
+
+// LastSuccessTime returns the value of the "last_success_time" field in the mutation.
+func (m *ScheduleMutation) LastSuccessTime() (r time.Time, exists bool) {
+	v := m.last_success_time
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLastSuccessTime returns the old "last_success_time" field's value of the Schedule entity.
+// If the Schedule object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleMutation) OldLastSuccessTime(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLastSuccessTime is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLastSuccessTime requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLastSuccessTime: %w", err)
+	}
+	return oldValue.LastSuccessTime, nil
+}
+
+// ClearLastSuccessTime clears the value of the "last_success_time" field.
+func (m *ScheduleMutation) ClearLastSuccessTime() {
+	m.last_success_time = nil
+	m.clearedFields[schedule.FieldLastSuccessTime] = struct{}{}
+}
+
+// LastSuccessTimeCleared returns if the "last_success_time" field was cleared in this mutation.
+func (m *ScheduleMutation) LastSuccessTimeCleared() bool {
+	_, ok := m.clearedFields[schedule.FieldLastSuccessTime]
+	return ok
+}
+
+// ResetLastSuccessTime resets all changes to the "last_success_time" field.
+func (m *ScheduleMutation) ResetLastSuccessTime() {
+	m.last_success_time = nil
+	delete(m.clearedFields, schedule.FieldLastSuccessTime)
+}
+
 // SetWatermark sets the "watermark" field.
 func (m *ScheduleMutation) SetWatermark(i int64) {
 	m.watermark = &i
@@ -7703,7 +7753,7 @@ func (m *ScheduleMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *ScheduleMutation) Fields() []string {
-	fields := make([]string, 0, 26)
+	fields := make([]string, 0, 27)
 	if m.org_id != nil {
 		fields = append(fields, schedule.FieldOrgID)
 	}
@@ -7779,6 +7829,9 @@ func (m *ScheduleMutation) Fields() []string {
 	if m.last_run_id != nil {
 		fields = append(fields, schedule.FieldLastRunID)
 	}
+	if m.last_success_time != nil {
+		fields = append(fields, schedule.FieldLastSuccessTime)
+	}
 	if m.watermark != nil {
 		fields = append(fields, schedule.FieldWatermark)
 	}
@@ -7840,6 +7893,8 @@ func (m *ScheduleMutation) Field(name string) (ent.Value, bool) {
 		return m.ConsecutiveFailures()
 	case schedule.FieldLastRunID:
 		return m.LastRunID()
+	case schedule.FieldLastSuccessTime:
+		return m.LastSuccessTime()
 	case schedule.FieldWatermark:
 		return m.Watermark()
 	}
@@ -7901,6 +7956,8 @@ func (m *ScheduleMutation) OldField(ctx context.Context, name string) (ent.Value
 		return m.OldConsecutiveFailures(ctx)
 	case schedule.FieldLastRunID:
 		return m.OldLastRunID(ctx)
+	case schedule.FieldLastSuccessTime:
+		return m.OldLastSuccessTime(ctx)
 	case schedule.FieldWatermark:
 		return m.OldWatermark(ctx)
 	}
@@ -8087,6 +8144,13 @@ func (m *ScheduleMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetLastRunID(v)
 		return nil
+	case schedule.FieldLastSuccessTime:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLastSuccessTime(v)
+		return nil
 	case schedule.FieldWatermark:
 		v, ok := value.(int64)
 		if !ok {
@@ -8160,6 +8224,9 @@ func (m *ScheduleMutation) ClearedFields() []string {
 	if m.FieldCleared(schedule.FieldNextRunTime) {
 		fields = append(fields, schedule.FieldNextRunTime)
 	}
+	if m.FieldCleared(schedule.FieldLastSuccessTime) {
+		fields = append(fields, schedule.FieldLastSuccessTime)
+	}
 	return fields
 }
 
@@ -8182,6 +8249,9 @@ func (m *ScheduleMutation) ClearField(name string) error {
 		return nil
 	case schedule.FieldNextRunTime:
 		m.ClearNextRunTime()
+		return nil
+	case schedule.FieldLastSuccessTime:
+		m.ClearLastSuccessTime()
 		return nil
 	}
 	return fmt.Errorf("unknown Schedule nullable field %s", name)
@@ -8265,6 +8335,9 @@ func (m *ScheduleMutation) ResetField(name string) error {
 		return nil
 	case schedule.FieldLastRunID:
 		m.ResetLastRunID()
+		return nil
+	case schedule.FieldLastSuccessTime:
+		m.ResetLastSuccessTime()
 		return nil
 	case schedule.FieldWatermark:
 		m.ResetWatermark()

@@ -68,6 +68,8 @@ type Schedule struct {
 	ConsecutiveFailures int `json:"consecutive_failures,omitempty"`
 	// LastRunID holds the value of the "last_run_id" field.
 	LastRunID string `json:"last_run_id,omitempty"`
+	// LastSuccessTime holds the value of the "last_success_time" field.
+	LastSuccessTime *time.Time `json:"last_success_time,omitempty"`
 	// Watermark holds the value of the "watermark" field.
 	Watermark    int64 `json:"watermark,omitempty"`
 	selectValues sql.SelectValues
@@ -86,7 +88,7 @@ func (*Schedule) scanValues(columns []string) ([]any, error) {
 			values[i] = new(sql.NullInt64)
 		case schedule.FieldID, schedule.FieldOrgID, schedule.FieldWorkbookID, schedule.FieldElementID, schedule.FieldName, schedule.FieldOwnerID, schedule.FieldIntegrationID, schedule.FieldIntegrationName, schedule.FieldURI, schedule.FieldFormat, schedule.FieldCompression, schedule.FieldCron, schedule.FieldTimeZone, schedule.FieldSendCondition, schedule.FieldMode, schedule.FieldState, schedule.FieldPauseReason, schedule.FieldCatchUp, schedule.FieldLastRunID:
 			values[i] = new(sql.NullString)
-		case schedule.FieldCreateTime, schedule.FieldUpdateTime, schedule.FieldNextRunTime:
+		case schedule.FieldCreateTime, schedule.FieldUpdateTime, schedule.FieldNextRunTime, schedule.FieldLastSuccessTime:
 			values[i] = new(sql.NullTime)
 		default:
 			values[i] = new(sql.UnknownType)
@@ -263,6 +265,13 @@ func (_m *Schedule) assignValues(columns []string, values []any) error {
 			} else if value.Valid {
 				_m.LastRunID = value.String
 			}
+		case schedule.FieldLastSuccessTime:
+			if value, ok := values[i].(*sql.NullTime); !ok {
+				return fmt.Errorf("unexpected type %T for field last_success_time", values[i])
+			} else if value.Valid {
+				_m.LastSuccessTime = new(time.Time)
+				*_m.LastSuccessTime = value.Time
+			}
 		case schedule.FieldWatermark:
 			if value, ok := values[i].(*sql.NullInt64); !ok {
 				return fmt.Errorf("unexpected type %T for field watermark", values[i])
@@ -383,6 +392,11 @@ func (_m *Schedule) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("last_run_id=")
 	builder.WriteString(_m.LastRunID)
+	builder.WriteString(", ")
+	if v := _m.LastSuccessTime; v != nil {
+		builder.WriteString("last_success_time=")
+		builder.WriteString(v.Format(time.ANSIC))
+	}
 	builder.WriteString(", ")
 	builder.WriteString("watermark=")
 	builder.WriteString(fmt.Sprintf("%v", _m.Watermark))

@@ -277,6 +277,20 @@ func (_c *ScheduleCreate) SetNillableLastRunID(v *string) *ScheduleCreate {
 	return _c
 }
 
+// SetLastSuccessTime sets the "last_success_time" field.
+func (_c *ScheduleCreate) SetLastSuccessTime(v time.Time) *ScheduleCreate {
+	_c.mutation.SetLastSuccessTime(v)
+	return _c
+}
+
+// SetNillableLastSuccessTime sets the "last_success_time" field if the given value is not nil.
+func (_c *ScheduleCreate) SetNillableLastSuccessTime(v *time.Time) *ScheduleCreate {
+	if v != nil {
+		_c.SetLastSuccessTime(*v)
+	}
+	return _c
+}
+
 // SetWatermark sets the "watermark" field.
 func (_c *ScheduleCreate) SetWatermark(v int64) *ScheduleCreate {
 	_c.mutation.SetWatermark(v)
@@ -658,6 +672,10 @@ func (_c *ScheduleCreate) createSpec() (*Schedule, *sqlgraph.CreateSpec) {
 		_spec.SetField(schedule.FieldLastRunID, field.TypeString, value)
 		_node.LastRunID = value
 	}
+	if value, ok := _c.mutation.LastSuccessTime(); ok {
+		_spec.SetField(schedule.FieldLastSuccessTime, field.TypeTime, value)
+		_node.LastSuccessTime = &value
+	}
 	if value, ok := _c.mutation.Watermark(); ok {
 		_spec.SetField(schedule.FieldWatermark, field.TypeInt64, value)
 		_node.Watermark = value
@@ -999,6 +1017,24 @@ func (u *ScheduleUpsert) SetLastRunID(v string) *ScheduleUpsert {
 // UpdateLastRunID sets the "last_run_id" field to the value that was provided on create.
 func (u *ScheduleUpsert) UpdateLastRunID() *ScheduleUpsert {
 	u.SetExcluded(schedule.FieldLastRunID)
+	return u
+}
+
+// SetLastSuccessTime sets the "last_success_time" field.
+func (u *ScheduleUpsert) SetLastSuccessTime(v time.Time) *ScheduleUpsert {
+	u.Set(schedule.FieldLastSuccessTime, v)
+	return u
+}
+
+// UpdateLastSuccessTime sets the "last_success_time" field to the value that was provided on create.
+func (u *ScheduleUpsert) UpdateLastSuccessTime() *ScheduleUpsert {
+	u.SetExcluded(schedule.FieldLastSuccessTime)
+	return u
+}
+
+// ClearLastSuccessTime clears the value of the "last_success_time" field.
+func (u *ScheduleUpsert) ClearLastSuccessTime() *ScheduleUpsert {
+	u.SetNull(schedule.FieldLastSuccessTime)
 	return u
 }
 
@@ -1410,6 +1446,27 @@ func (u *ScheduleUpsertOne) SetLastRunID(v string) *ScheduleUpsertOne {
 func (u *ScheduleUpsertOne) UpdateLastRunID() *ScheduleUpsertOne {
 	return u.Update(func(s *ScheduleUpsert) {
 		s.UpdateLastRunID()
+	})
+}
+
+// SetLastSuccessTime sets the "last_success_time" field.
+func (u *ScheduleUpsertOne) SetLastSuccessTime(v time.Time) *ScheduleUpsertOne {
+	return u.Update(func(s *ScheduleUpsert) {
+		s.SetLastSuccessTime(v)
+	})
+}
+
+// UpdateLastSuccessTime sets the "last_success_time" field to the value that was provided on create.
+func (u *ScheduleUpsertOne) UpdateLastSuccessTime() *ScheduleUpsertOne {
+	return u.Update(func(s *ScheduleUpsert) {
+		s.UpdateLastSuccessTime()
+	})
+}
+
+// ClearLastSuccessTime clears the value of the "last_success_time" field.
+func (u *ScheduleUpsertOne) ClearLastSuccessTime() *ScheduleUpsertOne {
+	return u.Update(func(s *ScheduleUpsert) {
+		s.ClearLastSuccessTime()
 	})
 }
 
@@ -1991,6 +2048,27 @@ func (u *ScheduleUpsertBulk) SetLastRunID(v string) *ScheduleUpsertBulk {
 func (u *ScheduleUpsertBulk) UpdateLastRunID() *ScheduleUpsertBulk {
 	return u.Update(func(s *ScheduleUpsert) {
 		s.UpdateLastRunID()
+	})
+}
+
+// SetLastSuccessTime sets the "last_success_time" field.
+func (u *ScheduleUpsertBulk) SetLastSuccessTime(v time.Time) *ScheduleUpsertBulk {
+	return u.Update(func(s *ScheduleUpsert) {
+		s.SetLastSuccessTime(v)
+	})
+}
+
+// UpdateLastSuccessTime sets the "last_success_time" field to the value that was provided on create.
+func (u *ScheduleUpsertBulk) UpdateLastSuccessTime() *ScheduleUpsertBulk {
+	return u.Update(func(s *ScheduleUpsert) {
+		s.UpdateLastSuccessTime()
+	})
+}
+
+// ClearLastSuccessTime clears the value of the "last_success_time" field.
+func (u *ScheduleUpsertBulk) ClearLastSuccessTime() *ScheduleUpsertBulk {
+	return u.Update(func(s *ScheduleUpsert) {
+		s.ClearLastSuccessTime()
 	})
 }
 

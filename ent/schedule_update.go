@@ -353,6 +353,26 @@ func (_u *ScheduleUpdate) SetNillableLastRunID(v *string) *ScheduleUpdate {
 	return _u
 }
 
+// SetLastSuccessTime sets the "last_success_time" field.
+func (_u *ScheduleUpdate) SetLastSuccessTime(v time.Time) *ScheduleUpdate {
+	_u.mutation.SetLastSuccessTime(v)
+	return _u
+}
+
+// SetNillableLastSuccessTime sets the "last_success_time" field if the given value is not nil.
+func (_u *ScheduleUpdate) SetNillableLastSuccessTime(v *time.Time) *ScheduleUpdate {
+	if v != nil {
+		_u.SetLastSuccessTime(*v)
+	}
+	return _u
+}
+
+// ClearLastSuccessTime clears the value of the "last_success_time" field.
+func (_u *ScheduleUpdate) ClearLastSuccessTime() *ScheduleUpdate {
+	_u.mutation.ClearLastSuccessTime()
+	return _u
+}
+
 // SetWatermark sets the "watermark" field.
 func (_u *ScheduleUpdate) SetWatermark(v int64) *ScheduleUpdate {
 	_u.mutation.ResetWatermark()
@@ -566,6 +586,12 @@ func (_u *ScheduleUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if value, ok := _u.mutation.LastRunID(); ok {
 		_spec.SetField(schedule.FieldLastRunID, field.TypeString, value)
+	}
+	if value, ok := _u.mutation.LastSuccessTime(); ok {
+		_spec.SetField(schedule.FieldLastSuccessTime, field.TypeTime, value)
+	}
+	if _u.mutation.LastSuccessTimeCleared() {
+		_spec.ClearField(schedule.FieldLastSuccessTime, field.TypeTime)
 	}
 	if value, ok := _u.mutation.Watermark(); ok {
 		_spec.SetField(schedule.FieldWatermark, field.TypeInt64, value)
@@ -918,6 +944,26 @@ func (_u *ScheduleUpdateOne) SetNillableLastRunID(v *string) *ScheduleUpdateOne 
 	return _u
 }
 
+// SetLastSuccessTime sets the "last_success_time" field.
+func (_u *ScheduleUpdateOne) SetLastSuccessTime(v time.Time) *ScheduleUpdateOne {
+	_u.mutation.SetLastSuccessTime(v)
+	return _u
+}
+
+// SetNillableLastSuccessTime sets the "last_success_time" field if the given value is not nil.
+func (_u *ScheduleUpdateOne) SetNillableLastSuccessTime(v *time.Time) *ScheduleUpdateOne {
+	if v != nil {
+		_u.SetLastSuccessTime(*v)
+	}
+	return _u
+}
+
+// ClearLastSuccessTime clears the value of the "last_success_time" field.
+func (_u *ScheduleUpdateOne) ClearLastSuccessTime() *ScheduleUpdateOne {
+	_u.mutation.ClearLastSuccessTime()
+	return _u
+}
+
 // SetWatermark sets the "watermark" field.
 func (_u *ScheduleUpdateOne) SetWatermark(v int64) *ScheduleUpdateOne {
 	_u.mutation.ResetWatermark()
@@ -1161,6 +1207,12 @@ func (_u *ScheduleUpdateOne) sqlSave(ctx context.Context) (_node *Schedule, err 
 	}
 	if value, ok := _u.mutation.LastRunID(); ok {
 		_spec.SetField(schedule.FieldLastRunID, field.TypeString, value)
+	}
+	if value, ok := _u.mutation.LastSuccessTime(); ok {
+		_spec.SetField(schedule.FieldLastSuccessTime, field.TypeTime, value)
+	}
+	if _u.mutation.LastSuccessTimeCleared() {
+		_spec.ClearField(schedule.FieldLastSuccessTime, field.TypeTime)
 	}
 	if value, ok := _u.mutation.Watermark(); ok {
 		_spec.SetField(schedule.FieldWatermark, field.TypeInt64, value)

@@ -3,6 +3,7 @@ package integration_test
 import (
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,6 +42,17 @@ func TestBackupRestore(t *testing.T) {
 		if last.GetPhase() != pb.ExportPhase_EXPORT_PHASE_SUCCEEDED {
 			t.Fatalf("send now ended %v: %v", last.GetPhase(), last.GetError())
 		}
+		// The schedule says how its last run ended (gRPC and REST, Get and List).
+		got := must(s.Clients().Schedules.GetSchedule(sctx, &pb.GetScheduleRequest{Id: schID})).get(t).GetSchedule().GetLastRun()
+		if got.GetRunId() != last.GetRunId() || got.GetState() != pb.RunState_RUN_STATE_SUCCEEDED ||
+			got.GetObjectUri() != last.GetObjectUri() || got.GetFinishTime() == nil {
+			t.Errorf("GetSchedule last_run %v, want run %s SUCCEEDED at %s", got, last.GetRunId(), last.GetObjectUri())
+		}
+		code, body, _ := s.REST("GET", "/v1/schedules?pageSize=10", s.AdminKey, nil)
+		if code != 200 || !strings.Contains(fmt.Sprint(body), last.GetRunId()) {
+			t.Errorf("REST ListSchedules (%d) does not show the last run %s: %v", code, last.GetRunId(), body)
+		}
+		checkLastSuccessGauge(t, s, schID, got.GetFinishTime().AsTime())
 		return sha256.Sum256(readObject(t, sctx, last.GetObjectUri(), mc, nil, nil))
 	}
 	before := export(s)
@@ -100,4 +112,19 @@ func copyFile(t *testing.T, from, to string) {
 	if err := os.WriteFile(to, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// checkLastSuccessGauge reads /metrics: the schedule's last-success gauge
+// must be its last successful run's finish time (to the second).
+func checkLastSuccessGauge(t *testing.T, s *Server, schID string, want time.Time) {
+	t.Helper()
+	for name, v := range scrapeMetrics(t, s) {
+		if strings.HasPrefix(name, "auditexport_schedule_last_success_timestamp_seconds{") && strings.Contains(name, `schedule_id="`+schID+`"`) {
+			if int64(v) != want.Unix() {
+				t.Errorf("%s = %v, want %d (the run's finish time)", name, v, want.Unix())
+			}
+			return
+		}
+	}
+	t.Fatalf("no last-success gauge for %s in /metrics", schID)
 }

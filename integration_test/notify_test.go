@@ -40,15 +40,29 @@ func localSchedule(t *testing.T, s *Server, name string) (intID, schID string) {
 // pauses linked schedules and e-mails their owners through real SMTP.
 func TestIntegrationChangeEmailsOwners(t *testing.T) {
 	mp := testenv.StartMailpit(t)
-	s := StartServer(t, "sqlite", "--smtp-url", mp.SMTPURL, "--mail-from", "auditexport@example.com")
+	s := StartServer(t, "sqlite", "--smtp-url", mp.SMTPURL, "--mail-from", "auditexport@example.com", "--notify-allowed-domains", "alerts.example.org")
 	intID, schID := localSchedule(t, s, "mailed")
 	tr := grpcTransport{s}
+	// The schedule's own recipients hear about the pause too (an allowed domain).
+	if r := tr.Call(t, "UpdateSchedule", s.AdminKey, `{"schedule":{"id":"`+schID+`","notifyEmails":["oncall@alerts.example.org"]},"updateMask":"notifyEmails"}`, ""); r.Code != codes.OK {
+		t.Fatalf("set notify_emails: %v %s", r.Code, r.Message)
+	}
 	if r := tr.Call(t, "UpdateStorageIntegration", s.AdminKey, `{"storageIntegration":{"id":"`+intID+`","name":"mailed2"},"updateMask":"name"}`, ""); r.Code != codes.OK {
 		t.Fatalf("update: %v %s", r.Code, r.Message)
+	} else if ids, _ := getPath(r.Body, "pausedScheduleIds").([]any); len(ids) != 1 || ids[0] != schID {
+		t.Fatalf("update answer names paused schedules %v, want [%s]", ids, schID)
 	}
-	m := mp.WaitFor(t, func(m testenv.Message) bool { return strings.Contains(m.Text, "INTEGRATION_UPDATED") }, 20*time.Second)
-	if !slices.Contains(m.To, "admin@example.com") || !strings.Contains(m.Text, schID) || !strings.Contains(m.Subject, "mailed2") {
+	m := mp.WaitFor(t, func(m testenv.Message) bool {
+		return strings.Contains(m.Text, "INTEGRATION_UPDATED") && slices.Contains(m.To, "admin@example.com")
+	}, 20*time.Second)
+	if !strings.Contains(m.Text, schID) || !strings.Contains(m.Subject, "mailed2") {
 		t.Fatalf("pause mail: to=%v subject=%q\n%s", m.To, m.Subject, m.Text)
+	}
+	m = mp.WaitFor(t, func(m testenv.Message) bool {
+		return strings.Contains(m.Text, "INTEGRATION_UPDATED") && slices.Contains(m.To, "oncall@alerts.example.org")
+	}, 20*time.Second)
+	if !strings.Contains(m.Text, schID) {
+		t.Fatalf("pause mail to the schedule's notify_emails lacks the schedule:\n%s", m.Text)
 	}
 	if r := tr.Call(t, "DeleteStorageIntegration", s.AdminKey, `{"id":"`+intID+`"}`, ""); r.Code != codes.OK {
 		t.Fatalf("delete: %v %s", r.Code, r.Message)

@@ -20,6 +20,7 @@ import (
 	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
 	"github.com/auditexport/auditexport/internal/auth"
 	"github.com/auditexport/auditexport/internal/destination"
+	"github.com/auditexport/auditexport/internal/export"
 	"github.com/auditexport/auditexport/internal/ids"
 	"github.com/auditexport/auditexport/internal/notify"
 	"github.com/auditexport/auditexport/internal/secrets"
@@ -37,6 +38,9 @@ type IntegrationConfig struct {
 	GCSServiceAccount string
 	AzureAppName      string
 	AzureConsentURL   string
+	// NotifyAllowedDomains: besides the organization's users, the domains
+	// a schedule's notify_emails may be in (pause notices honour it too).
+	NotifyAllowedDomains []string
 }
 
 // IntegrationService implements pb.IntegrationServiceServer.
@@ -445,7 +449,7 @@ func (s *IntegrationService) UpdateStorageIntegration(ctx context.Context, req *
 	if err != nil {
 		return nil, internalError(ctx, s.log, "count schedules", err)
 	}
-	return &pb.UpdateStorageIntegrationResponse{StorageIntegration: integrationPB(out, n)}, nil
+	return &pb.UpdateStorageIntegrationResponse{StorageIntegration: integrationPB(out, n), PausedScheduleIds: paused}, nil
 }
 
 // redirected names what an update changes about where stored credentials
@@ -537,15 +541,44 @@ func (s *IntegrationService) notifyPaused(ctx context.Context, scheduleIDs []str
 		s.log.ErrorContext(ctx, "loading paused schedules for notification failed", "err", err.Error())
 		return
 	}
-	byOwner := map[string][]*ent.Schedule{}
-	for _, r := range rows {
-		byOwner[r.OwnerID] = append(byOwner[r.OwnerID], r)
+	// The owner and the schedule's own notify_emails (still allowed: an
+	// org user or an allowed domain) hear about each paused schedule.
+	users, err := s.db.User.Query().All(ctx)
+	if err != nil {
+		s.log.ErrorContext(ctx, "loading users for the pause notification failed", "err", err.Error())
+		return
 	}
-	for owner, list := range byOwner {
-		u, err := s.db.User.Get(ctx, owner)
-		if err != nil {
-			continue
+	members, emailOf := map[string]bool{}, map[string]string{}
+	for _, u := range users {
+		members[strings.ToLower(u.Email)] = true
+		emailOf[u.ID] = u.Email
+	}
+	byRecipient := map[string][]*ent.Schedule{}
+	var order []string
+	add := func(to string, r *ent.Schedule) {
+		key := strings.ToLower(strings.TrimSpace(to))
+		if key == "" {
+			return
 		}
+		list := byRecipient[key]
+		if len(list) > 0 && list[len(list)-1] == r {
+			return // the owner also listed in notify_emails
+		}
+		if list == nil {
+			order = append(order, key)
+		}
+		byRecipient[key] = append(list, r)
+	}
+	for _, r := range rows {
+		add(emailOf[r.OwnerID], r)
+		for _, e := range r.NotifyEmails {
+			if export.NotifyAllowed(e, members, s.cfg.NotifyAllowedDomains) {
+				add(e, r)
+			}
+		}
+	}
+	for _, to := range order {
+		list := byRecipient[to]
 		var b strings.Builder
 		fmt.Fprintf(&b, "The storage integration %q %s, so these schedules were paused (reason %s):\n\n", integName, what, reason)
 		for _, r := range list {
@@ -553,7 +586,7 @@ func (s *IntegrationService) notifyPaused(ctx context.Context, scheduleIDs []str
 		}
 		b.WriteString("\nCheck each schedule's destination, then resume it.\n")
 		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		err = s.mail.Send(mctx, notify.Message{To: []string{u.Email}, Subject: fmt.Sprintf("[auditexport] %d schedule(s) paused: integration %s %s", len(list), integName, what), Body: b.String()})
+		err = s.mail.Send(mctx, notify.Message{To: []string{to}, Subject: fmt.Sprintf("[auditexport] %d schedule(s) paused: integration %s %s", len(list), integName, what), Body: b.String()})
 		cancel()
 		if err != nil {
 			s.log.ErrorContext(ctx, "sending pause notification failed", "err", err.Error(), "request_id", requestIDFrom(ctx))
@@ -573,7 +606,9 @@ func (s *IntegrationService) TestStorageIntegration(ctx context.Context, req *pb
 	}
 	creds, err := destination.DecryptCredentials(s.keys, row.CredentialsCiphertext, row.ID)
 	if err != nil {
-		return nil, internalError(ctx, s.log, "decrypt credentials", err)
+		s.log.WarnContext(ctx, "stored credentials cannot be decrypted", "integration_id", row.ID, "err", err.Error())
+		return nil, failedPrecondition(destination.CredentialsCode,
+			err.Error()+"; the operator must restore the server's master key file, or an ADMIN must enter the credentials again")
 	}
 	pctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()

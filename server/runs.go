@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"google.golang.org/grpc"
@@ -162,15 +163,40 @@ func (s *ScheduleService) GetExportRun(ctx context.Context, req *pb.GetExportRun
 func (s *ScheduleService) ListExportRuns(ctx context.Context, req *pb.ListExportRunsRequest) (*pb.ListExportRunsResponse, error) {
 	var v violations
 	size := pageSize(&v, req.GetPageSize())
-	before := decodeToken(&v, "run:"+req.GetScheduleId(), req.GetPageToken())
-	idField(&v, "schedule_id", req.GetScheduleId())
+	if req.GetScheduleId() != "" {
+		idField(&v, "schedule_id", req.GetScheduleId())
+	}
+	state := enumField(&v, "state", req.GetState(), "RUN_STATE_", false)
+	trigger := enumField(&v, "trigger", req.GetTrigger(), "TRIGGER_", false)
+	since, until := optTime(&v, "since", req.GetSince()), optTime(&v, "until", req.GetUntil())
+	if since != nil && until != nil && !until.After(*since) {
+		v.add("until", "must be after since")
+	}
+	// A page token is only good for the list (schedule and filters) it came from.
+	list := fmt.Sprintf("run:%s|%s|%s|%v|%v", req.GetScheduleId(), state, trigger, since, until)
+	before := decodeToken(&v, list, req.GetPageToken())
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	if _, err := s.get(ctx, req.GetScheduleId()); err != nil {
-		return nil, err
+	q := s.db.ExportRun.Query().Order(ent.Desc(exportrun.FieldID)).Limit(size + 1)
+	if id := req.GetScheduleId(); id != "" {
+		if _, err := s.get(ctx, id); err != nil {
+			return nil, err
+		}
+		q = q.Where(exportrun.ScheduleID(id))
 	}
-	q := s.db.ExportRun.Query().Where(exportrun.ScheduleID(req.GetScheduleId())).Order(ent.Desc(exportrun.FieldID)).Limit(size + 1)
+	if state != "" {
+		q = q.Where(exportrun.StateEQ(exportrun.State(state)))
+	}
+	if trigger != "" {
+		q = q.Where(exportrun.TriggerEQ(exportrun.Trigger(trigger)))
+	}
+	if since != nil {
+		q = q.Where(exportrun.CreateTimeGTE(*since))
+	}
+	if until != nil {
+		q = q.Where(exportrun.CreateTimeLT(*until))
+	}
 	if before != "" {
 		q = q.Where(exportrun.IDLT(before))
 	}
@@ -179,11 +205,24 @@ func (s *ScheduleService) ListExportRuns(ctx context.Context, req *pb.ListExport
 		return nil, internalError(ctx, s.log, "list runs", err)
 	}
 	resp := &pb.ListExportRunsResponse{}
-	rows, resp.NextPageToken = page(rows, size, "run:"+req.GetScheduleId(), func(r *ent.ExportRun) string { return r.ID })
+	rows, resp.NextPageToken = page(rows, size, list, func(r *ent.ExportRun) string { return r.ID })
 	for _, r := range rows {
 		resp.Runs = append(resp.Runs, runPB(r))
 	}
 	return resp, nil
+}
+
+// optTime checks an optional timestamp field (nil when unset).
+func optTime(v *violations, field string, ts *timestamppb.Timestamp) *time.Time {
+	if ts == nil {
+		return nil
+	}
+	if err := ts.CheckValid(); err != nil {
+		v.add(field, "is not a valid timestamp")
+		return nil
+	}
+	t := ts.AsTime()
+	return &t
 }
 
 // CancelExportRun implements pb.ScheduleServiceServer.

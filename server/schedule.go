@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/auditexport/auditexport/ent"
+	"github.com/auditexport/auditexport/ent/exportrun"
 	"github.com/auditexport/auditexport/ent/schedule"
 	"github.com/auditexport/auditexport/ent/storageintegration"
 	"github.com/auditexport/auditexport/ent/workbook"
@@ -280,6 +281,38 @@ func schedulePB(r *ent.Schedule) *pb.Schedule {
 	return out
 }
 
+// schedulesPB converts rows and fills each one's last_run from its run
+// (one query for all of them).
+func (s *ScheduleService) schedulesPB(ctx context.Context, rows ...*ent.Schedule) ([]*pb.Schedule, error) {
+	var runIDs []string
+	for _, r := range rows {
+		if r.LastRunID != "" {
+			runIDs = append(runIDs, r.LastRunID)
+		}
+	}
+	runs := map[string]*ent.ExportRun{}
+	if len(runIDs) > 0 {
+		found, err := s.db.ExportRun.Query().Where(exportrun.IDIn(runIDs...)).
+			Select(exportrun.FieldID, exportrun.FieldState, exportrun.FieldFinishTime, exportrun.FieldObjectURI).All(ctx)
+		if err != nil {
+			return nil, internalError(ctx, s.log, "load last runs", err)
+		}
+		for _, run := range found {
+			runs[run.ID] = run
+		}
+	}
+	out := make([]*pb.Schedule, 0, len(rows))
+	for _, r := range rows {
+		p := schedulePB(r)
+		if run := runs[r.LastRunID]; run != nil {
+			p.LastRun = &pb.RunSummary{RunId: run.ID, State: pb.RunState(enumProto(pb.RunState_value, "RUN_STATE_", string(run.State))),
+				FinishTime: tsPtr(run.FinishTime), ObjectUri: run.ObjectURI}
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
 func (s *ScheduleService) get(ctx context.Context, id string) (*ent.Schedule, error) {
 	var v violations
 	idField(&v, "id", id)
@@ -337,7 +370,11 @@ func (s *ScheduleService) GetSchedule(ctx context.Context, req *pb.GetScheduleRe
 	if err != nil {
 		return nil, err
 	}
-	return &pb.GetScheduleResponse{Schedule: schedulePB(row)}, nil
+	out, err := s.schedulesPB(ctx, row)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.GetScheduleResponse{Schedule: out[0]}, nil
 }
 
 // ListSchedules implements pb.ScheduleServiceServer.
@@ -370,8 +407,8 @@ func (s *ScheduleService) ListSchedules(ctx context.Context, req *pb.ListSchedul
 	}
 	resp := &pb.ListSchedulesResponse{}
 	rows, resp.NextPageToken = page(rows, size, "sch", func(r *ent.Schedule) string { return r.ID })
-	for _, r := range rows {
-		resp.Schedules = append(resp.Schedules, schedulePB(r))
+	if resp.Schedules, err = s.schedulesPB(ctx, rows...); err != nil {
+		return nil, err
 	}
 	return resp, nil
 }
@@ -432,7 +469,11 @@ func (s *ScheduleService) UpdateSchedule(ctx context.Context, req *pb.UpdateSche
 		return nil, internalError(ctx, s.log, "update schedule", err)
 	}
 	auditMeta(ctx, "update_mask", req.GetUpdateMask().GetPaths())
-	return &pb.UpdateScheduleResponse{Schedule: schedulePB(row)}, nil
+	out, err := s.schedulesPB(ctx, row)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.UpdateScheduleResponse{Schedule: out[0]}, nil
 }
 
 // DeleteSchedule implements pb.ScheduleServiceServer.
@@ -458,7 +499,11 @@ func (s *ScheduleService) PauseSchedule(ctx context.Context, req *pb.PauseSchedu
 	if err != nil {
 		return nil, internalError(ctx, s.log, "pause schedule", err)
 	}
-	return &pb.PauseScheduleResponse{Schedule: schedulePB(row)}, nil
+	out, err := s.schedulesPB(ctx, row)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.PauseScheduleResponse{Schedule: out[0]}, nil
 }
 
 // ResumeSchedule implements pb.ScheduleServiceServer.
@@ -496,5 +541,9 @@ func (s *ScheduleService) ResumeSchedule(ctx context.Context, req *pb.ResumeSche
 	if err != nil {
 		return nil, internalError(ctx, s.log, "resume schedule", err)
 	}
-	return &pb.ResumeScheduleResponse{Schedule: schedulePB(row)}, nil
+	out, err := s.schedulesPB(ctx, row)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.ResumeScheduleResponse{Schedule: out[0]}, nil
 }

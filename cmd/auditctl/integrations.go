@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 
@@ -169,7 +171,13 @@ func (c *intUpdateCmd) Run(e *env) error {
 	}
 	setIfGiven(e, "update-linked-schedules", &req.UpdateLinkedSchedules, c.UpdateLinkedSchedules)
 	return e.do(func(ctx context.Context, cl *auditexport.Client) (proto.Message, error) {
-		return cl.Integrations.UpdateStorageIntegration(ctx, req)
+		resp, err := cl.Integrations.UpdateStorageIntegration(ctx, req)
+		if n := len(resp.GetPausedScheduleIds()); n > 0 {
+			fmt.Fprintf(e.stderr, "paused %d linked schedule(s) (INTEGRATION_UPDATED): %s\n"+
+				"check their destinations and resume them (auditctl schedules resume ID), or next time pass --update-linked-schedules\n",
+				n, strings.Join(resp.GetPausedScheduleIds(), ", "))
+		}
+		return resp, err
 	})
 }
 

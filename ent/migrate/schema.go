@@ -274,6 +274,7 @@ var (
 		{Name: "next_run_time", Type: field.TypeTime, Nullable: true},
 		{Name: "consecutive_failures", Type: field.TypeInt, Default: 0},
 		{Name: "last_run_id", Type: field.TypeString, Default: ""},
+		{Name: "last_success_time", Type: field.TypeTime, Nullable: true},
 		{Name: "watermark", Type: field.TypeInt64, Default: 0},
 	}
 	// SchedulesTable holds the schema information for the "schedules" table.

@@ -360,7 +360,7 @@ func init() {
 	// schedule.DefaultLastRunID holds the default value on creation for the last_run_id field.
 	schedule.DefaultLastRunID = scheduleDescLastRunID.Default.(string)
 	// scheduleDescWatermark is the schema descriptor for watermark field.
-	scheduleDescWatermark := scheduleFields[23].Descriptor()
+	scheduleDescWatermark := scheduleFields[24].Descriptor()
 	// schedule.DefaultWatermark holds the default value on creation for the watermark field.
 	schedule.DefaultWatermark = scheduleDescWatermark.Default.(int64)
 	// scheduleDescID is the schema descriptor for id field.

@@ -65,6 +65,8 @@ const (
 	FieldConsecutiveFailures = "consecutive_failures"
 	// FieldLastRunID holds the string denoting the last_run_id field in the database.
 	FieldLastRunID = "last_run_id"
+	// FieldLastSuccessTime holds the string denoting the last_success_time field in the database.
+	FieldLastSuccessTime = "last_success_time"
 	// FieldWatermark holds the string denoting the watermark field in the database.
 	FieldWatermark = "watermark"
 	// Table holds the table name of the schedule in the database.
@@ -99,6 +101,7 @@ var Columns = []string{
 	FieldNextRunTime,
 	FieldConsecutiveFailures,
 	FieldLastRunID,
+	FieldLastSuccessTime,
 	FieldWatermark,
 }
 
@@ -451,6 +454,11 @@ func ByConsecutiveFailures(opts ...sql.OrderTermOption) OrderOption {
 // ByLastRunID orders the results by the last_run_id field.
 func ByLastRunID(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldLastRunID, opts...).ToFunc()
+}
+
+// ByLastSuccessTime orders the results by the last_success_time field.
+func ByLastSuccessTime(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldLastSuccessTime, opts...).ToFunc()
 }
 
 // ByWatermark orders the results by the watermark field.

@@ -149,6 +149,11 @@ func LastRunID(v string) predicate.Schedule {
 	return predicate.Schedule(sql.FieldEQ(FieldLastRunID, v))
 }
 
+// LastSuccessTime applies equality check predicate on the "last_success_time" field. It's identical to LastSuccessTimeEQ.
+func LastSuccessTime(v time.Time) predicate.Schedule {
+	return predicate.Schedule(sql.FieldEQ(FieldLastSuccessTime, v))
+}
+
 // Watermark applies equality check predicate on the "watermark" field. It's identical to WatermarkEQ.
 func Watermark(v int64) predicate.Schedule {
 	return predicate.Schedule(sql.FieldEQ(FieldWatermark, v))
@@ -1217,6 +1222,56 @@ func LastRunIDEqualFold(v string) predicate.Schedule {
 // LastRunIDContainsFold applies the ContainsFold predicate on the "last_run_id" field.
 func LastRunIDContainsFold(v string) predicate.Schedule {
 	return predicate.Schedule(sql.FieldContainsFold(FieldLastRunID, v))
+}
+
+// LastSuccessTimeEQ applies the EQ predicate on the "last_success_time" field.
+func LastSuccessTimeEQ(v time.Time) predicate.Schedule {
+	return predicate.Schedule(sql.FieldEQ(FieldLastSuccessTime, v))
+}
+
+// LastSuccessTimeNEQ applies the NEQ predicate on the "last_success_time" field.
+func LastSuccessTimeNEQ(v time.Time) predicate.Schedule {
+	return predicate.Schedule(sql.FieldNEQ(FieldLastSuccessTime, v))
+}
+
+// LastSuccessTimeIn applies the In predicate on the "last_success_time" field.
+func LastSuccessTimeIn(vs ...time.Time) predicate.Schedule {
+	return predicate.Schedule(sql.FieldIn(FieldLastSuccessTime, vs...))
+}
+
+// LastSuccessTimeNotIn applies the NotIn predicate on the "last_success_time" field.
+func LastSuccessTimeNotIn(vs ...time.Time) predicate.Schedule {
+	return predicate.Schedule(sql.FieldNotIn(FieldLastSuccessTime, vs...))
+}
+
+// LastSuccessTimeGT applies the GT predicate on the "last_success_time" field.
+func LastSuccessTimeGT(v time.Time) predicate.Schedule {
+	return predicate.Schedule(sql.FieldGT(FieldLastSuccessTime, v))
+}
+
+// LastSuccessTimeGTE applies the GTE predicate on the "last_success_time" field.
+func LastSuccessTimeGTE(v time.Time) predicate.Schedule {
+	return predicate.Schedule(sql.FieldGTE(FieldLastSuccessTime, v))
+}
+
+// LastSuccessTimeLT applies the LT predicate on the "last_success_time" field.
+func LastSuccessTimeLT(v time.Time) predicate.Schedule {
+	return predicate.Schedule(sql.FieldLT(FieldLastSuccessTime, v))
+}
+
+// LastSuccessTimeLTE applies the LTE predicate on the "last_success_time" field.
+func LastSuccessTimeLTE(v time.Time) predicate.Schedule {
+	return predicate.Schedule(sql.FieldLTE(FieldLastSuccessTime, v))
+}
+
+// LastSuccessTimeIsNil applies the IsNil predicate on the "last_success_time" field.
+func LastSuccessTimeIsNil() predicate.Schedule {
+	return predicate.Schedule(sql.FieldIsNull(FieldLastSuccessTime))
+}
+
+// LastSuccessTimeNotNil applies the NotNil predicate on the "last_success_time" field.
+func LastSuccessTimeNotNil() predicate.Schedule {
+	return predicate.Schedule(sql.FieldNotNull(FieldLastSuccessTime))
 }
 
 // WatermarkEQ applies the EQ predicate on the "watermark" field.

@@ -40,6 +40,9 @@ func (Schedule) Fields() []ent.Field {
 		field.Time("next_run_time").Optional().Nillable(),
 		field.Int("consecutive_failures").Default(0),
 		field.String("last_run_id").Default(""),
+		// When a run last SUCCEEDED or was SKIPPED by the send condition:
+		// the "no success for N hours" alert reads it (metrics).
+		field.Time("last_success_time").Optional().Nillable(),
 		// Incremental mode: audit rows with id <= watermark were exported.
 		field.Int64("watermark").Default(0),
 	}

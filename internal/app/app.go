@@ -144,6 +144,10 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	inproc := bufconn.Listen(1 << 20)
 	rec := auditlog.NewRecorder(d.Client, log).WithDialect(d.Dialect)
 	mets := metrics.New()
+	if err := backfillLastSuccess(ctx, d); err != nil {
+		return err
+	}
+	mets.WatchSchedules(func(ctx context.Context) ([]metrics.ScheduleHealth, error) { return scheduleHealth(ctx, d) })
 	runs := export.NewRunner(d, keys, mailer, rec, log, export.Config{
 		AllowPrivateEndpoints: cfg.AllowPrivateEndpoints, RunnerID: ids.Process(), Local: cfg.LocalDirs(),
 		MaxManualRunsPerOrg: cfg.MaxManualRunsPerOrg, MaxManualRuns: cfg.MaxManualRuns,
@@ -179,6 +183,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		AllowPrivateEndpoints: cfg.AllowPrivateEndpoints, Local: cfg.LocalDirs(),
 		IAMPrincipal: cfg.IAMPrincipal, GCSServiceAccount: cfg.GCSServiceAccount,
 		AzureAppName: cfg.AzureAppName, AzureConsentURL: cfg.AzureConsentURL,
+		NotifyAllowedDomains: cfg.NotifyAllowedDomains,
 	}, log))
 	pb.RegisterWorkbookServiceServer(gs, wb)
 	pb.RegisterScheduleServiceServer(gs, server.NewScheduleService(d.Client, wb, runs, log).WithNotifyAllowedDomains(cfg.NotifyAllowedDomains))

@@ -3,6 +3,7 @@ package destination
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 
 	"github.com/auditexport/auditexport/internal/secrets"
@@ -40,10 +41,22 @@ func DecryptCredentials(keys *secrets.Keyring, ciphertext []byte, integrationID 
 	}
 	plain, err := keys.Decrypt(ciphertext, []byte(integrationID))
 	if err != nil {
-		return c, err
+		// secrets' errors name the key id at most, never key material.
+		return c, fmt.Errorf("%w: %v", ErrCredentialsUndecryptable, err)
 	}
 	if err := json.Unmarshal(plain, &c); err != nil {
-		return c, errors.New("stored credentials are not valid JSON")
+		return c, fmt.Errorf("%w: they are not valid JSON", ErrCredentialsUndecryptable)
 	}
 	return c, nil
 }
+
+// ErrCredentialsUndecryptable matches (errors.Is) every failure to open an
+// integration's stored credentials: the master key file lacks their key id,
+// holds other key bytes under it, or the row was tampered with. It is an
+// operator's problem (restore master.key) or the admin's (re-enter the
+// credentials), never a provider's.
+var ErrCredentialsUndecryptable = errors.New("the integration's stored credentials cannot be decrypted with this server's master key")
+
+// CredentialsCode is the run error code and ErrorInfo reason for
+// ErrCredentialsUndecryptable.
+const CredentialsCode = "CREDENTIALS_UNDECRYPTABLE"

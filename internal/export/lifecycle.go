@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -137,7 +138,30 @@ func (r *Runner) finish(ctx context.Context, j *job, runID, state string, st Sta
 		}
 	}
 	r.metrics.RunFinished(state, trigger, p.Rows, p.Bytes, now.Sub(started))
-	r.log.Info("export run finished", "run_id", runID, "state", state, "rows", p.Rows, "bytes", st.Bytes)
+	attrs := []any{"run_id", runID, "state", state, "trigger", trigger, "rows", p.Rows, "bytes", p.Bytes}
+	if j.sc != nil {
+		attrs = append(attrs, "schedule_id", j.sc.ID)
+	}
+	level := slog.LevelInfo
+	if rerr != nil {
+		attrs = append(attrs, "error_code", rerr.Code)
+		level = runErrorLevel(rerr.Code)
+	}
+	r.log.Log(ctx, level, "export run finished", attrs...)
+}
+
+// runErrorLevel: a storage provider's refusal or outage is the customer's
+// to fix (WARN); a failure of ours or of our database is the operator's
+// (ERROR); expected ends (canceled, paused, lost authorization) are INFO.
+func runErrorLevel(code string) slog.Level {
+	switch {
+	case strings.HasPrefix(code, "PROVIDER_"), code == "DESTINATION_UNAVAILABLE", code == "BAD_URI",
+		code == "ELEMENT_INVALID", code == "INTEGRATION_DELETED", code == "CREDENTIALS_UNDECRYPTABLE":
+		return slog.LevelWarn
+	case code == "INTERNAL", code == "QUERY_FAILED", code == "INTERRUPTED":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
 }
 
 func (r *Runner) updateSchedule(ctx context.Context, j *job, runID, state string, rerr *RunError) {
@@ -145,7 +169,7 @@ func (r *Runner) updateSchedule(ctx context.Context, j *job, runID, state string
 	pause := false
 	switch state {
 	case exportrun.StateSUCCEEDED.String(), exportrun.StateSKIPPED.String():
-		u.SetConsecutiveFailures(0)
+		u.SetConsecutiveFailures(0).SetLastSuccessTime(r.now())
 		if j.sc.Mode == schedule.ModeINCREMENTAL && state == exportrun.StateSUCCEEDED.String() {
 			// Compare-and-set: the watermark only moves forward from the
 			// value this run started at.

@@ -431,7 +431,8 @@ func (r *Runner) run(ctx context.Context, j *job, skipped *bool) (Stats, error) 
 	}
 	creds, err := destination.DecryptCredentials(r.keys, j.integ.CredentialsCiphertext, j.integ.ID)
 	if err != nil {
-		return Stats{}, fmt.Errorf("decrypt credentials: %w", err)
+		return Stats{}, &RunError{Code: destination.CredentialsCode,
+			Message: err.Error() + "; restore the server's master key file or enter the integration's credentials again"}
 	}
 	bucket, base, err := destination.Open(ctx, destination.Integration{
 		Provider: destination.Provider(j.integ.Provider), Destination: j.integ.Destination, Region: j.integ.Region,

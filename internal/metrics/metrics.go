@@ -4,6 +4,7 @@
 package metrics
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -161,4 +162,46 @@ func (m *Metrics) SetRunning(n int) {
 		return
 	}
 	m.running.Set(float64(n))
+}
+
+// ScheduleHealth is one schedule's sample of the last-success gauge.
+type ScheduleHealth struct {
+	OrgID, ScheduleID, State string
+	// LastSuccess is when a run last SUCCEEDED (or was SKIPPED by its send
+	// condition); the schedule's creation time if none has.
+	LastSuccess time.Time
+}
+
+// WatchSchedules exports auditexport_schedule_last_success_timestamp_seconds,
+// read through load at every scrape: it comes from the database, so it is
+// the same on every replica and survives restarts, and deleted schedules
+// simply disappear. An alert on time() minus it catches silence.
+func (m *Metrics) WatchSchedules(load func(context.Context) ([]ScheduleHealth, error)) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(&scheduleCollector{load: load, desc: prometheus.NewDesc(namespace+"_schedule_last_success_timestamp_seconds",
+		"Unix time of the schedule's last SUCCEEDED (or SKIPPED) run, or of its creation if it has none; by organization, schedule and state.",
+		[]string{"org_id", "schedule_id", "state"}, nil)})
+}
+
+type scheduleCollector struct {
+	desc *prometheus.Desc
+	load func(context.Context) ([]ScheduleHealth, error)
+}
+
+func (c *scheduleCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *scheduleCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rows, err := c.load(ctx)
+	if err != nil {
+		// A scrape error, not a silently missing series.
+		ch <- prometheus.NewInvalidMetric(c.desc, err)
+		return
+	}
+	for _, r := range rows {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(r.LastSuccess.Unix()), r.OrgID, r.ScheduleID, r.State)
+	}
 }

@@ -114,6 +114,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/exportRuns": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Lists runs, newest first: a schedule's (NOT_FOUND if it is not visible),
+         *     or without schedule_id (GET /v1/exportRuns) every run of the
+         *     organization; filtered by state, trigger and creation time. Any member.
+         */
+        get: operations["ScheduleService_ListExportRuns2"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/exportRuns/{id}": {
         parameters: {
             query?: never;
@@ -298,7 +319,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Lists a schedule's runs, newest first. */
+        /**
+         * Lists runs, newest first: a schedule's (NOT_FOUND if it is not visible),
+         *     or without schedule_id (GET /v1/exportRuns) every run of the
+         *     organization; filtered by state, trigger and creation time. Any member.
+         */
         get: operations["ScheduleService_ListExportRuns"];
         put?: never;
         post?: never;
@@ -1241,6 +1266,11 @@ export interface components {
         /** @description UpdateStorageIntegrationResponse wraps the StorageIntegration. */
         v1UpdateStorageIntegrationResponse: {
             storageIntegration?: components["schemas"]["v1StorageIntegration"];
+            /**
+             * @description Linked schedules this update paused (INTEGRATION_UPDATED); empty with
+             *     update_linked_schedules or when nothing was linked.
+             */
+            pausedScheduleIds?: string[];
         };
         /** @description UpdateUserResponse wraps the User. */
         v1UpdateUserResponse: {
@@ -1524,6 +1554,47 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["v1RevokeConnectionAccessResponse"];
+                };
+            };
+            /** @description An unexpected error response. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["rpcStatus"];
+                };
+            };
+        };
+    };
+    ScheduleService_ListExportRuns2: {
+        parameters: {
+            query?: {
+                scheduleId?: string;
+                pageSize?: number;
+                pageToken?: string;
+                /** @description Only runs in this state. */
+                state?: "RUN_STATE_UNSPECIFIED" | "RUN_STATE_QUEUED" | "RUN_STATE_RUNNING" | "RUN_STATE_SUCCEEDED" | "RUN_STATE_FAILED" | "RUN_STATE_CANCELED" | "RUN_STATE_SKIPPED";
+                /** @description Only runs started this way. */
+                trigger?: "TRIGGER_UNSPECIFIED" | "TRIGGER_SCHEDULED" | "TRIGGER_SEND_NOW" | "TRIGGER_RETRY";
+                /** @description Only runs created (queued) at or after this time. */
+                since?: string;
+                /** @description Only runs created before this time. */
+                until?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A successful response. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["v1ListExportRunsResponse"];
                 };
             };
             /** @description An unexpected error response. */
@@ -1927,6 +1998,14 @@ export interface operations {
             query?: {
                 pageSize?: number;
                 pageToken?: string;
+                /** @description Only runs in this state. */
+                state?: "RUN_STATE_UNSPECIFIED" | "RUN_STATE_QUEUED" | "RUN_STATE_RUNNING" | "RUN_STATE_SUCCEEDED" | "RUN_STATE_FAILED" | "RUN_STATE_CANCELED" | "RUN_STATE_SKIPPED";
+                /** @description Only runs started this way. */
+                trigger?: "TRIGGER_UNSPECIFIED" | "TRIGGER_SCHEDULED" | "TRIGGER_SEND_NOW" | "TRIGGER_RETRY";
+                /** @description Only runs created (queued) at or after this time. */
+                since?: string;
+                /** @description Only runs created before this time. */
+                until?: string;
             };
             header?: never;
             path: {

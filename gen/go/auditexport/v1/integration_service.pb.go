@@ -530,8 +530,11 @@ func (x *GetStorageIntegrationResponse) GetStorageIntegration() *StorageIntegrat
 type UpdateStorageIntegrationResponse struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
 	StorageIntegration *StorageIntegration    `protobuf:"bytes,1,opt,name=storage_integration,json=storageIntegration" json:"storage_integration,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Linked schedules this update paused (INTEGRATION_UPDATED); empty with
+	// update_linked_schedules or when nothing was linked.
+	PausedScheduleIds []string `protobuf:"bytes,2,rep,name=paused_schedule_ids,json=pausedScheduleIds" json:"paused_schedule_ids,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *UpdateStorageIntegrationResponse) Reset() {
@@ -567,6 +570,13 @@ func (*UpdateStorageIntegrationResponse) Descriptor() ([]byte, []int) {
 func (x *UpdateStorageIntegrationResponse) GetStorageIntegration() *StorageIntegration {
 	if x != nil {
 		return x.StorageIntegration
+	}
+	return nil
+}
+
+func (x *UpdateStorageIntegrationResponse) GetPausedScheduleIds() []string {
+	if x != nil {
+		return x.PausedScheduleIds
 	}
 	return nil
 }
@@ -782,9 +792,10 @@ const file_auditexport_v1_integration_service_proto_rawDesc = "" +
 	" CreateStorageIntegrationResponse\x12S\n" +
 	"\x13storage_integration\x18\x01 \x01(\v2\".auditexport.v1.StorageIntegrationR\x12storageIntegration\"t\n" +
 	"\x1dGetStorageIntegrationResponse\x12S\n" +
-	"\x13storage_integration\x18\x01 \x01(\v2\".auditexport.v1.StorageIntegrationR\x12storageIntegration\"w\n" +
+	"\x13storage_integration\x18\x01 \x01(\v2\".auditexport.v1.StorageIntegrationR\x12storageIntegration\"\xa7\x01\n" +
 	" UpdateStorageIntegrationResponse\x12S\n" +
-	"\x13storage_integration\x18\x01 \x01(\v2\".auditexport.v1.StorageIntegrationR\x12storageIntegration\"{\n" +
+	"\x13storage_integration\x18\x01 \x01(\v2\".auditexport.v1.StorageIntegrationR\x12storageIntegration\x12.\n" +
+	"\x13paused_schedule_ids\x18\x02 \x03(\tR\x11pausedScheduleIds\"{\n" +
 	"(GetStorageIntegrationCredentialsResponse\x12O\n" +
 	"\vcredentials\x18\x01 \x01(\v2-.auditexport.v1.StorageIntegrationCredentialsR\vcredentials\"/\n" +
 	"\x1dTestStorageIntegrationRequest\x12\x0e\n" +

@@ -11,6 +11,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -974,12 +975,22 @@ func (x *GetExportRunResponse) GetRun() *ExportRun {
 	return nil
 }
 
-// ListExportRunsRequest pages through a schedule's runs.
+// ListExportRunsRequest pages through runs, newest first: a schedule's, or
+// without schedule_id every run of the caller's organization. The filters
+// combine with AND; unset means any.
 type ListExportRunsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ScheduleId    string                 `protobuf:"bytes,1,opt,name=schedule_id,json=scheduleId" json:"schedule_id,omitempty"`
-	PageSize      int32                  `protobuf:"varint,2,opt,name=page_size,json=pageSize" json:"page_size,omitempty"`
-	PageToken     string                 `protobuf:"bytes,3,opt,name=page_token,json=pageToken" json:"page_token,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	ScheduleId string                 `protobuf:"bytes,1,opt,name=schedule_id,json=scheduleId" json:"schedule_id,omitempty"`
+	PageSize   int32                  `protobuf:"varint,2,opt,name=page_size,json=pageSize" json:"page_size,omitempty"`
+	PageToken  string                 `protobuf:"bytes,3,opt,name=page_token,json=pageToken" json:"page_token,omitempty"`
+	// Only runs in this state.
+	State RunState `protobuf:"varint,4,opt,name=state,enum=auditexport.v1.RunState" json:"state,omitempty"`
+	// Only runs started this way.
+	Trigger Trigger `protobuf:"varint,5,opt,name=trigger,enum=auditexport.v1.Trigger" json:"trigger,omitempty"`
+	// Only runs created (queued) at or after this time.
+	Since *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=since" json:"since,omitempty"`
+	// Only runs created before this time.
+	Until         *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=until" json:"until,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1033,6 +1044,34 @@ func (x *ListExportRunsRequest) GetPageToken() string {
 		return x.PageToken
 	}
 	return ""
+}
+
+func (x *ListExportRunsRequest) GetState() RunState {
+	if x != nil {
+		return x.State
+	}
+	return RunState_RUN_STATE_UNSPECIFIED
+}
+
+func (x *ListExportRunsRequest) GetTrigger() Trigger {
+	if x != nil {
+		return x.Trigger
+	}
+	return Trigger_TRIGGER_UNSPECIFIED
+}
+
+func (x *ListExportRunsRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *ListExportRunsRequest) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
 }
 
 // ListExportRunsResponse is a page of runs.
@@ -1182,7 +1221,7 @@ var File_auditexport_v1_schedule_service_proto protoreflect.FileDescriptor
 
 const file_auditexport_v1_schedule_service_proto_rawDesc = "" +
 	"\n" +
-	"%auditexport/v1/schedule_service.proto\x12\x0eauditexport.v1\x1a\x1eauditexport/v1/resources.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\"n\n" +
+	"%auditexport/v1/schedule_service.proto\x12\x0eauditexport.v1\x1a\x1eauditexport/v1/resources.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"n\n" +
 	"\x15CreateScheduleRequest\x12\x1f\n" +
 	"\vworkbook_id\x18\x01 \x01(\tR\n" +
 	"workbookId\x124\n" +
@@ -1232,20 +1271,24 @@ const file_auditexport_v1_schedule_service_proto_rawDesc = "" +
 	"\x13GetExportRunRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"C\n" +
 	"\x14GetExportRunResponse\x12+\n" +
-	"\x03run\x18\x01 \x01(\v2\x19.auditexport.v1.ExportRunR\x03run\"t\n" +
+	"\x03run\x18\x01 \x01(\v2\x19.auditexport.v1.ExportRunR\x03run\"\xbb\x02\n" +
 	"\x15ListExportRunsRequest\x12\x1f\n" +
 	"\vschedule_id\x18\x01 \x01(\tR\n" +
 	"scheduleId\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x03 \x01(\tR\tpageToken\"o\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\x12.\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x18.auditexport.v1.RunStateR\x05state\x121\n" +
+	"\atrigger\x18\x05 \x01(\x0e2\x17.auditexport.v1.TriggerR\atrigger\x120\n" +
+	"\x05since\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
+	"\x05until\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"o\n" +
 	"\x16ListExportRunsResponse\x12-\n" +
 	"\x04runs\x18\x01 \x03(\v2\x19.auditexport.v1.ExportRunR\x04runs\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"(\n" +
 	"\x16CancelExportRunRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"F\n" +
 	"\x17CancelExportRunResponse\x12+\n" +
-	"\x03run\x18\x01 \x01(\v2\x19.auditexport.v1.ExportRunR\x03run2\xe5\f\n" +
+	"\x03run\x18\x01 \x01(\v2\x19.auditexport.v1.ExportRunR\x03run2\xf7\f\n" +
 	"\x0fScheduleService\x12\x98\x01\n" +
 	"\x0eCreateSchedule\x12%.auditexport.v1.CreateScheduleRequest\x1a&.auditexport.v1.CreateScheduleResponse\"7\x82\xd3\xe4\x93\x021:\bschedule\"%/v1/workbooks/{workbook_id}/schedules\x12r\n" +
 	"\vGetSchedule\x12\".auditexport.v1.GetScheduleRequest\x1a#.auditexport.v1.GetScheduleResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/schedules/{id}\x12\x9c\x01\n" +
@@ -1255,8 +1298,8 @@ const file_auditexport_v1_schedule_service_proto_rawDesc = "" +
 	"\rPauseSchedule\x12$.auditexport.v1.PauseScheduleRequest\x1a%.auditexport.v1.PauseScheduleResponse\"#\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/v1/schedules/{id}:pause\x12s\n" +
 	"\aSendNow\x12\x1e.auditexport.v1.SendNowRequest\x1a\x1f.auditexport.v1.SendNowResponse\"%\x82\xd3\xe4\x93\x02\x1f:\x01*\"\x1a/v1/schedules/{id}:sendNow0\x01\x12v\n" +
 	"\fGetExportRun\x12#.auditexport.v1.GetExportRunRequest\x1a$.auditexport.v1.GetExportRunResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/exportRuns/{id}\x12\x84\x01\n" +
-	"\x0eWatchExportRun\x12%.auditexport.v1.WatchExportRunRequest\x1a&.auditexport.v1.WatchExportRunResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/exportRuns/{id}:watch0\x01\x12\x89\x01\n" +
-	"\x0eListExportRuns\x12%.auditexport.v1.ListExportRunsRequest\x1a&.auditexport.v1.ListExportRunsResponse\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/schedules/{schedule_id}/runs\x12\x89\x01\n" +
+	"\x0eWatchExportRun\x12%.auditexport.v1.WatchExportRunRequest\x1a&.auditexport.v1.WatchExportRunResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/exportRuns/{id}:watch0\x01\x12\x9b\x01\n" +
+	"\x0eListExportRuns\x12%.auditexport.v1.ListExportRunsRequest\x1a&.auditexport.v1.ListExportRunsResponse\":\x82\xd3\xe4\x93\x024Z\x10\x12\x0e/v1/exportRuns\x12 /v1/schedules/{schedule_id}/runs\x12\x89\x01\n" +
 	"\x0fCancelExportRun\x12&.auditexport.v1.CancelExportRunRequest\x1a'.auditexport.v1.CancelExportRunResponse\"%\x82\xd3\xe4\x93\x02\x1f:\x01*\"\x1a/v1/exportRuns/{id}:cancel\x12\x85\x01\n" +
 	"\x0eResumeSchedule\x12%.auditexport.v1.ResumeScheduleRequest\x1a&.auditexport.v1.ResumeScheduleResponse\"$\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/v1/schedules/{id}:resumeB\xd2\x01\n" +
 	"\x12com.auditexport.v1B\x14ScheduleServiceProtoP\x01ZFgithub.com/auditexport/auditexport/gen/go/auditexport/v1;auditexportv1\xa2\x02\x03AXX\xaa\x02\x0eAuditexport.V1\xca\x02\x0eAuditexport\\V1\xe2\x02\x1aAuditexport\\V1\\GPBMetadata\xea\x02\x0fAuditexport::V1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
@@ -1304,6 +1347,9 @@ var file_auditexport_v1_schedule_service_proto_goTypes = []any{
 	(*fieldmaskpb.FieldMask)(nil),   // 26: google.protobuf.FieldMask
 	(*ExportProgress)(nil),          // 27: auditexport.v1.ExportProgress
 	(*ExportRun)(nil),               // 28: auditexport.v1.ExportRun
+	(RunState)(0),                   // 29: auditexport.v1.RunState
+	(Trigger)(0),                    // 30: auditexport.v1.Trigger
+	(*timestamppb.Timestamp)(nil),   // 31: google.protobuf.Timestamp
 }
 var file_auditexport_v1_schedule_service_proto_depIdxs = []int32{
 	24, // 0: auditexport.v1.CreateScheduleRequest.schedule:type_name -> auditexport.v1.Schedule
@@ -1319,37 +1365,41 @@ var file_auditexport_v1_schedule_service_proto_depIdxs = []int32{
 	27, // 10: auditexport.v1.SendNowResponse.progress:type_name -> auditexport.v1.ExportProgress
 	27, // 11: auditexport.v1.WatchExportRunResponse.progress:type_name -> auditexport.v1.ExportProgress
 	28, // 12: auditexport.v1.GetExportRunResponse.run:type_name -> auditexport.v1.ExportRun
-	28, // 13: auditexport.v1.ListExportRunsResponse.runs:type_name -> auditexport.v1.ExportRun
-	28, // 14: auditexport.v1.CancelExportRunResponse.run:type_name -> auditexport.v1.ExportRun
-	0,  // 15: auditexport.v1.ScheduleService.CreateSchedule:input_type -> auditexport.v1.CreateScheduleRequest
-	1,  // 16: auditexport.v1.ScheduleService.GetSchedule:input_type -> auditexport.v1.GetScheduleRequest
-	2,  // 17: auditexport.v1.ScheduleService.ListSchedules:input_type -> auditexport.v1.ListSchedulesRequest
-	4,  // 18: auditexport.v1.ScheduleService.UpdateSchedule:input_type -> auditexport.v1.UpdateScheduleRequest
-	5,  // 19: auditexport.v1.ScheduleService.DeleteSchedule:input_type -> auditexport.v1.DeleteScheduleRequest
-	7,  // 20: auditexport.v1.ScheduleService.PauseSchedule:input_type -> auditexport.v1.PauseScheduleRequest
-	14, // 21: auditexport.v1.ScheduleService.SendNow:input_type -> auditexport.v1.SendNowRequest
-	18, // 22: auditexport.v1.ScheduleService.GetExportRun:input_type -> auditexport.v1.GetExportRunRequest
-	16, // 23: auditexport.v1.ScheduleService.WatchExportRun:input_type -> auditexport.v1.WatchExportRunRequest
-	20, // 24: auditexport.v1.ScheduleService.ListExportRuns:input_type -> auditexport.v1.ListExportRunsRequest
-	22, // 25: auditexport.v1.ScheduleService.CancelExportRun:input_type -> auditexport.v1.CancelExportRunRequest
-	8,  // 26: auditexport.v1.ScheduleService.ResumeSchedule:input_type -> auditexport.v1.ResumeScheduleRequest
-	9,  // 27: auditexport.v1.ScheduleService.CreateSchedule:output_type -> auditexport.v1.CreateScheduleResponse
-	10, // 28: auditexport.v1.ScheduleService.GetSchedule:output_type -> auditexport.v1.GetScheduleResponse
-	3,  // 29: auditexport.v1.ScheduleService.ListSchedules:output_type -> auditexport.v1.ListSchedulesResponse
-	11, // 30: auditexport.v1.ScheduleService.UpdateSchedule:output_type -> auditexport.v1.UpdateScheduleResponse
-	6,  // 31: auditexport.v1.ScheduleService.DeleteSchedule:output_type -> auditexport.v1.DeleteScheduleResponse
-	12, // 32: auditexport.v1.ScheduleService.PauseSchedule:output_type -> auditexport.v1.PauseScheduleResponse
-	15, // 33: auditexport.v1.ScheduleService.SendNow:output_type -> auditexport.v1.SendNowResponse
-	19, // 34: auditexport.v1.ScheduleService.GetExportRun:output_type -> auditexport.v1.GetExportRunResponse
-	17, // 35: auditexport.v1.ScheduleService.WatchExportRun:output_type -> auditexport.v1.WatchExportRunResponse
-	21, // 36: auditexport.v1.ScheduleService.ListExportRuns:output_type -> auditexport.v1.ListExportRunsResponse
-	23, // 37: auditexport.v1.ScheduleService.CancelExportRun:output_type -> auditexport.v1.CancelExportRunResponse
-	13, // 38: auditexport.v1.ScheduleService.ResumeSchedule:output_type -> auditexport.v1.ResumeScheduleResponse
-	27, // [27:39] is the sub-list for method output_type
-	15, // [15:27] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	29, // 13: auditexport.v1.ListExportRunsRequest.state:type_name -> auditexport.v1.RunState
+	30, // 14: auditexport.v1.ListExportRunsRequest.trigger:type_name -> auditexport.v1.Trigger
+	31, // 15: auditexport.v1.ListExportRunsRequest.since:type_name -> google.protobuf.Timestamp
+	31, // 16: auditexport.v1.ListExportRunsRequest.until:type_name -> google.protobuf.Timestamp
+	28, // 17: auditexport.v1.ListExportRunsResponse.runs:type_name -> auditexport.v1.ExportRun
+	28, // 18: auditexport.v1.CancelExportRunResponse.run:type_name -> auditexport.v1.ExportRun
+	0,  // 19: auditexport.v1.ScheduleService.CreateSchedule:input_type -> auditexport.v1.CreateScheduleRequest
+	1,  // 20: auditexport.v1.ScheduleService.GetSchedule:input_type -> auditexport.v1.GetScheduleRequest
+	2,  // 21: auditexport.v1.ScheduleService.ListSchedules:input_type -> auditexport.v1.ListSchedulesRequest
+	4,  // 22: auditexport.v1.ScheduleService.UpdateSchedule:input_type -> auditexport.v1.UpdateScheduleRequest
+	5,  // 23: auditexport.v1.ScheduleService.DeleteSchedule:input_type -> auditexport.v1.DeleteScheduleRequest
+	7,  // 24: auditexport.v1.ScheduleService.PauseSchedule:input_type -> auditexport.v1.PauseScheduleRequest
+	14, // 25: auditexport.v1.ScheduleService.SendNow:input_type -> auditexport.v1.SendNowRequest
+	18, // 26: auditexport.v1.ScheduleService.GetExportRun:input_type -> auditexport.v1.GetExportRunRequest
+	16, // 27: auditexport.v1.ScheduleService.WatchExportRun:input_type -> auditexport.v1.WatchExportRunRequest
+	20, // 28: auditexport.v1.ScheduleService.ListExportRuns:input_type -> auditexport.v1.ListExportRunsRequest
+	22, // 29: auditexport.v1.ScheduleService.CancelExportRun:input_type -> auditexport.v1.CancelExportRunRequest
+	8,  // 30: auditexport.v1.ScheduleService.ResumeSchedule:input_type -> auditexport.v1.ResumeScheduleRequest
+	9,  // 31: auditexport.v1.ScheduleService.CreateSchedule:output_type -> auditexport.v1.CreateScheduleResponse
+	10, // 32: auditexport.v1.ScheduleService.GetSchedule:output_type -> auditexport.v1.GetScheduleResponse
+	3,  // 33: auditexport.v1.ScheduleService.ListSchedules:output_type -> auditexport.v1.ListSchedulesResponse
+	11, // 34: auditexport.v1.ScheduleService.UpdateSchedule:output_type -> auditexport.v1.UpdateScheduleResponse
+	6,  // 35: auditexport.v1.ScheduleService.DeleteSchedule:output_type -> auditexport.v1.DeleteScheduleResponse
+	12, // 36: auditexport.v1.ScheduleService.PauseSchedule:output_type -> auditexport.v1.PauseScheduleResponse
+	15, // 37: auditexport.v1.ScheduleService.SendNow:output_type -> auditexport.v1.SendNowResponse
+	19, // 38: auditexport.v1.ScheduleService.GetExportRun:output_type -> auditexport.v1.GetExportRunResponse
+	17, // 39: auditexport.v1.ScheduleService.WatchExportRun:output_type -> auditexport.v1.WatchExportRunResponse
+	21, // 40: auditexport.v1.ScheduleService.ListExportRuns:output_type -> auditexport.v1.ListExportRunsResponse
+	23, // 41: auditexport.v1.ScheduleService.CancelExportRun:output_type -> auditexport.v1.CancelExportRunResponse
+	13, // 42: auditexport.v1.ScheduleService.ResumeSchedule:output_type -> auditexport.v1.ResumeScheduleResponse
+	31, // [31:43] is the sub-list for method output_type
+	19, // [19:31] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_auditexport_v1_schedule_service_proto_init() }

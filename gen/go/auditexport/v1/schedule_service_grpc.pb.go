@@ -68,7 +68,9 @@ type ScheduleServiceClient interface {
 	// Declared after GetExportRun so that the gateway route {id}:watch takes
 	// precedence over {id}.
 	WatchExportRun(ctx context.Context, in *WatchExportRunRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchExportRunResponse], error)
-	// Lists a schedule's runs, newest first.
+	// Lists runs, newest first: a schedule's (NOT_FOUND if it is not visible),
+	// or without schedule_id (GET /v1/exportRuns) every run of the
+	// organization; filtered by state, trigger and creation time. Any member.
 	ListExportRuns(ctx context.Context, in *ListExportRunsRequest, opts ...grpc.CallOption) (*ListExportRunsResponse, error)
 	// Cancels a queued or running run; its upload is aborted (no object is
 	// left). Owner of the schedule or ADMIN. Finished runs: FAILED_PRECONDITION.
@@ -261,7 +263,9 @@ type ScheduleServiceServer interface {
 	// Declared after GetExportRun so that the gateway route {id}:watch takes
 	// precedence over {id}.
 	WatchExportRun(*WatchExportRunRequest, grpc.ServerStreamingServer[WatchExportRunResponse]) error
-	// Lists a schedule's runs, newest first.
+	// Lists runs, newest first: a schedule's (NOT_FOUND if it is not visible),
+	// or without schedule_id (GET /v1/exportRuns) every run of the
+	// organization; filtered by state, trigger and creation time. Any member.
 	ListExportRuns(context.Context, *ListExportRunsRequest) (*ListExportRunsResponse, error)
 	// Cancels a queued or running run; its upload is aborted (no object is
 	// left). Owner of the schedule or ADMIN. Finished runs: FAILED_PRECONDITION.
