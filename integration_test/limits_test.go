@@ -191,15 +191,20 @@ func TestSendNowConcurrencyLimits(t *testing.T) {
 				t.Errorf("REST Send now over the limit: %d %s", code, raw)
 			}
 
-			// Org B, on the first server only: its own limit (4) is not
-			// reached, this process's (6) is.
+			// Orgs B and C on the first server only: their own limits (4 each)
+			// leave room, this process's (6) does not. Which replica took
+			// org A's runs varies, so B may stop at its own limit; C, started
+			// after B on the same process, always meets the server limit.
 			keyB := createOrg(t, s, "limb")
 			schB, _ := limSchedule(t, s, keyB, "limb", endpoint, "AKIAEXAMPLE", "x")
-			startedB, refusedB := burstSendNow(t, []*Server{s}, keyB, schB, 40)
-			if want := 6 - startedA[0]; startedB[0] != want {
-				t.Fatalf("org B: %d runs started on a server already running %d, want %d", startedB[0], startedA[0], want)
+			startedB, _ := burstSendNow(t, []*Server{s}, keyB, schB, 40)
+			keyC := createOrg(t, s, "limc")
+			schC, _ := limSchedule(t, s, keyC, "limc", endpoint, "AKIAEXAMPLE", "x")
+			startedC, refusedC := burstSendNow(t, []*Server{s}, keyC, schC, 40)
+			if got := startedA[0] + startedB[0] + startedC[0]; got != 6 || startedB[0] > 4 {
+				t.Fatalf("first server runs: org A %d + org B %d + org C %d = %d, want 6 (--max-manual-runs), B at most 4", startedA[0], startedB[0], startedC[0], got)
 			}
-			checkRefusals(t, refusedB, "MANUAL_RUN_LIMIT_SERVER")
+			checkRefusals(t, refusedC, "MANUAL_RUN_LIMIT_SERVER")
 		})
 	}
 }

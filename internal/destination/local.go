@@ -264,6 +264,9 @@ func (b *localBucket) Copy(context.Context, string, string, *driver.CopyOptions)
 	return errUnimplemented
 }
 
+// localTmpDir holds in-progress writes, relative to the organization's root.
+const localTmpDir = ".auditexport-tmp"
+
 func (b *localBucket) NewTypedWriter(ctx context.Context, key, _ string, opts *driver.WriterOptions) (driver.Writer, error) {
 	name, err := b.name(key)
 	if err != nil {
@@ -273,9 +276,15 @@ func (b *localBucket) NewTypedWriter(ctx context.Context, key, _ string, opts *d
 	if err := b.root.MkdirAll(dir, 0o700); err != nil {
 		return nil, pathErr(name, err)
 	}
+	// Temp files live in one hidden directory of the organization's root,
+	// not next to the objects: a process killed mid-write leaves its temp
+	// file there, never among the exports a customer reads.
+	if err := b.root.MkdirAll(localTmpDir, 0o700); err != nil {
+		return nil, pathErr(name, err)
+	}
 	suffix := make([]byte, 8)
 	_, _ = rand.Read(suffix)
-	tmp := path.Join(dir, ".auditexport-tmp-"+hex.EncodeToString(suffix))
+	tmp := path.Join(localTmpDir, hex.EncodeToString(suffix)+".tmp")
 	f, err := b.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, pathErr(name, err)
