@@ -45,6 +45,8 @@ type ExportRun struct {
 	TotalRows int64 `json:"total_rows,omitempty"`
 	// Checksum holds the value of the "checksum" field.
 	Checksum string `json:"checksum,omitempty"`
+	// Note holds the value of the "note" field.
+	Note string `json:"note,omitempty"`
 	// Attempt holds the value of the "attempt" field.
 	Attempt int `json:"attempt,omitempty"`
 	// ErrorCode holds the value of the "error_code" field.
@@ -83,7 +85,7 @@ func (*ExportRun) scanValues(columns []string) ([]any, error) {
 			values[i] = new(sql.NullBool)
 		case exportrun.FieldRows, exportrun.FieldBytes, exportrun.FieldTotalRows, exportrun.FieldAttempt, exportrun.FieldFromSeq, exportrun.FieldToSeq:
 			values[i] = new(sql.NullInt64)
-		case exportrun.FieldID, exportrun.FieldOrgID, exportrun.FieldScheduleID, exportrun.FieldTrigger, exportrun.FieldState, exportrun.FieldPhase, exportrun.FieldObjectURI, exportrun.FieldChecksum, exportrun.FieldErrorCode, exportrun.FieldErrorMessage, exportrun.FieldProviderMessage, exportrun.FieldRequestedBy, exportrun.FieldRunner, exportrun.FieldDedupKey:
+		case exportrun.FieldID, exportrun.FieldOrgID, exportrun.FieldScheduleID, exportrun.FieldTrigger, exportrun.FieldState, exportrun.FieldPhase, exportrun.FieldObjectURI, exportrun.FieldChecksum, exportrun.FieldNote, exportrun.FieldErrorCode, exportrun.FieldErrorMessage, exportrun.FieldProviderMessage, exportrun.FieldRequestedBy, exportrun.FieldRunner, exportrun.FieldDedupKey:
 			values[i] = new(sql.NullString)
 		case exportrun.FieldCreateTime, exportrun.FieldUpdateTime, exportrun.FieldPeriodStart, exportrun.FieldPeriodEnd, exportrun.FieldHeartbeatTime, exportrun.FieldStartTime, exportrun.FieldFinishTime:
 			values[i] = new(sql.NullTime)
@@ -193,6 +195,12 @@ func (_m *ExportRun) assignValues(columns []string, values []any) error {
 				return fmt.Errorf("unexpected type %T for field checksum", values[i])
 			} else if value.Valid {
 				_m.Checksum = value.String
+			}
+		case exportrun.FieldNote:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field note", values[i])
+			} else if value.Valid {
+				_m.Note = value.String
 			}
 		case exportrun.FieldAttempt:
 			if value, ok := values[i].(*sql.NullInt64); !ok {
@@ -357,6 +365,9 @@ func (_m *ExportRun) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("checksum=")
 	builder.WriteString(_m.Checksum)
+	builder.WriteString(", ")
+	builder.WriteString("note=")
+	builder.WriteString(_m.Note)
 	builder.WriteString(", ")
 	builder.WriteString("attempt=")
 	builder.WriteString(fmt.Sprintf("%v", _m.Attempt))

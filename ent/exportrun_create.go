@@ -195,6 +195,20 @@ func (_c *ExportRunCreate) SetNillableChecksum(v *string) *ExportRunCreate {
 	return _c
 }
 
+// SetNote sets the "note" field.
+func (_c *ExportRunCreate) SetNote(v string) *ExportRunCreate {
+	_c.mutation.SetNote(v)
+	return _c
+}
+
+// SetNillableNote sets the "note" field if the given value is not nil.
+func (_c *ExportRunCreate) SetNillableNote(v *string) *ExportRunCreate {
+	if v != nil {
+		_c.SetNote(*v)
+	}
+	return _c
+}
+
 // SetAttempt sets the "attempt" field.
 func (_c *ExportRunCreate) SetAttempt(v int) *ExportRunCreate {
 	_c.mutation.SetAttempt(v)
@@ -470,6 +484,10 @@ func (_c *ExportRunCreate) defaults() error {
 		v := exportrun.DefaultChecksum
 		_c.mutation.SetChecksum(v)
 	}
+	if _, ok := _c.mutation.Note(); !ok {
+		v := exportrun.DefaultNote
+		_c.mutation.SetNote(v)
+	}
 	if _, ok := _c.mutation.Attempt(); !ok {
 		v := exportrun.DefaultAttempt
 		_c.mutation.SetAttempt(v)
@@ -568,6 +586,9 @@ func (_c *ExportRunCreate) check() error {
 	}
 	if _, ok := _c.mutation.Checksum(); !ok {
 		return &ValidationError{Name: "checksum", err: errors.New(`ent: missing required field "ExportRun.checksum"`)}
+	}
+	if _, ok := _c.mutation.Note(); !ok {
+		return &ValidationError{Name: "note", err: errors.New(`ent: missing required field "ExportRun.note"`)}
 	}
 	if _, ok := _c.mutation.Attempt(); !ok {
 		return &ValidationError{Name: "attempt", err: errors.New(`ent: missing required field "ExportRun.attempt"`)}
@@ -687,6 +708,10 @@ func (_c *ExportRunCreate) createSpec() (*ExportRun, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.Checksum(); ok {
 		_spec.SetField(exportrun.FieldChecksum, field.TypeString, value)
 		_node.Checksum = value
+	}
+	if value, ok := _c.mutation.Note(); ok {
+		_spec.SetField(exportrun.FieldNote, field.TypeString, value)
+		_node.Note = value
 	}
 	if value, ok := _c.mutation.Attempt(); ok {
 		_spec.SetField(exportrun.FieldAttempt, field.TypeInt, value)
@@ -939,6 +964,18 @@ func (u *ExportRunUpsert) SetChecksum(v string) *ExportRunUpsert {
 // UpdateChecksum sets the "checksum" field to the value that was provided on create.
 func (u *ExportRunUpsert) UpdateChecksum() *ExportRunUpsert {
 	u.SetExcluded(exportrun.FieldChecksum)
+	return u
+}
+
+// SetNote sets the "note" field.
+func (u *ExportRunUpsert) SetNote(v string) *ExportRunUpsert {
+	u.Set(exportrun.FieldNote, v)
+	return u
+}
+
+// UpdateNote sets the "note" field to the value that was provided on create.
+func (u *ExportRunUpsert) UpdateNote() *ExportRunUpsert {
+	u.SetExcluded(exportrun.FieldNote)
 	return u
 }
 
@@ -1357,6 +1394,20 @@ func (u *ExportRunUpsertOne) SetChecksum(v string) *ExportRunUpsertOne {
 func (u *ExportRunUpsertOne) UpdateChecksum() *ExportRunUpsertOne {
 	return u.Update(func(s *ExportRunUpsert) {
 		s.UpdateChecksum()
+	})
+}
+
+// SetNote sets the "note" field.
+func (u *ExportRunUpsertOne) SetNote(v string) *ExportRunUpsertOne {
+	return u.Update(func(s *ExportRunUpsert) {
+		s.SetNote(v)
+	})
+}
+
+// UpdateNote sets the "note" field to the value that was provided on create.
+func (u *ExportRunUpsertOne) UpdateNote() *ExportRunUpsertOne {
+	return u.Update(func(s *ExportRunUpsert) {
+		s.UpdateNote()
 	})
 }
 
@@ -1972,6 +2023,20 @@ func (u *ExportRunUpsertBulk) SetChecksum(v string) *ExportRunUpsertBulk {
 func (u *ExportRunUpsertBulk) UpdateChecksum() *ExportRunUpsertBulk {
 	return u.Update(func(s *ExportRunUpsert) {
 		s.UpdateChecksum()
+	})
+}
+
+// SetNote sets the "note" field.
+func (u *ExportRunUpsertBulk) SetNote(v string) *ExportRunUpsertBulk {
+	return u.Update(func(s *ExportRunUpsert) {
+		s.SetNote(v)
+	})
+}
+
+// UpdateNote sets the "note" field to the value that was provided on create.
+func (u *ExportRunUpsertBulk) UpdateNote() *ExportRunUpsertBulk {
+	return u.Update(func(s *ExportRunUpsert) {
+		s.UpdateNote()
 	})
 }
 

@@ -194,6 +194,20 @@ func (_u *ExportRunUpdate) SetNillableChecksum(v *string) *ExportRunUpdate {
 	return _u
 }
 
+// SetNote sets the "note" field.
+func (_u *ExportRunUpdate) SetNote(v string) *ExportRunUpdate {
+	_u.mutation.SetNote(v)
+	return _u
+}
+
+// SetNillableNote sets the "note" field if the given value is not nil.
+func (_u *ExportRunUpdate) SetNillableNote(v *string) *ExportRunUpdate {
+	if v != nil {
+		_u.SetNote(*v)
+	}
+	return _u
+}
+
 // SetAttempt sets the "attempt" field.
 func (_u *ExportRunUpdate) SetAttempt(v int) *ExportRunUpdate {
 	_u.mutation.ResetAttempt()
@@ -521,6 +535,9 @@ func (_u *ExportRunUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	if value, ok := _u.mutation.Checksum(); ok {
 		_spec.SetField(exportrun.FieldChecksum, field.TypeString, value)
 	}
+	if value, ok := _u.mutation.Note(); ok {
+		_spec.SetField(exportrun.FieldNote, field.TypeString, value)
+	}
 	if value, ok := _u.mutation.Attempt(); ok {
 		_spec.SetField(exportrun.FieldAttempt, field.TypeInt, value)
 	}
@@ -761,6 +778,20 @@ func (_u *ExportRunUpdateOne) SetChecksum(v string) *ExportRunUpdateOne {
 func (_u *ExportRunUpdateOne) SetNillableChecksum(v *string) *ExportRunUpdateOne {
 	if v != nil {
 		_u.SetChecksum(*v)
+	}
+	return _u
+}
+
+// SetNote sets the "note" field.
+func (_u *ExportRunUpdateOne) SetNote(v string) *ExportRunUpdateOne {
+	_u.mutation.SetNote(v)
+	return _u
+}
+
+// SetNillableNote sets the "note" field if the given value is not nil.
+func (_u *ExportRunUpdateOne) SetNillableNote(v *string) *ExportRunUpdateOne {
+	if v != nil {
+		_u.SetNote(*v)
 	}
 	return _u
 }
@@ -1121,6 +1152,9 @@ func (_u *ExportRunUpdateOne) sqlSave(ctx context.Context) (_node *ExportRun, er
 	}
 	if value, ok := _u.mutation.Checksum(); ok {
 		_spec.SetField(exportrun.FieldChecksum, field.TypeString, value)
+	}
+	if value, ok := _u.mutation.Note(); ok {
+		_spec.SetField(exportrun.FieldNote, field.TypeString, value)
 	}
 	if value, ok := _u.mutation.Attempt(); ok {
 		_spec.SetField(exportrun.FieldAttempt, field.TypeInt, value)

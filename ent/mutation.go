@@ -3968,6 +3968,7 @@ type ExportRunMutation struct {
 	total_rows       *int64
 	addtotal_rows    *int64
 	checksum         *string
+	note             *string
 	attempt          *int
 	addattempt       *int
 	error_code       *string
@@ -4684,6 +4685,42 @@ func (m *ExportRunMutation) ResetChecksum() {
 	m.checksum = nil
 }
 
+// SetNote sets the "note" field.
+func (m *ExportRunMutation) SetNote(s string) {
+	m.note = &s
+}
+
+// Note returns the value of the "note" field in the mutation.
+func (m *ExportRunMutation) Note() (r string, exists bool) {
+	v := m.note
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldNote returns the old "note" field's value of the ExportRun entity.
+// If the ExportRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ExportRunMutation) OldNote(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldNote is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldNote requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldNote: %w", err)
+	}
+	return oldValue.Note, nil
+}
+
+// ResetNote resets all changes to the "note" field.
+func (m *ExportRunMutation) ResetNote() {
+	m.note = nil
+}
+
 // SetAttempt sets the "attempt" field.
 func (m *ExportRunMutation) SetAttempt(i int) {
 	m.attempt = &i
@@ -5298,7 +5335,7 @@ func (m *ExportRunMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *ExportRunMutation) Fields() []string {
-	fields := make([]string, 0, 27)
+	fields := make([]string, 0, 28)
 	if m.org_id != nil {
 		fields = append(fields, exportrun.FieldOrgID)
 	}
@@ -5340,6 +5377,9 @@ func (m *ExportRunMutation) Fields() []string {
 	}
 	if m.checksum != nil {
 		fields = append(fields, exportrun.FieldChecksum)
+	}
+	if m.note != nil {
+		fields = append(fields, exportrun.FieldNote)
 	}
 	if m.attempt != nil {
 		fields = append(fields, exportrun.FieldAttempt)
@@ -5416,6 +5456,8 @@ func (m *ExportRunMutation) Field(name string) (ent.Value, bool) {
 		return m.TotalRows()
 	case exportrun.FieldChecksum:
 		return m.Checksum()
+	case exportrun.FieldNote:
+		return m.Note()
 	case exportrun.FieldAttempt:
 		return m.Attempt()
 	case exportrun.FieldErrorCode:
@@ -5479,6 +5521,8 @@ func (m *ExportRunMutation) OldField(ctx context.Context, name string) (ent.Valu
 		return m.OldTotalRows(ctx)
 	case exportrun.FieldChecksum:
 		return m.OldChecksum(ctx)
+	case exportrun.FieldNote:
+		return m.OldNote(ctx)
 	case exportrun.FieldAttempt:
 		return m.OldAttempt(ctx)
 	case exportrun.FieldErrorCode:
@@ -5611,6 +5655,13 @@ func (m *ExportRunMutation) SetField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.SetChecksum(v)
+		return nil
+	case exportrun.FieldNote:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetNote(v)
 		return nil
 	case exportrun.FieldAttempt:
 		v, ok := value.(int)
@@ -5907,6 +5958,9 @@ func (m *ExportRunMutation) ResetField(name string) error {
 		return nil
 	case exportrun.FieldChecksum:
 		m.ResetChecksum()
+		return nil
+	case exportrun.FieldNote:
+		m.ResetNote()
 		return nil
 	case exportrun.FieldAttempt:
 		m.ResetAttempt()

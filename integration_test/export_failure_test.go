@@ -357,6 +357,10 @@ func TestExportWrongCredentials(t *testing.T) {
 		if run.GetState() != pb.RunState_RUN_STATE_FAILED || run.GetFinishTime() == nil {
 			t.Errorf("GetExportRun: %v", run)
 		}
+		// The preflight (does the key exist?) is refused before a row is read.
+		if end.GetRowsExported() != 0 || run.GetRows() != 0 || run.GetAttempt() != 1 {
+			t.Errorf("%d rows exported (run: %d, attempt %d) before the refusal; want the preflight to fail first", end.GetRowsExported(), run.GetRows(), run.GetAttempt())
+		}
 		xfCheckProviderError(t, "GetExportRun", run.GetError(), "PROVIDER_ACCESS_DENIED", want...)
 		if run.GetError().GetProviderMessage() != end.GetError().GetProviderMessage() {
 			t.Errorf("provider message differs: run %q, stream %q", run.GetError().GetProviderMessage(), end.GetError().GetProviderMessage())
@@ -405,6 +409,9 @@ func TestExportWrongCredentials(t *testing.T) {
 		run := e.getRun(xs.runID)
 		if run.GetState() != pb.RunState_RUN_STATE_FAILED {
 			t.Errorf("GetExportRun: %v", run)
+		}
+		if end.GetRowsExported() != 0 || run.GetRows() != 0 {
+			t.Errorf("%d rows exported (run: %d) before the refusal; want the preflight to fail first", end.GetRowsExported(), run.GetRows())
 		}
 		xfCheckProviderError(t, "GetExportRun", run.GetError(), "PROVIDER_ACCESS_DENIED", want...)
 		xfFailureMail(t, mp, xs.runID, append(want, schName, schID)...)

@@ -27,7 +27,7 @@ func runErrorPB(e *export.RunError) *pb.ExportError {
 func progressPB(p export.Progress) *pb.ExportProgress {
 	return &pb.ExportProgress{
 		RunId: p.RunID, Phase: pb.ExportPhase(enumProto(pb.ExportPhase_value, "EXPORT_PHASE_", p.Phase)),
-		RowsExported: p.Rows, BytesUploaded: p.Bytes, TotalRows: p.TotalRows, ObjectUri: p.ObjectURI,
+		RowsExported: p.Rows, BytesUploaded: p.Bytes, TotalRows: p.TotalRows, ObjectUri: p.ObjectURI, Note: p.Note,
 		Error: runErrorPB(p.Error), Time: timestamppb.New(p.Time),
 	}
 }
@@ -40,7 +40,7 @@ func runPB(r *ent.ExportRun) *pb.ExportRun {
 		PeriodStart: tsPtr(r.PeriodStart), PeriodEnd: tsPtr(r.PeriodEnd),
 		ObjectUri: r.ObjectURI, Rows: r.Rows, Bytes: r.Bytes, Checksum: r.Checksum, Attempt: int32(r.Attempt),
 		CreateTime: ts(r.CreateTime), StartTime: tsPtr(r.StartTime), FinishTime: tsPtr(r.FinishTime),
-		RequestedBy: r.RequestedBy,
+		RequestedBy: r.RequestedBy, Note: r.Note,
 	}
 	if r.ErrorCode != "" {
 		out.Error = &pb.ExportError{Code: r.ErrorCode, Message: r.ErrorMessage, ProviderMessage: r.ProviderMessage}

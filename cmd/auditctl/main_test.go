@@ -199,7 +199,8 @@ func progressSeq(final pb.ExportPhase) []*pb.ExportProgress {
 
 func TestSendNowBar(t *testing.T) {
 	f := &fakeAPI{progress: progressSeq(pb.ExportPhase_EXPORT_PHASE_SUCCEEDED),
-		final: &pb.ExportRun{Id: "run_1", State: pb.RunState_RUN_STATE_SUCCEEDED, Rows: 1000, Bytes: 100000, ObjectUri: "s3://b/p/x.csv"}}
+		final: &pb.ExportRun{Id: "run_1", State: pb.RunState_RUN_STATE_SUCCEEDED, Rows: 1000, Bytes: 100000, ObjectUri: "s3://b/p/x.run_1.csv",
+			Note: "s3://b/p/x.csv already held an export and exports are never replaced; this Send now was written to s3://b/p/x.run_1.csv"}}
 	addr := startFake(t, f)
 	r := run("", "--addr", addr, "--api-key", "aek_test", "schedules", "send-now", "sch_1", "--progress", "bar")
 	if r.code != 0 {
@@ -216,7 +217,7 @@ func TestSendNowBar(t *testing.T) {
 	if len(seen) < 5 || !slices.IsSorted(seen) || seen[len(seen)-1] != 1000 {
 		t.Errorf("row counts in the frames: %v\n%q", seen, r.stdout)
 	}
-	for _, want := range []string{"100%", "UPLOADING", "rows/s", "SUCCEEDED run_1: 1000 rows, 97.7 KiB\nobject: s3://b/p/x.csv\n"} {
+	for _, want := range []string{"100%", "UPLOADING", "rows/s", "SUCCEEDED run_1: 1000 rows, 97.7 KiB\nobject: s3://b/p/x.run_1.csv\nnote: s3://b/p/x.csv already held an export"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("lacks %q:\n%q", want, r.stdout)
 		}

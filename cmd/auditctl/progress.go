@@ -180,4 +180,7 @@ func printSummary(w io.Writer, run *pb.ExportRun) {
 	if run.GetObjectUri() != "" && run.GetState() == pb.RunState_RUN_STATE_SUCCEEDED {
 		fmt.Fprintf(w, "object: %s\n", run.GetObjectUri())
 	}
+	if run.GetNote() != "" {
+		fmt.Fprintf(w, "note: %s\n", run.GetNote())
+	}
 }

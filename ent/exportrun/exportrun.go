@@ -43,6 +43,8 @@ const (
 	FieldTotalRows = "total_rows"
 	// FieldChecksum holds the string denoting the checksum field in the database.
 	FieldChecksum = "checksum"
+	// FieldNote holds the string denoting the note field in the database.
+	FieldNote = "note"
 	// FieldAttempt holds the string denoting the attempt field in the database.
 	FieldAttempt = "attempt"
 	// FieldErrorCode holds the string denoting the error_code field in the database.
@@ -90,6 +92,7 @@ var Columns = []string{
 	FieldBytes,
 	FieldTotalRows,
 	FieldChecksum,
+	FieldNote,
 	FieldAttempt,
 	FieldErrorCode,
 	FieldErrorMessage,
@@ -143,6 +146,8 @@ var (
 	DefaultTotalRows int64
 	// DefaultChecksum holds the default value on creation for the "checksum" field.
 	DefaultChecksum string
+	// DefaultNote holds the default value on creation for the "note" field.
+	DefaultNote string
 	// DefaultAttempt holds the default value on creation for the "attempt" field.
 	DefaultAttempt int
 	// DefaultErrorCode holds the default value on creation for the "error_code" field.
@@ -295,6 +300,11 @@ func ByTotalRows(opts ...sql.OrderTermOption) OrderOption {
 // ByChecksum orders the results by the checksum field.
 func ByChecksum(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldChecksum, opts...).ToFunc()
+}
+
+// ByNote orders the results by the note field.
+func ByNote(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldNote, opts...).ToFunc()
 }
 
 // ByAttempt orders the results by the attempt field.

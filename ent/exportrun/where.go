@@ -124,6 +124,11 @@ func Checksum(v string) predicate.ExportRun {
 	return predicate.ExportRun(sql.FieldEQ(FieldChecksum, v))
 }
 
+// Note applies equality check predicate on the "note" field. It's identical to NoteEQ.
+func Note(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldEQ(FieldNote, v))
+}
+
 // Attempt applies equality check predicate on the "attempt" field. It's identical to AttemptEQ.
 func Attempt(v int) predicate.ExportRun {
 	return predicate.ExportRun(sql.FieldEQ(FieldAttempt, v))
@@ -852,6 +857,71 @@ func ChecksumEqualFold(v string) predicate.ExportRun {
 // ChecksumContainsFold applies the ContainsFold predicate on the "checksum" field.
 func ChecksumContainsFold(v string) predicate.ExportRun {
 	return predicate.ExportRun(sql.FieldContainsFold(FieldChecksum, v))
+}
+
+// NoteEQ applies the EQ predicate on the "note" field.
+func NoteEQ(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldEQ(FieldNote, v))
+}
+
+// NoteNEQ applies the NEQ predicate on the "note" field.
+func NoteNEQ(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldNEQ(FieldNote, v))
+}
+
+// NoteIn applies the In predicate on the "note" field.
+func NoteIn(vs ...string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldIn(FieldNote, vs...))
+}
+
+// NoteNotIn applies the NotIn predicate on the "note" field.
+func NoteNotIn(vs ...string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldNotIn(FieldNote, vs...))
+}
+
+// NoteGT applies the GT predicate on the "note" field.
+func NoteGT(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldGT(FieldNote, v))
+}
+
+// NoteGTE applies the GTE predicate on the "note" field.
+func NoteGTE(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldGTE(FieldNote, v))
+}
+
+// NoteLT applies the LT predicate on the "note" field.
+func NoteLT(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldLT(FieldNote, v))
+}
+
+// NoteLTE applies the LTE predicate on the "note" field.
+func NoteLTE(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldLTE(FieldNote, v))
+}
+
+// NoteContains applies the Contains predicate on the "note" field.
+func NoteContains(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldContains(FieldNote, v))
+}
+
+// NoteHasPrefix applies the HasPrefix predicate on the "note" field.
+func NoteHasPrefix(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldHasPrefix(FieldNote, v))
+}
+
+// NoteHasSuffix applies the HasSuffix predicate on the "note" field.
+func NoteHasSuffix(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldHasSuffix(FieldNote, v))
+}
+
+// NoteEqualFold applies the EqualFold predicate on the "note" field.
+func NoteEqualFold(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldEqualFold(FieldNote, v))
+}
+
+// NoteContainsFold applies the ContainsFold predicate on the "note" field.
+func NoteContainsFold(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldContainsFold(FieldNote, v))
 }
 
 // AttemptEQ applies the EQ predicate on the "attempt" field.

@@ -185,6 +185,7 @@ var (
 		{Name: "bytes", Type: field.TypeInt64, Default: 0},
 		{Name: "total_rows", Type: field.TypeInt64, Default: 0},
 		{Name: "checksum", Type: field.TypeString, Default: ""},
+		{Name: "note", Type: field.TypeString, Default: ""},
 		{Name: "attempt", Type: field.TypeInt, Default: 1},
 		{Name: "error_code", Type: field.TypeString, Default: ""},
 		{Name: "error_message", Type: field.TypeString, Default: ""},
@@ -223,12 +224,12 @@ var (
 			{
 				Name:    "exportrun_state_runner_create_time",
 				Unique:  false,
-				Columns: []*schema.Column{ExportRunsColumns[6], ExportRunsColumns[23], ExportRunsColumns[2]},
+				Columns: []*schema.Column{ExportRunsColumns[6], ExportRunsColumns[24], ExportRunsColumns[2]},
 			},
 			{
 				Name:    "exportrun_schedule_id_dedup_key",
 				Unique:  true,
-				Columns: []*schema.Column{ExportRunsColumns[4], ExportRunsColumns[25]},
+				Columns: []*schema.Column{ExportRunsColumns[4], ExportRunsColumns[26]},
 			},
 		},
 	}

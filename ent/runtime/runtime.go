@@ -243,40 +243,44 @@ func init() {
 	exportrunDescChecksum := exportrunFields[11].Descriptor()
 	// exportrun.DefaultChecksum holds the default value on creation for the checksum field.
 	exportrun.DefaultChecksum = exportrunDescChecksum.Default.(string)
+	// exportrunDescNote is the schema descriptor for note field.
+	exportrunDescNote := exportrunFields[12].Descriptor()
+	// exportrun.DefaultNote holds the default value on creation for the note field.
+	exportrun.DefaultNote = exportrunDescNote.Default.(string)
 	// exportrunDescAttempt is the schema descriptor for attempt field.
-	exportrunDescAttempt := exportrunFields[12].Descriptor()
+	exportrunDescAttempt := exportrunFields[13].Descriptor()
 	// exportrun.DefaultAttempt holds the default value on creation for the attempt field.
 	exportrun.DefaultAttempt = exportrunDescAttempt.Default.(int)
 	// exportrunDescErrorCode is the schema descriptor for error_code field.
-	exportrunDescErrorCode := exportrunFields[13].Descriptor()
+	exportrunDescErrorCode := exportrunFields[14].Descriptor()
 	// exportrun.DefaultErrorCode holds the default value on creation for the error_code field.
 	exportrun.DefaultErrorCode = exportrunDescErrorCode.Default.(string)
 	// exportrunDescErrorMessage is the schema descriptor for error_message field.
-	exportrunDescErrorMessage := exportrunFields[14].Descriptor()
+	exportrunDescErrorMessage := exportrunFields[15].Descriptor()
 	// exportrun.DefaultErrorMessage holds the default value on creation for the error_message field.
 	exportrun.DefaultErrorMessage = exportrunDescErrorMessage.Default.(string)
 	// exportrunDescProviderMessage is the schema descriptor for provider_message field.
-	exportrunDescProviderMessage := exportrunFields[15].Descriptor()
+	exportrunDescProviderMessage := exportrunFields[16].Descriptor()
 	// exportrun.DefaultProviderMessage holds the default value on creation for the provider_message field.
 	exportrun.DefaultProviderMessage = exportrunDescProviderMessage.Default.(string)
 	// exportrunDescRequestedBy is the schema descriptor for requested_by field.
-	exportrunDescRequestedBy := exportrunFields[16].Descriptor()
+	exportrunDescRequestedBy := exportrunFields[17].Descriptor()
 	// exportrun.DefaultRequestedBy holds the default value on creation for the requested_by field.
 	exportrun.DefaultRequestedBy = exportrunDescRequestedBy.Default.(string)
 	// exportrunDescCancelRequested is the schema descriptor for cancel_requested field.
-	exportrunDescCancelRequested := exportrunFields[17].Descriptor()
+	exportrunDescCancelRequested := exportrunFields[18].Descriptor()
 	// exportrun.DefaultCancelRequested holds the default value on creation for the cancel_requested field.
 	exportrun.DefaultCancelRequested = exportrunDescCancelRequested.Default.(bool)
 	// exportrunDescFromSeq is the schema descriptor for from_seq field.
-	exportrunDescFromSeq := exportrunFields[18].Descriptor()
+	exportrunDescFromSeq := exportrunFields[19].Descriptor()
 	// exportrun.DefaultFromSeq holds the default value on creation for the from_seq field.
 	exportrun.DefaultFromSeq = exportrunDescFromSeq.Default.(int64)
 	// exportrunDescToSeq is the schema descriptor for to_seq field.
-	exportrunDescToSeq := exportrunFields[19].Descriptor()
+	exportrunDescToSeq := exportrunFields[20].Descriptor()
 	// exportrun.DefaultToSeq holds the default value on creation for the to_seq field.
 	exportrun.DefaultToSeq = exportrunDescToSeq.Default.(int64)
 	// exportrunDescRunner is the schema descriptor for runner field.
-	exportrunDescRunner := exportrunFields[20].Descriptor()
+	exportrunDescRunner := exportrunFields[21].Descriptor()
 	// exportrun.DefaultRunner holds the default value on creation for the runner field.
 	exportrun.DefaultRunner = exportrunDescRunner.Default.(string)
 	// exportrunDescID is the schema descriptor for id field.

@@ -30,6 +30,10 @@ func (ExportRun) Fields() []ent.Field {
 		field.Int64("bytes").Default(0),
 		field.Int64("total_rows").Default(0),
 		field.String("checksum").Default(""),
+		// Why the object is not simply a new object at the rendered URI:
+		// the rendered key held another export (Send now wrote next to it),
+		// or an identical object was already stored (nothing was written).
+		field.String("note").Default(""),
 		field.Int("attempt").Default(1),
 		field.String("error_code").Default(""),
 		field.String("error_message").Default(""),

@@ -295,7 +295,7 @@ func isAuthCode(pe *ProviderError) bool {
 	}
 	switch pe.Code {
 	case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AuthenticationFailed",
-		"AuthorizationFailure", "NoSuchBucket", "ContainerNotFound", "403", "401", "forbidden", "notFound":
+		"AuthorizationFailure", "NoSuchBucket", "ContainerNotFound", "403", "401", "forbidden", "Forbidden", "notFound":
 		return true
 	}
 	return false

@@ -351,10 +351,15 @@ func (w *localWriter) Close() error {
 		return err
 	}
 	if w.ifNotExist {
-		if _, err := w.root.Lstat(w.name); err == nil {
-			_ = w.root.Remove(w.tmp)
+		// Conditional create, atomic: link(2) fails with EEXIST when the
+		// name exists (a check-then-rename would let two writers both
+		// "create" it, the second replacing the first).
+		err := w.root.Link(w.tmp, w.name)
+		_ = w.root.Remove(w.tmp)
+		if errors.Is(err, fs.ErrExist) {
 			return errExists
 		}
+		return pathErr(w.name, err)
 	}
 	if err := w.root.Rename(w.tmp, w.name); err != nil {
 		_ = w.root.Remove(w.tmp)

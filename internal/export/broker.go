@@ -34,6 +34,7 @@ type Progress struct {
 	Bytes     int64
 	TotalRows int64
 	ObjectURI string
+	Note      string // ExportRun.note, on the terminal report
 	Error     *RunError
 	Time      time.Time
 }

@@ -34,7 +34,7 @@ const progressBytes = 8 << 20
 func (j *job) progress(now time.Time) Progress {
 	phase, _ := j.phase.Load().(string)
 	return Progress{RunID: j.run.ID, Phase: phase, Rows: j.counters.Rows.Load(), Bytes: j.counters.Bytes.Load(),
-		TotalRows: j.total.Load(), ObjectURI: j.uri, Time: now}
+		TotalRows: j.total.Load(), ObjectURI: j.objectURI(), Time: now}
 }
 
 // reportLoop publishes progress for local watchers and persists it (with a
@@ -100,7 +100,7 @@ func (r *Runner) finish(ctx context.Context, j *job, runID, state string, st Sta
 		r.log.Error("recording run start failed", "run_id", runID, "err", err.Error())
 	}
 	if state == exportrun.StateSUCCEEDED.String() {
-		upd.SetRows(st.Rows).SetBytes(st.Bytes).SetChecksum(st.Checksum)
+		upd.SetRows(st.Rows).SetBytes(st.Bytes).SetChecksum(st.Checksum).SetNote(j.note)
 	} else {
 		upd.SetRows(j.counters.Rows.Load()).SetBytes(0)
 	}
@@ -114,9 +114,11 @@ func (r *Runner) finish(ctx context.Context, j *job, runID, state string, st Sta
 	if err != nil {
 		r.log.Error("recording run outcome failed", "run_id", runID, "err", err.Error())
 	}
-	p := Progress{RunID: runID, Phase: state, Rows: st.Rows, Bytes: st.Bytes, TotalRows: j.total.Load(), ObjectURI: j.uri, Error: rerr, Time: now}
+	p := Progress{RunID: runID, Phase: state, Rows: st.Rows, Bytes: st.Bytes, TotalRows: j.total.Load(), ObjectURI: j.objectURI(), Error: rerr, Time: now}
 	if state != exportrun.StateSUCCEEDED.String() {
 		p.Rows, p.Bytes = j.counters.Rows.Load(), 0
+	} else {
+		p.Note = j.note
 	}
 	if state == exportrun.StateSKIPPED.String() {
 		p.ObjectURI = ""
@@ -156,7 +158,8 @@ func (r *Runner) finish(ctx context.Context, j *job, runID, state string, st Sta
 func runErrorLevel(code string) slog.Level {
 	switch {
 	case strings.HasPrefix(code, "PROVIDER_"), code == "DESTINATION_UNAVAILABLE", code == "BAD_URI",
-		code == "ELEMENT_INVALID", code == "INTEGRATION_DELETED", code == "CREDENTIALS_UNDECRYPTABLE":
+		code == "ELEMENT_INVALID", code == "INTEGRATION_DELETED", code == "CREDENTIALS_UNDECRYPTABLE",
+		code == ObjectExistsCode:
 		return slog.LevelWarn
 	case code == "INTERNAL", code == "QUERY_FAILED", code == "INTERRUPTED":
 		return slog.LevelError
@@ -237,7 +240,7 @@ func (r *Runner) notifyFailure(ctx context.Context, j *job, runID string, rerr *
 	}
 	to = append(to, r.allowedRecipients(ctx, j.sc.NotifyEmails)...)
 	body := fmt.Sprintf("An export of schedule %q failed.\n\nSchedule: %s (%s)\nDestination: %s\nIntegration: %s\nRun: %s\nTime: %s\nError: %s (%s)\n",
-		j.sc.Name, j.sc.Name, j.sc.ID, firstNonEmpty(j.uri, j.sc.URI), j.sc.IntegrationName, runID,
+		j.sc.Name, j.sc.Name, j.sc.ID, firstNonEmpty(j.objectURI(), j.sc.URI), j.sc.IntegrationName, runID,
 		r.now().UTC().Format(time.RFC3339), rerr.Message, rerr.Code)
 	if rerr.ProviderMessage != "" {
 		body += "Provider message: " + rerr.ProviderMessage + "\n"
@@ -373,7 +376,7 @@ func sendP(ctx context.Context, out chan<- Progress, p Progress) bool {
 // ProgressOf is the progress a stored run shows.
 func ProgressOf(run *ent.ExportRun) Progress {
 	p := Progress{RunID: run.ID, Phase: run.Phase, Rows: run.Rows, Bytes: run.Bytes, TotalRows: run.TotalRows,
-		ObjectURI: run.ObjectURI, Time: run.UpdateTime}
+		ObjectURI: run.ObjectURI, Note: run.Note, Time: run.UpdateTime}
 	switch run.State {
 	case exportrun.StateQUEUED:
 		p.Phase = PhaseQueued

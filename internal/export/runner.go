@@ -205,15 +205,21 @@ func (r *Runner) Start(ctx context.Context, sc *ent.Schedule, trigger, requested
 
 // job is everything a run needs, loaded once.
 type job struct {
-	run      *ent.ExportRun
-	sc       *ent.Schedule
-	el       *ent.Element
-	integ    *ent.StorageIntegration
-	zone     *time.Location
-	plan     Plan
-	key      string
-	uri      string
-	counters Counters
+	run   *ent.ExportRun
+	sc    *ent.Schedule
+	el    *ent.Element
+	integ *ent.StorageIntegration
+	zone  *time.Location
+	plan  Plan
+	key   string
+	// uri is the object's URI: the rendered one, or the distinct one a
+	// Send now writes to when that is taken (read by reportLoop).
+	uri  atomic.Pointer[string]
+	note string // ExportRun.note (see deliver)
+	// tried: an upload to key was attempted (it may have committed);
+	// renamed: a Send now moved to its distinct key.
+	tried, renamed bool
+	counters       Counters
 	// phase and total are written by the run and read by reportLoop's
 	// goroutine, hence atomic.
 	phase atomic.Value // string
@@ -358,7 +364,7 @@ func (r *Runner) load(ctx context.Context, runID string, j *job) error {
 	if j.sc.PrefixFileNameWithDatetime {
 		uri = destination.PrefixFileName(uri, asOf, j.zone)
 	}
-	j.uri = uri
+	j.uri.Store(&uri)
 	if err := c.ExportRun.UpdateOneID(runID).SetState(exportrun.StateRUNNING).SetPhase(PhaseQuerying).
 		SetStartTime(now).SetHeartbeatTime(now).SetObjectURI(uri).SetFromSeq(from).SetToSeq(to).
 		SetPeriodStart(periodStart).SetPeriodEnd(periodEnd).Exec(ctx); err != nil {
@@ -442,7 +448,7 @@ func (r *Runner) run(ctx context.Context, j *job, skipped *bool) (Stats, error) 
 		return Stats{}, &RunError{Code: "DESTINATION_UNAVAILABLE", Message: "opening the destination failed", ProviderMessage: destination.Message(err)}
 	}
 	defer bucket.Close()
-	if j.key, err = destination.Key(base, j.uri); err != nil {
+	if j.key, err = destination.Key(base, j.objectURI()); err != nil {
 		return Stats{}, &RunError{Code: "BAD_URI", Message: "the destination URI is not under the integration: " + err.Error()}
 	}
 	j.bucketName = base.Bucket
@@ -455,7 +461,7 @@ func (r *Runner) run(ctx context.Context, j *job, skipped *bool) (Stats, error) 
 			j.counters.Bytes.Store(0)
 			_ = r.d.Client.ExportRun.UpdateOneID(j.run.ID).SetAttempt(attempt).Exec(context.WithoutCancel(ctx))
 		}
-		st, err := r.upload(ctx, j, bucket)
+		st, err := r.deliver(ctx, j, bucket)
 		if err == nil {
 			return st, nil
 		}
@@ -487,7 +493,7 @@ func providerRunError(pe *destination.ProviderError, err error, transient bool) 
 	if pe != nil {
 		re.ProviderMessage = pe.Code + ": " + pe.Message
 		switch pe.Code {
-		case "AccessDenied", "AuthenticationFailed", "AuthorizationFailure", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "401", "forbidden":
+		case "AccessDenied", "AuthenticationFailed", "AuthorizationFailure", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "401", "forbidden", "Forbidden":
 			re.Code = "PROVIDER_ACCESS_DENIED"
 		case "NoSuchBucket", "ContainerNotFound", "404", "notFound":
 			re.Code, re.Message = "PROVIDER_BUCKET_NOT_FOUND", "the bucket or container does not exist"
@@ -528,7 +534,7 @@ func (r *Runner) upload(ctx context.Context, j *job, bucket *blob.Bucket) (Stats
 	pr, pw := io.Pipe()
 	uploaded := make(chan error, 1)
 	go func() {
-		err := bucket.Upload(wctx, j.key, pr, &blob.WriterOptions{ContentType: contentType(j.plan), BufferSize: 8 << 20})
+		err := bucket.Upload(wctx, j.key, pr, &blob.WriterOptions{ContentType: contentType(j.plan), BufferSize: 8 << 20, IfNotExist: true})
 		if err != nil {
 			pr.CloseWithError(err) // unblock the writer below
 		} else {

@@ -895,6 +895,8 @@ export interface components {
             error?: components["schemas"]["v1ExportError"];
             /** Format: date-time */
             time?: string;
+            /** @description ExportRun.note, on the terminal message. */
+            note?: string;
         };
         /** @description ExportRun is one execution of a schedule. */
         v1ExportRun: {
@@ -931,6 +933,14 @@ export interface components {
             finishTime?: string;
             /** @description User who started a SEND_NOW run. */
             requestedBy?: string;
+            /**
+             * @description Set when the object is not a new object at the rendered URI: objects are
+             *     never replaced, so a Send now whose rendered key already held an export
+             *     wrote under a distinct key (object_uri, which contains the run id), and a
+             *     run whose key already held the identical bytes (an earlier attempt of
+             *     the same period) wrote nothing. Empty otherwise.
+             */
+            note?: string;
         };
         /** @description Filter restricts the rows of an element. */
         v1Filter: {

@@ -2667,7 +2667,13 @@ type ExportRun struct {
 	StartTime  *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=start_time,json=startTime" json:"start_time,omitempty"`
 	FinishTime *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=finish_time,json=finishTime" json:"finish_time,omitempty"`
 	// User who started a SEND_NOW run.
-	RequestedBy   string `protobuf:"bytes,16,opt,name=requested_by,json=requestedBy" json:"requested_by,omitempty"`
+	RequestedBy string `protobuf:"bytes,16,opt,name=requested_by,json=requestedBy" json:"requested_by,omitempty"`
+	// Set when the object is not a new object at the rendered URI: objects are
+	// never replaced, so a Send now whose rendered key already held an export
+	// wrote under a distinct key (object_uri, which contains the run id), and a
+	// run whose key already held the identical bytes (an earlier attempt of
+	// the same period) wrote nothing. Empty otherwise.
+	Note          string `protobuf:"bytes,17,opt,name=note" json:"note,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2814,6 +2820,13 @@ func (x *ExportRun) GetRequestedBy() string {
 	return ""
 }
 
+func (x *ExportRun) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
 // ExportProgress is streamed by SendNow and WatchExportRun. The first
 // message comes within 200 ms; then at least every second or 8 MiB; exactly
 // one message has a terminal phase, and it is the last.
@@ -2824,10 +2837,12 @@ type ExportProgress struct {
 	RowsExported  int64                  `protobuf:"varint,3,opt,name=rows_exported,json=rowsExported" json:"rows_exported,omitempty"`
 	BytesUploaded int64                  `protobuf:"varint,4,opt,name=bytes_uploaded,json=bytesUploaded" json:"bytes_uploaded,omitempty"`
 	// Estimate; 0 if unknown.
-	TotalRows     int64                  `protobuf:"varint,5,opt,name=total_rows,json=totalRows" json:"total_rows,omitempty"`
-	ObjectUri     string                 `protobuf:"bytes,6,opt,name=object_uri,json=objectUri" json:"object_uri,omitempty"`
-	Error         *ExportError           `protobuf:"bytes,7,opt,name=error" json:"error,omitempty"`
-	Time          *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=time" json:"time,omitempty"`
+	TotalRows int64                  `protobuf:"varint,5,opt,name=total_rows,json=totalRows" json:"total_rows,omitempty"`
+	ObjectUri string                 `protobuf:"bytes,6,opt,name=object_uri,json=objectUri" json:"object_uri,omitempty"`
+	Error     *ExportError           `protobuf:"bytes,7,opt,name=error" json:"error,omitempty"`
+	Time      *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=time" json:"time,omitempty"`
+	// ExportRun.note, on the terminal message.
+	Note          string `protobuf:"bytes,9,opt,name=note" json:"note,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2916,6 +2931,13 @@ func (x *ExportProgress) GetTime() *timestamppb.Timestamp {
 		return x.Time
 	}
 	return nil
+}
+
+func (x *ExportProgress) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
 }
 
 var File_auditexport_v1_resources_proto protoreflect.FileDescriptor
@@ -3081,7 +3103,7 @@ const file_auditexport_v1_resources_proto_rawDesc = "" +
 	"\vExportError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12)\n" +
-	"\x10provider_message\x18\x03 \x01(\tR\x0fproviderMessage\"\xa3\x05\n" +
+	"\x10provider_message\x18\x03 \x01(\tR\x0fproviderMessage\"\xb7\x05\n" +
 	"\tExportRun\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vschedule_id\x18\x02 \x01(\tR\n" +
@@ -3105,7 +3127,8 @@ const file_auditexport_v1_resources_proto_rawDesc = "" +
 	"start_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12;\n" +
 	"\vfinish_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishTime\x12!\n" +
-	"\frequested_by\x18\x10 \x01(\tR\vrequestedBy\"\xc7\x02\n" +
+	"\frequested_by\x18\x10 \x01(\tR\vrequestedBy\x12\x12\n" +
+	"\x04note\x18\x11 \x01(\tR\x04note\"\xdb\x02\n" +
 	"\x0eExportProgress\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x121\n" +
 	"\x05phase\x18\x02 \x01(\x0e2\x1b.auditexport.v1.ExportPhaseR\x05phase\x12#\n" +
@@ -3116,7 +3139,8 @@ const file_auditexport_v1_resources_proto_rawDesc = "" +
 	"\n" +
 	"object_uri\x18\x06 \x01(\tR\tobjectUri\x121\n" +
 	"\x05error\x18\a \x01(\v2\x1b.auditexport.v1.ExportErrorR\x05error\x12.\n" +
-	"\x04time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x04time*t\n" +
+	"\x04time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
+	"\x04note\x18\t \x01(\tR\x04note*t\n" +
 	"\bProvider\x12\x18\n" +
 	"\x14PROVIDER_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vPROVIDER_S3\x10\x01\x12\x10\n" +

@@ -1,0 +1,8 @@
+package export
+
+// SetBeforeUpload installs a hook that runs between a run's existence check
+// and its conditional upload; the returned func removes it.
+func SetBeforeUpload(f func(key string)) func() {
+	beforeUpload = f
+	return func() { beforeUpload = nil }
+}
