@@ -289,6 +289,28 @@ func linkedCount(ctx context.Context, db *ent.Client, id string) (int, error) {
 	return db.Schedule.Query().Where(schedule.IntegrationID(id)).Count(ctx)
 }
 
+// linkedCounts counts the schedules of each integration in one query (a
+// page of integrations is at most the page size, so the IN list is bounded).
+func linkedCounts(ctx context.Context, db *ent.Client, ids []string) (map[string]int, error) {
+	var rows []struct {
+		IntegrationID string `json:"integration_id"`
+		Count         int    `json:"count"`
+	}
+	if len(ids) == 0 {
+		return map[string]int{}, nil
+	}
+	err := db.Schedule.Query().Where(schedule.IntegrationIDIn(ids...)).
+		GroupBy(schedule.FieldIntegrationID).Aggregate(ent.Count()).Scan(ctx, &rows)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]int, len(rows))
+	for _, r := range rows {
+		out[r.IntegrationID] = r.Count
+	}
+	return out, nil
+}
+
 // GetStorageIntegration implements pb.IntegrationServiceServer.
 func (s *IntegrationService) GetStorageIntegration(ctx context.Context, req *pb.GetStorageIntegrationRequest) (*pb.GetStorageIntegrationResponse, error) {
 	row, err := s.get(ctx, s.db, req.GetId())
@@ -320,12 +342,16 @@ func (s *IntegrationService) ListStorageIntegrations(ctx context.Context, req *p
 	}
 	resp := &pb.ListStorageIntegrationsResponse{}
 	rows, resp.NextPageToken = page(rows, size, "int", func(r *ent.StorageIntegration) string { return r.ID })
+	ids := make([]string, len(rows))
+	for i, r := range rows {
+		ids[i] = r.ID
+	}
+	counts, err := linkedCounts(ctx, s.db, ids)
+	if err != nil {
+		return nil, internalError(ctx, s.log, "count schedules", err)
+	}
 	for _, r := range rows {
-		n, err := linkedCount(ctx, s.db, r.ID)
-		if err != nil {
-			return nil, internalError(ctx, s.log, "count schedules", err)
-		}
-		resp.StorageIntegrations = append(resp.StorageIntegrations, integrationPB(r, n))
+		resp.StorageIntegrations = append(resp.StorageIntegrations, integrationPB(r, counts[r.ID]))
 	}
 	return resp, nil
 }
