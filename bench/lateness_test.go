@@ -15,7 +15,7 @@ import (
 	"github.com/auditexport/auditexport/ent/exportrun"
 	"github.com/auditexport/auditexport/ent/schedule"
 	"github.com/auditexport/auditexport/internal/db"
-	sched "github.com/auditexport/auditexport/internal/schedule"
+	"github.com/auditexport/auditexport/internal/scheduler"
 	"github.com/auditexport/auditexport/internal/tenant"
 	"github.com/auditexport/auditexport/internal/testenv"
 )
@@ -122,8 +122,8 @@ func measureLateness(t *testing.T, backend string, n int) lateness {
 		done += k
 	}
 	exec := &startExec{d: d, want: n, done: make(chan struct{}), runs: map[string]int{}, scheds: map[string]int{}}
-	cfg := sched.DispatcherConfig{Tick: time.Second, Slots: 64, Batch: 500}
-	ds := sched.NewDispatcher(d, exec, slog.New(slog.DiscardHandler), cfg, time.Now)
+	cfg := scheduler.DispatcherConfig{Tick: time.Second, Slots: 64, Batch: 500}
+	ds := scheduler.NewDispatcher(d, exec, slog.New(slog.DiscardHandler), cfg, time.Now)
 	waitBefore := d.SQL.Stats().WaitDuration
 	rctx, cancel := context.WithCancel(ctx)
 	go func() { _ = ds.Run(rctx) }()

@@ -16,10 +16,10 @@ import (
 	"github.com/auditexport/auditexport/ent/workbook"
 	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
 	"github.com/auditexport/auditexport/internal/auth"
+	"github.com/auditexport/auditexport/internal/cron"
 	"github.com/auditexport/auditexport/internal/destination"
 	"github.com/auditexport/auditexport/internal/export"
 	"github.com/auditexport/auditexport/internal/ownership"
-	cronpkg "github.com/auditexport/auditexport/internal/schedule"
 )
 
 var _ pb.ScheduleServiceServer = (*ScheduleService)(nil)
@@ -47,7 +47,7 @@ type scheduleInput struct {
 	integ                *ent.StorageIntegration
 	prefix, escape       bool
 	format, compression  string
-	cron                 *cronpkg.Cron
+	cron                 *cron.Cron
 	cronExpr, zone       string
 	sendCondition, mode  string
 	catchUp              string
@@ -132,8 +132,8 @@ func (s *ScheduleService) checkSchedule(ctx context.Context, v *violations, sc *
 			in.zone = sc.GetTimeZone()
 			text(v, f+"time_zone", in.zone, true, 64)
 		}
-		c, err := cronpkg.Parse(in.cronExpr, in.zone)
-		if fe, ok := err.(*cronpkg.FieldError); ok {
+		c, err := cron.Parse(in.cronExpr, in.zone)
+		if fe, ok := err.(*cron.FieldError); ok {
 			field := f + fe.Field
 			already := false
 			for _, x := range v.list {
@@ -455,7 +455,7 @@ func (s *ScheduleService) UpdateSchedule(ctx context.Context, req *pb.UpdateSche
 		return nil, err
 	}
 	if in.cron == nil {
-		if in.cron, err = cronpkg.Parse(in.cronExpr, in.zone); err != nil {
+		if in.cron, err = cron.Parse(in.cronExpr, in.zone); err != nil {
 			return nil, internalError(ctx, s.log, "parse stored cron", err)
 		}
 	}
@@ -529,7 +529,7 @@ func (s *ScheduleService) ResumeSchedule(ctx context.Context, req *pb.ResumeSche
 	if err != nil {
 		return nil, failedPrecondition("URI_OUTSIDE_DESTINATION", "the schedule's uri no longer lies under its integration's destination ("+err.Error()+"): update the schedule's destination first")
 	}
-	c, err := cronpkg.Parse(cur.Cron, cur.TimeZone)
+	c, err := cron.Parse(cur.Cron, cur.TimeZone)
 	if err != nil {
 		return nil, internalError(ctx, s.log, "parse stored cron", err)
 	}

@@ -30,7 +30,7 @@ import (
 	"github.com/auditexport/auditexport/internal/ids"
 	"github.com/auditexport/auditexport/internal/metrics"
 	"github.com/auditexport/auditexport/internal/notify"
-	"github.com/auditexport/auditexport/internal/schedule"
+	"github.com/auditexport/auditexport/internal/scheduler"
 	"github.com/auditexport/auditexport/server"
 )
 
@@ -220,7 +220,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		opts.Ready(gl.Addr().String(), hl.Addr().String())
 	}
 	if cfg.Scheduler {
-		disp := schedule.NewDispatcher(d, runs, log, schedule.DispatcherConfig{
+		disp := scheduler.NewDispatcher(d, runs, log, scheduler.DispatcherConfig{
 			Tick: cfg.SchedulerTick, Slots: cfg.SchedulerSlots, RunnerID: ids.Process(),
 		}, cfg.Clock()).WithMetrics(mets)
 		g.Go(func() error { return disp.Run(gctx) })

@@ -8,9 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
-
 	"github.com/auditexport/auditexport/ent"
 	"github.com/auditexport/auditexport/ent/exportrun"
 	"github.com/auditexport/auditexport/ent/schedule"
@@ -478,8 +475,7 @@ func (r *Runner) abortOrphanUploads(ctx context.Context, run *ent.ExportRun) {
 	}
 	defer bucket.Close()
 	key, err := destination.Key(base, run.ObjectURI)
-	var client *s3.Client
-	if err != nil || !bucket.As(&client) {
+	if err != nil {
 		return
 	}
 	const slack = 10 * time.Second // clock skew between us and the store
@@ -488,21 +484,12 @@ func (r *Runner) abortOrphanUploads(ctx context.Context, run *ent.ExportRun) {
 		to = *run.HeartbeatTime
 	}
 	to = to.Add(persistEvery + slack)
-	out, err := client.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(base.Bucket), Prefix: aws.String(key)})
-	if err != nil {
-		r.log.Warn("listing uploads of an interrupted run failed", "run_id", run.ID, "err", destination.Message(err))
-		return
+	aborted, err := destination.AbortUploadsBetween(ctx, bucket, base.Bucket, key, from, to)
+	for _, id := range aborted {
+		r.log.Info("aborted the upload of an interrupted run", "run_id", run.ID, "upload_id", id)
 	}
-	for _, u := range out.Uploads {
-		if aws.ToString(u.Key) != key || u.Initiated == nil || u.Initiated.Before(from) || u.Initiated.After(to) {
-			continue
-		}
-		if _, err := client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(base.Bucket),
-			Key: u.Key, UploadId: u.UploadId}); err != nil {
-			r.log.Warn("aborting an upload of an interrupted run failed", "run_id", run.ID, "err", destination.Message(err))
-		} else {
-			r.log.Info("aborted the upload of an interrupted run", "run_id", run.ID, "upload_id", aws.ToString(u.UploadId))
-		}
+	if err != nil {
+		r.log.Warn("aborting the uploads of an interrupted run failed", "run_id", run.ID, "err", destination.Message(err))
 	}
 }
 

@@ -11,9 +11,6 @@ import (
 	"time"
 
 	"entgo.io/ent/dialect"
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
-	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/cenkalti/backoff/v5"
 	"gocloud.dev/blob"
 
@@ -22,13 +19,13 @@ import (
 	"github.com/auditexport/auditexport/ent/exportrun"
 	"github.com/auditexport/auditexport/ent/schedule"
 	"github.com/auditexport/auditexport/internal/auditlog"
+	"github.com/auditexport/auditexport/internal/cron"
 	"github.com/auditexport/auditexport/internal/db"
 	"github.com/auditexport/auditexport/internal/destination"
 	"github.com/auditexport/auditexport/internal/ids"
 	"github.com/auditexport/auditexport/internal/metrics"
 	"github.com/auditexport/auditexport/internal/notify"
 	"github.com/auditexport/auditexport/internal/ownership"
-	cronpkg "github.com/auditexport/auditexport/internal/schedule"
 	"github.com/auditexport/auditexport/internal/secrets"
 	"github.com/auditexport/auditexport/internal/tenant"
 )
@@ -227,7 +224,7 @@ type job struct {
 	// bucketName and unaborted: S3 multipart uploads of failed attempts
 	// that could not be aborted yet (see abortUploads).
 	bucketName string
-	unaborted  []string
+	unaborted  []pendingAbort
 	// started is when execute began (the run's start_time, see load).
 	started time.Time
 }
@@ -338,7 +335,7 @@ func (r *Runner) load(ctx context.Context, runID string, j *job) error {
 	}
 	periodEnd := now
 	periodStart := now
-	if cr, err := cronpkg.Parse(j.sc.Cron, j.sc.TimeZone); err == nil {
+	if cr, err := cron.Parse(j.sc.Cron, j.sc.TimeZone); err == nil {
 		if p := cr.Prev(now); !p.IsZero() {
 			periodStart = p
 		}
@@ -576,31 +573,29 @@ func (r *Runner) upload(ctx context.Context, j *job, bucket *blob.Bucket) (Stats
 // id it reports is aborted here with a fresh context, or remembered for
 // abortUploads when the store does not answer.
 func (r *Runner) noteUnaborted(ctx context.Context, j *job, bucket *blob.Bucket, err error) {
-	var mu interface{ UploadID() string }
-	if err == nil || !errors.As(err, &mu) || mu.UploadID() == "" {
+	id := destination.UploadID(err)
+	if id == "" {
 		return
 	}
-	j.unaborted = append(j.unaborted, mu.UploadID())
+	j.unaborted = append(j.unaborted, pendingAbort{key: j.key, id: id})
 	r.abortUploads(ctx, j, bucket)
 }
+
+// pendingAbort is a multipart upload of key that could not be aborted yet
+// (the key is kept with it: a Send now may move to another key after).
+type pendingAbort struct{ key, id string }
 
 // abortUploads aborts the remembered multipart uploads (only ours: by upload
 // id), keeping those the store could not be told about.
 func (r *Runner) abortUploads(ctx context.Context, j *job, bucket *blob.Bucket) {
-	var client *s3.Client
-	if len(j.unaborted) == 0 || !bucket.As(&client) {
-		return
-	}
-	var left []string
-	for _, id := range j.unaborted {
+	var left []pendingAbort
+	for _, u := range j.unaborted {
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-		_, err := client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{
-			Bucket: aws.String(j.bucketName), Key: aws.String(j.key), UploadId: aws.String(id)})
+		err := destination.AbortUpload(actx, bucket, j.bucketName, u.key, u.id)
 		cancel()
-		var nsu *s3types.NoSuchUpload
-		if err != nil && !errors.As(err, &nsu) {
-			r.log.Warn("aborting a failed multipart upload failed; will retry", "run_id", j.run.ID, "upload_id", id, "err", destination.Message(err))
-			left = append(left, id)
+		if err != nil {
+			r.log.Warn("aborting a failed multipart upload failed; will retry", "run_id", j.run.ID, "upload_id", u.id, "err", destination.Message(err))
+			left = append(left, u)
 		}
 	}
 	j.unaborted = left

@@ -1,4 +1,4 @@
-package schedule_test
+package scheduler_test
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 	"github.com/auditexport/auditexport/ent/exportrun"
 	"github.com/auditexport/auditexport/ent/schedule"
 	"github.com/auditexport/auditexport/internal/db"
-	sched "github.com/auditexport/auditexport/internal/schedule"
+	"github.com/auditexport/auditexport/internal/scheduler"
 	"github.com/auditexport/auditexport/internal/tenant"
 	"github.com/auditexport/auditexport/internal/testenv"
 )
@@ -78,12 +78,12 @@ func runCounts(t *testing.T, d *db.DB) (total int, perPeriod map[string]int) {
 	return len(runs), perPeriod
 }
 
-func newDispatcher(d *db.DB, exec sched.Executor, c *clock, id string) *sched.Dispatcher {
-	return sched.NewDispatcher(d, exec, slog.New(slog.DiscardHandler), sched.DispatcherConfig{Slots: 64, RunnerID: id}, c.now)
+func newDispatcher(d *db.DB, exec scheduler.Executor, c *clock, id string) *scheduler.Dispatcher {
+	return scheduler.NewDispatcher(d, exec, slog.New(slog.DiscardHandler), scheduler.DispatcherConfig{Slots: 64, RunnerID: id}, c.now)
 }
 
 // waitIdle ticks until every QUEUED run was claimed and executed.
-func waitIdle(t *testing.T, ds []*sched.Dispatcher, d *db.DB) {
+func waitIdle(t *testing.T, ds []*scheduler.Dispatcher, d *db.DB) {
 	t.Helper()
 	ctx := context.Background()
 	for i := 0; i < 200; i++ {
@@ -120,7 +120,7 @@ func TestDispatchExactlyOncePerPeriod(t *testing.T) {
 			c.set(start.Add(-time.Second))
 			makeSchedules(t, d, 50, "* * * * *", "ONE", start)
 			exec := &doneExec{d: d, calls: map[string]int{}}
-			var ds []*sched.Dispatcher
+			var ds []*scheduler.Dispatcher
 			for i := 0; i < tc.dispatchers; i++ {
 				pool := d
 				if i > 0 {
@@ -182,7 +182,7 @@ func TestDispatchCatchUp(t *testing.T) {
 			start := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 			makeSchedules(t, d, 3, "0 * * * *", catchUp, start)
 			exec := &doneExec{d: d, calls: map[string]int{}}
-			ds := []*sched.Dispatcher{newDispatcher(d, exec, c, "r")}
+			ds := []*scheduler.Dispatcher{newDispatcher(d, exec, c, "r")}
 			c.set(start.Add(5*time.Hour + 30*time.Minute)) // down for five periods
 			waitIdle(t, ds, d)
 			if err := ds[0].Tick(context.Background()); err != nil {
@@ -237,7 +237,7 @@ func TestClaimWithoutRunnerIDExecutesOnce(t *testing.T) {
 			c.set(start.Add(time.Second))
 			makeSchedules(t, d, 10, "0 0 1 1 *", "ONE", start)
 			exec := &doneExec{d: d, calls: map[string]int{}, release: make(chan struct{})}
-			ds := sched.NewDispatcher(d, exec, slog.New(slog.DiscardHandler), sched.DispatcherConfig{Slots: 64}, c.now)
+			ds := scheduler.NewDispatcher(d, exec, slog.New(slog.DiscardHandler), scheduler.DispatcherConfig{Slots: 64}, c.now)
 			ctx := context.Background()
 			for i := 0; i < 5; i++ {
 				if err := ds.Tick(ctx); err != nil {
@@ -257,7 +257,7 @@ func TestClaimWithoutRunnerIDExecutesOnce(t *testing.T) {
 				}
 			}
 			close(exec.release)
-			waitIdle(t, []*sched.Dispatcher{ds}, d)
+			waitIdle(t, []*scheduler.Dispatcher{ds}, d)
 			exec.mu.Lock()
 			defer exec.mu.Unlock()
 			if len(exec.calls) != 10 {
@@ -284,7 +284,7 @@ func TestTickDispatchesEveryDueSchedule(t *testing.T) {
 	makeSchedules(t, d, 12, "not a cron", "ONE", start.Add(-time.Hour)) // due first
 	makeSchedules(t, d, 35, "0 0 1 1 *", "ONE", start)
 	exec := &doneExec{d: d, calls: map[string]int{}}
-	ds := sched.NewDispatcher(d, exec, slog.New(slog.DiscardHandler), sched.DispatcherConfig{Slots: 64, Batch: 10}, c.now)
+	ds := scheduler.NewDispatcher(d, exec, slog.New(slog.DiscardHandler), scheduler.DispatcherConfig{Slots: 64, Batch: 10}, c.now)
 	done := make(chan error, 1)
 	go func() { done <- ds.Tick(context.Background()) }()
 	select {
@@ -302,5 +302,5 @@ func TestTickDispatchesEveryDueSchedule(t *testing.T) {
 	if n, err := d.Client.Schedule.Query().Where(schedule.Cron("not a cron"), schedule.NextRunTimeNotNil()).Count(sctx); err != nil || n != 0 {
 		t.Fatalf("%d schedules with an invalid cron still due (%v)", n, err)
 	}
-	waitIdle(t, []*sched.Dispatcher{ds}, d)
+	waitIdle(t, []*scheduler.Dispatcher{ds}, d)
 }

@@ -1,4 +1,4 @@
-package schedule
+package scheduler
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"github.com/auditexport/auditexport/ent"
 	"github.com/auditexport/auditexport/ent/exportrun"
 	"github.com/auditexport/auditexport/ent/schedule"
+	"github.com/auditexport/auditexport/internal/cron"
 	"github.com/auditexport/auditexport/internal/db"
 	"github.com/auditexport/auditexport/internal/ids"
 	"github.com/auditexport/auditexport/internal/metrics"
@@ -207,7 +208,7 @@ func (ds *Dispatcher) dispatchBatch(ctx context.Context) (batch, error) {
 	}
 	created, advanced := 0, 0
 	for _, sc := range due {
-		c, err := Parse(sc.Cron, sc.TimeZone)
+		c, err := cron.Parse(sc.Cron, sc.TimeZone)
 		if err != nil {
 			// Only a database edited by hand gets here (the API validates
 			// crons). Left due, such schedules would be selected first by
@@ -221,7 +222,7 @@ func (ds *Dispatcher) dispatchBatch(ctx context.Context) (batch, error) {
 			advanced++
 			continue
 		}
-		dec := c.Decide(Due{NextRun: *sc.NextRunTime, CatchUp: string(sc.CatchUp)}, now)
+		dec := c.Decide(cron.Due{NextRun: *sc.NextRunTime, CatchUp: string(sc.CatchUp)}, now)
 		octx := tenant.WithOrg(sctx, sc.OrgID)
 		if dec.Run {
 			key := dec.PeriodEnd.UTC().Format(time.RFC3339)

@@ -1,4 +1,4 @@
-// Package schedule parses export schedules (a 5-field cron expression plus
+// Package cron parses export schedules (a 5-field cron expression plus
 // an IANA time zone) and computes their fire instants.
 //
 // Parsing is delegated to github.com/robfig/cron/v3, but next/previous-run
@@ -23,14 +23,14 @@
 //
 // Consequently an hourly schedule has 23 runs on a spring-forward day and 24
 // (not 25) runs on a fall-back day.
-package schedule
+package cron
 
 import (
 	"fmt"
 	"strings"
 	"time"
 
-	"github.com/robfig/cron/v3"
+	robfig "github.com/robfig/cron/v3"
 )
 
 // horizonYears bounds every search, so that schedules that fire very rarely
@@ -39,12 +39,12 @@ const horizonYears = 5
 
 // parser accepts exactly the standard 5 fields and @descriptors. Seconds and
 // @every are not part of our schedule language.
-var parser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+var parser = robfig.NewParser(robfig.Minute | robfig.Hour | robfig.Dom | robfig.Month | robfig.Dow | robfig.Descriptor)
 
 // Cron is a parsed cron expression bound to a time zone.
 // It is immutable and safe for concurrent use.
 type Cron struct {
-	spec *cron.SpecSchedule // evaluated on a "wall clock" encoded as UTC fields
+	spec *robfig.SpecSchedule // evaluated on a "wall clock" encoded as UTC fields
 	loc  *time.Location
 }
 
@@ -90,8 +90,8 @@ func loadZone(zone string) (*time.Location, error) {
 	return loc, nil
 }
 
-func parseExpr(expr string) (*cron.SpecSchedule, error) {
-	fail := func(format string, args ...any) (*cron.SpecSchedule, error) {
+func parseExpr(expr string) (*robfig.SpecSchedule, error) {
+	fail := func(format string, args ...any) (*robfig.SpecSchedule, error) {
 		return nil, &FieldError{Field: "cron", Msg: fmt.Sprintf(format, args...)}
 	}
 	expr = strings.TrimSpace(expr)
@@ -113,7 +113,7 @@ func parseExpr(expr string) (*cron.SpecSchedule, error) {
 	if err != nil {
 		return fail("%s", err.Error())
 	}
-	spec, ok := sched.(*cron.SpecSchedule)
+	spec, ok := sched.(*robfig.SpecSchedule)
 	if !ok { // defensive: only @every yields another type, rejected above
 		return fail("unsupported expression")
 	}
