@@ -4,6 +4,7 @@ SHELL := /bin/bash
 GO    ?= go
 BUF   := $(GO) tool -modfile=tools/buf/go.mod buf
 BIN   := $(CURDIR)/bin
+BUF_AGAINST ?= HEAD~1
 
 .PHONY: run build tools generate lint check-generated test test-go test-fuzz services bench bench-scheduler
 
@@ -25,6 +26,10 @@ lint:
 	$(GO) mod verify
 	$(BUF) lint
 	$(BUF) format -d --exit-code
+	@# Wire compatibility with the previous commit (BUF_AGAINST overrides, e.g. a release tag).
+	@if git rev-parse -q --verify "$(BUF_AGAINST)^{commit}" >/dev/null; then \
+		$(BUF) breaking --against '.git#ref=$(BUF_AGAINST)'; \
+	else echo "buf breaking: no $(BUF_AGAINST) in this clone; skipped"; fi
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v -e '^gen/' -e '^ent/[^s]')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
