@@ -203,6 +203,37 @@ func TestObjectsNeverReplaced(t *testing.T) {
 			}
 		})
 
+		// Every format and compression encodes the same period to the same
+		// bytes on every attempt, or a retry could never recognize its own
+		// object (zstd runs with two encoder goroutines).
+		for _, f := range []struct {
+			format schedule.Format
+			comp   schedule.Compression
+			name   string
+		}{
+			{schedule.FormatCSV, schedule.CompressionGZIP, "audit.csv.gz"},
+			{schedule.FormatJSONL, schedule.CompressionZSTD, "audit.jsonl.zst"},
+			{schedule.FormatPARQUET, schedule.CompressionNONE, "audit.parquet"},
+		} {
+			t.Run("scheduled retry "+f.name, func(t *testing.T) {
+				e := newImmEnv(t, d, schedule.ModeSNAPSHOT)
+				var err error
+				e.sc, err = d.Client.Schedule.UpdateOneID(e.sc.ID).SetFormat(f.format).SetCompression(f.comp).
+					SetURI("file://" + e.dir + "/" + f.name).Save(e.ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				e.record(1000) // more than one 128 KiB zstd block
+				r1 := e.exec(e.first)
+				wantState(t, r1, exportrun.StateSUCCEEDED, "")
+				r2 := e.requeue(r1)
+				wantState(t, r2, exportrun.StateSUCCEEDED, "")
+				if r2.Checksum != r1.Checksum || !strings.Contains(r2.Note, "nothing was written") {
+					t.Errorf("retry: %s note %q; first attempt %s", r2.Checksum, r2.Note, r1.Checksum)
+				}
+			})
+		}
+
 		t.Run("incremental next period and Send now", func(t *testing.T) {
 			e := newImmEnv(t, d, schedule.ModeINCREMENTAL)
 			r1 := e.exec(e.first)
