@@ -12,6 +12,8 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/auditexport/auditexport/internal/integrations"
 )
 
 // errorDomain goes in every ErrorInfo.
@@ -94,6 +96,33 @@ func internalError(ctx context.Context, log *slog.Logger, op string, err error) 
 	}
 	log.ErrorContext(ctx, "internal error", "op", op, "err", err.Error(), "request_id", requestIDFrom(ctx))
 	return newStatus(codes.Internal, "INTERNAL", "internal error (request id "+requestIDFrom(ctx)+")")
+}
+
+// preconditionError is a typed error of the rules (internal/...) that is a
+// FAILED_PRECONDITION with a documented ErrorInfo reason (docs/api.md).
+type preconditionError interface {
+	error
+	Reason() string
+}
+
+// commandError maps what a use case of internal/ returned to a status, in
+// this one place: its typed errors to their codes and reasons, a status
+// error as it is, anything else to INTERNAL (logged with op).
+func commandError(ctx context.Context, log *slog.Logger, op string, err error) error {
+	var taken *integrations.NameTakenError
+	var pre preconditionError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &taken):
+		return alreadyExists("storage_integration.name", taken.Error())
+	case errors.As(err, &pre):
+		return failedPrecondition(pre.Reason(), pre.Error())
+	}
+	if _, ok := statusOf(err); ok {
+		return err
+	}
+	return internalError(ctx, log, op, err)
 }
 
 // ensureErrorInfo makes sure every returned error carries ErrorInfo, including

@@ -2,16 +2,14 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"regexp"
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/auditexport/auditexport/ent"
@@ -20,8 +18,7 @@ import (
 	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
 	"github.com/auditexport/auditexport/internal/auth"
 	"github.com/auditexport/auditexport/internal/destination"
-	"github.com/auditexport/auditexport/internal/export"
-	"github.com/auditexport/auditexport/internal/ids"
+	"github.com/auditexport/auditexport/internal/integrations"
 	"github.com/auditexport/auditexport/internal/notify"
 	"github.com/auditexport/auditexport/internal/secrets"
 )
@@ -52,11 +49,13 @@ type IntegrationService struct {
 	cfg  IntegrationConfig
 	log  *slog.Logger
 	now  func() time.Time
+	cmd  *integrations.Commands
 }
 
 // NewIntegrationService builds the service.
 func NewIntegrationService(db *ent.Client, keys *secrets.Keyring, mail *notify.Mailer, cfg IntegrationConfig, log *slog.Logger) *IntegrationService {
-	return &IntegrationService{db: db, keys: keys, mail: mail, cfg: cfg, log: log, now: time.Now}
+	return &IntegrationService{db: db, keys: keys, mail: mail, cfg: cfg, log: log, now: time.Now,
+		cmd: integrations.New(db, keys, mail, log, cfg.NotifyAllowedDomains)}
 }
 
 var integrationNamePattern = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,127}$`)
@@ -87,25 +86,10 @@ func (s *IntegrationService) CreateStorageIntegration(ctx context.Context, req *
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	id := ids.New(ids.Integration)
-	blob, err := s.seal(id, creds)
+	row, err := s.cmd.Create(ctx, integrations.CreateInput{Name: in.GetName(), Provider: prov, Destination: dest,
+		Region: in.GetRegion(), Endpoint: in.GetEndpoint(), Creds: creds, CreatorID: auth.FromContext(ctx).UserID})
 	if err != nil {
-		return nil, internalError(ctx, s.log, "seal credentials", err)
-	}
-	p := auth.FromContext(ctx)
-	c := s.db.StorageIntegration.Create().
-		SetID(id).SetName(in.GetName()).SetProvider(storageintegration.Provider(prov)).
-		SetDestination(dest.String()).SetRegion(in.GetRegion()).SetEndpoint(in.GetEndpoint()).
-		SetCredentialKind(creds.Kind).SetExternalID(newExternalID()).SetCreatorID(p.UserID)
-	if blob != nil {
-		c.SetCredentialsCiphertext(*blob)
-	}
-	row, err := c.Save(ctx)
-	if ent.IsConstraintError(err) {
-		return nil, alreadyExists(f+"name", "an integration named "+in.GetName()+" already exists")
-	}
-	if err != nil {
-		return nil, internalError(ctx, s.log, "create integration", err)
+		return nil, commandError(ctx, s.log, "create integration", err)
 	}
 	auditObject(ctx, "STORAGE_INTEGRATION", row.ID)
 	auditMeta(ctx, "provider", string(prov))
@@ -231,28 +215,6 @@ func wantProvider(v *violations, f string, got, want destination.Provider, kind 
 
 func utf8Valid(s string) bool { return strings.ToValidUTF8(s, "\uFFFD") == s }
 
-func newExternalID() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	return "auditexport-" + hex.EncodeToString(b)
-}
-
-// seal encrypts credentials bound to the integration id; nil for none.
-func (s *IntegrationService) seal(id string, c destination.Credentials) (*[]byte, error) {
-	if c.Kind == "" {
-		return nil, nil
-	}
-	plain, err := json.Marshal(c)
-	if err != nil {
-		return nil, err
-	}
-	blob, err := s.keys.Encrypt(plain, []byte(id))
-	if err != nil {
-		return nil, err
-	}
-	return &blob, nil
-}
-
 func integrationPB(r *ent.StorageIntegration, linked int) *pb.StorageIntegration {
 	return &pb.StorageIntegration{
 		Id:                  r.ID,
@@ -287,28 +249,6 @@ func (s *IntegrationService) get(ctx context.Context, db *ent.Client, id string)
 
 func linkedCount(ctx context.Context, db *ent.Client, id string) (int, error) {
 	return db.Schedule.Query().Where(schedule.IntegrationID(id)).Count(ctx)
-}
-
-// linkedCounts counts the schedules of each integration in one query (a
-// page of integrations is at most the page size, so the IN list is bounded).
-func linkedCounts(ctx context.Context, db *ent.Client, ids []string) (map[string]int, error) {
-	var rows []struct {
-		IntegrationID string `json:"integration_id"`
-		Count         int    `json:"count"`
-	}
-	if len(ids) == 0 {
-		return map[string]int{}, nil
-	}
-	err := db.Schedule.Query().Where(schedule.IntegrationIDIn(ids...)).
-		GroupBy(schedule.FieldIntegrationID).Aggregate(ent.Count()).Scan(ctx, &rows)
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[string]int, len(rows))
-	for _, r := range rows {
-		out[r.IntegrationID] = r.Count
-	}
-	return out, nil
 }
 
 // GetStorageIntegration implements pb.IntegrationServiceServer.
@@ -346,7 +286,7 @@ func (s *IntegrationService) ListStorageIntegrations(ctx context.Context, req *p
 	for i, r := range rows {
 		ids[i] = r.ID
 	}
-	counts, err := linkedCounts(ctx, s.db, ids)
+	counts, err := integrations.LinkedCounts(ctx, s.db, ids)
 	if err != nil {
 		return nil, internalError(ctx, s.log, "count schedules", err)
 	}
@@ -407,75 +347,34 @@ func (s *IntegrationService) UpdateStorageIntegration(ctx context.Context, req *
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	var out *ent.StorageIntegration
-	var paused []string
-	err = withTx(ctx, s.db, func(tx *ent.Client) error {
-		linked, err := tx.Schedule.Query().Where(schedule.IntegrationID(cur.ID)).All(ctx)
-		if err != nil {
-			return err
-		}
-		if req.GetUpdateLinkedSchedules() && paths["destination"] {
-			for _, sc := range linked {
-				if _, err := destination.ValidateObjectURI(dest, sc.URI); err != nil {
-					return failedPrecondition("SCHEDULE_OUTSIDE_DESTINATION", "schedule "+sc.ID+" writes to "+sc.URI+", which is not under the new destination; update or delete it first, or omit update_linked_schedules to pause it")
-				}
-			}
-		}
-		upd := tx.StorageIntegration.UpdateOneID(cur.ID)
-		if paths["name"] {
-			upd.SetName(in.GetName())
-		}
-		if paths["destination"] {
-			upd.SetDestination(dest.String())
-		}
-		if paths["region"] {
-			upd.SetRegion(merged.Region)
-		}
-		if paths["endpoint"] {
-			upd.SetEndpoint(merged.Endpoint)
-		}
-		if paths["credentials"] {
-			blob, err := s.seal(cur.ID, creds)
-			if err != nil {
-				return err
-			}
-			if blob == nil {
-				upd.ClearCredentialsCiphertext()
-			} else {
-				upd.SetCredentialsCiphertext(*blob)
-			}
-			upd.SetCredentialKind(creds.Kind)
-		}
-		out, err = upd.Save(ctx)
-		if err != nil {
-			return err
-		}
-		su := tx.Schedule.Update().Where(schedule.IntegrationID(cur.ID)).SetIntegrationName(out.Name)
-		if !req.GetUpdateLinkedSchedules() {
-			su.SetState(schedule.StatePAUSED).SetPauseReason(schedule.PauseReasonINTEGRATION_UPDATED)
-			for _, sc := range linked {
-				paused = append(paused, sc.ID)
-			}
-		}
-		return su.Exec(ctx)
-	})
-	if ent.IsConstraintError(err) {
-		return nil, alreadyExists(f+"name", "an integration named "+in.GetName()+" already exists")
+	change := integrations.UpdateInput{FollowSchedules: req.GetUpdateLinkedSchedules()}
+	if paths["name"] {
+		change.Name = proto.String(in.GetName())
 	}
+	if paths["destination"] {
+		change.Destination = &dest
+	}
+	if paths["region"] {
+		change.Region = proto.String(merged.Region)
+	}
+	if paths["endpoint"] {
+		change.Endpoint = proto.String(merged.Endpoint)
+	}
+	if paths["credentials"] {
+		change.Creds = &creds
+	}
+	res, err := s.cmd.Update(ctx, cur, change)
 	if err != nil {
-		if _, ok := statusOf(err); ok {
-			return nil, err
-		}
-		return nil, internalError(ctx, s.log, "update integration", err)
+		return nil, commandError(ctx, s.log, "update integration", err)
 	}
 	auditMeta(ctx, "update_mask", req.GetUpdateMask().GetPaths())
-	auditMeta(ctx, "paused_schedule_ids", paused)
-	s.notifyPaused(ctx, paused, out.Name, "INTEGRATION_UPDATED", "was updated")
-	n, err := linkedCount(ctx, s.db, out.ID)
+	auditMeta(ctx, "paused_schedule_ids", res.Paused)
+	s.cmd.NotifyPaused(ctx, res.Paused, res.Integration.Name, "INTEGRATION_UPDATED", "was updated")
+	n, err := linkedCount(ctx, s.db, res.Integration.ID)
 	if err != nil {
 		return nil, internalError(ctx, s.log, "count schedules", err)
 	}
-	return &pb.UpdateStorageIntegrationResponse{StorageIntegration: integrationPB(out, n), PausedScheduleIds: paused}, nil
+	return &pb.UpdateStorageIntegrationResponse{StorageIntegration: integrationPB(res.Integration, n), PausedScheduleIds: res.Paused}, nil
 }
 
 // redirected names what an update changes about where stored credentials
@@ -500,34 +399,14 @@ func (s *IntegrationService) DeleteStorageIntegration(ctx context.Context, req *
 	if err != nil {
 		return nil, err
 	}
-	resp := &pb.DeleteStorageIntegrationResponse{}
-	err = withTx(ctx, s.db, func(tx *ent.Client) error {
-		linked, err := tx.Schedule.Query().Where(schedule.IntegrationID(cur.ID)).IDs(ctx)
-		if err != nil {
-			return err
-		}
-		if req.GetDeleteLinkedSchedules() {
-			resp.DeletedScheduleIds = linked
-			if _, err := tx.Schedule.Delete().Where(schedule.IDIn(linked...)).Exec(ctx); err != nil {
-				return err
-			}
-		} else {
-			resp.PausedScheduleIds = linked
-			if err := tx.Schedule.Update().Where(schedule.IDIn(linked...)).
-				SetState(schedule.StatePAUSED).SetPauseReason(schedule.PauseReasonINTEGRATION_DELETED).
-				SetIntegrationID("").ClearNextRunTime().Exec(ctx); err != nil {
-				return err
-			}
-		}
-		return tx.StorageIntegration.DeleteOneID(cur.ID).Exec(ctx)
-	})
+	res, err := s.cmd.Delete(ctx, cur, req.GetDeleteLinkedSchedules())
 	if err != nil {
-		return nil, internalError(ctx, s.log, "delete integration", err)
+		return nil, commandError(ctx, s.log, "delete integration", err)
 	}
-	auditMeta(ctx, "paused_schedule_ids", resp.PausedScheduleIds)
-	s.notifyPaused(ctx, resp.PausedScheduleIds, cur.Name, "INTEGRATION_DELETED", "was deleted")
-	auditMeta(ctx, "deleted_schedule_ids", resp.DeletedScheduleIds)
-	return resp, nil
+	auditMeta(ctx, "paused_schedule_ids", res.Paused)
+	s.cmd.NotifyPaused(ctx, res.Paused, cur.Name, "INTEGRATION_DELETED", "was deleted")
+	auditMeta(ctx, "deleted_schedule_ids", res.Deleted)
+	return &pb.DeleteStorageIntegrationResponse{PausedScheduleIds: res.Paused, DeletedScheduleIds: res.Deleted}, nil
 }
 
 // GetStorageIntegrationCredentials implements pb.IntegrationServiceServer.
@@ -553,71 +432,6 @@ func (s *IntegrationService) GetStorageIntegrationCredentials(ctx context.Contex
 		c.AppName, c.ConsentUrl = s.cfg.AzureAppName, s.cfg.AzureConsentURL
 	}
 	return &pb.GetStorageIntegrationCredentialsResponse{Credentials: c}, nil
-}
-
-// notifyPaused e-mails each owner of schedules paused by an integration
-// change, one message per owner. Mail failures are logged, not returned:
-// the change itself succeeded.
-func (s *IntegrationService) notifyPaused(ctx context.Context, scheduleIDs []string, integName, reason, what string) {
-	if len(scheduleIDs) == 0 || !s.mail.Enabled() {
-		return
-	}
-	rows, err := s.db.Schedule.Query().Where(schedule.IDIn(scheduleIDs...)).All(ctx)
-	if err != nil {
-		s.log.ErrorContext(ctx, "loading paused schedules for notification failed", "err", err.Error())
-		return
-	}
-	// The owner and the schedule's own notify_emails (still allowed: an
-	// org user or an allowed domain) hear about each paused schedule.
-	users, err := s.db.User.Query().All(ctx)
-	if err != nil {
-		s.log.ErrorContext(ctx, "loading users for the pause notification failed", "err", err.Error())
-		return
-	}
-	members, emailOf := map[string]bool{}, map[string]string{}
-	for _, u := range users {
-		members[strings.ToLower(u.Email)] = true
-		emailOf[u.ID] = u.Email
-	}
-	byRecipient := map[string][]*ent.Schedule{}
-	var order []string
-	add := func(to string, r *ent.Schedule) {
-		key := strings.ToLower(strings.TrimSpace(to))
-		if key == "" {
-			return
-		}
-		list := byRecipient[key]
-		if len(list) > 0 && list[len(list)-1] == r {
-			return // the owner also listed in notify_emails
-		}
-		if list == nil {
-			order = append(order, key)
-		}
-		byRecipient[key] = append(list, r)
-	}
-	for _, r := range rows {
-		add(emailOf[r.OwnerID], r)
-		for _, e := range r.NotifyEmails {
-			if export.NotifyAllowed(e, members, s.cfg.NotifyAllowedDomains) {
-				add(e, r)
-			}
-		}
-	}
-	for _, to := range order {
-		list := byRecipient[to]
-		var b strings.Builder
-		fmt.Fprintf(&b, "The storage integration %q %s, so these schedules were paused (reason %s):\n\n", integName, what, reason)
-		for _, r := range list {
-			fmt.Fprintf(&b, "  - %s (%s): %s\n", r.Name, r.ID, r.URI)
-		}
-		b.WriteString("\nCheck each schedule's destination, then resume it.\n")
-		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		err = s.mail.Send(mctx, notify.Message{To: []string{to}, Subject: fmt.Sprintf("[auditexport] %d schedule(s) paused: integration %s %s", len(list), integName, what), Body: b.String()})
-		cancel()
-		if err != nil {
-			s.log.ErrorContext(ctx, "sending pause notification failed", "err", err.Error(), "request_id", requestIDFrom(ctx))
-		}
-	}
 }
 
 // TestStorageIntegration implements pb.IntegrationServiceServer. A provider

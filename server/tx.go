@@ -2,29 +2,12 @@ package server
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/auditexport/auditexport/ent"
+	"github.com/auditexport/auditexport/internal/db"
 )
 
 // withTx runs fn in a transaction, rolling back on error or panic.
-func withTx(ctx context.Context, db *ent.Client, fn func(tx *ent.Client) error) (err error) {
-	tx, err := db.Tx(ctx)
-	if err != nil {
-		return fmt.Errorf("begin transaction: %w", err)
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			_ = tx.Rollback()
-			panic(r)
-		}
-	}()
-	if err := fn(tx.Client()); err != nil {
-		_ = tx.Rollback()
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	return nil
+func withTx(ctx context.Context, c *ent.Client, fn func(tx *ent.Client) error) error {
+	return db.WithTx(ctx, c, fn)
 }
