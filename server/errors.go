@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/auditexport/auditexport/internal/integrations"
+	"github.com/auditexport/auditexport/internal/workbooks"
 )
 
 // errorDomain goes in every ErrorInfo.
@@ -110,12 +111,15 @@ type preconditionError interface {
 // error as it is, anything else to INTERNAL (logged with op).
 func commandError(ctx context.Context, log *slog.Logger, op string, err error) error {
 	var taken *integrations.NameTakenError
+	var others *workbooks.SchedulesOwnedByOthersError
 	var pre preconditionError
 	switch {
 	case err == nil:
 		return nil
 	case errors.As(err, &taken):
 		return alreadyExists("storage_integration.name", taken.Error())
+	case errors.As(err, &others):
+		return newStatus(codes.PermissionDenied, others.Reason(), others.Error())
 	case errors.As(err, &pre):
 		return failedPrecondition(pre.Reason(), pre.Error())
 	}

@@ -10,17 +10,17 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/auditexport/auditexport/ent"
 	"github.com/auditexport/auditexport/ent/element"
-	"github.com/auditexport/auditexport/ent/schedule"
 	"github.com/auditexport/auditexport/ent/workbook"
 	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
 	"github.com/auditexport/auditexport/internal/auditlog"
 	"github.com/auditexport/auditexport/internal/auth"
+	"github.com/auditexport/auditexport/internal/workbooks"
 )
 
 var _ pb.WorkbookServiceServer = (*WorkbookService)(nil)
@@ -330,11 +330,7 @@ func (s *WorkbookService) UpdateWorkbook(ctx context.Context, req *pb.UpdateWork
 	for _, e := range cur.Edges.Elements {
 		existing[e.ID] = true
 	}
-	type elem struct {
-		id, name string
-		spec     auditlog.Spec
-	}
-	var elems []elem
+	var elems []workbooks.Element
 	if paths["elements"] {
 		if len(in.GetElements()) > 50 {
 			v.add("workbook.elements", "at most 50 elements")
@@ -360,67 +356,24 @@ func (s *WorkbookService) UpdateWorkbook(ctx context.Context, req *pb.UpdateWork
 			if name == "" {
 				name = auditlog.TableName
 			}
-			elems = append(elems, elem{id: e.GetId(), name: name, spec: elementSpec(&v, f, e)})
+			elems = append(elems, workbooks.Element{ID: e.GetId(), Name: name, Spec: elementSpec(&v, f, e)})
 		}
 	}
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	err = withTx(ctx, s.db, func(tx *ent.Client) error {
-		upd := tx.Workbook.UpdateOneID(cur.ID)
-		if paths["name"] {
-			upd.SetName(in.GetName())
-		}
-		if paths["folder"] {
-			upd.SetFolder(in.GetFolder())
-		}
-		if err := upd.Exec(ctx); err != nil {
-			return err
-		}
-		if !paths["elements"] {
-			return nil
-		}
-		keep := map[string]bool{}
-		for _, e := range elems {
-			keep[e.id] = true
-		}
-		var removed []string
-		for id := range existing {
-			if !keep[id] {
-				removed = append(removed, id)
-			}
-		}
-		if len(removed) > 0 {
-			n, err := tx.Schedule.Query().Where(schedule.ElementIDIn(removed...)).Count(ctx)
-			if err != nil {
-				return err
-			}
-			if n > 0 {
-				return failedPrecondition("ELEMENT_IN_USE", "an element being removed is used by a schedule; delete or move the schedule first")
-			}
-			if _, err := tx.Element.Delete().Where(element.IDIn(removed...)).Exec(ctx); err != nil {
-				return err
-			}
-		}
-		for i, e := range elems {
-			if e.id != "" {
-				if err := tx.Element.UpdateOneID(e.id).SetName(e.name).SetPosition(i).SetSpec(e.spec).Exec(ctx); err != nil {
-					return err
-				}
-				continue
-			}
-			if err := tx.Element.Create().SetWorkbookID(cur.ID).SetName(e.name).SetPosition(i).
-				SetConnectionID(auditlog.ConnectionID).SetTableName(auditlog.TableName).SetSpec(e.spec).Exec(ctx); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		if _, ok := statusOf(err); ok {
-			return nil, err
-		}
-		return nil, internalError(ctx, s.log, "update workbook", err)
+	var ch workbooks.Change
+	if paths["name"] {
+		ch.Name = proto.String(in.GetName())
+	}
+	if paths["folder"] {
+		ch.Folder = proto.String(in.GetFolder())
+	}
+	if paths["elements"] {
+		ch.Elements = &elems
+	}
+	if err := workbooks.Update(ctx, s.db, cur, ch); err != nil {
+		return nil, commandError(ctx, s.log, "update workbook", err)
 	}
 	auditMeta(ctx, "update_mask", req.GetUpdateMask().GetPaths())
 	out, err := s.load(ctx, s.db, cur.ID)
@@ -440,42 +393,11 @@ func (s *WorkbookService) DeleteWorkbook(ctx context.Context, req *pb.DeleteWork
 	if !p.OwnsOrAdmin(cur.OwnerID) {
 		return nil, permissionDenied("only the owner or an ADMIN may delete this workbook")
 	}
-	resp := &pb.DeleteWorkbookResponse{}
-	err = withTx(ctx, s.db, func(tx *ent.Client) error {
-		sched, err := tx.Schedule.Query().Where(schedule.WorkbookID(cur.ID)).IDs(ctx)
-		if err != nil {
-			return err
-		}
-		if len(sched) > 0 && !req.GetForce() {
-			return failedPrecondition("WORKBOOK_HAS_SCHEDULES", fmt.Sprintf("workbook has %d schedule(s); delete them first or pass force=true", len(sched)))
-		}
-		// force deletes only what the caller could delete one by one
-		// (DeleteSchedule: owner or ADMIN).
-		if !p.IsAdmin() && len(sched) > 0 {
-			others, err := tx.Schedule.Query().Where(schedule.WorkbookID(cur.ID), schedule.OwnerIDNEQ(p.UserID)).Count(ctx)
-			if err != nil {
-				return err
-			}
-			if others > 0 {
-				return newStatus(codes.PermissionDenied, "SCHEDULES_OWNED_BY_OTHERS", fmt.Sprintf(
-					"workbook has %d schedule(s) owned by other users; only their owners or an ADMIN may delete them", others))
-			}
-		}
-		if _, err := tx.Schedule.Delete().Where(schedule.WorkbookID(cur.ID)).Exec(ctx); err != nil {
-			return err
-		}
-		resp.DeletedScheduleIds = sched
-		if _, err := tx.Element.Delete().Where(element.WorkbookID(cur.ID)).Exec(ctx); err != nil {
-			return err
-		}
-		return tx.Workbook.DeleteOneID(cur.ID).Exec(ctx)
-	})
+	deleted, err := workbooks.Delete(ctx, s.db, cur.ID, req.GetForce(), workbooks.Caller{UserID: p.UserID, Admin: p.IsAdmin()})
 	if err != nil {
-		if _, ok := statusOf(err); ok {
-			return nil, err
-		}
-		return nil, internalError(ctx, s.log, "delete workbook", err)
+		return nil, commandError(ctx, s.log, "delete workbook", err)
 	}
+	resp := &pb.DeleteWorkbookResponse{DeletedScheduleIds: deleted}
 	auditMeta(ctx, "deleted_schedule_ids", resp.DeletedScheduleIds)
 	return resp, nil
 }
