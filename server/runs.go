@@ -11,10 +11,10 @@ import (
 
 	"github.com/auditexport/auditexport/ent"
 	"github.com/auditexport/auditexport/ent/exportrun"
-	"github.com/auditexport/auditexport/ent/schedule"
 	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
 	"github.com/auditexport/auditexport/internal/auth"
 	"github.com/auditexport/auditexport/internal/export"
+	"github.com/auditexport/auditexport/internal/schedules"
 )
 
 func runErrorPB(e *export.RunError) *pb.ExportError {
@@ -88,17 +88,8 @@ func (s *ScheduleService) SendNow(req *pb.SendNowRequest, srv grpc.ServerStreami
 	if err := s.requireAuthorizedOwner(ctx, sc, "run"); err != nil {
 		return err
 	}
-	if sc.IntegrationID == "" {
-		return failedPrecondition("INTEGRATION_DELETED", "the schedule's storage integration was deleted: point its destination at another integration first")
-	}
-	if sc.Mode == schedule.ModeINCREMENTAL {
-		busy, err := s.db.ExportRun.Query().Where(exportrun.ScheduleID(sc.ID), exportrun.StateEQ(exportrun.StateRUNNING)).Exist(ctx)
-		if err != nil {
-			return internalError(ctx, s.log, "check running runs", err)
-		}
-		if busy {
-			return failedPrecondition("RUN_IN_PROGRESS", "a run of this incremental schedule is in progress; runs of one incremental schedule never overlap (watch it with WatchExportRun)")
-		}
+	if err := schedules.CheckSendNow(ctx, s.db, sc); err != nil {
+		return commandError(ctx, s.log, "send now", err)
 	}
 	run, err := s.runs.Start(ctx, sc, exportrun.TriggerSEND_NOW.String(), auth.FromContext(ctx).UserID)
 	if err != nil {

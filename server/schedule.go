@@ -20,6 +20,7 @@ import (
 	"github.com/auditexport/auditexport/internal/destination"
 	"github.com/auditexport/auditexport/internal/export"
 	"github.com/auditexport/auditexport/internal/ownership"
+	"github.com/auditexport/auditexport/internal/schedules"
 )
 
 var _ pb.ScheduleServiceServer = (*ScheduleService)(nil)
@@ -189,7 +190,7 @@ func (s *ScheduleService) CreateSchedule(ctx context.Context, req *pb.CreateSche
 		return nil, permissionDenied("VIEWER accounts cannot create schedules")
 	}
 	if !wb.Saved {
-		return nil, failedPrecondition("WORKBOOK_NOT_SAVED", "only saved workbooks can be scheduled: save the exploration first (SaveWorkbookAs)")
+		return nil, commandError(ctx, s.log, "create schedule", schedules.ErrWorkbookNotSaved)
 	}
 	if !p.CanAccessConnection(auditLogsConnection(p).Id) {
 		return nil, permissionDenied("no access to connection " + auditLogsConnection(p).Id)
@@ -494,10 +495,9 @@ func (s *ScheduleService) PauseSchedule(ctx context.Context, req *pb.PauseSchedu
 	if err != nil {
 		return nil, err
 	}
-	row, err := s.db.Schedule.UpdateOneID(cur.ID).SetState(schedule.StatePAUSED).
-		SetPauseReason(schedule.PauseReasonUSER).ClearNextRunTime().Save(ctx)
+	row, err := schedules.Pause(ctx, s.db, cur.ID)
 	if err != nil {
-		return nil, internalError(ctx, s.log, "pause schedule", err)
+		return nil, commandError(ctx, s.log, "pause schedule", err)
 	}
 	out, err := s.schedulesPB(ctx, row)
 	if err != nil {
@@ -515,31 +515,9 @@ func (s *ScheduleService) ResumeSchedule(ctx context.Context, req *pb.ResumeSche
 	if err := s.requireAuthorizedOwner(ctx, cur, "resume"); err != nil {
 		return nil, err
 	}
-	if cur.IntegrationID == "" {
-		return nil, failedPrecondition("INTEGRATION_DELETED", "the schedule's storage integration was deleted: point destination at another integration (UpdateSchedule) before resuming")
-	}
-	integ, err := s.db.StorageIntegration.Get(ctx, cur.IntegrationID)
+	row, err := schedules.Resume(ctx, s.db, cur, s.now())
 	if err != nil {
-		return nil, internalError(ctx, s.log, "load integration", err)
-	}
-	base, err := destination.ParseDestination(destination.Provider(integ.Provider), integ.Destination)
-	if err == nil {
-		_, err = destination.ValidateObjectURI(base, cur.URI)
-	}
-	if err != nil {
-		return nil, failedPrecondition("URI_OUTSIDE_DESTINATION", "the schedule's uri no longer lies under its integration's destination ("+err.Error()+"): update the schedule's destination first")
-	}
-	c, err := cron.Parse(cur.Cron, cur.TimeZone)
-	if err != nil {
-		return nil, internalError(ctx, s.log, "parse stored cron", err)
-	}
-	upd := s.db.Schedule.UpdateOneID(cur.ID).SetState(schedule.StateACTIVE).ClearPauseReason().SetConsecutiveFailures(0)
-	if next := c.Next(s.now()); !next.IsZero() {
-		upd.SetNextRunTime(next)
-	}
-	row, err := upd.Save(ctx)
-	if err != nil {
-		return nil, internalError(ctx, s.log, "resume schedule", err)
+		return nil, commandError(ctx, s.log, "resume schedule", err)
 	}
 	out, err := s.schedulesPB(ctx, row)
 	if err != nil {
