@@ -84,10 +84,10 @@ func (r *Runner) cancelLocal(runID string) bool {
 }
 
 // finish records the outcome, updates the schedule, notifies and audits.
-func (r *Runner) finish(ctx context.Context, j *job, runID, state string, st Stats, rerr *RunError) {
+func (r *Runner) finish(ctx context.Context, j *job, runID string, state exportrun.State, st Stats, rerr *RunError) {
 	rerr = rerr.redacted()
 	now := r.now().UTC()
-	upd := r.d.Client.ExportRun.UpdateOneID(runID).SetState(exportrun.State(state)).SetPhase(state).SetFinishTime(now).SetHeartbeatTime(now)
+	upd := r.d.Client.ExportRun.UpdateOneID(runID).SetState(state).SetPhase(state.String()).SetFinishTime(now).SetHeartbeatTime(now)
 	// A run that never started (it failed while loading) starts when it
 	// ends. Decided in the database: j.run is the row as read before load
 	// set start_time, so testing j.run.StartTime overwrote every first
@@ -96,12 +96,12 @@ func (r *Runner) finish(ctx context.Context, j *job, runID, state string, st Sta
 		SetStartTime(now).Exec(ctx); err != nil {
 		r.log.Error("recording run start failed", "run_id", runID, "err", err.Error())
 	}
-	if state == exportrun.StateSUCCEEDED.String() {
+	if state == exportrun.StateSUCCEEDED {
 		upd.SetRows(st.Rows).SetBytes(st.Bytes).SetChecksum(st.Checksum).SetNote(j.note)
 	} else {
 		upd.SetRows(j.counters.Rows.Load()).SetBytes(0)
 	}
-	if state == exportrun.StateSKIPPED.String() {
+	if state == exportrun.StateSKIPPED {
 		upd.SetObjectURI("")
 	}
 	if rerr != nil {
@@ -111,13 +111,13 @@ func (r *Runner) finish(ctx context.Context, j *job, runID, state string, st Sta
 	if err != nil {
 		r.log.Error("recording run outcome failed", "run_id", runID, "err", err.Error())
 	}
-	p := Progress{RunID: runID, Phase: state, Rows: st.Rows, Bytes: st.Bytes, TotalRows: j.total.Load(), ObjectURI: j.objectURI(), Error: rerr, Time: now}
-	if state != exportrun.StateSUCCEEDED.String() {
+	p := Progress{RunID: runID, Phase: state.String(), Rows: st.Rows, Bytes: st.Bytes, TotalRows: j.total.Load(), ObjectURI: j.objectURI(), Error: rerr, Time: now}
+	if state != exportrun.StateSUCCEEDED {
 		p.Rows, p.Bytes = j.counters.Rows.Load(), 0
 	} else {
 		p.Note = j.note
 	}
-	if state == exportrun.StateSKIPPED.String() {
+	if state == exportrun.StateSKIPPED {
 		p.ObjectURI = ""
 	}
 	if j.sc != nil {
@@ -136,8 +136,8 @@ func (r *Runner) finish(ctx context.Context, j *job, runID, state string, st Sta
 			started = *j.run.StartTime
 		}
 	}
-	r.metrics.RunFinished(state, trigger, p.Rows, p.Bytes, now.Sub(started))
-	attrs := []any{"run_id", runID, "state", state, "trigger", trigger, "rows", p.Rows, "bytes", p.Bytes}
+	r.metrics.RunFinished(state.String(), trigger, p.Rows, p.Bytes, now.Sub(started))
+	attrs := []any{"run_id", runID, "state", state.String(), "trigger", trigger, "rows", p.Rows, "bytes", p.Bytes}
 	if j.sc != nil {
 		attrs = append(attrs, "schedule_id", j.sc.ID)
 	}
@@ -164,13 +164,13 @@ func runErrorLevel(code string) slog.Level {
 	return slog.LevelInfo
 }
 
-func (r *Runner) updateSchedule(ctx context.Context, j *job, runID, state string, rerr *RunError) {
+func (r *Runner) updateSchedule(ctx context.Context, j *job, runID string, state exportrun.State, rerr *RunError) {
 	u := r.d.Client.Schedule.UpdateOneID(j.sc.ID).SetLastRunID(runID)
 	pause := false
 	switch state {
-	case exportrun.StateSUCCEEDED.String(), exportrun.StateSKIPPED.String():
+	case exportrun.StateSUCCEEDED, exportrun.StateSKIPPED:
 		u.SetConsecutiveFailures(0).SetLastSuccessTime(r.now())
-		if j.sc.Mode == schedule.ModeINCREMENTAL && state == exportrun.StateSUCCEEDED.String() {
+		if j.sc.Mode == schedule.ModeINCREMENTAL && state == exportrun.StateSUCCEEDED {
 			// Compare-and-set: the watermark only moves forward from the
 			// value this run started at.
 			n, err := r.d.Client.Schedule.Update().Where(schedule.ID(j.sc.ID), schedule.Watermark(j.plan.SeqFrom)).
@@ -179,7 +179,7 @@ func (r *Runner) updateSchedule(ctx context.Context, j *job, runID, state string
 				r.log.Error("advancing the incremental watermark failed", "run_id", runID, "from", j.plan.SeqFrom, "to", j.plan.SeqTo, "updated", n, "err", fmt.Sprint(err))
 			}
 		}
-	case exportrun.StateFAILED.String():
+	case exportrun.StateFAILED:
 		// Counted in the database, not from the schedule loaded at the
 		// run's start: runs of one schedule can overlap (several slots or
 		// replicas, a slow run next to the next period, a retry), and a
@@ -198,7 +198,7 @@ func (r *Runner) updateSchedule(ctx context.Context, j *job, runID, state string
 			r.log.Error("pausing the schedule of an unauthorized owner failed", "schedule_id", j.sc.ID, "run_id", runID, "err", err.Error())
 		}
 	}
-	if err == nil && state == exportrun.StateFAILED.String() && sc.ConsecutiveFailures >= autoPauseAfter && sc.State == schedule.StateACTIVE {
+	if err == nil && state == exportrun.StateFAILED && sc.ConsecutiveFailures >= autoPauseAfter && sc.State == schedule.StateACTIVE {
 		// Only the run whose update switches the schedule from ACTIVE
 		// pauses it and mails the owner.
 		k, err := r.d.Client.Schedule.Update().Where(schedule.ID(sc.ID), schedule.StateEQ(schedule.StateACTIVE)).
@@ -211,7 +211,7 @@ func (r *Runner) updateSchedule(ctx context.Context, j *job, runID, state string
 	// One mail per failure streak: the failure that moved the count from 0
 	// (after a success, a skip or the schedule's creation). Later failures
 	// are in the run history; a success resets the streak.
-	if err == nil && state == exportrun.StateFAILED.String() && sc.ConsecutiveFailures == 1 &&
+	if err == nil && state == exportrun.StateFAILED && sc.ConsecutiveFailures == 1 &&
 		rerr != nil && rerr.Code != "INTERRUPTED" && rerr.Code != errRunInProgress.Code {
 		r.notifyFailure(ctx, j, runID, rerr)
 	}
@@ -259,19 +259,19 @@ func (r *Runner) send(ctx context.Context, m notify.Message) {
 	}
 }
 
-func (r *Runner) audit(ctx context.Context, j *job, run *ent.ExportRun, state string, rerr *RunError) {
+func (r *Runner) audit(ctx context.Context, j *job, run *ent.ExportRun, state exportrun.State, rerr *RunError) {
 	if run == nil {
 		return
 	}
 	org, _ := tenant.Org(ctx)
 	ev := auditlog.Event{OrgID: org, Category: "EXPORTS", Type: "EXPORT_RUN_FINISHED", Status: auditlog.StatusSuccess,
 		UserID: run.RequestedBy, ObjectType: "EXPORT_RUN", ObjectID: run.ID,
-		Metadata: map[string]any{"schedule_id": run.ScheduleID, "state": state, "rows": run.Rows, "bytes": run.Bytes,
+		Metadata: map[string]any{"schedule_id": run.ScheduleID, "state": state.String(), "rows": run.Rows, "bytes": run.Bytes,
 			"object_uri": run.ObjectURI, "trigger": string(run.Trigger), "attempt": run.Attempt}}
 	if j.sc != nil && ev.UserID == "" {
 		ev.UserID = j.sc.OwnerID
 	}
-	if state == exportrun.StateFAILED.String() || state == exportrun.StateCANCELED.String() {
+	if state == exportrun.StateFAILED || state == exportrun.StateCANCELED {
 		ev.Status = auditlog.StatusFailure
 		if rerr != nil {
 			ev.ErrorCode = rerr.Code

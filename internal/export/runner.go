@@ -272,7 +272,7 @@ func (r *Runner) execute(ctx context.Context, runID string) {
 			r.log.Error("export run failed", "run_id", runID, "err", destination.Message(err))
 		}
 	}
-	r.finish(dbctx, j, runID, state.String(), stats, rerr)
+	r.finish(dbctx, j, runID, state, stats, rerr)
 }
 
 // load reads the run, its schedule, element and integration, and plans it.
