@@ -18,6 +18,7 @@ import (
 	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
 	"github.com/auditexport/auditexport/internal/auth"
 	"github.com/auditexport/auditexport/internal/destination"
+	"github.com/auditexport/auditexport/internal/export"
 	"github.com/auditexport/auditexport/internal/integrations"
 	"github.com/auditexport/auditexport/internal/notify"
 	"github.com/auditexport/auditexport/internal/secrets"
@@ -444,7 +445,7 @@ func (s *IntegrationService) TestStorageIntegration(ctx context.Context, req *pb
 	if err != nil {
 		return nil, err
 	}
-	creds, err := destination.DecryptCredentials(s.keys, row.CredentialsCiphertext, row.ID)
+	target, err := export.IntegrationOf(s.keys, row)
 	if err != nil {
 		s.log.WarnContext(ctx, "stored credentials cannot be decrypted", "integration_id", row.ID, "err", err.Error())
 		return nil, failedPrecondition(destination.CredentialsCode,
@@ -452,10 +453,7 @@ func (s *IntegrationService) TestStorageIntegration(ctx context.Context, req *pb
 	}
 	pctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	res := destination.Probe(pctx, destination.Integration{
-		Provider: destination.Provider(row.Provider), Destination: row.Destination, Region: row.Region,
-		Endpoint: row.Endpoint, ExternalID: row.ExternalID, Creds: creds, OrgID: row.OrgID,
-	}, destination.OpenOptions{AllowPrivateEndpoints: s.cfg.AllowPrivateEndpoints, Local: s.cfg.Local})
+	res := destination.Probe(pctx, target, destination.OpenOptions{AllowPrivateEndpoints: s.cfg.AllowPrivateEndpoints, Local: s.cfg.Local})
 	out := &pb.TestStorageIntegrationResponse{Ok: res.OK, Latency: durationpb.New(res.Latency), FailedStep: res.FailedStep, ProbeUri: res.URI}
 	if res.Provider != nil {
 		out.ProviderCode, out.ProviderMessage = res.Provider.Code, res.Provider.Message

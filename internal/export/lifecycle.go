@@ -462,14 +462,11 @@ func (r *Runner) abortOrphanUploads(ctx context.Context, run *ent.ExportRun) {
 	if err != nil || destination.Provider(integ.Provider) != destination.S3 {
 		return
 	}
-	creds, err := destination.DecryptCredentials(r.keys, integ.CredentialsCiphertext, integ.ID)
+	in, err := IntegrationOf(r.keys, integ)
 	if err != nil {
 		return
 	}
-	bucket, base, err := destination.Open(ctx, destination.Integration{
-		Provider: destination.S3, Destination: integ.Destination, Region: integ.Region,
-		Endpoint: integ.Endpoint, ExternalID: integ.ExternalID, Creds: creds,
-	}, destination.OpenOptions{AllowPrivateEndpoints: r.cfg.AllowPrivateEndpoints})
+	bucket, base, err := destination.Open(ctx, in, destination.OpenOptions{AllowPrivateEndpoints: r.cfg.AllowPrivateEndpoints})
 	if err != nil {
 		return
 	}

@@ -432,15 +432,12 @@ func (r *Runner) run(ctx context.Context, j *job, skipped *bool) (Stats, error) 
 	if *skipped {
 		return Stats{}, nil
 	}
-	creds, err := destination.DecryptCredentials(r.keys, j.integ.CredentialsCiphertext, j.integ.ID)
+	in, err := IntegrationOf(r.keys, j.integ)
 	if err != nil {
 		return Stats{}, &RunError{Code: destination.CredentialsCode,
 			Message: err.Error() + "; restore the server's master key file or enter the integration's credentials again"}
 	}
-	bucket, base, err := destination.Open(ctx, destination.Integration{
-		Provider: destination.Provider(j.integ.Provider), Destination: j.integ.Destination, Region: j.integ.Region,
-		Endpoint: j.integ.Endpoint, ExternalID: j.integ.ExternalID, Creds: creds, OrgID: j.integ.OrgID,
-	}, destination.OpenOptions{AllowPrivateEndpoints: r.cfg.AllowPrivateEndpoints, Local: r.cfg.Local})
+	bucket, base, err := destination.Open(ctx, in, destination.OpenOptions{AllowPrivateEndpoints: r.cfg.AllowPrivateEndpoints, Local: r.cfg.Local})
 	if err != nil {
 		return Stats{}, &RunError{Code: "DESTINATION_UNAVAILABLE", Message: "opening the destination failed", ProviderMessage: destination.Message(err)}
 	}
