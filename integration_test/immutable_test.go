@@ -200,6 +200,19 @@ func (im immFlow) run(provider, endpoint, creds string) {
 	if got := im.watermark(id); got != w {
 		t.Errorf("watermark %d after the retry, want %d", got, w)
 	}
+
+	// "What happened yesterday?" on this backend too: the schedule shows the
+	// run that finished last, and the silence gauge its success time.
+	lr := getPath(e.must("GetSchedule", fmt.Sprintf(`{"id":%q}`, id)), "schedule", "lastRun")
+	lastRun, _ := lr.(map[string]any)
+	if lastRun["runId"] != lastSched.ID || lastRun["state"] != "RUN_STATE_SUCCEEDED" || lastRun["objectUri"] != lastSched.ObjectURI {
+		t.Errorf("last_run %v, want the retried run %s", lr, lastSched.ID)
+	}
+	if ft, err := time.Parse(time.RFC3339Nano, fmt.Sprint(lastRun["finishTime"])); err != nil {
+		t.Errorf("last_run finish time %v: %v", lastRun["finishTime"], err)
+	} else {
+		checkLastSuccessGauge(t, s, id, ft)
+	}
 }
 
 // pause pauses the schedule and waits until none of its runs is queued or
