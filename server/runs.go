@@ -91,12 +91,11 @@ func (s *ScheduleService) SendNow(req *pb.SendNowRequest, srv grpc.ServerStreami
 	if err := schedules.CheckSendNow(ctx, s.db, sc); err != nil {
 		return commandError(ctx, s.log, "send now", err)
 	}
-	run, err := s.runs.Start(ctx, sc, exportrun.TriggerSEND_NOW.String(), auth.FromContext(ctx).UserID)
+	run, first, err := s.runs.Start(ctx, sc, exportrun.TriggerSEND_NOW.String(), auth.FromContext(ctx).UserID)
 	if err != nil {
 		return s.startRunError(ctx, err)
 	}
 	auditMeta(ctx, "run_id", run.ID)
-	first := export.Progress{RunID: run.ID, Phase: export.PhaseQueued, Time: time.Now().UTC()}
 	err = stream(ctx, s.runs, run.ID, &first, func(p *pb.ExportProgress) error {
 		return srv.Send(&pb.SendNowResponse{Progress: p})
 	})

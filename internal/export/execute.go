@@ -10,11 +10,11 @@ import (
 // completion (it blocks). It is the same path as Send now after the run
 // row exists: load, query, encode, upload, finish.
 func (r *Runner) Execute(_ context.Context, orgID, runID string) {
-	r.mu.Lock()
-	if r.draining {
-		r.mu.Unlock()
-		// Release the claim at once so a live replica takes the run now,
-		// rather than after the orphan sweep notices the missing heartbeat.
+	rctx, _, end, ok := r.begin(orgID, runID)
+	if !ok {
+		// Draining: release the claim at once so a live replica takes the
+		// run now, rather than after the orphan sweep notices the missing
+		// heartbeat.
 		err := r.d.Client.ExportRun.UpdateOneID(runID).SetRunner("").ClearHeartbeatTime().
 			Exec(tenant.WithOrg(context.Background(), orgID))
 		if err != nil {
@@ -22,17 +22,6 @@ func (r *Runner) Execute(_ context.Context, orgID, runID string) {
 		}
 		return
 	}
-	rctx, cancel := context.WithCancelCause(tenant.WithOrg(r.base, orgID))
-	r.cancels[runID] = cancel
-	r.wg.Add(1)
-	r.mu.Unlock()
-	defer r.wg.Done()
-	defer func() {
-		r.mu.Lock()
-		delete(r.cancels, runID)
-		r.mu.Unlock()
-		cancel(nil)
-	}()
-	r.broker.open(Progress{RunID: runID, Phase: PhaseQueued, Time: r.now().UTC()})
+	defer end()
 	r.execute(rctx, runID)
 }

@@ -164,40 +164,62 @@ func (r *Runner) Close(ctx context.Context) {
 }
 
 // Start creates a QUEUED run of the schedule and executes it in the
-// background. ctx must carry the schedule's organization.
-func (r *Runner) Start(ctx context.Context, sc *ent.Schedule, trigger, requestedBy string) (*ent.ExportRun, error) {
+// background. ctx must carry the schedule's organization. It returns the
+// run and its first progress report (QUEUED), the one watchers see first.
+func (r *Runner) Start(ctx context.Context, sc *ent.Schedule, trigger, requestedBy string) (*ent.ExportRun, Progress, error) {
 	r.mu.Lock()
 	draining := r.draining
 	r.mu.Unlock()
 	if draining {
-		return nil, errShutdown
+		return nil, Progress{}, errShutdown
 	}
 	run, err := r.createRun(ctx, sc, trigger, requestedBy)
 	var limit *ManualRunLimitError
 	if errors.As(err, &limit) {
-		return nil, err
+		return nil, Progress{}, err
 	}
 	if err != nil {
-		return nil, fmt.Errorf("create run: %w", err)
+		return nil, Progress{}, fmt.Errorf("create run: %w", err)
 	}
 	org, _ := tenant.Org(ctx)
-	rctx, cancel := context.WithCancelCause(tenant.WithOrg(r.base, org))
-	r.mu.Lock()
-	r.cancels[run.ID] = cancel
-	r.mu.Unlock()
-	r.broker.open(Progress{RunID: run.ID, Phase: PhaseQueued, Time: r.now().UTC()})
-	r.wg.Add(1)
+	rctx, first, end, ok := r.begin(org, run.ID)
+	if !ok {
+		// Close began between the check above and now: the run exists,
+		// so it ends like a Send now interrupted by a shutdown.
+		r.finish(context.WithoutCancel(ctx), &job{}, run.ID, exportrun.StateFAILED, Stats{},
+			&RunError{Code: "INTERRUPTED", Message: "the server shut down before the run started"})
+		return nil, Progress{}, errShutdown
+	}
 	go func() {
-		defer r.wg.Done()
-		defer func() {
-			r.mu.Lock()
-			delete(r.cancels, run.ID)
-			r.mu.Unlock()
-			cancel(nil)
-		}()
+		defer end()
 		r.execute(rctx, run.ID)
 	}()
-	return run, nil
+	return run, first, nil
+}
+
+// begin registers a run this process is about to execute — its cancel
+// func (CancelExportRun, shutdown) and its progress feed, opened with the
+// QUEUED report — under the lock Close sets draining with, so no run
+// starts once Close has begun waiting. Send now and scheduled runs share
+// it. end must be called when the run is over.
+func (r *Runner) begin(orgID, runID string) (ctx context.Context, first Progress, end func(), ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.draining {
+		return nil, Progress{}, nil, false
+	}
+	rctx, cancel := context.WithCancelCause(tenant.WithOrg(r.base, orgID))
+	r.cancels[runID] = cancel
+	r.wg.Add(1)
+	first = Progress{RunID: runID, Phase: PhaseQueued, Time: r.now().UTC()}
+	r.broker.open(first)
+	return rctx, first, func() {
+		r.mu.Lock()
+		delete(r.cancels, runID)
+		r.mu.Unlock()
+		cancel(nil)
+		r.wg.Done()
+	}, true
 }
 
 // job is everything a run needs, loaded once.
