@@ -249,8 +249,12 @@ func TestTLSClientCA(t *testing.T) {
 	writeAtomically(t, clientCAFile, clientCA.pem)
 	s := StartServer(t, "sqlite", "--tls-cert-file", certFile, "--tls-key-file", keyFile, "--tls-client-ca-file", clientCAFile)
 
+	var clientCert, clientKey []byte
 	withCert := func(ca *testCA) *tls.Config {
 		c, k := ca.issue(t, 4004, true)
+		if clientCert == nil {
+			clientCert, clientKey = c, k
+		}
 		pair, err := tls.X509KeyPair(c, k)
 		if err != nil {
 			t.Fatal(err)
@@ -267,6 +271,18 @@ func TestTLSClientCA(t *testing.T) {
 	if _, err := httpsCall(t, s, good); err != nil {
 		t.Errorf("REST with a valid client certificate: %v", err)
 	}
+	// auditctl with --tls-client-cert-file / --tls-client-key-file.
+	caFile, ccFile, ckFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "client.crt"), filepath.Join(dir, "client.key")
+	writeAtomically(t, caFile, ca.pem)
+	writeAtomically(t, ccFile, clientCert)
+	writeAtomically(t, ckFile, clientKey)
+	c := newCtl(t, s)
+	mustContain(t, "auditctl with a client certificate",
+		c.ok("--tls-ca-file", caFile, "--tls-client-cert-file", ccFile, "--tls-client-key-file", ckFile, "users", "me"), "admin@example.com")
+	c.fails(1, "--tls-ca-file", caFile, "users", "me")
+	mustContain(t, "auditctl with half a client certificate",
+		c.fails(2, "--tls-ca-file", caFile, "--tls-client-cert-file", ccFile, "users", "me"), "--tls-client-key-file")
+
 	for name, cfg := range map[string]*tls.Config{"no client certificate": none, "a certificate of another CA": wrong} {
 		if _, err := tlsCall(t, s, cfg); err == nil {
 			t.Errorf("gRPC with %s succeeded", name)
