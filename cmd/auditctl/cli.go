@@ -12,6 +12,7 @@ import (
 	"time"
 
 	auditexport "github.com/auditexport/auditexport/clients/go"
+	"github.com/auditexport/auditexport/internal/version"
 )
 
 // CLI is the command tree. Global flags are the connection settings; each
@@ -27,6 +28,14 @@ type CLI struct {
 	Users        usersCmd        `cmd:"" aliases:"user" help:"Users and connection access (AccountService)."`
 	Keys         keysCmd         `cmd:"" aliases:"key,api-keys" help:"API keys (AccountService)."`
 	Config       configCmd       `cmd:"" help:"Show the effective configuration and where each value comes from (the API key masked)."`
+	Version      versionCmd      `cmd:"" help:"Print the version of this binary."`
+}
+
+type versionCmd struct{}
+
+func (versionCmd) Run(e *env) error {
+	_, err := fmt.Fprintln(e.stdout, "auditctl", version.String())
+	return err
 }
 
 // Globals are the settings that may also come from the environment and the
