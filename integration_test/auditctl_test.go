@@ -406,7 +406,11 @@ func TestAuditctlReadme(t *testing.T) {
 		"con_audit_logs",            // users grant
 		"_********",                 // config masks the key
 		"file "+s.DataDir+"/auditctl.yaml",
+		"ci-bot@example.com", // users me with the created key's secret
 	)
+	if !regexp.MustCompile(`(?m)^secret\s+aek_[a-z0-9]{8}_[A-Za-z0-9]{32}$`).MatchString(out) {
+		t.Errorf("keys create does not show the secret:\n%s", out)
+	}
 	if strings.Contains(string(out), s.AdminKey) {
 		t.Errorf("the walk-through printed the API key:\n%s", out)
 	}

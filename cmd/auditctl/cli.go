@@ -12,6 +12,7 @@ import (
 	"time"
 
 	auditexport "github.com/auditexport/auditexport/clients/go"
+	"github.com/auditexport/auditexport/internal/version"
 )
 
 // CLI is the command tree. Global flags are the connection settings; each
@@ -27,21 +28,31 @@ type CLI struct {
 	Users        usersCmd        `cmd:"" aliases:"user" help:"Users and connection access (AccountService)."`
 	Keys         keysCmd         `cmd:"" aliases:"key,api-keys" help:"API keys (AccountService)."`
 	Config       configCmd       `cmd:"" help:"Show the effective configuration and where each value comes from (the API key masked)."`
+	Version      versionCmd      `cmd:"" help:"Print the version of this binary."`
+}
+
+type versionCmd struct{}
+
+func (versionCmd) Run(e *env) error {
+	_, err := fmt.Fprintln(e.stdout, "auditctl", version.String())
+	return err
 }
 
 // Globals are the settings that may also come from the environment and the
 // config file (see config.go for the precedence).
 type Globals struct {
-	ConfigFile    string        `name:"config" env:"AUDITCTL_CONFIG" placeholder:"FILE" help:"Config file (YAML; keys addr, api_key, api_key_file, output, tls, tls_ca_file, tls_server_name, insecure, timeout). Default ${default_config}."`
-	Addr          string        `name:"addr" env:"AUDITEXPORT_ADDR" default:"127.0.0.1:9090" help:"gRPC address of the server (host:port)."`
-	APIKey        string        `name:"api-key" env:"AUDITEXPORT_API_KEY" placeholder:"KEY" help:"API key. Prefer the env variable, --api-key-file or the config file: command lines are visible to other users."`
-	APIKeyFile    string        `name:"api-key-file" env:"AUDITEXPORT_API_KEY_FILE" placeholder:"FILE" help:"File holding the API key. Of a key and a key file the one set at the higher level (flag > env > config file) is used; both at one level is an error."`
-	Output        string        `name:"output" short:"o" env:"AUDITCTL_OUTPUT" default:"table" placeholder:"FORMAT" help:"table (aligned columns), json (protojson of the response, lowerCamelCase), or value=PATH[,PATH] (bare values for scripts, e.g. value=id)."`
-	TLS           bool          `name:"tls" env:"AUDITEXPORT_TLS" help:"Connect with TLS (system roots unless --tls-ca-file)."`
-	TLSCAFile     string        `name:"tls-ca-file" env:"AUDITEXPORT_TLS_CA_FILE" placeholder:"FILE" help:"PEM bundle of CAs to trust (implies --tls)."`
-	TLSServerName string        `name:"tls-server-name" env:"AUDITEXPORT_TLS_SERVER_NAME" help:"Server name to verify (implies --tls)."`
-	Insecure      bool          `name:"insecure" env:"AUDITEXPORT_INSECURE" help:"Allow sending the API key without TLS to a non-loopback address (e.g. to a TLS-terminating sidecar on a trusted network)."`
-	Timeout       time.Duration `name:"timeout" env:"AUDITCTL_TIMEOUT" default:"30s" help:"Deadline of each call (exports being followed are not limited)."`
+	ConfigFile        string        `name:"config" env:"AUDITCTL_CONFIG" placeholder:"FILE" help:"Config file (YAML; keys addr, api_key, api_key_file, output, tls, tls_ca_file, tls_server_name, tls_client_cert_file, tls_client_key_file, insecure, timeout). Default ${default_config}."`
+	Addr              string        `name:"addr" env:"AUDITEXPORT_ADDR" default:"127.0.0.1:9090" help:"gRPC address of the server (host:port)."`
+	APIKey            string        `name:"api-key" env:"AUDITEXPORT_API_KEY" placeholder:"KEY" help:"API key. Prefer the env variable, --api-key-file or the config file: command lines are visible to other users."`
+	APIKeyFile        string        `name:"api-key-file" env:"AUDITEXPORT_API_KEY_FILE" placeholder:"FILE" help:"File holding the API key. Of a key and a key file the one set at the higher level (flag > env > config file) is used; both at one level is an error."`
+	Output            string        `name:"output" short:"o" env:"AUDITCTL_OUTPUT" default:"table" placeholder:"FORMAT" help:"table (aligned columns), json (protojson of the response, lowerCamelCase), or value=PATH[,PATH] (bare values for scripts, e.g. value=id)."`
+	TLS               bool          `name:"tls" env:"AUDITEXPORT_TLS" help:"Connect with TLS (system roots unless --tls-ca-file)."`
+	TLSCAFile         string        `name:"tls-ca-file" env:"AUDITEXPORT_TLS_CA_FILE" placeholder:"FILE" help:"PEM bundle of CAs to trust (implies --tls)."`
+	TLSServerName     string        `name:"tls-server-name" env:"AUDITEXPORT_TLS_SERVER_NAME" help:"Server name to verify (implies --tls)."`
+	TLSClientCertFile string        `name:"tls-client-cert-file" env:"AUDITEXPORT_TLS_CLIENT_CERT_FILE" placeholder:"FILE" help:"PEM client certificate for servers that require one (mutual TLS; with --tls-client-key-file; implies --tls)."`
+	TLSClientKeyFile  string        `name:"tls-client-key-file" env:"AUDITEXPORT_TLS_CLIENT_KEY_FILE" placeholder:"FILE" help:"PEM private key of --tls-client-cert-file."`
+	Insecure          bool          `name:"insecure" env:"AUDITEXPORT_INSECURE" help:"Allow sending the API key without TLS to a non-loopback address (e.g. to a TLS-terminating sidecar on a trusted network)."`
+	Timeout           time.Duration `name:"timeout" env:"AUDITCTL_TIMEOUT" default:"30s" help:"Deadline of each call (exports being followed are not limited)."`
 }
 
 // env is what every command's Run gets: I/O, settings and a lazily dialed
@@ -109,7 +120,7 @@ func (e *env) api() (*auditexport.Client, error) {
 		return nil, usagef("no API key: set AUDITEXPORT_API_KEY, --api-key-file, or api_key in %s", e.files.describePath())
 	}
 	var opts []auditexport.Option
-	useTLS := e.g.TLS || e.g.TLSCAFile != "" || e.g.TLSServerName != ""
+	useTLS := e.g.TLS || e.g.TLSCAFile != "" || e.g.TLSServerName != "" || e.g.TLSClientCertFile != "" || e.g.TLSClientKeyFile != ""
 	if !useTLS && !e.g.Insecure && !isLoopbackTarget(e.g.Addr) {
 		return nil, usagef("refusing to send the API key in cleartext to %s: connect with --tls (or --tls-ca-file), "+
 			"or give --insecure if the network is trusted (e.g. a TLS-terminating sidecar)", e.g.Addr)
@@ -125,6 +136,16 @@ func (e *env) api() (*auditexport.Client, error) {
 			if !cfg.RootCAs.AppendCertsFromPEM(pem) {
 				return nil, usagef("--tls-ca-file %s: no PEM certificates in it", e.g.TLSCAFile)
 			}
+		}
+		if (e.g.TLSClientCertFile == "") != (e.g.TLSClientKeyFile == "") {
+			return nil, usagef("--tls-client-cert-file and --tls-client-key-file: give both or neither")
+		}
+		if e.g.TLSClientCertFile != "" {
+			pair, err := tls.LoadX509KeyPair(e.g.TLSClientCertFile, e.g.TLSClientKeyFile)
+			if err != nil {
+				return nil, usagef("--tls-client-cert-file / --tls-client-key-file: %v", err)
+			}
+			cfg.Certificates = []tls.Certificate{pair}
 		}
 		opts = append(opts, auditexport.WithTLS(cfg))
 	}

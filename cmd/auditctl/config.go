@@ -15,13 +15,14 @@ import (
 // configKeys are the settings a config file may hold: the global flags
 // with dashes as underscores. Command flags are deliberately not settable
 // from the file, so a stray key cannot silently change what a command does.
-var configKeys = []string{"addr", "api_key", "api_key_file", "output", "tls", "tls_ca_file", "tls_server_name", "insecure", "timeout"}
+var configKeys = []string{"addr", "api_key", "api_key_file", "output", "tls", "tls_ca_file", "tls_server_name", "tls_client_cert_file", "tls_client_key_file", "insecure", "timeout"}
 
 // globalEnv names the environment variable of each global flag.
 var globalEnv = map[string]string{
 	"addr": "AUDITEXPORT_ADDR", "api-key": "AUDITEXPORT_API_KEY", "api-key-file": "AUDITEXPORT_API_KEY_FILE",
 	"output": "AUDITCTL_OUTPUT", "tls": "AUDITEXPORT_TLS", "tls-ca-file": "AUDITEXPORT_TLS_CA_FILE",
-	"tls-server-name": "AUDITEXPORT_TLS_SERVER_NAME", "insecure": "AUDITEXPORT_INSECURE", "timeout": "AUDITCTL_TIMEOUT",
+	"tls-server-name": "AUDITEXPORT_TLS_SERVER_NAME", "tls-client-cert-file": "AUDITEXPORT_TLS_CLIENT_CERT_FILE",
+	"tls-client-key-file": "AUDITEXPORT_TLS_CLIENT_KEY_FILE", "insecure": "AUDITEXPORT_INSECURE", "timeout": "AUDITCTL_TIMEOUT",
 }
 
 // Levels of the precedence, lowest first.
@@ -237,6 +238,8 @@ func (configCmd) Run(e *env) error {
 		{"tls", fmt.Sprint(e.g.TLS), source("tls")},
 		{"tls_ca_file", e.g.TLSCAFile, source("tls-ca-file")},
 		{"tls_server_name", e.g.TLSServerName, source("tls-server-name")},
+		{"tls_client_cert_file", e.g.TLSClientCertFile, source("tls-client-cert-file")},
+		{"tls_client_key_file", e.g.TLSClientKeyFile, source("tls-client-key-file")},
 		{"insecure", fmt.Sprint(e.g.Insecure), source("insecure")},
 		{"timeout", e.g.Timeout.String(), source("timeout")},
 	}

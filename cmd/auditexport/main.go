@@ -17,6 +17,7 @@ import (
 	"github.com/auditexport/auditexport/internal/config"
 	"github.com/auditexport/auditexport/internal/db"
 	"github.com/auditexport/auditexport/internal/tenant"
+	"github.com/auditexport/auditexport/internal/version"
 
 	"github.com/auditexport/auditexport/ent/organization"
 )
@@ -127,6 +128,14 @@ type cli struct {
 		Rotate keysRotateCmd `cmd:"" help:"Re-encrypt every stored credential under the active (first) master key; prints how many rows it touched."`
 		Status keysStatusCmd `cmd:"" help:"List the master keys and how many stored credentials each encrypts; fails if some use a key the file lacks."`
 	} `cmd:"" help:"Manage the master keys that encrypt stored credentials."`
+	Version versionCmd `cmd:"" help:"Print the version of this binary."`
+}
+
+type versionCmd struct{}
+
+func (versionCmd) Run() error {
+	fmt.Println("auditexport", version.String())
+	return nil
 }
 
 func main() {

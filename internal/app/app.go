@@ -11,6 +11,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"entgo.io/ent/dialect"
@@ -74,6 +76,29 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if log == nil {
 		log = NewLogger(&cfg, os.Stderr)
 	}
+	var tlsf *tlsFiles
+	if cfg.TLS() {
+		// Before anything else: a wrong path fails the start at once.
+		var err error
+		if tlsf, err = newTLSFiles(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.TLSClientCAFile, log); err != nil {
+			return err
+		}
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		stopped := make(chan struct{})
+		defer func() { signal.Stop(hup); close(stopped) }()
+		go func() {
+			for {
+				select {
+				case <-stopped:
+					return
+				case <-hup:
+					log.Info("SIGHUP: reloading the TLS certificate")
+					tlsf.reloadOrKeep()
+				}
+			}
+		}()
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("--data-dir: %w", err)
 	}
@@ -136,6 +161,13 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 			_ = gl.Close()
 			return fmt.Errorf("--http-addr: %w", err)
 		}
+	}
+
+	if tlsf != nil {
+		gl = tlsf.listener(gl, "h2")
+		// HTTP/1.1 only, as on a plaintext listener: the same timeouts
+		// and slow-client guards apply.
+		hl = tlsf.listener(hl, "http/1.1")
 	}
 
 	// The gateway reaches the gRPC server in-process over bufconn, so every
@@ -213,8 +245,8 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		}
 		return nil
 	})
-	log.Info("grpc listening", "addr", gl.Addr().String())
-	log.Info("http listening", "addr", hl.Addr().String())
+	log.Info("grpc listening", "addr", gl.Addr().String(), "tls", tlsf != nil)
+	log.Info("http listening", "addr", hl.Addr().String(), "tls", tlsf != nil)
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	if opts.Ready != nil {
 		opts.Ready(gl.Addr().String(), hl.Addr().String())

@@ -43,6 +43,9 @@ type Config struct {
 	SchedulerSlots        int               `name:"scheduler-slots" env:"AUDITEXPORT_SCHEDULER_SLOTS" default:"4" help:"Scheduled exports this process runs at once."`
 	DevClockScale         float64           `name:"dev-clock-scale" env:"AUDITEXPORT_DEV_CLOCK_SCALE" default:"1" hidden:"" help:"Tests only: the scheduler's clock runs this many times faster than real time from --dev-clock-epoch."`
 	DevClockEpoch         int64             `name:"dev-clock-epoch" env:"AUDITEXPORT_DEV_CLOCK_EPOCH" hidden:"" help:"Tests only: Unix seconds at which the scaled clock equals real time (all replicas of a test share it)."`
+	TLSCertFile           string            `name:"tls-cert-file" env:"AUDITEXPORT_TLS_CERT_FILE" help:"PEM certificate (chain) to serve TLS with on both listeners; with --tls-key-file. Reloaded on SIGHUP."`
+	TLSKeyFile            string            `name:"tls-key-file" env:"AUDITEXPORT_TLS_KEY_FILE" help:"PEM private key of --tls-cert-file. Reloaded on SIGHUP."`
+	TLSClientCAFile       string            `name:"tls-client-ca-file" env:"AUDITEXPORT_TLS_CLIENT_CA_FILE" help:"PEM CA bundle: require client certificates signed by these CAs (mutual TLS) on both listeners. Reloaded on SIGHUP."`
 	ShutdownGrace         time.Duration     `name:"shutdown-grace" env:"AUDITEXPORT_SHUTDOWN_GRACE" default:"30s" help:"How long in-flight requests may run after SIGTERM."`
 	Limits                `embed:""`
 }
@@ -137,6 +140,12 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("--http-*-timeout and --auth-failure-audit-window must not be negative"))
 	}
 	errs = append(errs, c.validateLocalRootMap()...)
+	switch {
+	case (c.TLSCertFile == "") != (c.TLSKeyFile == ""):
+		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file: give both or neither"))
+	case c.TLSClientCAFile != "" && c.TLSCertFile == "":
+		errs = append(errs, errors.New("--tls-client-ca-file needs --tls-cert-file and --tls-key-file"))
+	}
 	if c.ShutdownGrace < 0 {
 		errs = append(errs, errors.New("--shutdown-grace must not be negative"))
 	}
@@ -177,6 +186,9 @@ func (c *Config) validateLocalRootMap() []error {
 	}
 	return errs
 }
+
+// TLS reports whether the listeners speak TLS.
+func (c *Config) TLS() bool { return c.TLSCertFile != "" }
 
 // Clock returns the scheduler's clock: real time, or with --dev-clock-scale a
 // clock running faster from a shared epoch so tests can see many cron periods

@@ -113,13 +113,16 @@ export class AuditExportError extends Error {
   readonly errorInfo: ErrorInfo | undefined;
   /** All google.rpc.BadRequest field violations. */
   readonly fieldViolations: FieldViolation[];
-  /** google.rpc.RequestInfo request id, if the server sent one. */
+  /**
+   * The request id the server logged the call under (google.rpc.RequestInfo detail, else the
+   * answer's X-Request-Id header), for matching an error with the server's log.
+   */
   readonly requestId: string | undefined;
 
   constructor(
     code: number,
     message: string,
-    opts: { details?: AnyDetail[]; httpStatus?: number; cause?: unknown } = {},
+    opts: { details?: AnyDetail[]; httpStatus?: number; cause?: unknown; requestId?: string | undefined } = {},
   ) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.code = code;
@@ -159,7 +162,7 @@ export class AuditExportError extends Error {
     }
     this.errorInfo = errorInfo;
     this.fieldViolations = violations;
-    this.requestId = requestId;
+    this.requestId = requestId ?? (opts.requestId || undefined);
   }
 
   /** The ErrorInfo reason, e.g. "SCHEDULE_NOT_FOUND", or undefined. */
@@ -173,10 +176,11 @@ export class AuditExportError extends Error {
   }
 
   /** Builds the error from a google.rpc.Status (a stream error line or an error body). */
-  static fromStatus(status: Status, httpStatus?: number): AuditExportError {
+  static fromStatus(status: Status, httpStatus?: number, requestId?: string): AuditExportError {
     const code = typeof status.code === "number" ? status.code : GrpcCode.UNKNOWN;
-    const opts: { details: AnyDetail[]; httpStatus?: number } = { details: status.details ?? [] };
+    const opts: { details: AnyDetail[]; httpStatus?: number; requestId?: string } = { details: status.details ?? [] };
     if (httpStatus !== undefined) opts.httpStatus = httpStatus;
+    if (requestId !== undefined) opts.requestId = requestId;
     return new AuditExportError(code, status.message ?? "", opts);
   }
 
@@ -186,11 +190,20 @@ export class AuditExportError extends Error {
    * was not JSON).
    */
   static fromResponse(body: unknown, response: Response): AuditExportError {
+    const requestId = requestIdOf(response);
     // Streaming methods that fail before their first message answer {"error": Status}.
-    if (isRecord(body) && isStatus(body["error"])) return AuditExportError.fromStatus(body["error"], response.status);
-    if (isStatus(body)) return AuditExportError.fromStatus(body, response.status);
+    if (isRecord(body) && isStatus(body["error"])) return AuditExportError.fromStatus(body["error"], response.status, requestId);
+    if (isStatus(body)) return AuditExportError.fromStatus(body, response.status, requestId);
     const text = typeof body === "string" ? body.trim() : "";
     const message = `HTTP ${response.status} ${response.statusText}`.trim() + (text ? `: ${text.slice(0, 500)}` : "");
-    return new AuditExportError(codeForHttpStatus(response.status), message, { httpStatus: response.status });
+    return new AuditExportError(codeForHttpStatus(response.status), message, { httpStatus: response.status, requestId });
   }
+}
+
+/**
+ * The answer's X-Request-Id header, or undefined. (Browsers on another origin can read it
+ * because the server lists it in Access-Control-Expose-Headers.)
+ */
+export function requestIdOf(response: Response | undefined): string | undefined {
+  return response?.headers?.get("x-request-id") || undefined;
 }

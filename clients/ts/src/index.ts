@@ -9,7 +9,7 @@
  *   BadRequest field violations of the google.rpc.Status the gateway sent.
  */
 import createClient, { type Client, type Middleware } from "openapi-fetch";
-import { AuditExportError, GrpcCode } from "./errors.js";
+import { AuditExportError, GrpcCode, requestIdOf } from "./errors.js";
 import { readNdjson } from "./ndjson.js";
 import type { components, paths } from "./schema.js";
 
@@ -128,11 +128,12 @@ async function guard<T>(signal: AbortSignal | undefined, fn: () => Promise<T>): 
 export async function followProgress(
   body: ReadableStream<Uint8Array>,
   opts: FollowOptions = {},
+  requestId?: string,
 ): Promise<ExportProgress> {
   let terminal: ExportProgress | undefined;
   let last: ExportProgress | undefined;
   for await (const line of readNdjson<ProgressStreamLine>(body)) {
-    if (line.error) throw AuditExportError.fromStatus(line.error);
+    if (line.error) throw AuditExportError.fromStatus(line.error, undefined, requestId);
     const progress = line.result?.progress;
     if (!progress) continue;
     last = progress;
@@ -187,7 +188,10 @@ function withSignal<T extends object>(init: T, signal: AbortSignal | undefined):
 
 /** Makes the streaming call and follows its answer; see followProgress. */
 async function follow(opts: FollowOptions, call: () => Promise<StreamResult>): Promise<ExportProgress> {
-  return guard(opts.signal, async () => followProgress(streamOf(await call()), opts));
+  return guard(opts.signal, async () => {
+    const res = await call();
+    return followProgress(streamOf(res), opts, requestIdOf(res.response));
+  });
 }
 
 function streamOf(res: StreamResult): ReadableStream<Uint8Array> {

@@ -166,14 +166,21 @@ test(
       assert.ok(err instanceof AuditExportError, `got ${String(err)}`);
       assert.equal(err.code, GrpcCode.NOT_FOUND);
       assert.equal(err.httpStatus, 404);
+      // The id the server logged the call under (its X-Request-Id answer header).
+      assert.match(err.requestId ?? "", /^req_/);
       return true;
     });
 
-    // A wrong key is UNAUTHENTICATED.
+    // A wrong key is UNAUTHENTICATED; a request id of the caller's choosing comes back.
     const stranger = createAuditExportClient({ baseUrl: url!, apiKey: "aek_00000000_00000000000000000000000000000000" });
     await assert.rejects(
-      (async () => unwrap(await stranger.GET("/v1/users/me")))(),
-      (err: unknown) => err instanceof AuditExportError && err.code === GrpcCode.UNAUTHENTICATED,
+      (async () => unwrap(await stranger.GET("/v1/users/me", { headers: { "X-Request-Id": "ts-e2e-1" } })))(),
+      (err: unknown) => {
+        assert.ok(err instanceof AuditExportError, `got ${String(err)}`);
+        assert.equal(err.code, GrpcCode.UNAUTHENTICATED);
+        assert.equal(err.requestId, "ts-e2e-1");
+        return true;
+      },
     );
   },
 );

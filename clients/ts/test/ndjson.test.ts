@@ -185,6 +185,39 @@ test("AuditExportError.fromResponse: plain Status, streaming {error}, and non-JS
   assert.match(e.message, /503.*bad gateway/);
   assert.deepEqual(e.fieldViolations, []);
   assert.equal(e.reason, undefined);
+  assert.equal(e.requestId, undefined);
+});
+
+test("AuditExportError.fromResponse: requestId from the X-Request-Id header (a RequestInfo detail wins)", () => {
+  const headers = { "X-Request-Id": "req_hdr" };
+  let e = AuditExportError.fromResponse({ code: 5, message: "nope", details: [] }, new Response(null, { status: 404, headers }));
+  assert.equal(e.requestId, "req_hdr");
+  e = AuditExportError.fromResponse({ error: { code: 5, message: "nope" } }, new Response(null, { status: 404, headers }));
+  assert.equal(e.requestId, "req_hdr");
+  e = AuditExportError.fromResponse("<html>bad gateway</html>", new Response(null, { status: 502, headers }));
+  assert.equal(e.requestId, "req_hdr");
+  const withInfo = { code: 5, message: "nope", details: [{ "@type": "type.googleapis.com/google.rpc.RequestInfo", requestId: "req_detail" }] };
+  e = AuditExportError.fromResponse(withInfo, new Response(null, { status: 404, headers }));
+  assert.equal(e.requestId, "req_detail");
+});
+
+test("sendNow: an error line in the stream carries the answer's X-Request-Id", async () => {
+  const errorLine = JSON.stringify({ error: { code: 13, message: "internal error (request req_stream)" } });
+  const client = createAuditExportClient({
+    baseUrl: "http://gateway.invalid",
+    apiKey: "k",
+    fetch: async () =>
+      new Response(streamOf([progressLine("EXPORT_PHASE_QUEUED", 0) + "\n" + errorLine + "\n"]), {
+        status: 200,
+        headers: { "content-type": "application/json", "X-Request-Id": "req_stream" },
+      }),
+  });
+  await assert.rejects(sendNow(client, "sch_1"), (err: unknown) => {
+    assert.ok(err instanceof AuditExportError);
+    assert.equal(err.code, GrpcCode.INTERNAL);
+    assert.equal(err.requestId, "req_stream");
+    return true;
+  });
 });
 
 /** A fetch that records requests and answers with the given status and body chunks. */
