@@ -22,6 +22,7 @@ const ptyRows = 100_000
 // place (carriage returns, frames with growing row counts against the
 // known total, a rate and an ETA) and ends with the SUCCEEDED summary.
 func TestAuditctlSendNowPTY(t *testing.T) {
+	t.Parallel()
 	s := StartServer(t, "sqlite")
 	seedEvents(t, s, ptyRows)
 	c := newCtl(t, s)

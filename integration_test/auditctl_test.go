@@ -152,6 +152,7 @@ var progressLine = regexp.MustCompile(`^(QUEUED|QUERYING|UPLOADING|FINALIZING|SU
 
 // TestAuditctlFlow drives the whole product through the CLI binary.
 func TestAuditctlFlow(t *testing.T) {
+	t.Parallel()
 	s := StartServer(t, "sqlite")
 	c := newCtl(t, s)
 	exports := s.LocalDir("", "ctl")
@@ -339,6 +340,7 @@ func atoi(t *testing.T, s string) int {
 // --config one or the XDG default) and defaults, in that order; the key is
 // never shown.
 func TestAuditctlConfig(t *testing.T) {
+	t.Parallel()
 	s := StartServer(t, "sqlite")
 	c := newCtl(t, s).with("AUDITEXPORT_ADDR=", "AUDITEXPORT_API_KEY=")
 	dir := t.TempDir()
@@ -387,6 +389,7 @@ func TestAuditctlConfig(t *testing.T) {
 
 // TestAuditctlReadme runs the README's auditctl block as written.
 func TestAuditctlReadme(t *testing.T) {
+	t.Parallel()
 	script := readmeBlock(t, "auditctl", "sh")
 
 	s := StartServer(t, "sqlite")

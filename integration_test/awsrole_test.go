@@ -18,18 +18,21 @@ import (
 // AWS identity (the server process's environment) at MinIO's STS endpoint.
 // The API never sees the server's secret, and neither do the logs.
 func TestAWSRoleIntegration(t *testing.T) {
+	t.Parallel()
 	minio := testenv.StartMinIO(t)
 	minio.WaitSTS(t)
 	minio.CreateBucket(t, "role")
-	// The server inherits the test's environment: its own AWS identity.
-	t.Setenv("AWS_ACCESS_KEY_ID", minio.AccessKey)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", minio.SecretKey)
-	t.Setenv("AWS_SESSION_TOKEN", "")
-	t.Setenv("AWS_PROFILE", "")
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	s := startExportServer(t)
+	// The server's environment: its own AWS identity.
+	s := StartServerEnv(t, "sqlite", []string{
+		"AWS_ACCESS_KEY_ID=" + minio.AccessKey,
+		"AWS_SECRET_ACCESS_KEY=" + minio.SecretKey,
+		"AWS_SESSION_TOKEN=",
+		"AWS_PROFILE=",
+		"AWS_CONFIG_FILE=" + filepath.Join(t.TempDir(), "none"),
+		"AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(t.TempDir(), "none"),
+		"AWS_EC2_METADATA_DISABLED=true",
+	})
+	xfLogsOnFailure(t, s)
 	ctx := Ctx(s.AdminKey)
 	cl := s.Clients()
 

@@ -21,6 +21,7 @@ import (
 // master.key is refused at start (no new key is generated over encrypted
 // credentials), naming the key id.
 func TestBackupRestore(t *testing.T) {
+	t.Parallel()
 	s := startExportServer(t)
 	seedEvents(t, s, 500)
 	cutoff := time.Now().UTC()

@@ -56,8 +56,10 @@ func badEnumTable(fx fixtures) []badCase {
 // its enum does not declare, over gRPC and REST on each backend: each is
 // INVALID_ARGUMENT naming the field, and no table changes.
 func TestOutOfRangeEnums(t *testing.T) {
+	t.Parallel()
 	for _, backend := range backends(t) {
 		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
 			s := StartServer(t, backend)
 			fx := setupBadRequestFixtures(t, s)
 			db := s.OpenDB()
@@ -98,8 +100,10 @@ func filterValues(n, per int) []any {
 // that crosses the limit; the largest element accepted (10,000 values) is
 // queryable on every backend, over gRPC and REST.
 func TestFilterValuesFitTheDatabase(t *testing.T) {
+	t.Parallel()
 	for _, backend := range backends(t) {
 		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
 			s := StartServer(t, backend)
 			fx := setupBadRequestFixtures(t, s)
 			db := s.OpenDB()

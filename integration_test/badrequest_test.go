@@ -334,8 +334,10 @@ func setupBadRequestFixtures(t *testing.T, s *Server) fixtures {
 // on SQLite and PostgreSQL, and checks the code, the ErrorInfo, the
 // BadRequest field path, and that no table (but audit_logs) changed.
 func TestBadRequests(t *testing.T) {
+	t.Parallel()
 	for _, backend := range backends(t) {
 		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
 			s := StartServer(t, backend)
 			fx := setupBadRequestFixtures(t, s)
 			db := s.OpenDB()

@@ -183,6 +183,10 @@ func crWaitRun(t *testing.T, s *Server, db *sql.DB, id, what string, timeout tim
 // this test's "every period has its own run" assertion would reject. Crash
 // recovery of a single SQLite process (orphans at start) is covered by
 // TestOrphanedRunRecovered and TestGracefulShutdownRequeues.
+//
+// Serial: its replicas run continuous exports on a 30x clock, where a
+// scheduler starved for 2 real seconds misses a period, and its kill loop
+// and drain have wall-clock budgets; other tests' load broke both.
 func TestSchedulerCrashRecovery(t *testing.T) {
 	if !slices.Contains(backends(t), "postgres") {
 		t.Skip("PostgreSQL unreachable; the crash test needs several processes on one database")
@@ -519,6 +523,9 @@ func grCheckObject(t *testing.T, dir string, run crRun, nRows int) {
 // back to the queue (QUEUED, attempt 2) — not left RUNNING, not FAILED —
 // and the restarted server completes it with exactly one object. With a
 // long grace the export finishes during shutdown.
+//
+// Serial: the long-grace run must finish its export within the harness's
+// 20 s SIGTERM limit, which holds only with the CPU to itself.
 func TestGracefulShutdownRequeues(t *testing.T) {
 	t.Run("grace 1s", func(t *testing.T) {
 		s, flags, db, dir, run := grRun(t, "1s", grSlowRows)
@@ -575,6 +582,8 @@ func TestGracefulShutdownRequeues(t *testing.T) {
 // failure pauses it (REPEATED_FAILURES) and mails the owner exactly once.
 // Resume restores it with a zero count, and a success resets the count.
 func TestAutoPauseAfterTenFailures(t *testing.T) {
+	t.Parallel()
+	timingTest(t) // exactly ten runs: each must end within its 2 s period
 	mp := testenv.StartMailpit(t)
 	minio := testenv.StartMinIO(t)
 	minio.CreateBucket(t, "autopause")
@@ -705,6 +714,8 @@ func TestAutoPauseAfterTenFailures(t *testing.T) {
 // next period), every failure still counts once and the auto-pause mail is
 // sent exactly once.
 func TestAutoPauseOverlappingRuns(t *testing.T) {
+	t.Parallel()
+	timingTest(t) // 120x clock, 10k-row runs: 180 s to ten failures
 	mp := testenv.StartMailpit(t)
 	minio := testenv.StartMinIO(t)
 	minio.CreateBucket(t, "overlap")

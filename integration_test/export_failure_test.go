@@ -319,6 +319,7 @@ func xfCheckProviderError(t *testing.T, where string, e *pb.ExportError, code st
 // run with its own words, mails the owner and notify_emails, and leaves
 // nothing behind; TestStorageIntegration reports the same refusal.
 func TestExportWrongCredentials(t *testing.T) {
+	t.Parallel()
 	mp := testenv.StartMailpit(t)
 	minio := testenv.StartMinIO(t)
 	azurite := testenv.StartAzurite(t)
@@ -465,6 +466,8 @@ func xfReadCSV(t *testing.T, m *testenv.S3, bucket, key string) (rows, size int6
 // run retries and succeeds, or fails cleanly with a mail; it never stays
 // RUNNING, and never leaves a partial object or an incomplete upload.
 func TestExportSurvivesS3Restart(t *testing.T) {
+	t.Parallel()
+	heavyTest(t)
 	mp := testenv.StartMailpit(t)
 	minio := testenv.StartMinIO(t)
 	minio.CreateBucket(t, "restart")
@@ -534,6 +537,8 @@ func TestExportSurvivesS3Restart(t *testing.T) {
 // message (the first batch of the query is still running), once with a
 // multipart upload in flight (which must be aborted).
 func TestCancelLargeExport(t *testing.T) {
+	t.Parallel()
+	heavyTest(t)
 	minio := testenv.StartMinIO(t)
 	minio.CreateBucket(t, "cancel")
 	s := StartServer(t, "sqlite", "--notify-allowed-domains", "example.com")
@@ -601,6 +606,8 @@ func xfKillRestart(s *Server) {
 // TestOrphanedRunRecovered: a run whose server was SIGKILLed mid-upload is
 // marked FAILED (INTERRUPTED) at restart and left no object.
 func TestOrphanedRunRecovered(t *testing.T) {
+	t.Parallel()
+	heavyTest(t)
 	minio := testenv.StartMinIO(t)
 	minio.CreateBucket(t, "orphan")
 	s := StartServer(t, "sqlite", "--notify-allowed-domains", "example.com")

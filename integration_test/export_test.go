@@ -527,6 +527,8 @@ const serviceAccountJSON = `{"type":"service_account","client_email":"it@example
 // read back with the provider's SDK and independent decoders, equals the
 // element's query result row for row, and the run records its size and hash.
 func TestSendNowProviders(t *testing.T) {
+	t.Parallel()
+	heavyTest(t)
 	s := startExportServer(t)
 	seedEvents(t, s, 20000)
 	cutoff := time.Now().UTC() // before any API call: the element's result is static
@@ -611,6 +613,8 @@ func TestSendNowProviders(t *testing.T) {
 // over gRPC and over REST (chunked NDJSON), a second client watching the run
 // sees it finish, and a client that disconnects does not stop the run.
 func TestSendNowStreams(t *testing.T) {
+	t.Parallel()
+	heavyTest(t)
 	s := startExportServer(t)
 	seedEvents(t, s, 200000)
 	mc := testenv.StartMinIO(t)

@@ -60,8 +60,10 @@ func splitCamel(s string) []string {
 // on SQLite and PostgreSQL, over gRPC and REST, and then checks that every
 // call left exactly one matching AUDIT_LOGS row.
 func TestFlow(t *testing.T) {
+	t.Parallel()
 	for _, backend := range backends(t) {
 		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
 			s := StartServer(t, backend, "--notify-allowed-domains", "example.com") // ops@example.com is notified
 			for _, tr := range transports(s) {
 				t.Run(tr.Name(), func(t *testing.T) {

@@ -49,6 +49,7 @@ func (a *attempts) reset() {
 // until the new process answers; a write issued while it is down is tried
 // exactly once and fails UNAVAILABLE, and is not replayed later.
 func TestGoClientRetriesAcrossRestart(t *testing.T) {
+	t.Parallel()
 	s := StartServer(t, "sqlite")
 	addr := s.GRPCAddr
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -134,6 +135,7 @@ func TestGoClientRetriesAcrossRestart(t *testing.T) {
 // TestReadmeGoClient compiles and runs the README's Go client program as
 // written against the real server.
 func TestReadmeGoClient(t *testing.T) {
+	t.Parallel()
 	program := readmeBlock(t, "goclient", "go")
 
 	// Inside the module so that the program builds against this checkout.

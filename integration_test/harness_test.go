@@ -1,5 +1,18 @@
 // Package integration_test drives the real `auditexport` binary over real
 // sockets on 127.0.0.1, on SQLite and on PostgreSQL.
+//
+// Tests run in parallel (go test -parallel; `make test` sets it). The rule
+// for a new top-level test: call t.Parallel() first, and own everything it
+// touches — its servers (StartServer: own data dir, SQLite file or
+// throw-away PostgreSQL database, ports from 127.0.0.1:0), its testenv
+// MinIO/fake-gcs/Azurite/mailpit instances (per test, so bucket names and
+// mail assertions see only this test's objects and messages), its temp
+// dirs (t.TempDir). Never t.Setenv or os.Chdir (process-wide; t.Setenv
+// panics in a parallel test): pass environment to the server with
+// StartServerEnv. A test that keeps a core busy for long calls heavyTest, one
+// that asserts against a fast scheduler clock calls timingTest (see cpuSlots).
+// Stay serial (no t.Parallel) only when even light tests beside it would
+// distort what it measures, and say why in a comment.
 package integration_test
 
 import (
@@ -17,6 +30,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -53,21 +67,35 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	binPath = filepath.Join(dir, "auditexport")
-	build := exec.Command("go", "build", "-race", "-o", binPath, "./cmd/auditexport")
-	build.Dir = repoRoot
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building auditexport:", err)
-		return 1
-	}
 	// Seeding hundreds of thousands of rows through the race detector costs
 	// a minute per test; data preparation does not need it.
 	toolPath = filepath.Join(dir, "auditexport-tool")
-	build = exec.Command("go", "build", "-o", toolPath, "./cmd/auditexport")
-	build.Dir = repoRoot
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building auditexport (tool):", err)
+	// Both builds at once: they share no work, and each ends in a link that
+	// keeps one core busy.
+	builds := []struct {
+		what string
+		args []string
+	}{
+		{"auditexport", []string{"build", "-race", "-o", binPath, "./cmd/auditexport"}},
+		{"auditexport (tool)", []string{"build", "-o", toolPath, "./cmd/auditexport"}},
+	}
+	errs := make([]error, len(builds))
+	var wg sync.WaitGroup
+	for i, b := range builds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			build := exec.Command("go", b.args...)
+			build.Dir = repoRoot
+			build.Stdout, build.Stderr = os.Stderr, os.Stderr
+			if err := build.Run(); err != nil {
+				errs[i] = fmt.Errorf("building %s: %w", b.what, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	return m.Run()
@@ -139,16 +167,80 @@ type Server struct {
 	LocalRoot string
 	Conn      *grpc.ClientConn
 	orgIDs    sync.Map // API key -> organization id
+	env       []string // added to the process environment
 	cmd       *exec.Cmd
 	logMu     sync.Mutex
 	logs      bytes.Buffer // stdout + stderr
 	done      chan struct{}
 }
 
+// The parallel tests share the machine's cores (CI has two). Most of them
+// wait on servers and I/O; a few keep the CPU busy for minutes (exporting,
+// seeding or checking hundreds of thousands of rows through the race
+// detector) or assert on scheduling against a 30x-120x clock, where a
+// scheduler starved for 2 real seconds misses a period. Those take a share
+// of cpuSlots for their whole run: heavyTest one slot, timingTest all of
+// them (only light tests run beside it). Grants are first come, first served.
+var (
+	cpuSlots = max(2, runtime.NumCPU())
+	cpu      = struct {
+		sync.Mutex
+		free  int
+		queue []*cpuWaiter
+	}{free: cpuSlots}
+)
+
+type cpuWaiter struct {
+	n     int
+	ready chan struct{}
+}
+
+// heavyTest marks a CPU-heavy test: call it right after t.Parallel().
+func heavyTest(t *testing.T) { t.Helper(); needCPU(t, 1) }
+
+// timingTest marks a test whose assertions need the CPU to itself apart from
+// light tests (a fast scheduler clock): call it right after t.Parallel().
+func timingTest(t *testing.T) { t.Helper(); needCPU(t, cpuSlots) }
+
+func needCPU(t *testing.T, n int) {
+	t.Helper()
+	start := time.Now()
+	cpu.Lock()
+	if len(cpu.queue) == 0 && cpu.free >= n {
+		cpu.free -= n
+		cpu.Unlock()
+	} else {
+		w := &cpuWaiter{n, make(chan struct{})}
+		cpu.queue = append(cpu.queue, w)
+		cpu.Unlock()
+		<-w.ready
+		t.Logf("waited %s for %d of %d CPU slots", time.Since(start).Round(time.Millisecond), n, cpuSlots)
+	}
+	t.Cleanup(func() {
+		cpu.Lock()
+		defer cpu.Unlock()
+		cpu.free += n
+		for len(cpu.queue) > 0 && cpu.free >= cpu.queue[0].n {
+			w := cpu.queue[0]
+			cpu.queue = cpu.queue[1:]
+			cpu.free -= w.n
+			close(w.ready)
+		}
+	})
+}
+
 // StartServer runs `auditexport serve` on fresh storage of the backend.
 func StartServer(t *testing.T, backend string, extra ...string) *Server {
 	t.Helper()
-	s := &Server{t: t, Backend: backend, DataDir: t.TempDir(), done: make(chan struct{})}
+	return StartServerEnv(t, backend, nil, extra...)
+}
+
+// StartServerEnv is StartServer with env (KEY=value) added to the process's
+// environment, also on restarts: the parallel tests' way to what t.Setenv
+// would do for the whole test binary.
+func StartServerEnv(t *testing.T, backend string, env []string, extra ...string) *Server {
+	t.Helper()
+	s := &Server{t: t, Backend: backend, DataDir: t.TempDir(), env: env, done: make(chan struct{})}
 	s.LocalRoot = filepath.Join(s.DataDir, "exports")
 	s.AdminKey, _, _ = auth.NewAPIKey()
 	switch backend {
@@ -169,7 +261,7 @@ func (s *Server) start(extra ...string) {
 		"--data-dir", s.DataDir, "--db", s.DSN, "--bootstrap-admin-key", s.AdminKey,
 		"--allow-private-endpoints", "--shutdown-grace", "5s"}, extra...)
 	cmd := exec.Command(binPath, args...)
-	cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1")
+	cmd.Env = append(append(os.Environ(), s.env...), "GORACE=halt_on_error=1")
 	stdout, _ := cmd.StdoutPipe()
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
@@ -231,6 +323,20 @@ func (s *Server) Logs() string {
 	s.logMu.Lock()
 	defer s.logMu.Unlock()
 	return s.logs.String()
+}
+
+// WaitLogs reports whether the process's output contains sub within
+// timeout. Use it, not Logs, to assert that a line was logged: the line
+// travels through a pipe and may trail the response that caused it.
+func (s *Server) WaitLogs(sub string, timeout time.Duration) bool {
+	for deadline := time.Now().Add(timeout); ; time.Sleep(20 * time.Millisecond) {
+		if strings.Contains(s.Logs(), sub) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
 }
 
 // Stop sends SIGTERM and waits; a server that does not exit is a test failure.
@@ -425,7 +531,7 @@ func getString(m map[string]any, path ...string) string {
 // local export root.
 func (s *Server) Replica(t *testing.T, extra ...string) *Server {
 	t.Helper()
-	r := &Server{t: t, Backend: s.Backend, DataDir: t.TempDir(), DSN: s.DSN, AdminKey: s.AdminKey, LocalRoot: s.LocalRoot, done: make(chan struct{})}
+	r := &Server{t: t, Backend: s.Backend, DataDir: t.TempDir(), DSN: s.DSN, AdminKey: s.AdminKey, LocalRoot: s.LocalRoot, env: s.env, done: make(chan struct{})}
 	key, err := os.ReadFile(filepath.Join(s.DataDir, "master.key"))
 	if err != nil {
 		t.Fatal(err)

@@ -28,8 +28,11 @@ import (
 // duplicates across files, no gaps, and each file a contiguous range of the
 // insert sequence directly after the previous file's.
 func TestIncrementalExactlyOnce(t *testing.T) {
+	t.Parallel()
 	for _, backend := range backends(t) {
 		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			heavyTest(t)
 			s := StartServer(t, backend)
 			testIncrementalExactlyOnce(t, s)
 		})

@@ -164,8 +164,10 @@ func checkRefusals(t *testing.T, refused []*status.Status, reason string) {
 // the per-server limit bites for a second organization; the rest are
 // RESOURCE_EXHAUSTED with a RetryInfo, over gRPC and REST (429).
 func TestSendNowConcurrencyLimits(t *testing.T) {
+	t.Parallel()
 	for _, backend := range backends(t) {
 		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
 			flags := []string{"--max-manual-runs-per-org", "4", "--max-manual-runs", "6"}
 			s := StartServer(t, backend, flags...)
 			servers := []*Server{s}
@@ -213,6 +215,7 @@ func TestSendNowConcurrencyLimits(t *testing.T) {
 // users and addresses in --notify-allowed-domains only (create and update,
 // gRPC and REST).
 func TestNotifyEmailsRestricted(t *testing.T) {
+	t.Parallel()
 	s := StartServer(t, "sqlite", "--notify-allowed-domains", "partner.example")
 	intID, schID := localSchedule(t, s, "notif")
 	_ = intID
@@ -259,6 +262,7 @@ func TestNotifyEmailsRestricted(t *testing.T) {
 // success ends the streak and the next failure mails again. Every failure
 // stays in the run history.
 func TestFailureMailOncePerStreak(t *testing.T) {
+	t.Parallel()
 	mp := testenv.StartMailpit(t)
 	minio := testenv.StartMinIO(t)
 	s := StartServer(t, "sqlite", "--smtp-url", mp.SMTPURL)
@@ -325,6 +329,7 @@ func TestFailureMailOncePerStreak(t *testing.T) {
 // answered 408 once --http-read-timeout passes, without waiting for the
 // rest; a REST SendNow stream outlives the read timeout.
 func TestSlowBodyCut(t *testing.T) {
+	t.Parallel()
 	s := StartServer(t, "sqlite", "--http-read-timeout", "2s")
 	conn, err := net.Dial("tcp", strings.TrimPrefix(s.HTTPURL, "http://"))
 	if err != nil {
@@ -399,6 +404,7 @@ func TestSlowBodyCut(t *testing.T) {
 // of AUDIT_LOGS rows whose counts add up to 500, and the source IP is
 // throttled with RESOURCE_EXHAUSTED (gRPC) / 429 (REST) and a RetryInfo.
 func TestAuthFailureFlood(t *testing.T) {
+	t.Parallel()
 	const perMinute, rows, flood = 100, 10, 500
 	s := StartServer(t, "sqlite", "--auth-failures-per-minute", fmt.Sprint(perMinute), "--auth-failure-audit-rows", fmt.Sprint(rows))
 	cl := pb.NewAccountServiceClient(s.Conn)

@@ -106,6 +106,7 @@ func tree(t *testing.T, dir string) []string {
 // REST, and no symbolic link planted there leads a run or a Test out of it
 // (into another organization's directory or anywhere else).
 func TestLocalDestinationsPerOrganization(t *testing.T) {
+	t.Parallel()
 	s := StartServer(t, "sqlite")
 	xfLogsOnFailure(t, s)
 	a, b := ldEnv{t, s, s.AdminKey}, ldEnv{t, s, s.CreateOrg("tenant-b")}
@@ -201,6 +202,7 @@ func TestLocalDestinationsPerOrganization(t *testing.T) {
 // dir, the SQLite database (and its -wal and -shm files), the master key and
 // LOCAL exports (and their directories) readable by its own user only.
 func TestDataFilesOwnerOnly(t *testing.T) {
+	t.Parallel()
 	s := &Server{t: t, Backend: "sqlite", DataDir: filepath.Join(t.TempDir(), "data"), done: make(chan struct{})}
 	s.LocalRoot = filepath.Join(s.DataDir, "exports")
 	s.DSN = "sqlite://" + filepath.Join(s.DataDir, "auditexport.db")

@@ -48,6 +48,7 @@ func scrapeMetrics(t *testing.T, s *Server) map[string]float64 {
 // TestMetrics: RPCs and a SendNow run show up in the Prometheus exposition
 // at GET /metrics on the HTTP listener.
 func TestMetrics(t *testing.T) {
+	t.Parallel()
 	s := StartServer(t, "sqlite")
 	tr := grpcTransport{s}
 	for range 3 {

@@ -39,6 +39,7 @@ func localSchedule(t *testing.T, s *Server, name string) (intID, schID string) {
 // TestIntegrationChangeEmailsOwners: updating or deleting an integration
 // pauses linked schedules and e-mails their owners through real SMTP.
 func TestIntegrationChangeEmailsOwners(t *testing.T) {
+	t.Parallel()
 	mp := testenv.StartMailpit(t)
 	s := StartServer(t, "sqlite", "--smtp-url", mp.SMTPURL, "--mail-from", "auditexport@example.com", "--notify-allowed-domains", "alerts.example.org")
 	intID, schID := localSchedule(t, s, "mailed")
@@ -83,12 +84,13 @@ func TestIntegrationChangeEmailsOwners(t *testing.T) {
 // TestMailDisabledSaysSo: without --smtp-url the service works and logs that
 // mail is disabled.
 func TestMailDisabledSaysSo(t *testing.T) {
+	t.Parallel()
 	s := StartServer(t, "sqlite")
 	intID, _ := localSchedule(t, s, "nomail")
 	if r := (grpcTransport{s}).Call(t, "DeleteStorageIntegration", s.AdminKey, `{"id":"`+intID+`"}`, ""); r.Code != codes.OK {
 		t.Fatalf("delete: %v %s", r.Code, r.Message)
 	}
-	if !strings.Contains(s.Logs(), "mail is disabled") {
+	if !s.WaitLogs("mail is disabled", 10*time.Second) {
 		t.Fatal("no log line says mail is disabled")
 	}
 }

@@ -192,8 +192,10 @@ func (e ownerEnv) files(t *testing.T, id string) int {
 // deleted in the database) ends FAILED with OWNER_NOT_AUTHORIZED, writes
 // nothing and pauses its schedule. SQLite and PostgreSQL, gRPC and REST.
 func TestOwnerAuthorization(t *testing.T) {
+	t.Parallel()
 	for _, backend := range backends(t) {
 		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
 			s := StartServer(t, backend, "--dev-clock-scale", fmt.Sprint(clockScale),
 				"--dev-clock-epoch", fmt.Sprint(time.Now().Unix()), "--scheduler-tick", "100ms")
 			dir := s.LocalDir("", "owner")

@@ -574,8 +574,10 @@ func crossOrgChecks(t *testing.T, e *permEnv, tr Transport) {
 // TestPermissionMatrix calls every RPC as every principal over both
 // transports and checks the status code against the permission rules.
 func TestPermissionMatrix(t *testing.T) {
+	t.Parallel()
 	for _, backend := range backends(t) {
 		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
 			// The matrix makes ~200 failed authentications ("none",
 			// "revoked") from 127.0.0.1 within a minute on purpose: without
 			// this the per-IP limit would throttle every principal's calls.
@@ -665,6 +667,7 @@ func sendNowToEnd(t *testing.T, s *Server, key, scheduleID string) string {
 // TestStreamingPermissions: SendNow follows the schedule's owner-or-ADMIN
 // rule and WatchExportRun the any-member rule, over gRPC streams.
 func TestStreamingPermissions(t *testing.T) {
+	t.Parallel()
 	s := StartServer(t, "sqlite")
 	e := setupPermissions(t, s)
 	sendNow := func(key, id string) codes.Code {
@@ -736,6 +739,7 @@ func auditIP(t *testing.T, s *Server, requestID string) string {
 // X-Forwarded-For (or a header imitating the gateway's own) from anyone
 // else is ignored, over gRPC and REST.
 func TestClientIPTrustedProxies(t *testing.T) {
+	t.Parallel()
 	call := func(t *testing.T, s *Server, tr, rid, xff string) {
 		t.Helper()
 		if tr == "grpc" {

@@ -84,6 +84,7 @@ func readmeBlock(t *testing.T, name, lang string) string {
 
 // TestGrpcurlListDescribe: reflection lists the four services and describes them.
 func TestGrpcurlListDescribe(t *testing.T) {
+	t.Parallel()
 	s := StartServer(t, "sqlite")
 	out, err := exec.Command(grpcurl(t), "-plaintext", s.GRPCAddr, "list").CombinedOutput()
 	if err != nil {
@@ -109,6 +110,7 @@ func TestGrpcurlListDescribe(t *testing.T) {
 
 // TestReadmeWalkthrough runs the README's walk-through block as written.
 func TestReadmeWalkthrough(t *testing.T) {
+	t.Parallel()
 	readme, err := os.ReadFile(filepath.Join(repoRoot, "README.md"))
 	if err != nil {
 		t.Fatal(err)

@@ -24,8 +24,10 @@ import (
 // database makes a new key for a locked-out admin with `admin key create`,
 // and the organization's AUDIT_LOGS records it.
 func TestBootstrapKeyFileAndRecovery(t *testing.T) {
+	t.Parallel()
 	for _, backend := range backends(t) {
 		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
 			s := &Server{t: t, Backend: backend, DataDir: t.TempDir()}
 			s.DSN = "sqlite://" + filepath.Join(s.DataDir, "auditexport.db")
 			if backend == "postgres" {
@@ -84,8 +86,10 @@ func TestBootstrapKeyFileAndRecovery(t *testing.T) {
 // FAILED_PRECONDITION CREDENTIALS_UNDECRYPTABLE and a Send now run end
 // FAILED with that code — never INTERNAL with the cause only in the log.
 func TestUndecryptableCredentials(t *testing.T) {
+	t.Parallel()
 	for _, backend := range backends(t) {
 		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
 			s := StartServer(t, backend)
 			ctx := Ctx(s.AdminKey)
 			cl := s.Clients()
@@ -133,7 +137,15 @@ func TestUndecryptableCredentials(t *testing.T) {
 			// The run-finished log line says which schedule, how it ended and
 			// why, at WARN: the operator cannot fix it in a provider, but must see it.
 			logRe := regexp.MustCompile(`"level":"WARN","msg":"export run finished"[^\n]*"error_code":"CREDENTIALS_UNDECRYPTABLE"`)
-			if line := logRe.FindString(s.Logs()); line == "" || !strings.Contains(line, `"schedule_id":"`+schID+`"`) || !strings.Contains(line, `"state":"FAILED"`) {
+			// The runner publishes the terminal message before it logs, so
+			// the line may trail the stream's end by a moment.
+			line := ""
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+				if line = logRe.FindString(s.Logs()); line != "" || time.Now().After(deadline) {
+					break
+				}
+			}
+			if line == "" || !strings.Contains(line, `"schedule_id":"`+schID+`"`) || !strings.Contains(line, `"state":"FAILED"`) {
 				t.Errorf("no WARN run-finished log line with schedule_id, state and error_code; got %q", line)
 			}
 

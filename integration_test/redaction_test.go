@@ -96,6 +96,7 @@ func (r *rdRecorder) secretsSeen() []string {
 // (stream, GetExportRun over gRPC and REST), an export_runs row, a failure
 // mail and server logs that hold no signature, key, token or foreign body.
 func TestNoCredentialInErrors(t *testing.T) {
+	t.Parallel()
 	mp := testenv.StartMailpit(t)
 	s := StartServer(t, "sqlite", "--smtp-url", mp.SMTPURL, "--notify-allowed-domains", "example.com")
 	e := xfEnv{t, s}
@@ -215,6 +216,7 @@ func xmlEscape(s string) string {
 // allowed (or whose host later resolves inward) is refused at dial time:
 // the token endpoint never receives a request, over gRPC and REST.
 func TestGCSTokenURIGuarded(t *testing.T) {
+	t.Parallel()
 	var hits atomic.Int64
 	tok := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)

@@ -16,6 +16,7 @@ import (
 // need none, and LOCAL (no credentials) may move its destination. The
 // provider cannot change at all. gRPC and REST.
 func TestIntegrationRedirectNeedsCredentials(t *testing.T) {
+	t.Parallel()
 	s := StartServer(t, "sqlite")
 	local := "file://" + s.LocalDir("", "redirect")
 	const s3Creds = `"credentials":{"awsAccessKey":{"accessKeyId":"AKIAREDIRECT","secretAccessKey":"redirect-secret"}}`

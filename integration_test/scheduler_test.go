@@ -19,8 +19,11 @@ const clockScale = 30
 // exactly 500 SUCCEEDED runs and 500 objects — one process on SQLite, three
 // processes sharing one PostgreSQL database.
 func TestScheduledExactlyOnce(t *testing.T) {
+	t.Parallel()
+	timingTest(t) // one run per period of a 30x clock (both backends at once)
 	for _, backend := range backends(t) {
 		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
 			epoch := time.Now().Unix()
 			flags := []string{"--dev-clock-scale", fmt.Sprint(clockScale), "--dev-clock-epoch", fmt.Sprint(epoch),
 				"--scheduler-tick", "100ms", "--scheduler-slots", "8"}

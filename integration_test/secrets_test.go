@@ -17,6 +17,7 @@ import (
 // (gRPC and REST), the server's log output, AUDIT_LOGS, and the bytes of
 // every file in the data directory (database, WAL, shm).
 func TestSecretsNeverLeak(t *testing.T) {
+	t.Parallel()
 	s := StartServer(t, "sqlite")
 	secrets := map[string]string{
 		"aws":   "AWSSECRET-" + randHex(12),

@@ -6,12 +6,14 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 )
 
 // TestHTTPEndpoints: health, OpenAPI, request ids and CORS on the HTTP listener.
 func TestHTTPEndpoints(t *testing.T) {
+	t.Parallel()
 	s := StartServer(t, "sqlite", "--cors-allowed-origins", "https://console.example.com")
 	code, body, _ := s.REST("GET", "/healthz", "", nil)
 	if code != 200 || body["status"] != "SERVING" {
@@ -32,7 +34,7 @@ func TestHTTPEndpoints(t *testing.T) {
 	if got := hdr.Get("X-Request-Id"); !strings.HasPrefix(got, "req_") {
 		t.Errorf("invalid request id should be replaced, got %q", got)
 	}
-	if !strings.Contains(s.Logs(), `"request_id":"my-req-123"`) {
+	if !s.WaitLogs(`"request_id":"my-req-123"`, 10*time.Second) {
 		t.Error("request id missing from the log")
 	}
 	for origin, allowed := range map[string]bool{"https://console.example.com": true, "https://evil.example.com": false} {
@@ -53,8 +55,10 @@ func TestHTTPEndpoints(t *testing.T) {
 // TestRestartKeepsData: migration on start is idempotent, data and keys
 // survive a restart, and the bootstrap key is not re-created.
 func TestRestartKeepsData(t *testing.T) {
+	t.Parallel()
 	for _, backend := range backends(t) {
 		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
 			s := StartServer(t, backend)
 			tr := grpcTransport{s}
 			r := tr.Call(t, "CreateStorageIntegration", s.AdminKey, `{"storageIntegration":{"name":"keep","provider":"PROVIDER_S3",
@@ -81,6 +85,7 @@ func TestRestartKeepsData(t *testing.T) {
 // TestAuthFailuresAudited: a call that fails authentication still leaves
 // exactly one AUDIT_LOGS row (ACCESS / API_KEY_AUTH / FAILURE).
 func TestAuthFailuresAudited(t *testing.T) {
+	t.Parallel()
 	s := StartServer(t, "sqlite")
 	revoked := (grpcTransport{s}).Call(t, "CreateApiKey", s.AdminKey, `{"name":"tmp"}`, "")
 	secret := getString(revoked.Body, "secret")
@@ -99,6 +104,7 @@ func TestAuthFailuresAudited(t *testing.T) {
 
 // TestSeedCommand: `auditexport seed` appends events that AUDIT_LOGS shows.
 func TestSeedCommand(t *testing.T) {
+	t.Parallel()
 	s := StartServer(t, "sqlite")
 	out, err := exec.Command(toolPath, "seed", "--events", "5000", "--db", s.DSN).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "seeded 5000 events") {

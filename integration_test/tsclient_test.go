@@ -56,6 +56,7 @@ func runNode(t *testing.T, dir string, env []string, args ...string) string {
 // compares them with the committed files (make check-generated covers only gen/
 // and ent/).
 func TestTSClientGeneratedFresh(t *testing.T) {
+	t.Parallel()
 	dir := tsClientDir(t)
 	out := t.TempDir()
 	runNode(t, dir, nil, "scripts/generate.mjs", "--out", out)
@@ -90,6 +91,7 @@ func firstDiffLine(a, b []byte) int {
 // the end-to-end test creates an integration, a workbook and a schedule
 // through the gateway and follows Send now to SUCCEEDED.
 func TestTSClientE2E(t *testing.T) {
+	t.Parallel()
 	dir := tsClientDir(t)
 	s := StartServer(t, "sqlite")
 

@@ -13,7 +13,8 @@
 # Idempotent: a Go binary is rebuilt only when .tools/bin/<name>.version differs from the pin;
 # npm ci runs only when .tools/node/.stamp (clients/ts/node_modules/.auditexport-stamp) differs
 # from the hash of the committed package files.
-# A cold install takes a few minutes (minio dominates); a warm run takes well under a second.
+# A cold install takes a few minutes (minio dominates; the Go tools and npm install concurrently);
+# a warm run takes well under a second.
 # Tests find the tools through internal/testenv.
 set -euo pipefail
 
@@ -42,6 +43,13 @@ SUMMARY=()
 T_ALL="$(now)"
 
 # --- Go binaries --------------------------------------------------------------------------
+# Built concurrently with each other and with the npm installs below: a cold install is
+# mostly module downloads, npm's network waits and the long single-package compile and link
+# of minio, which leave a core idle when run one after another.
+GO_STATUS="$(mktemp -d)"
+# On any exit (a failed npm step included) no build is left running.
+trap 'jobs -pr | xargs -r kill 2>/dev/null; rm -rf "$GO_STATUS"' EXIT
+GO_PIDS=()
 for spec in "${GO_TOOLS[@]}"; do
 	IFS='|' read -r name pkg ver <<<"$spec"
 	t="$(now)"
@@ -51,11 +59,16 @@ for spec in "${GO_TOOLS[@]}"; do
 	fi
 	echo "install-test-tools: building $pkg@$ver ..." >&2
 	rm -f "$BIN/$name.version"
-	# CGO off: static binaries, no C toolchain needed. GOFLAGS is reset so that a
-	# caller's -mod=... or -modfile=... cannot leak into a module-mode install.
-	GOBIN="$BIN" CGO_ENABLED=0 GOFLAGS=-buildvcs=false "$GO" install "$pkg@$ver"
-	echo "$pkg@$ver" >"$BIN/$name.version"
-	SUMMARY+=("$name=built($(elapsed "$t")s)")
+	(
+		# CGO off: static binaries, no C toolchain needed. GOFLAGS is reset so that a
+		# caller's -mod=... or -modfile=... cannot leak into a module-mode install.
+		# -trimpath and -ldflags=-s -w: no local paths, no symbol table or DWARF to
+		# link (these are test servers, never debugged here); the same pinned code.
+		GOBIN="$BIN" CGO_ENABLED=0 GOFLAGS=-buildvcs=false "$GO" install -trimpath -ldflags='-s -w' "$pkg@$ver"
+		echo "$pkg@$ver" >"$BIN/$name.version"
+		echo "$name=built($(elapsed "$t")s)" >"$GO_STATUS/$name"
+	) &
+	GO_PIDS+=("$!")
 done
 
 # --- npm packages -------------------------------------------------------------------------
@@ -126,6 +139,19 @@ else
 	(cd "$TS_DIR" && node node_modules/typescript/bin/tsc --version >/dev/null)
 	echo "$want" >"$TS_STAMP"
 	SUMMARY+=("npm-ts-client=installed($(elapsed "$t")s)")
+fi
+
+# --- wait for the Go binaries ---------------------------------------------------------------
+failed=""
+for pid in "${GO_PIDS[@]}"; do
+	wait "$pid" || failed=1
+done
+for f in "$GO_STATUS"/*; do
+	[[ -f "$f" ]] && SUMMARY+=("$(cat "$f")")
+done
+if [[ -n "$failed" ]]; then
+	echo "install-test-tools: building a Go tool failed (see above)" >&2
+	exit 1
 fi
 
 echo "install-test-tools: ${SUMMARY[*]} total=$(elapsed "$T_ALL")s -> $TOOLS"
