@@ -18,6 +18,7 @@ var distPlatforms = []string{"linux/amd64", "linux/arm64", "darwin/amd64", "darw
 // build without cgo (a cgo-only dependency would fail here in a second or
 // two, where the real build would fail minutes later).
 func TestDistTargets(t *testing.T) {
+	t.Parallel()
 	out, err := exec.Command("make", "-n", "-C", repoRoot, "dist", "VERSION=v0.0.0-disttest").CombinedOutput()
 	if err != nil {
 		t.Fatalf("make -n dist: %v\n%s", err, out)
@@ -51,6 +52,7 @@ func TestDistTargets(t *testing.T) {
 // TestVersionCommand: both binaries answer `version`; -ldflags -X (what
 // make dist passes) stamps it.
 func TestVersionCommand(t *testing.T) {
+	t.Parallel()
 	out, err := exec.Command(toolPath, "version").CombinedOutput()
 	if err != nil || !strings.HasPrefix(string(out), "auditexport ") {
 		t.Errorf("auditexport version: %v\n%s", err, out)
@@ -76,6 +78,7 @@ func TestVersionCommand(t *testing.T) {
 // settings docs/operations.md promises; the Dockerfile (which cannot be
 // built here: no registry) keeps its promises too.
 func TestDeployFiles(t *testing.T) {
+	t.Parallel()
 	unit, err := os.ReadFile(filepath.Join(repoRoot, "deploy", "auditexport.service"))
 	if err != nil {
 		t.Fatal(err)

@@ -32,9 +32,11 @@ import (
 //     before the outcome was recorded) succeeds without writing: the
 //     stored bytes have the same sha256.
 func TestExportsNeverReplaced(t *testing.T) {
+	t.Parallel()
 	for _, backend := range backends(t) {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()
+			heavyTest(t) // three storage servers and four flows on a fast clock
 			s := StartServer(t, backend, newCRClock().flags()...)
 			xfLogsOnFailure(t, s)
 			mc := testenv.StartMinIO(t)

@@ -18,6 +18,7 @@ import (
 // docs/operations.md use is exported by a running server after one export,
 // and the silence alert's gauge carries the labels its rule groups by.
 func TestOperationsAlertRules(t *testing.T) {
+	t.Parallel()
 	doc, err := os.ReadFile(filepath.Join(repoRoot, "docs", "operations.md"))
 	if err != nil {
 		t.Fatal(err)
@@ -99,6 +100,7 @@ func runReadmeTools(t *testing.T, label, script string, tools map[string]string,
 // restored data dir as the README says: the same admin key works and the
 // restored integration's credentials decrypt (its Test succeeds).
 func TestReadmeBackupRestore(t *testing.T) {
+	t.Parallel()
 	script := readmeBlock(t, "backup", "sh")
 	s := StartServer(t, "sqlite")
 	mc := testenv.StartMinIO(t)
@@ -128,6 +130,7 @@ func TestReadmeBackupRestore(t *testing.T) {
 // as written: the integration gets new credentials, its Test passes and its
 // schedule stays ACTIVE (not paused by the change).
 func TestReadmeRotateCredentials(t *testing.T) {
+	t.Parallel()
 	script := readmeBlock(t, "rotate-credentials", "sh")
 	s := StartServer(t, "sqlite")
 	mc := testenv.StartMinIO(t)

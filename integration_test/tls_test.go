@@ -162,6 +162,7 @@ func httpsCall(t *testing.T, s *Server, cfg *tls.Config) (serial string, err err
 // the new certificate to new connections; a broken replacement is refused
 // and the current certificate stays.
 func TestTLSServe(t *testing.T) {
+	t.Parallel()
 	ca := newTestCA(t, "auditexport test CA")
 	dir := t.TempDir()
 	certFile, keyFile := writeServerCert(t, dir, ca, 1001)
@@ -243,6 +244,7 @@ func TestTLSServe(t *testing.T) {
 // TestTLSClientCA: with --tls-client-ca-file, gRPC and REST clients need a
 // certificate of that CA.
 func TestTLSClientCA(t *testing.T) {
+	t.Parallel()
 	ca, clientCA, otherCA := newTestCA(t, "server CA"), newTestCA(t, "client CA"), newTestCA(t, "other CA")
 	dir := t.TempDir()
 	certFile, keyFile := writeServerCert(t, dir, ca, 3003)
@@ -297,6 +299,7 @@ func TestTLSClientCA(t *testing.T) {
 // TestTLSFlagErrors: half a TLS configuration or unreadable files stop the
 // start with a message naming the flag.
 func TestTLSFlagErrors(t *testing.T) {
+	t.Parallel()
 	ca := newTestCA(t, "CA")
 	dir := t.TempDir()
 	certFile, keyFile := writeServerCert(t, dir, ca, 5005)
@@ -340,6 +343,7 @@ func tlsWaitFor(t *testing.T, timeout time.Duration, what string, cond func() bo
 // grpcurl and auditctl over TLS, plaintext refused, and a renewal reloaded
 // with SIGHUP (the served serial must be the new file's).
 func TestReadmeTLS(t *testing.T) {
+	t.Parallel()
 	certScript, script := readmeBlock(t, "tls-cert", "sh"), readmeBlock(t, "tls", "sh")
 	dir := t.TempDir()
 	bin := t.TempDir()
