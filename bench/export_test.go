@@ -22,7 +22,7 @@
 //	AUDITEXPORT_BENCH_REPEAT    measure ours and the anchor this many times each,
 //	                            alternating, and keep each side's best time (default 1)
 //	AUDITEXPORT_BENCH_REPORT    write the Markdown report to this path
-//	AUDITEXPORT_TEST_PG         PostgreSQL maintenance DSN (as the integration tests)
+//	AUDITEXPORT_TEST_POSTGRES   PostgreSQL maintenance DSN (internal/testenv, as every test)
 package bench
 
 import (
@@ -566,19 +566,7 @@ func newDatabase(t *testing.T, backend, dataDir string) string {
 	if backend == "sqlite" {
 		return "sqlite://" + filepath.Join(dataDir, "auditexport.db")
 	}
-	admin, err := sql.Open("pgx", pgAdminDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	name := fmt.Sprintf("ae_bench_%d_%d", os.Getpid(), time.Now().UnixNano()%1e9)
-	if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
-		t.Fatalf("create database: %v", err)
-	}
-	t.Cleanup(func() {
-		_, _ = admin.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)")
-		admin.Close()
-	})
-	return strings.Replace(pgAdminDSN(), "/postgres?", "/"+name+"?", 1)
+	return testenv.NewPostgresDatabase(t, "ae_bench_")
 }
 
 func openDB(t *testing.T, dsn string) *sql.DB {
@@ -612,29 +600,9 @@ func warm(t *testing.T, db *sql.DB) string {
 	return org
 }
 
-func pgAdminDSN() string {
-	return envOr("AUDITEXPORT_TEST_PG", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")
-}
-
 // pgReachable: PostgreSQL is required under CI and skipped (logged) locally
 // when it cannot be reached, like the integration tests.
-func pgReachable(t *testing.T) bool {
-	db, err := sql.Open("pgx", pgAdminDSN())
-	if err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		err = db.PingContext(ctx)
-		cancel()
-		db.Close()
-	}
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("PostgreSQL unreachable in CI: %v", err)
-		}
-		t.Logf("PostgreSQL unreachable (%v): benchmarking SQLite only", err)
-		return false
-	}
-	return true
-}
+func pgReachable(t *testing.T) bool { return testenv.PostgresReachable(t) }
 
 // requireTool: the anchor's command-line tools. Missing ones fail under CI
 // and skip the test locally.
@@ -796,7 +764,7 @@ func toolVersion(name string, args ...string) string {
 }
 
 func pgServerVersion() string {
-	db, err := sql.Open("pgx", pgAdminDSN())
+	db, err := sql.Open("pgx", testenv.PGAdminDSN())
 	if err != nil {
 		return ""
 	}

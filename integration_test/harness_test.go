@@ -45,6 +45,7 @@ import (
 
 	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
 	"github.com/auditexport/auditexport/internal/auth"
+	"github.com/auditexport/auditexport/internal/testenv"
 )
 
 var (
@@ -101,30 +102,11 @@ func runMain(m *testing.M) int {
 	return m.Run()
 }
 
-// pgAdminDSN is the maintenance database used to create throw-away databases.
-func pgAdminDSN() string {
-	if v := os.Getenv("AUDITEXPORT_TEST_PG"); v != "" {
-		return v
-	}
-	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-}
-
 // backends lists the databases every flow runs on. PostgreSQL is required in
 // CI; locally it is skipped only when unreachable.
 func backends(t *testing.T) []string {
 	t.Helper()
-	db, err := sql.Open("pgx", pgAdminDSN())
-	if err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		err = db.PingContext(ctx)
-		cancel()
-		db.Close()
-	}
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("PostgreSQL unreachable in CI: %v", err)
-		}
-		t.Logf("PostgreSQL unreachable (%v): running on SQLite only", err)
+	if !testenv.PostgresReachable(t) {
 		return []string{"sqlite"}
 	}
 	return []string{"sqlite", "postgres"}
@@ -139,19 +121,7 @@ func randHex(n int) string {
 // createPGDatabase makes a throw-away database dropped at cleanup.
 func createPGDatabase(t *testing.T) string {
 	t.Helper()
-	admin, err := sql.Open("pgx", pgAdminDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	name := "ae_it_" + randHex(6)
-	if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
-		t.Fatalf("create database: %v", err)
-	}
-	t.Cleanup(func() {
-		_, _ = admin.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)")
-		admin.Close()
-	})
-	return strings.Replace(pgAdminDSN(), "/postgres?", "/"+name+"?", 1)
+	return testenv.NewPostgresDatabase(t, "ae_it_")
 }
 
 // Server is a running auditexport process.

@@ -40,29 +40,42 @@ func SQLiteDB(tb testing.TB) *db.DB {
 	return openMigrated(tb, "sqlite://"+filepath.Join(tb.TempDir(), "audit.db"))
 }
 
-// PostgresDB creates a throw-away PostgreSQL database (dropped at cleanup),
-// migrated; skipped locally when PostgreSQL is unreachable, fatal in CI.
-func PostgresDB(tb testing.TB) *db.DB {
+// PostgresReachable says whether the PostgreSQL server of PGAdminDSN
+// answers. Unreachable is fatal in CI (the PostgreSQL path must not go
+// silently untested); locally it is logged and false (the caller skips).
+func PostgresReachable(tb testing.TB) bool {
 	tb.Helper()
-	ctx := context.Background()
+	admin, err := sql.Open("pgx", PGAdminDSN())
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		err = admin.PingContext(ctx)
+		cancel()
+		_ = admin.Close()
+	}
+	if err == nil {
+		return true
+	}
+	if os.Getenv("CI") != "" {
+		tb.Fatalf("PostgreSQL not reachable in CI: %v", err)
+	}
+	tb.Logf("PostgreSQL not reachable (%v; set AUDITEXPORT_TEST_POSTGRES): PostgreSQL variants skipped", err)
+	return false
+}
+
+// NewPostgresDatabase creates an empty throw-away database (name prefix +
+// random) dropped, with its connections, at cleanup; it returns its DSN.
+func NewPostgresDatabase(tb testing.TB, prefix string) string {
+	tb.Helper()
 	admin, err := sql.Open("pgx", PGAdminDSN())
 	if err != nil {
 		tb.Fatal(err)
 	}
 	defer func() { _ = admin.Close() }()
-	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	if err := admin.PingContext(pctx); err != nil {
-		if os.Getenv("CI") == "" {
-			tb.Skipf("PostgreSQL not reachable (%v); set AUDITEXPORT_TEST_POSTGRES", err)
-		}
-		tb.Fatalf("PostgreSQL not reachable in CI: %v", err)
-	}
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
-	name := "ae_test_" + hex.EncodeToString(rnd[:])
-	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
-		tb.Fatal(err)
+	name := prefix + hex.EncodeToString(rnd[:])
+	if _, err := admin.ExecContext(context.Background(), "CREATE DATABASE "+name); err != nil {
+		tb.Fatalf("create database: %v", err)
 	}
 	tb.Cleanup(func() {
 		a, err := sql.Open("pgx", PGAdminDSN())
@@ -75,7 +88,17 @@ func PostgresDB(tb testing.TB) *db.DB {
 			tb.Error(err)
 		}
 	})
-	return openMigrated(tb, withDatabase(tb, PGAdminDSN(), name))
+	return withDatabase(tb, PGAdminDSN(), name)
+}
+
+// PostgresDB creates a throw-away PostgreSQL database (dropped at cleanup),
+// migrated; skipped locally when PostgreSQL is unreachable, fatal in CI.
+func PostgresDB(tb testing.TB) *db.DB {
+	tb.Helper()
+	if !PostgresReachable(tb) {
+		tb.SkipNow()
+	}
+	return openMigrated(tb, NewPostgresDatabase(tb, "ae_test_"))
 }
 
 // withDatabase replaces the database name in a postgres:// URL.
