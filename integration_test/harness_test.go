@@ -151,6 +151,10 @@ type Server struct {
 // scheduler starved for 2 real seconds misses a period. Those take a share
 // of cpuSlots for their whole run: heavyTest one slot, timingTest all of
 // them (only light tests run beside it). Grants are first come, first served.
+// Never in a test whose own subtests are parallel: it would hold its share
+// until they finish, while they wait for a -parallel permit held by tests
+// waiting for that share (with the default -parallel, GOMAXPROCS, that
+// deadlocked).
 var (
 	cpuSlots = max(2, runtime.NumCPU())
 	cpu      = struct {

@@ -36,7 +36,6 @@ func TestExportsNeverReplaced(t *testing.T) {
 	for _, backend := range backends(t) {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()
-			heavyTest(t) // three storage servers and four flows on a fast clock
 			s := StartServer(t, backend, newCRClock().flags()...)
 			xfLogsOnFailure(t, s)
 			mc := testenv.StartMinIO(t)

@@ -5,9 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"slices"
@@ -318,25 +316,8 @@ func incSendNow(t *testing.T, s *Server, scheduleID string) *pb.ExportProgress {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(Ctx(s.AdminKey), 2*time.Minute)
 	defer cancel()
-	st, err := s.Clients().Schedules.SendNow(ctx, &pb.SendNowRequest{Id: scheduleID})
-	if err != nil {
-		t.Fatalf("SendNow: %v", err)
-	}
-	var last *pb.ExportProgress
-	for {
-		m, err := st.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("SendNow stream: %v\n%s", err, s.Logs())
-		}
-		last = m.GetProgress()
-	}
-	if last == nil || last.GetPhase() != pb.ExportPhase_EXPORT_PHASE_SUCCEEDED {
-		t.Fatalf("SendNow ended with %v; want SUCCEEDED\n%s", last, s.Logs())
-	}
-	return last
+	// checkStream: one run, monotonic, exactly one terminal message, SUCCEEDED.
+	return checkStream(t, "SendNow", sendNow(t, ctx, s.Clients(), scheduleID, nil), 1)
 }
 
 // incReadEventIDs returns the EVENT_ID of every line of a JSONL file.
