@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/auditexport/auditexport/internal/integrations"
+	"github.com/auditexport/auditexport/internal/schedules"
 	"github.com/auditexport/auditexport/internal/workbooks"
 )
 
@@ -113,9 +114,16 @@ func commandError(ctx context.Context, log *slog.Logger, op string, err error) e
 	var taken *integrations.NameTakenError
 	var others *workbooks.SchedulesOwnedByOthersError
 	var pre preconditionError
+	var invalid *schedules.InvalidError
 	switch {
 	case err == nil:
 		return nil
+	case errors.As(err, &invalid):
+		var v violations
+		for _, x := range invalid.Violations {
+			v.add("schedule."+x.Field, "%s", x.Msg)
+		}
+		return v.err()
 	case errors.As(err, &taken):
 		return alreadyExists("storage_integration.name", taken.Error())
 	case errors.As(err, &others):

@@ -3,8 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"fmt"
-	"strings"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -12,7 +10,6 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/auditexport/auditexport/ent/user"
 	"github.com/auditexport/auditexport/internal/export"
 )
 
@@ -46,28 +43,4 @@ func (s *ScheduleService) startRunError(ctx context.Context, err error) error {
 func (s *ScheduleService) WithNotifyAllowedDomains(domains []string) *ScheduleService {
 	s.notifyDomains = domains
 	return s
-}
-
-// checkNotifyRecipients refuses notify_emails that are neither a user of
-// the caller's organization nor in a domain the operator allows: otherwise
-// anyone who may create a schedule could make the server mail arbitrary
-// outsiders text of their choosing.
-func (s *ScheduleService) checkNotifyRecipients(ctx context.Context, v *violations, field string, emails []string) error {
-	if len(emails) == 0 {
-		return nil
-	}
-	users, err := s.db.User.Query().Select(user.FieldEmail).Strings(ctx) // scoped to the org
-	if err != nil {
-		return err
-	}
-	members := map[string]bool{}
-	for _, u := range users {
-		members[strings.ToLower(u)] = true
-	}
-	for i, e := range emails {
-		if !export.NotifyAllowed(e, members, s.notifyDomains) {
-			v.add(fmt.Sprintf("%s[%d]", field, i), "%q is neither a user of this organization nor in a domain the operator allows (--notify-allowed-domains)", e)
-		}
-	}
-	return nil
 }

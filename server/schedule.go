@@ -12,12 +12,8 @@ import (
 	"github.com/auditexport/auditexport/ent"
 	"github.com/auditexport/auditexport/ent/exportrun"
 	"github.com/auditexport/auditexport/ent/schedule"
-	"github.com/auditexport/auditexport/ent/storageintegration"
-	"github.com/auditexport/auditexport/ent/workbook"
 	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
 	"github.com/auditexport/auditexport/internal/auth"
-	"github.com/auditexport/auditexport/internal/cron"
-	"github.com/auditexport/auditexport/internal/destination"
 	"github.com/auditexport/auditexport/internal/export"
 	"github.com/auditexport/auditexport/internal/ownership"
 	"github.com/auditexport/auditexport/internal/schedules"
@@ -42,141 +38,66 @@ func NewScheduleService(db *ent.Client, wb *WorkbookService, runs *export.Runner
 	return &ScheduleService{db: db, wb: wb, runs: runs, log: log, now: time.Now}
 }
 
-// scheduleInput is a validated schedule.
-type scheduleInput struct {
-	name, elementID, uri string
-	integ                *ent.StorageIntegration
-	prefix, escape       bool
-	format, compression  string
-	cron                 *cron.Cron
-	cronExpr, zone       string
-	sendCondition, mode  string
-	catchUp              string
-	notify               []string
-}
-
-// checkSchedule validates the fields named in paths (all on create) and
-// fills in in (which starts as the current values on update).
-func (s *ScheduleService) checkSchedule(ctx context.Context, v *violations, sc *pb.Schedule, paths map[string]bool, wb *ent.Workbook, in *scheduleInput) error {
+// scheduleFields checks the shape of the fields named in paths (all on
+// create) and returns them; the rules that need the database are
+// internal/schedules'.
+func scheduleFields(v *violations, sc *pb.Schedule, paths map[string]bool) schedules.Fields {
 	const f = "schedule."
-	if paths["name"] {
+	var out schedules.Fields
+	if paths[schedules.FieldName] {
 		text(v, f+"name", sc.GetName(), false, 256)
-		in.name = sc.GetName()
+		out.Name = sc.GetName()
 	}
-	if paths["element_id"] {
-		in.elementID = sc.GetElementId()
-		found := false
-		for _, e := range wb.Edges.Elements {
-			found = found || e.ID == in.elementID
-		}
-		switch {
-		case in.elementID == "":
+	if paths[schedules.FieldElementID] {
+		out.ElementID = sc.GetElementId()
+		if out.ElementID == "" {
 			v.add(f+"element_id", "is required")
-		case !found:
-			v.add(f+"element_id", "no element %q in workbook %s", in.elementID, wb.ID)
 		}
 	}
-	if paths["destination"] {
+	if paths[schedules.FieldDestination] {
 		cs := sc.GetDestination().GetCloudStorage()
-		name := cs.GetStorageIntegrationName()
-		text(v, f+"destination.cloud_storage.storage_integration_name", name, true, 128)
+		text(v, f+"destination.cloud_storage.storage_integration_name", cs.GetStorageIntegrationName(), true, 128)
 		text(v, f+"destination.cloud_storage.uri", cs.GetUri(), true, 1024)
-		in.integ, in.uri = nil, cs.GetUri()
-		if name != "" && utf8Valid(name) {
-			integ, err := s.db.StorageIntegration.Query().Where(storageintegration.Name(name)).Only(ctx)
-			switch {
-			case ent.IsNotFound(err):
-				v.add(f+"destination.cloud_storage.storage_integration_name", "no storage integration named %q", name)
-			case err != nil:
-				return err
-			default:
-				in.integ = integ
-			}
-		}
+		out.IntegrationName, out.URI = cs.GetStorageIntegrationName(), cs.GetUri()
 	}
-	if paths["destination"] && in.integ != nil && in.uri != "" && utf8Valid(in.uri) {
-		base, err := destination.ParseDestination(destination.Provider(in.integ.Provider), in.integ.Destination)
-		if err == nil {
-			_, err = destination.ValidateObjectURI(base, in.uri)
-		}
-		if err != nil {
-			v.add(f+"destination.cloud_storage.uri", "%s", err.Error())
-		}
+	out.PrefixFileNameWithDatetime = sc.GetPrefixFileNameWithDatetime()
+	if paths[schedules.FieldFormat] {
+		out.Format = enumField(v, f+"format", sc.GetFormat(), "FORMAT_", true)
 	}
-	if paths["prefix_file_name_with_datetime"] {
-		in.prefix = sc.GetPrefixFileNameWithDatetime()
+	if paths[schedules.FieldCompression] {
+		out.Compression = enumOr(v, f+"compression", sc.GetCompression(), "COMPRESSION_", "NONE")
 	}
-	if paths["format"] {
-		in.format = enumField(v, f+"format", sc.GetFormat(), "FORMAT_", true)
+	out.CsvEscapeFormulas = sc.CsvEscapeFormulas == nil || sc.GetCsvEscapeFormulas()
+	if paths[schedules.FieldCron] {
+		text(v, f+"cron", sc.GetCron(), true, 128)
+		out.Cron = sc.GetCron()
 	}
-	if paths["compression"] {
-		in.compression = enumOr(v, f+"compression", sc.GetCompression(), "COMPRESSION_", "NONE")
+	if paths[schedules.FieldTimeZone] {
+		text(v, f+"time_zone", sc.GetTimeZone(), true, 64)
+		out.TimeZone = sc.GetTimeZone()
 	}
-	if (paths["destination"] || paths["format"] || paths["compression"]) && in.format != "" && in.uri != "" {
-		if err := destination.CheckExtension(in.uri, in.format, in.compression); err != nil {
-			field := f + "destination.cloud_storage.uri"
-			if in.format == "PARQUET" && in.compression != "NONE" {
-				field = f + "compression"
-			}
-			v.add(field, "%s", err.Error())
-		}
+	if paths[schedules.FieldSendCondition] {
+		out.SendCondition = enumOr(v, f+"send_condition", sc.GetSendCondition(), "SEND_CONDITION_", "ALWAYS")
 	}
-	if paths["csv_escape_formulas"] {
-		in.escape = sc.CsvEscapeFormulas == nil || sc.GetCsvEscapeFormulas()
+	if paths[schedules.FieldMode] {
+		out.Mode = enumOr(v, f+"mode", sc.GetMode(), "EXPORT_MODE_", "SNAPSHOT")
 	}
-	if paths["cron"] || paths["time_zone"] {
-		if paths["cron"] {
-			in.cronExpr = sc.GetCron()
-			text(v, f+"cron", in.cronExpr, true, 128)
-		}
-		if paths["time_zone"] {
-			in.zone = sc.GetTimeZone()
-			text(v, f+"time_zone", in.zone, true, 64)
-		}
-		c, err := cron.Parse(in.cronExpr, in.zone)
-		if fe, ok := err.(*cron.FieldError); ok {
-			field := f + fe.Field
-			already := false
-			for _, x := range v.list {
-				already = already || x.Field == field
-			}
-			if !already {
-				v.add(field, "%s", fe.Msg)
-			}
-		} else if err != nil {
-			return err
-		}
-		in.cron = c
+	if paths[schedules.FieldCatchUp] {
+		out.CatchUp = enumOr(v, f+"catch_up", sc.GetCatchUp(), "CATCH_UP_", "ONE")
 	}
-	if paths["send_condition"] {
-		in.sendCondition = enumOr(v, f+"send_condition", sc.GetSendCondition(), "SEND_CONDITION_", "ALWAYS")
-	}
-	if paths["mode"] {
-		in.mode = enumOr(v, f+"mode", sc.GetMode(), "EXPORT_MODE_", "SNAPSHOT")
-	}
-	if paths["catch_up"] {
-		in.catchUp = enumOr(v, f+"catch_up", sc.GetCatchUp(), "CATCH_UP_", "ONE")
-	}
-	if paths["notify_emails"] {
+	if paths[schedules.FieldNotifyEmails] {
 		if len(sc.GetNotifyEmails()) > 50 {
 			v.add(f+"notify_emails", "at most 50 addresses")
 		}
-		before := len(v.list)
 		for i, e := range sc.GetNotifyEmails() {
 			email(v, fmt.Sprintf("%snotify_emails[%d]", f, i), e)
 		}
-		if len(v.list) == before {
-			if err := s.checkNotifyRecipients(ctx, v, f+"notify_emails", sc.GetNotifyEmails()); err != nil {
-				return err
-			}
-		}
-		in.notify = sc.GetNotifyEmails()
+		out.NotifyEmails = sc.GetNotifyEmails()
 	}
-	return nil
+	return out
 }
 
-var scheduleUpdatable = []string{"name", "element_id", "destination", "prefix_file_name_with_datetime", "format", "compression",
-	"csv_escape_formulas", "cron", "time_zone", "send_condition", "mode", "notify_emails", "catch_up"}
+var scheduleUpdatable = schedules.AllFields
 var scheduleOutputOnly = []string{"id", "workbook_id", "owner", "state", "pause_reason", "next_run_time", "last_run", "consecutive_failures", "create_time", "update_time"}
 
 // CreateSchedule implements pb.ScheduleServiceServer.
@@ -200,58 +121,26 @@ func (s *ScheduleService) CreateSchedule(ctx context.Context, req *pb.CreateSche
 		return nil, invalidField("schedule", "is required")
 	}
 	all := map[string]bool{}
-	for _, k := range scheduleUpdatable {
+	for _, k := range schedules.AllFields {
 		all[k] = true
 	}
 	var v violations
-	var in scheduleInput
-	if err := s.checkSchedule(ctx, &v, sc, all, wb, &in); err != nil {
-		return nil, internalError(ctx, s.log, "validate schedule", err)
-	}
+	in := scheduleFields(&v, sc, all)
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	if in.name == "" {
-		in.name = wb.Name
-		for _, e := range wb.Edges.Elements {
-			if e.ID == in.elementID {
-				in.name = wb.Name + " / " + e.Name
-			}
-		}
-	}
-	c := s.db.Schedule.Create().SetWorkbookID(wb.ID).SetOwnerID(p.UserID)
-	applySchedule(c.Mutation(), in, s.now())
-	row, err := c.Save(ctx)
+	row, err := s.cmds().Create(ctx, wb, p.UserID, in)
 	if err != nil {
-		return nil, internalError(ctx, s.log, "create schedule", err)
+		return nil, commandError(ctx, s.log, "create schedule", err)
 	}
 	auditObject(ctx, "SCHEDULE", row.ID)
 	auditMeta(ctx, "workbook_id", wb.ID)
 	return &pb.CreateScheduleResponse{Schedule: schedulePB(row)}, nil
 }
 
-// applySchedule copies validated input onto a create/update mutation.
-func applySchedule(m *ent.ScheduleMutation, in scheduleInput, now time.Time) {
-	m.SetName(in.name)
-	m.SetElementID(in.elementID)
-	if in.integ != nil {
-		m.SetIntegrationID(in.integ.ID)
-		m.SetIntegrationName(in.integ.Name)
-	}
-	m.SetURI(in.uri)
-	m.SetPrefixFileNameWithDatetime(in.prefix)
-	m.SetFormat(schedule.Format(in.format))
-	m.SetCompression(schedule.Compression(in.compression))
-	m.SetCsvEscapeFormulas(in.escape)
-	m.SetCron(in.cronExpr)
-	m.SetTimeZone(in.zone)
-	m.SetSendCondition(schedule.SendCondition(in.sendCondition))
-	m.SetMode(schedule.Mode(in.mode))
-	m.SetCatchUp(schedule.CatchUp(in.catchUp))
-	m.SetNotifyEmails(in.notify)
-	if next := in.cron.Next(now); !next.IsZero() {
-		m.SetNextRunTime(next)
-	}
+// cmds are the schedule writes with the server's configuration.
+func (s *ScheduleService) cmds() *schedules.Commands {
+	return schedules.New(s.db, s.notifyDomains, s.now)
 }
 
 func schedulePB(r *ent.Schedule) *pb.Schedule {
@@ -431,43 +320,18 @@ func (s *ScheduleService) UpdateSchedule(ctx context.Context, req *pb.UpdateSche
 			return nil, err
 		}
 	}
-	wb, err := s.db.Workbook.Query().Where(workbook.ID(cur.WorkbookID)).WithElements().Only(ctx)
-	if err != nil {
-		return nil, internalError(ctx, s.log, "load workbook", err)
-	}
 	var v violations
 	paths := maskPaths(&v, req.GetUpdateMask(), scheduleUpdatable, scheduleOutputOnly)
-	in := scheduleInput{
-		name: cur.Name, elementID: cur.ElementID, uri: cur.URI, prefix: cur.PrefixFileNameWithDatetime,
-		escape: cur.CsvEscapeFormulas, format: string(cur.Format), compression: string(cur.Compression),
-		cronExpr: cur.Cron, zone: cur.TimeZone, sendCondition: string(cur.SendCondition), mode: string(cur.Mode),
-		catchUp: string(cur.CatchUp), notify: cur.NotifyEmails,
-	}
-	if cur.IntegrationID != "" {
-		in.integ, _ = s.db.StorageIntegration.Get(ctx, cur.IntegrationID)
-	}
-	if err := s.checkSchedule(ctx, &v, sc, paths, wb, &in); err != nil {
-		return nil, internalError(ctx, s.log, "validate schedule", err)
-	}
-	if paths["name"] && in.name == "" {
+	in := scheduleFields(&v, sc, paths)
+	if paths[schedules.FieldName] && in.Name == "" {
 		v.add("schedule.name", "is required")
 	}
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	if in.cron == nil {
-		if in.cron, err = cron.Parse(in.cronExpr, in.zone); err != nil {
-			return nil, internalError(ctx, s.log, "parse stored cron", err)
-		}
-	}
-	upd := s.db.Schedule.UpdateOneID(cur.ID)
-	applySchedule(upd.Mutation(), in, s.now())
-	if cur.State == schedule.StatePAUSED {
-		upd.ClearNextRunTime()
-	}
-	row, err := upd.Save(ctx)
+	row, err := s.cmds().Update(ctx, cur, in, paths)
 	if err != nil {
-		return nil, internalError(ctx, s.log, "update schedule", err)
+		return nil, commandError(ctx, s.log, "update schedule", err)
 	}
 	auditMeta(ctx, "update_mask", req.GetUpdateMask().GetPaths())
 	out, err := s.schedulesPB(ctx, row)

@@ -1,7 +1,6 @@
 package schedules_test
 
 import (
-	"context"
 	"errors"
 	"testing"
 	"time"
@@ -11,7 +10,6 @@ import (
 	"github.com/auditexport/auditexport/internal/auditlog"
 	"github.com/auditexport/auditexport/internal/db"
 	"github.com/auditexport/auditexport/internal/schedules"
-	"github.com/auditexport/auditexport/internal/tenant"
 	"github.com/auditexport/auditexport/internal/testenv"
 )
 
@@ -27,16 +25,8 @@ func reason(err error) string {
 // SQLite and PostgreSQL.
 func TestRules(t *testing.T) {
 	testenv.ForEachDB(t, func(t *testing.T, d *db.DB) {
-		org, err := d.Client.Organization.Create().SetName("o").Save(tenant.System(context.Background()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx := tenant.WithOrg(context.Background(), org.ID)
-		c := d.Client
-		u, err := c.User.Create().SetEmail("a@example.com").SetAccountType("ADMIN").Save(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		o := testenv.NewOrg(t, d, "a@example.com")
+		ctx, org, u, c := o.Ctx, o, o.Admin, d.Client
 		in, err := c.StorageIntegration.Create().SetName("loc").SetProvider("LOCAL").SetDestination("file:///exports/" + org.ID + "/a/").
 			SetExternalID("x").SetCreatorID(u.ID).Save(ctx)
 		if err != nil {

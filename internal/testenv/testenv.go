@@ -32,7 +32,7 @@ import (
 const InstallCommand = "scripts/install-test-tools.sh"
 
 const (
-	readyTimeout = 30 * time.Second
+	readyTimeout = 90 * time.Second // a cold node (Azurite) on a loaded 2-core machine has needed > 30 s
 	stopGrace    = 5 * time.Second
 	startTries   = 3
 	settleTime   = 100 * time.Millisecond
