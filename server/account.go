@@ -10,9 +10,9 @@ import (
 	"github.com/auditexport/auditexport/ent/connectiongrant"
 	"github.com/auditexport/auditexport/ent/user"
 	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
+	"github.com/auditexport/auditexport/internal/accounts"
 	"github.com/auditexport/auditexport/internal/auditlog"
 	"github.com/auditexport/auditexport/internal/auth"
-	"github.com/auditexport/auditexport/internal/ownership"
 )
 
 var _ pb.AccountServiceServer = (*AccountService)(nil)
@@ -92,13 +92,9 @@ func (s *AccountService) CreateUser(ctx context.Context, req *pb.CreateUserReque
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	u, err := s.db.User.Create().SetEmail(in.GetEmail()).
-		SetAccountType(user.AccountType(accountType)).SetActive(true).Save(ctx)
-	if ent.IsConstraintError(err) {
-		return nil, alreadyExists("user.email", "a user with e-mail "+in.GetEmail()+" already exists")
-	}
+	u, err := accounts.CreateUser(ctx, s.db, in.GetEmail(), accountType)
 	if err != nil {
-		return nil, internalError(ctx, s.log, "create user", err)
+		return nil, commandError(ctx, s.log, "create user", err)
 	}
 	auditObject(ctx, "USER", u.ID)
 	auditMeta(ctx, "account_type", string(u.AccountType))
@@ -172,51 +168,30 @@ func (s *AccountService) UpdateUser(ctx context.Context, req *pb.UpdateUserReque
 	}
 	var v violations
 	paths := maskPaths(&v, req.GetUpdateMask(), []string{"email", "account_type", "active"}, []string{"id", "organization_id", "create_time", "update_time", "connection_grants"})
+	var ch accounts.UserChange
 	if paths["email"] {
 		email(&v, "user.email", in.GetEmail())
+		ch.Email = &in.Email
 	}
 	var accountType string
 	if paths["account_type"] {
 		accountType = enumField(&v, "user.account_type", in.GetAccountType(), "ACCOUNT_TYPE_", true)
+		ch.AccountType = &accountType
+	}
+	if paths["active"] {
+		ch.Active = &in.Active
 	}
 	if err := v.err(); err != nil {
 		return nil, err
-	}
-	self := cur.ID == auth.FromContext(ctx).UserID
-	if self && ((paths["account_type"] && in.GetAccountType() != pb.AccountType_ACCOUNT_TYPE_ADMIN) || (paths["active"] && !in.GetActive())) {
-		return nil, failedPrecondition("SELF_LOCKOUT", "an ADMIN cannot demote or deactivate themselves; ask another ADMIN")
 	}
 	if paths["account_type"] {
 		auditCategory(ctx, "ACCOUNT_TYPE")
 		auditMeta(ctx, "account_type_from", string(cur.AccountType))
 		auditMeta(ctx, "account_type_to", accountType)
 	}
-	var u *ent.User
-	var paused []string
-	err = withTx(ctx, s.db, func(tx *ent.Client) error {
-		upd := tx.User.UpdateOneID(cur.ID)
-		if paths["email"] {
-			upd.SetEmail(in.GetEmail())
-		}
-		if paths["account_type"] {
-			upd.SetAccountType(user.AccountType(accountType))
-		}
-		if paths["active"] {
-			upd.SetActive(in.GetActive())
-		}
-		var err error
-		if u, err = upd.Save(ctx); err != nil {
-			return err
-		}
-		// Deactivated or demoted to VIEWER: their schedules stop with the change.
-		paused, err = ownership.PauseIfUnauthorized(ctx, tx, u.ID)
-		return err
-	})
-	if ent.IsConstraintError(err) {
-		return nil, alreadyExists("user.email", "a user with e-mail "+in.GetEmail()+" already exists")
-	}
+	u, paused, err := accounts.UpdateUser(ctx, s.db, cur, auth.FromContext(ctx).UserID, ch)
 	if err != nil {
-		return nil, internalError(ctx, s.log, "update user", err)
+		return nil, commandError(ctx, s.log, "update user", err)
 	}
 	auditMeta(ctx, "update_mask", req.GetUpdateMask().GetPaths())
 	auditMeta(ctx, "paused_schedule_ids", paused)
@@ -249,10 +224,8 @@ func (s *AccountService) GrantConnectionAccess(ctx context.Context, req *pb.Gran
 	if err != nil {
 		return nil, err
 	}
-	err = s.db.ConnectionGrant.Create().SetUserID(u.ID).SetConnectionID(req.GetConnectionId()).
-		OnConflictColumns(connectiongrant.FieldUserID, connectiongrant.FieldConnectionID).DoNothing().Exec(ctx)
-	if err != nil && !isNoRows(err) {
-		return nil, internalError(ctx, s.log, "grant", err)
+	if err := accounts.Grant(ctx, s.db, u.ID, req.GetConnectionId()); err != nil {
+		return nil, commandError(ctx, s.log, "grant", err)
 	}
 	auditMeta(ctx, "connection_id", req.GetConnectionId())
 	out, err := s.userPB(ctx, u)
@@ -268,17 +241,9 @@ func (s *AccountService) RevokeConnectionAccess(ctx context.Context, req *pb.Rev
 	if err != nil {
 		return nil, err
 	}
-	var paused []string
-	err = withTx(ctx, s.db, func(tx *ent.Client) error {
-		if _, err := tx.ConnectionGrant.Delete().Where(connectiongrant.UserID(u.ID), connectiongrant.ConnectionID(req.GetConnectionId())).Exec(ctx); err != nil {
-			return err
-		}
-		// Their schedules read this connection: they stop with the grant.
-		paused, err = ownership.PauseIfUnauthorized(ctx, tx, u.ID)
-		return err
-	})
+	paused, err := accounts.Revoke(ctx, s.db, u.ID, req.GetConnectionId())
 	if err != nil {
-		return nil, internalError(ctx, s.log, "revoke", err)
+		return nil, commandError(ctx, s.log, "revoke", err)
 	}
 	auditMeta(ctx, "connection_id", req.GetConnectionId())
 	auditMeta(ctx, "paused_schedule_ids", paused)
@@ -316,13 +281,9 @@ func (s *AccountService) CreateApiKey(ctx context.Context, req *pb.CreateApiKeyR
 	if err != nil {
 		return nil, err
 	}
-	if !u.Active {
-		return nil, failedPrecondition("USER_INACTIVE", "user "+u.ID+" is deactivated")
-	}
-	secret, prefix, hash := auth.NewAPIKey()
-	k, err := s.db.ApiKey.Create().SetUserID(u.ID).SetName(req.GetName()).SetPrefix(prefix).SetSecretHash(hash).Save(ctx)
+	k, secret, err := accounts.CreateAPIKey(ctx, s.db, u, req.GetName())
 	if err != nil {
-		return nil, internalError(ctx, s.log, "create api key", err)
+		return nil, commandError(ctx, s.log, "create api key", err)
 	}
 	auditObject(ctx, "API_KEY", k.ID)
 	auditMeta(ctx, "key_user_id", u.ID)
@@ -376,10 +337,8 @@ func (s *AccountService) RevokeApiKey(ctx context.Context, req *pb.RevokeApiKeyR
 	if k.UserID != p.UserID && !p.IsAdmin() {
 		return nil, permissionDenied("only an ADMIN may revoke other users' API keys")
 	}
-	if k.RevokeTime == nil {
-		if k, err = s.db.ApiKey.UpdateOneID(k.ID).SetRevokeTime(s.now().UTC()).Save(ctx); err != nil {
-			return nil, internalError(ctx, s.log, "revoke api key", err)
-		}
+	if k, err = accounts.RevokeAPIKey(ctx, s.db, k, s.now()); err != nil {
+		return nil, commandError(ctx, s.log, "revoke api key", err)
 	}
 	return &pb.RevokeApiKeyResponse{ApiKey: apiKeyPB(k)}, nil
 }

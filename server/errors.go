@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +12,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/auditexport/auditexport/internal/accounts"
+	"github.com/auditexport/auditexport/internal/export"
 	"github.com/auditexport/auditexport/internal/integrations"
 	"github.com/auditexport/auditexport/internal/schedules"
 	"github.com/auditexport/auditexport/internal/workbooks"
@@ -115,6 +116,8 @@ func commandError(ctx context.Context, log *slog.Logger, op string, err error) e
 	var others *workbooks.SchedulesOwnedByOthersError
 	var pre preconditionError
 	var invalid *schedules.InvalidError
+	var emailTaken *accounts.EmailTakenError
+	var limit *export.ManualRunLimitError
 	switch {
 	case err == nil:
 		return nil
@@ -124,6 +127,14 @@ func commandError(ctx context.Context, log *slog.Logger, op string, err error) e
 			v.add("schedule."+x.Field, "%s", x.Msg)
 		}
 		return v.err()
+	case errors.As(err, &emailTaken):
+		return alreadyExists("user.email", emailTaken.Error())
+	case errors.As(err, &limit):
+		reason := "MANUAL_RUN_LIMIT_ORG"
+		if limit.Scope == "server" {
+			reason = "MANUAL_RUN_LIMIT_SERVER"
+		}
+		return resourceExhausted(reason, limit.Error(), export.ManualRetryAfter)
 	case errors.As(err, &taken):
 		return alreadyExists("storage_integration.name", taken.Error())
 	case errors.As(err, &others):
@@ -200,6 +211,3 @@ func statusOf(err error) (*status.Status, bool) {
 	st, ok := status.FromError(err)
 	return st, ok && st.Code() != codes.Unknown
 }
-
-// isNoRows: an upsert that did nothing reports sql.ErrNoRows on some drivers.
-func isNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }

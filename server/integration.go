@@ -13,7 +13,6 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/auditexport/auditexport/ent"
-	"github.com/auditexport/auditexport/ent/schedule"
 	"github.com/auditexport/auditexport/ent/storageintegration"
 	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
 	"github.com/auditexport/auditexport/internal/auth"
@@ -248,8 +247,10 @@ func (s *IntegrationService) get(ctx context.Context, db *ent.Client, id string)
 	return row, nil
 }
 
+// linkedCount is the number of schedules writing through integration id.
 func linkedCount(ctx context.Context, db *ent.Client, id string) (int, error) {
-	return db.Schedule.Query().Where(schedule.IntegrationID(id)).Count(ctx)
+	n, err := integrations.LinkedCounts(ctx, db, []string{id})
+	return n[id], err
 }
 
 // GetStorageIntegration implements pb.IntegrationServiceServer.

@@ -93,7 +93,7 @@ func (s *ScheduleService) SendNow(req *pb.SendNowRequest, srv grpc.ServerStreami
 	}
 	run, first, err := s.runs.Start(ctx, sc, exportrun.TriggerSEND_NOW.String(), auth.FromContext(ctx).UserID)
 	if err != nil {
-		return s.startRunError(ctx, err)
+		return commandError(ctx, s.log, "start run", err)
 	}
 	auditMeta(ctx, "run_id", run.ID)
 	err = stream(ctx, s.runs, run.ID, &first, func(p *pb.ExportProgress) error {

@@ -87,19 +87,9 @@ func (s *WorkbookService) ExploreTable(ctx context.Context, req *pb.ExploreTable
 	if !p.CanCreate() {
 		return nil, permissionDenied("VIEWER accounts cannot explore tables")
 	}
-	var wb *ent.Workbook
-	err := withTx(ctx, s.db, func(tx *ent.Client) error {
-		var err error
-		wb, err = tx.Workbook.Create().SetOwnerID(p.UserID).SetSaved(false).Save(ctx)
-		if err != nil {
-			return err
-		}
-		_, err = tx.Element.Create().SetWorkbookID(wb.ID).SetName(auditlog.TableName).
-			SetConnectionID(auditlog.ConnectionID).SetTableName(auditlog.TableName).SetSpec(auditlog.Spec{}).Save(ctx)
-		return err
-	})
+	wb, err := workbooks.Explore(ctx, s.db, p.UserID)
 	if err != nil {
-		return nil, internalError(ctx, s.log, "explore", err)
+		return nil, commandError(ctx, s.log, "explore", err)
 	}
 	auditObject(ctx, "WORKBOOK", wb.ID)
 	out, err := s.load(ctx, s.db, wb.ID)
@@ -233,27 +223,9 @@ func (s *WorkbookService) SaveWorkbookAs(ctx context.Context, req *pb.SaveWorkbo
 	if !p.CanCreate() {
 		return nil, permissionDenied("VIEWER accounts cannot save workbooks")
 	}
-	var outID string
-	err = withTx(ctx, s.db, func(tx *ent.Client) error {
-		if !src.Saved {
-			outID = src.ID
-			return tx.Workbook.UpdateOneID(src.ID).SetSaved(true).SetName(req.GetName()).SetFolder(req.GetFolder()).Exec(ctx)
-		}
-		wb, err := tx.Workbook.Create().SetOwnerID(p.UserID).SetSaved(true).SetName(req.GetName()).SetFolder(req.GetFolder()).Save(ctx)
-		if err != nil {
-			return err
-		}
-		outID = wb.ID
-		for _, e := range src.Edges.Elements {
-			if err := tx.Element.Create().SetWorkbookID(wb.ID).SetName(e.Name).SetPosition(e.Position).
-				SetConnectionID(e.ConnectionID).SetTableName(e.TableName).SetSpec(e.Spec).Exec(ctx); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	outID, err := workbooks.SaveAs(ctx, s.db, src, p.UserID, req.GetName(), req.GetFolder())
 	if err != nil {
-		return nil, internalError(ctx, s.log, "save workbook", err)
+		return nil, commandError(ctx, s.log, "save workbook", err)
 	}
 	out, err := s.load(ctx, s.db, outID)
 	if err != nil {

@@ -157,3 +157,44 @@ func Delete(ctx context.Context, c *ent.Client, wbID string, force bool, by Call
 	})
 	return deleted, err
 }
+
+// Explore creates ownerID's unsaved exploration of the AUDIT_LOGS table: a
+// workbook with one element over the whole table.
+func Explore(ctx context.Context, c *ent.Client, ownerID string) (*ent.Workbook, error) {
+	var wb *ent.Workbook
+	err := db.WithTx(ctx, c, func(tx *ent.Client) error {
+		var err error
+		if wb, err = tx.Workbook.Create().SetOwnerID(ownerID).SetSaved(false).Save(ctx); err != nil {
+			return err
+		}
+		return tx.Element.Create().SetWorkbookID(wb.ID).SetName(auditlog.TableName).
+			SetConnectionID(auditlog.ConnectionID).SetTableName(auditlog.TableName).SetSpec(auditlog.Spec{}).Exec(ctx)
+	})
+	return wb, err
+}
+
+// SaveAs saves src (loaded with its elements) under name and folder: an
+// exploration is saved in place, a saved workbook is copied (with its
+// elements, not its schedules) as a new workbook of ownerID. It returns the
+// saved workbook's id.
+func SaveAs(ctx context.Context, c *ent.Client, src *ent.Workbook, ownerID, name, folder string) (string, error) {
+	if !src.Saved {
+		return src.ID, c.Workbook.UpdateOneID(src.ID).SetSaved(true).SetName(name).SetFolder(folder).Exec(ctx)
+	}
+	var id string
+	err := db.WithTx(ctx, c, func(tx *ent.Client) error {
+		wb, err := tx.Workbook.Create().SetOwnerID(ownerID).SetSaved(true).SetName(name).SetFolder(folder).Save(ctx)
+		if err != nil {
+			return err
+		}
+		id = wb.ID
+		for _, e := range src.Edges.Elements {
+			if err := tx.Element.Create().SetWorkbookID(wb.ID).SetName(e.Name).SetPosition(e.Position).
+				SetConnectionID(e.ConnectionID).SetTableName(e.TableName).SetSpec(e.Spec).Exec(ctx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return id, err
+}
