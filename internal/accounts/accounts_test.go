@@ -23,12 +23,7 @@ func TestAccountRules(t *testing.T) {
 	testenv.ForEachDB(t, func(t *testing.T, d *db.DB) {
 		o := testenv.NewOrg(t, d, "admin@example.com")
 		ctx, c := o.Ctx, d.Client
-		must := func(err error) {
-			t.Helper()
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
+		must := func(err error) { t.Helper(); testenv.Must(t, err) }
 		reason := func(err error) string {
 			var pe *accounts.PreconditionError
 			if errors.As(err, &pe) {

@@ -34,12 +34,7 @@ func TestCreateUpdateRules(t *testing.T) {
 	testenv.ForEachDB(t, func(t *testing.T, d *db.DB) {
 		o := testenv.NewOrg(t, d, "admin@example.com")
 		ctx, c := o.Ctx, d.Client
-		must := func(err error) {
-			t.Helper()
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
+		must := func(err error) { t.Helper(); testenv.Must(t, err) }
 		integ, err := c.StorageIntegration.Create().SetName("loc").SetProvider("LOCAL").SetDestination("file:///exports/" + o.ID + "/a/").
 			SetExternalID("x").SetCreatorID(o.Admin.ID).Save(ctx)
 		must(err)

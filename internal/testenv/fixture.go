@@ -32,3 +32,11 @@ func NewOrg(tb testing.TB, d *db.DB, adminEmail string) Org {
 	}
 	return Org{Ctx: ctx, ID: org.ID, Admin: u}
 }
+
+// Must fails the test at once on err.
+func Must(tb testing.TB, err error) {
+	tb.Helper()
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
