@@ -10,9 +10,15 @@
 #                               openapi-typescript, swagger2openapi, typescript, @types/node)
 #                               (npm ci from clients/ts/package-lock.json)
 #
-# Idempotent: a Go binary is rebuilt only when .tools/bin/<name>.version differs from the pin;
-# npm ci runs only when .tools/node/.stamp (clients/ts/node_modules/.auditexport-stamp) differs
-# from the hash of the committed package files.
+# Idempotent and shared between checkouts: each pinned Go binary and the pinned node_modules
+# live once per machine in a cache keyed by the pin (AUDITEXPORT_TOOLS_CACHE, default
+# ${XDG_CACHE_HOME:-~/.cache}/auditexport-tools: go/<name>@<version>/<name>,
+# node/<hash of the package files>/), and .tools/bin/<name> and .tools/node are symlinks into
+# it; so a fresh clone on a machine that ran the tests before installs nothing. A Go binary is
+# built only when its pin is not in the cache, npm ci only when the package files' hash is not;
+# clients/ts/node_modules is installed in place (npm ci when clients/ts/node_modules/
+# .auditexport-stamp differs from the hash of clients/ts's package files). Entries are built
+# under a temporary name and renamed into place, so concurrent runs never see half an install.
 # A cold install takes a few minutes (minio dominates; the Go tools and npm install concurrently);
 # a warm run takes well under a second.
 # Tests find the tools through internal/testenv.
@@ -23,6 +29,7 @@ TOOLS="$ROOT/.tools"
 BIN="$TOOLS/bin"
 NODE_DIR="$TOOLS/node"
 GO="${GO:-go}"
+CACHE="${AUDITEXPORT_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/auditexport-tools}"
 
 # --- pins -------------------------------------------------------------------------------
 # name|package|version
@@ -34,7 +41,15 @@ GO_TOOLS=(
 PKG_JSON="$ROOT/scripts/test-tools-package.json"      # azurite 3.37.0, @duckdb/node-api 1.5.6-r.1
 PKG_LOCK="$ROOT/scripts/test-tools-package-lock.json" # produced by npm install; installed with npm ci
 
-mkdir -p "$BIN" "$NODE_DIR"
+mkdir -p "$BIN" "$CACHE/go" "$CACHE/node"
+
+# link TARGET NAME: NAME becomes a symlink to TARGET, replaced atomically (a real directory
+# of an older install is removed first).
+link() {
+	if [[ -d "$2" && ! -L "$2" ]]; then rm -rf "$2"; fi
+	ln -sfn "$1" "$2.tmp.$$"
+	mv -Tf "$2.tmp.$$" "$2"
+}
 
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
@@ -53,7 +68,15 @@ GO_PIDS=()
 for spec in "${GO_TOOLS[@]}"; do
 	IFS='|' read -r name pkg ver <<<"$spec"
 	t="$(now)"
-	if [[ -x "$BIN/$name" && -f "$BIN/$name.version" && "$(cat "$BIN/$name.version")" == "$pkg@$ver" ]]; then
+	dir="$CACHE/go/$name@$ver"
+	if [[ ! -x "$dir/$name" && -x "$BIN/$name" && ! -L "$BIN/$name" && -f "$BIN/$name.version" &&
+		"$(cat "$BIN/$name.version")" == "$pkg@$ver" ]]; then
+		# Adopt a binary an earlier version of this script built in place.
+		mkdir -p "$dir" && cp "$BIN/$name" "$dir/$name.tmp.$$" && mv -f "$dir/$name.tmp.$$" "$dir/$name"
+	fi
+	if [[ -x "$dir/$name" ]]; then
+		link "$dir/$name" "$BIN/$name"
+		echo "$pkg@$ver" >"$BIN/$name.version"
 		SUMMARY+=("$name=cached($(elapsed "$t")s)")
 		continue
 	fi
@@ -64,7 +87,10 @@ for spec in "${GO_TOOLS[@]}"; do
 		# caller's -mod=... or -modfile=... cannot leak into a module-mode install.
 		# -trimpath and -ldflags=-s -w: no local paths, no symbol table or DWARF to
 		# link (these are test servers, never debugged here); the same pinned code.
-		GOBIN="$BIN" CGO_ENABLED=0 GOFLAGS=-buildvcs=false "$GO" install -trimpath -ldflags='-s -w' "$pkg@$ver"
+		tmp="$dir.tmp.$$"
+		GOBIN="$tmp" CGO_ENABLED=0 GOFLAGS=-buildvcs=false "$GO" install -trimpath -ldflags='-s -w' "$pkg@$ver"
+		mkdir -p "$dir" && mv -f "$tmp/$name" "$dir/$name" && rm -rf "$tmp"
+		link "$dir/$name" "$BIN/$name"
 		echo "$pkg@$ver" >"$BIN/$name.version"
 		echo "$name=built($(elapsed "$t")s)" >"$GO_STATUS/$name"
 	) &
@@ -74,21 +100,30 @@ done
 # --- npm packages -------------------------------------------------------------------------
 t="$(now)"
 want="$(cat "$PKG_JSON" "$PKG_LOCK" | sha256sum | cut -d' ' -f1)"
-if [[ -f "$NODE_DIR/.stamp" && "$(cat "$NODE_DIR/.stamp")" == "$want" && -d "$NODE_DIR/node_modules" ]]; then
+NODE_CACHE="$CACHE/node/$want"
+if [[ ! -f "$NODE_CACHE/.stamp" && -d "$NODE_DIR/node_modules" && ! -L "$NODE_DIR" && -f "$NODE_DIR/.stamp" &&
+	"$(cat "$NODE_DIR/.stamp")" == "$want" ]]; then
+	# Adopt the node_modules an earlier version of this script installed in place.
+	rm -rf "$NODE_CACHE.tmp.$$" && cp -a "$NODE_DIR" "$NODE_CACHE.tmp.$$" &&
+		{ mv -T "$NODE_CACHE.tmp.$$" "$NODE_CACHE" 2>/dev/null || rm -rf "$NODE_CACHE.tmp.$$"; }
+fi
+if [[ -f "$NODE_CACHE/.stamp" && -d "$NODE_CACHE/node_modules" ]]; then
+	link "$NODE_CACHE" "$NODE_DIR"
 	SUMMARY+=("npm=cached($(elapsed "$t")s)")
 else
 	command -v npm >/dev/null || { echo "install-test-tools: npm not found (Node 20+ is required)" >&2; exit 1; }
 	echo "install-test-tools: npm ci (azurite, @duckdb/node-api) ..." >&2
-	rm -f "$NODE_DIR/.stamp"
-	cp "$PKG_JSON" "$NODE_DIR/package.json"
-	cp "$PKG_LOCK" "$NODE_DIR/package-lock.json"
+	tmp="$NODE_CACHE.tmp.$$"
+	rm -rf "$tmp" && mkdir -p "$tmp"
+	cp "$PKG_JSON" "$tmp/package.json"
+	cp "$PKG_LOCK" "$tmp/package-lock.json"
 	# --ignore-scripts: nothing here needs an install script (DuckDB ships its prebuilt
 	# binding as the optional package @duckdb/node-bindings-<os>-<arch>), and no script
 	# may try to download anything.
-	(cd "$NODE_DIR" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+	(cd "$tmp" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
 
 	# Smoke checks: the DuckDB binding loads, Azurite answers.
-	(cd "$NODE_DIR" && node --input-type=module -e '
+	(cd "$tmp" && node --input-type=module -e '
 		import { DuckDBInstance } from "@duckdb/node-api";
 		const c = await (await DuckDBInstance.create(":memory:")).connect();
 		const r = await c.runAndReadAll("select 42 as x");
@@ -96,11 +131,11 @@ else
 	')
 	port="$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })')"
 	loc="$(mktemp -d)"
-	"$NODE_DIR/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$port" --location "$loc" \
+	"$tmp/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$port" --location "$loc" \
 		--silent --skipApiVersionCheck --loose >"$loc/azurite.log" 2>&1 &
 	apid=$!
 	ok=""
-	for _ in $(seq 1 100); do
+	for _ in $(seq 1 300); do
 		# Any HTTP answer (even 4xx without auth) means Azurite is serving.
 		if code="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/devstoreaccount1?comp=list" 2>/dev/null)" && [[ "$code" != "000" ]]; then
 			ok=1
@@ -114,11 +149,14 @@ else
 	if [[ -z "$ok" ]]; then
 		echo "install-test-tools: azurite-blob did not start:" >&2
 		cat "$loc/azurite.log" >&2
-		rm -rf "$loc"
+		rm -rf "$loc" "$tmp"
 		exit 1
 	fi
 	rm -rf "$loc"
-	echo "$want" >"$NODE_DIR/.stamp"
+	echo "$want" >"$tmp/.stamp"
+	# Another run may have finished the same install meanwhile: keep theirs.
+	mv -T "$tmp" "$NODE_CACHE" 2>/dev/null || rm -rf "$tmp"
+	link "$NODE_CACHE" "$NODE_DIR"
 	SUMMARY+=("npm=installed($(elapsed "$t")s)")
 fi
 
@@ -154,4 +192,4 @@ if [[ -n "$failed" ]]; then
 	exit 1
 fi
 
-echo "install-test-tools: ${SUMMARY[*]} total=$(elapsed "$T_ALL")s -> $TOOLS"
+echo "install-test-tools: ${SUMMARY[*]} total=$(elapsed "$T_ALL")s -> $TOOLS (cache $CACHE)"
