@@ -591,8 +591,9 @@ func TestPermissionMatrix(t *testing.T) {
 				}
 				covered[r.rpc] = true
 			}
-			for rpc := range rpcs {
-				if !covered[rpc] {
+			for rpc, def := range rpcs {
+				// The streaming RPCs are TestStreamingPermissions'.
+				if !covered[rpc] && !def.streaming {
 					t.Errorf("permission matrix misses RPC %s", rpc)
 				}
 			}
