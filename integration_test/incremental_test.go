@@ -317,7 +317,7 @@ func incSendNow(t *testing.T, s *Server, scheduleID string) *pb.ExportProgress {
 	ctx, cancel := context.WithTimeout(Ctx(s.AdminKey), 2*time.Minute)
 	defer cancel()
 	// checkStream: one run, monotonic, exactly one terminal message, SUCCEEDED.
-	return checkStream(t, "SendNow", sendNow(t, ctx, s.Clients(), scheduleID, nil), 1)
+	return checkStream(t, "SendNow", sendNow(t, ctx, s.Clients(), scheduleID), 1)
 }
 
 // incReadEventIDs returns the EVENT_ID of every line of a JSONL file.
