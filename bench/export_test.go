@@ -345,20 +345,13 @@ func setup(t *testing.T, srv *server, key string, s3env *testenv.S3) string {
 func sendNow(t *testing.T, srv *server, key, scheduleID string) *pb.ExportProgress {
 	ctx, cancel := context.WithTimeout(withKey(key), time.Hour)
 	defer cancel()
-	st, err := pb.NewScheduleServiceClient(srv.conn).SendNow(ctx, &pb.SendNowRequest{Id: scheduleID})
+	msgs, err := testenv.SendNow(t, ctx, pb.NewScheduleServiceClient(srv.conn), scheduleID).Wait()
 	if err != nil {
-		t.Fatalf("SendNow: %v", err)
+		t.Fatalf("SendNow stream: %v\n%s", err, srv.logs.String())
 	}
 	var last *pb.ExportProgress
-	for {
-		m, err := st.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("SendNow stream: %v\n%s", err, srv.logs.String())
-		}
-		last = m.GetProgress()
+	if len(msgs) > 0 {
+		last = msgs[len(msgs)-1].P
 	}
 	if last.GetPhase() != pb.ExportPhase_EXPORT_PHASE_SUCCEEDED {
 		t.Fatalf("export ended with %v\n%s", last, srv.logs.String())

@@ -53,7 +53,7 @@ func TestAWSRoleIntegration(t *testing.T) {
 
 	wbID, elID := savedElement(t, ctx, cl, time.Time{})
 	schID := createSchedule(t, ctx, cl, wbID, elID, "role", "s3://role/audit/{run_id}.csv", pb.Format_FORMAT_CSV, pb.Compression_COMPRESSION_NONE, nil)
-	last := checkStream(t, "aws_role", sendNow(t, ctx, cl, schID, nil), 1)
+	last := checkStream(t, "aws_role", sendNow(t, ctx, cl, schID), 1)
 	key := strings.TrimPrefix(last.GetObjectUri(), "s3://role/")
 	out := must(minio.Client().GetObject(t.Context(), &s3.GetObjectInput{Bucket: aws.String("role"), Key: aws.String(key)})).get(t)
 	body := slurp(t, out.Body, nil)

@@ -39,7 +39,7 @@ func TestBackupRestore(t *testing.T) {
 		t.Helper()
 		sctx, cancel := context.WithTimeout(Ctx(s.AdminKey), 2*time.Minute)
 		defer cancel()
-		last := checkStream(t, "SendNow", sendNow(t, sctx, s.Clients(), schID, nil), 2)
+		last := checkStream(t, "SendNow", sendNow(t, sctx, s.Clients(), schID), 2)
 		if last.GetPhase() != pb.ExportPhase_EXPORT_PHASE_SUCCEEDED {
 			t.Fatalf("send now ended %v: %v", last.GetPhase(), last.GetError())
 		}

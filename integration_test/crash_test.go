@@ -191,16 +191,56 @@ func TestSchedulerCrashRecovery(t *testing.T) {
 	if !slices.Contains(backends(t), "postgres") {
 		t.Skip("PostgreSQL unreachable; the crash test needs several processes on one database")
 	}
-	const (
-		nSchedules  = 10
-		crRows      = 3000
-		minCycles   = 30
-		minPeriods  = 30
-		killBudget  = 240 * time.Second // the kill phase stops (and fails if short of cycles) after this; ~70-110 s needed, more when CI's other packages compete for the CPU
-		drainBudget = 75 * time.Second  // without any run finishing; orphans are requeued 30-45 s after their process died
-		drainCap    = 5 * time.Minute   // the whole drain, however busy the machine
-	)
 	testStart := time.Now()
+	c := crStartCluster(t)
+	ids, estFirst := c.createSchedules(crSchedules)
+	t.Logf("setup %s; first fire (scheduler clock) %s", time.Since(testStart).Round(time.Millisecond), estFirst.Format(time.TimeOnly))
+	c.killLoop(estFirst)
+	last := c.pauseAll(ids)
+	db := c.e.s.OpenDB()
+	drain := c.drain(db)
+	c.stopAll()
+
+	runs := crRuns(t, c.e.s, db, "")
+	h := crCollect(t, runs)
+	first := h.commonFirst(t, ids)
+	periods := int(last.Sub(first)/time.Minute) + 1
+	t.Logf("periods %s .. %s (scheduler clock): %d per schedule; %d runs in all", first.Format(time.TimeOnly), last.Format(time.TimeOnly), periods, len(runs))
+	if periods < crMinPeriods {
+		t.Errorf("only %d periods under test, want >= %d", periods, crMinPeriods)
+	}
+	checked := crAssertOnePerPeriod(t, ids, h, crObjects(t, c.dir, ids), first, last)
+	if want := periods * crSchedules; checked != want || checked < crMinPeriods*crSchedules {
+		t.Errorf("checked %d (schedule, period) pairs, want %d (>= %d)", checked, want, crMinPeriods*crSchedules)
+	}
+	h.logAttempts(t, len(runs), drain, testStart)
+}
+
+// The crash test's sizes and budgets.
+const (
+	crSchedules   = 10
+	crSeedRows    = 3000
+	crMinCycles   = 30
+	crMinPeriods  = 30
+	crKillBudget  = 240 * time.Second // the kill phase stops (and fails if short of cycles) after this; ~70-110 s needed, more when CI's other packages compete for the CPU
+	crDrainBudget = 75 * time.Second  // without any run finishing; orphans are requeued 30-45 s after their process died
+	crDrainCap    = 5 * time.Minute   // the whole drain, however busy the machine
+)
+
+// crCluster is three replicas on one PostgreSQL database with a shared
+// fast clock and a LOCAL integration "crash" writing below dir.
+type crCluster struct {
+	t     *testing.T
+	clk   crClock
+	nodes []*crNode
+	e     xfEnv // on the first replica
+	dir   string
+}
+
+// crStartCluster starts the replicas (their log tails are printed if the
+// test fails), the integration and crSeedRows rows to export.
+func crStartCluster(t *testing.T) *crCluster {
+	t.Helper()
 	clk := newCRClock()
 	flags := append(clk.flags(), "--scheduler-slots", "4")
 	s := StartServer(t, "postgres", flags...)
@@ -220,20 +260,26 @@ func TestSchedulerCrashRecovery(t *testing.T) {
 			}
 		}
 	})
-	e := xfEnv{t, s}
-	dir := s.LocalDir("", "sched")
-	e.must("CreateStorageIntegration", fmt.Sprintf(`{"storageIntegration":{"name":"crash","provider":"PROVIDER_LOCAL","destination":"file://%s/"}}`, dir))
+	c := &crCluster{t: t, clk: clk, nodes: nodes, e: xfEnv{t, s}, dir: s.LocalDir("", "sched")}
+	c.e.must("CreateStorageIntegration", fmt.Sprintf(`{"storageIntegration":{"name":"crash","provider":"PROVIDER_LOCAL","destination":"file://%s/"}}`, c.dir))
 	// Each run exports a few thousand rows (a few hundred ms under -race),
 	// so kills often land in the middle of one.
-	e.seed(crRows)
-	wb, el := crWorkbook(e, "crash", false)
-	var ids []string
-	for i := range nSchedules {
-		ids = append(ids, crSchedule(e, wb, el, fmt.Sprintf("crash-%d", i), "crash", "file://"+dir+"/{schedule_id}/{date}T{time}.csv", "Europe/Berlin"))
+	c.e.seed(crSeedRows)
+	return c
+}
+
+// createSchedules creates n every-minute schedules of all rows and returns
+// their ids and the latest first fire time (runs of earlier ones may be
+// catch-ups).
+func (c *crCluster) createSchedules(n int) (ids []string, estFirst time.Time) {
+	t := c.t
+	t.Helper()
+	wb, el := crWorkbook(c.e, "crash", false)
+	for i := range n {
+		ids = append(ids, crSchedule(c.e, wb, el, fmt.Sprintf("crash-%d", i), "crash", "file://"+c.dir+"/{schedule_id}/{date}T{time}.csv", "Europe/Berlin"))
 	}
-	var estFirst time.Time // latest first fire time; runs of earlier ones may be catch-ups
 	for _, id := range ids {
-		nt, err := time.Parse(time.RFC3339, getString(e.must("GetSchedule", fmt.Sprintf(`{"id":%q}`, id)), "schedule", "nextRunTime"))
+		nt, err := time.Parse(time.RFC3339, getString(c.e.must("GetSchedule", fmt.Sprintf(`{"id":%q}`, id)), "schedule", "nextRunTime"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -241,27 +287,33 @@ func TestSchedulerCrashRecovery(t *testing.T) {
 			estFirst = nt
 		}
 	}
-	t.Logf("setup %s; first fire (scheduler clock) %s", time.Since(testStart).Round(time.Millisecond), estFirst.Format(time.TimeOnly))
+	return ids, estFirst
+}
 
-	// Kill phase.
+// killLoop SIGKILLs and restarts a random replica at random moments until
+// there were crMinCycles cycles and crMinPeriods+2 periods from estFirst
+// have passed; it fails the test if crKillBudget runs out short of cycles.
+func (c *crCluster) killLoop(estFirst time.Time) {
+	t := c.t
+	t.Helper()
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, seed>>1))
 	t.Logf("kill schedule seed %d", seed)
 	killStart := time.Now()
 	cycles := 0
-	kills := make([]int, len(nodes))
+	kills := make([]int, len(c.nodes))
 	var restartTotal time.Duration
-	for cycles < minCycles || clk.now().Before(estFirst.Add((minPeriods+2)*time.Minute)) {
-		if time.Since(killStart) > killBudget {
-			if cycles < minCycles {
-				t.Fatalf("only %d kill/restart cycles in %s (mean restart %s)", cycles, killBudget,
+	for cycles < crMinCycles || c.clk.now().Before(estFirst.Add((crMinPeriods+2)*time.Minute)) {
+		if time.Since(killStart) > crKillBudget {
+			if cycles < crMinCycles {
+				t.Fatalf("only %d kill/restart cycles in %s (mean restart %s)", cycles, crKillBudget,
 					(restartTotal / time.Duration(max(cycles, 1))).Round(time.Millisecond))
 			}
 			break
 		}
 		time.Sleep(500*time.Millisecond + time.Duration(rng.Int64N(int64(1500*time.Millisecond))))
-		i := rng.IntN(len(nodes))
-		n := nodes[i]
+		i := rng.IntN(len(c.nodes))
+		n := c.nodes[i]
 		crKill(t, n.s)
 		rs := time.Now()
 		n.s.start(n.args...)
@@ -269,23 +321,31 @@ func TestSchedulerCrashRecovery(t *testing.T) {
 		kills[i]++
 		cycles++
 	}
-	killPhase := time.Since(killStart)
-	t.Logf("kill phase: %d cycles in %s (kills per replica %v, mean restart %s)", cycles, killPhase.Round(time.Millisecond),
+	t.Logf("kill phase: %d cycles in %s (kills per replica %v, mean restart %s)", cycles, time.Since(killStart).Round(time.Millisecond),
 		kills, (restartTotal / time.Duration(cycles)).Round(time.Millisecond))
+}
 
-	// Periods up to last are asserted: last is at least a fast-clock minute
-	// (2 s) before the moment the schedules are paused, so its runs exist.
+// pauseAll pauses the schedules and returns the last period end asserted:
+// at least a fast-clock minute (2 s) before the pause, so its runs exist.
+func (c *crCluster) pauseAll(ids []string) (last time.Time) {
+	c.t.Helper()
 	time.Sleep(time.Second)
-	last := clk.now().Truncate(time.Minute).Add(-time.Minute)
+	last = c.clk.now().Truncate(time.Minute).Add(-time.Minute)
 	for _, id := range ids {
-		e.must("PauseSchedule", fmt.Sprintf(`{"id":%q}`, id))
+		c.e.must("PauseSchedule", fmt.Sprintf(`{"id":%q}`, id))
 	}
-	db := s.OpenDB()
+	return last
+}
+
+// drain waits until no run is QUEUED or RUNNING and returns how long that
+// took. The backlog left by the kill phase drains at whatever pace the CPU
+// allows; what must never happen is a run nobody finishes. So the budget
+// (crDrainBudget, longer than the orphan requeue window) runs from the last
+// time the backlog shrank, with an overall cap (crDrainCap).
+func (c *crCluster) drain(db *sql.DB) time.Duration {
+	t := c.t
+	t.Helper()
 	drainStart := time.Now()
-	// The backlog left by the kill phase drains at whatever pace the CPU
-	// allows; what must never happen is a run nobody finishes. So the
-	// budget runs from the last time the backlog shrank (longer than the
-	// orphan requeue window), with an overall cap.
 	lastPending, lastProgress := -1, time.Now()
 	for {
 		var pending int
@@ -293,13 +353,13 @@ func TestSchedulerCrashRecovery(t *testing.T) {
 			t.Fatal(err)
 		}
 		if pending == 0 {
-			break
+			return time.Since(drainStart)
 		}
 		if lastPending < 0 || pending < lastPending {
 			lastPending, lastProgress = pending, time.Now()
 		}
-		if time.Since(lastProgress) > drainBudget || time.Since(drainStart) > drainCap {
-			for _, r := range crRuns(t, s, db, "state IN ('QUEUED','RUNNING')") {
+		if time.Since(lastProgress) > crDrainBudget || time.Since(drainStart) > crDrainCap {
+			for _, r := range crRuns(t, c.e.s, db, "state IN ('QUEUED','RUNNING')") {
 				t.Logf("pending: %+v", r)
 			}
 			t.Fatalf("%d runs still QUEUED/RUNNING %s after the last kill (none finished in the last %s)", pending,
@@ -307,23 +367,35 @@ func TestSchedulerCrashRecovery(t *testing.T) {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	drain := time.Since(drainStart)
-	for _, n := range nodes {
-		n.s.Stop() // SIGTERM; must exit 0
-	}
+}
 
-	runs := crRuns(t, s, db, "")
-	firstOf := map[string]time.Time{} // each schedule's first period end
-	byPeriod := map[string]map[time.Time][]crRun{}
-	attempts := map[int]int{}
-	runners := map[string]int{}
+// stopAll stops every replica with SIGTERM; each must exit 0.
+func (c *crCluster) stopAll() {
+	for _, n := range c.nodes {
+		n.s.Stop()
+	}
+}
+
+// crHistory is the runs of the crash test grouped for the assertions.
+type crHistory struct {
+	firstOf  map[string]time.Time // each schedule's first period end
+	byPeriod map[string]map[time.Time][]crRun
+	attempts map[int]int    // runs per attempt number
+	runners  map[string]int // runs per runner process
+}
+
+// crCollect groups the runs; every run must be SCHEDULED, SUCCEEDED and
+// have a period.
+func crCollect(t *testing.T, runs []crRun) crHistory {
+	t.Helper()
+	h := crHistory{firstOf: map[string]time.Time{}, byPeriod: map[string]map[time.Time][]crRun{}, attempts: map[int]int{}, runners: map[string]int{}}
 	for _, r := range runs {
 		if r.Trigger != "SCHEDULED" {
 			t.Errorf("unexpected %s run %s", r.Trigger, r.ID)
 			continue
 		}
-		attempts[r.Attempt]++
-		runners[r.Runner]++
+		h.attempts[r.Attempt]++
+		h.runners[r.Runner]++
 		if r.State != "SUCCEEDED" {
 			t.Errorf("run %s of %s (period end %v, attempt %d) is %s %s", r.ID, r.ScheduleID, r.PeriodEnd.Time, r.Attempt, r.State, r.ErrorCode)
 		}
@@ -332,17 +404,24 @@ func TestSchedulerCrashRecovery(t *testing.T) {
 			continue
 		}
 		pe := r.PeriodEnd.Time.UTC()
-		if f, ok := firstOf[r.ScheduleID]; !ok || pe.Before(f) {
-			firstOf[r.ScheduleID] = pe
+		if f, ok := h.firstOf[r.ScheduleID]; !ok || pe.Before(f) {
+			h.firstOf[r.ScheduleID] = pe
 		}
-		if byPeriod[r.ScheduleID] == nil {
-			byPeriod[r.ScheduleID] = map[time.Time][]crRun{}
+		if h.byPeriod[r.ScheduleID] == nil {
+			h.byPeriod[r.ScheduleID] = map[time.Time][]crRun{}
 		}
-		byPeriod[r.ScheduleID][pe] = append(byPeriod[r.ScheduleID][pe], r)
+		h.byPeriod[r.ScheduleID][pe] = append(h.byPeriod[r.ScheduleID][pe], r)
 	}
+	return h
+}
+
+// commonFirst is the latest of the schedules' first period ends; a schedule
+// without runs fails the test.
+func (h crHistory) commonFirst(t *testing.T, ids []string) time.Time {
+	t.Helper()
 	var first time.Time
 	for _, id := range ids {
-		f, ok := firstOf[id]
+		f, ok := h.firstOf[id]
 		if !ok {
 			t.Fatalf("schedule %s has no runs", id)
 		}
@@ -350,13 +429,13 @@ func TestSchedulerCrashRecovery(t *testing.T) {
 			first = f
 		}
 	}
-	periods := int(last.Sub(first)/time.Minute) + 1
-	t.Logf("periods %s .. %s (scheduler clock): %d per schedule; %d runs in all", first.Format(time.TimeOnly), last.Format(time.TimeOnly), periods, len(runs))
-	if periods < minPeriods {
-		t.Errorf("only %d periods under test, want >= %d", periods, minPeriods)
-	}
+	return first
+}
 
-	// Objects on disk, by schedule and period end.
+// crObjects counts the objects on disk by schedule and period end (the
+// {date}T{time} of their names, Europe/Berlin); other files are errors.
+func crObjects(t *testing.T, dir string, ids []string) map[string]map[time.Time]int {
+	t.Helper()
 	loc := berlin(t)
 	files := map[string]map[time.Time]int{}
 	for _, id := range ids {
@@ -371,18 +450,24 @@ func TestSchedulerCrashRecovery(t *testing.T) {
 		}
 		files[sid][ts.UTC()]++
 	}
+	return files
+}
 
-	checked := 0
+// crAssertOnePerPeriod: every period of every schedule from its first up to
+// last has one run, which covers exactly that period (a merged catch-up
+// would mean a period was missed), and one object; there is no object
+// without a run and every SUCCEEDED run's object exists at the URI it
+// recorded. It returns how many (schedule, period) pairs from first on it
+// checked.
+func crAssertOnePerPeriod(t *testing.T, ids []string, h crHistory, files map[string]map[time.Time]int, first, last time.Time) (checked int) {
+	t.Helper()
 	for _, id := range ids {
-		// Every period from the schedule's first up to last: one run, which
-		// covers exactly that period (a merged catch-up would mean a period
-		// was missed), and one object.
-		for pe := firstOf[id]; !pe.After(last); pe = pe.Add(time.Minute) {
-			rs := byPeriod[id][pe]
+		for pe := h.firstOf[id]; !pe.After(last); pe = pe.Add(time.Minute) {
+			rs := h.byPeriod[id][pe]
 			switch {
 			case len(rs) != 1:
 				t.Errorf("schedule %s period %s: %d runs, want 1", id, pe.Format(time.TimeOnly), len(rs))
-			case pe.After(firstOf[id]) && !rs[0].PeriodStart.Time.UTC().Equal(pe.Add(-time.Minute)):
+			case pe.After(h.firstOf[id]) && !rs[0].PeriodStart.Time.UTC().Equal(pe.Add(-time.Minute)):
 				t.Errorf("schedule %s period %s: run %s starts at %s: periods were merged (one missed)", id, pe.Format(time.TimeOnly),
 					rs[0].ID, rs[0].PeriodStart.Time.UTC().Format(time.TimeOnly))
 			}
@@ -393,14 +478,12 @@ func TestSchedulerCrashRecovery(t *testing.T) {
 				checked++
 			}
 		}
-		// Nothing beyond the runs: no object without a SUCCEEDED run, and
-		// every SUCCEEDED run's object exists at the URI it recorded.
 		for pe, n := range files[id] {
-			if len(byPeriod[id][pe]) == 0 {
+			if len(h.byPeriod[id][pe]) == 0 {
 				t.Errorf("schedule %s: %d object(s) for period %s, which has no run", id, n, pe.Format(time.TimeOnly))
 			}
 		}
-		for _, rs := range byPeriod[id] {
+		for _, rs := range h.byPeriod[id] {
 			for _, r := range rs {
 				if r.State != "SUCCEEDED" {
 					continue
@@ -411,24 +494,27 @@ func TestSchedulerCrashRecovery(t *testing.T) {
 			}
 		}
 	}
-	if want := periods * nSchedules; checked != want || checked < minPeriods*nSchedules {
-		t.Errorf("checked %d (schedule, period) pairs, want %d (>= %d)", checked, want, minPeriods*nSchedules)
-	}
+	return checked
+}
+
+// logAttempts logs how many runs took how many attempts.
+func (h crHistory) logAttempts(t *testing.T, nRuns int, drain time.Duration, testStart time.Time) {
+	t.Helper()
 	var keys []int
-	for a := range attempts {
+	for a := range h.attempts {
 		keys = append(keys, a)
 	}
 	sort.Ints(keys)
 	retried := 0
 	var dist []string
 	for _, a := range keys {
-		dist = append(dist, fmt.Sprintf("attempt %d: %d", a, attempts[a]))
+		dist = append(dist, fmt.Sprintf("attempt %d: %d", a, h.attempts[a]))
 		if a > 1 {
-			retried += attempts[a]
+			retried += h.attempts[a]
 		}
 	}
 	t.Logf("runs: %d, retried (attempt > 1): %d [%s]; %d runner processes; drain %s; total %s",
-		len(runs), retried, strings.Join(dist, ", "), len(runners), drain.Round(time.Millisecond), time.Since(testStart).Round(time.Millisecond))
+		nRuns, retried, strings.Join(dist, ", "), len(h.runners), drain.Round(time.Millisecond), time.Since(testStart).Round(time.Millisecond))
 }
 
 // Rows seeded for the graceful-shutdown runs. The -race server exports
@@ -584,6 +670,31 @@ func TestGracefulShutdownRequeues(t *testing.T) {
 func TestAutoPauseAfterTenFailures(t *testing.T) {
 	t.Parallel()
 	timingTest(t) // exactly ten runs: each must end within its 2 s period
+	ap := apStart(t)
+	ap.assertPaused(ap.waitPaused(90 * time.Second))
+	pauseMail := ap.mp.WaitFor(t, func(m testenv.Message) bool { return strings.Contains(m.Subject, "paused after 10 failed runs") }, 30*time.Second)
+	// Three more periods pass: nothing more runs, nothing more is sent.
+	time.Sleep(3 * time.Second)
+	runs := ap.assertTenFailedRuns()
+	ap.assertMails(pauseMail, runs[len(runs)-1].ID)
+	ap.resumeFailsAgain()
+	ap.successResets()
+	ap.e.must("PauseSchedule", fmt.Sprintf(`{"id":%q}`, ap.id))
+}
+
+// apEnv is TestAutoPauseAfterTenFailures' server (fast clock, one scheduler
+// slot, mail to mp) and its every-2-s schedule id, which starts on the
+// integration apbad (wrong secret key); apgood has the right one.
+type apEnv struct {
+	t  *testing.T
+	e  xfEnv
+	mp *testenv.Mailpit
+	db *sql.DB
+	id string
+}
+
+func apStart(t *testing.T) *apEnv {
+	t.Helper()
 	mp := testenv.StartMailpit(t)
 	minio := testenv.StartMinIO(t)
 	minio.CreateBucket(t, "autopause")
@@ -596,41 +707,59 @@ func TestAutoPauseAfterTenFailures(t *testing.T) {
 	e.integration("apgood", "PROVIDER_S3", "s3://autopause/exports/", minio.Endpoint, xfS3Creds(minio, minio.SecretKey))
 	wb, el := crWorkbook(e, "autopause", true)
 	id := crSchedule(e, wb, el, "autopause", "apbad", "s3://autopause/exports/{schedule_id}/{date}T{time}.csv", "UTC")
-	get := func() map[string]any {
-		t.Helper()
-		return e.must("GetSchedule", fmt.Sprintf(`{"id":%q}`, id))
-	}
-	failures := func(m map[string]any) int {
-		f, _ := getPath(m, "schedule", "consecutiveFailures").(float64) // absent when 0
-		return int(f)
-	}
+	return &apEnv{t: t, e: e, mp: mp, db: s.OpenDB(), id: id}
+}
+
+func (ap *apEnv) get() map[string]any {
+	ap.t.Helper()
+	return ap.e.must("GetSchedule", fmt.Sprintf(`{"id":%q}`, ap.id))
+}
+
+// apFailures is a schedule's consecutive_failures.
+func apFailures(m map[string]any) int {
+	f, _ := getPath(m, "schedule", "consecutiveFailures").(float64) // absent when 0
+	return int(f)
+}
+
+// waitPaused returns the schedule once it is PAUSED.
+func (ap *apEnv) waitPaused(timeout time.Duration) map[string]any {
+	t := ap.t
+	t.Helper()
 	start := time.Now()
-	var sc map[string]any
 	for {
-		sc = get()
+		sc := ap.get()
 		if getString(sc, "schedule", "state") == "SCHEDULE_STATE_PAUSED" {
-			break
+			t.Logf("paused after %s", time.Since(start).Round(time.Millisecond))
+			return sc
 		}
-		if time.Since(start) > 90*time.Second {
-			t.Fatalf("schedule not paused within 90s: %v", sc)
+		if time.Since(start) > timeout {
+			t.Fatalf("schedule not paused within %s: %v", timeout, sc)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Logf("paused after %s", time.Since(start).Round(time.Millisecond))
+}
+
+// assertPaused: paused for repeated failures after ten, with no next run.
+func (ap *apEnv) assertPaused(sc map[string]any) {
+	t := ap.t
+	t.Helper()
 	if r := getString(sc, "schedule", "pauseReason"); r != "PAUSE_REASON_REPEATED_FAILURES" {
 		t.Errorf("pause reason %q", r)
 	}
-	if n := failures(sc); n != 10 {
+	if n := apFailures(sc); n != 10 {
 		t.Errorf("consecutive_failures %d, want 10", n)
 	}
 	if nt := getString(sc, "schedule", "nextRunTime"); nt != "" {
 		t.Errorf("paused schedule has next_run_time %s", nt)
 	}
-	pauseMail := mp.WaitFor(t, func(m testenv.Message) bool { return strings.Contains(m.Subject, "paused after 10 failed runs") }, 30*time.Second)
-	// Three more periods pass: nothing more runs, nothing more is sent.
-	time.Sleep(3 * time.Second)
-	db := s.OpenDB()
-	runs := crRuns(t, s, db, "schedule_id = "+s.Placeholder(1), id)
+}
+
+// assertTenFailedRuns: the schedule has exactly ten runs, all SCHEDULED
+// and FAILED with PROVIDER_ACCESS_DENIED; it returns them.
+func (ap *apEnv) assertTenFailedRuns() []crRun {
+	t := ap.t
+	t.Helper()
+	runs := crRuns(t, ap.e.s, ap.db, "schedule_id = "+ap.e.s.Placeholder(1), ap.id)
 	failed := 0
 	for _, r := range runs {
 		if r.State == "FAILED" && r.ErrorCode == "PROVIDER_ACCESS_DENIED" && r.Trigger == "SCHEDULED" {
@@ -642,8 +771,17 @@ func TestAutoPauseAfterTenFailures(t *testing.T) {
 	if failed != 10 || len(runs) != 10 {
 		t.Errorf("%d runs, %d FAILED with PROVIDER_ACCESS_DENIED; want exactly 10", len(runs), failed)
 	}
+	return runs
+}
+
+// assertMails: one auto-pause mail, to the owner, naming the schedule, the
+// reason, the last run and the provider's error; one failure mail for the
+// streak; nothing else.
+func (ap *apEnv) assertMails(pauseMail testenv.Message, lastRunID string) {
+	t := ap.t
+	t.Helper()
 	var pauses, failMails int
-	for _, m := range mp.Messages(t) {
+	for _, m := range ap.mp.Messages(t) {
 		switch {
 		case strings.Contains(m.Subject, "paused after 10 failed runs"):
 			pauses++
@@ -663,35 +801,46 @@ func TestAutoPauseAfterTenFailures(t *testing.T) {
 	if !slices.Equal(pauseMail.To, []string{xfAdminEmail}) {
 		t.Errorf("auto-pause mail to %v, want the owner %s", pauseMail.To, xfAdminEmail)
 	}
-	for _, want := range []string{id, "REPEATED_FAILURES", runs[len(runs)-1].ID, "SignatureDoesNotMatch"} {
+	for _, want := range []string{ap.id, "REPEATED_FAILURES", lastRunID, "SignatureDoesNotMatch"} {
 		if !strings.Contains(pauseMail.Text, want) {
 			t.Errorf("auto-pause mail lacks %q:\n%s", want, pauseMail.Text)
 		}
 	}
+}
 
-	// Resume: ACTIVE again, count 0, and it runs again (and fails again).
-	r := e.must("ResumeSchedule", fmt.Sprintf(`{"id":%q}`, id))
-	if st, n := getString(r, "schedule", "state"), failures(r); st != "SCHEDULE_STATE_ACTIVE" || n != 0 || getString(r, "schedule", "pauseReason") != "" {
+// resumeFailsAgain: after ResumeSchedule the schedule is ACTIVE with count
+// 0, and it runs again (and fails again).
+func (ap *apEnv) resumeFailsAgain() {
+	t := ap.t
+	t.Helper()
+	r := ap.e.must("ResumeSchedule", fmt.Sprintf(`{"id":%q}`, ap.id))
+	if st, n := getString(r, "schedule", "state"), apFailures(r); st != "SCHEDULE_STATE_ACTIVE" || n != 0 || getString(r, "schedule", "pauseReason") != "" {
 		t.Errorf("after ResumeSchedule: state %s, consecutive_failures %d, pause reason %q", st, n, getString(r, "schedule", "pauseReason"))
 	}
-	if sc = get(); getString(sc, "schedule", "state") != "SCHEDULE_STATE_ACTIVE" || failures(sc) != 0 {
+	if sc := ap.get(); getString(sc, "schedule", "state") != "SCHEDULE_STATE_ACTIVE" || apFailures(sc) != 0 {
 		t.Errorf("GetSchedule after resume: %v", sc)
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for sc = get(); failures(sc) < 2; sc = get() {
+	for sc := ap.get(); apFailures(sc) < 2; sc = ap.get() {
 		if time.Now().After(deadline) {
 			t.Fatalf("no failures after resume: %v", sc)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	// A success resets the count: point the schedule at the right credentials.
+}
+
+// successResets: pointed at the right credentials the schedule succeeds,
+// and the success resets the count.
+func (ap *apEnv) successResets() {
+	t := ap.t
+	t.Helper()
 	switched := time.Now()
-	e.must("UpdateSchedule", fmt.Sprintf(`{"schedule":{"id":%q,"destination":{"cloudStorage":{"storageIntegrationName":"apgood",
-		"uri":"s3://autopause/exports/{schedule_id}/{date}T{time}.csv"}}},"updateMask":"destination"}`, id))
-	deadline = time.Now().Add(30 * time.Second)
+	ap.e.must("UpdateSchedule", fmt.Sprintf(`{"schedule":{"id":%q,"destination":{"cloudStorage":{"storageIntegrationName":"apgood",
+		"uri":"s3://autopause/exports/{schedule_id}/{date}T{time}.csv"}}},"updateMask":"destination"}`, ap.id))
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var ok int
-		if err := db.QueryRow("SELECT COUNT(*) FROM export_runs WHERE schedule_id = ? AND state = 'SUCCEEDED'", id).Scan(&ok); err != nil {
+		if err := ap.db.QueryRow("SELECT COUNT(*) FROM export_runs WHERE schedule_id = ? AND state = 'SUCCEEDED'", ap.id).Scan(&ok); err != nil {
 			t.Fatal(err)
 		}
 		if ok > 0 {
@@ -703,10 +852,9 @@ func TestAutoPauseAfterTenFailures(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("first success %s after switching credentials", time.Since(switched).Round(time.Millisecond))
-	if sc = get(); failures(sc) != 0 || getString(sc, "schedule", "state") != "SCHEDULE_STATE_ACTIVE" {
+	if sc := ap.get(); apFailures(sc) != 0 || getString(sc, "schedule", "state") != "SCHEDULE_STATE_ACTIVE" {
 		t.Errorf("after a success: %v", sc)
 	}
-	e.must("PauseSchedule", fmt.Sprintf(`{"id":%q}`, id))
 }
 
 // TestAutoPauseOverlappingRuns: when runs of one schedule overlap (several

@@ -9,7 +9,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/csv"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -118,107 +117,15 @@ func (e xfEnv) cancelRun(id string) error {
 	return err
 }
 
-// xfStream is a SendNow stream read by a goroutine into a channel (closed
-// when the stream ends; err then holds why, nil for a clean end).
-type xfStream struct {
-	t     *testing.T
-	runID string
-	ch    chan *pb.ExportProgress
-	err   error
-	msgs  []*pb.ExportProgress // everything consumed so far
-}
-
-func (e xfEnv) sendNow(schID string) *xfStream {
+// sendNow starts a Send now as the admin and returns its stream once the
+// first message (with the run id) has arrived.
+func (e xfEnv) sendNow(schID string) *testenv.RunStream {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(Ctx(e.s.AdminKey), 3*time.Minute)
 	e.t.Cleanup(cancel)
-	st, err := pb.NewScheduleServiceClient(e.s.Conn).SendNow(ctx, &pb.SendNowRequest{Id: schID})
-	if err != nil {
-		e.t.Fatalf("SendNow: %v", err)
-	}
-	first, err := st.Recv()
-	if err != nil {
-		e.t.Fatalf("SendNow first message: %v", err)
-	}
-	xs := &xfStream{t: e.t, runID: first.GetProgress().GetRunId(), ch: make(chan *pb.ExportProgress, 1<<14)}
-	xs.ch <- first.GetProgress()
-	go func() {
-		defer close(xs.ch)
-		for {
-			m, err := st.Recv()
-			if err != nil {
-				if !errors.Is(err, io.EOF) {
-					xs.err = err
-				}
-				return
-			}
-			xs.ch <- m.GetProgress()
-		}
-	}()
+	xs := testenv.SendNow(e.t, ctx, pb.NewScheduleServiceClient(e.s.Conn), schID)
+	xs.RunID() // the test fails if the stream ends before its first message
 	return xs
-}
-
-func xfTerminal(p *pb.ExportProgress) bool {
-	switch p.GetPhase() {
-	case pb.ExportPhase_EXPORT_PHASE_SUCCEEDED, pb.ExportPhase_EXPORT_PHASE_FAILED,
-		pb.ExportPhase_EXPORT_PHASE_CANCELED, pb.ExportPhase_EXPORT_PHASE_SKIPPED:
-		return true
-	}
-	return false
-}
-
-// until returns the first message satisfying pred; it fails the test on
-// timeout or when the stream ends (or turns terminal) first.
-func (xs *xfStream) until(what string, timeout time.Duration, pred func(*pb.ExportProgress) bool) *pb.ExportProgress {
-	xs.t.Helper()
-	deadline := time.After(timeout)
-	for {
-		select {
-		case p, ok := <-xs.ch:
-			if !ok {
-				xs.t.Fatalf("stream of %s ended (%v) before %s; last: %v", xs.runID, xs.err, what, xs.last())
-			}
-			xs.msgs = append(xs.msgs, p)
-			if pred(p) {
-				return p
-			}
-			if xfTerminal(p) {
-				xs.t.Fatalf("run %s ended (%v) before %s", xs.runID, p, what)
-			}
-		case <-deadline:
-			xs.t.Fatalf("no %s within %s; last: %v", what, timeout, xs.last())
-		}
-	}
-}
-
-func (xs *xfStream) last() *pb.ExportProgress {
-	if len(xs.msgs) == 0 {
-		return nil
-	}
-	return xs.msgs[len(xs.msgs)-1]
-}
-
-// terminal waits for the terminal message and checks that it is the only
-// one and the stream ends cleanly after it.
-func (xs *xfStream) terminal(timeout time.Duration) *pb.ExportProgress {
-	xs.t.Helper()
-	p := xs.until("a terminal message", timeout, xfTerminal)
-	select {
-	case extra, ok := <-xs.ch:
-		if ok {
-			xs.t.Errorf("message after the terminal one: %v", extra)
-		} else if xs.err != nil {
-			xs.t.Errorf("stream ended with %v after the terminal message", xs.err)
-		}
-	case <-time.After(5 * time.Second):
-		xs.t.Errorf("stream still open 5s after its terminal message")
-	}
-	for _, m := range xs.msgs[:len(xs.msgs)-1] {
-		if xfTerminal(m) {
-			xs.t.Errorf("more than one terminal message: %v", m)
-		}
-	}
-	return p
 }
 
 // xfS3Key is the bucket key of an s3:// object URI.
@@ -348,13 +255,13 @@ func TestExportWrongCredentials(t *testing.T) {
 		good := e.integration("s3good", "PROVIDER_S3", "s3://wrongcreds/exports/", minio.Endpoint, xfS3Creds(minio, minio.SecretKey))
 		schID, schName := e.schedule("s3bad", "s3://wrongcreds/exports/x-{run_id}.csv", "COMPRESSION_NONE")
 		xs := e.sendNow(schID)
-		end := xs.terminal(60 * time.Second)
+		end := xs.Terminal(60 * time.Second)
 		if end.GetPhase() != pb.ExportPhase_EXPORT_PHASE_FAILED {
 			t.Fatalf("terminal phase %v, want FAILED: %v", end.GetPhase(), end)
 		}
 		want := []string{"SignatureDoesNotMatch", "The request signature we calculated does not match"}
 		xfCheckProviderError(t, "terminal progress", end.GetError(), "PROVIDER_ACCESS_DENIED", want...)
-		run := e.getRun(xs.runID)
+		run := e.getRun(xs.RunID())
 		if run.GetState() != pb.RunState_RUN_STATE_FAILED || run.GetFinishTime() == nil {
 			t.Errorf("GetExportRun: %v", run)
 		}
@@ -366,7 +273,7 @@ func TestExportWrongCredentials(t *testing.T) {
 		if run.GetError().GetProviderMessage() != end.GetError().GetProviderMessage() {
 			t.Errorf("provider message differs: run %q, stream %q", run.GetError().GetProviderMessage(), end.GetError().GetProviderMessage())
 		}
-		xfFailureMail(t, mp, xs.runID, append(want, schName, schID)...)
+		xfFailureMail(t, mp, xs.RunID(), append(want, schName, schID)...)
 		if keys := xfS3Objects(t, minio, "wrongcreds", "exports/"); len(keys) > 0 {
 			t.Errorf("objects after the failed run: %v", keys)
 		}
@@ -396,7 +303,7 @@ func TestExportWrongCredentials(t *testing.T) {
 		good := e.integration("azgood", "PROVIDER_AZURE_BLOB", dest, azurite.Endpoint, fmt.Sprintf(creds, testenv.AzuriteAccount, testenv.AzuriteKey))
 		schID, schName := e.schedule("azbad", dest+"x-{run_id}.csv.gz", "COMPRESSION_GZIP")
 		xs := e.sendNow(schID)
-		end := xs.terminal(60 * time.Second)
+		end := xs.Terminal(60 * time.Second)
 		if end.GetPhase() != pb.ExportPhase_EXPORT_PHASE_FAILED {
 			t.Fatalf("terminal phase %v, want FAILED: %v", end.GetPhase(), end)
 		}
@@ -407,7 +314,7 @@ func TestExportWrongCredentials(t *testing.T) {
 			t.Errorf("provider_message %q does not start with Azure's error code", pm)
 		}
 		xfCheckProviderError(t, "terminal progress", end.GetError(), "PROVIDER_ACCESS_DENIED", want...)
-		run := e.getRun(xs.runID)
+		run := e.getRun(xs.RunID())
 		if run.GetState() != pb.RunState_RUN_STATE_FAILED {
 			t.Errorf("GetExportRun: %v", run)
 		}
@@ -415,7 +322,7 @@ func TestExportWrongCredentials(t *testing.T) {
 			t.Errorf("%d rows exported (run: %d) before the refusal; want the preflight to fail first", end.GetRowsExported(), run.GetRows())
 		}
 		xfCheckProviderError(t, "GetExportRun", run.GetError(), "PROVIDER_ACCESS_DENIED", want...)
-		xfFailureMail(t, mp, xs.runID, append(want, schName, schID)...)
+		xfFailureMail(t, mp, xs.RunID(), append(want, schName, schID)...)
 		r := probe(t, bad)
 		if c := r.GetProviderCode(); r.GetOk() || c != "AuthenticationFailed" && c != "AuthorizationFailure" || !strings.Contains(r.GetProviderMessage(), want[0]) {
 			t.Errorf("TestStorageIntegration with a wrong key: %v", r)
@@ -480,7 +387,7 @@ func TestExportSurvivesS3Restart(t *testing.T) {
 
 	start := time.Now()
 	xs := e.sendNow(schID)
-	at := xs.until("a multipart upload in flight", 90*time.Second, func(p *pb.ExportProgress) bool {
+	at := xs.Until("a multipart upload in flight", 90*time.Second, func(p *pb.ExportProgress) bool {
 		return p.GetPhase() == pb.ExportPhase_EXPORT_PHASE_UPLOADING && p.GetBytesUploaded() > xfMultipartAt
 	})
 	t.Logf("killing MinIO %s into the run at %d bytes / %d rows", time.Since(start).Round(time.Millisecond), at.GetBytesUploaded(), at.GetRowsExported())
@@ -490,12 +397,12 @@ func TestExportSurvivesS3Restart(t *testing.T) {
 		time.Sleep(2 * time.Second)
 		restarted <- minio.TryStart()
 	}()
-	end := xs.terminal(150 * time.Second)
+	end := xs.Terminal(150 * time.Second)
 	if err := <-restarted; err != nil {
 		t.Fatalf("restarting MinIO: %v", err)
 	}
 	t.Logf("run ended %v after %s", end.GetPhase(), time.Since(start).Round(time.Millisecond))
-	run := e.getRun(xs.runID)
+	run := e.getRun(xs.RunID())
 	key := xfS3Key(t, run.GetObjectUri(), "restart")
 	switch run.GetState() {
 	case pb.RunState_RUN_STATE_SUCCEEDED:
@@ -522,7 +429,7 @@ func TestExportSurvivesS3Restart(t *testing.T) {
 		if end.GetPhase() != pb.ExportPhase_EXPORT_PHASE_FAILED || run.GetError().GetCode() == "" {
 			t.Errorf("failed run: stream %v, error %v", end, run.GetError())
 		}
-		xfFailureMail(t, mp, xs.runID)
+		xfFailureMail(t, mp, xs.RunID())
 		if keys := xfS3Objects(t, minio, "restart", "exports/"); len(keys) > 0 {
 			t.Errorf("objects after the failed run: %v", keys)
 		}
@@ -556,12 +463,12 @@ func TestCancelLargeExport(t *testing.T) {
 		{"multipart upload in flight", func(p *pb.ExportProgress) bool { return p.GetBytesUploaded() > xfMultipartAt }},
 	} {
 		xs := e.sendNow(schID)
-		at := xs.until(c.name, 120*time.Second, c.when)
+		at := xs.Until(c.name, 120*time.Second, c.when)
 		canceled := time.Now()
-		if err := e.cancelRun(xs.runID); err != nil {
+		if err := e.cancelRun(xs.RunID()); err != nil {
 			t.Fatalf("CancelExportRun: %v", err)
 		}
-		end := xs.terminal(60 * time.Second)
+		end := xs.Terminal(60 * time.Second)
 		took := time.Since(canceled)
 		t.Logf("%s: canceled at %d/%d rows, %d bytes; terminal %v %s after the cancel call",
 			c.name, at.GetRowsExported(), at.GetTotalRows(), at.GetBytesUploaded(), end.GetPhase(), took.Round(time.Millisecond))
@@ -574,7 +481,7 @@ func TestCancelLargeExport(t *testing.T) {
 		if at.GetTotalRows() < 2_000_000 {
 			t.Errorf("%s: total_rows %d, want >= 2M", c.name, at.GetTotalRows())
 		}
-		run := e.getRun(xs.runID)
+		run := e.getRun(xs.RunID())
 		if run.GetState() != pb.RunState_RUN_STATE_CANCELED || run.GetFinishTime() == nil || run.GetError().GetCode() != "CANCELED" {
 			t.Errorf("%s: GetExportRun after cancel: %v", c.name, run)
 		}
@@ -583,7 +490,7 @@ func TestCancelLargeExport(t *testing.T) {
 			t.Errorf("%s: objects after cancel: %v", c.name, keys)
 		}
 		xfNoUploadsLeft(t, minio, "cancel", "exports/", key)
-		if err := e.cancelRun(xs.runID); status.Code(err) != codes.FailedPrecondition {
+		if err := e.cancelRun(xs.RunID()); status.Code(err) != codes.FailedPrecondition {
 			t.Errorf("%s: CancelExportRun on a finished run: %v, want FailedPrecondition", c.name, err)
 		}
 	}
@@ -618,11 +525,11 @@ func TestOrphanedRunRecovered(t *testing.T) {
 	schID, _ := e.schedule("orphan", "s3://orphan/exports/o-{run_id}.csv", "COMPRESSION_NONE")
 
 	xs := e.sendNow(schID)
-	xs.until("a multipart upload in flight", 60*time.Second, func(p *pb.ExportProgress) bool {
+	xs.Until("a multipart upload in flight", 60*time.Second, func(p *pb.ExportProgress) bool {
 		return p.GetPhase() == pb.ExportPhase_EXPORT_PHASE_UPLOADING && p.GetBytesUploaded() > xfMultipartAt
 	})
 	xfKillRestart(s)
-	run := e.getRun(xs.runID)
+	run := e.getRun(xs.RunID())
 	if run.GetState() != pb.RunState_RUN_STATE_FAILED || run.GetError().GetCode() != "INTERRUPTED" || run.GetFinishTime() == nil {
 		t.Fatalf("run after a crash and restart: %v", run)
 	}
@@ -634,7 +541,7 @@ func TestOrphanedRunRecovered(t *testing.T) {
 	// Watching the recovered run ends at once with its terminal state.
 	ctx, cancel := context.WithTimeout(Ctx(s.AdminKey), 10*time.Second)
 	defer cancel()
-	w, err := pb.NewScheduleServiceClient(s.Conn).WatchExportRun(ctx, &pb.WatchExportRunRequest{Id: xs.runID})
+	w, err := pb.NewScheduleServiceClient(s.Conn).WatchExportRun(ctx, &pb.WatchExportRunRequest{Id: xs.RunID()})
 	if err != nil {
 		t.Fatal(err)
 	}

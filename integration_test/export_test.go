@@ -28,7 +28,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/klauspost/compress/zstd"
 	"google.golang.org/api/option"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -154,39 +153,12 @@ func s3Integration(name, dest string, mc *testenv.S3) *pb.StorageIntegration {
 }
 
 // progressMsg is one streamed ExportProgress and when it arrived.
-type progressMsg struct {
-	at time.Duration // since the call was made
-	p  *pb.ExportProgress
-}
+type progressMsg = testenv.Progress
 
-func isTerminal(ph pb.ExportPhase) bool {
-	return ph >= pb.ExportPhase_EXPORT_PHASE_SUCCEEDED && ph <= pb.ExportPhase_EXPORT_PHASE_SKIPPED
-}
-
-// recvAll collects a server stream until it ends.
-func recvAll(start time.Time, recv func() (*pb.ExportProgress, error), onFirst func(*pb.ExportProgress)) ([]progressMsg, error) {
-	var msgs []progressMsg
-	for {
-		p, err := recv()
-		if err == io.EOF {
-			return msgs, nil
-		}
-		if err != nil {
-			return msgs, fmt.Errorf("after %d messages: %w", len(msgs), err)
-		}
-		if msgs = append(msgs, progressMsg{time.Since(start), p}); len(msgs) == 1 && onFirst != nil {
-			onFirst(p)
-		}
-	}
-}
-
-// sendNow calls SendNow over gRPC and collects the stream; onFirst (if set)
-// sees the first message as soon as it arrives.
-func sendNow(t *testing.T, ctx context.Context, cl Clients, schID string, onFirst func(*pb.ExportProgress)) []progressMsg {
+// sendNow calls SendNow over gRPC and collects the stream to its end.
+func sendNow(t *testing.T, ctx context.Context, cl Clients, schID string) []progressMsg {
 	t.Helper()
-	start := time.Now()
-	st := must(cl.Schedules.SendNow(ctx, &pb.SendNowRequest{Id: schID})).get(t)
-	msgs, err := recvAll(start, func() (*pb.ExportProgress, error) { r, err := st.Recv(); return r.GetProgress(), err }, onFirst)
+	msgs, err := testenv.SendNow(t, ctx, cl.Schedules, schID).Wait()
 	if err != nil {
 		t.Fatalf("SendNow stream: %v", err)
 	}
@@ -200,8 +172,8 @@ func checkStream(t *testing.T, label string, msgs []progressMsg, minMsgs int) *p
 	t.Helper()
 	var trace []string
 	for _, m := range msgs {
-		trace = append(trace, fmt.Sprintf("%s@%s rows=%d bytes=%d", strings.TrimPrefix(m.p.GetPhase().String(), "EXPORT_PHASE_"),
-			m.at.Round(time.Millisecond), m.p.GetRowsExported(), m.p.GetBytesUploaded()))
+		trace = append(trace, fmt.Sprintf("%s@%s rows=%d bytes=%d", strings.TrimPrefix(m.P.GetPhase().String(), "EXPORT_PHASE_"),
+			m.At.Round(time.Millisecond), m.P.GetRowsExported(), m.P.GetBytesUploaded()))
 	}
 	shown := trace
 	if len(trace) > 12 {
@@ -216,18 +188,18 @@ func checkStream(t *testing.T, label string, msgs []progressMsg, minMsgs int) *p
 	}
 	terminals := 0
 	for i, m := range msgs {
-		if m.p.GetRunId() != msgs[0].p.GetRunId() {
-			t.Errorf("%s: message %d has run_id %q, the first had %q", label, i, m.p.GetRunId(), msgs[0].p.GetRunId())
+		if m.P.GetRunId() != msgs[0].P.GetRunId() {
+			t.Errorf("%s: message %d has run_id %q, the first had %q", label, i, m.P.GetRunId(), msgs[0].P.GetRunId())
 		}
-		if i > 0 && (m.p.GetRowsExported() < msgs[i-1].p.GetRowsExported() || m.p.GetBytesUploaded() < msgs[i-1].p.GetBytesUploaded()) {
+		if i > 0 && (m.P.GetRowsExported() < msgs[i-1].P.GetRowsExported() || m.P.GetBytesUploaded() < msgs[i-1].P.GetBytesUploaded()) {
 			t.Errorf("%s: progress went backwards at message %d: %s -> %s", label, i, trace[i-1], trace[i])
 		}
-		if isTerminal(m.p.GetPhase()) {
+		if testenv.IsTerminal(m.P.GetPhase()) {
 			terminals++
 		}
 	}
-	last := msgs[len(msgs)-1].p
-	if terminals != 1 || !isTerminal(last.GetPhase()) {
+	last := msgs[len(msgs)-1].P
+	if terminals != 1 || !testenv.IsTerminal(last.GetPhase()) {
 		t.Errorf("%s: %d terminal messages (last is %v), want exactly one, last", label, terminals, last.GetPhase())
 	}
 	if last.GetPhase() != pb.ExportPhase_EXPORT_PHASE_SUCCEEDED {
@@ -238,53 +210,25 @@ func checkStream(t *testing.T, label string, msgs []progressMsg, minMsgs int) *p
 
 func checkFirstWithin(t *testing.T, label string, msgs []progressMsg, limit time.Duration) {
 	t.Helper()
-	if first := msgs[0].at; first > limit {
+	if first := msgs[0].At; first > limit {
 		t.Errorf("%s: first message after %s, want within %s", label, first, limit)
 	} else {
 		t.Logf("%s: first message after %s", label, first.Round(time.Microsecond))
 	}
 }
 
-// restStream makes a streaming REST call and decodes the chunked NDJSON
-// lines ({"result":{"progress":{...}}}) with protojson.
-func restStream(t *testing.T, s *Server, method, path, body string) []progressMsg {
+// restStream makes a streaming REST call as the admin and collects the
+// chunked NDJSON lines ({"result":{"progress":{...}}}) to the end.
+func restStream(t *testing.T, ctx context.Context, s *Server, method, path, body string) []progressMsg {
 	t.Helper()
-	req := must(http.NewRequest(method, s.HTTPURL+path, strings.NewReader(body))).get(t)
-	req.Header.Set("Authorization", "Bearer "+s.AdminKey)
-	req.Header.Set("Content-Type", "application/json")
-	start := time.Now()
-	resp := must(http.DefaultClient.Do(req)).get(t)
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("%s %s: %s: %s", method, path, resp.Status, b)
+	rs := testenv.RESTStream(t, ctx, s.HTTPURL, method, path, s.AdminKey, body)
+	msgs, err := rs.Wait()
+	if rs.HTTPStatus != http.StatusOK {
+		t.Fatalf("%s %s: status %d: %v", method, path, rs.HTTPStatus, err)
 	}
-	if len(resp.TransferEncoding) == 0 || resp.TransferEncoding[0] != "chunked" {
-		t.Errorf("%s %s: transfer encoding %v, want chunked", method, path, resp.TransferEncoding)
+	if te := rs.TransferEncoding; len(te) == 0 || te[0] != "chunked" {
+		t.Errorf("%s %s: transfer encoding %v, want chunked", method, path, te)
 	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	msgs, err := recvAll(start, func() (*pb.ExportProgress, error) {
-		for sc.Scan() {
-			line := bytes.TrimSpace(sc.Bytes())
-			if len(line) == 0 {
-				continue
-			}
-			var env struct {
-				Result *struct{ Progress json.RawMessage } `json:"result"`
-				Error  json.RawMessage                     `json:"error"`
-			}
-			if err := json.Unmarshal(line, &env); err != nil || env.Result == nil || len(env.Error) > 0 {
-				return nil, fmt.Errorf("line is not a result: %s (%v)", line, err)
-			}
-			p := &pb.ExportProgress{}
-			return p, protojson.Unmarshal(env.Result.Progress, p)
-		}
-		if sc.Err() != nil {
-			return nil, sc.Err()
-		}
-		return nil, io.EOF
-	}, nil)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
@@ -583,7 +527,7 @@ func TestSendNowProviders(t *testing.T) {
 					schID := createSchedule(t, ctx, cl, wbID, elID, in.GetName(), uri, f.f, f.c, f.escape)
 					sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 					defer cancel()
-					last := checkStream(t, "SendNow", sendNow(t, sctx, cl, schID, nil), 2)
+					last := checkStream(t, "SendNow", sendNow(t, sctx, cl, schID), 2)
 					run := must(cl.Schedules.GetExportRun(ctx, &pb.GetExportRunRequest{Id: last.GetRunId()})).get(t).GetRun()
 					if wantURI := strings.ReplaceAll(uri, "{run_id}", run.GetId()); run.GetObjectUri() != wantURI {
 						t.Errorf("object_uri %q, want %q", run.GetObjectUri(), wantURI)
@@ -634,39 +578,28 @@ func TestSendNowStreams(t *testing.T) {
 	defer cancel()
 
 	// gRPC Send now; a second client watches the same run from its first message on.
-	type watchResult struct {
-		msgs []progressMsg
-		err  error
+	sn := testenv.SendNow(t, sctx, cl.Schedules, schID)
+	watcher := testenv.Watch(t, sctx, s.Clients().Schedules, sn.RunID())
+	msgs, err := sn.Wait()
+	if err != nil {
+		t.Fatalf("SendNow stream: %v", err)
 	}
-	watchDone := make(chan watchResult, 1)
-	msgs := sendNow(t, sctx, cl, schID, func(p *pb.ExportProgress) {
-		go func() {
-			start := time.Now()
-			st, err := s.Clients().Schedules.WatchExportRun(sctx, &pb.WatchExportRunRequest{Id: p.GetRunId()})
-			if err != nil {
-				watchDone <- watchResult{err: err}
-				return
-			}
-			m, err := recvAll(start, func() (*pb.ExportProgress, error) { r, err := st.Recv(); return r.GetProgress(), err }, nil)
-			watchDone <- watchResult{m, err}
-		}()
-	})
 	last := checkStream(t, "gRPC SendNow", msgs, 3)
 	checkFirstWithin(t, "gRPC SendNow", msgs, 200*time.Millisecond)
 	grpcRun := last.GetRunId()
 	if last.GetRowsExported() < 200000 {
 		t.Errorf("gRPC SendNow exported %d rows, want >= 200000", last.GetRowsExported())
 	}
-	w := <-watchDone
-	if w.err != nil {
-		t.Fatalf("WatchExportRun: %v", w.err)
+	wmsgs, err := watcher.Wait()
+	if err != nil {
+		t.Fatalf("WatchExportRun: %v", err)
 	}
-	if wl := checkStream(t, "gRPC WatchExportRun", w.msgs, 1); wl.GetRunId() != grpcRun || wl.GetRowsExported() != last.GetRowsExported() {
+	if wl := checkStream(t, "gRPC WatchExportRun", wmsgs, 1); wl.GetRunId() != grpcRun || wl.GetRowsExported() != last.GetRowsExported() {
 		t.Errorf("the watcher ended on run %s with %d rows; Send now on run %s with %d", wl.GetRunId(), wl.GetRowsExported(), grpcRun, last.GetRowsExported())
 	}
 
 	// The same over REST.
-	rmsgs := restStream(t, s, http.MethodPost, "/v1/schedules/"+schID+":sendNow", "{}")
+	rmsgs := restStream(t, sctx, s, http.MethodPost, "/v1/schedules/"+schID+":sendNow", "{}")
 	restRun := checkStream(t, "REST sendNow", rmsgs, 3).GetRunId()
 	checkFirstWithin(t, "REST sendNow", rmsgs, 200*time.Millisecond)
 	if restRun == grpcRun {
@@ -674,7 +607,7 @@ func TestSendNowStreams(t *testing.T) {
 	}
 
 	t.Run("rest_watch_finished_run", func(t *testing.T) {
-		wl := checkStream(t, "REST watch", restStream(t, s, http.MethodGet, "/v1/exportRuns/"+grpcRun+":watch", ""), 1)
+		wl := checkStream(t, "REST watch", restStream(t, sctx, s, http.MethodGet, "/v1/exportRuns/"+grpcRun+":watch", ""), 1)
 		if wl.GetRunId() != grpcRun || wl.GetRowsExported() != last.GetRowsExported() || wl.GetObjectUri() != last.GetObjectUri() {
 			t.Errorf("REST watch of %s answered %v; Send now ended with %v", grpcRun, wl, last)
 		}
@@ -682,8 +615,7 @@ func TestSendNowStreams(t *testing.T) {
 
 	// A client that goes away after the first message does not stop the run.
 	dctx, dcancel := context.WithCancel(sctx)
-	st := must(cl.Schedules.SendNow(dctx, &pb.SendNowRequest{Id: schID})).get(t)
-	leftRun := must(st.Recv()).get(t).GetProgress().GetRunId()
+	leftRun := testenv.SendNow(t, dctx, cl.Schedules, schID).RunID()
 	dcancel()
 	var run *pb.ExportRun
 	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(200 * time.Millisecond) {

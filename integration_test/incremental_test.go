@@ -38,19 +38,37 @@ func TestIncrementalExactlyOnce(t *testing.T) {
 }
 
 func testIncrementalExactlyOnce(t *testing.T, s *Server) {
-	const (
-		sends     = 5
-		inserters = 4
-		// Large enough that a seed's transaction (one per 50k rows) stays
-		// open while a Send now reads its watermark: with StableSeq's lock
-		// removed on PostgreSQL this test then finds gaps on every run
-		// (with 2000 rows only on about half of them).
-		seedRows = 10000
-	)
+	const sends = 5
+	dir := s.LocalDir("", "inc")
+	db := s.OpenDB()
+	schID := incSchedule(t, s, dir)
+	load := incStartLoad(t, s, db)
+	runs := incSendNows(t, s, schID, load, sends)
+	if !load.report(t, sends) {
+		return
+	}
+	files, seen := incReadFiles(t, dir, runs)
+	all, idOf := incTableRows(t, db)
+	if len(files[0]) == 0 {
+		t.Fatal("the first run exported nothing")
+	}
+	org := idOf[files[0][0]].org
+	ranges, maxExported := incAssertContiguous(t, files, idOf, org)
+	incAssertNoGaps(t, all, seen, ranges, org, maxExported)
+	incAssertNothingAfter(t, all, org, maxExported)
+	sizes := make([]int, len(files))
+	for i, f := range files {
+		sizes[i] = len(f)
+	}
+	t.Logf("rows per file %v, %d in total, ranges %v", sizes, len(seen), ranges)
+}
+
+// incSchedule creates a LOCAL integration and an INCREMENTAL JSONL schedule
+// of AUDIT_LOGS writing dir/part-{run_id}.jsonl; it returns the schedule id.
+func incSchedule(t *testing.T, s *Server, dir string) string {
+	t.Helper()
 	c := s.Clients()
 	ctx := Ctx(s.AdminKey)
-	dir := s.LocalDir("", "inc")
-
 	in, err := c.Integrations.CreateStorageIntegration(ctx, &pb.CreateStorageIntegrationRequest{
 		StorageIntegration: &pb.StorageIntegration{Name: "local_inc", Provider: pb.Provider_PROVIDER_LOCAL, Destination: "file://" + dir + "/"}})
 	if err != nil {
@@ -74,85 +92,137 @@ func testIncrementalExactlyOnce(t *testing.T, s *Server) {
 	if err != nil {
 		t.Fatalf("create schedule: %v", err)
 	}
-	schID := sc.GetSchedule().GetId()
+	return sc.GetSchedule().GetId()
+}
 
-	// Concurrent inserts: API calls (one audit row each, through Recorder)...
-	stop := make(chan struct{})
-	var stopOnce sync.Once
-	stopInserts := func() { stopOnce.Do(func() { close(stop) }) }
-	t.Cleanup(stopInserts) // also when a Fatal ends the test early
-	var calls atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, inserters+2)
-	for range inserters {
-		wg.Add(1)
+const (
+	incInserters = 4
+	// Large enough that a seed's transaction (one per 50k rows) stays
+	// open while a Send now reads its watermark: with StableSeq's lock
+	// removed on PostgreSQL this test then finds gaps on every run
+	// (with 2000 rows only on about half of them).
+	incSeedRows = 10000
+)
+
+// incLoad is the concurrent inserts: API calls from incInserters goroutines
+// (one audit row each, through Recorder), and bulk inserts in transactions
+// by a separate process (seed).
+type incLoad struct {
+	t        *testing.T
+	s        *Server
+	db       *sql.DB
+	stop     chan struct{}
+	stopOnce sync.Once
+	calls    atomic.Int64
+	wg       sync.WaitGroup // the API callers
+	seeds    sync.WaitGroup
+	seeded   int
+	errs     chan error
+}
+
+// incStartLoad starts the API callers; they run until stopAll (or the end
+// of the test, also when a Fatal ends it early).
+func incStartLoad(t *testing.T, s *Server, db *sql.DB) *incLoad {
+	l := &incLoad{t: t, s: s, db: db, stop: make(chan struct{}), errs: make(chan error, incInserters+2)}
+	t.Cleanup(l.stopCalls)
+	ctx := Ctx(s.AdminKey)
+	accounts := s.Clients().Accounts
+	for range incInserters {
+		l.wg.Add(1)
 		go func() {
-			defer wg.Done()
+			defer l.wg.Done()
 			for {
 				select {
-				case <-stop:
+				case <-l.stop:
 					return
 				default:
 				}
 				cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				_, err := c.Accounts.GetCurrentUser(cctx, &pb.GetCurrentUserRequest{})
+				_, err := accounts.GetCurrentUser(cctx, &pb.GetCurrentUserRequest{})
 				cancel()
 				if err != nil {
-					errs <- fmt.Errorf("GetCurrentUser: %w", err)
+					l.errs <- fmt.Errorf("GetCurrentUser: %w", err)
 					return
 				}
-				calls.Add(1)
+				l.calls.Add(1)
 			}
 		}()
 	}
-	// ... and bulk inserts in transactions by a separate process (Seed).
-	var seeds sync.WaitGroup
-	db := s.OpenDB()
-	seed := func() {
-		seeds.Add(1)
-		done := make(chan struct{})
-		go func() {
-			defer seeds.Done()
-			defer close(done)
-			out, err := exec.Command(toolPath, "seed", "--events", fmt.Sprint(seedRows), "--db", s.DSN).CombinedOutput()
-			if err != nil {
-				errs <- fmt.Errorf("seed: %v\n%s", err, out)
-			}
-		}()
-		incAwaitSeedTx(t, s, db, done)
-	}
+	return l
+}
 
+func (l *incLoad) stopCalls() { l.stopOnce.Do(func() { close(l.stop) }) }
+
+// seed starts a seed process of incSeedRows rows and returns once it is
+// inside its insert transaction (incAwaitSeedTx).
+func (l *incLoad) seed() {
+	l.t.Helper()
+	l.seeds.Add(1)
+	l.seeded += incSeedRows
+	done := make(chan struct{})
+	go func() {
+		defer l.seeds.Done()
+		defer close(done)
+		out, err := exec.Command(toolPath, "seed", "--events", fmt.Sprint(incSeedRows), "--db", l.s.DSN).CombinedOutput()
+		if err != nil {
+			l.errs <- fmt.Errorf("seed: %v\n%s", err, out)
+		}
+	}()
+	incAwaitSeedTx(l.t, l.s, l.db, done)
+}
+
+// stopAll stops the API callers and waits for them and for the seeds.
+func (l *incLoad) stopAll() {
+	l.stopCalls()
+	l.wg.Wait()
+	l.seeds.Wait()
+}
+
+// report fails the test with the inserters' errors (call it after stopAll)
+// and says whether the test can go on.
+func (l *incLoad) report(t *testing.T, sends int) bool {
+	t.Helper()
+	close(l.errs)
+	for err := range l.errs {
+		t.Error(err)
+	}
+	if t.Failed() {
+		return false
+	}
+	t.Logf("%d API calls by %d goroutines and %d seeded rows ran concurrently with %d Send nows", l.calls.Load(), incInserters, l.seeded, sends)
+	return true
+}
+
+// incSendNows runs the schedule sends times while load goes on: the 2nd and
+// 4th start while a seed's transaction is open (on PostgreSQL its rows have
+// drawn ids but are not committed); the last starts after every insert has
+// returned, so it must pick up everything that is left. It returns each
+// run's terminal message.
+func incSendNows(t *testing.T, s *Server, schID string, load *incLoad, sends int) []*pb.ExportProgress {
+	t.Helper()
 	var runs []*pb.ExportProgress
 	for i := 1; i <= sends; i++ {
 		switch i {
 		case 2, 4:
-			// The Send now starts while the seed's transaction is open
-			// (on PostgreSQL its rows have drawn ids but are not committed).
-			seed()
+			load.seed()
 		case sends:
-			// The last run starts after every insert has returned, so it
-			// must pick up everything that is left.
-			stopInserts()
-			wg.Wait()
-			seeds.Wait()
+			load.stopAll()
 		}
 		runs = append(runs, incSendNow(t, s, schID))
 		if i < sends {
 			time.Sleep(300 * time.Millisecond)
 		}
 	}
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
-	if t.Failed() {
-		return
-	}
-	t.Logf("%d API calls by %d goroutines and %d seeded rows ran concurrently with %d Send nows", calls.Load(), inserters, 2*seedRows, sends)
+	return runs
+}
 
-	// Read the files back, keyed by event id.
-	files := make([][]string, len(runs))
-	seen := map[string]int{} // event id -> run number
+// incReadFiles reads each run's file back: its event ids, and which run
+// exported each event id (1-based). A file must hold as many rows as its
+// run reported and no event may be in two files.
+func incReadFiles(t *testing.T, dir string, runs []*pb.ExportProgress) (files [][]string, seen map[string]int) {
+	t.Helper()
+	files = make([][]string, len(runs))
+	seen = map[string]int{}
 	for i, p := range runs {
 		path, ok := strings.CutPrefix(p.GetObjectUri(), "file://")
 		if !ok || !strings.HasPrefix(path, dir+"/part-") {
@@ -169,20 +239,28 @@ func testIncrementalExactlyOnce(t *testing.T, s *Server) {
 			seen[id] = i + 1
 		}
 	}
+	return files, seen
+}
 
-	// The database's view: every row's insert sequence.
+// incRow is an audit_logs row: its event id, organization and insert
+// sequence (id).
+type incRow struct {
+	eventID, org string
+	id           int64
+}
+
+// incTableRows is the database's view: every row's insert sequence, in
+// order, and by event id.
+func incTableRows(t *testing.T, db *sql.DB) (all []incRow, idOf map[string]incRow) {
+	t.Helper()
 	rows, err := db.Query("SELECT event_id, id, org_id FROM audit_logs ORDER BY id")
 	if err != nil {
 		t.Fatal(err)
 	}
-	type dbRow struct {
-		eventID, org string
-		id           int64
-	}
-	var all []dbRow
-	idOf := map[string]dbRow{}
+	defer rows.Close()
+	idOf = map[string]incRow{}
 	for rows.Next() {
-		var r dbRow
+		var r incRow
 		if err := rows.Scan(&r.eventID, &r.id, &r.org); err != nil {
 			t.Fatal(err)
 		}
@@ -192,14 +270,14 @@ func testIncrementalExactlyOnce(t *testing.T, s *Server) {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	rows.Close()
-	if len(files[0]) == 0 {
-		t.Fatal("the first run exported nothing")
-	}
-	org := idOf[files[0][0]].org
+	return all, idOf
+}
 
-	// Each file is a contiguous range (prevMax, max] of the org's rows.
-	var ranges [][2]int64
+// incAssertContiguous: each file is a contiguous range (prevMax, max] of
+// org's rows, after the previous file's. It returns the ranges and the
+// largest id exported.
+func incAssertContiguous(t *testing.T, files [][]string, idOf map[string]incRow, org string) (ranges [][2]int64, maxExported int64) {
+	t.Helper()
 	prevMax := int64(0)
 	for i, f := range files {
 		if len(f) == 0 {
@@ -224,7 +302,14 @@ func testIncrementalExactlyOnce(t *testing.T, s *Server) {
 		ranges = append(ranges, [2]int64{prevMax, hi})
 		prevMax = hi
 	}
-	maxExported := prevMax
+	return ranges, prevMax
+}
+
+// incAssertNoGaps: every row of org up to maxExported is in a file, the
+// one whose range holds its id; the files hold exactly those rows, more
+// than 1000 of them.
+func incAssertNoGaps(t *testing.T, all []incRow, seen map[string]int, ranges [][2]int64, org string, maxExported int64) {
+	t.Helper()
 	var missing []string
 	want := 0
 	for _, r := range all {
@@ -237,7 +322,6 @@ func testIncrementalExactlyOnce(t *testing.T, s *Server) {
 			missing = append(missing, fmt.Sprintf("%s (id %d)", r.eventID, r.id))
 			continue
 		}
-		// The row must be in the file whose range holds its id.
 		rg := ranges[run-1]
 		if r.id <= rg[0] || r.id > rg[1] {
 			t.Errorf("event %s (id %d) is in run %d whose range is (%d, %d]", r.eventID, r.id, run, rg[0], rg[1])
@@ -253,9 +337,13 @@ func testIncrementalExactlyOnce(t *testing.T, s *Server) {
 	if len(seen) <= 1000 {
 		t.Errorf("only %d rows exported; the test needs a non-trivial union (> 1000)", len(seen))
 	}
-	// Rows after the last watermark are only what the last Send now itself
-	// caused (its own audit row and EXPORT_RUN_FINISHED), never an insert
-	// of the concurrent phase.
+}
+
+// incAssertNothingAfter: rows of org after the last watermark are only what
+// the last Send now itself caused (its own audit row and
+// EXPORT_RUN_FINISHED), never an insert of the concurrent phase.
+func incAssertNothingAfter(t *testing.T, all []incRow, org string, maxExported int64) {
+	t.Helper()
 	var after []string
 	for _, r := range all {
 		if r.org == org && r.id > maxExported {
@@ -265,11 +353,6 @@ func testIncrementalExactlyOnce(t *testing.T, s *Server) {
 	if len(after) > 3 {
 		t.Errorf("%d rows of the org were inserted after the last run's watermark; all inserts had stopped before it", len(after))
 	}
-	sizes := make([]int, len(files))
-	for i, f := range files {
-		sizes[i] = len(f)
-	}
-	t.Logf("rows per file %v, %d in total, ranges %v", sizes, len(seen), ranges)
 }
 
 // incAwaitSeedTx returns once a seed process is inside its insert
@@ -317,7 +400,7 @@ func incSendNow(t *testing.T, s *Server, scheduleID string) *pb.ExportProgress {
 	ctx, cancel := context.WithTimeout(Ctx(s.AdminKey), 2*time.Minute)
 	defer cancel()
 	// checkStream: one run, monotonic, exactly one terminal message, SUCCEEDED.
-	return checkStream(t, "SendNow", sendNow(t, ctx, s.Clients(), scheduleID, nil), 1)
+	return checkStream(t, "SendNow", sendNow(t, ctx, s.Clients(), scheduleID), 1)
 }
 
 // incReadEventIDs returns the EVENT_ID of every line of a JSONL file.

@@ -372,31 +372,18 @@ func TestSlowBodyCut(t *testing.T) {
 	// reports its cancellation.
 	endpoint := hangingS3(t)
 	schID, _ := limSchedule(t, s, s.AdminKey, "slowstream", endpoint, "AKIAEXAMPLE", "x")
-	req, _ := http.NewRequest(http.MethodPost, s.HTTPURL+"/v1/schedules/"+schID+":sendNow", strings.NewReader("{}"))
-	req.Header.Set("Authorization", "Bearer "+s.AdminKey)
-	sresp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sresp.Body.Close()
-	lines := bufio.NewScanner(sresp.Body)
-	if !lines.Scan() {
-		t.Fatalf("no first NDJSON line: %v", lines.Err())
-	}
-	var first struct {
-		Result struct{ Progress struct{ RunID string } }
-	}
-	if err := json.Unmarshal(lines.Bytes(), &first); err != nil || first.Result.Progress.RunID == "" {
-		t.Fatalf("first line %s: %v", lines.Bytes(), err)
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer scancel()
+	rs := testenv.RESTStream(t, sctx, s.HTTPURL, http.MethodPost, "/v1/schedules/"+schID+":sendNow", s.AdminKey, "{}")
+	runID := rs.RunID()
+	if runID == "" {
+		t.Fatalf("first line without a run id: %v", rs.Last())
 	}
 	time.Sleep(3 * time.Second) // past --http-read-timeout
-	mustAs(t, s, s.AdminKey, "CancelExportRun", fmt.Sprintf(`{"id":%q}`, first.Result.Progress.RunID))
-	last := ""
-	for lines.Scan() {
-		last = lines.Text()
-	}
-	if !strings.Contains(last, "EXPORT_PHASE_CANCELED") {
-		t.Fatalf("REST stream after the read timeout ended with %q (err %v), want the CANCELED report", last, lines.Err())
+	mustAs(t, s, s.AdminKey, "CancelExportRun", fmt.Sprintf(`{"id":%q}`, runID))
+	msgs, err := rs.Wait()
+	if last := msgs[len(msgs)-1].P; err != nil || last.GetPhase() != pb.ExportPhase_EXPORT_PHASE_CANCELED {
+		t.Fatalf("REST stream after the read timeout ended with %v (err %v), want the CANCELED report", last, err)
 	}
 }
 

@@ -48,7 +48,7 @@ func TestOperationsAlertRules(t *testing.T) {
 		StorageIntegration: &pb.StorageIntegration{Name: "alerts_local", Provider: pb.Provider_PROVIDER_LOCAL, Destination: dest}})).get(t)
 	wbID, elID := savedElement(t, ctx, cl, time.Time{})
 	schID := createSchedule(t, ctx, cl, wbID, elID, "alerts_local", dest+"a-{run_id}.csv", pb.Format_FORMAT_CSV, pb.Compression_COMPRESSION_NONE, nil)
-	if last := checkStream(t, "SendNow", sendNow(t, ctx, cl, schID, nil), 2); last.GetPhase() != pb.ExportPhase_EXPORT_PHASE_SUCCEEDED {
+	if last := checkStream(t, "SendNow", sendNow(t, ctx, cl, schID), 2); last.GetPhase() != pb.ExportPhase_EXPORT_PHASE_SUCCEEDED {
 		t.Fatalf("send now ended %v", last.GetPhase())
 	}
 
@@ -158,7 +158,7 @@ func TestReadmeRotateCredentials(t *testing.T) {
 	if sc.GetState() != pb.ScheduleState_SCHEDULE_STATE_ACTIVE {
 		t.Errorf("schedule after the rotation: %v (%v), want ACTIVE", sc.GetState(), sc.GetPauseReason())
 	}
-	if last := checkStream(t, "SendNow", sendNow(t, ctx, cl, schID, nil), 2); last.GetPhase() != pb.ExportPhase_EXPORT_PHASE_SUCCEEDED {
+	if last := checkStream(t, "SendNow", sendNow(t, ctx, cl, schID), 2); last.GetPhase() != pb.ExportPhase_EXPORT_PHASE_SUCCEEDED {
 		t.Errorf("send now with the new credentials ended %v: %v", last.GetPhase(), last.GetError())
 	}
 }

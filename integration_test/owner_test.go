@@ -1,17 +1,11 @@
 package integration_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -20,73 +14,38 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
+	"github.com/auditexport/auditexport/internal/testenv"
 )
 
 const ownerNotAuthorized = "OWNER_NOT_AUTHORIZED"
 
-// sendNowRefusal calls SendNow over gRPC or REST and returns the code and
-// ErrorInfo reason it was refused with (OK, "" if a run was streamed).
+// sendNowRefusal calls SendNow over gRPC or REST, follows it to its end and
+// returns the code and ErrorInfo reason it was refused with (OK, "" if a run
+// was streamed).
 func sendNowRefusal(t *testing.T, s *Server, transport, key, scheduleID string) (codes.Code, string) {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(Ctx(key), time.Minute)
+	defer cancel()
+	var st *testenv.RunStream
 	if transport == "grpc" {
-		ctx, cancel := context.WithTimeout(Ctx(key), time.Minute)
-		defer cancel()
-		st, err := pb.NewScheduleServiceClient(s.Conn).SendNow(ctx, &pb.SendNowRequest{Id: scheduleID})
-		for err == nil {
-			_, err = st.Recv()
-		}
-		if errors.Is(err, io.EOF) {
-			return codes.OK, ""
-		}
-		stt := status.Convert(err)
-		for _, d := range stt.Details() {
-			if info, ok := d.(*errdetails.ErrorInfo); ok {
-				return stt.Code(), info.GetReason()
-			}
-		}
-		return stt.Code(), ""
+		st = testenv.SendNow(t, ctx, pb.NewScheduleServiceClient(s.Conn), scheduleID)
+	} else {
+		st = testenv.RESTStream(t, ctx, s.HTTPURL, http.MethodPost, "/v1/schedules/"+scheduleID+":sendNow", key, "{}")
 	}
-	req, err := http.NewRequest(http.MethodPost, s.HTTPURL+"/v1/schedules/"+scheduleID+":sendNow", strings.NewReader("{}"))
-	if err != nil {
-		t.Fatal(err)
+	msgs, err := st.Wait()
+	if err == nil {
+		if len(msgs) == 0 {
+			t.Fatalf("SendNow over %s: empty answer (HTTP status %d)", transport, st.HTTPStatus)
+		}
+		return codes.OK, ""
 	}
-	req.Header.Set("Authorization", "Bearer "+key)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	stt := status.Convert(err)
+	for _, d := range stt.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return stt.Code(), info.GetReason()
+		}
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := bytes.TrimSpace(sc.Bytes())
-		if len(line) == 0 {
-			continue
-		}
-		// An error is the body itself, or a stream line {"error": …}.
-		var m map[string]any
-		if err := json.Unmarshal(line, &m); err != nil {
-			t.Fatalf("REST sendNow: non-JSON line %q", line)
-		}
-		if e, ok := m["error"].(map[string]any); ok {
-			m = e
-		}
-		if _, ok := m["result"]; ok {
-			return codes.OK, ""
-		}
-		code, _ := m["code"].(float64)
-		details, _ := m["details"].([]any)
-		for _, d := range details {
-			dm, _ := d.(map[string]any)
-			if r, ok := dm["reason"].(string); ok {
-				return codes.Code(code), r
-			}
-		}
-		return codes.Code(code), ""
-	}
-	t.Fatalf("REST sendNow: empty answer (%s)", resp.Status)
-	return 0, ""
+	return stt.Code(), ""
 }
 
 // ownerEnv is one server with an ADMIN, a LOCAL integration and helpers.

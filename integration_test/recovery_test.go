@@ -127,8 +127,8 @@ func TestUndecryptableCredentials(t *testing.T) {
 			}
 			sctx, cancel := context.WithTimeout(ctx, time.Minute)
 			defer cancel()
-			msgs := sendNow(t, sctx, cl, schID, nil)
-			last := msgs[len(msgs)-1].p
+			msgs := sendNow(t, sctx, cl, schID)
+			last := msgs[len(msgs)-1].P
 			if last.GetPhase() != pb.ExportPhase_EXPORT_PHASE_FAILED || last.GetError().GetCode() != "CREDENTIALS_UNDECRYPTABLE" ||
 				!strings.Contains(last.GetError().GetMessage(), "master key") {
 				t.Fatalf("Send now with a wrong master key ended %v %v; want FAILED CREDENTIALS_UNDECRYPTABLE", last.GetPhase(), last.GetError())

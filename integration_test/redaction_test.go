@@ -168,17 +168,17 @@ func TestNoCredentialInErrors(t *testing.T) {
 			uri := strings.Replace(tc.dest, "exports/", "exports/x-{run_id}.csv", 1)
 			schID, _ := e.schedule("rd"+tc.name, uri, "COMPRESSION_NONE")
 			xs := e.sendNow(schID)
-			end := xs.terminal(2 * time.Minute)
+			end := xs.Terminal(2 * time.Minute)
 			if end.GetPhase() != pb.ExportPhase_EXPORT_PHASE_FAILED {
 				t.Fatalf("terminal phase %v, want FAILED: %v", end.GetPhase(), end)
 			}
 			texts["stream error"] = end.GetError().String()
-			texts["GetExportRun grpc"] = e.getRun(xs.runID).GetError().String()
-			r := restTransport{s}.Call(t, "GetExportRun", s.AdminKey, fmt.Sprintf(`{"id":%q}`, xs.runID), "")
+			texts["GetExportRun grpc"] = e.getRun(xs.RunID()).GetError().String()
+			r := restTransport{s}.Call(t, "GetExportRun", s.AdminKey, fmt.Sprintf(`{"id":%q}`, xs.RunID()), "")
 			b, _ := json.Marshal(r.Body)
 			texts["GetExportRun rest"] = string(b)
 			var errMsg, provMsg string
-			if err := db.QueryRow("SELECT COALESCE(error_message, ''), COALESCE(provider_message, '') FROM export_runs WHERE id = ?", xs.runID).Scan(&errMsg, &provMsg); err != nil {
+			if err := db.QueryRow("SELECT COALESCE(error_message, ''), COALESCE(provider_message, '') FROM export_runs WHERE id = ?", xs.RunID()).Scan(&errMsg, &provMsg); err != nil {
 				t.Fatal(err)
 			}
 			texts["export_runs row"] = errMsg + "\n" + provMsg
@@ -188,7 +188,7 @@ func TestNoCredentialInErrors(t *testing.T) {
 			if !strings.Contains(provMsg, tc.wantProvider) {
 				t.Errorf("stored provider_message %q does not say %q", provMsg, tc.wantProvider)
 			}
-			m := mp.WaitFor(t, func(m testenv.Message) bool { return strings.Contains(m.Text, xs.runID) }, time.Minute)
+			m := mp.WaitFor(t, func(m testenv.Message) bool { return strings.Contains(m.Text, xs.RunID()) }, time.Minute)
 			texts["failure mail"] = m.Subject + "\n" + m.Text
 			texts["server log"] = s.Logs()
 			secrets := tc.secrets()
@@ -253,7 +253,7 @@ func TestGCSTokenURIGuarded(t *testing.T) {
 		}
 	}
 	xs := e.sendNow(schID)
-	end := xs.terminal(2 * time.Minute)
+	end := xs.Terminal(2 * time.Minute)
 	if pm := end.GetError().GetProviderMessage(); end.GetPhase() != pb.ExportPhase_EXPORT_PHASE_FAILED ||
 		!strings.Contains(pm, "private endpoints are not allowed") || strings.Contains(pm, "INTERNALSERVICEBODY") {
 		t.Errorf("run: %v", end)

@@ -28,6 +28,7 @@ import (
 	"github.com/auditexport/auditexport/internal/app"
 	"github.com/auditexport/auditexport/internal/auth"
 	"github.com/auditexport/auditexport/internal/config"
+	"github.com/auditexport/auditexport/internal/testenv"
 )
 
 // FuzzRPCs sends random and mutated requests of every RPC of the four
@@ -230,16 +231,11 @@ func fuzzFixtures(tb testing.TB, conn *grpc.ClientConn, key, localRoot string) m
 		ElementId: el, Format: pb.Format_FORMAT_CSV, Cron: "0 0 1 1 *", TimeZone: "UTC",
 		Destination: &pb.ScheduleDestination{CloudStorage: &pb.CloudStorageDestination{StorageIntegrationName: "fuzzlocal", Uri: "file://" + localRoot + "/fuzz/{run_id}.csv"}}}})
 	must("schedule", err)
-	st, err := sc.SendNow(ctx, &pb.SendNowRequest{Id: sch.GetSchedule().GetId()})
+	msgs, err := testenv.SendNow(tb, ctx, sc, sch.GetSchedule().GetId()).Wait()
 	must("send now", err)
 	var run string
-	for {
-		r, err := st.Recv()
-		if err == io.EOF {
-			break
-		}
-		must("send now", err)
-		run = r.GetProgress().GetRunId()
+	if len(msgs) > 0 {
+		run = msgs[len(msgs)-1].P.GetRunId()
 	}
 	u, err := ac.CreateUser(ctx, &pb.CreateUserRequest{User: &pb.User{Email: "creator@example.com", AccountType: pb.AccountType_ACCOUNT_TYPE_CREATOR}})
 	must("user", err)
