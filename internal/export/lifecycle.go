@@ -13,6 +13,7 @@ import (
 	"github.com/auditexport/auditexport/ent/schedule"
 	"github.com/auditexport/auditexport/ent/user"
 	"github.com/auditexport/auditexport/internal/auditlog"
+	"github.com/auditexport/auditexport/internal/db"
 	"github.com/auditexport/auditexport/internal/destination"
 	"github.com/auditexport/auditexport/internal/notify"
 	"github.com/auditexport/auditexport/internal/ownership"
@@ -87,29 +88,46 @@ func (r *Runner) cancelLocal(runID string) bool {
 func (r *Runner) finish(ctx context.Context, j *job, runID string, state exportrun.State, st Stats, rerr *RunError) {
 	rerr = rerr.redacted()
 	now := r.now().UTC()
-	upd := r.d.Client.ExportRun.UpdateOneID(runID).SetState(state).SetPhase(state.String()).SetFinishTime(now).SetHeartbeatTime(now)
-	// A run that never started (it failed while loading) starts when it
-	// ends. Decided in the database: j.run is the row as read before load
-	// set start_time, so testing j.run.StartTime overwrote every first
-	// attempt's start with its finish (zero durations in ExportRun).
-	if err := r.d.Client.ExportRun.Update().Where(exportrun.ID(runID), exportrun.StartTimeIsNil()).
-		SetStartTime(now).Exec(ctx); err != nil {
-		r.log.Error("recording run start failed", "run_id", runID, "err", err.Error())
-	}
-	if state == exportrun.StateSUCCEEDED {
-		upd.SetRows(st.Rows).SetBytes(st.Bytes).SetChecksum(st.Checksum).SetNote(j.note)
-	} else {
-		upd.SetRows(j.counters.Rows.Load()).SetBytes(0)
-	}
-	if state == exportrun.StateSKIPPED {
-		upd.SetObjectURI("")
-	}
-	if rerr != nil {
-		upd.SetErrorCode(rerr.Code).SetErrorMessage(rerr.Message).SetProviderMessage(rerr.ProviderMessage)
-	}
-	run, err := upd.Save(ctx)
+	// The run's outcome and what it means for its schedule (last run,
+	// failure streak, the incremental watermark) commit together: a reader
+	// who sees SUCCEEDED sees the watermark moved, and a crash between the
+	// two cannot leave a SUCCEEDED period whose rows the next period exports
+	// again. If the transaction fails the run stays RUNNING, and orphan
+	// recovery retries it (the retry finds its own bytes and writes nothing).
+	var run *ent.ExportRun
+	var sc *ent.Schedule
+	err := db.WithTx(ctx, r.d.Client, func(tx *ent.Client) error {
+		// A run that never started (it failed while loading) starts when it
+		// ends. Decided in the database: j.run is the row as read before load
+		// set start_time, so testing j.run.StartTime overwrote every first
+		// attempt's start with its finish (zero durations in ExportRun).
+		if err := tx.ExportRun.Update().Where(exportrun.ID(runID), exportrun.StartTimeIsNil()).
+			SetStartTime(now).Exec(ctx); err != nil {
+			return fmt.Errorf("recording run start: %w", err)
+		}
+		upd := tx.ExportRun.UpdateOneID(runID).SetState(state).SetPhase(state.String()).SetFinishTime(now).SetHeartbeatTime(now)
+		if state == exportrun.StateSUCCEEDED {
+			upd.SetRows(st.Rows).SetBytes(st.Bytes).SetChecksum(st.Checksum).SetNote(j.note)
+		} else {
+			upd.SetRows(j.counters.Rows.Load()).SetBytes(0)
+		}
+		if state == exportrun.StateSKIPPED {
+			upd.SetObjectURI("")
+		}
+		if rerr != nil {
+			upd.SetErrorCode(rerr.Code).SetErrorMessage(rerr.Message).SetProviderMessage(rerr.ProviderMessage)
+		}
+		var err error
+		if run, err = upd.Save(ctx); err != nil {
+			return fmt.Errorf("recording run outcome: %w", err)
+		}
+		if j.sc != nil {
+			sc, err = r.recordSchedule(ctx, tx, j, runID, state)
+		}
+		return err
+	})
 	if err != nil {
-		r.log.Error("recording run outcome failed", "run_id", runID, "err", err.Error())
+		r.log.Error("recording run outcome failed", "run_id", runID, "state", state.String(), "err", err.Error())
 	}
 	p := Progress{RunID: runID, Phase: state.String(), Rows: st.Rows, Bytes: st.Bytes, TotalRows: j.total.Load(), ObjectURI: j.objectURI(), Error: rerr, Time: now}
 	if state != exportrun.StateSUCCEEDED {
@@ -120,8 +138,8 @@ func (r *Runner) finish(ctx context.Context, j *job, runID string, state exportr
 	if state == exportrun.StateSKIPPED {
 		p.ObjectURI = ""
 	}
-	if j.sc != nil {
-		r.updateSchedule(ctx, j, runID, state, rerr)
+	if j.sc != nil && err == nil {
+		r.afterSchedule(ctx, j, sc, runID, state, rerr)
 	}
 	r.audit(ctx, j, run, state, rerr)
 	r.broker.publish(p)
@@ -164,19 +182,23 @@ func runErrorLevel(code string) slog.Level {
 	return slog.LevelInfo
 }
 
-func (r *Runner) updateSchedule(ctx context.Context, j *job, runID string, state exportrun.State, rerr *RunError) {
-	u := r.d.Client.Schedule.UpdateOneID(j.sc.ID).SetLastRunID(runID)
-	pause := false
+// recordSchedule records a finished run on its schedule, within the
+// run's outcome transaction c, and returns the schedule as updated.
+func (r *Runner) recordSchedule(ctx context.Context, c *ent.Client, j *job, runID string, state exportrun.State) (*ent.Schedule, error) {
+	u := c.Schedule.UpdateOneID(j.sc.ID).SetLastRunID(runID)
 	switch state {
 	case exportrun.StateSUCCEEDED, exportrun.StateSKIPPED:
 		u.SetConsecutiveFailures(0).SetLastSuccessTime(r.now())
 		if j.sc.Mode == schedule.ModeINCREMENTAL && state == exportrun.StateSUCCEEDED {
 			// Compare-and-set: the watermark only moves forward from the
 			// value this run started at.
-			n, err := r.d.Client.Schedule.Update().Where(schedule.ID(j.sc.ID), schedule.Watermark(j.plan.SeqFrom)).
+			n, err := c.Schedule.Update().Where(schedule.ID(j.sc.ID), schedule.Watermark(j.plan.SeqFrom)).
 				SetWatermark(j.plan.SeqTo).Save(ctx)
-			if err != nil || n != 1 {
-				r.log.Error("advancing the incremental watermark failed", "run_id", runID, "from", j.plan.SeqFrom, "to", j.plan.SeqTo, "updated", n, "err", fmt.Sprint(err))
+			if err != nil {
+				return nil, fmt.Errorf("advancing the incremental watermark: %w", err)
+			}
+			if n != 1 {
+				r.log.Error("advancing the incremental watermark failed: it moved meanwhile", "run_id", runID, "from", j.plan.SeqFrom, "to", j.plan.SeqTo)
 			}
 		}
 	case exportrun.StateFAILED:
@@ -188,9 +210,17 @@ func (r *Runner) updateSchedule(ctx context.Context, j *job, runID string, state
 		u.AddConsecutiveFailures(1)
 	}
 	sc, err := u.Save(ctx)
-	if err != nil && !ent.IsNotFound(err) {
-		r.log.Error("updating schedule after run failed", "run_id", runID, "err", err.Error())
+	if ent.IsNotFound(err) {
+		return nil, nil // deleted meanwhile: the run's outcome still counts
 	}
+	return sc, err
+}
+
+// afterSchedule acts on a recorded run's schedule sc (nil if deleted):
+// pauses it when its owner lost their authorization or it failed too often,
+// and mails the owner once per failure streak.
+func (r *Runner) afterSchedule(ctx context.Context, j *job, sc *ent.Schedule, runID string, state exportrun.State, rerr *RunError) {
+	pause := false
 	if rerr != nil && rerr.Code == ownership.Code {
 		// The safety net behind the pause made when the owner lost their
 		// authorization (AccountService), for whatever slipped past it.
@@ -198,7 +228,7 @@ func (r *Runner) updateSchedule(ctx context.Context, j *job, runID string, state
 			r.log.Error("pausing the schedule of an unauthorized owner failed", "schedule_id", j.sc.ID, "run_id", runID, "err", err.Error())
 		}
 	}
-	if err == nil && state == exportrun.StateFAILED && sc.ConsecutiveFailures >= autoPauseAfter && sc.State == schedule.StateACTIVE {
+	if sc != nil && state == exportrun.StateFAILED && sc.ConsecutiveFailures >= autoPauseAfter && sc.State == schedule.StateACTIVE {
 		// Only the run whose update switches the schedule from ACTIVE
 		// pauses it and mails the owner.
 		k, err := r.d.Client.Schedule.Update().Where(schedule.ID(sc.ID), schedule.StateEQ(schedule.StateACTIVE)).
@@ -211,7 +241,7 @@ func (r *Runner) updateSchedule(ctx context.Context, j *job, runID string, state
 	// One mail per failure streak: the failure that moved the count from 0
 	// (after a success, a skip or the schedule's creation). Later failures
 	// are in the run history; a success resets the streak.
-	if err == nil && state == exportrun.StateFAILED && sc.ConsecutiveFailures == 1 &&
+	if sc != nil && state == exportrun.StateFAILED && sc.ConsecutiveFailures == 1 &&
 		rerr != nil && rerr.Code != "INTERRUPTED" && rerr.Code != errRunInProgress.Code {
 		r.notifyFailure(ctx, j, runID, rerr)
 	}
