@@ -55,5 +55,10 @@ func TestOutcomeCommitsWithWatermark(t *testing.T) {
 		if w := e.watermark(); w != again.ToSeq || w == before {
 			t.Fatalf("watermark %d after the retry, want %d", w, again.ToSeq)
 		}
+		sc, err = d.Client.Schedule.Get(e.ctx, e.sc.ID)
+		testenv.Must(t, err)
+		if sc.LastRunID != again.ID || sc.LastSuccessTime == nil || !sc.LastSuccessTime.Equal(*again.FinishTime) {
+			t.Fatalf("schedule's last run %s at %v, want %s at its finish time %v", sc.LastRunID, sc.LastSuccessTime, again.ID, again.FinishTime)
+		}
 	})
 }

@@ -122,7 +122,7 @@ func (r *Runner) finish(ctx context.Context, j *job, runID string, state exportr
 			return fmt.Errorf("recording run outcome: %w", err)
 		}
 		if j.sc != nil {
-			sc, err = r.recordSchedule(ctx, tx, j, runID, state)
+			sc, err = r.recordSchedule(ctx, tx, j, runID, state, now)
 		}
 		return err
 	})
@@ -183,12 +183,13 @@ func runErrorLevel(code string) slog.Level {
 }
 
 // recordSchedule records a finished run on its schedule, within the
-// run's outcome transaction c, and returns the schedule as updated.
-func (r *Runner) recordSchedule(ctx context.Context, c *ent.Client, j *job, runID string, state exportrun.State) (*ent.Schedule, error) {
+// run's outcome transaction c, and returns the schedule as updated. Its
+// last success time is the run's finish time (now).
+func (r *Runner) recordSchedule(ctx context.Context, c *ent.Client, j *job, runID string, state exportrun.State, now time.Time) (*ent.Schedule, error) {
 	u := c.Schedule.UpdateOneID(j.sc.ID).SetLastRunID(runID)
 	switch state {
 	case exportrun.StateSUCCEEDED, exportrun.StateSKIPPED:
-		u.SetConsecutiveFailures(0).SetLastSuccessTime(r.now())
+		u.SetConsecutiveFailures(0).SetLastSuccessTime(now)
 		if j.sc.Mode == schedule.ModeINCREMENTAL && state == exportrun.StateSUCCEEDED {
 			// Compare-and-set: the watermark only moves forward from the
 			// value this run started at.
