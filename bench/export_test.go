@@ -27,12 +27,10 @@ package bench
 
 import (
 	"bufio"
-	"bytes"
 	"compress/gzip"
 	"context"
 	"database/sql"
 	"encoding/csv"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -42,8 +40,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -259,11 +255,11 @@ func measure(t *testing.T, s3env *testenv.S3, backend string, n int) result {
 		}
 		srv = startServer(t, dsn, key, dataDir)
 		time.Sleep(500 * time.Millisecond) // let startup work settle before the baseline
-		rss, hwm := procMem(t, srv.cmd.Process.Pid)
+		rss, hwm := procMem(t, srv.Pid())
 		start = time.Now()
 		final := sendNow(t, srv, key, scheduleID)
 		secs := time.Since(start).Seconds()
-		_, peak := procMem(t, srv.cmd.Process.Pid)
+		_, peak := procMem(t, srv.Pid())
 		srv.stop(t)
 		if rep == 0 || secs < r.Seconds {
 			r.Seconds = secs
@@ -347,14 +343,14 @@ func sendNow(t *testing.T, srv *server, key, scheduleID string) *pb.ExportProgre
 	defer cancel()
 	msgs, err := testenv.SendNow(t, ctx, pb.NewScheduleServiceClient(srv.conn), scheduleID).Wait()
 	if err != nil {
-		t.Fatalf("SendNow stream: %v\n%s", err, srv.logs.String())
+		t.Fatalf("SendNow stream: %v\n%s", err, srv.Logs())
 	}
 	var last *pb.ExportProgress
 	if len(msgs) > 0 {
 		last = msgs[len(msgs)-1].P
 	}
 	if last.GetPhase() != pb.ExportPhase_EXPORT_PHASE_SUCCEEDED {
-		t.Fatalf("export ended with %v\n%s", last, srv.logs.String())
+		t.Fatalf("export ended with %v\n%s", last, srv.Logs())
 	}
 	return last
 }
@@ -432,103 +428,36 @@ func (c *countReader) Read(p []byte) (int, error) {
 
 // server is a running `auditexport serve`.
 type server struct {
-	cmd  *exec.Cmd
+	*testenv.ServerProcess
 	conn *grpc.ClientConn
-	logs *lockedBuffer
-	done chan struct{}
 }
 
 func startServer(t *testing.T, dsn, key, dataDir string) *server {
 	t.Helper()
-	cmd := exec.Command(aeBin, "serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
-		"--data-dir", dataDir, "--db", dsn, "--bootstrap-admin-key", key, "--allow-private-endpoints", "--shutdown-grace", "5s")
-	cmd.Env = os.Environ()
+	var env []string
 	if raceServer {
-		cmd.Env = append(cmd.Env, "GORACE=halt_on_error=1")
+		env = append(env, "GORACE=halt_on_error=1")
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	s := &server{cmd: cmd, logs: &lockedBuffer{}, done: make(chan struct{})}
-	stderr, err := cmd.StderrPipe()
+	p, err := testenv.StartServerProcess(aeBin, []string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+		"--data-dir", dataDir, "--db", dsn, "--bootstrap-admin-key", key, "--allow-private-endpoints", "--shutdown-grace", "5s"},
+		env, 60*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stdout = s.logs
-	if err := cmd.Start(); err != nil {
+	conn, err := grpc.NewClient(p.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
 		t.Fatal(err)
 	}
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		sent := false
-		for sc.Scan() {
-			s.logs.Write(append(sc.Bytes(), '\n'))
-			var rec struct{ Msg, Addr string }
-			if !sent && json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "grpc listening" {
-				addr <- rec.Addr
-				sent = true
-			}
-		}
-		_ = cmd.Wait()
-		close(s.done)
-	}()
-	select {
-	case a := <-addr:
-		conn, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.conn = conn
-	case <-s.done:
-		t.Fatalf("server exited during start:\n%s", s.logs.String())
-	case <-time.After(60 * time.Second):
-		_ = cmd.Process.Kill()
-		t.Fatalf("server did not start:\n%s", s.logs.String())
-	}
+	s := &server{ServerProcess: p, conn: conn}
 	t.Cleanup(func() { s.stop(t) })
 	return s
 }
 
 func (s *server) stop(t *testing.T) {
-	select {
-	case <-s.done:
-		return
-	default:
-	}
 	_ = s.conn.Close()
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(30 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.done
-		t.Errorf("server did not stop within 30s of SIGTERM")
+	if err := s.Stop(30 * time.Second); err != nil {
+		t.Error(err)
 	}
-	if code := s.cmd.ProcessState.ExitCode(); code != 0 {
-		t.Errorf("server exited with code %d:\n%s", code, s.logs.String())
-	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b.Len() > 4<<20 { // keep the tail of a long run
-		tail := append([]byte("...\n"), l.b.Bytes()[l.b.Len()-1<<20:]...)
-		l.b.Reset()
-		l.b.Write(tail)
-	}
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // procMem returns VmRSS and VmHWM (peak resident set) of a process, in KiB.

@@ -48,17 +48,7 @@ type crNode struct {
 // waits until it is gone. Unlike Stop it expects no exit code.
 func crKill(t *testing.T, s *Server) {
 	t.Helper()
-	if err := s.cmd.Process.Kill(); err != nil {
-		t.Fatalf("SIGKILL: %v", err)
-	}
-	select {
-	case <-s.done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("server did not die within 20s of SIGKILL")
-	}
-	if s.Conn != nil {
-		_ = s.Conn.Close()
-	}
+	s.Kill()
 }
 
 // crLocalFile is the path of a file:// object URI.
@@ -610,8 +600,9 @@ func grCheckObject(t *testing.T, dir string, run crRun, nRows int) {
 // and the restarted server completes it with exactly one object. With a
 // long grace the export finishes during shutdown.
 //
-// Serial: the long-grace run must finish its export within the harness's
-// 20 s SIGTERM limit, which holds only with the CPU to itself.
+// Serial: the long-grace run drains its export after SIGTERM (the test
+// waits up to 75 s for that, past the 60 s grace), fastest with the CPU to
+// itself.
 func TestGracefulShutdownRequeues(t *testing.T) {
 	t.Run("grace 1s", func(t *testing.T) {
 		s, flags, db, dir, run := grRun(t, "1s", grSlowRows)
@@ -644,6 +635,8 @@ func TestGracefulShutdownRequeues(t *testing.T) {
 	})
 	t.Run("grace 60s", func(t *testing.T) {
 		s, _, db, dir, run := grRun(t, "60s", grDrainRows)
+		// The export may take its whole grace to drain on a busy machine.
+		s.StopWait = 75 * time.Second
 		time.Sleep(300 * time.Millisecond)
 		term := time.Now()
 		s.Stop()

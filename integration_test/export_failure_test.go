@@ -500,13 +500,7 @@ func TestCancelLargeExport(t *testing.T) {
 // it again on the same storage.
 func xfKillRestart(s *Server) {
 	s.t.Helper()
-	_ = s.cmd.Process.Kill()
-	select {
-	case <-s.done:
-	case <-time.After(20 * time.Second):
-		s.t.Fatal("server did not die after SIGKILL")
-	}
-	_ = s.Conn.Close()
+	s.Kill()
 	s.start()
 }
 

@@ -16,7 +16,6 @@
 package integration_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -31,9 +30,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -138,10 +137,13 @@ type Server struct {
 	Conn      *grpc.ClientConn
 	orgIDs    sync.Map // API key -> organization id
 	env       []string // added to the process environment
-	cmd       *exec.Cmd
-	logMu     sync.Mutex
-	logs      bytes.Buffer // stdout + stderr
-	done      chan struct{}
+	proc      *testenv.ServerProcess
+	// logsBefore is the output of the earlier processes (before a restart).
+	logsBefore string
+	// StopWait is how long Stop waits after SIGTERM (default 20 s): a test
+	// whose server drains a long export during a long --shutdown-grace
+	// raises it.
+	StopWait time.Duration
 }
 
 // The parallel tests share the machine's cores (CI has two). Most of them
@@ -214,7 +216,7 @@ func StartServer(t *testing.T, backend string, extra ...string) *Server {
 // would do for the whole test binary.
 func StartServerEnv(t *testing.T, backend string, env []string, extra ...string) *Server {
 	t.Helper()
-	s := &Server{t: t, Backend: backend, DataDir: t.TempDir(), env: env, done: make(chan struct{})}
+	s := &Server{t: t, Backend: backend, DataDir: t.TempDir(), env: env}
 	s.LocalRoot = filepath.Join(s.DataDir, "exports")
 	s.AdminKey, _, _ = auth.NewAPIKey()
 	switch backend {
@@ -234,29 +236,15 @@ func (s *Server) start(extra ...string) {
 	args := append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
 		"--data-dir", s.DataDir, "--db", s.DSN, "--bootstrap-admin-key", s.AdminKey,
 		"--allow-private-endpoints", "--shutdown-grace", "5s"}, extra...)
-	cmd := exec.Command(binPath, args...)
-	cmd.Env = append(append(os.Environ(), s.env...), "GORACE=halt_on_error=1")
-	stdout, _ := cmd.StdoutPipe()
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
+	p, err := testenv.StartServerProcess(binPath, args, append(slices.Clone(s.env), "GORACE=halt_on_error=1"), 60*time.Second)
+	if err != nil {
 		t.Fatal(err)
 	}
-	s.cmd = cmd
-	s.done = make(chan struct{})
-	addrs := make(chan [2]string, 1)
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); s.copyLog(stdout, nil) }()
-	go func() { defer wg.Done(); s.copyLog(stderr, addrs) }()
-	go func() { wg.Wait(); _ = cmd.Wait(); close(s.done) }()
-	select {
-	case a := <-addrs:
-		s.GRPCAddr, s.HTTPURL = a[0], "http://"+a[1]
-	case <-s.done:
-		t.Fatalf("server exited during start:\n%s", s.Logs())
-	case <-time.After(60 * time.Second):
-		t.Fatalf("server did not start:\n%s", s.Logs())
+	if s.proc != nil {
+		s.logsBefore += s.proc.Logs()
 	}
+	s.proc = p
+	s.GRPCAddr, s.HTTPURL = p.GRPCAddr, "http://"+p.HTTPAddr
 	conn, err := grpc.NewClient(s.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -265,38 +253,12 @@ func (s *Server) start(extra ...string) {
 	t.Cleanup(s.Stop)
 }
 
-func (s *Server) copyLog(r io.Reader, addrs chan<- [2]string) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	var grpcAddr, httpAddr string
-	for sc.Scan() {
-		line := sc.Text()
-		s.logMu.Lock()
-		s.logs.WriteString(line + "\n")
-		s.logMu.Unlock()
-		if addrs == nil || (grpcAddr != "" && httpAddr != "") {
-			continue
-		}
-		var rec struct{ Msg, Addr string }
-		if json.Unmarshal([]byte(line), &rec) == nil {
-			switch rec.Msg {
-			case "grpc listening":
-				grpcAddr = rec.Addr
-			case "http listening":
-				httpAddr = rec.Addr
-			}
-			if grpcAddr != "" && httpAddr != "" {
-				addrs <- [2]string{grpcAddr, httpAddr}
-			}
-		}
-	}
-}
-
-// Logs returns everything the process printed so far.
+// Logs returns everything the process printed so far (all its starts).
 func (s *Server) Logs() string {
-	s.logMu.Lock()
-	defer s.logMu.Unlock()
-	return s.logs.String()
+	if s.proc == nil {
+		return ""
+	}
+	return s.logsBefore + s.proc.Logs()
 }
 
 // WaitLogs reports whether the process's output contains sub within
@@ -313,30 +275,47 @@ func (s *Server) WaitLogs(sub string, timeout time.Duration) bool {
 	}
 }
 
-// Stop sends SIGTERM and waits; a server that does not exit is a test failure.
+// Stop sends SIGTERM and waits (StopWait, default 20 s); a server that does
+// not exit, or exits with an error, is a test failure.
 func (s *Server) Stop() {
-	if s.cmd == nil || s.cmd.Process == nil {
+	if s.proc == nil {
 		return
 	}
 	select {
-	case <-s.done:
+	case <-s.proc.Done():
 		return
 	default:
 	}
 	if s.Conn != nil {
 		_ = s.Conn.Close()
 	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(20 * time.Second):
-		_ = s.cmd.Process.Kill()
-		s.t.Errorf("server did not stop within 20s of SIGTERM")
+	wait := s.StopWait
+	if wait == 0 {
+		wait = 20 * time.Second
 	}
-	if code := s.cmd.ProcessState.ExitCode(); code != 0 {
-		s.t.Errorf("server exited with code %d:\n%s", code, s.Logs())
+	if err := s.proc.Stop(wait); err != nil {
+		s.t.Errorf("%v\n%s", err, s.Logs())
 	}
 }
+
+// Kill SIGKILLs the process (a crash: no drain, no requeue, no abort) and
+// waits until it is gone; unlike Stop it expects no exit code.
+func (s *Server) Kill() {
+	s.t.Helper()
+	if s.proc == nil {
+		return
+	}
+	s.proc.Kill()
+	if s.Conn != nil {
+		_ = s.Conn.Close()
+	}
+}
+
+// Signal sends sig to the running process.
+func (s *Server) Signal(sig os.Signal) error { return s.proc.Signal(sig) }
+
+// Pid is the running process's id.
+func (s *Server) Pid() int { return s.proc.Pid() }
 
 // Restart stops and starts the process on the same storage.
 func (s *Server) Restart() {
@@ -505,7 +484,7 @@ func getString(m map[string]any, path ...string) string {
 // local export root.
 func (s *Server) Replica(t *testing.T, extra ...string) *Server {
 	t.Helper()
-	r := &Server{t: t, Backend: s.Backend, DataDir: t.TempDir(), DSN: s.DSN, AdminKey: s.AdminKey, LocalRoot: s.LocalRoot, env: s.env, done: make(chan struct{})}
+	r := &Server{t: t, Backend: s.Backend, DataDir: t.TempDir(), DSN: s.DSN, AdminKey: s.AdminKey, LocalRoot: s.LocalRoot, env: s.env}
 	key, err := os.ReadFile(filepath.Join(s.DataDir, "master.key"))
 	if err != nil {
 		t.Fatal(err)

@@ -203,7 +203,7 @@ func TestLocalDestinationsPerOrganization(t *testing.T) {
 // LOCAL exports (and their directories) readable by its own user only.
 func TestDataFilesOwnerOnly(t *testing.T) {
 	t.Parallel()
-	s := &Server{t: t, Backend: "sqlite", DataDir: filepath.Join(t.TempDir(), "data"), done: make(chan struct{})}
+	s := &Server{t: t, Backend: "sqlite", DataDir: filepath.Join(t.TempDir(), "data")}
 	s.LocalRoot = filepath.Join(s.DataDir, "exports")
 	s.DSN = "sqlite://" + filepath.Join(s.DataDir, "auditexport.db")
 	s.AdminKey, _, _ = auth.NewAPIKey()

@@ -206,7 +206,7 @@ func TestTLSServe(t *testing.T) {
 
 	// Replace the files and reload: new connections see the new serial.
 	writeServerCert(t, dir, ca, 2002)
-	if err := s.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := s.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	tlsWaitFor(t, 10*time.Second, "the reloaded certificate", func() bool {
@@ -224,7 +224,7 @@ func TestTLSServe(t *testing.T) {
 
 	// A broken replacement: logged, and the server goes on with 2002.
 	writeAtomically(t, certFile, []byte("not a certificate\n"))
-	if err := s.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := s.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	tlsWaitFor(t, 10*time.Second, "the failed reload to be logged", func() bool {
@@ -367,7 +367,7 @@ func TestReadmeTLS(t *testing.T) {
 
 	s := StartServer(t, "sqlite", "--tls-cert-file", filepath.Join(dir, "server.crt"), "--tls-key-file", filepath.Join(dir, "server.key"))
 	out := run("tls", script, append(newCtl(t, s).env, "GRPC="+s.GRPCAddr, "HTTPS="+httpsURL(s),
-		"AUDITEXPORT_PID="+strconv.Itoa(s.cmd.Process.Pid)))
+		"AUDITEXPORT_PID="+strconv.Itoa(s.Pid())))
 	mustContain(t, "README TLS", out, `"status":"SERVING"`, `"status": "SERVING"`, "plaintext refused")
 	if n := strings.Count(out, "admin@example.com"); n < 2 {
 		t.Errorf("README TLS: users/me answered %d times, want curl and auditctl:\n%s", n, out)
