@@ -255,7 +255,6 @@ func (r *Runner) execute(ctx context.Context, runID string) {
 	dbctx := context.WithoutCancel(ctx) // bookkeeping must happen even when the run is canceled
 	j := &job{started: r.now()}
 	j.phase.Store(PhaseQuerying)
-	var rerr *RunError
 	var skipped bool
 	stats, err := func() (Stats, error) {
 		if err := r.load(dbctx, runID, j); err != nil {
@@ -265,37 +264,59 @@ func (r *Runner) execute(ctx context.Context, runID string) {
 		defer stop()
 		return r.run(ctx, j, &skipped)
 	}()
-	state := exportrun.StateSUCCEEDED
+	out := classify(err, context.Cause(ctx), skipped, j.run)
+	if out.internal {
+		r.log.Error("export run failed", "run_id", runID, "err", destination.Message(err))
+	}
+	if out.requeue {
+		r.requeue(dbctx, runID, out.attempt)
+		return
+	}
+	r.finish(dbctx, j, runID, out.state, stats, out.err)
+}
+
+// outcome is how a run ended: recorded as state with err, or handed back
+// to the queue (requeue) with attempt as its attempts so far.
+type outcome struct {
+	state    exportrun.State
+	err      *RunError
+	requeue  bool
+	attempt  int
+	internal bool // err is ours, not a RunError: log the cause
+}
+
+// classify decides a run's outcome, in this one place, from what delivering
+// it returned (err), why its context ended (cause: errCanceled, errShutdown
+// or nil), whether its send condition skipped it, and the run as loaded
+// (nil if loading failed). It has no side effects.
+func classify(err, cause error, skipped bool, run *ent.ExportRun) outcome {
+	var rerr *RunError
+	scheduled := run != nil && run.Trigger == exportrun.TriggerSCHEDULED
 	switch {
 	case skipped:
-		state = exportrun.StateSKIPPED
-	case err != nil && errors.Is(context.Cause(ctx), errCanceled):
-		state = exportrun.StateCANCELED
-		rerr = &RunError{Code: "CANCELED", Message: "the run was canceled"}
+		return outcome{state: exportrun.StateSKIPPED}
+	case err == nil:
+		return outcome{state: exportrun.StateSUCCEEDED}
+	case errors.Is(cause, errCanceled):
+		return outcome{state: exportrun.StateCANCELED, err: &RunError{Code: "CANCELED", Message: "the run was canceled"}}
 	case errors.As(err, &rerr) && rerr.Code == "SCHEDULE_PAUSED":
-		state = exportrun.StateCANCELED
-	case errors.Is(err, errRunInProgress) && j.run != nil && j.run.Trigger == exportrun.TriggerSCHEDULED:
-		// Not a failure: wait for the other run and try again.
-		r.requeue(dbctx, runID, j.run.Attempt-1)
-		return
-	case err != nil && errors.Is(context.Cause(ctx), errShutdown) && j.run != nil &&
-		j.run.Trigger == exportrun.TriggerSCHEDULED && j.run.Attempt < maxScheduledAttempts:
+		return outcome{state: exportrun.StateCANCELED, err: rerr}
+	case errors.Is(err, errRunInProgress) && scheduled:
+		// Not a failure: wait for the other run and try again (this
+		// attempt does not count).
+		return outcome{requeue: true, attempt: run.Attempt - 1}
+	case errors.Is(cause, errShutdown) && scheduled && run.Attempt < maxScheduledAttempts:
 		// Graceful shutdown: the upload was aborted; hand the run back to the
 		// queue so a live replica (or this one after restart) retries it.
-		r.requeue(dbctx, runID, j.run.Attempt)
-		return
-	case err != nil && errors.Is(context.Cause(ctx), errShutdown):
-		state = exportrun.StateFAILED
-		rerr = &RunError{Code: "INTERRUPTED", Message: "the server shut down during the run; the upload was aborted"}
-	case err != nil:
-		state = exportrun.StateFAILED
-		if !errors.As(err, &rerr) {
-			rerr = &RunError{Code: "INTERNAL", Message: "export failed"}
-			r.log.Error("export run failed", "run_id", runID, "err", destination.Message(err))
-		}
+		return outcome{requeue: true, attempt: run.Attempt}
+	case errors.Is(cause, errShutdown):
+		return outcome{state: exportrun.StateFAILED, err: &RunError{Code: "INTERRUPTED", Message: "the server shut down during the run; the upload was aborted"}}
+	case errors.As(err, &rerr):
+		return outcome{state: exportrun.StateFAILED, err: rerr}
 	}
-	r.finish(dbctx, j, runID, state, stats, rerr)
+	return outcome{state: exportrun.StateFAILED, err: &RunError{Code: "INTERNAL", Message: "export failed"}, internal: true}
 }
+
 
 // load reads the run, its schedule, element and integration, and plans it.
 func (r *Runner) load(ctx context.Context, runID string, j *job) error {

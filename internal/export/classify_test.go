@@ -1,0 +1,57 @@
+package export
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/auditexport/auditexport/ent"
+	"github.com/auditexport/auditexport/ent/exportrun"
+)
+
+// TestClassify: every way a run can end, decided by the one function.
+func TestClassify(t *testing.T) {
+	scheduled := func(attempt int) *ent.ExportRun {
+		return &ent.ExportRun{Trigger: exportrun.TriggerSCHEDULED, Attempt: attempt}
+	}
+	manual := &ent.ExportRun{Trigger: exportrun.TriggerSEND_NOW, Attempt: 1}
+	provider := &RunError{Code: "PROVIDER_ACCESS_DENIED", Message: "denied"}
+	paused := &RunError{Code: "SCHEDULE_PAUSED", Message: "paused"}
+	for _, tc := range []struct {
+		name     string
+		err      error
+		cause    error
+		skipped  bool
+		run      *ent.ExportRun
+		state    exportrun.State
+		code     string
+		requeue  bool
+		attempt  int
+		internal bool
+	}{
+		{name: "delivered", run: manual, state: exportrun.StateSUCCEEDED},
+		{name: "send condition", skipped: true, run: scheduled(1), state: exportrun.StateSKIPPED},
+		{name: "canceled by request", err: context.Canceled, cause: errCanceled, run: manual, state: exportrun.StateCANCELED, code: "CANCELED"},
+		{name: "schedule paused meanwhile", err: fmt.Errorf("load: %w", paused), run: scheduled(1), state: exportrun.StateCANCELED, code: "SCHEDULE_PAUSED"},
+		{name: "scheduled behind a running incremental run", err: errRunInProgress, run: scheduled(2), requeue: true, attempt: 1},
+		{name: "Send now behind a running incremental run", err: errRunInProgress, run: manual, state: exportrun.StateFAILED, code: "RUN_IN_PROGRESS"},
+		{name: "shutdown, scheduled", err: context.Canceled, cause: errShutdown, run: scheduled(2), requeue: true, attempt: 2},
+		{name: "shutdown, scheduled, last attempt", err: context.Canceled, cause: errShutdown, run: scheduled(maxScheduledAttempts), state: exportrun.StateFAILED, code: "INTERRUPTED"},
+		{name: "shutdown, Send now", err: context.Canceled, cause: errShutdown, run: manual, state: exportrun.StateFAILED, code: "INTERRUPTED"},
+		{name: "provider refusal", err: fmt.Errorf("upload: %w", provider), run: scheduled(1), state: exportrun.StateFAILED, code: "PROVIDER_ACCESS_DENIED"},
+		{name: "our own error", err: errors.New("boom"), run: manual, state: exportrun.StateFAILED, code: "INTERNAL", internal: true},
+		{name: "load failed before the run was read", err: errors.New("db down"), state: exportrun.StateFAILED, code: "INTERNAL", internal: true},
+	} {
+		got := classify(tc.err, tc.cause, tc.skipped, tc.run)
+		code := ""
+		if got.err != nil {
+			code = got.err.Code
+		}
+		if got.requeue != tc.requeue || got.attempt != tc.attempt || got.internal != tc.internal || code != tc.code ||
+			(!tc.requeue && got.state != tc.state) {
+			t.Errorf("%s: got %+v (code %q), want state %s code %q requeue %v attempt %d internal %v",
+				tc.name, got, code, tc.state, tc.code, tc.requeue, tc.attempt, tc.internal)
+		}
+	}
+}
