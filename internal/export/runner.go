@@ -317,7 +317,6 @@ func classify(err, cause error, skipped bool, run *ent.ExportRun) outcome {
 	return outcome{state: exportrun.StateFAILED, err: &RunError{Code: "INTERNAL", Message: "export failed"}, internal: true}
 }
 
-
 // load reads the run, its schedule, element and integration, and plans it.
 func (r *Runner) load(ctx context.Context, runID string, j *job) error {
 	c := r.d.Client
