@@ -91,7 +91,7 @@ func (s *ScheduleService) SendNow(req *pb.SendNowRequest, srv grpc.ServerStreami
 	if err := schedules.CheckSendNow(ctx, s.db, sc); err != nil {
 		return commandError(ctx, s.log, "send now", err)
 	}
-	run, first, err := s.runs.Start(ctx, sc, exportrun.TriggerSEND_NOW.String(), auth.FromContext(ctx).UserID)
+	run, first, err := s.runs.Start(ctx, sc.ID, exportrun.TriggerSEND_NOW.String(), auth.FromContext(ctx).UserID)
 	if err != nil {
 		return commandError(ctx, s.log, "start run", err)
 	}

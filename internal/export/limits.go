@@ -36,9 +36,9 @@ func (e *ManualRunLimitError) Error() string {
 // database, so the limits hold across replicas: on PostgreSQL the count and
 // the insert run in one transaction under an advisory lock; SQLite has a
 // single server process, where manualMu alone serialises them.
-func (r *Runner) createRun(ctx context.Context, sc *ent.Schedule, trigger, requestedBy string) (*ent.ExportRun, error) {
+func (r *Runner) createRun(ctx context.Context, scheduleID, trigger, requestedBy string) (*ent.ExportRun, error) {
 	create := func(c *ent.Client) (*ent.ExportRun, error) {
-		return c.ExportRun.Create().SetScheduleID(sc.ID).SetTrigger(exportrun.Trigger(trigger)).
+		return c.ExportRun.Create().SetScheduleID(scheduleID).SetTrigger(exportrun.Trigger(trigger)).
 			SetRequestedBy(requestedBy).SetRunner(r.cfg.RunnerID).Save(ctx)
 	}
 	perOrg, perServer := r.cfg.MaxManualRunsPerOrg, r.cfg.MaxManualRuns

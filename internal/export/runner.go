@@ -164,16 +164,17 @@ func (r *Runner) Close(ctx context.Context) {
 }
 
 // Start creates a QUEUED run of the schedule and executes it in the
-// background. ctx must carry the schedule's organization. It returns the
-// run and its first progress report (QUEUED), the one watchers see first.
-func (r *Runner) Start(ctx context.Context, sc *ent.Schedule, trigger, requestedBy string) (*ent.ExportRun, Progress, error) {
+// background (the run's load reads the schedule, element and integration,
+// once). ctx must carry the schedule's organization. It returns the run and
+// its first progress report (QUEUED), the one watchers see first.
+func (r *Runner) Start(ctx context.Context, scheduleID, trigger, requestedBy string) (*ent.ExportRun, Progress, error) {
 	r.mu.Lock()
 	draining := r.draining
 	r.mu.Unlock()
 	if draining {
 		return nil, Progress{}, errShutdown
 	}
-	run, err := r.createRun(ctx, sc, trigger, requestedBy)
+	run, err := r.createRun(ctx, scheduleID, trigger, requestedBy)
 	var limit *ManualRunLimitError
 	if errors.As(err, &limit) {
 		return nil, Progress{}, err
