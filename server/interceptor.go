@@ -24,6 +24,7 @@ import (
 	"github.com/auditexport/auditexport/internal/clientip"
 	"github.com/auditexport/auditexport/internal/ids"
 	"github.com/auditexport/auditexport/internal/metrics"
+	"github.com/auditexport/auditexport/internal/reqid"
 	"github.com/auditexport/auditexport/internal/tenant"
 )
 
@@ -71,12 +72,7 @@ func (i *Interceptors) WithMetrics(m *metrics.Metrics) *Interceptors {
 	return i
 }
 
-type requestIDKey struct{}
-
-func requestIDFrom(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey{}).(string)
-	return id
-}
+func requestIDFrom(ctx context.Context) string { return reqid.From(ctx) }
 
 var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
@@ -185,7 +181,7 @@ func (i *Interceptors) around(ctx context.Context, fullMethod string, call func(
 		ci.requestID = ids.New("req_")
 	}
 	_ = grpc.SetHeader(ctx, metadata.Pairs("x-request-id", ci.requestID))
-	ctx = context.WithValue(ctx, requestIDKey{}, ci.requestID)
+	ctx = reqid.With(ctx, ci.requestID)
 	ctx = context.WithValue(ctx, callInfoKey{}, ci)
 	log := i.log.With("request_id", ci.requestID, "method", ci.method)
 

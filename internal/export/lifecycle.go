@@ -11,7 +11,6 @@ import (
 	"github.com/auditexport/auditexport/ent"
 	"github.com/auditexport/auditexport/ent/exportrun"
 	"github.com/auditexport/auditexport/ent/schedule"
-	"github.com/auditexport/auditexport/ent/user"
 	"github.com/auditexport/auditexport/internal/auditlog"
 	"github.com/auditexport/auditexport/internal/db"
 	"github.com/auditexport/auditexport/internal/destination"
@@ -247,46 +246,36 @@ func (r *Runner) afterSchedule(ctx context.Context, j *job, sc *ent.Schedule, ru
 		r.notifyFailure(ctx, j, runID, rerr)
 	}
 	if pause {
-		r.notifyOwner(ctx, j.sc, fmt.Sprintf("[auditexport] Schedule paused after %d failed runs: %s", autoPauseAfter, j.sc.Name),
+		r.notifyOwner(ctx, j.sc, runID, fmt.Sprintf("[auditexport] Schedule paused after %d failed runs: %s", autoPauseAfter, j.sc.Name),
 			fmt.Sprintf("The schedule %q (%s) failed %d times in a row and was paused (reason REPEATED_FAILURES).\n"+
 				"Last run: %s\nLast error: %s\n\nFix the cause, then resume the schedule.\n", j.sc.Name, j.sc.ID, autoPauseAfter, runID, rerr.Error()))
 	}
 }
 
-func (r *Runner) ownerEmail(ctx context.Context, ownerID string) string {
-	u, err := r.d.Client.User.Query().Where(user.ID(ownerID)).Only(ctx)
+// people are the schedule's recipients (owner, allowed notify_emails);
+// a lookup failure is logged and mails nobody.
+func (r *Runner) people(ctx context.Context, sc *ent.Schedule, runID string) notify.People {
+	p, err := r.notifier.PeopleOf(ctx, sc)
 	if err != nil {
-		return ""
+		r.log.Error("loading the recipients of a notification failed", "run_id", runID, "schedule_id", sc.ID, "err", err.Error())
 	}
-	return u.Email
+	return p[sc.ID]
 }
 
 func (r *Runner) notifyFailure(ctx context.Context, j *job, runID string, rerr *RunError) {
-	to := []string{}
-	if e := r.ownerEmail(ctx, j.sc.OwnerID); e != "" {
-		to = append(to, e)
-	}
-	to = append(to, r.allowedRecipients(ctx, j.sc.NotifyEmails)...)
 	body := fmt.Sprintf("An export of schedule %q failed.\n\nSchedule: %s (%s)\nDestination: %s\nIntegration: %s\nRun: %s\nTime: %s\nError: %s (%s)\n",
 		j.sc.Name, j.sc.Name, j.sc.ID, firstNonEmpty(j.objectURI(), j.sc.URI), j.sc.IntegrationName, runID,
 		r.now().UTC().Format(time.RFC3339), rerr.Message, rerr.Code)
 	if rerr.ProviderMessage != "" {
 		body += "Provider message: " + rerr.ProviderMessage + "\n"
 	}
-	r.send(ctx, notify.Message{To: dedupe(to), Subject: "[auditexport] Export failed: " + j.sc.Name, Body: body})
+	r.notifier.Send(ctx, notify.Message{To: r.people(ctx, j.sc, runID).All(), Subject: "[auditexport] Export failed: " + j.sc.Name, Body: body},
+		"run_id", runID, "schedule_id", j.sc.ID)
 }
 
-func (r *Runner) notifyOwner(ctx context.Context, sc *ent.Schedule, subject, body string) {
-	if e := r.ownerEmail(ctx, sc.OwnerID); e != "" {
-		r.send(ctx, notify.Message{To: []string{e}, Subject: subject, Body: body})
-	}
-}
-
-func (r *Runner) send(ctx context.Context, m notify.Message) {
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := r.mail.Send(sctx, m); err != nil {
-		r.log.Error("sending notification failed", "subject", m.Subject, "err", err.Error())
+func (r *Runner) notifyOwner(ctx context.Context, sc *ent.Schedule, runID, subject, body string) {
+	if owner := r.people(ctx, sc, runID).Owner; owner != "" {
+		r.notifier.Send(ctx, notify.Message{To: []string{owner}, Subject: subject, Body: body}, "run_id", runID, "schedule_id", sc.ID)
 	}
 }
 
@@ -526,17 +515,4 @@ func firstNonEmpty(a, b string) string {
 		return a
 	}
 	return b
-}
-
-func dedupe(in []string) []string {
-	seen := map[string]bool{}
-	var out []string
-	for _, s := range in {
-		k := strings.ToLower(s)
-		if !seen[k] {
-			seen[k] = true
-			out = append(out, s)
-		}
-	}
-	return out
 }

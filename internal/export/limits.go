@@ -3,14 +3,12 @@ package export
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"entgo.io/ent/dialect"
 
 	"github.com/auditexport/auditexport/ent"
 	"github.com/auditexport/auditexport/ent/exportrun"
-	"github.com/auditexport/auditexport/ent/user"
 	"github.com/auditexport/auditexport/internal/tenant"
 )
 
@@ -85,49 +83,4 @@ func (r *Runner) createRun(ctx context.Context, scheduleID, trigger, requestedBy
 		return run, err
 	}
 	return run, tx.Commit()
-}
-
-// NotifyAllowed reports whether failure mail may go to addr: a user of the
-// organization (members holds their lower-cased e-mails) or an address in
-// one of domains.
-func NotifyAllowed(addr string, members map[string]bool, domains []string) bool {
-	addr = strings.ToLower(strings.TrimSpace(addr))
-	if members[addr] {
-		return true
-	}
-	at := strings.LastIndex(addr, "@")
-	if at < 0 {
-		return false
-	}
-	for _, d := range domains {
-		if strings.EqualFold(addr[at+1:], strings.TrimPrefix(strings.TrimSpace(d), "@")) {
-			return true
-		}
-	}
-	return false
-}
-
-// allowedRecipients drops notify_emails that are no longer allowed (a user
-// who left the organization, a domain the operator removed): schedules
-// saved before the rule, or before the change, mail nobody outside it.
-func (r *Runner) allowedRecipients(ctx context.Context, emails []string) []string {
-	if len(emails) == 0 {
-		return nil
-	}
-	users, err := r.d.Client.User.Query().Select(user.FieldEmail).Strings(ctx)
-	if err != nil {
-		r.log.Error("loading the organization's users for notification failed", "err", err.Error())
-		return nil
-	}
-	members := map[string]bool{}
-	for _, u := range users {
-		members[strings.ToLower(u)] = true
-	}
-	var out []string
-	for _, e := range emails {
-		if NotifyAllowed(e, members, r.cfg.NotifyAllowedDomains) {
-			out = append(out, e)
-		}
-	}
-	return out
 }

@@ -81,14 +81,15 @@ type Config struct {
 // Runner executes export runs: Send now today, scheduled runs later, on one
 // code path. Runs are detached from the request that started them.
 type Runner struct {
-	d      *db.DB
-	keys   *secrets.Keyring
-	mail   *notify.Mailer
-	rec    *auditlog.Recorder
-	log    *slog.Logger
-	cfg    Config
-	broker *broker
-	now    func() time.Time
+	d    *db.DB
+	keys *secrets.Keyring
+	// notifier mails a schedule's people (failure, auto-pause).
+	notifier *notify.Notifier
+	rec      *auditlog.Recorder
+	log      *slog.Logger
+	cfg      Config
+	broker   *broker
+	now      func() time.Time
 
 	base     context.Context
 	stop     context.CancelFunc
@@ -124,7 +125,7 @@ func NewRunner(d *db.DB, keys *secrets.Keyring, mail *notify.Mailer, rec *auditl
 		cfg.RunnerID = ids.Process()
 	}
 	base, stop := context.WithCancel(context.Background())
-	return &Runner{d: d, keys: keys, mail: mail, rec: rec, log: log, cfg: cfg, broker: newBroker(),
+	return &Runner{d: d, keys: keys, notifier: notify.NewNotifier(d.Client, mail, cfg.NotifyAllowedDomains, log), rec: rec, log: log, cfg: cfg, broker: newBroker(),
 		now: time.Now, base: base, stop: stop, cancels: map[string]context.CancelCauseFunc{}}
 }
 

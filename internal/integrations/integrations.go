@@ -15,16 +15,15 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"time"
 
 	"github.com/auditexport/auditexport/ent"
 	"github.com/auditexport/auditexport/ent/schedule"
 	"github.com/auditexport/auditexport/ent/storageintegration"
 	"github.com/auditexport/auditexport/internal/db"
 	"github.com/auditexport/auditexport/internal/destination"
-	"github.com/auditexport/auditexport/internal/export"
 	"github.com/auditexport/auditexport/internal/ids"
 	"github.com/auditexport/auditexport/internal/notify"
+	"github.com/auditexport/auditexport/internal/reqid"
 	"github.com/auditexport/auditexport/internal/secrets"
 )
 
@@ -32,16 +31,16 @@ import (
 type Commands struct {
 	db   *ent.Client
 	keys *secrets.Keyring
-	mail *notify.Mailer
-	log  *slog.Logger
-	// notifyDomains: besides the organization's users, the domains a
-	// schedule's notify_emails may be in (pause notices honour it).
-	notifyDomains []string
+	// notifier mails the people of the schedules a change paused.
+	notifier *notify.Notifier
+	log      *slog.Logger
 }
 
-// New returns the commands. mail may be disabled (notices are then skipped).
+// New returns the commands. mail may be disabled (notices are then skipped);
+// notifyDomains are the domains besides the organization's users that a
+// schedule's notify_emails may be in (pause notices honour it).
 func New(c *ent.Client, keys *secrets.Keyring, mail *notify.Mailer, log *slog.Logger, notifyDomains []string) *Commands {
-	return &Commands{db: c, keys: keys, mail: mail, log: log, notifyDomains: notifyDomains}
+	return &Commands{db: c, keys: keys, notifier: notify.NewNotifier(c, mail, notifyDomains, log), log: log}
 }
 
 // CreateInput is a validated new integration.
@@ -224,46 +223,35 @@ func LinkedCounts(ctx context.Context, c *ent.Client, ids []string) (map[string]
 // recipient listing their schedules. Mail failures are logged, not
 // returned: the change itself succeeded.
 func (c *Commands) NotifyPaused(ctx context.Context, scheduleIDs []string, integName, reason, what string) {
-	if len(scheduleIDs) == 0 || !c.mail.Enabled() {
+	if len(scheduleIDs) == 0 || !c.notifier.Enabled() {
 		return
+	}
+	fail := func(what string, err error) {
+		attrs := []any{"integration", integName, "err", err.Error()}
+		if id := reqid.From(ctx); id != "" {
+			attrs = append(attrs, "request_id", id)
+		}
+		c.log.ErrorContext(ctx, what, attrs...)
 	}
 	rows, err := c.db.Schedule.Query().Where(schedule.IDIn(scheduleIDs...)).All(ctx)
 	if err != nil {
-		c.log.ErrorContext(ctx, "loading paused schedules for notification failed", "err", err.Error())
+		fail("loading paused schedules for notification failed", err)
 		return
 	}
-	users, err := c.db.User.Query().All(ctx)
+	people, err := c.notifier.PeopleOf(ctx, rows...)
 	if err != nil {
-		c.log.ErrorContext(ctx, "loading users for the pause notification failed", "err", err.Error())
+		fail("loading the recipients of the pause notification failed", err)
 		return
-	}
-	members, emailOf := map[string]bool{}, map[string]string{}
-	for _, u := range users {
-		members[strings.ToLower(u.Email)] = true
-		emailOf[u.ID] = u.Email
 	}
 	byRecipient := map[string][]*ent.Schedule{}
 	var order []string
-	add := func(to string, r *ent.Schedule) {
-		key := strings.ToLower(strings.TrimSpace(to))
-		if key == "" {
-			return
-		}
-		list := byRecipient[key]
-		if len(list) > 0 && list[len(list)-1] == r {
-			return // the owner also listed in notify_emails
-		}
-		if list == nil {
-			order = append(order, key)
-		}
-		byRecipient[key] = append(list, r)
-	}
 	for _, r := range rows {
-		add(emailOf[r.OwnerID], r)
-		for _, e := range r.NotifyEmails {
-			if export.NotifyAllowed(e, members, c.notifyDomains) {
-				add(e, r)
+		for _, to := range people[r.ID].All() {
+			key := strings.ToLower(strings.TrimSpace(to))
+			if byRecipient[key] == nil {
+				order = append(order, key)
 			}
+			byRecipient[key] = append(byRecipient[key], r)
 		}
 	}
 	for _, to := range order {
@@ -274,13 +262,9 @@ func (c *Commands) NotifyPaused(ctx context.Context, scheduleIDs []string, integ
 			fmt.Fprintf(&b, "  - %s (%s): %s\n", r.Name, r.ID, r.URI)
 		}
 		b.WriteString("\nCheck each schedule's destination, then resume it.\n")
-		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		err = c.mail.Send(mctx, notify.Message{To: []string{to},
-			Subject: fmt.Sprintf("[auditexport] %d schedule(s) paused: integration %s %s", len(list), integName, what), Body: b.String()})
-		cancel()
-		if err != nil {
-			c.log.ErrorContext(ctx, "sending pause notification failed", "err", err.Error())
-		}
+		c.notifier.Send(ctx, notify.Message{To: []string{to},
+			Subject: fmt.Sprintf("[auditexport] %d schedule(s) paused: integration %s %s", len(list), integName, what), Body: b.String()},
+			"integration", integName)
 	}
 }
 

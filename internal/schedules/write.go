@@ -13,7 +13,7 @@ import (
 	"github.com/auditexport/auditexport/ent/workbook"
 	"github.com/auditexport/auditexport/internal/cron"
 	"github.com/auditexport/auditexport/internal/destination"
-	"github.com/auditexport/auditexport/internal/export"
+	"github.com/auditexport/auditexport/internal/notify"
 )
 
 // Fields are a schedule's settable fields, their shape already checked by
@@ -286,7 +286,7 @@ func (c *Commands) check(ctx context.Context, wb *ent.Workbook, f Fields, set ma
 			members[strings.ToLower(u)] = true
 		}
 		for i, e := range f.NotifyEmails {
-			if !export.NotifyAllowed(e, members, c.notifyDomains) {
+			if !notify.Allowed(e, members, c.notifyDomains) {
 				inv.add(fmt.Sprintf("%s[%d]", FieldNotifyEmails, i),
 					"%q is neither a user of this organization nor in a domain the operator allows (--notify-allowed-domains)", e)
 			}
