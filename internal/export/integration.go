@@ -1,6 +1,10 @@
 package export
 
 import (
+	"context"
+
+	"gocloud.dev/blob"
+
 	"github.com/auditexport/auditexport/ent"
 	"github.com/auditexport/auditexport/internal/destination"
 	"github.com/auditexport/auditexport/internal/secrets"
@@ -19,4 +23,17 @@ func IntegrationOf(keys *secrets.Keyring, row *ent.StorageIntegration) (destinat
 		Provider: destination.Provider(row.Provider), Destination: row.Destination, Region: row.Region,
 		Endpoint: row.Endpoint, ExternalID: row.ExternalID, Creds: creds, OrgID: row.OrgID,
 	}, nil
+}
+
+// openBucket opens the bucket of a stored integration the way every run
+// (and orphan clean-up) does: credentials unsealed, the operator's
+// private-endpoint rule and LOCAL root applied. A credential failure is a
+// *RunError (CREDENTIALS_UNDECRYPTABLE); the caller closes the bucket.
+func (r *Runner) openBucket(ctx context.Context, row *ent.StorageIntegration) (*blob.Bucket, destination.Location, error) {
+	in, err := IntegrationOf(r.keys, row)
+	if err != nil {
+		return nil, destination.Location{}, &RunError{Code: destination.CredentialsCode,
+			Message: err.Error() + "; restore the server's master key file or enter the integration's credentials again"}
+	}
+	return destination.Open(ctx, in, destination.OpenOptions{AllowPrivateEndpoints: r.cfg.AllowPrivateEndpoints, Local: r.cfg.Local})
 }

@@ -482,11 +482,7 @@ func (r *Runner) abortOrphanUploads(ctx context.Context, run *ent.ExportRun) {
 	if err != nil || destination.Provider(integ.Provider) != destination.S3 {
 		return
 	}
-	in, err := IntegrationOf(r.keys, integ)
-	if err != nil {
-		return
-	}
-	bucket, base, err := destination.Open(ctx, in, destination.OpenOptions{AllowPrivateEndpoints: r.cfg.AllowPrivateEndpoints})
+	bucket, base, err := r.openBucket(ctx, integ)
 	if err != nil {
 		return
 	}

@@ -476,12 +476,11 @@ func (r *Runner) run(ctx context.Context, j *job, skipped *bool) (Stats, error) 
 	if *skipped {
 		return Stats{}, nil
 	}
-	in, err := IntegrationOf(r.keys, j.integ)
-	if err != nil {
-		return Stats{}, &RunError{Code: destination.CredentialsCode,
-			Message: err.Error() + "; restore the server's master key file or enter the integration's credentials again"}
+	bucket, base, err := r.openBucket(ctx, j.integ)
+	var rerr *RunError
+	if errors.As(err, &rerr) {
+		return Stats{}, rerr
 	}
-	bucket, base, err := destination.Open(ctx, in, destination.OpenOptions{AllowPrivateEndpoints: r.cfg.AllowPrivateEndpoints, Local: r.cfg.Local})
 	if err != nil {
 		return Stats{}, &RunError{Code: "DESTINATION_UNAVAILABLE", Message: "opening the destination failed", ProviderMessage: destination.Message(err)}
 	}
