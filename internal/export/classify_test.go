@@ -41,6 +41,15 @@ func TestClassify(t *testing.T) {
 		{name: "shutdown, Send now", err: context.Canceled, cause: errShutdown, run: manual, state: exportrun.StateFAILED, code: "INTERRUPTED"},
 		{name: "provider refusal", err: fmt.Errorf("upload: %w", provider), run: scheduled(1), state: exportrun.StateFAILED, code: "PROVIDER_ACCESS_DENIED"},
 		{name: "our own error", err: errors.New("boom"), run: manual, state: exportrun.StateFAILED, code: "INTERNAL", internal: true},
+		// Which reason wins when several hold.
+		{name: "canceled by request wins over the provider's error", err: provider, cause: errCanceled, run: scheduled(1), state: exportrun.StateCANCELED, code: "CANCELED"},
+		{name: "canceled by request wins over the pause", err: paused, cause: errCanceled, run: scheduled(1), state: exportrun.StateCANCELED, code: "CANCELED"},
+		{name: "paused wins over shutdown", err: paused, cause: errShutdown, run: scheduled(1), state: exportrun.StateCANCELED, code: "SCHEDULE_PAUSED"},
+		{name: "a running incremental run wins over shutdown", err: errRunInProgress, cause: errShutdown, run: scheduled(maxScheduledAttempts), requeue: true, attempt: maxScheduledAttempts - 1},
+		{name: "skipped wins over shutdown", skipped: true, cause: errShutdown, run: scheduled(1), state: exportrun.StateSKIPPED},
+		{name: "delivered though canceled after the upload", cause: errCanceled, run: manual, state: exportrun.StateSUCCEEDED},
+		{name: "load failed during shutdown", err: errors.New("db down"), cause: errShutdown, state: exportrun.StateFAILED, code: "INTERRUPTED"},
+		{name: "a run error before the run was read", err: &RunError{Code: "SCHEDULE_NOT_FOUND", Message: "gone"}, state: exportrun.StateFAILED, code: "SCHEDULE_NOT_FOUND"},
 		{name: "load failed before the run was read", err: errors.New("db down"), state: exportrun.StateFAILED, code: "INTERNAL", internal: true},
 	} {
 		got := classify(tc.err, tc.cause, tc.skipped, tc.run)

@@ -74,14 +74,21 @@ func TestQueuedScheduledRunOfPausedSchedule(t *testing.T) {
 // dir is the run's LOCAL directory, <local root>/<org id>/out.
 func executeRun(t *testing.T, d *db.DB, ctx context.Context, orgID, runID, dir string) {
 	t.Helper()
+	r := localRunner(t, d, dir)
+	r.Execute(ctx, orgID, runID)
+	r.Close(ctx)
+}
+
+// localRunner is a runner without mail whose LOCAL root holds dir,
+// <local root>/<org id>/out.
+func localRunner(t *testing.T, d *db.DB, dir string) *export.Runner {
+	t.Helper()
 	mail, err := notify.New("", "auditexport@localhost", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := export.NewRunner(d, nil, mail, auditlog.NewRecorder(d.Client, slog.New(slog.DiscardHandler)),
+	return export.NewRunner(d, nil, mail, auditlog.NewRecorder(d.Client, slog.New(slog.DiscardHandler)),
 		slog.New(slog.DiscardHandler), export.Config{Local: destination.LocalDirs{Root: filepath.Dir(filepath.Dir(dir))}})
-	r.Execute(ctx, orgID, runID)
-	r.Close(ctx)
 }
 
 // queuedRun stores an organization with a LOCAL integration, a saved
