@@ -5,6 +5,10 @@ GO    ?= go
 BUF   := $(GO) tool -modfile=tools/buf/go.mod buf
 BIN   := $(CURDIR)/bin
 BUF_AGAINST ?= HEAD~1
+# Builds and tests without the checkout's path in them: the Go build cache is
+# then shared by every clone on the machine (a fresh clone recompiles nothing
+# a previous run compiled), and no local path ends up in a binary.
+export GOFLAGS := $(strip $(filter-out -trimpath,$(GOFLAGS)) -trimpath)
 
 .PHONY: run build dist tools generate lint check-generated test test-go test-compile test-fuzz services bench bench-scheduler
 
