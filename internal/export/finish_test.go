@@ -15,9 +15,9 @@ import (
 	"github.com/auditexport/auditexport/internal/testenv"
 )
 
-// TestOutcomeCommitsWithWatermark: a run's SUCCEEDED and its schedule's
-// watermark commit together. When the schedule cannot be updated, the run
-// is not recorded SUCCEEDED either (it stays RUNNING for orphan recovery,
+// TestOutcomeCommitsWithWatermark: a run is recorded SUCCEEDED only after
+// its schedule's watermark moved. When the schedule cannot be updated, the
+// run is not recorded SUCCEEDED either (it stays RUNNING for orphan recovery,
 // which retries it: identical bytes, nothing written, watermark moved) —
 // never a SUCCEEDED period whose rows the next period exports again.
 func TestOutcomeCommitsWithWatermark(t *testing.T) {

@@ -12,7 +12,6 @@ import (
 	"github.com/auditexport/auditexport/ent/exportrun"
 	"github.com/auditexport/auditexport/ent/schedule"
 	"github.com/auditexport/auditexport/internal/auditlog"
-	"github.com/auditexport/auditexport/internal/db"
 	"github.com/auditexport/auditexport/internal/destination"
 	"github.com/auditexport/auditexport/internal/notify"
 	"github.com/auditexport/auditexport/internal/ownership"
@@ -87,44 +86,23 @@ func (r *Runner) cancelLocal(runID string) bool {
 func (r *Runner) finish(ctx context.Context, j *job, runID string, state exportrun.State, st Stats, rerr *RunError) {
 	rerr = rerr.redacted()
 	now := r.now().UTC()
-	// The run's outcome and what it means for its schedule (last run,
-	// failure streak, the incremental watermark) commit together: a reader
-	// who sees SUCCEEDED sees the watermark moved, and a crash between the
-	// two cannot leave a SUCCEEDED period whose rows the next period exports
-	// again. If the transaction fails the run stays RUNNING, and orphan
-	// recovery retries it (the retry finds its own bytes and writes nothing).
+	// The schedule's bookkeeping (last run, failure streak, the incremental
+	// watermark, last success) is recorded before the run's outcome: a
+	// reader who sees SUCCEEDED sees the watermark moved, and a crash
+	// between the two leaves the run RUNNING, so orphan recovery retries it
+	// (the retry finds its own bytes and writes nothing; the watermark has
+	// moved already) — never a SUCCEEDED period whose rows the next period
+	// exports again. If the schedule cannot be updated, the outcome is not
+	// recorded either, for the same retry.
 	var run *ent.ExportRun
 	var sc *ent.Schedule
-	err := db.WithTx(ctx, r.d.Client, func(tx *ent.Client) error {
-		// A run that never started (it failed while loading) starts when it
-		// ends. Decided in the database: j.run is the row as read before load
-		// set start_time, so testing j.run.StartTime overwrote every first
-		// attempt's start with its finish (zero durations in ExportRun).
-		if err := tx.ExportRun.Update().Where(exportrun.ID(runID), exportrun.StartTimeIsNil()).
-			SetStartTime(now).Exec(ctx); err != nil {
-			return fmt.Errorf("recording run start: %w", err)
-		}
-		upd := tx.ExportRun.UpdateOneID(runID).SetState(state).SetPhase(state.String()).SetFinishTime(now).SetHeartbeatTime(now)
-		if state == exportrun.StateSUCCEEDED {
-			upd.SetRows(st.Rows).SetBytes(st.Bytes).SetChecksum(st.Checksum).SetNote(j.note)
-		} else {
-			upd.SetRows(j.counters.Rows.Load()).SetBytes(0)
-		}
-		if state == exportrun.StateSKIPPED {
-			upd.SetObjectURI("")
-		}
-		if rerr != nil {
-			upd.SetErrorCode(rerr.Code).SetErrorMessage(rerr.Message).SetProviderMessage(rerr.ProviderMessage)
-		}
-		var err error
-		if run, err = upd.Save(ctx); err != nil {
-			return fmt.Errorf("recording run outcome: %w", err)
-		}
-		if j.sc != nil {
-			sc, err = r.recordSchedule(ctx, tx, j, runID, state, now)
-		}
-		return err
-	})
+	var err error
+	if j.sc != nil {
+		sc, err = r.recordSchedule(ctx, r.d.Client, j, runID, state, now)
+	}
+	if err == nil {
+		run, err = r.recordRun(ctx, j, runID, state, st, rerr, now)
+	}
 	if err != nil {
 		r.log.Error("recording run outcome failed", "run_id", runID, "state", state.String(), "err", err.Error())
 	}
@@ -181,8 +159,33 @@ func runErrorLevel(code string) slog.Level {
 	return slog.LevelInfo
 }
 
-// recordSchedule records a finished run on its schedule, within the
-// run's outcome transaction c, and returns the schedule as updated. Its
+// recordRun records the run's outcome.
+func (r *Runner) recordRun(ctx context.Context, j *job, runID string, state exportrun.State, st Stats, rerr *RunError, now time.Time) (*ent.ExportRun, error) {
+	// A run that never started (it failed while loading) starts when it
+	// ends. Decided in the database: j.run is the row as read before load
+	// set start_time, so testing j.run.StartTime overwrote every first
+	// attempt's start with its finish (zero durations in ExportRun).
+	if err := r.d.Client.ExportRun.Update().Where(exportrun.ID(runID), exportrun.StartTimeIsNil()).
+		SetStartTime(now).Exec(ctx); err != nil {
+		return nil, fmt.Errorf("recording run start: %w", err)
+	}
+	upd := r.d.Client.ExportRun.UpdateOneID(runID).SetState(state).SetPhase(state.String()).SetFinishTime(now).SetHeartbeatTime(now)
+	if state == exportrun.StateSUCCEEDED {
+		upd.SetRows(st.Rows).SetBytes(st.Bytes).SetChecksum(st.Checksum).SetNote(j.note)
+	} else {
+		upd.SetRows(j.counters.Rows.Load()).SetBytes(0)
+	}
+	if state == exportrun.StateSKIPPED {
+		upd.SetObjectURI("")
+	}
+	if rerr != nil {
+		upd.SetErrorCode(rerr.Code).SetErrorMessage(rerr.Message).SetProviderMessage(rerr.ProviderMessage)
+	}
+	return upd.Save(ctx)
+}
+
+// recordSchedule records a finished run on its schedule (before the run's
+// own outcome, see finish) and returns the schedule as updated. Its
 // last success time is the run's finish time (now).
 func (r *Runner) recordSchedule(ctx context.Context, c *ent.Client, j *job, runID string, state exportrun.State, now time.Time) (*ent.Schedule, error) {
 	u := c.Schedule.UpdateOneID(j.sc.ID).SetLastRunID(runID)
