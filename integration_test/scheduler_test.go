@@ -78,8 +78,11 @@ func TestScheduledExactlyOnce(t *testing.T) {
 			}
 			last := first.Add((periods - 1) * time.Minute)
 			// Wait until the clock is past the 10th period and every run of
-			// periods up to it has finished.
-			deadline := time.Now().Add(3 * time.Minute)
+			// periods up to it has finished. The budget is for 500 runs of the
+			// -race server next to other test packages on 2 cores (3 min left
+			// 16 pending in a fresh-clone CI run); what is asserted is one run
+			// per period, below, not speed (make bench-scheduler measures that).
+			deadline := time.Now().Add(5 * time.Minute)
 			for !clock().After(last.Add(20 * time.Second)) {
 				time.Sleep(200 * time.Millisecond)
 			}
