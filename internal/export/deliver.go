@@ -150,7 +150,7 @@ func withRunID(name, runID string) string {
 // checksum.
 func (r *Runner) encodeOnly(ctx context.Context, j *job) (Stats, error) {
 	j.phase.Store(PhaseUploading)
-	st, err := Write(ctx, r.d.Client, j.plan, io.Discard, &j.counters)
+	st, err := Write(ctx, r.d, j.plan, io.Discard, &j.counters)
 	if err != nil {
 		var qe *QueryError
 		if ctx.Err() == nil && errors.As(err, &qe) {

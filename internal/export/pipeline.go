@@ -13,8 +13,8 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/auditexport/auditexport/ent"
-	"github.com/auditexport/auditexport/internal/auditlog"
+		"github.com/auditexport/auditexport/internal/auditlog"
+	"github.com/auditexport/auditexport/internal/db"
 )
 
 // Plan is what one export writes.
@@ -77,7 +77,7 @@ func (nopCloser) Close() error { return nil }
 // dst, in constant memory. It returns when everything is flushed to dst
 // (which the caller then commits, e.g. by closing a blob writer) or on the
 // first error, including ctx cancellation.
-func Write(ctx context.Context, client *ent.Client, p Plan, dst io.Writer, c *Counters) (Stats, error) {
+func Write(ctx context.Context, d *db.DB, p Plan, dst io.Writer, c *Counters) (Stats, error) {
 	if p.Format == Parquet && p.Compression != None && p.Compression != "" {
 		return Stats{}, fmt.Errorf("parquet compresses internally; compression must be NONE")
 	}
@@ -96,7 +96,7 @@ func Write(ctx context.Context, client *ent.Client, p Plan, dst io.Writer, c *Co
 	}
 	var rows int64
 	var sinkErr error
-	err = auditlog.ScanSeq(ctx, client, p.Spec, p.Now, p.SeqFrom, p.SeqTo, func(row []any) error {
+	err = auditlog.ScanSeq(ctx, d.Client, p.Spec, p.Now, p.SeqFrom, p.SeqTo, func(row []any) error {
 		if err := enc.Write(row); err != nil {
 			sinkErr = err
 			return err

@@ -580,7 +580,7 @@ func (r *Runner) upload(ctx context.Context, j *job, bucket *blob.Bucket) (Stats
 		uploaded <- err
 	}()
 	j.phase.Store(PhaseUploading)
-	st, err := Write(wctx, r.d.Client, j.plan, pw, &j.counters)
+	st, err := Write(wctx, r.d, j.plan, pw, &j.counters)
 	if err != nil {
 		// Cancel before the reader sees the error, so the upload aborts
 		// instead of committing what it got so far.
