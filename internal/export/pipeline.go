@@ -13,7 +13,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
-		"github.com/auditexport/auditexport/internal/auditlog"
+	"github.com/auditexport/auditexport/internal/auditlog"
 	"github.com/auditexport/auditexport/internal/db"
 )
 
