@@ -67,7 +67,7 @@ func TestSpecValueLimit(t *testing.T) {
 		scanBatch = 3 // several keyset batches, each with the full filter list
 		t.Cleanup(func() { scanBatch = old })
 		var scanned int
-		if err := Scan(orgA(), d.Client, atLimit, fixtureNow, func([]any) error { scanned++; return nil }); err != nil {
+		if err := scan(orgA(), d, atLimit, fixtureNow, func([][]byte) error { scanned++; return nil }); err != nil {
 			t.Fatalf("Scan at the limit: %v", err)
 		}
 		if scanned != len(want) {
@@ -78,7 +78,7 @@ func TestSpecValueLimit(t *testing.T) {
 		if _, err := Query(orgA(), d.Client, over, fixtureNow, 0, 10); !errors.As(err, &invalid) {
 			t.Errorf("Query over the limit: %v, want an InvalidSpecError", err)
 		}
-		if err := Scan(orgA(), d.Client, over, fixtureNow, func([]any) error { return nil }); !errors.As(err, &invalid) {
+		if err := scan(orgA(), d, over, fixtureNow, func([][]byte) error { return nil }); !errors.As(err, &invalid) {
 			t.Errorf("Scan over the limit: %v, want an InvalidSpecError", err)
 		}
 	})

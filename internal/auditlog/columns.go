@@ -100,7 +100,7 @@ var valueCount = map[string][2]int{
 var operatorList = "EQUALS, NOT_EQUALS, IN, NOT_IN, CONTAINS, GREATER_THAN, LESS_THAN, BETWEEN"
 
 // ValidateSpec checks a spec against the table and the limits above and
-// returns every problem found (nil if none). Query and Scan refuse specs with
+// returns every problem found (nil if none). Query and Stream refuse specs with
 // violations, so a stored element can never turn into a failing SQL query.
 func ValidateSpec(s Spec) []Violation {
 	var vs []Violation

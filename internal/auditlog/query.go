@@ -22,7 +22,7 @@ type Result struct {
 	Total   int64 // rows matching the spec, regardless of offset/limit
 }
 
-// InvalidSpecError is returned by Query and Scan for a spec that fails
+// InvalidSpecError is returned by Query and Stream for a spec that fails
 // ValidateSpec.
 type InvalidSpecError struct {
 	Violations []Violation
@@ -41,7 +41,7 @@ func (e *InvalidSpecError) Error() string {
 // organization's rows; that must never reach a user, so we refuse it here.
 var ErrNoOrg = errors.New("auditlog: query without an organization in context")
 
-// scanBatch is how many rows Scan fetches per round trip: large enough that
+// scanBatch is how many rows Stream fetches per query (keyset page): large enough that
 // per-query overhead is negligible, small enough to keep memory flat.
 var scanBatch = 5000 // a var so tests can force many batches
 
@@ -297,7 +297,7 @@ func Query(ctx context.Context, client *ent.Client, s Spec, now time.Time, offse
 	return QuerySeq(ctx, client, s, now, 0, 0, offset, limit)
 }
 
-// QuerySeq is Query restricted to the insert-sequence window (from, to] (see ScanSeq).
+// QuerySeq is Query restricted to the insert-sequence window (from, to] (see Stream).
 func QuerySeq(ctx context.Context, client *ent.Client, s Spec, now time.Time, from, to int64, offset, limit int) (*Result, error) {
 	if offset < 0 || limit < 0 {
 		return nil, fmt.Errorf("auditlog: negative offset %d or limit %d", offset, limit)
@@ -324,53 +324,6 @@ func QuerySeq(ctx context.Context, client *ent.Client, s Spec, now time.Time, fr
 		res.Rows = append(res.Rows, p.row(e))
 	}
 	return res, nil
-}
-
-// Scan calls fn with every row matching the spec, in order, for exports. It
-// pages by sort key (keyset) in batches, so memory stays flat and each batch
-// costs the same however deep into the result it is. Rows appended while it
-// runs may or may not be included (unless a relative time range bounds them
-// by now). It stops at, and returns, the first error from fn.
-func Scan(ctx context.Context, client *ent.Client, s Spec, now time.Time, fn func(row []any) error) error {
-	return ScanSeq(ctx, client, s, now, 0, 0, fn)
-}
-
-// ScanSeq is Scan restricted to rows whose insert sequence (id) lies in
-// (from, to]; to 0 means unrestricted. Exports bound every run by the
-// sequence they observed at start, so a run's file is a consistent cut.
-func ScanSeq(ctx context.Context, client *ent.Client, s Spec, now time.Time, from, to int64, fn func(row []any) error) error {
-	p, err := compile(ctx, s, now)
-	if err != nil {
-		return err
-	}
-	p.seqFrom, p.seqTo = from, to
-	batch := scanBatch
-	if p.keys[0].col.DB != "request_time" {
-		// No index serves this order, so every batch scans and top-N sorts
-		// all matching rows; fewer, larger batches (still bounded) cut a
-		// 1M-row export sorted by USER_EMAIL from ~95 s to ~27 s on SQLite.
-		batch *= 5
-	}
-	var last []any
-	for {
-		q := client.AuditEvent.Query().Where(p.where)
-		if last != nil {
-			q = q.Where(p.after(last))
-		}
-		evs, err := q.Order(p.order).Limit(batch).Select(p.fetch...).All(ctx)
-		if err != nil {
-			return fmt.Errorf("scan audit events: %w", err)
-		}
-		for _, e := range evs {
-			if err := fn(p.row(e)); err != nil {
-				return err
-			}
-		}
-		if len(evs) < batch {
-			return nil
-		}
-		last = p.keyValues(evs[len(evs)-1])
-	}
 }
 
 func (p *plan) row(e *ent.AuditEvent) []any {
@@ -400,18 +353,6 @@ func jsonValue(s string) json.RawMessage {
 	}
 	b, _ := json.Marshal(s)
 	return b
-}
-
-func (p *plan) keyValues(e *ent.AuditEvent) []any {
-	vals := make([]any, len(p.keys))
-	for i, k := range p.keys {
-		v := field(e, k.col.DB)
-		if t, ok := v.(time.Time); ok {
-			v = dbTime(t) // bind exactly as stored (see dbTime)
-		}
-		vals[i] = v
-	}
-	return vals
 }
 
 // field returns the raw database value of column db.

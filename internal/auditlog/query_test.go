@@ -230,13 +230,13 @@ func TestQueryTenantIsolation(t *testing.T) {
 			if _, err := Query(ctx, d.Client, Spec{}, fixtureNow, 0, 10); !errors.Is(err, ErrNoOrg) {
 				t.Errorf("%s context: Query err = %v", name, err)
 			}
-			if err := Scan(ctx, d.Client, Spec{}, fixtureNow, func([]any) error { return nil }); !errors.Is(err, ErrNoOrg) {
+			if err := scan(ctx, d, Spec{}, fixtureNow, func([][]byte) error { return nil }); !errors.Is(err, ErrNoOrg) {
 				t.Errorf("%s context: Scan err = %v", name, err)
 			}
 		}
 		n := 0
-		err := Scan(orgA(), d.Client, Spec{Columns: []string{"REQUEST_ID"}}, fixtureNow, func(r []any) error {
-			if r[0].(string)[0] != 'a' {
+		err := scan(orgA(), d, Spec{Columns: []string{"REQUEST_ID"}}, fixtureNow, func(r [][]byte) error {
+			if r[0][0] != 'a' {
 				t.Errorf("org A scan saw %v", r)
 			}
 			n++
@@ -257,7 +257,7 @@ func TestQueryInvalidSpec(t *testing.T) {
 	}
 }
 
-// TestPagingStable checks that pages and Scan's keyset batches agree with
+// TestPagingStable checks that pages and Stream's keyset pages agree with
 // one big query, on data with many ties in every sort key.
 func TestPagingStable(t *testing.T) {
 	old := scanBatch
@@ -311,8 +311,8 @@ func TestPagingStable(t *testing.T) {
 				t.Errorf("spec %d: pages differ from one query", i)
 			}
 			var scanned []string
-			err = Scan(ctx, d.Client, s, fixtureNow, func(r []any) error {
-				scanned = append(scanned, r[0].(string))
+			err = scan(ctx, d, s, fixtureNow, func(r [][]byte) error {
+				scanned = append(scanned, string(r[0]))
 				return nil
 			})
 			if err != nil {
@@ -325,7 +325,7 @@ func TestPagingStable(t *testing.T) {
 
 		stop := errors.New("stop")
 		calls := 0
-		err := Scan(ctx, d.Client, Spec{}, fixtureNow, func([]any) error {
+		err := scan(ctx, d, Spec{}, fixtureNow, func([][]byte) error {
 			calls++
 			if calls == 150 {
 				return stop

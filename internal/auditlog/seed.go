@@ -107,7 +107,7 @@ func Seed(ctx context.Context, d *db.DB, orgID string, n int, now time.Time, spa
 	}
 	if d.Dialect == dialect.Postgres {
 		// Autovacuum analyzes the table only some time after a bulk load;
-		// until then the planner underestimates the rows and Scan's keyset
+		// until then the planner underestimates the rows and Stream's keyset
 		// batches fall back to sorting the whole org (100x slower).
 		if _, err := d.SQL.ExecContext(ctx, "ANALYZE audit_logs"); err != nil {
 			return fmt.Errorf("analyze audit events: %w", err)

@@ -44,13 +44,11 @@ func TestSeed(t *testing.T) {
 
 		var rowsA [][]any
 		scan := func(org string, dst *[][]any) {
-			err := Scan(tenant.WithOrg(ctx, org), d.Client, Spec{}, seedNow, func(r []any) error {
-				*dst = append(*dst, r)
-				return nil
-			})
+			res, err := Query(tenant.WithOrg(ctx, org), d.Client, Spec{}, seedNow, 0, 100000)
 			if err != nil {
 				t.Fatal(err)
 			}
+			*dst = res.Rows
 		}
 		scan("org_a", &rowsA)
 		if len(rowsA) != n {
@@ -239,7 +237,7 @@ func TestSeedMillion(t *testing.T) {
 	}
 	start = time.Now()
 	rows := 0
-	if err := Scan(ctx, d.Client, Spec{}, seedNow, func([]any) error { rows++; return nil }); err != nil {
+	if err := scan(ctx, d, Spec{}, seedNow, func([][]byte) error { rows++; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("scan: %d rows in %s", rows, time.Since(start))

@@ -5,12 +5,10 @@ package export
 
 import (
 	"bufio"
-	"encoding/csv"
-	"encoding/json"
+	"bytes"
 	"fmt"
 	"io"
-	"strconv"
-	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/auditexport/auditexport/internal/auditlog"
@@ -29,8 +27,9 @@ const (
 
 // Encoder writes rows in a file format.
 type Encoder interface {
-	// Write encodes one row (values in column order, as auditlog.Scan gives them).
-	Write(row []any) error
+	// WriteBatch encodes a batch of rows (cells in their export text form,
+	// see auditlog.Batch).
+	WriteBatch(b *auditlog.Batch) error
 	// Close writes any footer and flushes; it does not close the underlying writer.
 	Close() error
 }
@@ -48,112 +47,147 @@ func NewEncoder(format string, w io.Writer, cols []auditlog.Column, escapeFormul
 	return nil, fmt.Errorf("unknown format %q", format)
 }
 
-// timeLayout is RFC 3339 in UTC with a fixed microsecond fraction, which is
-// what the database stores; fixed width sorts lexically.
-const timeLayout = "2006-01-02T15:04:05.000000Z07:00"
-
+// csvEncoder writes RFC 4180 CSV exactly as encoding/csv's Writer does
+// (same quoting rule, "\n" line ends), from byte cells without a string per
+// cell.
 type csvEncoder struct {
-	w      *csv.Writer
-	rec    []string
+	w      *bufio.Writer
+	buf    []byte
 	escape bool
 }
 
 func newCSV(w io.Writer, cols []auditlog.Column, escape bool) (*csvEncoder, error) {
-	e := &csvEncoder{w: csv.NewWriter(w), rec: make([]string, len(cols)), escape: escape}
+	e := &csvEncoder{w: bufio.NewWriterSize(w, 64<<10), escape: escape}
+	b := e.buf[:0]
 	for i, c := range cols {
-		e.rec[i] = c.Name
-	}
-	return e, e.w.Write(e.rec)
-}
-
-func (e *csvEncoder) Write(row []any) error {
-	for i, v := range row {
-		s := textValue(v)
-		if e.escape {
-			s = escapeFormula(s)
+		if i > 0 {
+			b = append(b, ',')
 		}
-		e.rec[i] = s
+		b = appendCSVField(b, nil, []byte(c.Name))
 	}
-	return e.w.Write(e.rec)
+	b = append(b, '\n')
+	e.buf = b
+	_, err := e.w.Write(b)
+	return e, err
 }
 
-func (e *csvEncoder) Close() error {
-	e.w.Flush()
-	return e.w.Error()
+func (e *csvEncoder) WriteBatch(bt *auditlog.Batch) error {
+	ncol := len(bt.Cols)
+	b := e.buf[:0]
+	for r := range bt.Len() {
+		for c := range ncol {
+			if c > 0 {
+				b = append(b, ',')
+			}
+			cell := bt.Cell(r, c)
+			var pre []byte
+			if e.escape && formulaPrefix(cell) {
+				pre = quotePrefix
+			}
+			b = appendCSVField(b, pre, cell)
+		}
+		b = append(b, '\n')
+	}
+	e.buf = b
+	_, err := e.w.Write(b)
+	return err
 }
 
-// escapeFormula defuses cells a spreadsheet would evaluate (CSV injection,
-// OWASP): a leading = + - @ tab or CR gets a ' prefix.
-func escapeFormula(s string) string {
-	if s == "" {
-		return s
+func (e *csvEncoder) Close() error { return e.w.Flush() }
+
+var quotePrefix = []byte{'\''}
+
+// appendCSVField appends the field pre+f, quoted when encoding/csv would
+// quote it: it holds a comma, quote, CR or LF, starts with a space
+// character, or is \. (a PostgreSQL end-of-data marker).
+func appendCSVField(b, pre, f []byte) []byte {
+	quote := false
+	if len(pre)+len(f) > 0 {
+		for _, part := range [2][]byte{pre, f} {
+			for _, c := range part {
+				if c == ',' || c == '"' || c == '\r' || c == '\n' {
+					quote = true
+				}
+			}
+		}
+		if !quote {
+			first := f
+			if len(pre) > 0 {
+				first = pre
+			}
+			r, _ := utf8.DecodeRune(first)
+			quote = unicode.IsSpace(r) || (len(pre) == 0 && string(f) == `\.`)
+		}
 	}
-	switch s[0] {
+	if !quote {
+		return append(append(b, pre...), f...)
+	}
+	b = append(b, '"')
+	for _, part := range [2][]byte{pre, f} {
+		for {
+			i := bytes.IndexByte(part, '"')
+			if i < 0 {
+				b = append(b, part...)
+				break
+			}
+			b = append(b, part[:i+1]...)
+			b = append(b, '"')
+			part = part[i+1:]
+		}
+	}
+	return append(b, '"')
+}
+
+// formulaPrefix reports whether a spreadsheet would evaluate the cell (CSV
+// injection, OWASP): a leading = + - @ tab or CR; such cells get a ' prefix.
+func formulaPrefix(cell []byte) bool {
+	if len(cell) == 0 {
+		return false
+	}
+	switch cell[0] {
 	case '=', '+', '-', '@', '\t', '\r':
-		return "'" + s
+		return true
 	}
-	return s
-}
-
-func textValue(v any) string {
-	switch x := v.(type) {
-	case nil:
-		return ""
-	case string:
-		return x
-	case time.Time:
-		return x.UTC().Format(timeLayout)
-	case int64:
-		return strconv.FormatInt(x, 10)
-	case json.RawMessage:
-		return string(x)
-	}
-	return fmt.Sprint(v)
+	return false
 }
 
 type jsonlEncoder struct {
 	w     *bufio.Writer
 	names [][]byte // `"NAME":` prefixes
+	types []string
 	buf   []byte
 }
 
 func newJSONL(w io.Writer, cols []auditlog.Column) *jsonlEncoder {
 	e := &jsonlEncoder{w: bufio.NewWriterSize(w, 64<<10)}
 	for _, c := range cols {
-		e.names = append(e.names, append(appendJSONString(nil, c.Name), ':'))
+		e.names = append(e.names, append(appendJSONString(nil, []byte(c.Name)), ':'))
+		e.types = append(e.types, c.Type)
 	}
 	return e
 }
 
-func (e *jsonlEncoder) Write(row []any) error {
-	b := append(e.buf[:0], '{')
-	for i, v := range row {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, e.names[i]...)
-		switch x := v.(type) {
-		case nil:
-			b = append(b, "null"...)
-		case string:
-			b = appendJSONString(b, x)
-		case time.Time:
-			b = append(b, '"')
-			b = x.UTC().AppendFormat(b, timeLayout)
-			b = append(b, '"')
-		case int64:
-			b = strconv.AppendInt(b, x, 10)
-		case json.RawMessage:
-			if json.Valid(x) {
-				b = append(b, x...)
-			} else {
-				b = appendJSONString(b, string(x))
+func (e *jsonlEncoder) WriteBatch(bt *auditlog.Batch) error {
+	b := e.buf[:0]
+	for r := range bt.Len() {
+		b = append(b, '{')
+		for c, typ := range e.types {
+			if c > 0 {
+				b = append(b, ',')
 			}
-		default:
-			b = appendJSONString(b, fmt.Sprint(v))
+			b = append(b, e.names[c]...)
+			cell := bt.Cell(r, c)
+			switch typ {
+			case auditlog.TypeString:
+				b = appendJSONString(b, cell)
+			case auditlog.TypeTimestamp:
+				b = append(append(append(b, '"'), cell...), '"')
+			default: // INTEGER digits, JSON valid JSON (auditlog.Batch)
+				b = append(b, cell...)
+			}
 		}
+		b = append(b, '}', '\n')
 	}
-	b = append(b, '}', '\n')
 	e.buf = b
 	_, err := e.w.Write(b)
 	return err
@@ -165,7 +199,7 @@ const hexDigits = "0123456789abcdef"
 
 // appendJSONString appends s as a JSON string. Hand-written because it is the
 // hot loop of JSONL exports; invalid UTF-8 becomes U+FFFD like encoding/json.
-func appendJSONString(b []byte, s string) []byte {
+func appendJSONString(b []byte, s []byte) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
@@ -192,7 +226,7 @@ func appendJSONString(b []byte, s string) []byte {
 			start = i
 			continue
 		}
-		r, size := utf8.DecodeRuneInString(s[i:])
+		r, size := utf8.DecodeRune(s[i:])
 		if r == utf8.RuneError && size == 1 {
 			b = append(b, s[start:i]...)
 			b = append(b, `\ufffd`...)

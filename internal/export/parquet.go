@@ -1,10 +1,10 @@
 package export
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"reflect"
+	"strconv"
 	"time"
 
 	"github.com/parquet-go/parquet-go"
@@ -15,9 +15,6 @@ import (
 // parquetRowsPerGroup bounds the rows buffered in memory before a row group
 // is flushed: audit rows are ~300 B, so a group stays around 40 MB raw.
 const parquetRowsPerGroup = 128 * 1024
-
-// parquetBatch rows are handed to the writer at a time.
-const parquetBatch = 1024
 
 type parquetEncoder struct {
 	w     *parquet.Writer
@@ -69,48 +66,40 @@ func newParquet(w io.Writer, cols []auditlog.Column) (*parquetEncoder, error) {
 	return e, nil
 }
 
-func (e *parquetEncoder) Write(row []any) error {
-	r := make(parquet.Row, len(e.cols))
-	for i, v := range row {
-		val, def := parquetValue(v)
-		r[e.index[i]] = val.Level(0, def, e.index[i])
+// WriteBatch converts the batch's text cells to parquet values (the
+// writer copies byte arrays into its column buffers, so the batch can be
+// reused) and writes them.
+func (e *parquetEncoder) WriteBatch(bt *auditlog.Batch) error {
+	n := bt.Len()
+	for len(e.batch) < n {
+		e.batch = append(e.batch, make(parquet.Row, len(e.cols)))
 	}
-	e.batch = append(e.batch, r)
-	if len(e.batch) >= parquetBatch {
-		return e.flush()
+	rows := e.batch[:n]
+	for r, row := range rows {
+		for c, col := range e.cols {
+			cell := bt.Cell(r, c)
+			var v parquet.Value
+			switch col.Type {
+			case auditlog.TypeTimestamp:
+				us, err := auditlog.ParseTimeText(cell)
+				if err != nil {
+					return err
+				}
+				v = parquet.Int64Value(us)
+			case auditlog.TypeInteger:
+				i, err := strconv.ParseInt(string(cell), 10, 64)
+				if err != nil {
+					return err
+				}
+				v = parquet.Int64Value(i)
+			default:
+				v = parquet.ByteArrayValue(cell)
+			}
+			row[e.index[c]] = v.Level(0, 1, e.index[c])
+		}
 	}
-	return nil
-}
-
-func (e *parquetEncoder) flush() error {
-	if len(e.batch) == 0 {
-		return nil
-	}
-	_, err := e.w.WriteRows(e.batch)
-	e.batch = e.batch[:0]
+	_, err := e.w.WriteRows(rows)
 	return err
 }
 
-// parquetValue returns the value and its definition level (0 = null).
-func parquetValue(v any) (parquet.Value, int) {
-	switch x := v.(type) {
-	case nil:
-		return parquet.NullValue(), 0
-	case string:
-		return parquet.ByteArrayValue([]byte(x)), 1
-	case time.Time:
-		return parquet.Int64Value(x.UTC().UnixMicro()), 1
-	case int64:
-		return parquet.Int64Value(x), 1
-	case json.RawMessage:
-		return parquet.ByteArrayValue([]byte(x)), 1
-	}
-	return parquet.ByteArrayValue([]byte(fmt.Sprint(v))), 1
-}
-
-func (e *parquetEncoder) Close() error {
-	if err := e.flush(); err != nil {
-		return err
-	}
-	return e.w.Close()
-}
+func (e *parquetEncoder) Close() error { return e.w.Close() }

@@ -10,8 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+	"github.com/klauspost/pgzip"
 
 	"github.com/auditexport/auditexport/internal/auditlog"
 	"github.com/auditexport/auditexport/internal/db"
@@ -62,7 +62,10 @@ func compressor(kind string, w io.Writer) (io.WriteCloser, error) {
 	case None, "":
 		return nopCloser{w}, nil
 	case Gzip:
-		return gzip.NewWriterLevel(w, gzip.DefaultCompression)
+		// Block-parallel gzip: one gzip stream (any gzip reader reads it)
+		// whose 1 MiB blocks are deflated on every core, each primed with
+		// the previous block's last 32 KiB so the ratio stays gzip's.
+		return pgzip.NewWriterLevel(w, pgzip.DefaultCompression)
 	case Zstd:
 		return zstd.NewWriter(w, zstd.WithEncoderConcurrency(2))
 	}
@@ -74,9 +77,12 @@ type nopCloser struct{ io.Writer }
 func (nopCloser) Close() error { return nil }
 
 // Write streams the plan's rows into dst: rows -> encoder -> compressor ->
-// dst, in constant memory. It returns when everything is flushed to dst
-// (which the caller then commits, e.g. by closing a blob writer) or on the
-// first error, including ctx cancellation.
+// dst, in constant memory. The database is read on a goroutine of its own
+// (auditlog.Stream, batches of rows in their text form) while this one
+// encodes and compresses the previous batches, so reading and encoding use
+// two cores. It returns when everything is flushed to dst (which the caller
+// then commits, e.g. by closing a blob writer) or on the first error,
+// including ctx cancellation.
 func Write(ctx context.Context, d *db.DB, p Plan, dst io.Writer, c *Counters) (Stats, error) {
 	if p.Format == Parquet && p.Compression != None && p.Compression != "" {
 		return Stats{}, fmt.Errorf("parquet compresses internally; compression must be NONE")
@@ -94,27 +100,17 @@ func Write(ctx context.Context, d *db.DB, p Plan, dst io.Writer, c *Counters) (S
 	if err != nil {
 		return Stats{}, err
 	}
-	var rows int64
-	var sinkErr error
-	err = auditlog.ScanSeq(ctx, d.Client, p.Spec, p.Now, p.SeqFrom, p.SeqTo, func(row []any) error {
-		if err := enc.Write(row); err != nil {
-			sinkErr = err
+	var n int64
+	rows, err := pipe(ctx, d, p, cols, func(b *auditlog.Batch) error {
+		if err := enc.WriteBatch(b); err != nil {
 			return err
 		}
-		rows++
-		c.Rows.Store(rows)
-		if rows%1024 == 0 {
-			return ctx.Err()
-		}
+		n += int64(b.Len())
+		c.Rows.Store(n)
 		return nil
 	})
-	switch {
-	case sinkErr != nil:
-		return Stats{}, sinkErr
-	case err != nil && ctx.Err() != nil:
-		return Stats{}, ctx.Err()
-	case err != nil:
-		return Stats{}, &QueryError{Err: err}
+	if err != nil {
+		return Stats{}, err
 	}
 	if err := enc.Close(); err != nil {
 		return Stats{}, err
@@ -123,6 +119,61 @@ func Write(ctx context.Context, d *db.DB, p Plan, dst io.Writer, c *Counters) (S
 		return Stats{}, err
 	}
 	return Stats{Rows: rows, Bytes: c.Bytes.Load(), Checksum: "sha256:" + hex.EncodeToString(cw.h.Sum(nil))}, nil
+}
+
+// pipeBatches is how many batches are in use at once: one being read, one
+// being encoded, one waiting between them.
+const pipeBatches = 3
+
+// pipe reads the plan's rows on a goroutine and calls sink with each batch
+// on this one, in order. It returns the number of rows sunk; a failure to
+// read is a *QueryError, a sink's error is returned as is, and either stops
+// the other side.
+func pipe(ctx context.Context, d *db.DB, p Plan, cols []auditlog.Column, sink func(*auditlog.Batch) error) (int64, error) {
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	full := make(chan *auditlog.Batch, pipeBatches)
+	free := make(chan *auditlog.Batch, pipeBatches)
+	for range pipeBatches - 1 {
+		free <- auditlog.NewBatch(cols)
+	}
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(full)
+		readErr <- auditlog.Stream(rctx, d, p.Spec, p.Now, p.SeqFrom, p.SeqTo, auditlog.NewBatch(cols),
+			func(b *auditlog.Batch) (*auditlog.Batch, error) {
+				full <- b // never blocks: there are only pipeBatches batches
+				select {
+				case next := <-free:
+					return next, nil
+				case <-rctx.Done():
+					return nil, rctx.Err()
+				}
+			})
+	}()
+	var rows int64
+	var sinkErr error
+	for b := range full {
+		if sinkErr == nil {
+			if sinkErr = sink(b); sinkErr != nil {
+				cancel() // stop reading; the loop drains what is in flight
+			} else {
+				rows += int64(b.Len())
+			}
+		}
+		b.Reset()
+		free <- b
+	}
+	err := <-readErr
+	switch {
+	case sinkErr != nil:
+		return rows, sinkErr
+	case err != nil && ctx.Err() != nil:
+		return rows, ctx.Err()
+	case err != nil:
+		return rows, &QueryError{Err: err}
+	}
+	return rows, nil
 }
 
 // QueryError is a failure reading the audit log (as opposed to writing the
