@@ -271,8 +271,7 @@ var storedTimeLayouts = []string{
 func appendStoredTime(b, v []byte) ([]byte, error) {
 	const suffix = " +0000 UTC"
 	n := len(v)
-	if n >= 19+len(suffix) && string(v[n-len(suffix):]) == suffix &&
-		v[4] == '-' && v[7] == '-' && v[10] == ' ' && v[13] == ':' && v[16] == ':' {
+	if n >= 19+len(suffix) && string(v[n-len(suffix):]) == suffix && validDateTime(v[:19], ' ') {
 		frac := v[19 : n-len(suffix)]
 		if len(frac) == 0 || (frac[0] == '.' && len(frac) > 1 && digits(frac[1:])) {
 			b = append(b, v[:10]...)
@@ -300,6 +299,35 @@ func appendStoredTime(b, v []byte) ([]byte, error) {
 	return b, fmt.Errorf("stored timestamp %q is not in a known format", v)
 }
 
+// validDateTime reports whether b is "YYYY-MM-DD?hh:mm:ss" (sep for ?) with
+// every field in range.
+func validDateTime(b []byte, sep byte) bool {
+	if len(b) != 19 || b[4] != '-' || b[7] != '-' || b[10] != sep || b[13] != ':' || b[16] != ':' ||
+		!digits(b[0:4]) || !digits(b[5:7]) || !digits(b[8:10]) || !digits(b[11:13]) || !digits(b[14:16]) || !digits(b[17:19]) {
+		return false
+	}
+	two := func(s []byte) int { return int(s[0]-'0')*10 + int(s[1]-'0') }
+	mo, d := two(b[5:7]), two(b[8:10])
+	return mo >= 1 && mo <= 12 && d >= 1 && d <= daysIn(mo, b[0:4]) && two(b[11:13]) < 24 && two(b[14:16]) < 60 && two(b[17:19]) < 60
+}
+
+func daysIn(month int, year []byte) int {
+	switch month {
+	case 4, 6, 9, 11:
+		return 30
+	case 2:
+		y := 0
+		for _, c := range year {
+			y = y*10 + int(c-'0')
+		}
+		if y%4 == 0 && (y%100 != 0 || y%400 == 0) {
+			return 29
+		}
+		return 28
+	}
+	return 31
+}
+
 func digits(b []byte) bool {
 	for _, c := range b {
 		if c < '0' || c > '9' {
@@ -312,8 +340,7 @@ func digits(b []byte) bool {
 // ParseTimeText parses a TIMESTAMP cell of a Batch (TimeLayout) into
 // microseconds since the Unix epoch.
 func ParseTimeText(b []byte) (int64, error) {
-	if len(b) != len("2006-01-02T15:04:05.000000Z") || b[4] != '-' || b[7] != '-' || b[10] != 'T' ||
-		b[13] != ':' || b[16] != ':' || b[19] != '.' || b[26] != 'Z' {
+	if len(b) != len("2006-01-02T15:04:05.000000Z") || !validDateTime(b[:19], 'T') || b[19] != '.' || b[26] != 'Z' || !digits(b[20:26]) {
 		return 0, fmt.Errorf("timestamp %q is not in %s", b, TimeLayout)
 	}
 	num := func(s []byte) int64 {
@@ -322,10 +349,6 @@ func ParseTimeText(b []byte) (int64, error) {
 			n = n*10 + int64(c-'0')
 		}
 		return n
-	}
-	if !digits(b[0:4]) || !digits(b[5:7]) || !digits(b[8:10]) || !digits(b[11:13]) || !digits(b[14:16]) ||
-		!digits(b[17:19]) || !digits(b[20:26]) {
-		return 0, fmt.Errorf("timestamp %q is not in %s", b, TimeLayout)
 	}
 	days := daysFromCivil(num(b[0:4]), num(b[5:7]), num(b[8:10]))
 	secs := days*86400 + num(b[11:13])*3600 + num(b[14:16])*60 + num(b[17:19])

@@ -1,0 +1,57 @@
+package auditlog
+
+import (
+	"math/rand/v2"
+	"testing"
+	"time"
+)
+
+// TestStoredTimeText: SQLite's stored timestamp text becomes TimeLayout in
+// UTC exactly as parsing and formatting it would (the fraction truncated to
+// microseconds, as time.Format does), for the driver's own form and others.
+func TestStoredTimeText(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2000 {
+		tm := time.Unix(r.Int64N(8e9)-1e9, 0).Add(time.Duration(r.IntN(1e9)))
+		if r.IntN(4) == 0 {
+			tm = tm.Truncate(time.Second)
+		}
+		want := tm.UTC().Format(TimeLayout)
+		for _, stored := range []string{tm.UTC().String(), tm.In(berlin).String(), tm.In(berlin).Format("2006-01-02 15:04:05.999999999-07:00"), tm.UTC().Format(time.RFC3339Nano)} {
+			got, err := appendStoredTime(nil, []byte(stored))
+			if err != nil || string(got) != want {
+				t.Fatalf("%q -> %q, %v; want %q", stored, got, err, want)
+			}
+			us, err := ParseTimeText(got)
+			if err != nil || us != tm.UnixMicro() {
+				t.Fatalf("ParseTimeText(%q) = %d, %v; want %d", got, us, err, tm.UnixMicro())
+			}
+		}
+	}
+	for _, bad := range []string{"", "yesterday", "2026-13-45 99:99:99 +0000 UTC", "2026-01-02 03:04:05.x +0000 UTC"} {
+		if got, err := appendStoredTime(nil, []byte(bad)); err == nil {
+			t.Errorf("%q -> %q, want an error", bad, got)
+		}
+	}
+	for _, bad := range []string{"2026-01-02T03:04:05Z", "2026-01-02 03:04:05.000000Z", "2026-0a-02T03:04:05.000000Z"} {
+		if _, err := ParseTimeText([]byte(bad)); err == nil {
+			t.Errorf("ParseTimeText(%q) accepted", bad)
+		}
+	}
+}
+
+func TestValidDateTime(t *testing.T) {
+	for s, want := range map[string]bool{
+		"2024-02-29 23:59:59": true, "2023-02-29 00:00:00": false, "2100-02-29 00:00:00": false, "2000-02-29 00:00:00": true,
+		"2026-04-31 00:00:00": false, "2026-12-31 00:00:00": true, "2026-00-01 00:00:00": false, "2026-01-00 00:00:00": false,
+		"2026-01-01 24:00:00": false, "2026-01-01 00:60:00": false, "2026-01-01 00:00:60": false, "2026-01-01T00:00:00": false,
+	} {
+		if got := validDateTime([]byte(s), ' '); got != want {
+			t.Errorf("validDateTime(%q) = %v", s, got)
+		}
+	}
+}
