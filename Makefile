@@ -8,7 +8,17 @@ BUF_AGAINST ?= HEAD~1
 # Builds and tests without the checkout's path in them: the Go build cache is
 # then shared by every clone on the machine (a fresh clone recompiles nothing
 # a previous run compiled), and no local path ends up in a binary.
-export GOFLAGS := $(strip $(filter-out -trimpath,$(GOFLAGS)) -trimpath)
+#
+# With -race, the race detector leaves out the third-party code that only
+# computes on buffers handed to it: SQLite's engine transpiled from C and its
+# C library (modernc.org/sqlite/lib, modernc.org/libc), the compressors
+# (klauspost) and the Parquet writer. Our code and every other dependency
+# (including the SQLite driver package itself: left out, it made the
+# detector report false races in encoding/json) stay instrumented. The -race
+# servers of the integration tests export ~4x faster (BenchmarkWrite under
+# -race: 9.6 s -> 2.2 s for 100k rows). Without -race the flags change nothing.
+NORACE := modernc.org/sqlite/lib modernc.org/libc/... github.com/klauspost/... github.com/parquet-go/...
+export GOFLAGS := $(strip $(filter-out -trimpath -gcflags=%,$(GOFLAGS)) -trimpath $(foreach p,$(NORACE),-gcflags=$(p)=-race=false))
 
 .PHONY: run build dist tools generate lint check-generated test test-go test-compile test-fuzz services bench bench-scheduler
 
