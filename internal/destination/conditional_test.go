@@ -71,7 +71,7 @@ func TestConditionalCreate(t *testing.T) {
 			if in.Provider == destination.Local {
 				prefix = ""
 			}
-			for _, size := range []int{1 << 10, 12 << 20} {
+			for _, size := range []int{1 << 10, 20 << 20} {
 				key := prefix + "obj-" + string(rune('a'+size%26)) + ".bin"
 				first, second := make([]byte, size), make([]byte, size)
 				_, _ = rand.Read(first)
@@ -82,12 +82,13 @@ func TestConditionalCreate(t *testing.T) {
 				if ok, err := b.Exists(ctx, key); err != nil || ok {
 					t.Fatalf("%d bytes: Exists before the upload = %v, %v", size, ok, err)
 				}
-				// Streamed like an export (no Seek, no length): a large object
-				// goes up in parts and the condition is checked when they are
-				// committed. (A seekable 12 MiB body is one PUT, which MinIO
-				// may refuse before reading it: the client then sees a broken
-				// pipe, not the 412 — the runner's existence check on the
-				// retry covers that.)
+				// Streamed like an export (no Seek, no length): an object above
+				// the S3 transfer manager's 16 MiB multipart threshold goes up
+				// in parts and the condition is checked when they are
+				// committed. (A body below it is one PUT, which MinIO may
+				// refuse before reading it all: the client then sees a broken
+				// pipe, not the 412 — seen with 12 MiB in a CI run; the
+				// runner's existence check on the retry covers that.)
 				if err := b.Upload(ctx, key, io.MultiReader(bytes.NewReader(first)), opts()); err != nil {
 					t.Fatalf("%d bytes: first conditional upload: %v", size, err)
 				}
