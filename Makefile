@@ -122,11 +122,15 @@ BENCH_REPEAT  ?= 2
 # the `client | gzip | upload` pipeline, CSV/JSONL+zstd and Parquet against
 # the client's raw CSV read. Empty: all.
 BENCH_CASES   ?=
+# Send now's first progress message and cadence under load (bench/progress_test.go).
+BENCH_PROGRESS_SAMPLES ?= 200
+BENCH_PROGRESS_ROWS    ?= 100000
 bench: ## Export throughput and peak RSS vs the shell-pipeline anchor; writes docs/BENCHMARKS.md
 	AUDITEXPORT_BENCH_ROWS=$(BENCH_ROWS) AUDITEXPORT_BENCH_PG_ROWS=$(BENCH_PG_ROWS) AUDITEXPORT_BENCH_REPEAT=$(BENCH_REPEAT) \
 		AUDITEXPORT_BENCH_CASES=$(BENCH_CASES) \
+		AUDITEXPORT_BENCH_PROGRESS_SAMPLES=$(BENCH_PROGRESS_SAMPLES) AUDITEXPORT_BENCH_PROGRESS_ROWS=$(BENCH_PROGRESS_ROWS) \
 		AUDITEXPORT_BENCH_REPORT=$(CURDIR)/docs/BENCHMARKS.md \
-		$(GO) test -count=1 -timeout 3h -run '^TestExportThroughput$$' -v ./bench/
+		$(GO) test -count=1 -timeout 3h -run '^(TestExportThroughput|TestSendNowProgress)$$' -v ./bench/
 
 # Scheduler lateness for 1,000 and 10,000 schedules due at once, SQLite and
 # PostgreSQL; writes its section of docs/BENCHMARKS.md.
