@@ -36,6 +36,22 @@ func BenchmarkWrite(b *testing.B) {
 			org := testenv.NewOrg(b, d, "bench@example.com")
 			now := time.Now()
 			testenv.Must(b, auditlog.Seed(org.Ctx, d, org.ID, n, now, 24*time.Hour, 1))
+			// read: the reader stage alone (driver, keyset pages, text
+			// cells) — what every format pays before encoding.
+			b.Run("read", func(b *testing.B) {
+				cols, err := auditlog.OutputColumns(auditlog.Spec{})
+				testenv.Must(b, err)
+				for b.Loop() {
+					rows := 0
+					err := auditlog.Stream(org.Ctx, d, auditlog.Spec{}, now, 0, 0, auditlog.NewBatch(cols),
+						func(bt *auditlog.Batch) (*auditlog.Batch, error) { rows += bt.Len(); bt.Reset(); return bt, nil })
+					testenv.Must(b, err)
+					if rows < n {
+						b.Fatalf("%d rows, want %d", rows, n)
+					}
+				}
+				b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+			})
 			for _, f := range []struct{ format, comp string }{
 				{export.CSV, export.Gzip}, {export.CSV, export.Zstd}, {export.JSONL, export.Zstd}, {export.Parquet, export.None},
 			} {
