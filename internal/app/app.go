@@ -110,6 +110,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		return err
 	}
 	defer d.Close()
+	d.SetMaxConns(cfg.DBMaxConns)
 	if err := d.Migrate(ctx); err != nil {
 		return err
 	}

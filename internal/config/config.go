@@ -21,6 +21,7 @@ type Config struct {
 	GRPCAddr              string            `name:"grpc-addr" env:"AUDITEXPORT_GRPC_ADDR" default:"127.0.0.1:9090" help:"gRPC listen address."`
 	HTTPAddr              string            `name:"http-addr" env:"AUDITEXPORT_HTTP_ADDR" default:"127.0.0.1:8080" help:"REST gateway / health / OpenAPI listen address."`
 	DB                    string            `name:"db" env:"AUDITEXPORT_DB" help:"Database: sqlite://<path> (default sqlite://<data-dir>/auditexport.db) or postgres://... for several replicas."`
+	DBMaxConns            int               `name:"db-max-conns" env:"AUDITEXPORT_DB_MAX_CONNS" default:"0" help:"Database connections this process keeps open at most, all kept when idle (0: 8 on SQLite, 20 on PostgreSQL). Each scheduler slot and each concurrent request holds one while it writes."`
 	DataDir               string            `name:"data-dir" env:"AUDITEXPORT_DATA_DIR" default:"./data" help:"Directory for the SQLite database, the master key and local exports."`
 	BootstrapAdminKey     string            `name:"bootstrap-admin-key" env:"AUDITEXPORT_BOOTSTRAP_ADMIN_KEY" help:"On an empty database: the first admin's API key (format aek_<8>_<32>). Without it a key is generated and printed once."`
 	BootstrapAdminKeyFile string            `name:"bootstrap-admin-key-file" env:"AUDITEXPORT_BOOTSTRAP_ADMIN_KEY_FILE" help:"On an empty database: read the first admin's key from this file, or generate one and write it there (0600) instead of printing it."`
@@ -118,6 +119,9 @@ func (c *Config) Validate() error {
 		if o != "*" && (err != nil || u.Scheme == "" || u.Host == "" || strings.TrimSuffix(u.Path, "/") != "") {
 			errs = append(errs, fmt.Errorf("--cors-allowed-origins: %q is not an origin like https://app.example.com", o))
 		}
+	}
+	if c.DBMaxConns < 0 {
+		errs = append(errs, errors.New("--db-max-conns must be 0 (the backend's default) or positive"))
 	}
 	if c.SchedulerTick <= 0 || c.SchedulerSlots <= 0 {
 		errs = append(errs, errors.New("--scheduler-tick and --scheduler-slots must be positive"))

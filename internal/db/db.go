@@ -60,14 +60,10 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
-	if dia == dialect.SQLite {
-		// One writer at a time is SQLite's model; a small pool lets readers
-		// proceed in WAL mode while writes queue on busy_timeout.
-		sdb.SetMaxOpenConns(8)
-	} else {
-		sdb.SetMaxOpenConns(20)
+	if dia != dialect.SQLite {
 		sdb.SetConnMaxIdleTime(5 * time.Minute)
 	}
+	setPool(sdb, dia, 0)
 	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	if err := sdb.PingContext(pctx); err != nil {
@@ -76,6 +72,32 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 	}
 	drvEnt := entsql.OpenDB(dia, sdb)
 	return &DB{Client: ent.NewClient(ent.Driver(drvEnt)), SQL: sdb, Dialect: dia, DSN: dsn}, nil
+}
+
+// DefaultMaxConns is the pool size when --db-max-conns is 0: on SQLite (one
+// writer at a time) a small pool lets readers proceed in WAL mode while
+// writes queue on busy_timeout; PostgreSQL serves concurrent writers.
+func DefaultMaxConns(dia string) int {
+	if dia == dialect.SQLite {
+		return 8
+	}
+	return 20
+}
+
+// SetMaxConns sizes the pool: n connections at most (0: DefaultMaxConns),
+// all of them kept open when idle. database/sql keeps only 2 idle
+// connections by default, so under load every connection beyond the second
+// was closed on release and opened again on the next request — on
+// PostgreSQL a new backend process each time (~tens of ms), which was most
+// of the scheduler's fan-out time (10,000 runs due at once: p99 65 s).
+func (d *DB) SetMaxConns(n int) { setPool(d.SQL, d.Dialect, n) }
+
+func setPool(sdb *sql.DB, dia string, n int) {
+	if n <= 0 {
+		n = DefaultMaxConns(dia)
+	}
+	sdb.SetMaxOpenConns(n)
+	sdb.SetMaxIdleConns(n)
 }
 
 // restrictSQLiteFiles makes the database file owner-only (0600) before
