@@ -304,3 +304,70 @@ func TestTickDispatchesEveryDueSchedule(t *testing.T) {
 	}
 	waitIdle(t, []*scheduler.Dispatcher{ds}, d)
 }
+
+// TestDispatchBatchSkipsExistingRun: a batch of schedules from two
+// organisations is dispatched with one multi-row insert; a schedule whose
+// run for the period exists already (made by another dispatcher) keeps that
+// one run without failing the batch, the others get theirs in their own
+// organisation, and every schedule moves to its next period.
+func TestDispatchBatchSkipsExistingRun(t *testing.T) {
+	testenv.ForEachDB(t, func(t *testing.T, d *db.DB) {
+		c := &clock{}
+		start := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+		c.set(start.Add(time.Second))
+		orgA := makeSchedules(t, d, 3, "0 12 * * *", "ONE", start)
+		orgB := makeSchedules(t, d, 2, "30 12 * * *", "ONE", start)
+		ctx := context.Background()
+		sctx := tenant.System(ctx)
+		first, err := d.Client.Schedule.Query().Where(schedule.OrgID(orgA)).First(sctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		existing, err := d.Client.ExportRun.Create().SetOrgID(orgA).SetScheduleID(first.ID).SetTrigger(exportrun.TriggerSCHEDULED).
+			SetPeriodStart(start.Add(-24 * time.Hour)).SetPeriodEnd(start).SetDedupKey(start.Format(time.RFC3339)).
+			SetRunner("other-replica").Save(sctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		exec := &doneExec{d: d, calls: map[string]int{}}
+		ds := scheduler.NewDispatcher(d, exec, slog.New(slog.DiscardHandler), scheduler.DispatcherConfig{Slots: 64}, c.now)
+		if err := ds.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+		total, per := runCounts(t, d)
+		if total != 5 || len(per) != 5 {
+			t.Fatalf("%d runs over %d (schedule, period) pairs, want 5 and 5", total, len(per))
+		}
+		if r, err := d.Client.ExportRun.Get(sctx, existing.ID); err != nil || r.Runner != "other-replica" {
+			t.Fatalf("the existing run was replaced or claimed: %+v %v", r, err)
+		}
+		for _, org := range []string{orgA, orgB} {
+			n, err := d.Client.ExportRun.Query().Where(exportrun.OrgID(org)).Count(sctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := map[string]int{orgA: 3, orgB: 2}[org]; n != want {
+				t.Errorf("organisation %s has %d runs, want %d", org, n, want)
+			}
+		}
+		scheds, err := d.Client.Schedule.Query().All(sctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, sc := range scheds {
+			want := start.Add(24 * time.Hour)
+			if sc.OrgID == orgB {
+				want = start.Add(30 * time.Minute)
+			}
+			if sc.NextRunTime == nil || !sc.NextRunTime.Equal(want) {
+				t.Errorf("schedule %s (%s) next run %v, want %v", sc.ID, sc.Cron, sc.NextRunTime, want)
+			}
+		}
+		// The existing run belongs to another runner: waitIdle would wait
+		// for it forever.
+		if err := d.Client.ExportRun.UpdateOneID(existing.ID).SetState(exportrun.StateSUCCEEDED).Exec(sctx); err != nil {
+			t.Fatal(err)
+		}
+		waitIdle(t, []*scheduler.Dispatcher{ds}, d)
+	})
+}
