@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 
@@ -45,6 +46,7 @@ type Event struct {
 
 // Recorder writes audit events.
 type Recorder struct {
+	group   *groupCommit
 	client  *ent.Client
 	log     *slog.Logger
 	now     func() time.Time
@@ -56,13 +58,16 @@ func NewRecorder(client *ent.Client, log *slog.Logger) *Recorder {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Recorder{client: client, log: log, now: time.Now}
+	r := &Recorder{client: client, log: log, now: time.Now}
+	r.group = &groupCommit{r: r}
+	return r
 }
 
 // Record writes one row in e.OrgID and returns its event id.
 //
 // The write is detached from ctx's cancellation (with its own timeout):
-// a call whose client hung up must still be audited. Status defaults to
+// a call whose client hung up must still be audited. Concurrent calls share
+// a commit (see groupCommit); each returns once its row is committed. Status defaults to
 // FAILURE when ErrorCode is set and SUCCESS otherwise. Every string is made
 // valid UTF-8 and cut to 1024 bytes; metadata is scrubbed of secrets (see
 // scrubKey) before it is stored as JSON.
@@ -96,47 +101,141 @@ func (r *Recorder) Record(ctx context.Context, e Event) (string, error) {
 		meta = "{}"
 	}
 
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
-	defer cancel()
-	wctx = tenant.WithOrg(wctx, e.OrgID)
 	id := ids.New(ids.Event)
-	client := r.client
-	var tx *ent.Tx
-	if r.seqLock {
-		// See StableSeq: inserts hold the sequence lock shared.
-		if tx, err = r.client.Tx(wctx); err != nil {
-			return "", fmt.Errorf("record audit event: %w", err)
-		}
-		defer func() { _ = tx.Rollback() }()
-		if _, err = tx.ExecContext(wctx, sharedSeqLockSQL, seqLockKey); err != nil {
-			return "", fmt.Errorf("record audit event: sequence lock: %w", err)
-		}
-		client = tx.Client()
+	row := &ent.AuditEvent{
+		OrgID:         e.OrgID,
+		EventID:       id,
+		RequestTime:   dbTime(t),
+		EventCategory: clean(e.Category),
+		EventType:     clean(e.Type),
+		EventStatus:   clean(e.Status),
+		UserID:        clean(e.UserID),
+		UserEmail:     clean(e.UserEmail),
+		AccountType:   clean(e.AccountType),
+		ObjectType:    clean(e.ObjectType),
+		ObjectID:      clean(e.ObjectID),
+		RequestID:     clean(e.RequestID),
+		IPAddress:     clean(e.IPAddress),
+		UserAgent:     clean(e.UserAgent),
+		ErrorCode:     clean(e.ErrorCode),
+		Metadata:      meta,
 	}
-	err = client.AuditEvent.Create().
-		SetEventID(id).
-		SetRequestTime(dbTime(t)).
-		SetEventCategory(clean(e.Category)).
-		SetEventType(clean(e.Type)).
-		SetEventStatus(clean(e.Status)).
-		SetUserID(clean(e.UserID)).
-		SetUserEmail(clean(e.UserEmail)).
-		SetAccountType(clean(e.AccountType)).
-		SetObjectType(clean(e.ObjectType)).
-		SetObjectID(clean(e.ObjectID)).
-		SetRequestID(clean(e.RequestID)).
-		SetIPAddress(clean(e.IPAddress)).
-		SetUserAgent(clean(e.UserAgent)).
-		SetErrorCode(clean(e.ErrorCode)).
-		SetMetadata(meta).
-		Exec(wctx)
-	if err == nil && tx != nil {
-		err = tx.Commit()
-	}
-	if err != nil {
+	if err := r.group.add(row); err != nil {
 		return "", fmt.Errorf("record audit event: %w", err)
 	}
 	return id, nil
+}
+
+// Group commit. Every API call records a row, so on SQLite (one writer at a
+// time, a commit per row) concurrent calls queued behind each other's
+// commits. Rows recorded while a commit is in flight are written together by
+// the next one: one transaction, one multi-row INSERT. A caller returns only
+// after the transaction holding its row committed (nothing acknowledged can
+// be lost; what a crash loses is what was never acknowledged, exactly as
+// with a commit per row), and a caller's error is its own row's: when a
+// batch fails, its rows are written again one transaction each.
+//
+// The queue is bounded by the callers themselves (each waits for its row);
+// maxGroup bounds one statement's bind parameters (17 a row).
+const maxGroup = 256
+
+type pendingRow struct {
+	row  *ent.AuditEvent
+	done chan error
+}
+
+type groupCommit struct {
+	r     *Recorder
+	mu    sync.Mutex
+	queue []*pendingRow
+	busy  bool // a flush is running; rows queued now go in its next batch
+}
+
+// add queues row and waits until it is committed or failed. The first
+// caller to find no flush running flushes (its own row first); a flush that
+// leaves rows queued hands the next batch to a new goroutine, so no caller
+// keeps writing other callers' rows after its own committed.
+func (g *groupCommit) add(row *ent.AuditEvent) error {
+	p := &pendingRow{row: row, done: make(chan error, 1)}
+	g.mu.Lock()
+	g.queue = append(g.queue, p)
+	lead := !g.busy
+	g.busy = true
+	g.mu.Unlock()
+	if lead {
+		g.flush()
+	}
+	return <-p.done
+}
+
+func (g *groupCommit) flush() {
+	g.mu.Lock()
+	n := min(len(g.queue), maxGroup)
+	batch := make([]*pendingRow, n)
+	copy(batch, g.queue)
+	g.queue = append(g.queue[:0], g.queue[n:]...)
+	g.mu.Unlock()
+
+	if err := g.r.insert(batch); err != nil && len(batch) > 1 {
+		for _, p := range batch {
+			p.done <- g.r.insert([]*pendingRow{p})
+		}
+	} else {
+		for _, p := range batch {
+			p.done <- err
+		}
+	}
+
+	g.mu.Lock()
+	more := len(g.queue) > 0
+	g.busy = more
+	g.mu.Unlock()
+	if more {
+		go g.flush()
+	}
+}
+
+// insert writes rows in one transaction (holding the shared sequence lock on
+// PostgreSQL: see StableSeq), detached from every caller's cancellation: a
+// call whose client hung up must still be audited.
+func (r *Recorder) insert(rows []*pendingRow) error {
+	ctx, cancel := context.WithTimeout(tenant.System(context.Background()), recordTimeout)
+	defer cancel()
+	tx, err := r.client.Tx(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	if r.seqLock {
+		if _, err = tx.ExecContext(ctx, sharedSeqLockSQL, seqLockKey); err != nil {
+			return fmt.Errorf("sequence lock: %w", err)
+		}
+	}
+	creates := make([]*ent.AuditEventCreate, len(rows))
+	for i, p := range rows {
+		e := p.row
+		creates[i] = tx.AuditEvent.Create().
+			SetOrgID(e.OrgID).
+			SetEventID(e.EventID).
+			SetRequestTime(e.RequestTime).
+			SetEventCategory(e.EventCategory).
+			SetEventType(e.EventType).
+			SetEventStatus(e.EventStatus).
+			SetUserID(e.UserID).
+			SetUserEmail(e.UserEmail).
+			SetAccountType(e.AccountType).
+			SetObjectType(e.ObjectType).
+			SetObjectID(e.ObjectID).
+			SetRequestID(e.RequestID).
+			SetIPAddress(e.IPAddress).
+			SetUserAgent(e.UserAgent).
+			SetErrorCode(e.ErrorCode).
+			SetMetadata(e.Metadata)
+	}
+	if err := tx.AuditEvent.CreateBulk(creates...).Exec(ctx); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 // WithDialect tells the recorder which database it writes to; on PostgreSQL
