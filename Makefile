@@ -20,7 +20,7 @@ BUF_AGAINST ?= HEAD~1
 NORACE := modernc.org/sqlite/lib modernc.org/libc/... github.com/klauspost/... github.com/parquet-go/...
 export GOFLAGS := $(strip $(filter-out -trimpath -gcflags=%,$(GOFLAGS)) -trimpath $(foreach p,$(NORACE),-gcflags=$(p)=-race=false))
 
-.PHONY: run build dist tools generate lint check-generated test test-go test-compile test-fuzz services bench bench-scheduler
+.PHONY: run build dist tools generate lint check-generated test test-go test-compile test-fuzz services bench bench-scheduler bench-api
 
 run: ## Run the server on embedded SQLite in ./data
 	$(GO) run ./cmd/auditexport serve
@@ -131,6 +131,14 @@ bench: ## Export throughput and peak RSS vs the shell-pipeline anchor; writes do
 		AUDITEXPORT_BENCH_PROGRESS_SAMPLES=$(BENCH_PROGRESS_SAMPLES) AUDITEXPORT_BENCH_PROGRESS_ROWS=$(BENCH_PROGRESS_ROWS) \
 		AUDITEXPORT_BENCH_REPORT=$(CURDIR)/docs/BENCHMARKS.md \
 		$(GO) test -count=1 -timeout 3h -run '^(TestExportThroughput|TestSendNowProgress)$$' -v ./bench/
+
+# API reads (GetSchedule, ListSchedules page 50; gRPC and REST; c=16 and 64)
+# against the same process's gRPC health check; writes its section of
+# docs/BENCHMARKS.md. Its 300 ms-per-measurement smoke runs in `make test`.
+BENCH_API_DURATION ?= 10s
+bench-api: ## API read throughput and p99 vs the gRPC health check; writes docs/BENCHMARKS.md
+	AUDITEXPORT_BENCH_API_DURATION=$(BENCH_API_DURATION) AUDITEXPORT_BENCH_REPORT=$(CURDIR)/docs/BENCHMARKS.md \
+		$(GO) test -count=1 -timeout 1h -run '^TestAPIReads$$' -v ./bench/
 
 # Scheduler lateness for 1,000 and 10,000 schedules due at once, SQLite and
 # PostgreSQL; writes its section of docs/BENCHMARKS.md.

@@ -427,15 +427,7 @@ func setup(t *testing.T, srv *server, key string, s3env *testenv.S3, dataDir str
 			Destination: "file://" + localDir + "/"}}); err != nil {
 		t.Fatalf("create LOCAL integration: %v", err)
 	}
-	wbs := pb.NewWorkbookServiceClient(srv.conn)
-	ex, err := wbs.ExploreTable(ctx, &pb.ExploreTableRequest{ConnectionId: "con_audit_logs", Table: "AUDIT_LOGS"})
-	if err != nil {
-		t.Fatalf("explore: %v", err)
-	}
-	wb, err := wbs.SaveWorkbookAs(ctx, &pb.SaveWorkbookAsRequest{Id: ex.GetWorkbook().GetId(), Name: "bench", Folder: "bench"})
-	if err != nil {
-		t.Fatalf("save workbook: %v", err)
-	}
+	wb := saveWorkbook(t, srv, ctx, "bench")
 	ids := map[string]string{}
 	for _, c := range cases {
 		integration, uri := "bench_local", "file://"+localDir+"/"+c.ID+"-{run_id}."+c.Ext
@@ -736,6 +728,28 @@ func warm(t *testing.T, db *sql.DB) string {
 // pgReachable: PostgreSQL is required under CI and skipped (logged) locally
 // when it cannot be reached, like the integration tests.
 func pgReachable(t *testing.T) bool { return testenv.PostgresReachable(t) }
+
+// backendsFor is SQLite, and PostgreSQL when reachable (see pgReachable).
+func backendsFor(t *testing.T) []string {
+	if pgReachable(t) {
+		return []string{"sqlite", "postgres"}
+	}
+	return []string{"sqlite"}
+}
+
+// saveWorkbook explores AUDIT_LOGS and saves it as a workbook named name.
+func saveWorkbook(t *testing.T, srv *server, ctx context.Context, name string) *pb.SaveWorkbookAsResponse {
+	wbs := pb.NewWorkbookServiceClient(srv.conn)
+	ex, err := wbs.ExploreTable(ctx, &pb.ExploreTableRequest{ConnectionId: "con_audit_logs", Table: "AUDIT_LOGS"})
+	if err != nil {
+		t.Fatalf("explore: %v", err)
+	}
+	wb, err := wbs.SaveWorkbookAs(ctx, &pb.SaveWorkbookAsRequest{Id: ex.GetWorkbook().GetId(), Name: name, Folder: "bench"})
+	if err != nil {
+		t.Fatalf("save workbook: %v", err)
+	}
+	return wb
+}
 
 // requireTool: the anchor's command-line tools. Missing ones fail under CI
 // and skip the test locally.

@@ -49,14 +49,10 @@ func TestSendNowProgress(t *testing.T) {
 	if err != nil || rows <= 0 {
 		t.Fatalf("%s: want a positive row count", envProgressRows)
 	}
-	backends := []string{"sqlite"}
-	if pgReachable(t) {
-		backends = append(backends, "postgres")
-	}
 	s3env := testenv.StartMinIO(t)
 	s3env.CreateBucket(t, bucket)
 	var results []progressResult
-	for _, backend := range backends {
+	for _, backend := range backendsFor(t) {
 		t.Run(backend, func(t *testing.T) {
 			r := measureProgress(t, s3env, backend, rows, samples)
 			t.Logf("%s: %d Send nows of %d rows, %d at a time: first message p50 %v p99 %v max %v; longest gap %v; median run %.2fs",
