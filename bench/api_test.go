@@ -22,6 +22,7 @@ import (
 
 const (
 	envAPIDuration = "AUDITEXPORT_BENCH_API_DURATION" // per measurement (default 300ms: smoke)
+	envAPIProfile  = "AUDITEXPORT_BENCH_API_PROFILE"  // directory: a server CPU profile per backend of GetSchedule over gRPC at c=16
 	apiSchedules   = 60                               // so that ListSchedules fills a page of 50
 )
 
@@ -67,6 +68,11 @@ func measureAPI(t *testing.T, backend string, dur time.Duration) []apiResult {
 	dataDir := t.TempDir()
 	dsn := newDatabase(t, backend, dataDir)
 	key, _, _ := auth.NewAPIKey()
+	profDir := os.Getenv(envAPIProfile)
+	if profDir != "" {
+		extraServerArgs = []string{"--pprof-addr", pprofAddr}
+		defer func() { extraServerArgs = nil }()
+	}
 	srv := startServer(t, dsn, key, dataDir)
 	scheduleID := apiSetup(t, srv, key, dataDir)
 	ctx := withKey(key)
@@ -115,7 +121,14 @@ func measureAPI(t *testing.T, backend string, dur time.Duration) []apiResult {
 	var out []apiResult
 	for _, conc := range []int{16, 64} {
 		for _, c := range calls {
+			var prof func()
+			if profDir != "" && conc == 16 && c.name == "GetSchedule" && c.transport == "gRPC" {
+				prof = profile(t, filepath.Join(profDir, backend+"-getschedule-grpc-c16.pprof"), dur)
+			}
 			r := load(conc, dur, c.fn)
+			if prof != nil {
+				prof()
+			}
 			r.Backend, r.Call, r.Transport = backend, c.name, c.transport
 			if r.Errors > 0 {
 				t.Errorf("%s %s %s c=%d: %d calls failed, first: %v", backend, c.name, c.transport, conc, r.Errors, r.firstErr)
@@ -127,6 +140,32 @@ func measureAPI(t *testing.T, backend string, dur time.Duration) []apiResult {
 		}
 	}
 	return out
+}
+
+const pprofAddr = "127.0.0.1:16060"
+
+// profile starts a CPU profile of the server covering a measurement of
+// dur; the returned func waits for it and writes it to path.
+func profile(t *testing.T, path string, dur time.Duration) func() {
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pprofAddr, max(1, int(dur.Seconds()))))
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err == nil {
+			err = os.WriteFile(path, b, 0o644)
+		}
+		done <- err
+	}()
+	return func() {
+		if err := <-done; err != nil {
+			t.Errorf("profile %s: %v", path, err)
+		}
+	}
 }
 
 type loadResult struct {

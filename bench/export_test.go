@@ -635,14 +635,18 @@ type server struct {
 	conn *grpc.ClientConn
 }
 
+// extraServerArgs are appended to every benchmark server's flags (a
+// benchmark that profiles sets --pprof-addr).
+var extraServerArgs []string
+
 func startServer(t *testing.T, dsn, key, dataDir string) *server {
 	t.Helper()
 	var env []string
 	if raceServer {
 		env = append(env, "GORACE=halt_on_error=1")
 	}
-	p, err := testenv.StartServerProcess(aeBin, []string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
-		"--data-dir", dataDir, "--db", dsn, "--bootstrap-admin-key", key, "--allow-private-endpoints", "--shutdown-grace", "5s"},
+	p, err := testenv.StartServerProcess(aeBin, append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+		"--data-dir", dataDir, "--db", dsn, "--bootstrap-admin-key", key, "--allow-private-endpoints", "--shutdown-grace", "5s"}, extraServerArgs...),
 		env, 60*time.Second)
 	if err != nil {
 		t.Fatal(err)

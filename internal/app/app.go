@@ -164,6 +164,16 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		}
 	}
 
+	if cfg.PprofAddr != "" {
+		pl, err := net.Listen("tcp", cfg.PprofAddr)
+		if err != nil {
+			_, _ = gl.Close(), hl.Close()
+			return fmt.Errorf("--pprof-addr: %w", err)
+		}
+		defer pl.Close()
+		go servePprof(pl, log)
+	}
+
 	if tlsf != nil {
 		gl = tlsf.listener(gl, "h2")
 		// HTTP/1.1 only, as on a plaintext listener: the same timeouts

@@ -20,6 +20,7 @@ import (
 type Config struct {
 	GRPCAddr              string            `name:"grpc-addr" env:"AUDITEXPORT_GRPC_ADDR" default:"127.0.0.1:9090" help:"gRPC listen address."`
 	HTTPAddr              string            `name:"http-addr" env:"AUDITEXPORT_HTTP_ADDR" default:"127.0.0.1:8080" help:"REST gateway / health / OpenAPI listen address."`
+	PprofAddr             string            `name:"pprof-addr" env:"AUDITEXPORT_PPROF_ADDR" help:"Serve Go's profiler (/debug/pprof/) on this address, e.g. 127.0.0.1:6060 (default: off). It has no authentication: never expose it beyond the host."`
 	DB                    string            `name:"db" env:"AUDITEXPORT_DB" help:"Database: sqlite://<path> (default sqlite://<data-dir>/auditexport.db) or postgres://... for several replicas."`
 	DBMaxConns            int               `name:"db-max-conns" env:"AUDITEXPORT_DB_MAX_CONNS" default:"0" help:"Database connections this process keeps open at most, all kept when idle (0: 8 on SQLite, 20 on PostgreSQL). Each scheduler slot and each concurrent request holds one while it writes."`
 	DataDir               string            `name:"data-dir" env:"AUDITEXPORT_DATA_DIR" default:"./data" help:"Directory for the SQLite database, the master key and local exports."`
