@@ -29,6 +29,11 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	// The IANA database is compiled in (~450 KB): a minimal container
+	// without /usr/share/zoneinfo still accepts and evaluates every zone,
+	// and a host's older database cannot move fire times between hosts.
+	// (The host's files are still read first when present.)
+	_ "time/tzdata"
 
 	robfig "github.com/robfig/cron/v3"
 )
