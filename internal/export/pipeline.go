@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -121,6 +122,10 @@ func Write(ctx context.Context, d *db.DB, p Plan, dst io.Writer, c *Counters) (S
 	return Stats{Rows: rows, Bytes: c.Bytes.Load(), Checksum: "sha256:" + hex.EncodeToString(cw.h.Sum(nil))}, nil
 }
 
+// beforeStream, when set (tests only), runs on the reading goroutine before
+// it reads.
+var beforeStream func()
+
 // pipeBatches is how many batches are in use at once: one being read, one
 // being encoded, one waiting between them.
 const pipeBatches = 3
@@ -140,16 +145,21 @@ func pipe(ctx context.Context, d *db.DB, p Plan, cols []auditlog.Column, sink fu
 	readErr := make(chan error, 1)
 	go func() {
 		defer close(full)
-		readErr <- auditlog.Stream(rctx, d, p.Spec, p.Now, p.SeqFrom, p.SeqTo, auditlog.NewBatch(cols),
-			func(b *auditlog.Batch) (*auditlog.Batch, error) {
-				full <- b // never blocks: there are only pipeBatches batches
-				select {
-				case next := <-free:
-					return next, nil
-				case <-rctx.Done():
-					return nil, rctx.Err()
-				}
-			})
+		readErr <- catch(func() error {
+			if beforeStream != nil {
+				beforeStream()
+			}
+			return auditlog.Stream(rctx, d, p.Spec, p.Now, p.SeqFrom, p.SeqTo, auditlog.NewBatch(cols),
+				func(b *auditlog.Batch) (*auditlog.Batch, error) {
+					full <- b // never blocks: there are only pipeBatches batches
+					select {
+					case next := <-free:
+						return next, nil
+					case <-rctx.Done():
+						return nil, rctx.Err()
+					}
+				})
+		})
 	}()
 	var rows int64
 	var sinkErr error
@@ -170,6 +180,8 @@ func pipe(ctx context.Context, d *db.DB, p Plan, cols []auditlog.Column, sink fu
 		return rows, sinkErr
 	case err != nil && ctx.Err() != nil:
 		return rows, ctx.Err()
+	case errors.As(err, new(*PanicError)):
+		return rows, err // our bug, not the query's
 	case err != nil:
 		return rows, &QueryError{Err: err}
 	}

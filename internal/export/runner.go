@@ -258,17 +258,25 @@ func (r *Runner) execute(ctx context.Context, runID string) {
 	j := &job{started: r.now()}
 	j.phase.Store(PhaseQuerying)
 	var skipped bool
-	stats, err := func() (Stats, error) {
+	var stats Stats
+	err := catch(func() error {
 		if err := r.load(dbctx, runID, j); err != nil {
-			return Stats{}, err
+			return err
 		}
 		stop := r.reportLoop(ctx, dbctx, j)
 		defer stop()
-		return r.run(ctx, j, &skipped)
-	}()
+		var err error
+		stats, err = r.run(ctx, j, &skipped)
+		return err
+	})
 	out := classify(err, context.Cause(ctx), skipped, j.run)
 	if out.internal {
-		r.log.Error("export run failed", "run_id", runID, "err", destination.Message(err))
+		var pe *PanicError
+		if errors.As(err, &pe) {
+			r.log.Error("export run panicked", "run_id", runID, "err", pe.Error(), "stack", string(pe.Stack))
+		} else {
+			r.log.Error("export run failed", "run_id", runID, "err", destination.Message(err))
+		}
 	}
 	if out.requeue {
 		r.requeue(dbctx, runID, out.attempt)
@@ -506,7 +514,7 @@ func (r *Runner) run(ctx context.Context, j *job, skipped *bool) (Stats, error) 
 			return st, backoff.Permanent(err)
 		}
 		var qe *RunError
-		if errors.As(err, &qe) {
+		if errors.As(err, &qe) || errors.As(err, new(*PanicError)) {
 			return st, backoff.Permanent(err)
 		}
 		pe, transient := destination.Describe(bucket, err)
@@ -571,7 +579,9 @@ func (r *Runner) upload(ctx context.Context, j *job, bucket *blob.Bucket) (Stats
 	pr, pw := io.Pipe()
 	uploaded := make(chan error, 1)
 	go func() {
-		err := bucket.Upload(wctx, j.key, pr, &blob.WriterOptions{ContentType: contentType(j.plan), BufferSize: 8 << 20, IfNotExist: true})
+		err := catch(func() error {
+			return bucket.Upload(wctx, j.key, pr, &blob.WriterOptions{ContentType: contentType(j.plan), BufferSize: 8 << 20, IfNotExist: true})
+		})
 		if err != nil {
 			pr.CloseWithError(err) // unblock the writer below
 		} else {
@@ -588,6 +598,9 @@ func (r *Runner) upload(ctx context.Context, j *job, bucket *blob.Bucket) (Stats
 		pw.CloseWithError(err)
 		uerr := <-uploaded
 		r.noteUnaborted(ctx, j, bucket, uerr)
+		if errors.As(err, new(*PanicError)) {
+			return st, err // the provider only saw our failure echoed
+		}
 		var qe *QueryError
 		if ctx.Err() == nil && errors.As(err, &qe) {
 			return st, r.queryError(ctx, err)
