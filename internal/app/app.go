@@ -32,6 +32,7 @@ import (
 	"github.com/auditexport/auditexport/internal/ids"
 	"github.com/auditexport/auditexport/internal/metrics"
 	"github.com/auditexport/auditexport/internal/notify"
+	"github.com/auditexport/auditexport/internal/retention"
 	"github.com/auditexport/auditexport/internal/scheduler"
 	"github.com/auditexport/auditexport/server"
 )
@@ -269,6 +270,11 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		g.Go(func() error { return disp.Run(gctx) })
 		log.Info("scheduler started", "tick", cfg.SchedulerTick.String(), "slots", cfg.SchedulerSlots)
 	}
+	g.Go(func() error {
+		retention.Loop(gctx, d, rec, retention.Config{RunHistory: cfg.RunHistoryRetention, AuditLog: cfg.AuditLogRetention},
+			time.Hour, time.Now, log)
+		return nil
+	})
 	g.Go(func() error {
 		t := time.NewTicker(orphanAfter / 2)
 		defer t.Stop()

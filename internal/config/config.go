@@ -43,6 +43,8 @@ type Config struct {
 	Scheduler             bool              `name:"scheduler" env:"AUDITEXPORT_SCHEDULER" default:"true" negatable:"" help:"Run the cron dispatcher in this process (--no-scheduler for API-only replicas)."`
 	SchedulerTick         time.Duration     `name:"scheduler-tick" env:"AUDITEXPORT_SCHEDULER_TICK" default:"1s" help:"How often due schedules are looked for."`
 	SchedulerSlots        int               `name:"scheduler-slots" env:"AUDITEXPORT_SCHEDULER_SLOTS" default:"4" help:"Scheduled exports this process runs at once."`
+	RunHistoryRetention   time.Duration     `name:"run-history-retention" env:"AUDITEXPORT_RUN_HISTORY_RETENTION" default:"2160h" help:"Delete export runs that ended longer ago than this (each schedule's latest run is kept; 0 keeps all)."`
+	AuditLogRetention     time.Duration     `name:"audit-log-retention" env:"AUDITEXPORT_AUDIT_LOG_RETENTION" default:"0" help:"Delete audit events older than this, except rows an incremental schedule has not exported yet (0, the default, keeps all)."`
 	DevClockScale         float64           `name:"dev-clock-scale" env:"AUDITEXPORT_DEV_CLOCK_SCALE" default:"1" hidden:"" help:"Tests only: the scheduler's clock runs this many times faster than real time from --dev-clock-epoch."`
 	DevClockEpoch         int64             `name:"dev-clock-epoch" env:"AUDITEXPORT_DEV_CLOCK_EPOCH" hidden:"" help:"Tests only: Unix seconds at which the scaled clock equals real time (all replicas of a test share it)."`
 	TLSCertFile           string            `name:"tls-cert-file" env:"AUDITEXPORT_TLS_CERT_FILE" help:"PEM certificate (chain) to serve TLS with on both listeners; with --tls-key-file. Reloaded on SIGHUP."`
@@ -120,6 +122,9 @@ func (c *Config) Validate() error {
 		if o != "*" && (err != nil || u.Scheme == "" || u.Host == "" || strings.TrimSuffix(u.Path, "/") != "") {
 			errs = append(errs, fmt.Errorf("--cors-allowed-origins: %q is not an origin like https://app.example.com", o))
 		}
+	}
+	if c.RunHistoryRetention < 0 || c.AuditLogRetention < 0 {
+		errs = append(errs, errors.New("--run-history-retention and --audit-log-retention must be 0 (keep all) or positive"))
 	}
 	if c.DBMaxConns < 0 {
 		errs = append(errs, errors.New("--db-max-conns must be 0 (the backend's default) or positive"))

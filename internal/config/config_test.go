@@ -43,3 +43,27 @@ func TestLocalRootMapValidation(t *testing.T) {
 		})
 	}
 }
+
+// TestNumericFlagsValidation: negative sizes and retentions name their flag.
+func TestNumericFlagsValidation(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		set  func(*Config)
+		want string
+	}{
+		{"defaults", func(*Config) {}, ""},
+		{"negative pool", func(c *Config) { c.DBMaxConns = -1 }, "--db-max-conns"},
+		{"negative run history", func(c *Config) { c.RunHistoryRetention = -1 }, "--run-history-retention"},
+		{"negative audit log", func(c *Config) { c.AuditLogRetention = -1 }, "--audit-log-retention"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Config{GRPCAddr: "127.0.0.1:1", HTTPAddr: "127.0.0.1:2", DataDir: "/data", SchedulerTick: 1, SchedulerSlots: 1, DevClockScale: 1}
+			tc.set(&c)
+			c.Complete()
+			err := c.Validate()
+			if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+				t.Errorf("Validate: %v, want an error naming %q", err, tc.want)
+			}
+		})
+	}
+}
