@@ -21,6 +21,7 @@ import (
 	"github.com/auditexport/auditexport/ent/connectiongrant"
 	"github.com/auditexport/auditexport/ent/element"
 	"github.com/auditexport/auditexport/ent/exportrun"
+	"github.com/auditexport/auditexport/ent/mail"
 	"github.com/auditexport/auditexport/ent/organization"
 	"github.com/auditexport/auditexport/ent/schedule"
 	"github.com/auditexport/auditexport/ent/storageintegration"
@@ -47,6 +48,8 @@ type Client struct {
 	Element *ElementClient
 	// ExportRun is the client for interacting with the ExportRun builders.
 	ExportRun *ExportRunClient
+	// Mail is the client for interacting with the Mail builders.
+	Mail *MailClient
 	// Organization is the client for interacting with the Organization builders.
 	Organization *OrganizationClient
 	// Schedule is the client for interacting with the Schedule builders.
@@ -74,6 +77,7 @@ func (c *Client) init() {
 	c.ConnectionGrant = NewConnectionGrantClient(c.config)
 	c.Element = NewElementClient(c.config)
 	c.ExportRun = NewExportRunClient(c.config)
+	c.Mail = NewMailClient(c.config)
 	c.Organization = NewOrganizationClient(c.config)
 	c.Schedule = NewScheduleClient(c.config)
 	c.StorageIntegration = NewStorageIntegrationClient(c.config)
@@ -177,6 +181,7 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		ConnectionGrant:    NewConnectionGrantClient(cfg),
 		Element:            NewElementClient(cfg),
 		ExportRun:          NewExportRunClient(cfg),
+		Mail:               NewMailClient(cfg),
 		Organization:       NewOrganizationClient(cfg),
 		Schedule:           NewScheduleClient(cfg),
 		StorageIntegration: NewStorageIntegrationClient(cfg),
@@ -207,6 +212,7 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		ConnectionGrant:    NewConnectionGrantClient(cfg),
 		Element:            NewElementClient(cfg),
 		ExportRun:          NewExportRunClient(cfg),
+		Mail:               NewMailClient(cfg),
 		Organization:       NewOrganizationClient(cfg),
 		Schedule:           NewScheduleClient(cfg),
 		StorageIntegration: NewStorageIntegrationClient(cfg),
@@ -242,7 +248,7 @@ func (c *Client) Close() error {
 func (c *Client) Use(hooks ...Hook) {
 	for _, n := range []interface{ Use(...Hook) }{
 		c.ApiKey, c.AuditEvent, c.Connection, c.ConnectionGrant, c.Element, c.ExportRun,
-		c.Organization, c.Schedule, c.StorageIntegration, c.User, c.Workbook,
+		c.Mail, c.Organization, c.Schedule, c.StorageIntegration, c.User, c.Workbook,
 	} {
 		n.Use(hooks...)
 	}
@@ -253,7 +259,7 @@ func (c *Client) Use(hooks ...Hook) {
 func (c *Client) Intercept(interceptors ...Interceptor) {
 	for _, n := range []interface{ Intercept(...Interceptor) }{
 		c.ApiKey, c.AuditEvent, c.Connection, c.ConnectionGrant, c.Element, c.ExportRun,
-		c.Organization, c.Schedule, c.StorageIntegration, c.User, c.Workbook,
+		c.Mail, c.Organization, c.Schedule, c.StorageIntegration, c.User, c.Workbook,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -274,6 +280,8 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.Element.mutate(ctx, m)
 	case *ExportRunMutation:
 		return c.ExportRun.mutate(ctx, m)
+	case *MailMutation:
+		return c.Mail.mutate(ctx, m)
 	case *OrganizationMutation:
 		return c.Organization.mutate(ctx, m)
 	case *ScheduleMutation:
@@ -1145,6 +1153,139 @@ func (c *ExportRunClient) mutate(ctx context.Context, m *ExportRunMutation) (Val
 	}
 }
 
+// MailClient is a client for the Mail schema.
+type MailClient struct {
+	config
+}
+
+// NewMailClient returns a client for the Mail from the given config.
+func NewMailClient(c config) *MailClient {
+	return &MailClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `mail.Hooks(f(g(h())))`.
+func (c *MailClient) Use(hooks ...Hook) {
+	c.hooks.Mail = append(c.hooks.Mail, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `mail.Intercept(f(g(h())))`.
+func (c *MailClient) Intercept(interceptors ...Interceptor) {
+	c.inters.Mail = append(c.inters.Mail, interceptors...)
+}
+
+// Create returns a builder for creating a Mail entity.
+func (c *MailClient) Create() *MailCreate {
+	mutation := newMailMutation(c.config, OpCreate)
+	return &MailCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of Mail entities.
+func (c *MailClient) CreateBulk(builders ...*MailCreate) *MailCreateBulk {
+	return &MailCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *MailClient) MapCreateBulk(slice any, setFunc func(*MailCreate, int)) *MailCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &MailCreateBulk{err: fmt.Errorf("calling to MailClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*MailCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &MailCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for Mail.
+func (c *MailClient) Update() *MailUpdate {
+	mutation := newMailMutation(c.config, OpUpdate)
+	return &MailUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *MailClient) UpdateOne(_m *Mail) *MailUpdateOne {
+	mutation := newMailMutation(c.config, OpUpdateOne, withMail(_m))
+	return &MailUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *MailClient) UpdateOneID(id string) *MailUpdateOne {
+	mutation := newMailMutation(c.config, OpUpdateOne, withMailID(id))
+	return &MailUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for Mail.
+func (c *MailClient) Delete() *MailDelete {
+	mutation := newMailMutation(c.config, OpDelete)
+	return &MailDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *MailClient) DeleteOne(_m *Mail) *MailDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *MailClient) DeleteOneID(id string) *MailDeleteOne {
+	builder := c.Delete().Where(mail.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &MailDeleteOne{builder}
+}
+
+// Query returns a query builder for Mail.
+func (c *MailClient) Query() *MailQuery {
+	return &MailQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeMail},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a Mail entity by its id.
+func (c *MailClient) Get(ctx context.Context, id string) (*Mail, error) {
+	return c.Query().Where(mail.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *MailClient) GetX(ctx context.Context, id string) *Mail {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// Hooks returns the client hooks.
+func (c *MailClient) Hooks() []Hook {
+	return c.hooks.Mail
+}
+
+// Interceptors returns the client interceptors.
+func (c *MailClient) Interceptors() []Interceptor {
+	return c.inters.Mail
+}
+
+func (c *MailClient) mutate(ctx context.Context, m *MailMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&MailCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&MailUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&MailUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&MailDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown Mail mutation op: %q", m.Op())
+	}
+}
+
 // OrganizationClient is a client for the Organization schema.
 type OrganizationClient struct {
 	config
@@ -1869,11 +2010,11 @@ func (c *WorkbookClient) mutate(ctx context.Context, m *WorkbookMutation) (Value
 // hooks and interceptors per client, for fast access.
 type (
 	hooks struct {
-		ApiKey, AuditEvent, Connection, ConnectionGrant, Element, ExportRun,
+		ApiKey, AuditEvent, Connection, ConnectionGrant, Element, ExportRun, Mail,
 		Organization, Schedule, StorageIntegration, User, Workbook []ent.Hook
 	}
 	inters struct {
-		ApiKey, AuditEvent, Connection, ConnectionGrant, Element, ExportRun,
+		ApiKey, AuditEvent, Connection, ConnectionGrant, Element, ExportRun, Mail,
 		Organization, Schedule, StorageIntegration, User, Workbook []ent.Interceptor
 	}
 )

@@ -18,6 +18,7 @@ import (
 	"github.com/auditexport/auditexport/ent/connectiongrant"
 	"github.com/auditexport/auditexport/ent/element"
 	"github.com/auditexport/auditexport/ent/exportrun"
+	"github.com/auditexport/auditexport/ent/mail"
 	"github.com/auditexport/auditexport/ent/organization"
 	"github.com/auditexport/auditexport/ent/schedule"
 	"github.com/auditexport/auditexport/ent/storageintegration"
@@ -89,6 +90,7 @@ func checkColumn(t, c string) error {
 			connectiongrant.Table:    connectiongrant.ValidColumn,
 			element.Table:            element.ValidColumn,
 			exportrun.Table:          exportrun.ValidColumn,
+			mail.Table:               mail.ValidColumn,
 			organization.Table:       organization.ValidColumn,
 			schedule.Table:           schedule.ValidColumn,
 			storageintegration.Table: storageintegration.ValidColumn,

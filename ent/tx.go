@@ -26,6 +26,8 @@ type Tx struct {
 	Element *ElementClient
 	// ExportRun is the client for interacting with the ExportRun builders.
 	ExportRun *ExportRunClient
+	// Mail is the client for interacting with the Mail builders.
+	Mail *MailClient
 	// Organization is the client for interacting with the Organization builders.
 	Organization *OrganizationClient
 	// Schedule is the client for interacting with the Schedule builders.
@@ -173,6 +175,7 @@ func (tx *Tx) init() {
 	tx.ConnectionGrant = NewConnectionGrantClient(tx.config)
 	tx.Element = NewElementClient(tx.config)
 	tx.ExportRun = NewExportRunClient(tx.config)
+	tx.Mail = NewMailClient(tx.config)
 	tx.Organization = NewOrganizationClient(tx.config)
 	tx.Schedule = NewScheduleClient(tx.config)
 	tx.StorageIntegration = NewStorageIntegrationClient(tx.config)

@@ -14,6 +14,7 @@ import (
 	"github.com/auditexport/auditexport/ent/connectiongrant"
 	"github.com/auditexport/auditexport/ent/element"
 	"github.com/auditexport/auditexport/ent/exportrun"
+	"github.com/auditexport/auditexport/ent/mail"
 	"github.com/auditexport/auditexport/ent/organization"
 	"github.com/auditexport/auditexport/ent/predicate"
 	"github.com/auditexport/auditexport/ent/schedule"
@@ -240,6 +241,33 @@ func (f TraverseExportRun) Traverse(ctx context.Context, q ent.Query) error {
 	return fmt.Errorf("unexpected query type %T. expect *ent.ExportRunQuery", q)
 }
 
+// The MailFunc type is an adapter to allow the use of ordinary function as a Querier.
+type MailFunc func(context.Context, *ent.MailQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f MailFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.MailQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.MailQuery", q)
+}
+
+// The TraverseMail type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseMail func(context.Context, *ent.MailQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseMail) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseMail) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.MailQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.MailQuery", q)
+}
+
 // The OrganizationFunc type is an adapter to allow the use of ordinary function as a Querier.
 type OrganizationFunc func(context.Context, *ent.OrganizationQuery) (ent.Value, error)
 
@@ -390,6 +418,8 @@ func NewQuery(q ent.Query) (Query, error) {
 		return &query[*ent.ElementQuery, predicate.Element, element.OrderOption]{typ: ent.TypeElement, tq: q}, nil
 	case *ent.ExportRunQuery:
 		return &query[*ent.ExportRunQuery, predicate.ExportRun, exportrun.OrderOption]{typ: ent.TypeExportRun, tq: q}, nil
+	case *ent.MailQuery:
+		return &query[*ent.MailQuery, predicate.Mail, mail.OrderOption]{typ: ent.TypeMail, tq: q}, nil
 	case *ent.OrganizationQuery:
 		return &query[*ent.OrganizationQuery, predicate.Organization, organization.OrderOption]{typ: ent.TypeOrganization, tq: q}, nil
 	case *ent.ScheduleQuery:

@@ -233,6 +233,35 @@ var (
 			},
 		},
 	}
+	// MailOutboxColumns holds the columns for the "mail_outbox" table.
+	MailOutboxColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString},
+		{Name: "create_time", Type: field.TypeTime},
+		{Name: "update_time", Type: field.TypeTime},
+		{Name: "to", Type: field.TypeJSON},
+		{Name: "subject", Type: field.TypeString},
+		{Name: "body", Type: field.TypeString, Size: 2147483647},
+		{Name: "message_id", Type: field.TypeString},
+		{Name: "attempts", Type: field.TypeInt, Default: 0},
+		{Name: "next_attempt_time", Type: field.TypeTime},
+		{Name: "lease_owner", Type: field.TypeString, Default: ""},
+		{Name: "lease_until", Type: field.TypeTime, Nullable: true},
+		{Name: "sent_time", Type: field.TypeTime, Nullable: true},
+		{Name: "last_error", Type: field.TypeString, Default: ""},
+	}
+	// MailOutboxTable holds the schema information for the "mail_outbox" table.
+	MailOutboxTable = &schema.Table{
+		Name:       "mail_outbox",
+		Columns:    MailOutboxColumns,
+		PrimaryKey: []*schema.Column{MailOutboxColumns[0]},
+		Indexes: []*schema.Index{
+			{
+				Name:    "mail_sent_time_next_attempt_time",
+				Unique:  false,
+				Columns: []*schema.Column{MailOutboxColumns[11], MailOutboxColumns[8]},
+			},
+		},
+	}
 	// OrganizationsColumns holds the columns for the "organizations" table.
 	OrganizationsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString},
@@ -405,6 +434,7 @@ var (
 		ConnectionGrantsTable,
 		ElementsTable,
 		ExportRunsTable,
+		MailOutboxTable,
 		OrganizationsTable,
 		SchedulesTable,
 		StorageIntegrationsTable,
@@ -420,4 +450,7 @@ func init() {
 	}
 	ConnectionGrantsTable.ForeignKeys[0].RefTable = UsersTable
 	ElementsTable.ForeignKeys[0].RefTable = WorkbooksTable
+	MailOutboxTable.Annotation = &entsql.Annotation{
+		Table: "mail_outbox",
+	}
 }

@@ -24,6 +24,9 @@ type Element func(*sql.Selector)
 // ExportRun is the predicate function for exportrun builders.
 type ExportRun func(*sql.Selector)
 
+// Mail is the predicate function for mail builders.
+type Mail func(*sql.Selector)
+
 // Organization is the predicate function for organization builders.
 type Organization func(*sql.Selector)
 

@@ -11,6 +11,7 @@ import (
 	"github.com/auditexport/auditexport/ent/connectiongrant"
 	"github.com/auditexport/auditexport/ent/element"
 	"github.com/auditexport/auditexport/ent/exportrun"
+	"github.com/auditexport/auditexport/ent/mail"
 	"github.com/auditexport/auditexport/ent/organization"
 	"github.com/auditexport/auditexport/ent/schedule"
 	"github.com/auditexport/auditexport/ent/schema"
@@ -287,6 +288,37 @@ func init() {
 	exportrunDescID := exportrunFields[0].Descriptor()
 	// exportrun.DefaultID holds the default value on creation for the id field.
 	exportrun.DefaultID = exportrunDescID.Default.(func() string)
+	mailMixin := schema.Mail{}.Mixin()
+	mailMixinFields0 := mailMixin[0].Fields()
+	_ = mailMixinFields0
+	mailFields := schema.Mail{}.Fields()
+	_ = mailFields
+	// mailDescCreateTime is the schema descriptor for create_time field.
+	mailDescCreateTime := mailMixinFields0[0].Descriptor()
+	// mail.DefaultCreateTime holds the default value on creation for the create_time field.
+	mail.DefaultCreateTime = mailDescCreateTime.Default.(func() time.Time)
+	// mailDescUpdateTime is the schema descriptor for update_time field.
+	mailDescUpdateTime := mailMixinFields0[1].Descriptor()
+	// mail.DefaultUpdateTime holds the default value on creation for the update_time field.
+	mail.DefaultUpdateTime = mailDescUpdateTime.Default.(func() time.Time)
+	// mail.UpdateDefaultUpdateTime holds the default value on update for the update_time field.
+	mail.UpdateDefaultUpdateTime = mailDescUpdateTime.UpdateDefault.(func() time.Time)
+	// mailDescAttempts is the schema descriptor for attempts field.
+	mailDescAttempts := mailFields[5].Descriptor()
+	// mail.DefaultAttempts holds the default value on creation for the attempts field.
+	mail.DefaultAttempts = mailDescAttempts.Default.(int)
+	// mailDescLeaseOwner is the schema descriptor for lease_owner field.
+	mailDescLeaseOwner := mailFields[7].Descriptor()
+	// mail.DefaultLeaseOwner holds the default value on creation for the lease_owner field.
+	mail.DefaultLeaseOwner = mailDescLeaseOwner.Default.(string)
+	// mailDescLastError is the schema descriptor for last_error field.
+	mailDescLastError := mailFields[10].Descriptor()
+	// mail.DefaultLastError holds the default value on creation for the last_error field.
+	mail.DefaultLastError = mailDescLastError.Default.(string)
+	// mailDescID is the schema descriptor for id field.
+	mailDescID := mailFields[0].Descriptor()
+	// mail.DefaultID holds the default value on creation for the id field.
+	mail.DefaultID = mailDescID.Default.(func() string)
 	organizationMixin := schema.Organization{}.Mixin()
 	organizationMixinFields0 := organizationMixin[0].Fields()
 	_ = organizationMixinFields0

@@ -37,6 +37,10 @@ import (
 	"github.com/auditexport/auditexport/server"
 )
 
+// outboxInterval is how often each replica retries mails SMTP did not
+// accept (each mail waits its own backoff, 30 s doubling to 1 h).
+const outboxInterval = 15 * time.Second
+
 // orphanAfter: a run whose heartbeat is older than this belongs to a
 // process that died.
 const orphanAfter = 30 * time.Second
@@ -270,6 +274,10 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		g.Go(func() error { return disp.Run(gctx) })
 		log.Info("scheduler started", "tick", cfg.SchedulerTick.String(), "slots", cfg.SchedulerSlots)
 	}
+	g.Go(func() error {
+		notify.NewOutbox(d.Client, mailer, log).Run(gctx, outboxInterval)
+		return nil
+	})
 	g.Go(func() error {
 		retention.Loop(gctx, d, rec, retention.Config{RunHistory: cfg.RunHistoryRetention, AuditLog: cfg.AuditLogRetention},
 			time.Hour, time.Now, log)

@@ -25,6 +25,7 @@ const (
 	Run         = "run_"
 	Event       = "evt_"
 	Grant       = "grt_"
+	Mail        = "mail_"
 )
 
 // New returns prefix + a new lowercase ULID. ULIDs sort by creation time to

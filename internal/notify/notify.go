@@ -67,7 +67,10 @@ type Message struct {
 }
 
 // Send delivers msg, or does nothing when mail is disabled.
-func (m *Mailer) Send(ctx context.Context, msg Message) error {
+func (m *Mailer) Send(ctx context.Context, msg Message) error { return m.send(ctx, msg, "") }
+
+// send delivers msg with the Message-ID messageID ("" for a fresh one).
+func (m *Mailer) send(ctx context.Context, msg Message, messageID string) error {
 	if !m.Enabled() {
 		m.log.DebugContext(ctx, "mail disabled; notification not sent", "subject", msg.Subject)
 		return nil
@@ -86,7 +89,11 @@ func (m *Mailer) Send(ctx context.Context, msg Message) error {
 	// material leaves in a mail.
 	e.Subject(destination.Redact(msg.Subject))
 	e.SetDate()
-	e.SetMessageID()
+	if messageID != "" {
+		e.SetMessageIDWithValue(messageID)
+	} else {
+		e.SetMessageID()
+	}
 	e.SetBodyString(mail.TypeTextPlain, destination.Redact(msg.Body))
 	opts := []mail.Option{mail.WithPort(m.port), mail.WithTimeout(20 * time.Second)}
 	if m.ssl {

@@ -98,19 +98,36 @@ func (n *Notifier) PeopleOf(ctx context.Context, schedules ...*ent.Schedule) (ma
 	return out, nil
 }
 
-// Send delivers m (bounded to 30 s, even when ctx is canceled: the event it
-// reports has happened) and logs a failure with attrs and ctx's request id.
-// A notice is never worth failing the operation it reports.
+// Send stores m in the durable outbox and delivers it (bounded to 30 s,
+// even when ctx is canceled: the event it reports has happened). A failed
+// delivery is logged with attrs and ctx's request id and left in the
+// outbox, which Outbox.Run retries with backoff until an SMTP server
+// accepts it. If the outbox cannot be written (the database is down), the
+// mail is sent directly. A notice is never worth failing the operation it
+// reports.
 func (n *Notifier) Send(ctx context.Context, m Message, attrs ...any) {
 	if len(m.To) == 0 {
 		return
 	}
+	if !n.mail.Enabled() {
+		_ = n.mail.Send(ctx, m) // logs at debug level
+		return
+	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	if err := n.mail.Send(sctx, m); err != nil {
-		if id := reqid.From(ctx); id != "" {
-			attrs = append(attrs, "request_id", id)
+	if id := reqid.From(ctx); id != "" {
+		attrs = append(attrs, "request_id", id)
+	}
+	o := NewOutbox(n.db, n.mail, n.log)
+	row, err := o.enqueue(sctx, m)
+	if err != nil {
+		n.log.WarnContext(ctx, "mail outbox unavailable; sending directly", append([]any{"subject", m.Subject, "err", err.Error()}, attrs...)...)
+		if err := n.mail.Send(sctx, m); err != nil {
+			n.log.ErrorContext(ctx, "sending notification failed", append([]any{"subject", m.Subject, "err", err.Error()}, attrs...)...)
 		}
-		n.log.ErrorContext(ctx, "sending notification failed", append([]any{"subject", m.Subject, "err", err.Error()}, attrs...)...)
+		return
+	}
+	if err := o.attempt(sctx, row); err != nil {
+		n.log.ErrorContext(ctx, "sending notification failed; kept in the outbox and retried", append([]any{"subject", m.Subject, "mail_id", row.ID, "err", err.Error()}, attrs...)...)
 	}
 }

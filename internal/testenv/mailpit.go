@@ -24,6 +24,7 @@ type Mailpit struct {
 // Message is one received mail.
 type Message struct {
 	ID          string
+	MessageID   string   // the Message-ID header, without angle brackets
 	From        string   // address only
 	To          []string // addresses only
 	Cc          []string
@@ -125,6 +126,7 @@ func (m *Mailpit) Message(t testing.TB, id string) Message {
 	t.Helper()
 	var full struct {
 		ID          string
+		MessageID   string
 		From        apiAddress
 		To, Cc      []apiAddress
 		Subject     string
@@ -133,7 +135,7 @@ func (m *Mailpit) Message(t testing.TB, id string) Message {
 	}
 	m.getJSON(t, "/api/v1/message/"+url.PathEscape(id), &full)
 	return Message{
-		ID: full.ID, From: full.From.Address, To: addresses(full.To), Cc: addresses(full.Cc),
+		ID: full.ID, MessageID: full.MessageID, From: full.From.Address, To: addresses(full.To), Cc: addresses(full.Cc),
 		Subject: full.Subject, Text: full.Text, HTML: full.HTML, Attachments: full.Attachments,
 	}
 }
