@@ -34,6 +34,7 @@ import (
 	"github.com/auditexport/auditexport/internal/notify"
 	"github.com/auditexport/auditexport/internal/retention"
 	"github.com/auditexport/auditexport/internal/scheduler"
+	"github.com/auditexport/auditexport/internal/schedules"
 	"github.com/auditexport/auditexport/server"
 )
 
@@ -191,6 +192,9 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	// gateway's x-forwarded-for can be trusted.
 	inproc := bufconn.Listen(1 << 20)
 	rec := auditlog.NewRecorder(d.Client, log).WithDialect(d.Dialect)
+	if _, err := schedules.KeepLegacyCrons(ctx, d.Client, rec, log); err != nil {
+		return fmt.Errorf("migrate schedule crons: %w", err)
+	}
 	mets := metrics.New()
 	if err := backfillLastSuccess(ctx, d); err != nil {
 		return err

@@ -27,6 +27,7 @@ package cron
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 	// The IANA database is compiled in (~450 KB): a minimal container
@@ -105,7 +106,9 @@ func parseExpr(expr string) (*robfig.SpecSchedule, error) {
 		return fail("expression is required")
 	case strings.HasPrefix(expr, "TZ=") || strings.HasPrefix(expr, "CRON_TZ="):
 		// The zone is a separate field; two sources of truth would conflict.
-		return fail("time zone prefix is not allowed; use the time_zone field")
+		zone, _, _ := strings.Cut(expr, " ")
+		return nil, &FieldError{Field: "time_zone", Msg: fmt.Sprintf("a %s prefix in cron is not accepted; set time_zone to %q and remove the prefix from cron",
+			zone, zone[strings.Index(zone, "=")+1:])}
 	case strings.HasPrefix(expr, "@every"):
 		return fail("@every is not supported; use a cron expression")
 	case !strings.HasPrefix(expr, "@"):
@@ -113,6 +116,19 @@ func parseExpr(expr string) (*robfig.SpecSchedule, error) {
 		if n := len(strings.Fields(expr)); n != 5 {
 			return fail("expected 5 fields, got %d", n)
 		}
+	}
+	var domStar, dowStar bool
+	if !strings.HasPrefix(expr, "@") {
+		f := strings.Fields(expr)
+		if err := quartzOnly(f[2], f[4]); err != nil {
+			return fail("%s", err.Error())
+		}
+		dow, err := expandDow(f[4])
+		if err != nil {
+			return fail("day of week %q: %s", f[4], err.Error())
+		}
+		domStar, dowStar = strings.HasPrefix(f[2], "*"), strings.HasPrefix(f[4], "*")
+		expr = strings.Join([]string{f[0], f[1], f[2], f[3], dow}, " ")
 	}
 	sched, err := parser.Parse(expr)
 	if err != nil {
@@ -126,7 +142,113 @@ func parseExpr(expr string) (*robfig.SpecSchedule, error) {
 	// times, so it must never apply a zone (and thus DST) itself.
 	cp := *spec
 	cp.Location = time.UTC
+	// Vixie cron and cronie: a day field that starts with "*" ("*/2" as
+	// well as "*") leaves the day unrestricted by it, so the two day
+	// fields are ANDed; only when both are restricted does either match.
+	// robfig sets its star bit for a bare "*" alone, which made
+	// "0 16 */2 * sat" fire on odd days OR Saturdays.
+	if domStar {
+		cp.Dom |= starBit
+	}
+	if dowStar {
+		cp.Dow |= starBit
+	}
 	return &cp, nil
+}
+
+// starBit is robfig's mark of an unrestricted field (SpecSchedule's top bit).
+const starBit = 1 << 63
+
+// quartzOnly refuses Quartz's day extensions with a message saying what
+// they are: L (last), W (nearest weekday) and # (nth weekday) are not cron.
+func quartzOnly(dom, dow string) error {
+	if strings.ContainsAny(strings.ToUpper(dom), "LW") {
+		return fmt.Errorf("day of month %q: L and W are Quartz extensions, not cron; list the days instead", dom)
+	}
+	if strings.Contains(dow, "#") {
+		return fmt.Errorf("day of week %q: N#M (the Mth weekday N) is a Quartz extension, not cron", dow)
+	}
+	if len(dow) > 1 && strings.HasSuffix(strings.ToUpper(dow), "L") && dow[len(dow)-2] >= '0' && dow[len(dow)-2] <= '9' {
+		return fmt.Errorf("day of week %q: NL (the last weekday N) is a Quartz extension, not cron", dow)
+	}
+	return nil
+}
+
+var dowNames = map[string]int{"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
+
+// expandDow rewrites a day-of-week field as crontab(5) reads it into the
+// explicit list robfig accepts: 0 and 7 are both Sunday (in values, ranges
+// and steps: "5-7", "fri-sun" and "Wed-Sun" end on Sunday), names are
+// three-letter English abbreviations in any case, and "*" alone is kept.
+// A range that wraps past Sunday ("sat-tue") is refused rather than guessed.
+func expandDow(field string) (string, error) {
+	if field == "*" || field == "?" {
+		return field, nil
+	}
+	var days [7]bool
+	for _, part := range strings.Split(field, ",") {
+		base, stepText, stepped := strings.Cut(part, "/")
+		step := 1
+		if stepped {
+			n, err := strconv.Atoi(stepText)
+			if err != nil || n <= 0 || n > 7 {
+				return "", fmt.Errorf("step %q must be a number from 1 to 7", stepText)
+			}
+			step = n
+		}
+		var lo, hi int
+		switch a, b, isRange := strings.Cut(base, "-"); {
+		case base == "*":
+			lo, hi = 0, 7
+		case isRange:
+			var err error
+			if lo, err = dowValue(a); err != nil {
+				return "", err
+			}
+			if hi, err = dowValue(b); err != nil {
+				return "", err
+			}
+			if hi == 0 && lo > 0 {
+				hi = 7 // "fri-sun", "5-0": up to Sunday
+			}
+			if lo > hi {
+				return "", fmt.Errorf("range %q wraps past Sunday; write it as two ranges (e.g. sat-sun,mon-tue)", base)
+			}
+		default:
+			v, err := dowValue(base)
+			if err != nil {
+				return "", err
+			}
+			lo, hi = v, v
+			if stepped {
+				hi = 7 // "1/2": from Monday on, every other day
+			}
+		}
+		for v := lo; v <= hi; v += step {
+			days[v%7] = true
+		}
+	}
+	var out []string
+	for d, on := range days {
+		if on {
+			out = append(out, strconv.Itoa(d))
+		}
+	}
+	return strings.Join(out, ","), nil
+}
+
+func dowValue(s string) (int, error) {
+	if v, ok := dowNames[strings.ToLower(s)]; ok {
+		return v, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a day (0-7, 0 and 7 being Sunday, or sun-sat)", s)
+	}
+	if n < 0 || n > 7 {
+		return 0, fmt.Errorf("%d is out of range (0-7, 0 and 7 being Sunday)", n)
+	}
+	return n, nil
 }
 
 // Location returns the schedule's time zone.
@@ -236,4 +358,29 @@ func (c *Cron) resolve(w time.Time) time.Time {
 func wallOf(t time.Time, loc *time.Location) time.Time {
 	l := t.In(loc)
 	return time.Date(l.Year(), l.Month(), l.Day(), l.Hour(), l.Minute(), l.Second(), l.Nanosecond(), time.UTC)
+}
+
+// KeepLegacyMeaning rewrites an expression saved before the day fields
+// followed cronie (see parseExpr) so that it keeps the fire times it had:
+// where neither day field was a bare "*" (or "?") but one began with "*"
+// ("*/2"), the fields were ORed; spelling that "*" as its full range
+// ("1-31/2", "0-6/2") keeps them ORed under the cronie rule. It reports
+// whether expr needed it (ok false: expr unchanged, same meaning).
+func KeepLegacyMeaning(expr string) (string, bool) {
+	f := strings.Fields(strings.TrimSpace(expr))
+	if len(f) != 5 || strings.HasPrefix(f[0], "@") {
+		return expr, false
+	}
+	bare := func(s string) bool { return s == "*" || s == "?" }
+	dom, dow := f[2], f[4]
+	if bare(dom) || bare(dow) || (!strings.HasPrefix(dom, "*") && !strings.HasPrefix(dow, "*")) {
+		return expr, false
+	}
+	if strings.HasPrefix(dom, "*") {
+		f[2] = "1-31" + dom[1:]
+	}
+	if strings.HasPrefix(dow, "*") {
+		f[4] = "0-6" + dow[1:]
+	}
+	return strings.Join(f, " "), true
 }
