@@ -216,13 +216,21 @@ func StartServer(t *testing.T, backend string, extra ...string) *Server {
 // would do for the whole test binary.
 func StartServerEnv(t *testing.T, backend string, env []string, extra ...string) *Server {
 	t.Helper()
-	s := &Server{t: t, Backend: backend, DataDir: t.TempDir(), env: env}
+	return startServerDSN(t, backend, "", env, extra...)
+}
+
+// startServerDSN is StartServerEnv on the database dsn ("": fresh storage
+// of the backend), e.g. a PostgreSQL database reached through a fault proxy.
+func startServerDSN(t *testing.T, backend, dsn string, env []string, extra ...string) *Server {
+	t.Helper()
+	s := &Server{t: t, Backend: backend, DataDir: t.TempDir(), env: env, DSN: dsn}
 	s.LocalRoot = filepath.Join(s.DataDir, "exports")
 	s.AdminKey, _, _ = auth.NewAPIKey()
-	switch backend {
-	case "sqlite":
+	switch {
+	case dsn != "":
+	case backend == "sqlite":
 		s.DSN = "sqlite://" + filepath.Join(s.DataDir, "auditexport.db")
-	case "postgres":
+	case backend == "postgres":
 		s.DSN = createPGDatabase(t)
 	default:
 		t.Fatalf("unknown backend %q", backend)

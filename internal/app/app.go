@@ -244,7 +244,8 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
 
-	handler, closeGW, err := newHTTPHandler(ctx, inproc, hs, mets, cfg.CORSAllowedOrigins, httpLimits{trusted: trusted, bodyTimeout: cfg.HTTPReadTimeout})
+	handler, closeGW, err := newHTTPHandler(ctx, inproc, hs, mets, cfg.CORSAllowedOrigins, httpLimits{trusted: trusted, bodyTimeout: cfg.HTTPReadTimeout,
+		ready: d.SQL.PingContext})
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,8 @@ package app
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"strings"
@@ -28,6 +30,8 @@ const maxBodyBytes = 4 << 20
 type httpLimits struct {
 	trusted     clientip.Trusted
 	bodyTimeout time.Duration
+	// ready reports whether the database answers (/readyz); nil: always.
+	ready func(context.Context) error
 }
 
 func newHTTPHandler(ctx context.Context, inproc *bufconn.Listener, hs *health.Server, mets *metrics.Metrics, origins []string, lim httpLimits) (http.Handler, func(), error) {
@@ -84,6 +88,31 @@ func newHTTPHandler(ctx context.Context, inproc *bufconn.Listener, hs *health.Se
 			return
 		}
 		_, _ = w.Write([]byte(`{"status":"SERVING"}`))
+	})
+	// /healthz: the process serves (liveness). /readyz: it can also do its
+	// work — the database answers within 2 s (migrations ran before the
+	// listeners opened) — so a load balancer sends traffic elsewhere while
+	// the database is unreachable, without a restart loop.
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		resp, err := hs.Check(r.Context(), &healthpb.HealthCheckRequest{})
+		if err == nil && resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			err = errors.New("not serving")
+		}
+		if err == nil && lim.ready != nil {
+			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+			err = lim.ready(ctx)
+			cancel()
+			if err != nil {
+				err = errors.New("database unreachable")
+			}
+		}
+		if err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_ = json.NewEncoder(w).Encode(map[string]string{"status": "NOT_READY", "reason": err.Error()})
+			return
+		}
+		_, _ = w.Write([]byte(`{"status":"READY"}`))
 	})
 	// Unauthenticated, like /healthz: the metrics are process-wide counts
 	// and durations, with no secrets, tenant names or identifiers.
