@@ -11,7 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/alecthomas/kong"
 	auditexport "github.com/auditexport/auditexport/clients/go"
+
 	"github.com/auditexport/auditexport/internal/version"
 )
 
@@ -20,21 +22,47 @@ import (
 type CLI struct {
 	Globals
 
-	Integrations integrationsCmd `cmd:"" aliases:"integration,int" help:"Storage integrations (IntegrationService)."`
-	Workbooks    workbooksCmd    `cmd:"" aliases:"workbook,wb" help:"Workbooks and their elements (WorkbookService)."`
-	Connections  connectionsCmd  `cmd:"" aliases:"connection" help:"Connections and their tables (WorkbookService)."`
-	Schedules    schedulesCmd    `cmd:"" aliases:"schedule,sch" help:"Scheduled exports (ScheduleService)."`
-	Runs         runsCmd         `cmd:"" aliases:"run" help:"Export runs: history, live progress, cancel (ScheduleService)."`
-	Users        usersCmd        `cmd:"" aliases:"user" help:"Users and connection access (AccountService)."`
-	Keys         keysCmd         `cmd:"" aliases:"key,api-keys" help:"API keys (AccountService)."`
-	Config       configCmd       `cmd:"" help:"Show the effective configuration and where each value comes from (the API key masked)."`
-	Version      versionCmd      `cmd:"" help:"Print the version of this binary."`
+	Integrations integrationsCmd  `cmd:"" aliases:"integration,int" help:"Storage integrations (IntegrationService)."`
+	Workbooks    workbooksCmd     `cmd:"" aliases:"workbook,wb" help:"Workbooks and their elements (WorkbookService)."`
+	Connections  connectionsCmd   `cmd:"" aliases:"connection" help:"Connections and their tables (WorkbookService)."`
+	Schedules    schedulesCmd     `cmd:"" aliases:"schedule,sch" help:"Scheduled exports (ScheduleService)."`
+	Runs         runsCmd          `cmd:"" aliases:"run" help:"Export runs: history, live progress, cancel (ScheduleService)."`
+	Users        usersCmd         `cmd:"" aliases:"user" help:"Users and connection access (AccountService)."`
+	Keys         keysCmd          `cmd:"" aliases:"key,api-keys" help:"API keys (AccountService)."`
+	Config       configCmd        `cmd:"" help:"Show the effective configuration and where each value comes from (the API key masked)."`
+	Version      versionCmd       `cmd:"" help:"Print the version of this binary (version, commit, Go version)."`
+	VersionFlag  kong.VersionFlag `name:"version" help:"Print the version and exit."`
+	Completion   completionCmd    `cmd:"" help:"Print the shell completion script: eval \"$(auditctl completion bash)\" (or zsh), auditctl completion fish | source."`
+}
+
+type completionCmd struct {
+	Shell string `arg:"" enum:"bash,zsh,fish" help:"bash, zsh or fish."`
+}
+
+// Run prints the script that makes the shell ask this binary for
+// completions (kongplete answers when COMP_LINE is set).
+func (c completionCmd) Run(e *env) error {
+	bin, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	var script string
+	switch c.Shell {
+	case "bash":
+		script = fmt.Sprintf("complete -C %q auditctl\n", bin)
+	case "zsh":
+		script = fmt.Sprintf("autoload -U +X bashcompinit && bashcompinit\ncomplete -C %q auditctl\n", bin)
+	case "fish":
+		script = fmt.Sprintf("function __auditctl_complete\n    set -lx COMP_LINE (commandline -cp)\n    test -z (commandline -ct)\n    and set COMP_LINE \"$COMP_LINE \"\n    %q\nend\ncomplete -f -c auditctl -a '(__auditctl_complete)'\n", bin)
+	}
+	_, err = fmt.Fprint(e.stdout, script)
+	return err
 }
 
 type versionCmd struct{}
 
 func (versionCmd) Run(e *env) error {
-	_, err := fmt.Fprintln(e.stdout, "auditctl", version.String())
+	_, err := fmt.Fprintln(e.stdout, version.Long("auditctl"))
 	return err
 }
 

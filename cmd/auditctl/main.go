@@ -13,7 +13,10 @@ import (
 	"syscall"
 
 	"github.com/alecthomas/kong"
+	"github.com/willabides/kongplete"
 	"golang.org/x/term"
+
+	"github.com/auditexport/auditexport/internal/version"
 )
 
 func main() {
@@ -50,7 +53,7 @@ func realMain(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true, NoExpandSubcommands: true}),
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(c int) { panic(exitRequest{c}) }),
-		kong.Vars{"default_config": files.defaultPath},
+		kong.Vars{"default_config": files.defaultPath, "version": version.Long("auditctl")},
 		kong.Resolvers(files.resolver()),
 	)
 	if err != nil {
@@ -66,6 +69,9 @@ func realMain(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			code = ex.code
 		}
 	}()
+	// A shell asking for completions (COMP_LINE set; see `auditctl
+	// completion`) is answered and the process ends here.
+	kongplete.Complete(parser)
 	kctx, err := parser.Parse(args)
 	if err != nil {
 		fmt.Fprintln(stderr, "auditctl:", err)

@@ -128,13 +128,14 @@ type cli struct {
 		Rotate keysRotateCmd `cmd:"" help:"Re-encrypt every stored credential under the active (first) master key; prints how many rows it touched."`
 		Status keysStatusCmd `cmd:"" help:"List the master keys and how many stored credentials each encrypts; fails if some use a key the file lacks."`
 	} `cmd:"" help:"Manage the master keys that encrypt stored credentials."`
-	Version versionCmd `cmd:"" help:"Print the version of this binary."`
+	Version     versionCmd       `cmd:"" help:"Print the version of this binary (version, commit, Go version)."`
+	VersionFlag kong.VersionFlag `name:"version" help:"Print the version and exit."`
 }
 
 type versionCmd struct{}
 
 func (versionCmd) Run() error {
-	fmt.Println("auditexport", version.String())
+	fmt.Println(version.Long("auditexport"))
 	return nil
 }
 
@@ -150,6 +151,6 @@ func realMain() error {
 	defer stop()
 	var c cli
 	k := kong.Parse(&c, kong.Name("auditexport"), kong.Description("Exports an organization's audit log to its own cloud storage."),
-		kong.UsageOnError(), kong.BindTo(ctx, (*context.Context)(nil)))
+		kong.UsageOnError(), kong.BindTo(ctx, (*context.Context)(nil)), kong.Vars{"version": version.Long("auditexport")})
 	return k.Run()
 }

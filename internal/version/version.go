@@ -1,7 +1,10 @@
 // Package version says which build of auditexport / auditctl is running.
 package version
 
-import "runtime/debug"
+import (
+	"runtime"
+	"runtime/debug"
+)
 
 // Version is stamped by release builds (make dist):
 //
@@ -41,4 +44,31 @@ func String() string {
 		return "dev"
 	}
 	return "dev-" + rev + dirty
+}
+
+// Long is what `version` and `--version` print: the version (String), the
+// VCS commit and its time when the toolchain recorded them, and the Go
+// version and platform the binary was built with.
+func Long(program string) string {
+	out := program + " " + String()
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return out
+	}
+	var rev, when string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.time":
+			when = s.Value
+		}
+	}
+	if rev != "" {
+		out += "\ncommit " + rev
+		if when != "" {
+			out += " (" + when + ")"
+		}
+	}
+	return out + "\n" + bi.GoVersion + " " + runtime.GOOS + "/" + runtime.GOARCH
 }
