@@ -12,6 +12,7 @@ import (
 	"github.com/auditexport/auditexport/ent/exportrun"
 	"github.com/auditexport/auditexport/ent/schedule"
 	"github.com/auditexport/auditexport/internal/auditlog"
+	"github.com/auditexport/auditexport/internal/db"
 	"github.com/auditexport/auditexport/internal/destination"
 	"github.com/auditexport/auditexport/internal/notify"
 	"github.com/auditexport/auditexport/internal/ownership"
@@ -94,15 +95,21 @@ func (r *Runner) finish(ctx context.Context, j *job, runID string, state exportr
 	// moved already) — never a SUCCEEDED period whose rows the next period
 	// exports again. If the schedule cannot be updated, the outcome is not
 	// recorded either, for the same retry.
+	// Both in one transaction (one commit per finished run instead of
+	// three): the outcome and the schedule's bookkeeping are recorded
+	// together or not at all.
 	var run *ent.ExportRun
 	var sc *ent.Schedule
-	var err error
-	if j.sc != nil {
-		sc, err = r.recordSchedule(ctx, r.d.Client, j, runID, state, now)
-	}
-	if err == nil {
-		run, err = r.recordRun(ctx, j, runID, state, st, rerr, now)
-	}
+	err := db.WithTx(ctx, r.d.Client, func(c *ent.Client) error {
+		var err error
+		if j.sc != nil {
+			if sc, err = r.recordSchedule(ctx, c, j, runID, state, now); err != nil {
+				return err
+			}
+		}
+		run, err = r.recordRun(ctx, c, j, runID, state, st, rerr, now)
+		return err
+	})
 	if err != nil {
 		r.log.Error("recording run outcome failed", "run_id", runID, "state", state.String(), "err", err.Error())
 	}
@@ -160,16 +167,16 @@ func runErrorLevel(code string) slog.Level {
 }
 
 // recordRun records the run's outcome.
-func (r *Runner) recordRun(ctx context.Context, j *job, runID string, state exportrun.State, st Stats, rerr *RunError, now time.Time) (*ent.ExportRun, error) {
+func (r *Runner) recordRun(ctx context.Context, c *ent.Client, j *job, runID string, state exportrun.State, st Stats, rerr *RunError, now time.Time) (*ent.ExportRun, error) {
 	// A run that never started (it failed while loading) starts when it
 	// ends. Decided in the database: j.run is the row as read before load
 	// set start_time, so testing j.run.StartTime overwrote every first
 	// attempt's start with its finish (zero durations in ExportRun).
-	if err := r.d.Client.ExportRun.Update().Where(exportrun.ID(runID), exportrun.StartTimeIsNil()).
+	if err := c.ExportRun.Update().Where(exportrun.ID(runID), exportrun.StartTimeIsNil()).
 		SetStartTime(now).Exec(ctx); err != nil {
 		return nil, fmt.Errorf("recording run start: %w", err)
 	}
-	upd := r.d.Client.ExportRun.UpdateOneID(runID).SetState(state).SetPhase(state.String()).SetFinishTime(now).SetHeartbeatTime(now)
+	upd := c.ExportRun.UpdateOneID(runID).SetState(state).SetPhase(state.String()).SetFinishTime(now).SetHeartbeatTime(now)
 	if state == exportrun.StateSUCCEEDED {
 		upd.SetRows(st.Rows).SetBytes(st.Bytes).SetChecksum(st.Checksum).SetNote(j.note)
 	} else {
