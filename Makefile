@@ -48,8 +48,9 @@ dist: ## Static binaries for linux and darwin (amd64, arm64) and SHA256SUMS into
 tools: ## Build pinned dev tools into ./bin (grpcurl for the README walk-through)
 	$(GO) build -modfile=tools/go.mod -o $(BIN)/grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl
 
-generate: ## Regenerate gen/ (buf) and ent/ (entc)
+generate: ## Regenerate gen/ (buf, then the served OpenAPI 3.1 document) and ent/ (entc)
 	$(BUF) generate
+	$(GO) run ./internal/apidoc/openapi3gen gen/openapi/auditexport.swagger.json gen/openapi/auditexport.openapi.json
 	cd ent && $(GO) run -mod=mod entc.go
 
 lint:

@@ -35,6 +35,14 @@ func (_u *ApiKeyUpdate) SetUpdateTime(v time.Time) *ApiKeyUpdate {
 	return _u
 }
 
+// SetNillableUpdateTime sets the "update_time" field if the given value is not nil.
+func (_u *ApiKeyUpdate) SetNillableUpdateTime(v *time.Time) *ApiKeyUpdate {
+	if v != nil {
+		_u.SetUpdateTime(*v)
+	}
+	return _u
+}
+
 // SetName sets the "name" field.
 func (_u *ApiKeyUpdate) SetName(v string) *ApiKeyUpdate {
 	_u.mutation.SetName(v)
@@ -96,9 +104,6 @@ func (_u *ApiKeyUpdate) Mutation() *ApiKeyMutation {
 
 // Save executes the query and returns the number of nodes affected by the update operation.
 func (_u *ApiKeyUpdate) Save(ctx context.Context) (int, error) {
-	if err := _u.defaults(); err != nil {
-		return 0, err
-	}
 	return withHooks(ctx, _u.sqlSave, _u.mutation, _u.hooks)
 }
 
@@ -122,18 +127,6 @@ func (_u *ApiKeyUpdate) ExecX(ctx context.Context) {
 	if err := _u.Exec(ctx); err != nil {
 		panic(err)
 	}
-}
-
-// defaults sets the default values of the builder before save.
-func (_u *ApiKeyUpdate) defaults() error {
-	if _, ok := _u.mutation.UpdateTime(); !ok {
-		if apikey.UpdateDefaultUpdateTime == nil {
-			return fmt.Errorf("ent: uninitialized apikey.UpdateDefaultUpdateTime (forgotten import ent/runtime?)")
-		}
-		v := apikey.UpdateDefaultUpdateTime()
-		_u.mutation.SetUpdateTime(v)
-	}
-	return nil
 }
 
 // check runs all checks and user-defined validators on the builder.
@@ -205,6 +198,14 @@ type ApiKeyUpdateOne struct {
 // SetUpdateTime sets the "update_time" field.
 func (_u *ApiKeyUpdateOne) SetUpdateTime(v time.Time) *ApiKeyUpdateOne {
 	_u.mutation.SetUpdateTime(v)
+	return _u
+}
+
+// SetNillableUpdateTime sets the "update_time" field if the given value is not nil.
+func (_u *ApiKeyUpdateOne) SetNillableUpdateTime(v *time.Time) *ApiKeyUpdateOne {
+	if v != nil {
+		_u.SetUpdateTime(*v)
+	}
 	return _u
 }
 
@@ -282,9 +283,6 @@ func (_u *ApiKeyUpdateOne) Select(field string, fields ...string) *ApiKeyUpdateO
 
 // Save executes the query and returns the updated ApiKey entity.
 func (_u *ApiKeyUpdateOne) Save(ctx context.Context) (*ApiKey, error) {
-	if err := _u.defaults(); err != nil {
-		return nil, err
-	}
 	return withHooks(ctx, _u.sqlSave, _u.mutation, _u.hooks)
 }
 
@@ -308,18 +306,6 @@ func (_u *ApiKeyUpdateOne) ExecX(ctx context.Context) {
 	if err := _u.Exec(ctx); err != nil {
 		panic(err)
 	}
-}
-
-// defaults sets the default values of the builder before save.
-func (_u *ApiKeyUpdateOne) defaults() error {
-	if _, ok := _u.mutation.UpdateTime(); !ok {
-		if apikey.UpdateDefaultUpdateTime == nil {
-			return fmt.Errorf("ent: uninitialized apikey.UpdateDefaultUpdateTime (forgotten import ent/runtime?)")
-		}
-		v := apikey.UpdateDefaultUpdateTime()
-		_u.mutation.SetUpdateTime(v)
-	}
-	return nil
 }
 
 // check runs all checks and user-defined validators on the builder.

@@ -693,7 +693,8 @@ func (c *ConnectionClient) GetX(ctx context.Context, id string) *Connection {
 
 // Hooks returns the client hooks.
 func (c *ConnectionClient) Hooks() []Hook {
-	return c.hooks.Connection
+	hooks := c.hooks.Connection
+	return append(hooks[:len(hooks):len(hooks)], connection.Hooks[:]...)
 }
 
 // Interceptors returns the client interceptors.
@@ -1263,7 +1264,8 @@ func (c *MailClient) GetX(ctx context.Context, id string) *Mail {
 
 // Hooks returns the client hooks.
 func (c *MailClient) Hooks() []Hook {
-	return c.hooks.Mail
+	hooks := c.hooks.Mail
+	return append(hooks[:len(hooks):len(hooks)], mail.Hooks[:]...)
 }
 
 // Interceptors returns the client interceptors.
@@ -1396,7 +1398,8 @@ func (c *OrganizationClient) GetX(ctx context.Context, id string) *Organization 
 
 // Hooks returns the client hooks.
 func (c *OrganizationClient) Hooks() []Hook {
-	return c.hooks.Organization
+	hooks := c.hooks.Organization
+	return append(hooks[:len(hooks):len(hooks)], organization.Hooks[:]...)
 }
 
 // Interceptors returns the client interceptors.

@@ -70,7 +70,9 @@ func (_c *ConnectionCreate) Mutation() *ConnectionMutation {
 
 // Save creates the Connection in the database.
 func (_c *ConnectionCreate) Save(ctx context.Context) (*Connection, error) {
-	_c.defaults()
+	if err := _c.defaults(); err != nil {
+		return nil, err
+	}
 	return withHooks(ctx, _c.sqlSave, _c.mutation, _c.hooks)
 }
 
@@ -97,15 +99,22 @@ func (_c *ConnectionCreate) ExecX(ctx context.Context) {
 }
 
 // defaults sets the default values of the builder before save.
-func (_c *ConnectionCreate) defaults() {
+func (_c *ConnectionCreate) defaults() error {
 	if _, ok := _c.mutation.CreateTime(); !ok {
+		if connection.DefaultCreateTime == nil {
+			return fmt.Errorf("ent: uninitialized connection.DefaultCreateTime (forgotten import ent/runtime?)")
+		}
 		v := connection.DefaultCreateTime()
 		_c.mutation.SetCreateTime(v)
 	}
 	if _, ok := _c.mutation.UpdateTime(); !ok {
+		if connection.DefaultUpdateTime == nil {
+			return fmt.Errorf("ent: uninitialized connection.DefaultUpdateTime (forgotten import ent/runtime?)")
+		}
 		v := connection.DefaultUpdateTime()
 		_c.mutation.SetUpdateTime(v)
 	}
+	return nil
 }
 
 // check runs all checks and user-defined validators on the builder.

@@ -35,6 +35,14 @@ func (_u *ConnectionUpdate) SetUpdateTime(v time.Time) *ConnectionUpdate {
 	return _u
 }
 
+// SetNillableUpdateTime sets the "update_time" field if the given value is not nil.
+func (_u *ConnectionUpdate) SetNillableUpdateTime(v *time.Time) *ConnectionUpdate {
+	if v != nil {
+		_u.SetUpdateTime(*v)
+	}
+	return _u
+}
+
 // SetName sets the "name" field.
 func (_u *ConnectionUpdate) SetName(v string) *ConnectionUpdate {
 	_u.mutation.SetName(v)
@@ -56,7 +64,6 @@ func (_u *ConnectionUpdate) Mutation() *ConnectionMutation {
 
 // Save executes the query and returns the number of nodes affected by the update operation.
 func (_u *ConnectionUpdate) Save(ctx context.Context) (int, error) {
-	_u.defaults()
 	return withHooks(ctx, _u.sqlSave, _u.mutation, _u.hooks)
 }
 
@@ -79,14 +86,6 @@ func (_u *ConnectionUpdate) Exec(ctx context.Context) error {
 func (_u *ConnectionUpdate) ExecX(ctx context.Context) {
 	if err := _u.Exec(ctx); err != nil {
 		panic(err)
-	}
-}
-
-// defaults sets the default values of the builder before save.
-func (_u *ConnectionUpdate) defaults() {
-	if _, ok := _u.mutation.UpdateTime(); !ok {
-		v := connection.UpdateDefaultUpdateTime()
-		_u.mutation.SetUpdateTime(v)
 	}
 }
 
@@ -152,6 +151,14 @@ func (_u *ConnectionUpdateOne) SetUpdateTime(v time.Time) *ConnectionUpdateOne {
 	return _u
 }
 
+// SetNillableUpdateTime sets the "update_time" field if the given value is not nil.
+func (_u *ConnectionUpdateOne) SetNillableUpdateTime(v *time.Time) *ConnectionUpdateOne {
+	if v != nil {
+		_u.SetUpdateTime(*v)
+	}
+	return _u
+}
+
 // SetName sets the "name" field.
 func (_u *ConnectionUpdateOne) SetName(v string) *ConnectionUpdateOne {
 	_u.mutation.SetName(v)
@@ -186,7 +193,6 @@ func (_u *ConnectionUpdateOne) Select(field string, fields ...string) *Connectio
 
 // Save executes the query and returns the updated Connection entity.
 func (_u *ConnectionUpdateOne) Save(ctx context.Context) (*Connection, error) {
-	_u.defaults()
 	return withHooks(ctx, _u.sqlSave, _u.mutation, _u.hooks)
 }
 
@@ -209,14 +215,6 @@ func (_u *ConnectionUpdateOne) Exec(ctx context.Context) error {
 func (_u *ConnectionUpdateOne) ExecX(ctx context.Context) {
 	if err := _u.Exec(ctx); err != nil {
 		panic(err)
-	}
-}
-
-// defaults sets the default values of the builder before save.
-func (_u *ConnectionUpdateOne) defaults() {
-	if _, ok := _u.mutation.UpdateTime(); !ok {
-		v := connection.UpdateDefaultUpdateTime()
-		_u.mutation.SetUpdateTime(v)
 	}
 }
 

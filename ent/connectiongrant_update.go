@@ -35,6 +35,14 @@ func (_u *ConnectionGrantUpdate) SetUpdateTime(v time.Time) *ConnectionGrantUpda
 	return _u
 }
 
+// SetNillableUpdateTime sets the "update_time" field if the given value is not nil.
+func (_u *ConnectionGrantUpdate) SetNillableUpdateTime(v *time.Time) *ConnectionGrantUpdate {
+	if v != nil {
+		_u.SetUpdateTime(*v)
+	}
+	return _u
+}
+
 // Mutation returns the ConnectionGrantMutation object of the builder.
 func (_u *ConnectionGrantUpdate) Mutation() *ConnectionGrantMutation {
 	return _u.mutation
@@ -42,9 +50,6 @@ func (_u *ConnectionGrantUpdate) Mutation() *ConnectionGrantMutation {
 
 // Save executes the query and returns the number of nodes affected by the update operation.
 func (_u *ConnectionGrantUpdate) Save(ctx context.Context) (int, error) {
-	if err := _u.defaults(); err != nil {
-		return 0, err
-	}
 	return withHooks(ctx, _u.sqlSave, _u.mutation, _u.hooks)
 }
 
@@ -68,18 +73,6 @@ func (_u *ConnectionGrantUpdate) ExecX(ctx context.Context) {
 	if err := _u.Exec(ctx); err != nil {
 		panic(err)
 	}
-}
-
-// defaults sets the default values of the builder before save.
-func (_u *ConnectionGrantUpdate) defaults() error {
-	if _, ok := _u.mutation.UpdateTime(); !ok {
-		if connectiongrant.UpdateDefaultUpdateTime == nil {
-			return fmt.Errorf("ent: uninitialized connectiongrant.UpdateDefaultUpdateTime (forgotten import ent/runtime?)")
-		}
-		v := connectiongrant.UpdateDefaultUpdateTime()
-		_u.mutation.SetUpdateTime(v)
-	}
-	return nil
 }
 
 // check runs all checks and user-defined validators on the builder.
@@ -139,6 +132,14 @@ func (_u *ConnectionGrantUpdateOne) SetUpdateTime(v time.Time) *ConnectionGrantU
 	return _u
 }
 
+// SetNillableUpdateTime sets the "update_time" field if the given value is not nil.
+func (_u *ConnectionGrantUpdateOne) SetNillableUpdateTime(v *time.Time) *ConnectionGrantUpdateOne {
+	if v != nil {
+		_u.SetUpdateTime(*v)
+	}
+	return _u
+}
+
 // Mutation returns the ConnectionGrantMutation object of the builder.
 func (_u *ConnectionGrantUpdateOne) Mutation() *ConnectionGrantMutation {
 	return _u.mutation
@@ -159,9 +160,6 @@ func (_u *ConnectionGrantUpdateOne) Select(field string, fields ...string) *Conn
 
 // Save executes the query and returns the updated ConnectionGrant entity.
 func (_u *ConnectionGrantUpdateOne) Save(ctx context.Context) (*ConnectionGrant, error) {
-	if err := _u.defaults(); err != nil {
-		return nil, err
-	}
 	return withHooks(ctx, _u.sqlSave, _u.mutation, _u.hooks)
 }
 
@@ -185,18 +183,6 @@ func (_u *ConnectionGrantUpdateOne) ExecX(ctx context.Context) {
 	if err := _u.Exec(ctx); err != nil {
 		panic(err)
 	}
-}
-
-// defaults sets the default values of the builder before save.
-func (_u *ConnectionGrantUpdateOne) defaults() error {
-	if _, ok := _u.mutation.UpdateTime(); !ok {
-		if connectiongrant.UpdateDefaultUpdateTime == nil {
-			return fmt.Errorf("ent: uninitialized connectiongrant.UpdateDefaultUpdateTime (forgotten import ent/runtime?)")
-		}
-		v := connectiongrant.UpdateDefaultUpdateTime()
-		_u.mutation.SetUpdateTime(v)
-	}
-	return nil
 }
 
 // check runs all checks and user-defined validators on the builder.

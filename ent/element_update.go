@@ -36,6 +36,14 @@ func (_u *ElementUpdate) SetUpdateTime(v time.Time) *ElementUpdate {
 	return _u
 }
 
+// SetNillableUpdateTime sets the "update_time" field if the given value is not nil.
+func (_u *ElementUpdate) SetNillableUpdateTime(v *time.Time) *ElementUpdate {
+	if v != nil {
+		_u.SetUpdateTime(*v)
+	}
+	return _u
+}
+
 // SetName sets the "name" field.
 func (_u *ElementUpdate) SetName(v string) *ElementUpdate {
 	_u.mutation.SetName(v)
@@ -120,9 +128,6 @@ func (_u *ElementUpdate) Mutation() *ElementMutation {
 
 // Save executes the query and returns the number of nodes affected by the update operation.
 func (_u *ElementUpdate) Save(ctx context.Context) (int, error) {
-	if err := _u.defaults(); err != nil {
-		return 0, err
-	}
 	return withHooks(ctx, _u.sqlSave, _u.mutation, _u.hooks)
 }
 
@@ -146,18 +151,6 @@ func (_u *ElementUpdate) ExecX(ctx context.Context) {
 	if err := _u.Exec(ctx); err != nil {
 		panic(err)
 	}
-}
-
-// defaults sets the default values of the builder before save.
-func (_u *ElementUpdate) defaults() error {
-	if _, ok := _u.mutation.UpdateTime(); !ok {
-		if element.UpdateDefaultUpdateTime == nil {
-			return fmt.Errorf("ent: uninitialized element.UpdateDefaultUpdateTime (forgotten import ent/runtime?)")
-		}
-		v := element.UpdateDefaultUpdateTime()
-		_u.mutation.SetUpdateTime(v)
-	}
-	return nil
 }
 
 // check runs all checks and user-defined validators on the builder.
@@ -237,6 +230,14 @@ type ElementUpdateOne struct {
 // SetUpdateTime sets the "update_time" field.
 func (_u *ElementUpdateOne) SetUpdateTime(v time.Time) *ElementUpdateOne {
 	_u.mutation.SetUpdateTime(v)
+	return _u
+}
+
+// SetNillableUpdateTime sets the "update_time" field if the given value is not nil.
+func (_u *ElementUpdateOne) SetNillableUpdateTime(v *time.Time) *ElementUpdateOne {
+	if v != nil {
+		_u.SetUpdateTime(*v)
+	}
 	return _u
 }
 
@@ -337,9 +338,6 @@ func (_u *ElementUpdateOne) Select(field string, fields ...string) *ElementUpdat
 
 // Save executes the query and returns the updated Element entity.
 func (_u *ElementUpdateOne) Save(ctx context.Context) (*Element, error) {
-	if err := _u.defaults(); err != nil {
-		return nil, err
-	}
 	return withHooks(ctx, _u.sqlSave, _u.mutation, _u.hooks)
 }
 
@@ -363,18 +361,6 @@ func (_u *ElementUpdateOne) ExecX(ctx context.Context) {
 	if err := _u.Exec(ctx); err != nil {
 		panic(err)
 	}
-}
-
-// defaults sets the default values of the builder before save.
-func (_u *ElementUpdateOne) defaults() error {
-	if _, ok := _u.mutation.UpdateTime(); !ok {
-		if element.UpdateDefaultUpdateTime == nil {
-			return fmt.Errorf("ent: uninitialized element.UpdateDefaultUpdateTime (forgotten import ent/runtime?)")
-		}
-		v := element.UpdateDefaultUpdateTime()
-		_u.mutation.SetUpdateTime(v)
-	}
-	return nil
 }
 
 // check runs all checks and user-defined validators on the builder.

@@ -35,6 +35,14 @@ func (_u *ExportRunUpdate) SetUpdateTime(v time.Time) *ExportRunUpdate {
 	return _u
 }
 
+// SetNillableUpdateTime sets the "update_time" field if the given value is not nil.
+func (_u *ExportRunUpdate) SetNillableUpdateTime(v *time.Time) *ExportRunUpdate {
+	if v != nil {
+		_u.SetUpdateTime(*v)
+	}
+	return _u
+}
+
 // SetState sets the "state" field.
 func (_u *ExportRunUpdate) SetState(v exportrun.State) *ExportRunUpdate {
 	_u.mutation.SetState(v)
@@ -422,9 +430,6 @@ func (_u *ExportRunUpdate) Mutation() *ExportRunMutation {
 
 // Save executes the query and returns the number of nodes affected by the update operation.
 func (_u *ExportRunUpdate) Save(ctx context.Context) (int, error) {
-	if err := _u.defaults(); err != nil {
-		return 0, err
-	}
 	return withHooks(ctx, _u.sqlSave, _u.mutation, _u.hooks)
 }
 
@@ -448,18 +453,6 @@ func (_u *ExportRunUpdate) ExecX(ctx context.Context) {
 	if err := _u.Exec(ctx); err != nil {
 		panic(err)
 	}
-}
-
-// defaults sets the default values of the builder before save.
-func (_u *ExportRunUpdate) defaults() error {
-	if _, ok := _u.mutation.UpdateTime(); !ok {
-		if exportrun.UpdateDefaultUpdateTime == nil {
-			return fmt.Errorf("ent: uninitialized exportrun.UpdateDefaultUpdateTime (forgotten import ent/runtime?)")
-		}
-		v := exportrun.UpdateDefaultUpdateTime()
-		_u.mutation.SetUpdateTime(v)
-	}
-	return nil
 }
 
 // check runs all checks and user-defined validators on the builder.
@@ -620,6 +613,14 @@ type ExportRunUpdateOne struct {
 // SetUpdateTime sets the "update_time" field.
 func (_u *ExportRunUpdateOne) SetUpdateTime(v time.Time) *ExportRunUpdateOne {
 	_u.mutation.SetUpdateTime(v)
+	return _u
+}
+
+// SetNillableUpdateTime sets the "update_time" field if the given value is not nil.
+func (_u *ExportRunUpdateOne) SetNillableUpdateTime(v *time.Time) *ExportRunUpdateOne {
+	if v != nil {
+		_u.SetUpdateTime(*v)
+	}
 	return _u
 }
 
@@ -1023,9 +1024,6 @@ func (_u *ExportRunUpdateOne) Select(field string, fields ...string) *ExportRunU
 
 // Save executes the query and returns the updated ExportRun entity.
 func (_u *ExportRunUpdateOne) Save(ctx context.Context) (*ExportRun, error) {
-	if err := _u.defaults(); err != nil {
-		return nil, err
-	}
 	return withHooks(ctx, _u.sqlSave, _u.mutation, _u.hooks)
 }
 
@@ -1049,18 +1047,6 @@ func (_u *ExportRunUpdateOne) ExecX(ctx context.Context) {
 	if err := _u.Exec(ctx); err != nil {
 		panic(err)
 	}
-}
-
-// defaults sets the default values of the builder before save.
-func (_u *ExportRunUpdateOne) defaults() error {
-	if _, ok := _u.mutation.UpdateTime(); !ok {
-		if exportrun.UpdateDefaultUpdateTime == nil {
-			return fmt.Errorf("ent: uninitialized exportrun.UpdateDefaultUpdateTime (forgotten import ent/runtime?)")
-		}
-		v := exportrun.UpdateDefaultUpdateTime()
-		_u.mutation.SetUpdateTime(v)
-	}
-	return nil
 }
 
 // check runs all checks and user-defined validators on the builder.

@@ -172,7 +172,9 @@ func (_c *MailCreate) Mutation() *MailMutation {
 
 // Save creates the Mail in the database.
 func (_c *MailCreate) Save(ctx context.Context) (*Mail, error) {
-	_c.defaults()
+	if err := _c.defaults(); err != nil {
+		return nil, err
+	}
 	return withHooks(ctx, _c.sqlSave, _c.mutation, _c.hooks)
 }
 
@@ -199,12 +201,18 @@ func (_c *MailCreate) ExecX(ctx context.Context) {
 }
 
 // defaults sets the default values of the builder before save.
-func (_c *MailCreate) defaults() {
+func (_c *MailCreate) defaults() error {
 	if _, ok := _c.mutation.CreateTime(); !ok {
+		if mail.DefaultCreateTime == nil {
+			return fmt.Errorf("ent: uninitialized mail.DefaultCreateTime (forgotten import ent/runtime?)")
+		}
 		v := mail.DefaultCreateTime()
 		_c.mutation.SetCreateTime(v)
 	}
 	if _, ok := _c.mutation.UpdateTime(); !ok {
+		if mail.DefaultUpdateTime == nil {
+			return fmt.Errorf("ent: uninitialized mail.DefaultUpdateTime (forgotten import ent/runtime?)")
+		}
 		v := mail.DefaultUpdateTime()
 		_c.mutation.SetUpdateTime(v)
 	}
@@ -221,9 +229,13 @@ func (_c *MailCreate) defaults() {
 		_c.mutation.SetLastError(v)
 	}
 	if _, ok := _c.mutation.ID(); !ok {
+		if mail.DefaultID == nil {
+			return fmt.Errorf("ent: uninitialized mail.DefaultID (forgotten import ent/runtime?)")
+		}
 		v := mail.DefaultID()
 		_c.mutation.SetID(v)
 	}
+	return nil
 }
 
 // check runs all checks and user-defined validators on the builder.

@@ -35,6 +35,14 @@ func (_u *MailUpdate) SetUpdateTime(v time.Time) *MailUpdate {
 	return _u
 }
 
+// SetNillableUpdateTime sets the "update_time" field if the given value is not nil.
+func (_u *MailUpdate) SetNillableUpdateTime(v *time.Time) *MailUpdate {
+	if v != nil {
+		_u.SetUpdateTime(*v)
+	}
+	return _u
+}
+
 // SetAttempts sets the "attempts" field.
 func (_u *MailUpdate) SetAttempts(v int) *MailUpdate {
 	_u.mutation.ResetAttempts()
@@ -145,7 +153,6 @@ func (_u *MailUpdate) Mutation() *MailMutation {
 
 // Save executes the query and returns the number of nodes affected by the update operation.
 func (_u *MailUpdate) Save(ctx context.Context) (int, error) {
-	_u.defaults()
 	return withHooks(ctx, _u.sqlSave, _u.mutation, _u.hooks)
 }
 
@@ -168,14 +175,6 @@ func (_u *MailUpdate) Exec(ctx context.Context) error {
 func (_u *MailUpdate) ExecX(ctx context.Context) {
 	if err := _u.Exec(ctx); err != nil {
 		panic(err)
-	}
-}
-
-// defaults sets the default values of the builder before save.
-func (_u *MailUpdate) defaults() {
-	if _, ok := _u.mutation.UpdateTime(); !ok {
-		v := mail.UpdateDefaultUpdateTime()
-		_u.mutation.SetUpdateTime(v)
 	}
 }
 
@@ -249,6 +248,14 @@ type MailUpdateOne struct {
 // SetUpdateTime sets the "update_time" field.
 func (_u *MailUpdateOne) SetUpdateTime(v time.Time) *MailUpdateOne {
 	_u.mutation.SetUpdateTime(v)
+	return _u
+}
+
+// SetNillableUpdateTime sets the "update_time" field if the given value is not nil.
+func (_u *MailUpdateOne) SetNillableUpdateTime(v *time.Time) *MailUpdateOne {
+	if v != nil {
+		_u.SetUpdateTime(*v)
+	}
 	return _u
 }
 
@@ -375,7 +382,6 @@ func (_u *MailUpdateOne) Select(field string, fields ...string) *MailUpdateOne {
 
 // Save executes the query and returns the updated Mail entity.
 func (_u *MailUpdateOne) Save(ctx context.Context) (*Mail, error) {
-	_u.defaults()
 	return withHooks(ctx, _u.sqlSave, _u.mutation, _u.hooks)
 }
 
@@ -398,14 +404,6 @@ func (_u *MailUpdateOne) Exec(ctx context.Context) error {
 func (_u *MailUpdateOne) ExecX(ctx context.Context) {
 	if err := _u.Exec(ctx); err != nil {
 		panic(err)
-	}
-}
-
-// defaults sets the default values of the builder before save.
-func (_u *MailUpdateOne) defaults() {
-	if _, ok := _u.mutation.UpdateTime(); !ok {
-		v := mail.UpdateDefaultUpdateTime()
-		_u.mutation.SetUpdateTime(v)
 	}
 }
 

@@ -92,7 +92,9 @@ func (_c *OrganizationCreate) Mutation() *OrganizationMutation {
 
 // Save creates the Organization in the database.
 func (_c *OrganizationCreate) Save(ctx context.Context) (*Organization, error) {
-	_c.defaults()
+	if err := _c.defaults(); err != nil {
+		return nil, err
+	}
 	return withHooks(ctx, _c.sqlSave, _c.mutation, _c.hooks)
 }
 
@@ -119,12 +121,18 @@ func (_c *OrganizationCreate) ExecX(ctx context.Context) {
 }
 
 // defaults sets the default values of the builder before save.
-func (_c *OrganizationCreate) defaults() {
+func (_c *OrganizationCreate) defaults() error {
 	if _, ok := _c.mutation.CreateTime(); !ok {
+		if organization.DefaultCreateTime == nil {
+			return fmt.Errorf("ent: uninitialized organization.DefaultCreateTime (forgotten import ent/runtime?)")
+		}
 		v := organization.DefaultCreateTime()
 		_c.mutation.SetCreateTime(v)
 	}
 	if _, ok := _c.mutation.UpdateTime(); !ok {
+		if organization.DefaultUpdateTime == nil {
+			return fmt.Errorf("ent: uninitialized organization.DefaultUpdateTime (forgotten import ent/runtime?)")
+		}
 		v := organization.DefaultUpdateTime()
 		_c.mutation.SetUpdateTime(v)
 	}
@@ -133,9 +141,13 @@ func (_c *OrganizationCreate) defaults() {
 		_c.mutation.SetIsDefault(v)
 	}
 	if _, ok := _c.mutation.ID(); !ok {
+		if organization.DefaultID == nil {
+			return fmt.Errorf("ent: uninitialized organization.DefaultID (forgotten import ent/runtime?)")
+		}
 		v := organization.DefaultID()
 		_c.mutation.SetID(v)
 	}
+	return nil
 }
 
 // check runs all checks and user-defined validators on the builder.

@@ -35,6 +35,14 @@ func (_u *OrganizationUpdate) SetUpdateTime(v time.Time) *OrganizationUpdate {
 	return _u
 }
 
+// SetNillableUpdateTime sets the "update_time" field if the given value is not nil.
+func (_u *OrganizationUpdate) SetNillableUpdateTime(v *time.Time) *OrganizationUpdate {
+	if v != nil {
+		_u.SetUpdateTime(*v)
+	}
+	return _u
+}
+
 // SetName sets the "name" field.
 func (_u *OrganizationUpdate) SetName(v string) *OrganizationUpdate {
 	_u.mutation.SetName(v)
@@ -70,7 +78,6 @@ func (_u *OrganizationUpdate) Mutation() *OrganizationMutation {
 
 // Save executes the query and returns the number of nodes affected by the update operation.
 func (_u *OrganizationUpdate) Save(ctx context.Context) (int, error) {
-	_u.defaults()
 	return withHooks(ctx, _u.sqlSave, _u.mutation, _u.hooks)
 }
 
@@ -93,14 +100,6 @@ func (_u *OrganizationUpdate) Exec(ctx context.Context) error {
 func (_u *OrganizationUpdate) ExecX(ctx context.Context) {
 	if err := _u.Exec(ctx); err != nil {
 		panic(err)
-	}
-}
-
-// defaults sets the default values of the builder before save.
-func (_u *OrganizationUpdate) defaults() {
-	if _, ok := _u.mutation.UpdateTime(); !ok {
-		v := organization.UpdateDefaultUpdateTime()
-		_u.mutation.SetUpdateTime(v)
 	}
 }
 
@@ -169,6 +168,14 @@ func (_u *OrganizationUpdateOne) SetUpdateTime(v time.Time) *OrganizationUpdateO
 	return _u
 }
 
+// SetNillableUpdateTime sets the "update_time" field if the given value is not nil.
+func (_u *OrganizationUpdateOne) SetNillableUpdateTime(v *time.Time) *OrganizationUpdateOne {
+	if v != nil {
+		_u.SetUpdateTime(*v)
+	}
+	return _u
+}
+
 // SetName sets the "name" field.
 func (_u *OrganizationUpdateOne) SetName(v string) *OrganizationUpdateOne {
 	_u.mutation.SetName(v)
@@ -217,7 +224,6 @@ func (_u *OrganizationUpdateOne) Select(field string, fields ...string) *Organiz
 
 // Save executes the query and returns the updated Organization entity.
 func (_u *OrganizationUpdateOne) Save(ctx context.Context) (*Organization, error) {
-	_u.defaults()
 	return withHooks(ctx, _u.sqlSave, _u.mutation, _u.hooks)
 }
 
@@ -240,14 +246,6 @@ func (_u *OrganizationUpdateOne) Exec(ctx context.Context) error {
 func (_u *OrganizationUpdateOne) ExecX(ctx context.Context) {
 	if err := _u.Exec(ctx); err != nil {
 		panic(err)
-	}
-}
-
-// defaults sets the default values of the builder before save.
-func (_u *OrganizationUpdateOne) defaults() {
-	if _, ok := _u.mutation.UpdateTime(); !ok {
-		v := organization.UpdateDefaultUpdateTime()
-		_u.mutation.SetUpdateTime(v)
 	}
 }
 

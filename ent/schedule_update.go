@@ -36,6 +36,14 @@ func (_u *ScheduleUpdate) SetUpdateTime(v time.Time) *ScheduleUpdate {
 	return _u
 }
 
+// SetNillableUpdateTime sets the "update_time" field if the given value is not nil.
+func (_u *ScheduleUpdate) SetNillableUpdateTime(v *time.Time) *ScheduleUpdate {
+	if v != nil {
+		_u.SetUpdateTime(*v)
+	}
+	return _u
+}
+
 // SetElementID sets the "element_id" field.
 func (_u *ScheduleUpdate) SetElementID(v string) *ScheduleUpdate {
 	_u.mutation.SetElementID(v)
@@ -401,9 +409,6 @@ func (_u *ScheduleUpdate) Mutation() *ScheduleMutation {
 
 // Save executes the query and returns the number of nodes affected by the update operation.
 func (_u *ScheduleUpdate) Save(ctx context.Context) (int, error) {
-	if err := _u.defaults(); err != nil {
-		return 0, err
-	}
 	return withHooks(ctx, _u.sqlSave, _u.mutation, _u.hooks)
 }
 
@@ -427,18 +432,6 @@ func (_u *ScheduleUpdate) ExecX(ctx context.Context) {
 	if err := _u.Exec(ctx); err != nil {
 		panic(err)
 	}
-}
-
-// defaults sets the default values of the builder before save.
-func (_u *ScheduleUpdate) defaults() error {
-	if _, ok := _u.mutation.UpdateTime(); !ok {
-		if schedule.UpdateDefaultUpdateTime == nil {
-			return fmt.Errorf("ent: uninitialized schedule.UpdateDefaultUpdateTime (forgotten import ent/runtime?)")
-		}
-		v := schedule.UpdateDefaultUpdateTime()
-		_u.mutation.SetUpdateTime(v)
-	}
-	return nil
 }
 
 // check runs all checks and user-defined validators on the builder.
@@ -624,6 +617,14 @@ type ScheduleUpdateOne struct {
 // SetUpdateTime sets the "update_time" field.
 func (_u *ScheduleUpdateOne) SetUpdateTime(v time.Time) *ScheduleUpdateOne {
 	_u.mutation.SetUpdateTime(v)
+	return _u
+}
+
+// SetNillableUpdateTime sets the "update_time" field if the given value is not nil.
+func (_u *ScheduleUpdateOne) SetNillableUpdateTime(v *time.Time) *ScheduleUpdateOne {
+	if v != nil {
+		_u.SetUpdateTime(*v)
+	}
 	return _u
 }
 
@@ -1005,9 +1006,6 @@ func (_u *ScheduleUpdateOne) Select(field string, fields ...string) *ScheduleUpd
 
 // Save executes the query and returns the updated Schedule entity.
 func (_u *ScheduleUpdateOne) Save(ctx context.Context) (*Schedule, error) {
-	if err := _u.defaults(); err != nil {
-		return nil, err
-	}
 	return withHooks(ctx, _u.sqlSave, _u.mutation, _u.hooks)
 }
 
@@ -1031,18 +1029,6 @@ func (_u *ScheduleUpdateOne) ExecX(ctx context.Context) {
 	if err := _u.Exec(ctx); err != nil {
 		panic(err)
 	}
-}
-
-// defaults sets the default values of the builder before save.
-func (_u *ScheduleUpdateOne) defaults() error {
-	if _, ok := _u.mutation.UpdateTime(); !ok {
-		if schedule.UpdateDefaultUpdateTime == nil {
-			return fmt.Errorf("ent: uninitialized schedule.UpdateDefaultUpdateTime (forgotten import ent/runtime?)")
-		}
-		v := schedule.UpdateDefaultUpdateTime()
-		_u.mutation.SetUpdateTime(v)
-	}
-	return nil
 }
 
 // check runs all checks and user-defined validators on the builder.

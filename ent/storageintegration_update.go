@@ -35,6 +35,14 @@ func (_u *StorageIntegrationUpdate) SetUpdateTime(v time.Time) *StorageIntegrati
 	return _u
 }
 
+// SetNillableUpdateTime sets the "update_time" field if the given value is not nil.
+func (_u *StorageIntegrationUpdate) SetNillableUpdateTime(v *time.Time) *StorageIntegrationUpdate {
+	if v != nil {
+		_u.SetUpdateTime(*v)
+	}
+	return _u
+}
+
 // SetName sets the "name" field.
 func (_u *StorageIntegrationUpdate) SetName(v string) *StorageIntegrationUpdate {
 	_u.mutation.SetName(v)
@@ -124,9 +132,6 @@ func (_u *StorageIntegrationUpdate) Mutation() *StorageIntegrationMutation {
 
 // Save executes the query and returns the number of nodes affected by the update operation.
 func (_u *StorageIntegrationUpdate) Save(ctx context.Context) (int, error) {
-	if err := _u.defaults(); err != nil {
-		return 0, err
-	}
 	return withHooks(ctx, _u.sqlSave, _u.mutation, _u.hooks)
 }
 
@@ -150,18 +155,6 @@ func (_u *StorageIntegrationUpdate) ExecX(ctx context.Context) {
 	if err := _u.Exec(ctx); err != nil {
 		panic(err)
 	}
-}
-
-// defaults sets the default values of the builder before save.
-func (_u *StorageIntegrationUpdate) defaults() error {
-	if _, ok := _u.mutation.UpdateTime(); !ok {
-		if storageintegration.UpdateDefaultUpdateTime == nil {
-			return fmt.Errorf("ent: uninitialized storageintegration.UpdateDefaultUpdateTime (forgotten import ent/runtime?)")
-		}
-		v := storageintegration.UpdateDefaultUpdateTime()
-		_u.mutation.SetUpdateTime(v)
-	}
-	return nil
 }
 
 // check runs all checks and user-defined validators on the builder.
@@ -246,6 +239,14 @@ type StorageIntegrationUpdateOne struct {
 // SetUpdateTime sets the "update_time" field.
 func (_u *StorageIntegrationUpdateOne) SetUpdateTime(v time.Time) *StorageIntegrationUpdateOne {
 	_u.mutation.SetUpdateTime(v)
+	return _u
+}
+
+// SetNillableUpdateTime sets the "update_time" field if the given value is not nil.
+func (_u *StorageIntegrationUpdateOne) SetNillableUpdateTime(v *time.Time) *StorageIntegrationUpdateOne {
+	if v != nil {
+		_u.SetUpdateTime(*v)
+	}
 	return _u
 }
 
@@ -351,9 +352,6 @@ func (_u *StorageIntegrationUpdateOne) Select(field string, fields ...string) *S
 
 // Save executes the query and returns the updated StorageIntegration entity.
 func (_u *StorageIntegrationUpdateOne) Save(ctx context.Context) (*StorageIntegration, error) {
-	if err := _u.defaults(); err != nil {
-		return nil, err
-	}
 	return withHooks(ctx, _u.sqlSave, _u.mutation, _u.hooks)
 }
 
@@ -377,18 +375,6 @@ func (_u *StorageIntegrationUpdateOne) ExecX(ctx context.Context) {
 	if err := _u.Exec(ctx); err != nil {
 		panic(err)
 	}
-}
-
-// defaults sets the default values of the builder before save.
-func (_u *StorageIntegrationUpdateOne) defaults() error {
-	if _, ok := _u.mutation.UpdateTime(); !ok {
-		if storageintegration.UpdateDefaultUpdateTime == nil {
-			return fmt.Errorf("ent: uninitialized storageintegration.UpdateDefaultUpdateTime (forgotten import ent/runtime?)")
-		}
-		v := storageintegration.UpdateDefaultUpdateTime()
-		_u.mutation.SetUpdateTime(v)
-	}
-	return nil
 }
 
 // check runs all checks and user-defined validators on the builder.

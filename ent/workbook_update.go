@@ -36,6 +36,14 @@ func (_u *WorkbookUpdate) SetUpdateTime(v time.Time) *WorkbookUpdate {
 	return _u
 }
 
+// SetNillableUpdateTime sets the "update_time" field if the given value is not nil.
+func (_u *WorkbookUpdate) SetNillableUpdateTime(v *time.Time) *WorkbookUpdate {
+	if v != nil {
+		_u.SetUpdateTime(*v)
+	}
+	return _u
+}
+
 // SetName sets the "name" field.
 func (_u *WorkbookUpdate) SetName(v string) *WorkbookUpdate {
 	_u.mutation.SetName(v)
@@ -135,9 +143,6 @@ func (_u *WorkbookUpdate) RemoveElements(v ...*Element) *WorkbookUpdate {
 
 // Save executes the query and returns the number of nodes affected by the update operation.
 func (_u *WorkbookUpdate) Save(ctx context.Context) (int, error) {
-	if err := _u.defaults(); err != nil {
-		return 0, err
-	}
 	return withHooks(ctx, _u.sqlSave, _u.mutation, _u.hooks)
 }
 
@@ -161,18 +166,6 @@ func (_u *WorkbookUpdate) ExecX(ctx context.Context) {
 	if err := _u.Exec(ctx); err != nil {
 		panic(err)
 	}
-}
-
-// defaults sets the default values of the builder before save.
-func (_u *WorkbookUpdate) defaults() error {
-	if _, ok := _u.mutation.UpdateTime(); !ok {
-		if workbook.UpdateDefaultUpdateTime == nil {
-			return fmt.Errorf("ent: uninitialized workbook.UpdateDefaultUpdateTime (forgotten import ent/runtime?)")
-		}
-		v := workbook.UpdateDefaultUpdateTime()
-		_u.mutation.SetUpdateTime(v)
-	}
-	return nil
 }
 
 // Modify adds a statement modifier for attaching custom logic to the UPDATE statement.
@@ -275,6 +268,14 @@ type WorkbookUpdateOne struct {
 // SetUpdateTime sets the "update_time" field.
 func (_u *WorkbookUpdateOne) SetUpdateTime(v time.Time) *WorkbookUpdateOne {
 	_u.mutation.SetUpdateTime(v)
+	return _u
+}
+
+// SetNillableUpdateTime sets the "update_time" field if the given value is not nil.
+func (_u *WorkbookUpdateOne) SetNillableUpdateTime(v *time.Time) *WorkbookUpdateOne {
+	if v != nil {
+		_u.SetUpdateTime(*v)
+	}
 	return _u
 }
 
@@ -390,9 +391,6 @@ func (_u *WorkbookUpdateOne) Select(field string, fields ...string) *WorkbookUpd
 
 // Save executes the query and returns the updated Workbook entity.
 func (_u *WorkbookUpdateOne) Save(ctx context.Context) (*Workbook, error) {
-	if err := _u.defaults(); err != nil {
-		return nil, err
-	}
 	return withHooks(ctx, _u.sqlSave, _u.mutation, _u.hooks)
 }
 
@@ -416,18 +414,6 @@ func (_u *WorkbookUpdateOne) ExecX(ctx context.Context) {
 	if err := _u.Exec(ctx); err != nil {
 		panic(err)
 	}
-}
-
-// defaults sets the default values of the builder before save.
-func (_u *WorkbookUpdateOne) defaults() error {
-	if _, ok := _u.mutation.UpdateTime(); !ok {
-		if workbook.UpdateDefaultUpdateTime == nil {
-			return fmt.Errorf("ent: uninitialized workbook.UpdateDefaultUpdateTime (forgotten import ent/runtime?)")
-		}
-		v := workbook.UpdateDefaultUpdateTime()
-		_u.mutation.SetUpdateTime(v)
-	}
-	return nil
 }
 
 // Modify adds a statement modifier for attaching custom logic to the UPDATE statement.

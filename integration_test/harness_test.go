@@ -249,6 +249,9 @@ func (s *Server) start(extra ...string) {
 		t.Fatal(err)
 	}
 	if s.proc != nil {
+		if err := s.proc.Unexpected(); err != nil {
+			t.Error(err)
+		}
 		s.logsBefore += s.proc.Logs()
 	}
 	s.proc = p
@@ -291,6 +294,9 @@ func (s *Server) Stop() {
 	}
 	select {
 	case <-s.proc.Done():
+		if err := s.proc.Unexpected(); err != nil {
+			s.t.Error(err)
+		}
 		return
 	default:
 	}

@@ -309,6 +309,26 @@ func camel(s string) string {
 	return strings.Join(parts, "")
 }
 
+// protoPath turns a JSON field path (schedule.timeZone) back into its proto
+// form (schedule.time_zone); brackets are kept as they are.
+func protoPath(s string) string {
+	var b strings.Builder
+	depth := 0
+	for _, r := range s {
+		switch {
+		case r == '[':
+			depth++
+		case r == ']' && depth > 0:
+			depth--
+		case depth == 0 && r >= 'A' && r <= 'Z':
+			b.WriteByte('_')
+			r += 'a' - 'A'
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
 func (r restTransport) Call(t *testing.T, rpc, key, reqJSON, requestID string) Result {
 	t.Helper()
 	def := routeFor(t, rpc)
@@ -386,8 +406,13 @@ func (r restTransport) Call(t *testing.T, rpc, key, reqJSON, requestID string) R
 			case "type.googleapis.com/google.rpc.BadRequest":
 				fvs, _ := dm["fieldViolations"].([]any)
 				for _, fv := range fvs {
+					// REST names JSON paths (schedule.timeZone); the
+					// cases expect proto paths, which gRPC answers with.
 					f, _ := fv.(map[string]any)["field"].(string)
-					res.Violations = append(res.Violations, f)
+					if strings.Contains(strings.Split(f, "[")[0], "_") {
+						t.Errorf("%s over REST: field violation %q is not a JSON (lowerCamelCase) path", rpc, f)
+					}
+					res.Violations = append(res.Violations, protoPath(f))
 				}
 			}
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/auditexport/auditexport/internal/accounts"
 	"github.com/auditexport/auditexport/internal/auditlog"
 	"github.com/auditexport/auditexport/internal/auth"
+	"github.com/auditexport/auditexport/internal/revision"
 )
 
 var _ pb.AccountServiceServer = (*AccountService)(nil)
@@ -165,6 +166,9 @@ func (s *AccountService) UpdateUser(ctx context.Context, req *pb.UpdateUserReque
 	cur, err := s.getUser(ctx, "user.id", in.GetId())
 	if err != nil {
 		return nil, err
+	}
+	if err := revision.Check("user", sentTime(in.GetUpdateTime()), cur.UpdateTime); err != nil {
+		return nil, commandError(ctx, s.log, "update user", err)
 	}
 	var v violations
 	paths := maskPaths(&v, req.GetUpdateMask(), []string{"email", "account_type", "active"}, []string{"id", "organization_id", "create_time", "update_time", "connection_grants"})

@@ -7,14 +7,17 @@ import (
 	"log/slog"
 	"regexp"
 	"strings"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/auditexport/auditexport/internal/accounts"
 	"github.com/auditexport/auditexport/internal/export"
 	"github.com/auditexport/auditexport/internal/integrations"
+	"github.com/auditexport/auditexport/internal/revision"
 	"github.com/auditexport/auditexport/internal/schedules"
 	"github.com/auditexport/auditexport/internal/workbooks"
 )
@@ -118,9 +121,14 @@ func commandError(ctx context.Context, log *slog.Logger, op string, err error) e
 	var invalid *schedules.InvalidError
 	var emailTaken *accounts.EmailTakenError
 	var limit *export.ManualRunLimitError
+	var stale *revision.StaleError
 	switch {
 	case err == nil:
 		return nil
+	case errors.As(err, &stale):
+		return newStatus(codes.Aborted, stale.Reason(), stale.Error())
+	case errors.Is(err, revision.ErrConcurrent):
+		return newStatus(codes.Aborted, "CONCURRENT_UPDATE", revision.ErrConcurrent.Error())
 	case errors.As(err, &invalid):
 		var v violations
 		for _, x := range invalid.Violations {
@@ -178,15 +186,86 @@ var gatewayField = regexp.MustCompile(`^parsing (?:field|list) "([a-z0-9_]+)"`)
 // parameter or body it could not parse, before any RPC) the ErrorInfo every
 // error carries and, when it names a field, a BadRequest violation for it.
 // Errors from our RPCs pass through unchanged.
+//
+// Field violations are named in the JSON casing of the transport: the RPCs
+// name proto paths (schedule.time_zone), REST answers name the JSON ones
+// (schedule.timeZone), in the BadRequest details and in a message that
+// starts with the path.
 func GatewayError(err error) error {
 	st, ok := status.FromError(err)
-	if !ok || len(st.Details()) > 0 {
+	if !ok {
 		return err
 	}
+	if len(st.Details()) > 0 {
+		return jsonFieldPaths(st)
+	}
 	if m := gatewayField.FindStringSubmatch(st.Message()); st.Code() == codes.InvalidArgument && m != nil {
-		return invalidField(m[1], "%s", strings.TrimPrefix(st.Message()[len(m[0]):], ": "))
+		return GatewayError(invalidField(m[1], "%s", strings.TrimPrefix(st.Message()[len(m[0]):], ": ")))
 	}
 	return ensureErrorInfo(err)
+}
+
+// jsonFieldPaths rewrites the BadRequest field paths of st to JSON names.
+func jsonFieldPaths(st *status.Status) error {
+	p := st.Proto()
+	changed := false
+	msg := p.GetMessage()
+	for _, a := range p.GetDetails() {
+		if !a.MessageIs(&errdetails.BadRequest{}) {
+			continue
+		}
+		var br errdetails.BadRequest
+		if a.UnmarshalTo(&br) != nil {
+			continue
+		}
+		for i, v := range br.GetFieldViolations() {
+			j := JSONFieldPath(v.GetField())
+			if j == v.GetField() {
+				continue
+			}
+			if i == 0 && strings.HasPrefix(msg, v.GetField()+": ") {
+				msg = j + msg[len(v.GetField()):]
+			}
+			v.Field = j
+			changed = true
+		}
+		if !changed || a.MarshalFrom(&br) != nil {
+			return st.Err()
+		}
+	}
+	if !changed {
+		return st.Err()
+	}
+	p.Message = msg
+	return status.FromProto(p).Err()
+}
+
+// JSONFieldPath turns a proto field path (elements[0].column_name) into
+// its JSON form (elements[0].columnName), as protojson names fields:
+// each underscore dropped and the letter after it upper-cased. Indexes and
+// map keys in brackets are kept as they are.
+func JSONFieldPath(path string) string {
+	if !strings.Contains(path, "_") {
+		return path
+	}
+	var b strings.Builder
+	depth, upper := 0, false
+	for _, r := range path {
+		switch {
+		case r == '[':
+			depth++
+		case r == ']' && depth > 0:
+			depth--
+		case depth == 0 && r == '_':
+			upper = true
+			continue
+		case upper:
+			r = []rune(strings.ToUpper(string(r)))[0]
+		}
+		upper = false
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 var codeNames = map[codes.Code]string{
@@ -204,6 +283,15 @@ func codeName(c codes.Code) string {
 		return n
 	}
 	return fmt.Sprintf("CODE_%d", c)
+}
+
+// sentTime is the update_time a client sent with an update (nil: none).
+func sentTime(ts *timestamppb.Timestamp) *time.Time {
+	if ts == nil {
+		return nil
+	}
+	t := ts.AsTime()
+	return &t
 }
 
 // statusOf reports whether err is already a gRPC status error.

@@ -20,6 +20,7 @@ import (
 	"github.com/auditexport/auditexport/internal/export"
 	"github.com/auditexport/auditexport/internal/integrations"
 	"github.com/auditexport/auditexport/internal/notify"
+	"github.com/auditexport/auditexport/internal/revision"
 	"github.com/auditexport/auditexport/internal/secrets"
 )
 
@@ -318,6 +319,9 @@ func (s *IntegrationService) UpdateStorageIntegration(ctx context.Context, req *
 			return nil, v.err()
 		}
 		return nil, err
+	}
+	if err := revision.Check("storage integration", sentTime(in.GetUpdateTime()), cur.UpdateTime); err != nil {
+		return nil, commandError(ctx, s.log, "update storage integration", err)
 	}
 	const f = "storage_integration."
 	var v violations

@@ -16,6 +16,7 @@ import (
 	"github.com/auditexport/auditexport/internal/auth"
 	"github.com/auditexport/auditexport/internal/export"
 	"github.com/auditexport/auditexport/internal/ownership"
+	"github.com/auditexport/auditexport/internal/revision"
 	"github.com/auditexport/auditexport/internal/schedules"
 )
 
@@ -319,6 +320,9 @@ func (s *ScheduleService) UpdateSchedule(ctx context.Context, req *pb.UpdateSche
 		if err := s.requireAuthorizedOwner(ctx, cur, "edit"); err != nil {
 			return nil, err
 		}
+	}
+	if err := revision.Check("schedule", sentTime(sc.GetUpdateTime()), cur.UpdateTime); err != nil {
+		return nil, commandError(ctx, s.log, "update schedule", err)
 	}
 	var v violations
 	paths := maskPaths(&v, req.GetUpdateMask(), scheduleUpdatable, scheduleOutputOnly)

@@ -20,6 +20,7 @@ import (
 	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
 	"github.com/auditexport/auditexport/internal/auditlog"
 	"github.com/auditexport/auditexport/internal/auth"
+	"github.com/auditexport/auditexport/internal/revision"
 	"github.com/auditexport/auditexport/internal/workbooks"
 )
 
@@ -289,6 +290,9 @@ func (s *WorkbookService) UpdateWorkbook(ctx context.Context, req *pb.UpdateWork
 	p := auth.FromContext(ctx)
 	if !p.OwnsOrAdmin(cur.OwnerID) || !p.CanCreate() {
 		return nil, permissionDenied("only the owner or an ADMIN may update this workbook")
+	}
+	if err := revision.Check("workbook", sentTime(in.GetUpdateTime()), cur.UpdateTime); err != nil {
+		return nil, commandError(ctx, s.log, "update workbook", err)
 	}
 	var v violations
 	paths := maskPaths(&v, req.GetUpdateMask(), workbookUpdatable, workbookOutputOnly)

@@ -26,7 +26,9 @@ import (
 func init() {
 	apikeyMixin := schema.ApiKey{}.Mixin()
 	apikeyMixinHooks0 := apikeyMixin[0].Hooks()
+	apikeyMixinHooks1 := apikeyMixin[1].Hooks()
 	apikey.Hooks[0] = apikeyMixinHooks0[0]
+	apikey.Hooks[1] = apikeyMixinHooks1[0]
 	apikeyMixinInters0 := apikeyMixin[0].Interceptors()
 	apikey.Interceptors[0] = apikeyMixinInters0[0]
 	apikeyMixinFields0 := apikeyMixin[0].Fields()
@@ -47,8 +49,6 @@ func init() {
 	apikeyDescUpdateTime := apikeyMixinFields1[1].Descriptor()
 	// apikey.DefaultUpdateTime holds the default value on creation for the update_time field.
 	apikey.DefaultUpdateTime = apikeyDescUpdateTime.Default.(func() time.Time)
-	// apikey.UpdateDefaultUpdateTime holds the default value on update for the update_time field.
-	apikey.UpdateDefaultUpdateTime = apikeyDescUpdateTime.UpdateDefault.(func() time.Time)
 	// apikeyDescName is the schema descriptor for name field.
 	apikeyDescName := apikeyFields[1].Descriptor()
 	// apikey.DefaultName holds the default value on creation for the name field.
@@ -111,6 +111,8 @@ func init() {
 	// auditevent.DefaultMetadata holds the default value on creation for the metadata field.
 	auditevent.DefaultMetadata = auditeventDescMetadata.Default.(string)
 	connectionMixin := schema.Connection{}.Mixin()
+	connectionMixinHooks0 := connectionMixin[0].Hooks()
+	connection.Hooks[0] = connectionMixinHooks0[0]
 	connectionMixinFields0 := connectionMixin[0].Fields()
 	_ = connectionMixinFields0
 	connectionFields := schema.Connection{}.Fields()
@@ -123,15 +125,15 @@ func init() {
 	connectionDescUpdateTime := connectionMixinFields0[1].Descriptor()
 	// connection.DefaultUpdateTime holds the default value on creation for the update_time field.
 	connection.DefaultUpdateTime = connectionDescUpdateTime.Default.(func() time.Time)
-	// connection.UpdateDefaultUpdateTime holds the default value on update for the update_time field.
-	connection.UpdateDefaultUpdateTime = connectionDescUpdateTime.UpdateDefault.(func() time.Time)
 	// connectionDescName is the schema descriptor for name field.
 	connectionDescName := connectionFields[1].Descriptor()
 	// connection.NameValidator is a validator for the "name" field. It is called by the builders before save.
 	connection.NameValidator = connectionDescName.Validators[0].(func(string) error)
 	connectiongrantMixin := schema.ConnectionGrant{}.Mixin()
 	connectiongrantMixinHooks0 := connectiongrantMixin[0].Hooks()
+	connectiongrantMixinHooks1 := connectiongrantMixin[1].Hooks()
 	connectiongrant.Hooks[0] = connectiongrantMixinHooks0[0]
+	connectiongrant.Hooks[1] = connectiongrantMixinHooks1[0]
 	connectiongrantMixinInters0 := connectiongrantMixin[0].Interceptors()
 	connectiongrant.Interceptors[0] = connectiongrantMixinInters0[0]
 	connectiongrantMixinFields0 := connectiongrantMixin[0].Fields()
@@ -152,15 +154,15 @@ func init() {
 	connectiongrantDescUpdateTime := connectiongrantMixinFields1[1].Descriptor()
 	// connectiongrant.DefaultUpdateTime holds the default value on creation for the update_time field.
 	connectiongrant.DefaultUpdateTime = connectiongrantDescUpdateTime.Default.(func() time.Time)
-	// connectiongrant.UpdateDefaultUpdateTime holds the default value on update for the update_time field.
-	connectiongrant.UpdateDefaultUpdateTime = connectiongrantDescUpdateTime.UpdateDefault.(func() time.Time)
 	// connectiongrantDescID is the schema descriptor for id field.
 	connectiongrantDescID := connectiongrantFields[0].Descriptor()
 	// connectiongrant.DefaultID holds the default value on creation for the id field.
 	connectiongrant.DefaultID = connectiongrantDescID.Default.(func() string)
 	elementMixin := schema.Element{}.Mixin()
 	elementMixinHooks0 := elementMixin[0].Hooks()
+	elementMixinHooks1 := elementMixin[1].Hooks()
 	element.Hooks[0] = elementMixinHooks0[0]
+	element.Hooks[1] = elementMixinHooks1[0]
 	elementMixinInters0 := elementMixin[0].Interceptors()
 	element.Interceptors[0] = elementMixinInters0[0]
 	elementMixinFields0 := elementMixin[0].Fields()
@@ -181,8 +183,6 @@ func init() {
 	elementDescUpdateTime := elementMixinFields1[1].Descriptor()
 	// element.DefaultUpdateTime holds the default value on creation for the update_time field.
 	element.DefaultUpdateTime = elementDescUpdateTime.Default.(func() time.Time)
-	// element.UpdateDefaultUpdateTime holds the default value on update for the update_time field.
-	element.UpdateDefaultUpdateTime = elementDescUpdateTime.UpdateDefault.(func() time.Time)
 	// elementDescName is the schema descriptor for name field.
 	elementDescName := elementFields[2].Descriptor()
 	// element.NameValidator is a validator for the "name" field. It is called by the builders before save.
@@ -197,7 +197,9 @@ func init() {
 	element.DefaultID = elementDescID.Default.(func() string)
 	exportrunMixin := schema.ExportRun{}.Mixin()
 	exportrunMixinHooks0 := exportrunMixin[0].Hooks()
+	exportrunMixinHooks1 := exportrunMixin[1].Hooks()
 	exportrun.Hooks[0] = exportrunMixinHooks0[0]
+	exportrun.Hooks[1] = exportrunMixinHooks1[0]
 	exportrunMixinInters0 := exportrunMixin[0].Interceptors()
 	exportrun.Interceptors[0] = exportrunMixinInters0[0]
 	exportrunMixinFields0 := exportrunMixin[0].Fields()
@@ -218,8 +220,6 @@ func init() {
 	exportrunDescUpdateTime := exportrunMixinFields1[1].Descriptor()
 	// exportrun.DefaultUpdateTime holds the default value on creation for the update_time field.
 	exportrun.DefaultUpdateTime = exportrunDescUpdateTime.Default.(func() time.Time)
-	// exportrun.UpdateDefaultUpdateTime holds the default value on update for the update_time field.
-	exportrun.UpdateDefaultUpdateTime = exportrunDescUpdateTime.UpdateDefault.(func() time.Time)
 	// exportrunDescPhase is the schema descriptor for phase field.
 	exportrunDescPhase := exportrunFields[4].Descriptor()
 	// exportrun.DefaultPhase holds the default value on creation for the phase field.
@@ -289,6 +289,8 @@ func init() {
 	// exportrun.DefaultID holds the default value on creation for the id field.
 	exportrun.DefaultID = exportrunDescID.Default.(func() string)
 	mailMixin := schema.Mail{}.Mixin()
+	mailMixinHooks0 := mailMixin[0].Hooks()
+	mail.Hooks[0] = mailMixinHooks0[0]
 	mailMixinFields0 := mailMixin[0].Fields()
 	_ = mailMixinFields0
 	mailFields := schema.Mail{}.Fields()
@@ -301,8 +303,6 @@ func init() {
 	mailDescUpdateTime := mailMixinFields0[1].Descriptor()
 	// mail.DefaultUpdateTime holds the default value on creation for the update_time field.
 	mail.DefaultUpdateTime = mailDescUpdateTime.Default.(func() time.Time)
-	// mail.UpdateDefaultUpdateTime holds the default value on update for the update_time field.
-	mail.UpdateDefaultUpdateTime = mailDescUpdateTime.UpdateDefault.(func() time.Time)
 	// mailDescAttempts is the schema descriptor for attempts field.
 	mailDescAttempts := mailFields[5].Descriptor()
 	// mail.DefaultAttempts holds the default value on creation for the attempts field.
@@ -320,6 +320,8 @@ func init() {
 	// mail.DefaultID holds the default value on creation for the id field.
 	mail.DefaultID = mailDescID.Default.(func() string)
 	organizationMixin := schema.Organization{}.Mixin()
+	organizationMixinHooks0 := organizationMixin[0].Hooks()
+	organization.Hooks[0] = organizationMixinHooks0[0]
 	organizationMixinFields0 := organizationMixin[0].Fields()
 	_ = organizationMixinFields0
 	organizationFields := schema.Organization{}.Fields()
@@ -332,8 +334,6 @@ func init() {
 	organizationDescUpdateTime := organizationMixinFields0[1].Descriptor()
 	// organization.DefaultUpdateTime holds the default value on creation for the update_time field.
 	organization.DefaultUpdateTime = organizationDescUpdateTime.Default.(func() time.Time)
-	// organization.UpdateDefaultUpdateTime holds the default value on update for the update_time field.
-	organization.UpdateDefaultUpdateTime = organizationDescUpdateTime.UpdateDefault.(func() time.Time)
 	// organizationDescName is the schema descriptor for name field.
 	organizationDescName := organizationFields[1].Descriptor()
 	// organization.NameValidator is a validator for the "name" field. It is called by the builders before save.
@@ -348,7 +348,9 @@ func init() {
 	organization.DefaultID = organizationDescID.Default.(func() string)
 	scheduleMixin := schema.Schedule{}.Mixin()
 	scheduleMixinHooks0 := scheduleMixin[0].Hooks()
+	scheduleMixinHooks1 := scheduleMixin[1].Hooks()
 	schedule.Hooks[0] = scheduleMixinHooks0[0]
+	schedule.Hooks[1] = scheduleMixinHooks1[0]
 	scheduleMixinInters0 := scheduleMixin[0].Interceptors()
 	schedule.Interceptors[0] = scheduleMixinInters0[0]
 	scheduleMixinFields0 := scheduleMixin[0].Fields()
@@ -369,8 +371,6 @@ func init() {
 	scheduleDescUpdateTime := scheduleMixinFields1[1].Descriptor()
 	// schedule.DefaultUpdateTime holds the default value on creation for the update_time field.
 	schedule.DefaultUpdateTime = scheduleDescUpdateTime.Default.(func() time.Time)
-	// schedule.UpdateDefaultUpdateTime holds the default value on update for the update_time field.
-	schedule.UpdateDefaultUpdateTime = scheduleDescUpdateTime.UpdateDefault.(func() time.Time)
 	// scheduleDescName is the schema descriptor for name field.
 	scheduleDescName := scheduleFields[3].Descriptor()
 	// schedule.NameValidator is a validator for the "name" field. It is called by the builders before save.
@@ -405,7 +405,9 @@ func init() {
 	schedule.DefaultID = scheduleDescID.Default.(func() string)
 	storageintegrationMixin := schema.StorageIntegration{}.Mixin()
 	storageintegrationMixinHooks0 := storageintegrationMixin[0].Hooks()
+	storageintegrationMixinHooks1 := storageintegrationMixin[1].Hooks()
 	storageintegration.Hooks[0] = storageintegrationMixinHooks0[0]
+	storageintegration.Hooks[1] = storageintegrationMixinHooks1[0]
 	storageintegrationMixinInters0 := storageintegrationMixin[0].Interceptors()
 	storageintegration.Interceptors[0] = storageintegrationMixinInters0[0]
 	storageintegrationMixinFields0 := storageintegrationMixin[0].Fields()
@@ -426,8 +428,6 @@ func init() {
 	storageintegrationDescUpdateTime := storageintegrationMixinFields1[1].Descriptor()
 	// storageintegration.DefaultUpdateTime holds the default value on creation for the update_time field.
 	storageintegration.DefaultUpdateTime = storageintegrationDescUpdateTime.Default.(func() time.Time)
-	// storageintegration.UpdateDefaultUpdateTime holds the default value on update for the update_time field.
-	storageintegration.UpdateDefaultUpdateTime = storageintegrationDescUpdateTime.UpdateDefault.(func() time.Time)
 	// storageintegrationDescName is the schema descriptor for name field.
 	storageintegrationDescName := storageintegrationFields[1].Descriptor()
 	// storageintegration.NameValidator is a validator for the "name" field. It is called by the builders before save.
@@ -454,7 +454,9 @@ func init() {
 	storageintegration.DefaultID = storageintegrationDescID.Default.(func() string)
 	userMixin := schema.User{}.Mixin()
 	userMixinHooks0 := userMixin[0].Hooks()
+	userMixinHooks1 := userMixin[1].Hooks()
 	user.Hooks[0] = userMixinHooks0[0]
+	user.Hooks[1] = userMixinHooks1[0]
 	userMixinInters0 := userMixin[0].Interceptors()
 	user.Interceptors[0] = userMixinInters0[0]
 	userMixinFields0 := userMixin[0].Fields()
@@ -475,8 +477,6 @@ func init() {
 	userDescUpdateTime := userMixinFields1[1].Descriptor()
 	// user.DefaultUpdateTime holds the default value on creation for the update_time field.
 	user.DefaultUpdateTime = userDescUpdateTime.Default.(func() time.Time)
-	// user.UpdateDefaultUpdateTime holds the default value on update for the update_time field.
-	user.UpdateDefaultUpdateTime = userDescUpdateTime.UpdateDefault.(func() time.Time)
 	// userDescEmail is the schema descriptor for email field.
 	userDescEmail := userFields[1].Descriptor()
 	// user.EmailValidator is a validator for the "email" field. It is called by the builders before save.
@@ -491,7 +491,9 @@ func init() {
 	user.DefaultID = userDescID.Default.(func() string)
 	workbookMixin := schema.Workbook{}.Mixin()
 	workbookMixinHooks0 := workbookMixin[0].Hooks()
+	workbookMixinHooks1 := workbookMixin[1].Hooks()
 	workbook.Hooks[0] = workbookMixinHooks0[0]
+	workbook.Hooks[1] = workbookMixinHooks1[0]
 	workbookMixinInters0 := workbookMixin[0].Interceptors()
 	workbook.Interceptors[0] = workbookMixinInters0[0]
 	workbookMixinFields0 := workbookMixin[0].Fields()
@@ -512,8 +514,6 @@ func init() {
 	workbookDescUpdateTime := workbookMixinFields1[1].Descriptor()
 	// workbook.DefaultUpdateTime holds the default value on creation for the update_time field.
 	workbook.DefaultUpdateTime = workbookDescUpdateTime.Default.(func() time.Time)
-	// workbook.UpdateDefaultUpdateTime holds the default value on update for the update_time field.
-	workbook.UpdateDefaultUpdateTime = workbookDescUpdateTime.UpdateDefault.(func() time.Time)
 	// workbookDescName is the schema descriptor for name field.
 	workbookDescName := workbookFields[1].Descriptor()
 	// workbook.DefaultName holds the default value on creation for the name field.

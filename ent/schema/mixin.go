@@ -13,6 +13,7 @@ import (
 	"entgo.io/ent/schema/mixin"
 
 	"github.com/auditexport/auditexport/ent/intercept"
+	"github.com/auditexport/auditexport/internal/revision"
 	"github.com/auditexport/auditexport/internal/tenant"
 )
 
@@ -109,7 +110,34 @@ type TimeMixin struct {
 func (TimeMixin) Fields() []ent.Field {
 	return []ent.Field{
 		field.Time("create_time").Default(now).Immutable(),
-		field.Time("update_time").Default(now).UpdateDefault(now),
+		field.Time("update_time").Default(now),
+	}
+}
+
+// updateTimer is a mutation of an entity with update_time.
+type updateTimer interface {
+	UpdateTime() (time.Time, bool)
+	SetUpdateTime(time.Time)
+}
+
+// Hooks set update_time on every update but bookkeeping ones
+// (revision.Bookkeeping): update_time is the revision clients send back
+// to detect a concurrent change, so it moves when something they can see
+// changes, not when the scheduler records a next run time.
+func (TimeMixin) Hooks() []ent.Hook {
+	return []ent.Hook{
+		func(next ent.Mutator) ent.Mutator {
+			return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+				if m.Op().Is(ent.OpUpdate|ent.OpUpdateOne) && !revision.IsBookkeeping(ctx) {
+					if u, ok := m.(updateTimer); ok {
+						if _, set := u.UpdateTime(); !set {
+							u.SetUpdateTime(now())
+						}
+					}
+				}
+				return next.Mutate(ctx, m)
+			})
+		},
 	}
 }
 

@@ -70,7 +70,7 @@ func ValidColumn(column string) bool {
 //
 //	import _ "github.com/auditexport/auditexport/ent/runtime"
 var (
-	Hooks        [1]ent.Hook
+	Hooks        [2]ent.Hook
 	Interceptors [1]ent.Interceptor
 	// OrgIDValidator is a validator for the "org_id" field. It is called by the builders before save.
 	OrgIDValidator func(string) error
@@ -78,8 +78,6 @@ var (
 	DefaultCreateTime func() time.Time
 	// DefaultUpdateTime holds the default value on creation for the "update_time" field.
 	DefaultUpdateTime func() time.Time
-	// UpdateDefaultUpdateTime holds the default value on update for the "update_time" field.
-	UpdateDefaultUpdateTime func() time.Time
 	// DefaultName holds the default value on creation for the "name" field.
 	DefaultName string
 	// DefaultFolder holds the default value on creation for the "folder" field.

@@ -19,6 +19,7 @@ import (
 	"github.com/auditexport/auditexport/internal/auth"
 	"github.com/auditexport/auditexport/internal/db"
 	"github.com/auditexport/auditexport/internal/ownership"
+	"github.com/auditexport/auditexport/internal/revision"
 )
 
 // EmailTakenError: another user of the organization has the address
@@ -71,7 +72,7 @@ func UpdateUser(ctx context.Context, c *ent.Client, cur *ent.User, actorID strin
 	var u *ent.User
 	var paused []string
 	err := db.WithTx(ctx, c, func(tx *ent.Client) error {
-		upd := tx.User.UpdateOneID(cur.ID)
+		upd := tx.User.UpdateOneID(cur.ID).Where(user.UpdateTime(cur.UpdateTime)) // see revision
 		if ch.Email != nil {
 			upd.SetEmail(*ch.Email)
 		}
@@ -82,7 +83,9 @@ func UpdateUser(ctx context.Context, c *ent.Client, cur *ent.User, actorID strin
 			upd.SetActive(*ch.Active)
 		}
 		var err error
-		if u, err = upd.Save(ctx); err != nil {
+		if u, err = upd.Save(ctx); ent.IsNotFound(err) {
+			return revision.ErrConcurrent
+		} else if err != nil {
 			return err
 		}
 		paused, err = ownership.PauseIfUnauthorized(ctx, tx, u.ID)

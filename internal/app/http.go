@@ -15,11 +15,14 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
 	"github.com/auditexport/auditexport/gen/openapi"
+	"github.com/auditexport/auditexport/internal/apidoc"
 	"github.com/auditexport/auditexport/internal/clientip"
 	"github.com/auditexport/auditexport/internal/metrics"
+	"github.com/auditexport/auditexport/internal/version"
 	"github.com/auditexport/auditexport/server"
 )
 
@@ -43,6 +46,14 @@ func newHTTPHandler(ctx context.Context, inproc *bufconn.Listener, hs *health.Se
 		return nil, nil, err
 	}
 	gw := runtime.NewServeMux(
+		// Unset scalars come back as their zero value ("", 0, false, the
+		// enum's 0 name) and unset messages are left out: never a JSON
+		// null (the gateway's default marshaler writes null for those).
+		// Unknown request fields are ignored, as with the default.
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{Marshaler: &runtime.JSONPb{
+			MarshalOptions:   protojson.MarshalOptions{EmitDefaultValues: true},
+			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: true},
+		}}),
 		runtime.WithIncomingHeaderMatcher(func(h string) (string, bool) {
 			switch {
 			case strings.EqualFold(h, "X-Request-Id"):
@@ -117,10 +128,16 @@ func newHTTPHandler(ctx context.Context, inproc *bufconn.Listener, hs *health.Se
 	// Unauthenticated, like /healthz: the metrics are process-wide counts
 	// and durations, with no secrets, tenant names or identifiers.
 	mux.Handle("GET /metrics", mets.Handler())
-	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(openapi.Spec)
-	})
+	// The OpenAPI 3.1 document (info.version: this build's) and the API
+	// reference page over it, unauthenticated like /healthz.
+	docs, err := apidoc.Handler(openapi.Spec, version.String())
+	if err != nil {
+		_ = conn.Close()
+		return nil, nil, err
+	}
+	mux.Handle("GET /openapi.json", docs)
+	mux.Handle("GET /docs", docs)
+	mux.Handle("GET /docs/", docs)
 	return cors(mux, origins), func() { _ = conn.Close() }, nil
 }
 

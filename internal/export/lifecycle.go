@@ -16,6 +16,7 @@ import (
 	"github.com/auditexport/auditexport/internal/destination"
 	"github.com/auditexport/auditexport/internal/notify"
 	"github.com/auditexport/auditexport/internal/ownership"
+	"github.com/auditexport/auditexport/internal/revision"
 	"github.com/auditexport/auditexport/internal/tenant"
 )
 
@@ -195,6 +196,7 @@ func (r *Runner) recordRun(ctx context.Context, c *ent.Client, j *job, runID str
 // own outcome, see finish) and returns the schedule as updated. Its
 // last success time is the run's finish time (now).
 func (r *Runner) recordSchedule(ctx context.Context, c *ent.Client, j *job, runID string, state exportrun.State, now time.Time) (*ent.Schedule, error) {
+	ctx = revision.Bookkeeping(ctx) // a run's bookkeeping is not an edit: update_time stays
 	u := c.Schedule.UpdateOneID(j.sc.ID).SetLastRunID(runID)
 	switch state {
 	case exportrun.StateSUCCEEDED, exportrun.StateSKIPPED:

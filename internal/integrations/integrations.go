@@ -24,6 +24,7 @@ import (
 	"github.com/auditexport/auditexport/internal/ids"
 	"github.com/auditexport/auditexport/internal/notify"
 	"github.com/auditexport/auditexport/internal/reqid"
+	"github.com/auditexport/auditexport/internal/revision"
 	"github.com/auditexport/auditexport/internal/secrets"
 )
 
@@ -114,7 +115,9 @@ func (c *Commands) Update(ctx context.Context, cur *ent.StorageIntegration, in U
 				}
 			}
 		}
-		upd := tx.StorageIntegration.UpdateOneID(cur.ID)
+		// Conditional on the version read: a concurrent update makes
+		// this one ErrConcurrent rather than silently undoing it.
+		upd := tx.StorageIntegration.UpdateOneID(cur.ID).Where(storageintegration.UpdateTime(cur.UpdateTime))
 		if in.Name != nil {
 			upd.SetName(*in.Name)
 		}
@@ -139,7 +142,9 @@ func (c *Commands) Update(ctx context.Context, cur *ent.StorageIntegration, in U
 			}
 			upd.SetCredentialKind(in.Creds.Kind)
 		}
-		if res.Integration, err = upd.Save(ctx); err != nil {
+		if res.Integration, err = upd.Save(ctx); ent.IsNotFound(err) {
+			return revision.ErrConcurrent
+		} else if err != nil {
 			return err
 		}
 		su := tx.Schedule.Update().Where(schedule.IntegrationID(cur.ID)).SetIntegrationName(res.Integration.Name)

@@ -17,6 +17,7 @@ import (
 	"github.com/auditexport/auditexport/internal/db"
 	"github.com/auditexport/auditexport/internal/ids"
 	"github.com/auditexport/auditexport/internal/metrics"
+	"github.com/auditexport/auditexport/internal/revision"
 	"github.com/auditexport/auditexport/internal/tenant"
 )
 
@@ -256,7 +257,7 @@ func (ds *Dispatcher) dispatchBatch(ctx context.Context) (batch, error) {
 		} else {
 			upd.SetNextRunTime(t)
 		}
-		n, err := upd.Save(sctx)
+		n, err := upd.Save(revision.Bookkeeping(sctx))
 		if err != nil {
 			return batch{}, fmt.Errorf("advance %d schedules: %w", len(ids), err)
 		}

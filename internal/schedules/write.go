@@ -14,6 +14,7 @@ import (
 	"github.com/auditexport/auditexport/internal/cron"
 	"github.com/auditexport/auditexport/internal/destination"
 	"github.com/auditexport/auditexport/internal/notify"
+	"github.com/auditexport/auditexport/internal/revision"
 )
 
 // Fields are a schedule's settable fields, their shape already checked by
@@ -167,12 +168,19 @@ func (c *Commands) Update(ctx context.Context, cur *ent.Schedule, f Fields, set 
 	if err != nil {
 		return nil, err
 	}
-	upd := c.db.Schedule.UpdateOneID(cur.ID)
+	// Conditional on the version read (update_time; the scheduler's
+	// bookkeeping leaves it alone): a concurrent edit makes this one
+	// ErrConcurrent rather than silently undoing it.
+	upd := c.db.Schedule.UpdateOneID(cur.ID).Where(schedule.UpdateTime(cur.UpdateTime))
 	apply(upd.Mutation(), merged, integ, cr, c.now())
 	if cur.State == schedule.StatePAUSED {
 		upd.ClearNextRunTime()
 	}
-	return upd.Save(ctx)
+	sc, err := upd.Save(ctx)
+	if ent.IsNotFound(err) {
+		return nil, revision.ErrConcurrent
+	}
+	return sc, err
 }
 
 // take copies the fields of f named in set onto dst.

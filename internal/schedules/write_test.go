@@ -10,6 +10,7 @@ import (
 	"github.com/auditexport/auditexport/ent/schedule"
 	"github.com/auditexport/auditexport/internal/auditlog"
 	"github.com/auditexport/auditexport/internal/db"
+	"github.com/auditexport/auditexport/internal/revision"
 	"github.com/auditexport/auditexport/internal/schedules"
 	"github.com/auditexport/auditexport/internal/testenv"
 )
@@ -113,6 +114,64 @@ func TestCreateUpdateRules(t *testing.T) {
 		var stored *ent.Schedule
 		if stored, err = c.Schedule.Get(ctx, sc.ID); err != nil || stored.Cron != "30 7 * * *" {
 			t.Fatalf("stored: %+v %v", stored, err)
+		}
+	})
+}
+
+// TestUpdateIsConditionalOnTheVersionRead: on SQLite and PostgreSQL, an
+// update made from a stale read (another update committed in between) is
+// ErrConcurrent and writes nothing; the scheduler's bookkeeping
+// (revision.Bookkeeping) does not move update_time, a user-visible change
+// does.
+func TestUpdateIsConditionalOnTheVersionRead(t *testing.T) {
+	testenv.ForEachDB(t, func(t *testing.T, d *db.DB) {
+		o := testenv.NewOrg(t, d, "admin@example.com")
+		ctx, c := o.Ctx, d.Client
+		must := func(err error) { t.Helper(); testenv.Must(t, err) }
+		integ, err := c.StorageIntegration.Create().SetName("loc").SetProvider("LOCAL").SetDestination("file:///exports/" + o.ID + "/a/").
+			SetExternalID("x").SetCreatorID(o.Admin.ID).Save(ctx)
+		must(err)
+		wb, err := c.Workbook.Create().SetOwnerID(o.Admin.ID).SetSaved(true).SetName("wb").Save(ctx)
+		must(err)
+		el, err := c.Element.Create().SetWorkbookID(wb.ID).SetName("logins").SetConnectionID(auditlog.ConnectionID).
+			SetTableName(auditlog.TableName).SetSpec(auditlog.Spec{}).Save(ctx)
+		must(err)
+		cmd := schedules.New(c, nil, func() time.Time { return time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC) })
+		created, err := cmd.Create(ctx, wb, o.Admin.ID, schedules.Fields{
+			Name: "s", ElementID: el.ID, IntegrationName: "loc", URI: integ.Destination + "{date}.csv", Format: "CSV", Compression: "NONE",
+			Cron: "0 6 * * *", TimeZone: "UTC", SendCondition: "ALWAYS", Mode: "SNAPSHOT", CatchUp: "ONE",
+		})
+		must(err)
+		read, err := c.Schedule.Get(ctx, created.ID)
+		must(err)
+
+		// Bookkeeping leaves update_time; the read stays current.
+		time.Sleep(2 * time.Millisecond)
+		must(c.Schedule.UpdateOneID(read.ID).SetNextRunTime(time.Now().Add(time.Hour)).SetConsecutiveFailures(3).Exec(revision.Bookkeeping(ctx)))
+		after, err := c.Schedule.Get(ctx, read.ID)
+		must(err)
+		if !revision.Same(after.UpdateTime, read.UpdateTime) {
+			t.Fatalf("bookkeeping moved update_time: %v -> %v", read.UpdateTime, after.UpdateTime)
+		}
+		// A user edit moves it...
+		time.Sleep(2 * time.Millisecond)
+		first, err := cmd.Update(ctx, read, schedules.Fields{Cron: "0 7 * * *"}, map[string]bool{schedules.FieldCron: true})
+		must(err)
+		if !first.UpdateTime.After(read.UpdateTime) {
+			t.Fatalf("an edit did not move update_time: %v -> %v", read.UpdateTime, first.UpdateTime)
+		}
+		// ...so a second edit from the same (now stale) read loses, writing nothing.
+		if _, err := cmd.Update(ctx, read, schedules.Fields{Name: "other"}, map[string]bool{schedules.FieldName: true}); !errors.Is(err, revision.ErrConcurrent) {
+			t.Fatalf("update from a stale read: %v, want ErrConcurrent", err)
+		}
+		now, err := c.Schedule.Get(ctx, read.ID)
+		must(err)
+		if now.Name != "s" || now.Cron != "0 7 * * *" {
+			t.Errorf("after the refused update: name %q cron %q, want s / 0 7 * * *", now.Name, now.Cron)
+		}
+		// From a fresh read it goes through.
+		if _, err := cmd.Update(ctx, now, schedules.Fields{Name: "other"}, map[string]bool{schedules.FieldName: true}); err != nil {
+			t.Errorf("update from a fresh read: %v", err)
 		}
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -27,6 +28,9 @@ type ServerProcess struct {
 	mu   sync.Mutex
 	logs strings.Builder
 	done chan struct{}
+	// asked: the test stopped, killed or signalled the process, so its
+	// exit is expected (see Unexpected).
+	asked atomic.Bool
 }
 
 // StartServerProcess runs bin with args (env added to the test's
@@ -121,11 +125,33 @@ func (p *ServerProcess) Done() <-chan struct{} { return p.done }
 // Pid is the process id.
 func (p *ServerProcess) Pid() int { return p.cmd.Process.Pid }
 
-// Signal sends sig to the process.
-func (p *ServerProcess) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+// Signal sends sig to the process (any signal but SIGHUP counts as asking
+// it to exit).
+func (p *ServerProcess) Signal(sig os.Signal) error {
+	if sig != syscall.SIGHUP {
+		p.asked.Store(true)
+	}
+	return p.cmd.Process.Signal(sig)
+}
+
+// Unexpected reports an exit nobody asked for — a crash, a panic, a data
+// race under GORACE=halt_on_error=1 — as an error carrying the exit code
+// and the output; nil while the process runs or after Stop/Kill/Signal.
+func (p *ServerProcess) Unexpected() error {
+	select {
+	case <-p.done:
+	default:
+		return nil
+	}
+	if p.asked.Load() {
+		return nil
+	}
+	return fmt.Errorf("server exited by itself with code %d:\n%s", p.cmd.ProcessState.ExitCode(), p.Logs())
+}
 
 // Kill kills the process at once and waits for it.
 func (p *ServerProcess) Kill() {
+	p.asked.Store(true)
 	_ = p.cmd.Process.Kill()
 	<-p.done
 }
@@ -143,6 +169,7 @@ func (p *ServerProcess) Stop(wait time.Duration) error {
 		return nil
 	default:
 	}
+	p.asked.Store(true)
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:

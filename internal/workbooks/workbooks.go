@@ -12,8 +12,10 @@ import (
 	"github.com/auditexport/auditexport/ent"
 	"github.com/auditexport/auditexport/ent/element"
 	"github.com/auditexport/auditexport/ent/schedule"
+	"github.com/auditexport/auditexport/ent/workbook"
 	"github.com/auditexport/auditexport/internal/auditlog"
 	"github.com/auditexport/auditexport/internal/db"
+	"github.com/auditexport/auditexport/internal/revision"
 )
 
 // ElementInUseError: an update removes an element a schedule exports.
@@ -65,14 +67,19 @@ type Change struct {
 // Error: *ElementInUseError.
 func Update(ctx context.Context, c *ent.Client, wb *ent.Workbook, ch Change) error {
 	return db.WithTx(ctx, c, func(tx *ent.Client) error {
-		upd := tx.Workbook.UpdateOneID(wb.ID)
+		// Conditional on the version read (and it moves even when only
+		// elements change): a concurrent update makes this one
+		// ErrConcurrent rather than silently undoing it.
+		upd := tx.Workbook.UpdateOneID(wb.ID).Where(workbook.UpdateTime(wb.UpdateTime))
 		if ch.Name != nil {
 			upd.SetName(*ch.Name)
 		}
 		if ch.Folder != nil {
 			upd.SetFolder(*ch.Folder)
 		}
-		if err := upd.Exec(ctx); err != nil {
+		if err := upd.Exec(ctx); ent.IsNotFound(err) {
+			return revision.ErrConcurrent
+		} else if err != nil {
 			return err
 		}
 		if ch.Elements == nil {

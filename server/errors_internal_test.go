@@ -1,0 +1,60 @@
+package server
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// TestGatewayErrorJSONFieldPaths: over REST, field violations (and the
+// message that starts with the first one) name JSON paths; indexes and map
+// keys stay as they are; errors without violations are unchanged.
+func TestGatewayErrorJSONFieldPaths(t *testing.T) {
+	for in, want := range map[string]string{
+		"schedule.time_zone":                     "schedule.timeZone",
+		"schedule.cron":                          "schedule.cron",
+		"element.filters[2].column_name":         "element.filters[2].columnName",
+		"labels[some_key].value_x":               "labels[some_key].valueX",
+		"storage_integration.s3.role_arn":        "storageIntegration.s3.roleArn",
+		"update_mask":                            "updateMask",
+		"schedule.destination.cloud_storage.uri": "schedule.destination.cloudStorage.uri",
+	} {
+		if got := JSONFieldPath(in); got != want {
+			t.Errorf("JSONFieldPath(%q) = %q, want %q", in, got, want)
+		}
+	}
+	var v violations
+	v.add("schedule.time_zone", "unknown zone %q", "Mars/Base")
+	v.add("schedule.notify_emails[1]", "not an address")
+	st := status.Convert(GatewayError(v.err()))
+	if st.Code() != codes.InvalidArgument || st.Message() != `schedule.timeZone: unknown zone "Mars/Base" (and 1 more)` {
+		t.Errorf("REST status: %v %q", st.Code(), st.Message())
+	}
+	var fields []string
+	var reason string
+	for _, d := range st.Details() {
+		switch d := d.(type) {
+		case *errdetails.BadRequest:
+			for _, fv := range d.GetFieldViolations() {
+				fields = append(fields, fv.GetField())
+			}
+		case *errdetails.ErrorInfo:
+			reason = d.GetReason()
+		}
+	}
+	if want := []string{"schedule.timeZone", "schedule.notifyEmails[1]"}; !slices.Equal(fields, want) || reason != "INVALID_ARGUMENT" {
+		t.Errorf("REST violations %q reason %q, want %q INVALID_ARGUMENT", fields, reason, want)
+	}
+	// The gRPC error itself is untouched.
+	if m := status.Convert(v.err()).Message(); !strings.HasPrefix(m, "schedule.time_zone: ") {
+		t.Errorf("gRPC message changed: %q", m)
+	}
+	plain := failedPrecondition("RUN_IN_PROGRESS", "a run is in progress")
+	if got := GatewayError(plain); status.Convert(got).Message() != "a run is in progress" {
+		t.Errorf("no violations: %v", got)
+	}
+}
