@@ -28,22 +28,31 @@ func violations(err error) map[string]string {
 	return out
 }
 
+// fixture makes an organization with a LOCAL integration "loc" and a saved
+// workbook with one AUDIT_LOGS element.
+func fixture(t *testing.T, d *db.DB) (testenv.Org, *ent.StorageIntegration, *ent.Workbook, *ent.Element) {
+	t.Helper()
+	o := testenv.NewOrg(t, d, "admin@example.com")
+	ctx, c := o.Ctx, d.Client
+	integ, err := c.StorageIntegration.Create().SetName("loc").SetProvider("LOCAL").SetDestination("file:///exports/" + o.ID + "/a/").
+		SetExternalID("x").SetCreatorID(o.Admin.ID).Save(ctx)
+	testenv.Must(t, err)
+	wb, err := c.Workbook.Create().SetOwnerID(o.Admin.ID).SetSaved(true).SetName("wb").Save(ctx)
+	testenv.Must(t, err)
+	el, err := c.Element.Create().SetWorkbookID(wb.ID).SetName("logins").SetConnectionID(auditlog.ConnectionID).
+		SetTableName(auditlog.TableName).SetSpec(auditlog.Spec{}).Save(ctx)
+	testenv.Must(t, err)
+	return o, integ, wb, el
+}
+
 // TestCreateUpdateRules: the schedule writes' rules in-process on SQLite and
 // PostgreSQL — what is refused names its field and stores nothing, what is
 // accepted is stored with its next run time.
 func TestCreateUpdateRules(t *testing.T) {
 	testenv.ForEachDB(t, func(t *testing.T, d *db.DB) {
-		o := testenv.NewOrg(t, d, "admin@example.com")
+		o, integ, wb, el := fixture(t, d)
 		ctx, c := o.Ctx, d.Client
 		must := func(err error) { t.Helper(); testenv.Must(t, err) }
-		integ, err := c.StorageIntegration.Create().SetName("loc").SetProvider("LOCAL").SetDestination("file:///exports/" + o.ID + "/a/").
-			SetExternalID("x").SetCreatorID(o.Admin.ID).Save(ctx)
-		must(err)
-		wb, err := c.Workbook.Create().SetOwnerID(o.Admin.ID).SetSaved(true).SetName("wb").Save(ctx)
-		must(err)
-		el, err := c.Element.Create().SetWorkbookID(wb.ID).SetName("logins").SetConnectionID(auditlog.ConnectionID).
-			SetTableName(auditlog.TableName).SetSpec(auditlog.Spec{}).Save(ctx)
-		must(err)
 		unsaved, err := c.Workbook.Create().SetOwnerID(o.Admin.ID).SetName("draft").Save(ctx)
 		must(err)
 
@@ -125,17 +134,9 @@ func TestCreateUpdateRules(t *testing.T) {
 // does.
 func TestUpdateIsConditionalOnTheVersionRead(t *testing.T) {
 	testenv.ForEachDB(t, func(t *testing.T, d *db.DB) {
-		o := testenv.NewOrg(t, d, "admin@example.com")
+		o, integ, wb, el := fixture(t, d)
 		ctx, c := o.Ctx, d.Client
 		must := func(err error) { t.Helper(); testenv.Must(t, err) }
-		integ, err := c.StorageIntegration.Create().SetName("loc").SetProvider("LOCAL").SetDestination("file:///exports/" + o.ID + "/a/").
-			SetExternalID("x").SetCreatorID(o.Admin.ID).Save(ctx)
-		must(err)
-		wb, err := c.Workbook.Create().SetOwnerID(o.Admin.ID).SetSaved(true).SetName("wb").Save(ctx)
-		must(err)
-		el, err := c.Element.Create().SetWorkbookID(wb.ID).SetName("logins").SetConnectionID(auditlog.ConnectionID).
-			SetTableName(auditlog.TableName).SetSpec(auditlog.Spec{}).Save(ctx)
-		must(err)
 		cmd := schedules.New(c, nil, func() time.Time { return time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC) })
 		created, err := cmd.Create(ctx, wb, o.Admin.ID, schedules.Fields{
 			Name: "s", ElementID: el.ID, IntegrationName: "loc", URI: integ.Destination + "{date}.csv", Format: "CSV", Compression: "NONE",
