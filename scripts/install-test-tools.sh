@@ -5,7 +5,8 @@
 #   .tools/bin/fake-gcs-server  GCS emulator       (go install)
 #   .tools/bin/mailpit          SMTP server + API  (go install)
 #   .tools/node/node_modules    azurite (Azure Blob emulator), @duckdb/node-api (independent
-#                               CSV/JSON/Parquet reader)  (npm ci from the committed lock file)
+#                               CSV/JSON/Parquet reader), @redocly/cli (OpenAPI linter)
+#                               (npm ci from the committed lock file)
 #   clients/ts/node_modules     the TypeScript client's pinned packages (openapi-fetch,
 #                               openapi-typescript, swagger2openapi, typescript, @types/node)
 #                               (npm ci from clients/ts/package-lock.json)
@@ -17,7 +18,9 @@
 # it; so a fresh clone on a machine that ran the tests before installs nothing. A Go binary is
 # built only when its pin is not in the cache, npm ci only when the package files' hash is not;
 # clients/ts/node_modules is installed in place (npm ci when clients/ts/node_modules/
-# .auditexport-stamp differs from the hash of clients/ts's package files). Entries are built
+# .auditexport-stamp differs from the hash of clients/ts's package files). Chromium (the
+# headless browser of integration_test/apidocs_test.go) is Debian's package, installed with
+# apt-get only when /usr/bin/chromium is missing (root or sudo needed then). Entries are built
 # under a temporary name and renamed into place, so concurrent runs never see half an install.
 # A cold install takes a few minutes (minio dominates; the Go tools and npm install concurrently);
 # a warm run takes well under a second.
@@ -38,7 +41,7 @@ GO_TOOLS=(
 	"fake-gcs-server|github.com/fsouza/fake-gcs-server|v1.56.1"
 	"mailpit|github.com/axllent/mailpit|v1.33.1"
 )
-PKG_JSON="$ROOT/scripts/test-tools-package.json"      # azurite 3.37.0, @duckdb/node-api 1.5.6-r.1
+PKG_JSON="$ROOT/scripts/test-tools-package.json"      # azurite 3.37.0, @duckdb/node-api 1.5.6-r.1, @redocly/cli 2.77.0
 PKG_LOCK="$ROOT/scripts/test-tools-package-lock.json" # produced by npm install; installed with npm ci
 
 mkdir -p "$BIN" "$CACHE/go" "$CACHE/node"
@@ -97,6 +100,33 @@ for spec in "${GO_TOOLS[@]}"; do
 	GO_PIDS+=("$!")
 done
 
+# --- Chromium (Debian package) --------------------------------------------------------------
+# Meanwhile too: apt mostly waits on downloads. Only when it is missing, so a warm run is
+# a stat; another distribution (no apt-get) gets a message and the browser test skips
+# locally (it fails under CI).
+CHROMIUM=/usr/bin/chromium
+if [[ -x "$CHROMIUM" ]]; then
+	SUMMARY+=("chromium=present")
+elif ! command -v apt-get >/dev/null; then
+	echo "install-test-tools: $CHROMIUM missing and no apt-get: install Chromium by hand for the /docs browser test" >&2
+	SUMMARY+=("chromium=missing")
+else
+	SUDO=""
+	if [[ "$(id -u)" != 0 ]]; then
+		command -v sudo >/dev/null || { echo "install-test-tools: installing chromium needs root or sudo" >&2; exit 1; }
+		SUDO="sudo"
+	fi
+	echo "install-test-tools: apt-get install chromium ..." >&2
+	(
+		t="$(now)"
+		$SUDO apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+		"$CHROMIUM" --version >/dev/null
+		echo "chromium=installed($(elapsed "$t")s)" >"$GO_STATUS/chromium"
+	) &
+	GO_PIDS+=("$!")
+fi
+
 # --- npm packages -------------------------------------------------------------------------
 t="$(now)"
 want="$(cat "$PKG_JSON" "$PKG_LOCK" | sha256sum | cut -d' ' -f1)"
@@ -112,7 +142,7 @@ if [[ -f "$NODE_CACHE/.stamp" && -d "$NODE_CACHE/node_modules" ]]; then
 	SUMMARY+=("npm=cached($(elapsed "$t")s)")
 else
 	command -v npm >/dev/null || { echo "install-test-tools: npm not found (Node 20+ is required)" >&2; exit 1; }
-	echo "install-test-tools: npm ci (azurite, @duckdb/node-api) ..." >&2
+	echo "install-test-tools: npm ci (azurite, @duckdb/node-api, @redocly/cli) ..." >&2
 	tmp="$NODE_CACHE.tmp.$$"
 	rm -rf "$tmp" && mkdir -p "$tmp"
 	cp "$PKG_JSON" "$tmp/package.json"
@@ -122,7 +152,14 @@ else
 	# may try to download anything.
 	(cd "$tmp" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
 
-	# Smoke checks: the DuckDB binding loads, Azurite answers.
+	# Smoke checks: the DuckDB binding loads, Redocly CLI runs, Azurite answers.
+	# (its output only on failure: it prints a banner about Node 20's end of life)
+	if ! out="$(cd "$tmp" && REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true \
+		node node_modules/@redocly/cli/bin/cli.js --version 2>&1)"; then
+		echo "install-test-tools: redocly --version failed:" >&2
+		echo "$out" >&2
+		exit 1
+	fi
 	(cd "$tmp" && node --input-type=module -e '
 		import { DuckDBInstance } from "@duckdb/node-api";
 		const c = await (await DuckDBInstance.create(":memory:")).connect();
@@ -179,7 +216,7 @@ else
 	SUMMARY+=("npm-ts-client=installed($(elapsed "$t")s)")
 fi
 
-# --- wait for the Go binaries ---------------------------------------------------------------
+# --- wait for the Go binaries (and chromium) ------------------------------------------------
 failed=""
 for pid in "${GO_PIDS[@]}"; do
 	wait "$pid" || failed=1
@@ -188,7 +225,7 @@ for f in "$GO_STATUS"/*; do
 	[[ -f "$f" ]] && SUMMARY+=("$(cat "$f")")
 done
 if [[ -n "$failed" ]]; then
-	echo "install-test-tools: building a Go tool failed (see above)" >&2
+	echo "install-test-tools: building a Go tool or installing chromium failed (see above)" >&2
 	exit 1
 fi
 
