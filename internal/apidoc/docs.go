@@ -37,8 +37,8 @@ const ContentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 
 	"img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; " +
 	"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
-// The page and its start script. URLs are relative to /docs (so "openapi.json"
-// is /openapi.json), which keeps the page working behind a path prefix.
+// The page and its start script. URLs are relative to /docs ("openapi.json"
+// is /openapi.json).
 const docsHTML = `<!doctype html>
 <html lang="en">
 <head>
