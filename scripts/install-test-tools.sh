@@ -121,7 +121,7 @@ else
 		t="$(now)"
 		$SUDO apt-get update -qq
 		DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
-		"$CHROMIUM" --version >/dev/null
+		"$CHROMIUM" --version >/dev/null 2>&1 # (Debian's wrapper script may print a shell warning)
 		echo "chromium=installed($(elapsed "$t")s)" >"$GO_STATUS/chromium"
 	) &
 	GO_PIDS+=("$!")
