@@ -140,6 +140,9 @@ type Server struct {
 	proc      *testenv.ServerProcess
 	// logsBefore is the output of the earlier processes (before a restart).
 	logsBefore string
+	// Bin is the server binary (default: the race build of this tree; the
+	// upgrade fixture generator runs an older commit's).
+	Bin string
 	// StopWait is how long Stop waits after SIGTERM (default 20 s): a test
 	// whose server drains a long export during a long --shutdown-grace
 	// raises it.
@@ -244,7 +247,11 @@ func (s *Server) start(extra ...string) {
 	args := append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
 		"--data-dir", s.DataDir, "--db", s.DSN, "--bootstrap-admin-key", s.AdminKey,
 		"--allow-private-endpoints", "--shutdown-grace", "5s"}, extra...)
-	p, err := testenv.StartServerProcess(binPath, args, append(slices.Clone(s.env), "GORACE=halt_on_error=1"), 60*time.Second)
+	bin := s.Bin
+	if bin == "" {
+		bin = binPath
+	}
+	p, err := testenv.StartServerProcess(bin, args, append(slices.Clone(s.env), "GORACE=halt_on_error=1"), 60*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -37,7 +38,7 @@ func (f dbFlags) open(ctx context.Context) (*db.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := d.Migrate(ctx); err != nil {
+	if err := d.Migrate(ctx, app.Migrations(d, slog.New(slog.NewJSONHandler(os.Stderr, nil)))...); err != nil {
 		_ = d.Close()
 		return nil, err
 	}

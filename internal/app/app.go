@@ -34,7 +34,6 @@ import (
 	"github.com/auditexport/auditexport/internal/notify"
 	"github.com/auditexport/auditexport/internal/retention"
 	"github.com/auditexport/auditexport/internal/scheduler"
-	"github.com/auditexport/auditexport/internal/schedules"
 	"github.com/auditexport/auditexport/server"
 )
 
@@ -117,7 +116,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	}
 	defer d.Close()
 	d.SetMaxConns(cfg.DBMaxConns)
-	if err := d.Migrate(ctx); err != nil {
+	if err := d.Migrate(ctx, Migrations(d, log)...); err != nil {
 		return err
 	}
 	keys, err := OpenKeyring(ctx, d, cfg.MasterKeyFile)
@@ -192,9 +191,6 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	// gateway's x-forwarded-for can be trusted.
 	inproc := bufconn.Listen(1 << 20)
 	rec := auditlog.NewRecorder(d.Client, log).WithDialect(d.Dialect)
-	if _, err := schedules.KeepLegacyCrons(ctx, d.Client, rec, log); err != nil {
-		return fmt.Errorf("migrate schedule crons: %w", err)
-	}
 	mets := metrics.New()
 	if err := backfillLastSuccess(ctx, d); err != nil {
 		return err

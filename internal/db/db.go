@@ -164,14 +164,11 @@ func redactDSN(dsn string) string {
 	return u.Redacted()
 }
 
-// Migrate applies the schema. ent's auto-migration only adds tables, columns
-// and indexes (it never drops), so running it on a database of an earlier
-// version is safe; it is idempotent and runs on every start.
-func (d *DB) Migrate(ctx context.Context) error {
-	if err := d.Client.Schema.Create(ctx, migrate.WithForeignKeys(true), schema.WithDropColumn(false), schema.WithDropIndex(false)); err != nil {
-		return fmt.Errorf("migrate schema: %w", err)
-	}
-	return nil
+// createSchema applies ent's schema. ent's auto-migration only adds
+// tables, columns and indexes (it never drops), so running it on a
+// database of an earlier version is safe.
+func (d *DB) createSchema(ctx context.Context) error {
+	return d.Client.Schema.Create(ctx, migrate.WithForeignKeys(true), schema.WithDropColumn(false), schema.WithDropIndex(false))
 }
 
 // Close closes the database.
