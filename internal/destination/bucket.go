@@ -197,6 +197,12 @@ func openGCS(ctx context.Context, in Integration, base Location, o OpenOptions) 
 	if err != nil {
 		return nil, err
 	}
+	// Like the S3 and Azure clients: 3 tries a request. The GCS client's
+	// default is to retry until the context ends, so an unreachable
+	// endpoint kept a run RUNNING for good instead of failing it after the
+	// runner's own attempts. (Each chunk of an upload is retried apart from
+	// this, for at most 32 s.)
+	client.SetRetry(storage.WithMaxAttempts(3))
 	return gcsblob.OpenBucket(ctx, nil, base.Bucket, &gcsblob.Options{Client: client})
 }
 

@@ -100,6 +100,10 @@ type Runner struct {
 	// manualMu serialises the count-then-insert of Send now runs.
 	manualMu sync.Mutex
 	metrics  *metrics.Metrics
+
+	// bg: background aborts of finished runs' uploads (see abortLater);
+	// they end when base does.
+	bg sync.WaitGroup
 }
 
 // WithMetrics records finished runs and schedule lateness in m (nil: none).
@@ -140,6 +144,7 @@ var errCanceled = errors.New("canceled by request")
 // aborted; scheduled runs go back to the queue for a retry, Send now runs
 // end FAILED (INTERRUPTED) — and waits briefly for that bookkeeping.
 func (r *Runner) Close(ctx context.Context) {
+	defer r.bg.Wait() // after r.stop(), which ends them
 	r.mu.Lock()
 	r.draining = true
 	r.mu.Unlock()
@@ -497,7 +502,12 @@ func (r *Runner) run(ctx context.Context, j *job, skipped *bool) (Stats, error) 
 		return Stats{}, &RunError{Code: "BAD_URI", Message: "the destination URI is not under the integration: " + err.Error()}
 	}
 	j.bucketName = base.Bucket
-	defer r.abortUploads(ctx, j, bucket) // whatever the outcome, retry aborts that failed earlier
+	defer func() {
+		// Whatever the outcome, retry aborts that failed earlier; what the
+		// store still does not take is retried after the run.
+		r.abortUploads(ctx, j, bucket)
+		r.abortLater(j)
+	}()
 	attempt := 0
 	op := func() (Stats, error) {
 		attempt++
@@ -653,6 +663,59 @@ func (r *Runner) abortUploads(ctx context.Context, j *job, bucket *blob.Bucket) 
 	}
 	j.unaborted = left
 }
+
+// abortLater keeps aborting, in the background, the multipart uploads a
+// finished run could not abort: the store was unreachable when the run gave
+// up, and without this their parts would stay in the bucket (billed) until
+// a lifecycle rule removes them. It tries every few seconds, backing off to
+// every 30 s, for abortLaterFor, and stops with the runner.
+func (r *Runner) abortLater(j *job) {
+	if len(j.unaborted) == 0 {
+		return
+	}
+	pending, integ, bucketName, runID := j.unaborted, j.integ, j.bucketName, j.run.ID
+	j.unaborted = nil
+	r.bg.Add(1)
+	go func() {
+		defer r.bg.Done()
+		base := tenant.System(r.base)
+		wait := abortLaterFirst
+		for deadline := r.now().Add(abortLaterFor); len(pending) > 0; wait = min(2*wait, 30*time.Second) {
+			select {
+			case <-base.Done():
+				return
+			case <-time.After(wait):
+			}
+			if r.now().After(deadline) {
+				for _, u := range pending {
+					r.log.Error("gave up aborting a failed multipart upload; its parts stay until a bucket lifecycle rule removes them", "run_id", runID, "upload_id", u.id, "key", u.key)
+				}
+				return
+			}
+			actx, cancel := context.WithTimeout(base, 15*time.Second)
+			bucket, _, err := r.openBucket(actx, integ)
+			if err == nil {
+				var left []pendingAbort
+				for _, u := range pending {
+					if aerr := destination.AbortUpload(actx, bucket, bucketName, u.key, u.id); aerr != nil {
+						left = append(left, u)
+						continue
+					}
+					r.log.Info("aborted the multipart upload of a finished run", "run_id", runID, "upload_id", u.id)
+				}
+				pending = left
+				_ = bucket.Close()
+			}
+			cancel()
+		}
+	}()
+}
+
+// How long abortLater keeps trying, and its first wait.
+var (
+	abortLaterFor   = time.Hour
+	abortLaterFirst = 2 * time.Second
+)
 
 func contentType(p Plan) string {
 	switch {

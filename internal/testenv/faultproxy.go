@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // ProxyMode is how a FaultProxy treats connections.
@@ -23,7 +24,8 @@ const (
 
 // FaultProxy is a TCP proxy on 127.0.0.1 in front of a real dependency, to
 // make it misbehave while the service keeps running. SetMode applies to new
-// connections; Cut resets the open ones (a connection reset mid-stream).
+// connections; Cut resets the open ones (a connection reset mid-stream);
+// SetLatency and SetBandwidth slow down the open and the new ones alike.
 type FaultProxy struct {
 	Addr   string // host:port to give the service instead of the target's
 	target string
@@ -32,6 +34,11 @@ type FaultProxy struct {
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
 	wg     sync.WaitGroup
+
+	latency   atomic.Int64 // ns each forwarded chunk is held
+	bandwidth atomic.Int64 // bytes/s per connection and direction (0: unlimited)
+	refused   atomic.Int64
+	upBytes   atomic.Int64
 }
 
 // StartFaultProxy proxies to target (host:port) until the test ends.
@@ -54,6 +61,21 @@ func StartFaultProxy(t testing.TB, target string) *FaultProxy {
 
 // SetMode changes how new connections are treated.
 func (p *FaultProxy) SetMode(m ProxyMode) { p.mode.Store(int32(m)) }
+
+// SetLatency holds every forwarded chunk (at most 32 KiB, one read) for d
+// before passing it on, both ways (0: none).
+func (p *FaultProxy) SetLatency(d time.Duration) { p.latency.Store(int64(d)) }
+
+// SetBandwidth limits each connection to bytesPerSec in each direction
+// (0: unlimited).
+func (p *FaultProxy) SetBandwidth(bytesPerSec int64) { p.bandwidth.Store(bytesPerSec) }
+
+// Refused is how many connections Refuse mode has reset so far: a test
+// waits on it to know the service kept trying while the dependency was down.
+func (p *FaultProxy) Refused() int64 { return p.refused.Load() }
+
+// BytesUp is how many bytes were forwarded from clients to the target.
+func (p *FaultProxy) BytesUp() int64 { return p.upBytes.Load() }
 
 // Cut resets every open connection.
 func (p *FaultProxy) Cut() {
@@ -87,6 +109,7 @@ func (p *FaultProxy) accept() {
 		}
 		switch ProxyMode(p.mode.Load()) {
 		case Refuse:
+			p.refused.Add(1)
 			if tc, ok := c.(*net.TCPConn); ok {
 				_ = tc.SetLinger(0)
 			}
@@ -104,8 +127,39 @@ func (p *FaultProxy) accept() {
 			p.track(c)
 			p.track(up)
 			p.wg.Add(2)
-			go func() { defer p.wg.Done(); _, _ = io.Copy(up, c); _ = up.Close() }()
-			go func() { defer p.wg.Done(); _, _ = io.Copy(c, up); _ = c.Close() }()
+			go func() { defer p.wg.Done(); p.pipe(up, c, &p.upBytes); _ = up.Close() }()
+			go func() { defer p.wg.Done(); p.pipe(c, up, nil); _ = c.Close() }()
+		}
+	}
+}
+
+// pipe copies src to dst, applying the current latency and bandwidth to
+// each chunk, and counts the bytes in n (if not nil).
+func (p *FaultProxy) pipe(dst, src net.Conn, n *atomic.Int64) {
+	buf := make([]byte, 32<<10)
+	for {
+		size := len(buf)
+		bw := p.bandwidth.Load()
+		if bw > 0 {
+			size = int(min(int64(size), max(1, bw/20))) // ~50 ms of budget a chunk
+		}
+		k, err := src.Read(buf[:size])
+		if k > 0 {
+			if d := time.Duration(p.latency.Load()); d > 0 {
+				time.Sleep(d)
+			}
+			if bw > 0 {
+				time.Sleep(time.Duration(int64(k) * int64(time.Second) / bw))
+			}
+			if _, werr := dst.Write(buf[:k]); werr != nil {
+				return
+			}
+			if n != nil {
+				n.Add(int64(k))
+			}
+		}
+		if err != nil {
+			return
 		}
 	}
 }
