@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+
 	"github.com/auditexport/auditexport/internal/apidoc"
 	"github.com/auditexport/auditexport/internal/testenv"
 )
@@ -31,6 +33,17 @@ func needTool(t *testing.T, path, what string) string {
 		t.Skip(msg)
 	}
 	return path
+}
+
+// chromiumPath returns the headless browser of the /docs tests: chromium on
+// PATH, else Debian's /usr/bin/chromium (scripts/install-test-tools.sh).
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	chromium := "/usr/bin/chromium"
+	if p, err := exec.LookPath("chromium"); err == nil {
+		chromium = p
+	}
+	return needTool(t, chromium, "Chromium (Debian package chromium)")
 }
 
 // httpGet returns the status, headers and body of GET url.
@@ -171,11 +184,7 @@ func TestOpenAPILint(t *testing.T) {
 func TestAPIDocsBrowser(t *testing.T) {
 	t.Parallel()
 	heavyTest(t)
-	chromium := "/usr/bin/chromium"
-	if p, err := exec.LookPath("chromium"); err == nil {
-		chromium = p
-	}
-	needTool(t, chromium, "Chromium (Debian package chromium)")
+	chromium := chromiumPath(t)
 	s := StartServer(t, "sqlite")
 
 	code, hdr, page := httpGet(t, s.HTTPURL+"/docs")
@@ -235,6 +244,67 @@ func TestAPIDocsBrowser(t *testing.T) {
 		}
 	}
 	t.Logf("operations found in the rendered page: %v", perService)
+}
+
+// TestAPIDocsTryIt drives /docs in headless Chromium (chromedp) as a user
+// would: types an API key into the page's Authentication form, opens
+// "Test Request" on the first operation (GET /v1/apiKeys) and sends it; the
+// server must see the call authenticated (ListApiKeys answered OK for the
+// key's user), i.e. "try it" sends the bearer key, to this server, with no
+// proxy in between.
+func TestAPIDocsTryIt(t *testing.T) {
+	t.Parallel()
+	heavyTest(t)
+	chromium := chromiumPath(t)
+	s := StartServer(t, "sqlite")
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.NoSandbox,
+		chromedp.DisableGPU, chromedp.UserDataDir(t.TempDir()))
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancel()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancel = context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	token := `input[placeholder="Token"]`
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(s.HTTPURL+"/docs"),
+		chromedp.WaitVisible(token),
+		chromedp.SendKeys(token, s.AdminKey),
+	); err != nil {
+		t.Fatalf("the Authentication form of /docs: %v", err)
+	}
+	// clickButton clicks the first visible button whose text contains text,
+	// retrying while the page renders.
+	clickButton := func(text string) {
+		t.Helper()
+		js := fmt.Sprintf(`(() => {
+			const b = [...document.querySelectorAll("button")].find(b => b.offsetParent !== null && b.textContent.includes(%q));
+			if (b) b.click();
+			return !!b;
+		})()`, text)
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](js))
+			if err != nil {
+				t.Fatalf("click %q: %v", text, err)
+			}
+			if ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no visible %q button in /docs", text)
+			}
+		}
+	}
+	clickButton("Test Request")
+	sent := `"method":"ListApiKeys","code":"OK"`
+	for i := 0; i < 10 && !strings.Contains(s.Logs(), sent); i++ {
+		clickButton("Send")
+		s.WaitLogs(sent, 3*time.Second)
+	}
+	if !strings.Contains(s.Logs(), sent) {
+		t.Fatalf("no authenticated ListApiKeys call reached the server; its log:\n%s", s.Logs())
+	}
 }
 
 var (

@@ -58,10 +58,13 @@ const docsHTML = `<!doctype html>
 // The options keep the page self-contained: no web fonts, telemetry, AI
 // agent, MCP or request proxy (all hosted elsewhere); "try it" calls this
 // server directly with the key entered under Authentication (kept in
-// memory only: persistAuth false).
+// memory only: persistAuth false). servers: the document's relative "/"
+// would make Scalar request "//v1/..." (it appends the path to the
+// resolved "http://host/"), so the page names its own origin.
 const initJS = `// Starts the API reference (Scalar ` + ScalarVersion + `) over this server's OpenAPI document.
 Scalar.createApiReference("#app", {
   url: "openapi.json",
+  servers: [{ url: window.location.origin, description: "This server" }],
   withDefaultFonts: false,
   telemetry: false,
   proxyUrl: "",
