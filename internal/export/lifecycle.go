@@ -371,22 +371,20 @@ func (r *Runner) Watch(ctx context.Context, runID string) (<-chan Progress, erro
 		}()
 		return out, nil
 	}
+	// Not executed here: followed through the shared remote hub (one query
+	// a tick for all such watchers), from the state just read.
+	ch, cancel := r.remote.subscribe(runID, ProgressOf(run))
 	go func() {
 		defer close(out)
-		t := time.NewTicker(r.cfg.ProgressEvery)
-		defer t.Stop()
+		defer cancel()
 		for {
-			p := ProgressOf(run)
-			if !sendP(ctx, out, p) || Terminal(p.Phase) {
-				return
-			}
 			select {
 			case <-ctx.Done():
 				return
-			case <-t.C:
-			}
-			if run, err = r.d.Client.ExportRun.Get(ctx, runID); err != nil {
-				return
+			case p, ok := <-ch:
+				if !ok || !sendP(ctx, out, p) || Terminal(p.Phase) {
+					return
+				}
 			}
 		}
 	}()

@@ -89,6 +89,7 @@ type Runner struct {
 	log      *slog.Logger
 	cfg      Config
 	broker   *broker
+	remote   *remoteHub // watchers of runs executed elsewhere
 	now      func() time.Time
 
 	base     context.Context
@@ -129,8 +130,10 @@ func NewRunner(d *db.DB, keys *secrets.Keyring, mail *notify.Mailer, rec *auditl
 		cfg.RunnerID = ids.Process()
 	}
 	base, stop := context.WithCancel(context.Background())
-	return &Runner{d: d, keys: keys, notifier: notify.NewNotifier(d.Client, mail, cfg.NotifyAllowedDomains, log), rec: rec, log: log, cfg: cfg, broker: newBroker(),
+	r := &Runner{d: d, keys: keys, notifier: notify.NewNotifier(d.Client, mail, cfg.NotifyAllowedDomains, log), rec: rec, log: log, cfg: cfg, broker: newBroker(),
 		now: time.Now, base: base, stop: stop, cancels: map[string]context.CancelCauseFunc{}}
+	r.remote = newRemoteHub(r)
+	return r
 }
 
 // errShutdown cancels runs when the server stops.
