@@ -97,12 +97,20 @@ func sfProxied(t *testing.T, endpoint string) (*testenv.FaultProxy, string) {
 }
 
 func sfS3(t *testing.T, e xfEnv) *sfStore {
-	const bucket = "faults"
 	m := testenv.StartMinIO(t)
-	m.CreateBucket(t, bucket)
 	p, endpoint := sfProxied(t, m.Endpoint)
+	st := sfS3At(t, e, m, endpoint)
+	st.proxy = p
+	return st
+}
+
+// sfS3At is an sfStore of a bucket of m the server reaches at endpoint (a
+// proxy in front of m).
+func sfS3At(t *testing.T, e xfEnv, m *testenv.S3, endpoint string) *sfStore {
+	const bucket = "faults"
+	m.CreateBucket(t, bucket)
 	e.integration("s3", "PROVIDER_S3", "s3://"+bucket+"/exports/", endpoint, xfS3Creds(m, m.SecretKey))
-	st := &sfStore{provider: "s3", proxy: p}
+	st := &sfStore{provider: "s3"}
 	st.schID, st.schNam = e.schedule("s3", "s3://"+bucket+"/exports/f-{run_id}.csv", "COMPRESSION_NONE")
 	st.key = func(t *testing.T, uri string) string { return xfS3Key(t, uri, bucket) }
 	st.objects = func(t *testing.T) []string { return xfS3Objects(t, m, bucket, "exports/") }
