@@ -41,8 +41,24 @@ func (j *job) progress(now time.Time) Progress {
 func (r *Runner) reportLoop(ctx, dbctx context.Context, j *job) func() {
 	done := make(chan struct{})
 	stopped := make(chan struct{})
+	// Persisting (a database write, which may wait for SQLite's writer or
+	// a slow PostgreSQL) runs on a goroutine of its own, so it never
+	// delays the progress reports of the watchers on this process.
+	persist := make(chan Progress, 1)
+	persisted := make(chan struct{})
+	go func() {
+		defer close(persisted)
+		for p := range persist {
+			run, err := r.d.Client.ExportRun.UpdateOneID(j.run.ID).SetPhase(p.Phase).SetRows(p.Rows).SetBytes(p.Bytes).
+				SetTotalRows(p.TotalRows).SetHeartbeatTime(p.Time).Save(dbctx)
+			if err == nil && run.CancelRequested {
+				r.cancelLocal(j.run.ID)
+			}
+		}
+	}()
 	go func() {
 		defer close(stopped)
+		defer close(persist)
 		tick := time.NewTicker(r.cfg.ProgressEvery / 5)
 		defer tick.Stop()
 		var lastPub, lastPersist time.Time
@@ -63,15 +79,11 @@ func (r *Runner) reportLoop(ctx, dbctx context.Context, j *job) func() {
 			}
 			if now.Sub(lastPersist) >= persistEvery {
 				lastPersist = now
-				run, err := r.d.Client.ExportRun.UpdateOneID(j.run.ID).SetPhase(p.Phase).SetRows(p.Rows).SetBytes(p.Bytes).
-					SetTotalRows(p.TotalRows).SetHeartbeatTime(now).Save(dbctx)
-				if err == nil && run.CancelRequested {
-					r.cancelLocal(j.run.ID)
-				}
+				latest(persist, p) // a write still in flight gets the newer report next
 			}
 		}
 	}()
-	return func() { close(done); <-stopped }
+	return func() { close(done); <-stopped; <-persisted }
 }
 
 func (r *Runner) cancelLocal(runID string) bool {
