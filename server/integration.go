@@ -29,6 +29,8 @@ var _ pb.IntegrationServiceServer = (*IntegrationService)(nil)
 // IntegrationConfig is the server configuration integrations depend on.
 type IntegrationConfig struct {
 	AllowPrivateEndpoints bool
+	// StallTimeout: see destination.OpenOptions.
+	StallTimeout time.Duration
 	// Local says where each organization's LOCAL destinations may lie.
 	Local destination.LocalDirs
 	// Identity shown in "View credentials".
@@ -458,7 +460,7 @@ func (s *IntegrationService) TestStorageIntegration(ctx context.Context, req *pb
 	}
 	pctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	res := destination.Probe(pctx, target, destination.OpenOptions{AllowPrivateEndpoints: s.cfg.AllowPrivateEndpoints, Local: s.cfg.Local})
+	res := destination.Probe(pctx, target, destination.OpenOptions{AllowPrivateEndpoints: s.cfg.AllowPrivateEndpoints, Local: s.cfg.Local, StallTimeout: s.cfg.StallTimeout})
 	out := &pb.TestStorageIntegrationResponse{Ok: res.OK, Latency: durationpb.New(res.Latency), FailedStep: res.FailedStep, ProbeUri: res.URI}
 	if res.Provider != nil {
 		out.ProviderCode, out.ProviderMessage = res.Provider.Code, res.Provider.Message

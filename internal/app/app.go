@@ -197,7 +197,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	}
 	mets.WatchSchedules(func(ctx context.Context) ([]metrics.ScheduleHealth, error) { return scheduleHealth(ctx, d) })
 	runs := export.NewRunner(d, keys, mailer, rec, log, export.Config{
-		AllowPrivateEndpoints: cfg.AllowPrivateEndpoints, RunnerID: ids.Process(), Local: cfg.LocalDirs(),
+		AllowPrivateEndpoints: cfg.AllowPrivateEndpoints, RunnerID: ids.Process(), Local: cfg.LocalDirs(), StallTimeout: cfg.StallTimeout(),
 		MaxManualRunsPerOrg: cfg.MaxManualRunsPerOrg, MaxManualRuns: cfg.MaxManualRuns,
 		NotifyAllowedDomains: cfg.NotifyAllowedDomains,
 	}).WithMetrics(mets)
@@ -228,7 +228,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	)
 	wb := server.NewWorkbookService(d.Client, log)
 	pb.RegisterIntegrationServiceServer(gs, server.NewIntegrationService(d.Client, keys, mailer, server.IntegrationConfig{
-		AllowPrivateEndpoints: cfg.AllowPrivateEndpoints, Local: cfg.LocalDirs(),
+		AllowPrivateEndpoints: cfg.AllowPrivateEndpoints, Local: cfg.LocalDirs(), StallTimeout: cfg.StallTimeout(),
 		IAMPrincipal: cfg.IAMPrincipal, GCSServiceAccount: cfg.GCSServiceAccount,
 		AzureAppName: cfg.AzureAppName, AzureConsentURL: cfg.AzureConsentURL,
 		NotifyAllowedDomains: cfg.NotifyAllowedDomains,

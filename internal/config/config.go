@@ -50,6 +50,7 @@ type Config struct {
 	TLSCertFile           string            `name:"tls-cert-file" env:"AUDITEXPORT_TLS_CERT_FILE" help:"PEM certificate (chain) to serve TLS with on both listeners; with --tls-key-file. Reloaded on SIGHUP."`
 	TLSKeyFile            string            `name:"tls-key-file" env:"AUDITEXPORT_TLS_KEY_FILE" help:"PEM private key of --tls-cert-file. Reloaded on SIGHUP."`
 	TLSClientCAFile       string            `name:"tls-client-ca-file" env:"AUDITEXPORT_TLS_CLIENT_CA_FILE" help:"PEM CA bundle: require client certificates signed by these CAs (mutual TLS) on both listeners. Reloaded on SIGHUP."`
+	StorageStallTimeout   time.Duration     `name:"storage-stall-timeout" env:"AUDITEXPORT_STORAGE_STALL_TIMEOUT" default:"60s" help:"A storage request whose connection sends and receives nothing for this long (a store that stopped answering) fails as a transient error and is retried (0: no limit)."`
 	ShutdownGrace         time.Duration     `name:"shutdown-grace" env:"AUDITEXPORT_SHUTDOWN_GRACE" default:"30s" help:"How long in-flight requests may run after SIGTERM."`
 	Limits                `embed:""`
 }
@@ -159,6 +160,9 @@ func (c *Config) Validate() error {
 	if c.ShutdownGrace < 0 {
 		errs = append(errs, errors.New("--shutdown-grace must not be negative"))
 	}
+	if c.StorageStallTimeout < 0 {
+		errs = append(errs, errors.New("--storage-stall-timeout must not be negative"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -195,6 +199,15 @@ func (c *Config) validateLocalRootMap() []error {
 		}
 	}
 	return errs
+}
+
+// StallTimeout is --storage-stall-timeout as destination.OpenOptions takes
+// it (0 there is the default; here it turns the limit off).
+func (c *Config) StallTimeout() time.Duration {
+	if c.StorageStallTimeout == 0 {
+		return -1
+	}
+	return c.StorageStallTimeout
 }
 
 // TLS reports whether the listeners speak TLS.

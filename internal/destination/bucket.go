@@ -51,6 +51,10 @@ type OpenOptions struct {
 	AllowPrivateEndpoints bool
 	// Local says where each organization's LOCAL destinations may lie.
 	Local LocalDirs
+	// StallTimeout fails a request whose connection sends and receives
+	// nothing for this long (a black-holed store) as a transient network
+	// error; 0: DefaultStallTimeout, negative: none.
+	StallTimeout time.Duration
 }
 
 // httpClient returns the one HTTP client every SDK gets to reach a
@@ -59,15 +63,27 @@ type OpenOptions struct {
 // checked at dial time (not only when the endpoint was saved), so DNS
 // rebinding cannot reach an internal address. Redirects are not followed:
 // no provider API needs them, and a redirect would send the request (and
-// its body) to a host nobody validated.
+// its body) to a host nobody validated. A connection that transfers
+// nothing for o.StallTimeout fails (StallError), whatever the request is
+// waiting for.
 func httpClient(o OpenOptions) *http.Client {
 	d := &net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}
 	if !o.AllowPrivateEndpoints {
 		d.Control = DialControl
 	}
+	stall := o.StallTimeout
+	if stall == 0 {
+		stall = DefaultStallTimeout
+	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil // a proxy would dial for us, past the address check
-	tr.DialContext = d.DialContext
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil || stall < 0 {
+			return c, err
+		}
+		return &stallConn{Conn: c, d: stall}, nil
+	}
 	tr.ResponseHeaderTimeout = 60 * time.Second
 	return &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }

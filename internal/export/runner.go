@@ -59,6 +59,8 @@ func (e *RunError) Error() string {
 // Config tunes the runner.
 type Config struct {
 	AllowPrivateEndpoints bool
+	// StallTimeout: see destination.OpenOptions.
+	StallTimeout time.Duration
 	// Local says where each organization's LOCAL destinations may lie.
 	Local destination.LocalDirs
 	// RunnerID names this process in ExportRun.runner (default ids.Process()).

@@ -39,6 +39,8 @@ type FaultProxy struct {
 	bandwidth atomic.Int64 // bytes/s per connection and direction (0: unlimited)
 	refused   atomic.Int64
 	upBytes   atomic.Int64
+	frozen    atomic.Pointer[chan struct{}] // closed by Thaw; nil: forwarding
+	done      chan struct{}                 // closed when the test ends
 }
 
 // StartFaultProxy proxies to target (host:port) until the test ends.
@@ -48,11 +50,12 @@ func StartFaultProxy(t testing.TB, target string) *FaultProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &FaultProxy{Addr: ln.Addr().String(), target: target, ln: ln, conns: map[net.Conn]struct{}{}}
+	p := &FaultProxy{Addr: ln.Addr().String(), target: target, ln: ln, conns: map[net.Conn]struct{}{}, done: make(chan struct{})}
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(func() {
 		_ = ln.Close()
+		close(p.done)
 		p.Cut()
 		p.wg.Wait()
 	})
@@ -76,6 +79,23 @@ func (p *FaultProxy) Refused() int64 { return p.refused.Load() }
 
 // BytesUp is how many bytes were forwarded from clients to the target.
 func (p *FaultProxy) BytesUp() int64 { return p.upBytes.Load() }
+
+// Freeze stops forwarding on the open connections, both ways, until Thaw:
+// with SetMode(Blackhole) for new ones, a peer that stops answering in the
+// middle of a request (it neither reads what it is sent nor answers, so
+// the client's writes block once the socket buffers are full). A chunk
+// being forwarded when Freeze is called still goes through.
+func (p *FaultProxy) Freeze() {
+	c := make(chan struct{})
+	p.frozen.CompareAndSwap(nil, &c)
+}
+
+// Thaw resumes forwarding on the connections Freeze stopped.
+func (p *FaultProxy) Thaw() {
+	if c := p.frozen.Swap(nil); c != nil {
+		close(*c)
+	}
+}
 
 // Cut resets every open connection.
 func (p *FaultProxy) Cut() {
@@ -138,6 +158,13 @@ func (p *FaultProxy) accept() {
 func (p *FaultProxy) pipe(dst, src net.Conn, n *atomic.Int64) {
 	buf := make([]byte, 32<<10)
 	for {
+		if c := p.frozen.Load(); c != nil {
+			select {
+			case <-*c:
+			case <-p.done:
+				return
+			}
+		}
 		size := len(buf)
 		bw := p.bandwidth.Load()
 		if bw > 0 {

@@ -1,0 +1,81 @@
+package destination
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestStallTimeoutBlackHole: a peer that accepts the connection and never
+// answers fails the request after the stall timeout with a StallError, a
+// net.Error timeout (retried as transient), naming the flag.
+func TestStallTimeoutBlackHole(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = io.Copy(io.Discard, c) // reads the request, never answers
+	}()
+	hc := httpClient(OpenOptions{AllowPrivateEndpoints: true, StallTimeout: 300 * time.Millisecond})
+	start := time.Now()
+	resp, err := hc.Post("http://"+ln.Addr().String()+"/x", "text/plain", strings.NewReader("body"))
+	took := time.Since(start)
+	if err == nil {
+		resp.Body.Close()
+		t.Fatal("request to a black hole succeeded")
+	}
+	var se *StallError
+	var ne net.Error
+	if !errors.As(err, &se) || !errors.As(err, &ne) || !ne.Timeout() || !strings.Contains(err.Error(), "--storage-stall-timeout") {
+		t.Errorf("error %v (%T), want a StallError timeout", err, err)
+	}
+	if took < 300*time.Millisecond || took > 5*time.Second {
+		t.Errorf("failed after %s, want about the 300ms stall timeout", took)
+	}
+	hc.CloseIdleConnections()
+	ln.Close()
+	<-done
+}
+
+// TestStallTimeoutSlowTransfer: a response that trickles for longer than
+// the stall timeout, but never pauses that long, is read completely.
+func TestStallTimeoutSlowTransfer(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		if n != 3<<20 {
+			http.Error(w, "short body", http.StatusBadRequest)
+			return
+		}
+		for range 10 {
+			_, _ = w.Write([]byte("0123456789"))
+			w.(http.Flusher).Flush()
+			time.Sleep(100 * time.Millisecond)
+		}
+	}))
+	defer srv.Close()
+	hc := httpClient(OpenOptions{AllowPrivateEndpoints: true, StallTimeout: 400 * time.Millisecond})
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Post(srv.URL, "application/octet-stream", strings.NewReader(strings.Repeat("x", 3<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK || len(b) != 100 {
+		t.Fatalf("slow response: %s, %d bytes, %v", resp.Status, len(b), err)
+	}
+}
