@@ -113,16 +113,41 @@ func (r *Runner) finish(ctx context.Context, j *job, runID string, state exportr
 	// together or not at all.
 	var run *ent.ExportRun
 	var sc *ent.Schedule
-	err := db.WithTx(ctx, r.d.Client, func(c *ent.Client) error {
-		var err error
-		if j.sc != nil {
-			if sc, err = r.recordSchedule(ctx, c, j, runID, state, now); err != nil {
-				return err
+	record := func() error {
+		return db.WithTx(ctx, r.d.Client, func(c *ent.Client) error {
+			var err error
+			if j.sc != nil {
+				if sc, err = r.recordSchedule(ctx, c, j, runID, state, now); err != nil {
+					return err
+				}
 			}
+			run, err = r.recordRun(ctx, c, j, runID, state, st, rerr, now)
+			return err
+		})
+	}
+	err := record()
+	// The database unreachable for a moment (a connection reset, a
+	// failover): retry for a while, so the run's own outcome is recorded
+	// once it is back — not, half a minute later, the orphan sweep's
+	// INTERRUPTED. Each try first checks the run is still unfinished: a
+	// commit whose answer was lost may have landed, or the sweep ended it.
+	for wait, deadline := 250*time.Millisecond, time.Now().Add(outcomeRetryFor); err != nil && ctx.Err() == nil && time.Now().Before(deadline); wait = min(2*wait, 2*time.Second) {
+		r.log.Warn("recording run outcome failed; retrying", "run_id", runID, "state", state.String(), "err", err.Error())
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
 		}
-		run, err = r.recordRun(ctx, c, j, runID, state, st, rerr, now)
-		return err
-	})
+		cur, qerr := r.d.Client.ExportRun.Get(ctx, runID)
+		switch {
+		case qerr != nil:
+			err = qerr
+		case cur.State != exportrun.StateQUEUED && cur.State != exportrun.StateRUNNING:
+			run, err = cur, nil
+			r.log.Warn("run outcome already recorded", "run_id", runID, "recorded", cur.State.String(), "state", state.String())
+		default:
+			err = record()
+		}
+	}
 	if err != nil {
 		r.log.Error("recording run outcome failed", "run_id", runID, "state", state.String(), "err", err.Error())
 	}
@@ -163,6 +188,10 @@ func (r *Runner) finish(ctx context.Context, j *job, runID string, state exportr
 	}
 	r.log.Log(ctx, level, "export run finished", attrs...)
 }
+
+// outcomeRetryFor is how long finish retries recording a run's outcome
+// while the database is unreachable; below the orphan sweep's 30 s.
+const outcomeRetryFor = 20 * time.Second
 
 // runErrorLevel: a storage provider's refusal or outage is the customer's
 // to fix (WARN); a failure of ours or of our database is the operator's
