@@ -8,6 +8,8 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 )
 
 // TestGatewayErrorJSONFieldPaths: over REST, field violations (and the
@@ -57,4 +59,20 @@ func TestGatewayErrorJSONFieldPaths(t *testing.T) {
 	if got := GatewayError(plain); status.Convert(got).Message() != "a run is in progress" {
 		t.Errorf("no violations: %v", got)
 	}
+}
+
+// TestWarmUpCoversTheAPI: WarmUp reaches every message of the API (it
+// would silently do nothing if the package prefix it filters on changed).
+func TestWarmUpCoversTheAPI(t *testing.T) {
+	n := 0
+	protoregistry.GlobalTypes.RangeMessages(func(mt protoreflect.MessageType) bool {
+		if strings.HasPrefix(string(mt.Descriptor().FullName()), "auditexport.") {
+			n++
+		}
+		return true
+	})
+	if n < 50 {
+		t.Fatalf("%d auditexport.* messages registered, want the whole API (>= 50)", n)
+	}
+	WarmUp()
 }

@@ -7,8 +7,10 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 )
 
@@ -151,6 +153,33 @@ func enumNames(ed protoreflect.EnumDescriptor) string {
 		}
 	}
 	return strings.Join(names, ", ")
+}
+
+// WarmUp walks every message of the API once — marshal, unmarshal and
+// the enum check — so protobuf's lazily built reflection data and the
+// reflect caches under it are built by one goroutine at start, not by the
+// first concurrent requests of a fresh process (the race detector has
+// reported those first-use initialisations racing, killing a server
+// under GORACE=halt_on_error).
+func WarmUp() {
+	protoregistry.GlobalTypes.RangeMessages(func(mt protoreflect.MessageType) bool {
+		if !strings.HasPrefix(string(mt.Descriptor().FullName()), "auditexport.") {
+			return true
+		}
+		m := mt.New()
+		b, _ := proto.Marshal(m.Interface())
+		_ = proto.Unmarshal(b, m.Interface())
+		_, _ = protojson.Marshal(m.Interface())
+		var v violations
+		undeclaredEnums(&v, m, "")
+		fields := mt.Descriptor().Fields()
+		for i := 0; i < fields.Len(); i++ {
+			if e := fields.Get(i).Enum(); e != nil {
+				_ = enumNames(e)
+			}
+		}
+		return true
+	})
 }
 
 // checkRequest refuses a request that holds an undeclared enum number in

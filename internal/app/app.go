@@ -216,6 +216,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("--trusted-proxies: %w", err)
 	}
+	server.WarmUp() // protobuf's lazy reflection data, built before the first concurrent requests
 	icp := server.NewInterceptors(d.Client, rec, log, inproc.Addr().Network()).WithMetrics(mets).
 		WithTrustedProxies(trusted).WithAuthFailureLimits(server.AuthFailureLimits{
 		PerMinute: cfg.AuthFailuresPerMinute, AuditRows: cfg.AuthFailureAuditRows, Window: cfg.AuthFailureAuditWindow,
