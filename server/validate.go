@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/mail"
 	"strings"
@@ -12,6 +13,8 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	"github.com/auditexport/auditexport/internal/elemspec"
 )
 
 // text validates a free-text field: valid UTF-8, no control characters,
@@ -162,13 +165,17 @@ func enumNames(ed protoreflect.EnumDescriptor) string {
 // reported those first-use initialisations racing, killing a server
 // under GORACE=halt_on_error).
 func WarmUp() {
+	// ent stores element specs as JSON: encoding/json's per-type caches too.
+	var spec elemspec.Spec
+	b, _ := json.Marshal(spec)
+	_ = json.Unmarshal(b, &spec)
+	// Every registered message, not only the API's: the well-known types
+	// inside it (Struct, Value, Timestamp...) are where the maps are.
 	protoregistry.GlobalTypes.RangeMessages(func(mt protoreflect.MessageType) bool {
-		if !strings.HasPrefix(string(mt.Descriptor().FullName()), "auditexport.") {
-			return true
-		}
 		m := mt.New()
+		populate(m, 3)
 		b, _ := proto.Marshal(m.Interface())
-		_ = proto.Unmarshal(b, m.Interface())
+		_ = proto.Unmarshal(b, mt.New().Interface())
 		_, _ = protojson.Marshal(m.Interface())
 		var v violations
 		undeclaredEnums(&v, m, "")
@@ -180,6 +187,75 @@ func WarmUp() {
 		}
 		return true
 	})
+}
+
+// populate sets every field of m (lists and maps with one entry, nested
+// messages depth levels deep, one member of each oneof), so that marshalling
+// it builds the coders of every field.
+func populate(m protoreflect.Message, depth int) {
+	fields := m.Descriptor().Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		if od := fd.ContainingOneof(); od != nil && !od.IsSynthetic() && m.WhichOneof(od) != nil {
+			continue
+		}
+		isMsg := fd.Kind() == protoreflect.MessageKind || fd.Kind() == protoreflect.GroupKind
+		switch {
+		case fd.IsMap():
+			if depth > 0 || fd.MapValue().Message() == nil {
+				mp := m.Mutable(fd).Map()
+				key := fd.MapKey().Default().MapKey()
+				if fd.MapValue().Message() != nil {
+					val := mp.NewValue()
+					populate(val.Message(), depth-1)
+					mp.Set(key, val)
+				} else {
+					mp.Set(key, scalar(fd.MapValue()))
+				}
+			}
+		case fd.IsList():
+			if !isMsg {
+				m.Mutable(fd).List().Append(scalar(fd))
+			} else if depth > 0 {
+				l := m.Mutable(fd).List()
+				val := l.NewElement()
+				populate(val.Message(), depth-1)
+				l.Append(val)
+			}
+		case isMsg:
+			if depth > 0 {
+				populate(m.Mutable(fd).Message(), depth-1)
+			}
+		default:
+			m.Set(fd, scalar(fd))
+		}
+	}
+}
+
+// scalar is a non-default value of fd's scalar kind.
+func scalar(fd protoreflect.FieldDescriptor) protoreflect.Value {
+	switch fd.Kind() {
+	case protoreflect.BoolKind:
+		return protoreflect.ValueOfBool(true)
+	case protoreflect.EnumKind:
+		return protoreflect.ValueOfEnum(1)
+	case protoreflect.StringKind:
+		return protoreflect.ValueOfString("x")
+	case protoreflect.BytesKind:
+		return protoreflect.ValueOfBytes([]byte("x"))
+	case protoreflect.FloatKind:
+		return protoreflect.ValueOfFloat32(1)
+	case protoreflect.DoubleKind:
+		return protoreflect.ValueOfFloat64(1)
+	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
+		return protoreflect.ValueOfInt32(1)
+	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind:
+		return protoreflect.ValueOfUint32(1)
+	case protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+		return protoreflect.ValueOfUint64(1)
+	default:
+		return protoreflect.ValueOfInt64(1)
+	}
 }
 
 // checkRequest refuses a request that holds an undeclared enum number in
