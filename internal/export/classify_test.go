@@ -2,9 +2,15 @@ package export
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"syscall"
 	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/auditexport/auditexport/ent"
 	"github.com/auditexport/auditexport/ent/exportrun"
@@ -61,6 +67,27 @@ func TestClassify(t *testing.T) {
 			(!tc.requeue && got.state != tc.state) {
 			t.Errorf("%s: got %+v (code %q), want state %s code %q requeue %v attempt %d internal %v",
 				tc.name, got, code, tc.state, tc.code, tc.requeue, tc.attempt, tc.internal)
+		}
+	}
+}
+
+// TestDBUnreachable: connection failures are retried by a run's attempts,
+// errors of the query itself are not.
+func TestDBUnreachable(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{&net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}, true},
+		{fmt.Errorf("scan rows: %w", io.ErrUnexpectedEOF), true},
+		{fmt.Errorf("query: %w", driver.ErrBadConn), true},
+		{&pgconn.ConnectError{}, true},
+		{errors.New("read: conn closed"), true},
+		{errors.New(`ERROR: column "x" does not exist (SQLSTATE 42703)`), false},
+		{errors.New("sql: no rows in result set"), false},
+	} {
+		if got := dbUnreachable(c.err); got != c.want {
+			t.Errorf("dbUnreachable(%v) = %v, want %v", c.err, got, c.want)
 		}
 	}
 }

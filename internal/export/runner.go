@@ -2,16 +2,21 @@ package export
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"entgo.io/ent/dialect"
 	"github.com/cenkalti/backoff/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"gocloud.dev/blob"
 
 	"github.com/auditexport/auditexport/ent"
@@ -35,6 +40,8 @@ type RunError struct {
 	Code            string // e.g. PROVIDER_ACCESS_DENIED, PROVIDER_UNAVAILABLE, QUERY_FAILED
 	Message         string // ours
 	ProviderMessage string // the provider's own code and message, redacted and bounded by destination
+	// retry: the run's attempts may retry it (the database was unreachable).
+	retry bool
 }
 
 // redacted is e with every text passed through destination.Redact and
@@ -480,9 +487,22 @@ func (r *Runner) claimIncremental(ctx context.Context, j *job, now time.Time) er
 
 // run queries, encodes and uploads, retrying transient provider errors.
 func (r *Runner) run(ctx context.Context, j *job, skipped *bool) (Stats, error) {
-	count, err := auditlog.QuerySeq(ctx, r.d.Client, j.plan.Spec, j.plan.Now, j.plan.SeqFrom, j.plan.SeqTo, 0, 0)
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = r.cfg.RetryInitial
+	count, err := backoff.Retry(ctx, func() (*auditlog.Result, error) {
+		c, err := auditlog.QuerySeq(ctx, r.d.Client, j.plan.Spec, j.plan.Now, j.plan.SeqFrom, j.plan.SeqTo, 0, 0)
+		if err == nil {
+			return c, nil
+		}
+		var rerr *RunError
+		if err = r.queryError(ctx, err); errors.As(err, &rerr) && rerr.retry {
+			r.log.Warn("database unreachable while counting a run's rows; retrying", "run_id", j.run.ID)
+			return c, err
+		}
+		return c, backoff.Permanent(err)
+	}, backoff.WithBackOff(b), backoff.WithMaxTries(uint(r.cfg.MaxAttempts)), backoff.WithMaxElapsedTime(0))
 	if err != nil {
-		return Stats{}, r.queryError(ctx, err)
+		return Stats{}, err
 	}
 	j.total.Store(count.Total)
 	switch j.sc.SendCondition {
@@ -529,6 +549,10 @@ func (r *Runner) run(ctx context.Context, j *job, skipped *bool) (Stats, error) 
 			return st, backoff.Permanent(err)
 		}
 		var qe *RunError
+		if errors.As(err, &qe) && qe.retry {
+			r.log.Warn("database unreachable during a run; retrying", "run_id", j.run.ID, "attempt", attempt)
+			return st, qe
+		}
 		if errors.As(err, &qe) || errors.As(err, new(*PanicError)) {
 			return st, backoff.Permanent(err)
 		}
@@ -540,8 +564,7 @@ func (r *Runner) run(ctx context.Context, j *job, skipped *bool) (Stats, error) 
 		r.log.Warn("transient upload error; retrying", "run_id", j.run.ID, "attempt", attempt, "err", rerr.Error())
 		return st, rerr
 	}
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = r.cfg.RetryInitial
+	b.Reset()
 	return backoff.Retry(ctx, op, backoff.WithBackOff(b), backoff.WithMaxTries(uint(r.cfg.MaxAttempts)), backoff.WithMaxElapsedTime(0))
 }
 
@@ -574,7 +597,23 @@ func (r *Runner) queryError(ctx context.Context, err error) error {
 		return &RunError{Code: "ELEMENT_INVALID", Message: "the schedule's workbook element is no longer valid (" + invalid.Error() + "): change it, then run again"}
 	}
 	r.log.Error("export query failed", "err", err.Error())
+	if dbUnreachable(err) {
+		// A database restart or a network blip: retried by the run's
+		// attempts like a provider's transient error, so a scheduled
+		// period is not lost to a short outage.
+		return &RunError{Code: "QUERY_FAILED", Message: "reading the audit log failed: the database was unreachable", retry: true}
+	}
 	return &RunError{Code: "QUERY_FAILED", Message: "reading the audit log failed"}
+}
+
+// dbUnreachable reports a failure to reach the database (connection
+// refused, reset or closed) rather than an error of the query itself.
+func dbUnreachable(err error) bool {
+	var ne net.Error
+	var ce *pgconn.ConnectError
+	return errors.As(err, &ne) || errors.As(err, &ce) || errors.Is(err, driver.ErrBadConn) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		strings.Contains(err.Error(), "conn closed")
 }
 
 // upload makes one attempt: the object becomes visible only when the upload
