@@ -440,6 +440,11 @@ func permRows(e *permEnv) []permRow {
 		{rpc: "PauseSchedule", variant: "creatorOwned", want: ownerAdmin, req: byID(e.crSchID)},
 		{rpc: "ResumeSchedule", want: adminOnly, req: byID(e.schID)},
 		{rpc: "ResumeSchedule", variant: "creatorOwned", want: ownerAdmin, req: byID(e.crSchID)},
+		{rpc: "PreviewSchedule", want: all, req: fixed(`{"cron":"0 6 * * *","timeZone":"Europe/Berlin"}`), check: func(t *testing.T, p string, b map[string]any) {
+			if runs, _ := b["runs"].([]any); len(runs) != 5 {
+				t.Errorf("PreviewSchedule as %s: %d runs, want 5: %v", p, len(runs), b)
+			}
+		}},
 		{rpc: "GetExportRun", want: anyMember, req: byID(e.runID)},
 		{rpc: "ListExportRuns", want: anyMember, req: fixed(`{"scheduleId":%q}`, e.schID), check: func(t *testing.T, p string, b map[string]any) {
 			if items(b, "runs")[e.runID] == nil {

@@ -122,6 +122,7 @@ func fuzzSeeds() []fuzzSeed {
 		{"ListSchedules", "ListSchedules", &pb.ListSchedulesRequest{WorkbookId: "@wb", State: pb.ScheduleState_SCHEDULE_STATE_ACTIVE}, 0},
 		{"ListSchedules-state-99", "ListSchedules", &pb.ListSchedulesRequest{State: bad}, 0},
 		{"PauseSchedule", "PauseSchedule", &pb.PauseScheduleRequest{Id: "@sch"}, 0},
+		{"PreviewSchedule", "PreviewSchedule", &pb.PreviewScheduleRequest{Cron: "30 2 * * *", TimeZone: "Europe/Berlin", Count: 5}, 0},
 		{"ResumeSchedule", "ResumeSchedule", &pb.ResumeScheduleRequest{Id: "@sch"}, 0},
 		{"SendNow", "SendNow", &pb.SendNowRequest{Id: "@sch"}, 0},
 		{"UpdateSchedule", "UpdateSchedule", &pb.UpdateScheduleRequest{Schedule: sched(func(s *pb.Schedule) { s.Id = "@sch" }),

@@ -19,6 +19,7 @@ type schedulesCmd struct {
 	Delete  schDeleteCmd  `cmd:"" aliases:"rm" help:"Delete a schedule."`
 	Pause   schPauseCmd   `cmd:"" help:"Pause a schedule (reason USER)."`
 	Resume  schResumeCmd  `cmd:"" help:"Resume a paused schedule."`
+	Preview schPreviewCmd `cmd:"" help:"Show the next run times of a cron in a time zone, as the scheduler computes them (DST included)."`
 	SendNow schSendNowCmd `cmd:"" name:"send-now" help:"Export now and follow the run: a progress bar on a terminal, one line per progress message otherwise. Exits 1 if the run ends FAILED or CANCELED."`
 }
 
@@ -243,6 +244,18 @@ type schResumeCmd struct {
 func (c *schResumeCmd) Run(e *env) error {
 	return e.do(func(ctx context.Context, cl *auditexport.Client) (proto.Message, error) {
 		return cl.Schedules.ResumeSchedule(ctx, &pb.ResumeScheduleRequest{Id: c.ID})
+	})
+}
+
+type schPreviewCmd struct {
+	Cron     string `name:"cron" required:"" help:"5-field cron, e.g. '30 2 * * *'."`
+	TimeZone string `name:"time-zone" default:"UTC" help:"IANA time zone, e.g. Europe/Berlin."`
+	Count    int32  `name:"count" default:"5" help:"How many run times (1-50)."`
+}
+
+func (c *schPreviewCmd) Run(e *env) error {
+	return e.do(func(ctx context.Context, cl *auditexport.Client) (proto.Message, error) {
+		return cl.Schedules.PreviewSchedule(ctx, &pb.PreviewScheduleRequest{Cron: c.Cron, TimeZone: c.TimeZone, Count: c.Count})
 	})
 }
 

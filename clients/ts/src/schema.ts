@@ -333,6 +333,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/schedules:preview": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Previews the next run times of a cron expression in a time zone, as the
+         *     scheduler will compute them (same parser, same DST rules), so a form can
+         *     show them before the schedule is saved. Any member. INVALID_ARGUMENT
+         *     names cron, time_zone, count or after.
+         */
+        post: operations["ScheduleService_PreviewSchedule"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/storageIntegrations": {
         parameters: {
             query?: never;
@@ -1048,6 +1070,42 @@ export interface components {
         /** @description PauseScheduleResponse wraps the Schedule. */
         v1PauseScheduleResponse: {
             schedule?: components["schemas"]["v1Schedule"];
+        };
+        /** @description PreviewScheduleRequest is a cron expression and time zone to preview. */
+        v1PreviewScheduleRequest: {
+            /** @description Cron expression: 5 fields or an @descriptor, as Schedule.cron. */
+            cron?: string;
+            /** @description IANA time zone, as Schedule.time_zone. */
+            timeZone?: string;
+            /**
+             * Format: int32
+             * @description How many run times: 1 to 50; 0 means 5.
+             */
+            count?: number;
+            /**
+             * Format: date-time
+             * @description Run times strictly after this instant; unset means now.
+             */
+            after?: string;
+        };
+        /** @description PreviewScheduleResponse lists the next run times, earliest first. */
+        v1PreviewScheduleResponse: {
+            runs?: components["schemas"]["v1PreviewedRun"][];
+        };
+        /** @description PreviewedRun is one future run time. */
+        v1PreviewedRun: {
+            /**
+             * Format: date-time
+             * @description The instant, in UTC.
+             */
+            runTime?: string;
+            /**
+             * @description The same instant as wall time in the request's time zone, RFC 3339 with
+             *     its offset (e.g. "2026-03-29T03:30:00+02:00").
+             */
+            localTime?: string;
+            /** @description The zone's abbreviation at that instant (e.g. "CEST"). */
+            zoneAbbreviation?: string;
         };
         /**
          * @description Provider is the cloud storage service behind a storage integration.
@@ -2032,6 +2090,40 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["v1ListExportRunsResponse"];
+                };
+            };
+            /** @description An unexpected error response. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["rpcStatus"];
+                };
+            };
+        };
+    };
+    ScheduleService_PreviewSchedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description PreviewScheduleRequest is a cron expression and time zone to preview. */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["v1PreviewScheduleRequest"];
+            };
+        };
+        responses: {
+            /** @description A successful response. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["v1PreviewScheduleResponse"];
                 };
             };
             /** @description An unexpected error response. */

@@ -1217,6 +1217,189 @@ func (x *CancelExportRunResponse) GetRun() *ExportRun {
 	return nil
 }
 
+// PreviewScheduleRequest is a cron expression and time zone to preview.
+type PreviewScheduleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Cron expression: 5 fields or an @descriptor, as Schedule.cron.
+	Cron string `protobuf:"bytes,1,opt,name=cron" json:"cron,omitempty"`
+	// IANA time zone, as Schedule.time_zone.
+	TimeZone string `protobuf:"bytes,2,opt,name=time_zone,json=timeZone" json:"time_zone,omitempty"`
+	// How many run times: 1 to 50; 0 means 5.
+	Count int32 `protobuf:"varint,3,opt,name=count" json:"count,omitempty"`
+	// Run times strictly after this instant; unset means now.
+	After         *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=after" json:"after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreviewScheduleRequest) Reset() {
+	*x = PreviewScheduleRequest{}
+	mi := &file_auditexport_v1_schedule_service_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreviewScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreviewScheduleRequest) ProtoMessage() {}
+
+func (x *PreviewScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auditexport_v1_schedule_service_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreviewScheduleRequest.ProtoReflect.Descriptor instead.
+func (*PreviewScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_auditexport_v1_schedule_service_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *PreviewScheduleRequest) GetCron() string {
+	if x != nil {
+		return x.Cron
+	}
+	return ""
+}
+
+func (x *PreviewScheduleRequest) GetTimeZone() string {
+	if x != nil {
+		return x.TimeZone
+	}
+	return ""
+}
+
+func (x *PreviewScheduleRequest) GetCount() int32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *PreviewScheduleRequest) GetAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.After
+	}
+	return nil
+}
+
+// PreviewScheduleResponse lists the next run times, earliest first.
+type PreviewScheduleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Runs          []*PreviewedRun        `protobuf:"bytes,1,rep,name=runs" json:"runs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreviewScheduleResponse) Reset() {
+	*x = PreviewScheduleResponse{}
+	mi := &file_auditexport_v1_schedule_service_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreviewScheduleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreviewScheduleResponse) ProtoMessage() {}
+
+func (x *PreviewScheduleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_auditexport_v1_schedule_service_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreviewScheduleResponse.ProtoReflect.Descriptor instead.
+func (*PreviewScheduleResponse) Descriptor() ([]byte, []int) {
+	return file_auditexport_v1_schedule_service_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *PreviewScheduleResponse) GetRuns() []*PreviewedRun {
+	if x != nil {
+		return x.Runs
+	}
+	return nil
+}
+
+// PreviewedRun is one future run time.
+type PreviewedRun struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The instant, in UTC.
+	RunTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=run_time,json=runTime" json:"run_time,omitempty"`
+	// The same instant as wall time in the request's time zone, RFC 3339 with
+	// its offset (e.g. "2026-03-29T03:30:00+02:00").
+	LocalTime string `protobuf:"bytes,2,opt,name=local_time,json=localTime" json:"local_time,omitempty"`
+	// The zone's abbreviation at that instant (e.g. "CEST").
+	ZoneAbbreviation string `protobuf:"bytes,3,opt,name=zone_abbreviation,json=zoneAbbreviation" json:"zone_abbreviation,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *PreviewedRun) Reset() {
+	*x = PreviewedRun{}
+	mi := &file_auditexport_v1_schedule_service_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreviewedRun) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreviewedRun) ProtoMessage() {}
+
+func (x *PreviewedRun) ProtoReflect() protoreflect.Message {
+	mi := &file_auditexport_v1_schedule_service_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreviewedRun.ProtoReflect.Descriptor instead.
+func (*PreviewedRun) Descriptor() ([]byte, []int) {
+	return file_auditexport_v1_schedule_service_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *PreviewedRun) GetRunTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RunTime
+	}
+	return nil
+}
+
+func (x *PreviewedRun) GetLocalTime() string {
+	if x != nil {
+		return x.LocalTime
+	}
+	return ""
+}
+
+func (x *PreviewedRun) GetZoneAbbreviation() string {
+	if x != nil {
+		return x.ZoneAbbreviation
+	}
+	return ""
+}
+
 var File_auditexport_v1_schedule_service_proto protoreflect.FileDescriptor
 
 const file_auditexport_v1_schedule_service_proto_rawDesc = "" +
@@ -1288,7 +1471,19 @@ const file_auditexport_v1_schedule_service_proto_rawDesc = "" +
 	"\x16CancelExportRunRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"F\n" +
 	"\x17CancelExportRunResponse\x12+\n" +
-	"\x03run\x18\x01 \x01(\v2\x19.auditexport.v1.ExportRunR\x03run2\xf7\f\n" +
+	"\x03run\x18\x01 \x01(\v2\x19.auditexport.v1.ExportRunR\x03run\"\x91\x01\n" +
+	"\x16PreviewScheduleRequest\x12\x12\n" +
+	"\x04cron\x18\x01 \x01(\tR\x04cron\x12\x1b\n" +
+	"\ttime_zone\x18\x02 \x01(\tR\btimeZone\x12\x14\n" +
+	"\x05count\x18\x03 \x01(\x05R\x05count\x120\n" +
+	"\x05after\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05after\"K\n" +
+	"\x17PreviewScheduleResponse\x120\n" +
+	"\x04runs\x18\x01 \x03(\v2\x1c.auditexport.v1.PreviewedRunR\x04runs\"\x91\x01\n" +
+	"\fPreviewedRun\x125\n" +
+	"\brun_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\arunTime\x12\x1d\n" +
+	"\n" +
+	"local_time\x18\x02 \x01(\tR\tlocalTime\x12+\n" +
+	"\x11zone_abbreviation\x18\x03 \x01(\tR\x10zoneAbbreviation2\xfe\r\n" +
 	"\x0fScheduleService\x12\x98\x01\n" +
 	"\x0eCreateSchedule\x12%.auditexport.v1.CreateScheduleRequest\x1a&.auditexport.v1.CreateScheduleResponse\"7\x82\xd3\xe4\x93\x021:\bschedule\"%/v1/workbooks/{workbook_id}/schedules\x12r\n" +
 	"\vGetSchedule\x12\".auditexport.v1.GetScheduleRequest\x1a#.auditexport.v1.GetScheduleResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/schedules/{id}\x12\x9c\x01\n" +
@@ -1300,7 +1495,8 @@ const file_auditexport_v1_schedule_service_proto_rawDesc = "" +
 	"\fGetExportRun\x12#.auditexport.v1.GetExportRunRequest\x1a$.auditexport.v1.GetExportRunResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/exportRuns/{id}\x12\x84\x01\n" +
 	"\x0eWatchExportRun\x12%.auditexport.v1.WatchExportRunRequest\x1a&.auditexport.v1.WatchExportRunResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/exportRuns/{id}:watch0\x01\x12\x9b\x01\n" +
 	"\x0eListExportRuns\x12%.auditexport.v1.ListExportRunsRequest\x1a&.auditexport.v1.ListExportRunsResponse\":\x82\xd3\xe4\x93\x024Z\x10\x12\x0e/v1/exportRuns\x12 /v1/schedules/{schedule_id}/runs\x12\x89\x01\n" +
-	"\x0fCancelExportRun\x12&.auditexport.v1.CancelExportRunRequest\x1a'.auditexport.v1.CancelExportRunResponse\"%\x82\xd3\xe4\x93\x02\x1f:\x01*\"\x1a/v1/exportRuns/{id}:cancel\x12\x85\x01\n" +
+	"\x0fCancelExportRun\x12&.auditexport.v1.CancelExportRunRequest\x1a'.auditexport.v1.CancelExportRunResponse\"%\x82\xd3\xe4\x93\x02\x1f:\x01*\"\x1a/v1/exportRuns/{id}:cancel\x12\x84\x01\n" +
+	"\x0fPreviewSchedule\x12&.auditexport.v1.PreviewScheduleRequest\x1a'.auditexport.v1.PreviewScheduleResponse\" \x82\xd3\xe4\x93\x02\x1a:\x01*\"\x15/v1/schedules:preview\x12\x85\x01\n" +
 	"\x0eResumeSchedule\x12%.auditexport.v1.ResumeScheduleRequest\x1a&.auditexport.v1.ResumeScheduleResponse\"$\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/v1/schedules/{id}:resumeB\xd2\x01\n" +
 	"\x12com.auditexport.v1B\x14ScheduleServiceProtoP\x01ZFgithub.com/auditexport/auditexport/gen/go/auditexport/v1;auditexportv1\xa2\x02\x03AXX\xaa\x02\x0eAuditexport.V1\xca\x02\x0eAuditexport\\V1\xe2\x02\x1aAuditexport\\V1\\GPBMetadata\xea\x02\x0fAuditexport::V1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
@@ -1316,7 +1512,7 @@ func file_auditexport_v1_schedule_service_proto_rawDescGZIP() []byte {
 	return file_auditexport_v1_schedule_service_proto_rawDescData
 }
 
-var file_auditexport_v1_schedule_service_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_auditexport_v1_schedule_service_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_auditexport_v1_schedule_service_proto_goTypes = []any{
 	(*CreateScheduleRequest)(nil),   // 0: auditexport.v1.CreateScheduleRequest
 	(*GetScheduleRequest)(nil),      // 1: auditexport.v1.GetScheduleRequest
@@ -1342,64 +1538,72 @@ var file_auditexport_v1_schedule_service_proto_goTypes = []any{
 	(*ListExportRunsResponse)(nil),  // 21: auditexport.v1.ListExportRunsResponse
 	(*CancelExportRunRequest)(nil),  // 22: auditexport.v1.CancelExportRunRequest
 	(*CancelExportRunResponse)(nil), // 23: auditexport.v1.CancelExportRunResponse
-	(*Schedule)(nil),                // 24: auditexport.v1.Schedule
-	(ScheduleState)(0),              // 25: auditexport.v1.ScheduleState
-	(*fieldmaskpb.FieldMask)(nil),   // 26: google.protobuf.FieldMask
-	(*ExportProgress)(nil),          // 27: auditexport.v1.ExportProgress
-	(*ExportRun)(nil),               // 28: auditexport.v1.ExportRun
-	(RunState)(0),                   // 29: auditexport.v1.RunState
-	(Trigger)(0),                    // 30: auditexport.v1.Trigger
-	(*timestamppb.Timestamp)(nil),   // 31: google.protobuf.Timestamp
+	(*PreviewScheduleRequest)(nil),  // 24: auditexport.v1.PreviewScheduleRequest
+	(*PreviewScheduleResponse)(nil), // 25: auditexport.v1.PreviewScheduleResponse
+	(*PreviewedRun)(nil),            // 26: auditexport.v1.PreviewedRun
+	(*Schedule)(nil),                // 27: auditexport.v1.Schedule
+	(ScheduleState)(0),              // 28: auditexport.v1.ScheduleState
+	(*fieldmaskpb.FieldMask)(nil),   // 29: google.protobuf.FieldMask
+	(*ExportProgress)(nil),          // 30: auditexport.v1.ExportProgress
+	(*ExportRun)(nil),               // 31: auditexport.v1.ExportRun
+	(RunState)(0),                   // 32: auditexport.v1.RunState
+	(Trigger)(0),                    // 33: auditexport.v1.Trigger
+	(*timestamppb.Timestamp)(nil),   // 34: google.protobuf.Timestamp
 }
 var file_auditexport_v1_schedule_service_proto_depIdxs = []int32{
-	24, // 0: auditexport.v1.CreateScheduleRequest.schedule:type_name -> auditexport.v1.Schedule
-	25, // 1: auditexport.v1.ListSchedulesRequest.state:type_name -> auditexport.v1.ScheduleState
-	24, // 2: auditexport.v1.ListSchedulesResponse.schedules:type_name -> auditexport.v1.Schedule
-	24, // 3: auditexport.v1.UpdateScheduleRequest.schedule:type_name -> auditexport.v1.Schedule
-	26, // 4: auditexport.v1.UpdateScheduleRequest.update_mask:type_name -> google.protobuf.FieldMask
-	24, // 5: auditexport.v1.CreateScheduleResponse.schedule:type_name -> auditexport.v1.Schedule
-	24, // 6: auditexport.v1.GetScheduleResponse.schedule:type_name -> auditexport.v1.Schedule
-	24, // 7: auditexport.v1.UpdateScheduleResponse.schedule:type_name -> auditexport.v1.Schedule
-	24, // 8: auditexport.v1.PauseScheduleResponse.schedule:type_name -> auditexport.v1.Schedule
-	24, // 9: auditexport.v1.ResumeScheduleResponse.schedule:type_name -> auditexport.v1.Schedule
-	27, // 10: auditexport.v1.SendNowResponse.progress:type_name -> auditexport.v1.ExportProgress
-	27, // 11: auditexport.v1.WatchExportRunResponse.progress:type_name -> auditexport.v1.ExportProgress
-	28, // 12: auditexport.v1.GetExportRunResponse.run:type_name -> auditexport.v1.ExportRun
-	29, // 13: auditexport.v1.ListExportRunsRequest.state:type_name -> auditexport.v1.RunState
-	30, // 14: auditexport.v1.ListExportRunsRequest.trigger:type_name -> auditexport.v1.Trigger
-	31, // 15: auditexport.v1.ListExportRunsRequest.since:type_name -> google.protobuf.Timestamp
-	31, // 16: auditexport.v1.ListExportRunsRequest.until:type_name -> google.protobuf.Timestamp
-	28, // 17: auditexport.v1.ListExportRunsResponse.runs:type_name -> auditexport.v1.ExportRun
-	28, // 18: auditexport.v1.CancelExportRunResponse.run:type_name -> auditexport.v1.ExportRun
-	0,  // 19: auditexport.v1.ScheduleService.CreateSchedule:input_type -> auditexport.v1.CreateScheduleRequest
-	1,  // 20: auditexport.v1.ScheduleService.GetSchedule:input_type -> auditexport.v1.GetScheduleRequest
-	2,  // 21: auditexport.v1.ScheduleService.ListSchedules:input_type -> auditexport.v1.ListSchedulesRequest
-	4,  // 22: auditexport.v1.ScheduleService.UpdateSchedule:input_type -> auditexport.v1.UpdateScheduleRequest
-	5,  // 23: auditexport.v1.ScheduleService.DeleteSchedule:input_type -> auditexport.v1.DeleteScheduleRequest
-	7,  // 24: auditexport.v1.ScheduleService.PauseSchedule:input_type -> auditexport.v1.PauseScheduleRequest
-	14, // 25: auditexport.v1.ScheduleService.SendNow:input_type -> auditexport.v1.SendNowRequest
-	18, // 26: auditexport.v1.ScheduleService.GetExportRun:input_type -> auditexport.v1.GetExportRunRequest
-	16, // 27: auditexport.v1.ScheduleService.WatchExportRun:input_type -> auditexport.v1.WatchExportRunRequest
-	20, // 28: auditexport.v1.ScheduleService.ListExportRuns:input_type -> auditexport.v1.ListExportRunsRequest
-	22, // 29: auditexport.v1.ScheduleService.CancelExportRun:input_type -> auditexport.v1.CancelExportRunRequest
-	8,  // 30: auditexport.v1.ScheduleService.ResumeSchedule:input_type -> auditexport.v1.ResumeScheduleRequest
-	9,  // 31: auditexport.v1.ScheduleService.CreateSchedule:output_type -> auditexport.v1.CreateScheduleResponse
-	10, // 32: auditexport.v1.ScheduleService.GetSchedule:output_type -> auditexport.v1.GetScheduleResponse
-	3,  // 33: auditexport.v1.ScheduleService.ListSchedules:output_type -> auditexport.v1.ListSchedulesResponse
-	11, // 34: auditexport.v1.ScheduleService.UpdateSchedule:output_type -> auditexport.v1.UpdateScheduleResponse
-	6,  // 35: auditexport.v1.ScheduleService.DeleteSchedule:output_type -> auditexport.v1.DeleteScheduleResponse
-	12, // 36: auditexport.v1.ScheduleService.PauseSchedule:output_type -> auditexport.v1.PauseScheduleResponse
-	15, // 37: auditexport.v1.ScheduleService.SendNow:output_type -> auditexport.v1.SendNowResponse
-	19, // 38: auditexport.v1.ScheduleService.GetExportRun:output_type -> auditexport.v1.GetExportRunResponse
-	17, // 39: auditexport.v1.ScheduleService.WatchExportRun:output_type -> auditexport.v1.WatchExportRunResponse
-	21, // 40: auditexport.v1.ScheduleService.ListExportRuns:output_type -> auditexport.v1.ListExportRunsResponse
-	23, // 41: auditexport.v1.ScheduleService.CancelExportRun:output_type -> auditexport.v1.CancelExportRunResponse
-	13, // 42: auditexport.v1.ScheduleService.ResumeSchedule:output_type -> auditexport.v1.ResumeScheduleResponse
-	31, // [31:43] is the sub-list for method output_type
-	19, // [19:31] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	27, // 0: auditexport.v1.CreateScheduleRequest.schedule:type_name -> auditexport.v1.Schedule
+	28, // 1: auditexport.v1.ListSchedulesRequest.state:type_name -> auditexport.v1.ScheduleState
+	27, // 2: auditexport.v1.ListSchedulesResponse.schedules:type_name -> auditexport.v1.Schedule
+	27, // 3: auditexport.v1.UpdateScheduleRequest.schedule:type_name -> auditexport.v1.Schedule
+	29, // 4: auditexport.v1.UpdateScheduleRequest.update_mask:type_name -> google.protobuf.FieldMask
+	27, // 5: auditexport.v1.CreateScheduleResponse.schedule:type_name -> auditexport.v1.Schedule
+	27, // 6: auditexport.v1.GetScheduleResponse.schedule:type_name -> auditexport.v1.Schedule
+	27, // 7: auditexport.v1.UpdateScheduleResponse.schedule:type_name -> auditexport.v1.Schedule
+	27, // 8: auditexport.v1.PauseScheduleResponse.schedule:type_name -> auditexport.v1.Schedule
+	27, // 9: auditexport.v1.ResumeScheduleResponse.schedule:type_name -> auditexport.v1.Schedule
+	30, // 10: auditexport.v1.SendNowResponse.progress:type_name -> auditexport.v1.ExportProgress
+	30, // 11: auditexport.v1.WatchExportRunResponse.progress:type_name -> auditexport.v1.ExportProgress
+	31, // 12: auditexport.v1.GetExportRunResponse.run:type_name -> auditexport.v1.ExportRun
+	32, // 13: auditexport.v1.ListExportRunsRequest.state:type_name -> auditexport.v1.RunState
+	33, // 14: auditexport.v1.ListExportRunsRequest.trigger:type_name -> auditexport.v1.Trigger
+	34, // 15: auditexport.v1.ListExportRunsRequest.since:type_name -> google.protobuf.Timestamp
+	34, // 16: auditexport.v1.ListExportRunsRequest.until:type_name -> google.protobuf.Timestamp
+	31, // 17: auditexport.v1.ListExportRunsResponse.runs:type_name -> auditexport.v1.ExportRun
+	31, // 18: auditexport.v1.CancelExportRunResponse.run:type_name -> auditexport.v1.ExportRun
+	34, // 19: auditexport.v1.PreviewScheduleRequest.after:type_name -> google.protobuf.Timestamp
+	26, // 20: auditexport.v1.PreviewScheduleResponse.runs:type_name -> auditexport.v1.PreviewedRun
+	34, // 21: auditexport.v1.PreviewedRun.run_time:type_name -> google.protobuf.Timestamp
+	0,  // 22: auditexport.v1.ScheduleService.CreateSchedule:input_type -> auditexport.v1.CreateScheduleRequest
+	1,  // 23: auditexport.v1.ScheduleService.GetSchedule:input_type -> auditexport.v1.GetScheduleRequest
+	2,  // 24: auditexport.v1.ScheduleService.ListSchedules:input_type -> auditexport.v1.ListSchedulesRequest
+	4,  // 25: auditexport.v1.ScheduleService.UpdateSchedule:input_type -> auditexport.v1.UpdateScheduleRequest
+	5,  // 26: auditexport.v1.ScheduleService.DeleteSchedule:input_type -> auditexport.v1.DeleteScheduleRequest
+	7,  // 27: auditexport.v1.ScheduleService.PauseSchedule:input_type -> auditexport.v1.PauseScheduleRequest
+	14, // 28: auditexport.v1.ScheduleService.SendNow:input_type -> auditexport.v1.SendNowRequest
+	18, // 29: auditexport.v1.ScheduleService.GetExportRun:input_type -> auditexport.v1.GetExportRunRequest
+	16, // 30: auditexport.v1.ScheduleService.WatchExportRun:input_type -> auditexport.v1.WatchExportRunRequest
+	20, // 31: auditexport.v1.ScheduleService.ListExportRuns:input_type -> auditexport.v1.ListExportRunsRequest
+	22, // 32: auditexport.v1.ScheduleService.CancelExportRun:input_type -> auditexport.v1.CancelExportRunRequest
+	24, // 33: auditexport.v1.ScheduleService.PreviewSchedule:input_type -> auditexport.v1.PreviewScheduleRequest
+	8,  // 34: auditexport.v1.ScheduleService.ResumeSchedule:input_type -> auditexport.v1.ResumeScheduleRequest
+	9,  // 35: auditexport.v1.ScheduleService.CreateSchedule:output_type -> auditexport.v1.CreateScheduleResponse
+	10, // 36: auditexport.v1.ScheduleService.GetSchedule:output_type -> auditexport.v1.GetScheduleResponse
+	3,  // 37: auditexport.v1.ScheduleService.ListSchedules:output_type -> auditexport.v1.ListSchedulesResponse
+	11, // 38: auditexport.v1.ScheduleService.UpdateSchedule:output_type -> auditexport.v1.UpdateScheduleResponse
+	6,  // 39: auditexport.v1.ScheduleService.DeleteSchedule:output_type -> auditexport.v1.DeleteScheduleResponse
+	12, // 40: auditexport.v1.ScheduleService.PauseSchedule:output_type -> auditexport.v1.PauseScheduleResponse
+	15, // 41: auditexport.v1.ScheduleService.SendNow:output_type -> auditexport.v1.SendNowResponse
+	19, // 42: auditexport.v1.ScheduleService.GetExportRun:output_type -> auditexport.v1.GetExportRunResponse
+	17, // 43: auditexport.v1.ScheduleService.WatchExportRun:output_type -> auditexport.v1.WatchExportRunResponse
+	21, // 44: auditexport.v1.ScheduleService.ListExportRuns:output_type -> auditexport.v1.ListExportRunsResponse
+	23, // 45: auditexport.v1.ScheduleService.CancelExportRun:output_type -> auditexport.v1.CancelExportRunResponse
+	25, // 46: auditexport.v1.ScheduleService.PreviewSchedule:output_type -> auditexport.v1.PreviewScheduleResponse
+	13, // 47: auditexport.v1.ScheduleService.ResumeSchedule:output_type -> auditexport.v1.ResumeScheduleResponse
+	35, // [35:48] is the sub-list for method output_type
+	22, // [22:35] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_auditexport_v1_schedule_service_proto_init() }
@@ -1414,7 +1618,7 @@ func file_auditexport_v1_schedule_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_auditexport_v1_schedule_service_proto_rawDesc), len(file_auditexport_v1_schedule_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -30,6 +30,7 @@ const (
 	ScheduleService_WatchExportRun_FullMethodName  = "/auditexport.v1.ScheduleService/WatchExportRun"
 	ScheduleService_ListExportRuns_FullMethodName  = "/auditexport.v1.ScheduleService/ListExportRuns"
 	ScheduleService_CancelExportRun_FullMethodName = "/auditexport.v1.ScheduleService/CancelExportRun"
+	ScheduleService_PreviewSchedule_FullMethodName = "/auditexport.v1.ScheduleService/PreviewSchedule"
 	ScheduleService_ResumeSchedule_FullMethodName  = "/auditexport.v1.ScheduleService/ResumeSchedule"
 )
 
@@ -75,6 +76,11 @@ type ScheduleServiceClient interface {
 	// Cancels a queued or running run; its upload is aborted (no object is
 	// left). Owner of the schedule or ADMIN. Finished runs: FAILED_PRECONDITION.
 	CancelExportRun(ctx context.Context, in *CancelExportRunRequest, opts ...grpc.CallOption) (*CancelExportRunResponse, error)
+	// Previews the next run times of a cron expression in a time zone, as the
+	// scheduler will compute them (same parser, same DST rules), so a form can
+	// show them before the schedule is saved. Any member. INVALID_ARGUMENT
+	// names cron, time_zone, count or after.
+	PreviewSchedule(ctx context.Context, in *PreviewScheduleRequest, opts ...grpc.CallOption) (*PreviewScheduleResponse, error)
 	// Resumes a paused schedule: state ACTIVE, failures reset, next_run_time
 	// recomputed from now. FAILED_PRECONDITION if its integration is gone;
 	// PERMISSION_DENIED (owner) or FAILED_PRECONDITION (ADMIN) with reason
@@ -218,6 +224,16 @@ func (c *scheduleServiceClient) CancelExportRun(ctx context.Context, in *CancelE
 	return out, nil
 }
 
+func (c *scheduleServiceClient) PreviewSchedule(ctx context.Context, in *PreviewScheduleRequest, opts ...grpc.CallOption) (*PreviewScheduleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PreviewScheduleResponse)
+	err := c.cc.Invoke(ctx, ScheduleService_PreviewSchedule_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *scheduleServiceClient) ResumeSchedule(ctx context.Context, in *ResumeScheduleRequest, opts ...grpc.CallOption) (*ResumeScheduleResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ResumeScheduleResponse)
@@ -270,6 +286,11 @@ type ScheduleServiceServer interface {
 	// Cancels a queued or running run; its upload is aborted (no object is
 	// left). Owner of the schedule or ADMIN. Finished runs: FAILED_PRECONDITION.
 	CancelExportRun(context.Context, *CancelExportRunRequest) (*CancelExportRunResponse, error)
+	// Previews the next run times of a cron expression in a time zone, as the
+	// scheduler will compute them (same parser, same DST rules), so a form can
+	// show them before the schedule is saved. Any member. INVALID_ARGUMENT
+	// names cron, time_zone, count or after.
+	PreviewSchedule(context.Context, *PreviewScheduleRequest) (*PreviewScheduleResponse, error)
 	// Resumes a paused schedule: state ACTIVE, failures reset, next_run_time
 	// recomputed from now. FAILED_PRECONDITION if its integration is gone;
 	// PERMISSION_DENIED (owner) or FAILED_PRECONDITION (ADMIN) with reason
@@ -317,6 +338,9 @@ func (UnimplementedScheduleServiceServer) ListExportRuns(context.Context, *ListE
 }
 func (UnimplementedScheduleServiceServer) CancelExportRun(context.Context, *CancelExportRunRequest) (*CancelExportRunResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CancelExportRun not implemented")
+}
+func (UnimplementedScheduleServiceServer) PreviewSchedule(context.Context, *PreviewScheduleRequest) (*PreviewScheduleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PreviewSchedule not implemented")
 }
 func (UnimplementedScheduleServiceServer) ResumeSchedule(context.Context, *ResumeScheduleRequest) (*ResumeScheduleResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ResumeSchedule not implemented")
@@ -526,6 +550,24 @@ func _ScheduleService_CancelExportRun_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ScheduleService_PreviewSchedule_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PreviewScheduleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ScheduleServiceServer).PreviewSchedule(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ScheduleService_PreviewSchedule_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ScheduleServiceServer).PreviewSchedule(ctx, req.(*PreviewScheduleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ScheduleService_ResumeSchedule_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ResumeScheduleRequest)
 	if err := dec(in); err != nil {
@@ -586,6 +628,10 @@ var ScheduleService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CancelExportRun",
 			Handler:    _ScheduleService_CancelExportRun_Handler,
+		},
+		{
+			MethodName: "PreviewSchedule",
+			Handler:    _ScheduleService_PreviewSchedule_Handler,
 		},
 		{
 			MethodName: "ResumeSchedule",
