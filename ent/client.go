@@ -24,6 +24,7 @@ import (
 	"github.com/auditexport/auditexport/ent/mail"
 	"github.com/auditexport/auditexport/ent/organization"
 	"github.com/auditexport/auditexport/ent/schedule"
+	"github.com/auditexport/auditexport/ent/signingkey"
 	"github.com/auditexport/auditexport/ent/storageintegration"
 	"github.com/auditexport/auditexport/ent/user"
 	"github.com/auditexport/auditexport/ent/workbook"
@@ -54,6 +55,8 @@ type Client struct {
 	Organization *OrganizationClient
 	// Schedule is the client for interacting with the Schedule builders.
 	Schedule *ScheduleClient
+	// SigningKey is the client for interacting with the SigningKey builders.
+	SigningKey *SigningKeyClient
 	// StorageIntegration is the client for interacting with the StorageIntegration builders.
 	StorageIntegration *StorageIntegrationClient
 	// User is the client for interacting with the User builders.
@@ -80,6 +83,7 @@ func (c *Client) init() {
 	c.Mail = NewMailClient(c.config)
 	c.Organization = NewOrganizationClient(c.config)
 	c.Schedule = NewScheduleClient(c.config)
+	c.SigningKey = NewSigningKeyClient(c.config)
 	c.StorageIntegration = NewStorageIntegrationClient(c.config)
 	c.User = NewUserClient(c.config)
 	c.Workbook = NewWorkbookClient(c.config)
@@ -184,6 +188,7 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		Mail:               NewMailClient(cfg),
 		Organization:       NewOrganizationClient(cfg),
 		Schedule:           NewScheduleClient(cfg),
+		SigningKey:         NewSigningKeyClient(cfg),
 		StorageIntegration: NewStorageIntegrationClient(cfg),
 		User:               NewUserClient(cfg),
 		Workbook:           NewWorkbookClient(cfg),
@@ -215,6 +220,7 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		Mail:               NewMailClient(cfg),
 		Organization:       NewOrganizationClient(cfg),
 		Schedule:           NewScheduleClient(cfg),
+		SigningKey:         NewSigningKeyClient(cfg),
 		StorageIntegration: NewStorageIntegrationClient(cfg),
 		User:               NewUserClient(cfg),
 		Workbook:           NewWorkbookClient(cfg),
@@ -248,7 +254,8 @@ func (c *Client) Close() error {
 func (c *Client) Use(hooks ...Hook) {
 	for _, n := range []interface{ Use(...Hook) }{
 		c.ApiKey, c.AuditEvent, c.Connection, c.ConnectionGrant, c.Element, c.ExportRun,
-		c.Mail, c.Organization, c.Schedule, c.StorageIntegration, c.User, c.Workbook,
+		c.Mail, c.Organization, c.Schedule, c.SigningKey, c.StorageIntegration, c.User,
+		c.Workbook,
 	} {
 		n.Use(hooks...)
 	}
@@ -259,7 +266,8 @@ func (c *Client) Use(hooks ...Hook) {
 func (c *Client) Intercept(interceptors ...Interceptor) {
 	for _, n := range []interface{ Intercept(...Interceptor) }{
 		c.ApiKey, c.AuditEvent, c.Connection, c.ConnectionGrant, c.Element, c.ExportRun,
-		c.Mail, c.Organization, c.Schedule, c.StorageIntegration, c.User, c.Workbook,
+		c.Mail, c.Organization, c.Schedule, c.SigningKey, c.StorageIntegration, c.User,
+		c.Workbook,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -286,6 +294,8 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.Organization.mutate(ctx, m)
 	case *ScheduleMutation:
 		return c.Schedule.mutate(ctx, m)
+	case *SigningKeyMutation:
+		return c.SigningKey.mutate(ctx, m)
 	case *StorageIntegrationMutation:
 		return c.StorageIntegration.mutate(ctx, m)
 	case *UserMutation:
@@ -1557,6 +1567,141 @@ func (c *ScheduleClient) mutate(ctx context.Context, m *ScheduleMutation) (Value
 	}
 }
 
+// SigningKeyClient is a client for the SigningKey schema.
+type SigningKeyClient struct {
+	config
+}
+
+// NewSigningKeyClient returns a client for the SigningKey from the given config.
+func NewSigningKeyClient(c config) *SigningKeyClient {
+	return &SigningKeyClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `signingkey.Hooks(f(g(h())))`.
+func (c *SigningKeyClient) Use(hooks ...Hook) {
+	c.hooks.SigningKey = append(c.hooks.SigningKey, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `signingkey.Intercept(f(g(h())))`.
+func (c *SigningKeyClient) Intercept(interceptors ...Interceptor) {
+	c.inters.SigningKey = append(c.inters.SigningKey, interceptors...)
+}
+
+// Create returns a builder for creating a SigningKey entity.
+func (c *SigningKeyClient) Create() *SigningKeyCreate {
+	mutation := newSigningKeyMutation(c.config, OpCreate)
+	return &SigningKeyCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of SigningKey entities.
+func (c *SigningKeyClient) CreateBulk(builders ...*SigningKeyCreate) *SigningKeyCreateBulk {
+	return &SigningKeyCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *SigningKeyClient) MapCreateBulk(slice any, setFunc func(*SigningKeyCreate, int)) *SigningKeyCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &SigningKeyCreateBulk{err: fmt.Errorf("calling to SigningKeyClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*SigningKeyCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &SigningKeyCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for SigningKey.
+func (c *SigningKeyClient) Update() *SigningKeyUpdate {
+	mutation := newSigningKeyMutation(c.config, OpUpdate)
+	return &SigningKeyUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *SigningKeyClient) UpdateOne(_m *SigningKey) *SigningKeyUpdateOne {
+	mutation := newSigningKeyMutation(c.config, OpUpdateOne, withSigningKey(_m))
+	return &SigningKeyUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *SigningKeyClient) UpdateOneID(id string) *SigningKeyUpdateOne {
+	mutation := newSigningKeyMutation(c.config, OpUpdateOne, withSigningKeyID(id))
+	return &SigningKeyUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for SigningKey.
+func (c *SigningKeyClient) Delete() *SigningKeyDelete {
+	mutation := newSigningKeyMutation(c.config, OpDelete)
+	return &SigningKeyDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *SigningKeyClient) DeleteOne(_m *SigningKey) *SigningKeyDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *SigningKeyClient) DeleteOneID(id string) *SigningKeyDeleteOne {
+	builder := c.Delete().Where(signingkey.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &SigningKeyDeleteOne{builder}
+}
+
+// Query returns a query builder for SigningKey.
+func (c *SigningKeyClient) Query() *SigningKeyQuery {
+	return &SigningKeyQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeSigningKey},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a SigningKey entity by its id.
+func (c *SigningKeyClient) Get(ctx context.Context, id string) (*SigningKey, error) {
+	return c.Query().Where(signingkey.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *SigningKeyClient) GetX(ctx context.Context, id string) *SigningKey {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// Hooks returns the client hooks.
+func (c *SigningKeyClient) Hooks() []Hook {
+	hooks := c.hooks.SigningKey
+	return append(hooks[:len(hooks):len(hooks)], signingkey.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *SigningKeyClient) Interceptors() []Interceptor {
+	inters := c.inters.SigningKey
+	return append(inters[:len(inters):len(inters)], signingkey.Interceptors[:]...)
+}
+
+func (c *SigningKeyClient) mutate(ctx context.Context, m *SigningKeyMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&SigningKeyCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&SigningKeyUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&SigningKeyUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&SigningKeyDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown SigningKey mutation op: %q", m.Op())
+	}
+}
+
 // StorageIntegrationClient is a client for the StorageIntegration schema.
 type StorageIntegrationClient struct {
 	config
@@ -2014,11 +2159,13 @@ func (c *WorkbookClient) mutate(ctx context.Context, m *WorkbookMutation) (Value
 type (
 	hooks struct {
 		ApiKey, AuditEvent, Connection, ConnectionGrant, Element, ExportRun, Mail,
-		Organization, Schedule, StorageIntegration, User, Workbook []ent.Hook
+		Organization, Schedule, SigningKey, StorageIntegration, User,
+		Workbook []ent.Hook
 	}
 	inters struct {
 		ApiKey, AuditEvent, Connection, ConnectionGrant, Element, ExportRun, Mail,
-		Organization, Schedule, StorageIntegration, User, Workbook []ent.Interceptor
+		Organization, Schedule, SigningKey, StorageIntegration, User,
+		Workbook []ent.Interceptor
 	}
 )
 

@@ -21,6 +21,7 @@ import (
 	"github.com/auditexport/auditexport/ent/mail"
 	"github.com/auditexport/auditexport/ent/organization"
 	"github.com/auditexport/auditexport/ent/schedule"
+	"github.com/auditexport/auditexport/ent/signingkey"
 	"github.com/auditexport/auditexport/ent/storageintegration"
 	"github.com/auditexport/auditexport/ent/user"
 	"github.com/auditexport/auditexport/ent/workbook"
@@ -93,6 +94,7 @@ func checkColumn(t, c string) error {
 			mail.Table:               mail.ValidColumn,
 			organization.Table:       organization.ValidColumn,
 			schedule.Table:           schedule.ValidColumn,
+			signingkey.Table:         signingkey.ValidColumn,
 			storageintegration.Table: storageintegration.ValidColumn,
 			user.Table:               user.ValidColumn,
 			workbook.Table:           workbook.ValidColumn,

@@ -69,6 +69,10 @@ type ExportRun struct {
 	HeartbeatTime *time.Time `json:"heartbeat_time,omitempty"`
 	// DedupKey holds the value of the "dedup_key" field.
 	DedupKey *string `json:"dedup_key,omitempty"`
+	// Manifest holds the value of the "manifest" field.
+	Manifest []byte `json:"manifest,omitempty"`
+	// ManifestURI holds the value of the "manifest_uri" field.
+	ManifestURI string `json:"manifest_uri,omitempty"`
 	// StartTime holds the value of the "start_time" field.
 	StartTime *time.Time `json:"start_time,omitempty"`
 	// FinishTime holds the value of the "finish_time" field.
@@ -81,11 +85,13 @@ func (*ExportRun) scanValues(columns []string) ([]any, error) {
 	values := make([]any, len(columns))
 	for i := range columns {
 		switch columns[i] {
+		case exportrun.FieldManifest:
+			values[i] = new([]byte)
 		case exportrun.FieldCancelRequested:
 			values[i] = new(sql.NullBool)
 		case exportrun.FieldRows, exportrun.FieldBytes, exportrun.FieldTotalRows, exportrun.FieldAttempt, exportrun.FieldFromSeq, exportrun.FieldToSeq:
 			values[i] = new(sql.NullInt64)
-		case exportrun.FieldID, exportrun.FieldOrgID, exportrun.FieldScheduleID, exportrun.FieldTrigger, exportrun.FieldState, exportrun.FieldPhase, exportrun.FieldObjectURI, exportrun.FieldChecksum, exportrun.FieldNote, exportrun.FieldErrorCode, exportrun.FieldErrorMessage, exportrun.FieldProviderMessage, exportrun.FieldRequestedBy, exportrun.FieldRunner, exportrun.FieldDedupKey:
+		case exportrun.FieldID, exportrun.FieldOrgID, exportrun.FieldScheduleID, exportrun.FieldTrigger, exportrun.FieldState, exportrun.FieldPhase, exportrun.FieldObjectURI, exportrun.FieldChecksum, exportrun.FieldNote, exportrun.FieldErrorCode, exportrun.FieldErrorMessage, exportrun.FieldProviderMessage, exportrun.FieldRequestedBy, exportrun.FieldRunner, exportrun.FieldDedupKey, exportrun.FieldManifestURI:
 			values[i] = new(sql.NullString)
 		case exportrun.FieldCreateTime, exportrun.FieldUpdateTime, exportrun.FieldPeriodStart, exportrun.FieldPeriodEnd, exportrun.FieldHeartbeatTime, exportrun.FieldStartTime, exportrun.FieldFinishTime:
 			values[i] = new(sql.NullTime)
@@ -270,6 +276,18 @@ func (_m *ExportRun) assignValues(columns []string, values []any) error {
 				_m.DedupKey = new(string)
 				*_m.DedupKey = value.String
 			}
+		case exportrun.FieldManifest:
+			if value, ok := values[i].(*[]byte); !ok {
+				return fmt.Errorf("unexpected type %T for field manifest", values[i])
+			} else if value != nil {
+				_m.Manifest = *value
+			}
+		case exportrun.FieldManifestURI:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field manifest_uri", values[i])
+			} else if value.Valid {
+				_m.ManifestURI = value.String
+			}
 		case exportrun.FieldStartTime:
 			if value, ok := values[i].(*sql.NullTime); !ok {
 				return fmt.Errorf("unexpected type %T for field start_time", values[i])
@@ -405,6 +423,12 @@ func (_m *ExportRun) String() string {
 		builder.WriteString("dedup_key=")
 		builder.WriteString(*v)
 	}
+	builder.WriteString(", ")
+	builder.WriteString("manifest=")
+	builder.WriteString(fmt.Sprintf("%v", _m.Manifest))
+	builder.WriteString(", ")
+	builder.WriteString("manifest_uri=")
+	builder.WriteString(_m.ManifestURI)
 	builder.WriteString(", ")
 	if v := _m.StartTime; v != nil {
 		builder.WriteString("start_time=")

@@ -363,6 +363,26 @@ func (_c *ExportRunCreate) SetNillableDedupKey(v *string) *ExportRunCreate {
 	return _c
 }
 
+// SetManifest sets the "manifest" field.
+func (_c *ExportRunCreate) SetManifest(v []byte) *ExportRunCreate {
+	_c.mutation.SetManifest(v)
+	return _c
+}
+
+// SetManifestURI sets the "manifest_uri" field.
+func (_c *ExportRunCreate) SetManifestURI(v string) *ExportRunCreate {
+	_c.mutation.SetManifestURI(v)
+	return _c
+}
+
+// SetNillableManifestURI sets the "manifest_uri" field if the given value is not nil.
+func (_c *ExportRunCreate) SetNillableManifestURI(v *string) *ExportRunCreate {
+	if v != nil {
+		_c.SetManifestURI(*v)
+	}
+	return _c
+}
+
 // SetStartTime sets the "start_time" field.
 func (_c *ExportRunCreate) SetStartTime(v time.Time) *ExportRunCreate {
 	_c.mutation.SetStartTime(v)
@@ -524,6 +544,10 @@ func (_c *ExportRunCreate) defaults() error {
 		v := exportrun.DefaultRunner
 		_c.mutation.SetRunner(v)
 	}
+	if _, ok := _c.mutation.ManifestURI(); !ok {
+		v := exportrun.DefaultManifestURI
+		_c.mutation.SetManifestURI(v)
+	}
 	if _, ok := _c.mutation.ID(); !ok {
 		if exportrun.DefaultID == nil {
 			return fmt.Errorf("ent: uninitialized exportrun.DefaultID (forgotten import ent/runtime?)")
@@ -616,6 +640,9 @@ func (_c *ExportRunCreate) check() error {
 	}
 	if _, ok := _c.mutation.Runner(); !ok {
 		return &ValidationError{Name: "runner", err: errors.New(`ent: missing required field "ExportRun.runner"`)}
+	}
+	if _, ok := _c.mutation.ManifestURI(); !ok {
+		return &ValidationError{Name: "manifest_uri", err: errors.New(`ent: missing required field "ExportRun.manifest_uri"`)}
 	}
 	return nil
 }
@@ -756,6 +783,14 @@ func (_c *ExportRunCreate) createSpec() (*ExportRun, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.DedupKey(); ok {
 		_spec.SetField(exportrun.FieldDedupKey, field.TypeString, value)
 		_node.DedupKey = &value
+	}
+	if value, ok := _c.mutation.Manifest(); ok {
+		_spec.SetField(exportrun.FieldManifest, field.TypeBytes, value)
+		_node.Manifest = value
+	}
+	if value, ok := _c.mutation.ManifestURI(); ok {
+		_spec.SetField(exportrun.FieldManifestURI, field.TypeString, value)
+		_node.ManifestURI = value
 	}
 	if value, ok := _c.mutation.StartTime(); ok {
 		_spec.SetField(exportrun.FieldStartTime, field.TypeTime, value)
@@ -1120,6 +1155,36 @@ func (u *ExportRunUpsert) UpdateHeartbeatTime() *ExportRunUpsert {
 // ClearHeartbeatTime clears the value of the "heartbeat_time" field.
 func (u *ExportRunUpsert) ClearHeartbeatTime() *ExportRunUpsert {
 	u.SetNull(exportrun.FieldHeartbeatTime)
+	return u
+}
+
+// SetManifest sets the "manifest" field.
+func (u *ExportRunUpsert) SetManifest(v []byte) *ExportRunUpsert {
+	u.Set(exportrun.FieldManifest, v)
+	return u
+}
+
+// UpdateManifest sets the "manifest" field to the value that was provided on create.
+func (u *ExportRunUpsert) UpdateManifest() *ExportRunUpsert {
+	u.SetExcluded(exportrun.FieldManifest)
+	return u
+}
+
+// ClearManifest clears the value of the "manifest" field.
+func (u *ExportRunUpsert) ClearManifest() *ExportRunUpsert {
+	u.SetNull(exportrun.FieldManifest)
+	return u
+}
+
+// SetManifestURI sets the "manifest_uri" field.
+func (u *ExportRunUpsert) SetManifestURI(v string) *ExportRunUpsert {
+	u.Set(exportrun.FieldManifestURI, v)
+	return u
+}
+
+// UpdateManifestURI sets the "manifest_uri" field to the value that was provided on create.
+func (u *ExportRunUpsert) UpdateManifestURI() *ExportRunUpsert {
+	u.SetExcluded(exportrun.FieldManifestURI)
 	return u
 }
 
@@ -1576,6 +1641,41 @@ func (u *ExportRunUpsertOne) UpdateHeartbeatTime() *ExportRunUpsertOne {
 func (u *ExportRunUpsertOne) ClearHeartbeatTime() *ExportRunUpsertOne {
 	return u.Update(func(s *ExportRunUpsert) {
 		s.ClearHeartbeatTime()
+	})
+}
+
+// SetManifest sets the "manifest" field.
+func (u *ExportRunUpsertOne) SetManifest(v []byte) *ExportRunUpsertOne {
+	return u.Update(func(s *ExportRunUpsert) {
+		s.SetManifest(v)
+	})
+}
+
+// UpdateManifest sets the "manifest" field to the value that was provided on create.
+func (u *ExportRunUpsertOne) UpdateManifest() *ExportRunUpsertOne {
+	return u.Update(func(s *ExportRunUpsert) {
+		s.UpdateManifest()
+	})
+}
+
+// ClearManifest clears the value of the "manifest" field.
+func (u *ExportRunUpsertOne) ClearManifest() *ExportRunUpsertOne {
+	return u.Update(func(s *ExportRunUpsert) {
+		s.ClearManifest()
+	})
+}
+
+// SetManifestURI sets the "manifest_uri" field.
+func (u *ExportRunUpsertOne) SetManifestURI(v string) *ExportRunUpsertOne {
+	return u.Update(func(s *ExportRunUpsert) {
+		s.SetManifestURI(v)
+	})
+}
+
+// UpdateManifestURI sets the "manifest_uri" field to the value that was provided on create.
+func (u *ExportRunUpsertOne) UpdateManifestURI() *ExportRunUpsertOne {
+	return u.Update(func(s *ExportRunUpsert) {
+		s.UpdateManifestURI()
 	})
 }
 
@@ -2205,6 +2305,41 @@ func (u *ExportRunUpsertBulk) UpdateHeartbeatTime() *ExportRunUpsertBulk {
 func (u *ExportRunUpsertBulk) ClearHeartbeatTime() *ExportRunUpsertBulk {
 	return u.Update(func(s *ExportRunUpsert) {
 		s.ClearHeartbeatTime()
+	})
+}
+
+// SetManifest sets the "manifest" field.
+func (u *ExportRunUpsertBulk) SetManifest(v []byte) *ExportRunUpsertBulk {
+	return u.Update(func(s *ExportRunUpsert) {
+		s.SetManifest(v)
+	})
+}
+
+// UpdateManifest sets the "manifest" field to the value that was provided on create.
+func (u *ExportRunUpsertBulk) UpdateManifest() *ExportRunUpsertBulk {
+	return u.Update(func(s *ExportRunUpsert) {
+		s.UpdateManifest()
+	})
+}
+
+// ClearManifest clears the value of the "manifest" field.
+func (u *ExportRunUpsertBulk) ClearManifest() *ExportRunUpsertBulk {
+	return u.Update(func(s *ExportRunUpsert) {
+		s.ClearManifest()
+	})
+}
+
+// SetManifestURI sets the "manifest_uri" field.
+func (u *ExportRunUpsertBulk) SetManifestURI(v string) *ExportRunUpsertBulk {
+	return u.Update(func(s *ExportRunUpsert) {
+		s.SetManifestURI(v)
+	})
+}
+
+// UpdateManifestURI sets the "manifest_uri" field to the value that was provided on create.
+func (u *ExportRunUpsertBulk) UpdateManifestURI() *ExportRunUpsertBulk {
+	return u.Update(func(s *ExportRunUpsert) {
+		s.UpdateManifestURI()
 	})
 }
 

@@ -383,6 +383,32 @@ func (_u *ExportRunUpdate) ClearHeartbeatTime() *ExportRunUpdate {
 	return _u
 }
 
+// SetManifest sets the "manifest" field.
+func (_u *ExportRunUpdate) SetManifest(v []byte) *ExportRunUpdate {
+	_u.mutation.SetManifest(v)
+	return _u
+}
+
+// ClearManifest clears the value of the "manifest" field.
+func (_u *ExportRunUpdate) ClearManifest() *ExportRunUpdate {
+	_u.mutation.ClearManifest()
+	return _u
+}
+
+// SetManifestURI sets the "manifest_uri" field.
+func (_u *ExportRunUpdate) SetManifestURI(v string) *ExportRunUpdate {
+	_u.mutation.SetManifestURI(v)
+	return _u
+}
+
+// SetNillableManifestURI sets the "manifest_uri" field if the given value is not nil.
+func (_u *ExportRunUpdate) SetNillableManifestURI(v *string) *ExportRunUpdate {
+	if v != nil {
+		_u.SetManifestURI(*v)
+	}
+	return _u
+}
+
 // SetStartTime sets the "start_time" field.
 func (_u *ExportRunUpdate) SetStartTime(v time.Time) *ExportRunUpdate {
 	_u.mutation.SetStartTime(v)
@@ -575,6 +601,15 @@ func (_u *ExportRunUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if _u.mutation.DedupKeyCleared() {
 		_spec.ClearField(exportrun.FieldDedupKey, field.TypeString)
+	}
+	if value, ok := _u.mutation.Manifest(); ok {
+		_spec.SetField(exportrun.FieldManifest, field.TypeBytes, value)
+	}
+	if _u.mutation.ManifestCleared() {
+		_spec.ClearField(exportrun.FieldManifest, field.TypeBytes)
+	}
+	if value, ok := _u.mutation.ManifestURI(); ok {
+		_spec.SetField(exportrun.FieldManifestURI, field.TypeString, value)
 	}
 	if value, ok := _u.mutation.StartTime(); ok {
 		_spec.SetField(exportrun.FieldStartTime, field.TypeTime, value)
@@ -964,6 +999,32 @@ func (_u *ExportRunUpdateOne) ClearHeartbeatTime() *ExportRunUpdateOne {
 	return _u
 }
 
+// SetManifest sets the "manifest" field.
+func (_u *ExportRunUpdateOne) SetManifest(v []byte) *ExportRunUpdateOne {
+	_u.mutation.SetManifest(v)
+	return _u
+}
+
+// ClearManifest clears the value of the "manifest" field.
+func (_u *ExportRunUpdateOne) ClearManifest() *ExportRunUpdateOne {
+	_u.mutation.ClearManifest()
+	return _u
+}
+
+// SetManifestURI sets the "manifest_uri" field.
+func (_u *ExportRunUpdateOne) SetManifestURI(v string) *ExportRunUpdateOne {
+	_u.mutation.SetManifestURI(v)
+	return _u
+}
+
+// SetNillableManifestURI sets the "manifest_uri" field if the given value is not nil.
+func (_u *ExportRunUpdateOne) SetNillableManifestURI(v *string) *ExportRunUpdateOne {
+	if v != nil {
+		_u.SetManifestURI(*v)
+	}
+	return _u
+}
+
 // SetStartTime sets the "start_time" field.
 func (_u *ExportRunUpdateOne) SetStartTime(v time.Time) *ExportRunUpdateOne {
 	_u.mutation.SetStartTime(v)
@@ -1186,6 +1247,15 @@ func (_u *ExportRunUpdateOne) sqlSave(ctx context.Context) (_node *ExportRun, er
 	}
 	if _u.mutation.DedupKeyCleared() {
 		_spec.ClearField(exportrun.FieldDedupKey, field.TypeString)
+	}
+	if value, ok := _u.mutation.Manifest(); ok {
+		_spec.SetField(exportrun.FieldManifest, field.TypeBytes, value)
+	}
+	if _u.mutation.ManifestCleared() {
+		_spec.ClearField(exportrun.FieldManifest, field.TypeBytes)
+	}
+	if value, ok := _u.mutation.ManifestURI(); ok {
+		_spec.SetField(exportrun.FieldManifestURI, field.TypeString, value)
 	}
 	if value, ok := _u.mutation.StartTime(); ok {
 		_spec.SetField(exportrun.FieldStartTime, field.TypeTime, value)

@@ -21,6 +21,7 @@ import (
 	"github.com/auditexport/auditexport/ent/organization"
 	"github.com/auditexport/auditexport/ent/predicate"
 	"github.com/auditexport/auditexport/ent/schedule"
+	"github.com/auditexport/auditexport/ent/signingkey"
 	"github.com/auditexport/auditexport/ent/storageintegration"
 	"github.com/auditexport/auditexport/ent/user"
 	"github.com/auditexport/auditexport/ent/workbook"
@@ -45,6 +46,7 @@ const (
 	TypeMail               = "Mail"
 	TypeOrganization       = "Organization"
 	TypeSchedule           = "Schedule"
+	TypeSigningKey         = "SigningKey"
 	TypeStorageIntegration = "StorageIntegration"
 	TypeUser               = "User"
 	TypeWorkbook           = "Workbook"
@@ -3985,6 +3987,8 @@ type ExportRunMutation struct {
 	runner           *string
 	heartbeat_time   *time.Time
 	dedup_key        *string
+	manifest         *[]byte
+	manifest_uri     *string
 	start_time       *time.Time
 	finish_time      *time.Time
 	clearedFields    map[string]struct{}
@@ -5205,6 +5209,91 @@ func (m *ExportRunMutation) ResetDedupKey() {
 	delete(m.clearedFields, exportrun.FieldDedupKey)
 }
 
+// SetManifest sets the "manifest" field.
+func (m *ExportRunMutation) SetManifest(b []byte) {
+	m.manifest = &b
+}
+
+// Manifest returns the value of the "manifest" field in the mutation.
+func (m *ExportRunMutation) Manifest() (r []byte, exists bool) {
+	v := m.manifest
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldManifest returns the old "manifest" field's value of the ExportRun entity.
+// If the ExportRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ExportRunMutation) OldManifest(ctx context.Context) (v []byte, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldManifest is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldManifest requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldManifest: %w", err)
+	}
+	return oldValue.Manifest, nil
+}
+
+// ClearManifest clears the value of the "manifest" field.
+func (m *ExportRunMutation) ClearManifest() {
+	m.manifest = nil
+	m.clearedFields[exportrun.FieldManifest] = struct{}{}
+}
+
+// ManifestCleared returns if the "manifest" field was cleared in this mutation.
+func (m *ExportRunMutation) ManifestCleared() bool {
+	_, ok := m.clearedFields[exportrun.FieldManifest]
+	return ok
+}
+
+// ResetManifest resets all changes to the "manifest" field.
+func (m *ExportRunMutation) ResetManifest() {
+	m.manifest = nil
+	delete(m.clearedFields, exportrun.FieldManifest)
+}
+
+// SetManifestURI sets the "manifest_uri" field.
+func (m *ExportRunMutation) SetManifestURI(s string) {
+	m.manifest_uri = &s
+}
+
+// ManifestURI returns the value of the "manifest_uri" field in the mutation.
+func (m *ExportRunMutation) ManifestURI() (r string, exists bool) {
+	v := m.manifest_uri
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldManifestURI returns the old "manifest_uri" field's value of the ExportRun entity.
+// If the ExportRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ExportRunMutation) OldManifestURI(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldManifestURI is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldManifestURI requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldManifestURI: %w", err)
+	}
+	return oldValue.ManifestURI, nil
+}
+
+// ResetManifestURI resets all changes to the "manifest_uri" field.
+func (m *ExportRunMutation) ResetManifestURI() {
+	m.manifest_uri = nil
+}
+
 // SetStartTime sets the "start_time" field.
 func (m *ExportRunMutation) SetStartTime(t time.Time) {
 	m.start_time = &t
@@ -5337,7 +5426,7 @@ func (m *ExportRunMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *ExportRunMutation) Fields() []string {
-	fields := make([]string, 0, 28)
+	fields := make([]string, 0, 30)
 	if m.org_id != nil {
 		fields = append(fields, exportrun.FieldOrgID)
 	}
@@ -5416,6 +5505,12 @@ func (m *ExportRunMutation) Fields() []string {
 	if m.dedup_key != nil {
 		fields = append(fields, exportrun.FieldDedupKey)
 	}
+	if m.manifest != nil {
+		fields = append(fields, exportrun.FieldManifest)
+	}
+	if m.manifest_uri != nil {
+		fields = append(fields, exportrun.FieldManifestURI)
+	}
 	if m.start_time != nil {
 		fields = append(fields, exportrun.FieldStartTime)
 	}
@@ -5482,6 +5577,10 @@ func (m *ExportRunMutation) Field(name string) (ent.Value, bool) {
 		return m.HeartbeatTime()
 	case exportrun.FieldDedupKey:
 		return m.DedupKey()
+	case exportrun.FieldManifest:
+		return m.Manifest()
+	case exportrun.FieldManifestURI:
+		return m.ManifestURI()
 	case exportrun.FieldStartTime:
 		return m.StartTime()
 	case exportrun.FieldFinishTime:
@@ -5547,6 +5646,10 @@ func (m *ExportRunMutation) OldField(ctx context.Context, name string) (ent.Valu
 		return m.OldHeartbeatTime(ctx)
 	case exportrun.FieldDedupKey:
 		return m.OldDedupKey(ctx)
+	case exportrun.FieldManifest:
+		return m.OldManifest(ctx)
+	case exportrun.FieldManifestURI:
+		return m.OldManifestURI(ctx)
 	case exportrun.FieldStartTime:
 		return m.OldStartTime(ctx)
 	case exportrun.FieldFinishTime:
@@ -5742,6 +5845,20 @@ func (m *ExportRunMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetDedupKey(v)
 		return nil
+	case exportrun.FieldManifest:
+		v, ok := value.([]byte)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetManifest(v)
+		return nil
+	case exportrun.FieldManifestURI:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetManifestURI(v)
+		return nil
 	case exportrun.FieldStartTime:
 		v, ok := value.(time.Time)
 		if !ok {
@@ -5873,6 +5990,9 @@ func (m *ExportRunMutation) ClearedFields() []string {
 	if m.FieldCleared(exportrun.FieldDedupKey) {
 		fields = append(fields, exportrun.FieldDedupKey)
 	}
+	if m.FieldCleared(exportrun.FieldManifest) {
+		fields = append(fields, exportrun.FieldManifest)
+	}
 	if m.FieldCleared(exportrun.FieldStartTime) {
 		fields = append(fields, exportrun.FieldStartTime)
 	}
@@ -5904,6 +6024,9 @@ func (m *ExportRunMutation) ClearField(name string) error {
 		return nil
 	case exportrun.FieldDedupKey:
 		m.ClearDedupKey()
+		return nil
+	case exportrun.FieldManifest:
+		m.ClearManifest()
 		return nil
 	case exportrun.FieldStartTime:
 		m.ClearStartTime()
@@ -5996,6 +6119,12 @@ func (m *ExportRunMutation) ResetField(name string) error {
 		return nil
 	case exportrun.FieldDedupKey:
 		m.ResetDedupKey()
+		return nil
+	case exportrun.FieldManifest:
+		m.ResetManifest()
+		return nil
+	case exportrun.FieldManifestURI:
+		m.ResetManifestURI()
 		return nil
 	case exportrun.FieldStartTime:
 		m.ResetStartTime()
@@ -7604,6 +7733,9 @@ type ScheduleMutation struct {
 	last_success_time              *time.Time
 	watermark                      *int64
 	addwatermark                   *int64
+	manifest_sequence              *int64
+	addmanifest_sequence           *int64
+	manifest_head                  *string
 	clearedFields                  map[string]struct{}
 	done                           bool
 	oldValue                       func(context.Context) (*Schedule, error)
@@ -8794,6 +8926,98 @@ func (m *ScheduleMutation) ResetWatermark() {
 	m.addwatermark = nil
 }
 
+// SetManifestSequence sets the "manifest_sequence" field.
+func (m *ScheduleMutation) SetManifestSequence(i int64) {
+	m.manifest_sequence = &i
+	m.addmanifest_sequence = nil
+}
+
+// ManifestSequence returns the value of the "manifest_sequence" field in the mutation.
+func (m *ScheduleMutation) ManifestSequence() (r int64, exists bool) {
+	v := m.manifest_sequence
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldManifestSequence returns the old "manifest_sequence" field's value of the Schedule entity.
+// If the Schedule object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleMutation) OldManifestSequence(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldManifestSequence is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldManifestSequence requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldManifestSequence: %w", err)
+	}
+	return oldValue.ManifestSequence, nil
+}
+
+// AddManifestSequence adds i to the "manifest_sequence" field.
+func (m *ScheduleMutation) AddManifestSequence(i int64) {
+	if m.addmanifest_sequence != nil {
+		*m.addmanifest_sequence += i
+	} else {
+		m.addmanifest_sequence = &i
+	}
+}
+
+// AddedManifestSequence returns the value that was added to the "manifest_sequence" field in this mutation.
+func (m *ScheduleMutation) AddedManifestSequence() (r int64, exists bool) {
+	v := m.addmanifest_sequence
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetManifestSequence resets all changes to the "manifest_sequence" field.
+func (m *ScheduleMutation) ResetManifestSequence() {
+	m.manifest_sequence = nil
+	m.addmanifest_sequence = nil
+}
+
+// SetManifestHead sets the "manifest_head" field.
+func (m *ScheduleMutation) SetManifestHead(s string) {
+	m.manifest_head = &s
+}
+
+// ManifestHead returns the value of the "manifest_head" field in the mutation.
+func (m *ScheduleMutation) ManifestHead() (r string, exists bool) {
+	v := m.manifest_head
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldManifestHead returns the old "manifest_head" field's value of the Schedule entity.
+// If the Schedule object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleMutation) OldManifestHead(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldManifestHead is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldManifestHead requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldManifestHead: %w", err)
+	}
+	return oldValue.ManifestHead, nil
+}
+
+// ResetManifestHead resets all changes to the "manifest_head" field.
+func (m *ScheduleMutation) ResetManifestHead() {
+	m.manifest_head = nil
+}
+
 // Where appends a list predicates to the ScheduleMutation builder.
 func (m *ScheduleMutation) Where(ps ...predicate.Schedule) {
 	m.predicates = append(m.predicates, ps...)
@@ -8828,7 +9052,7 @@ func (m *ScheduleMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *ScheduleMutation) Fields() []string {
-	fields := make([]string, 0, 27)
+	fields := make([]string, 0, 29)
 	if m.org_id != nil {
 		fields = append(fields, schedule.FieldOrgID)
 	}
@@ -8910,6 +9134,12 @@ func (m *ScheduleMutation) Fields() []string {
 	if m.watermark != nil {
 		fields = append(fields, schedule.FieldWatermark)
 	}
+	if m.manifest_sequence != nil {
+		fields = append(fields, schedule.FieldManifestSequence)
+	}
+	if m.manifest_head != nil {
+		fields = append(fields, schedule.FieldManifestHead)
+	}
 	return fields
 }
 
@@ -8972,6 +9202,10 @@ func (m *ScheduleMutation) Field(name string) (ent.Value, bool) {
 		return m.LastSuccessTime()
 	case schedule.FieldWatermark:
 		return m.Watermark()
+	case schedule.FieldManifestSequence:
+		return m.ManifestSequence()
+	case schedule.FieldManifestHead:
+		return m.ManifestHead()
 	}
 	return nil, false
 }
@@ -9035,6 +9269,10 @@ func (m *ScheduleMutation) OldField(ctx context.Context, name string) (ent.Value
 		return m.OldLastSuccessTime(ctx)
 	case schedule.FieldWatermark:
 		return m.OldWatermark(ctx)
+	case schedule.FieldManifestSequence:
+		return m.OldManifestSequence(ctx)
+	case schedule.FieldManifestHead:
+		return m.OldManifestHead(ctx)
 	}
 	return nil, fmt.Errorf("unknown Schedule field %s", name)
 }
@@ -9233,6 +9471,20 @@ func (m *ScheduleMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetWatermark(v)
 		return nil
+	case schedule.FieldManifestSequence:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetManifestSequence(v)
+		return nil
+	case schedule.FieldManifestHead:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetManifestHead(v)
+		return nil
 	}
 	return fmt.Errorf("unknown Schedule field %s", name)
 }
@@ -9247,6 +9499,9 @@ func (m *ScheduleMutation) AddedFields() []string {
 	if m.addwatermark != nil {
 		fields = append(fields, schedule.FieldWatermark)
 	}
+	if m.addmanifest_sequence != nil {
+		fields = append(fields, schedule.FieldManifestSequence)
+	}
 	return fields
 }
 
@@ -9259,6 +9514,8 @@ func (m *ScheduleMutation) AddedField(name string) (ent.Value, bool) {
 		return m.AddedConsecutiveFailures()
 	case schedule.FieldWatermark:
 		return m.AddedWatermark()
+	case schedule.FieldManifestSequence:
+		return m.AddedManifestSequence()
 	}
 	return nil, false
 }
@@ -9281,6 +9538,13 @@ func (m *ScheduleMutation) AddField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.AddWatermark(v)
+		return nil
+	case schedule.FieldManifestSequence:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddManifestSequence(v)
 		return nil
 	}
 	return fmt.Errorf("unknown Schedule numeric field %s", name)
@@ -9417,6 +9681,12 @@ func (m *ScheduleMutation) ResetField(name string) error {
 	case schedule.FieldWatermark:
 		m.ResetWatermark()
 		return nil
+	case schedule.FieldManifestSequence:
+		m.ResetManifestSequence()
+		return nil
+	case schedule.FieldManifestHead:
+		m.ResetManifestHead()
+		return nil
 	}
 	return fmt.Errorf("unknown Schedule field %s", name)
 }
@@ -9469,6 +9739,684 @@ func (m *ScheduleMutation) ResetEdge(name string) error {
 	return fmt.Errorf("unknown Schedule edge %s", name)
 }
 
+// SigningKeyMutation represents an operation that mutates the SigningKey nodes in the graph.
+type SigningKeyMutation struct {
+	config
+	op                     Op
+	typ                    string
+	id                     *string
+	org_id                 *string
+	create_time            *time.Time
+	update_time            *time.Time
+	algorithm              *string
+	public_key             *[]byte
+	private_key_ciphertext *[]byte
+	retire_time            *time.Time
+	clearedFields          map[string]struct{}
+	done                   bool
+	oldValue               func(context.Context) (*SigningKey, error)
+	predicates             []predicate.SigningKey
+}
+
+var _ ent.Mutation = (*SigningKeyMutation)(nil)
+
+// signingkeyOption allows management of the mutation configuration using functional options.
+type signingkeyOption func(*SigningKeyMutation)
+
+// newSigningKeyMutation creates new mutation for the SigningKey entity.
+func newSigningKeyMutation(c config, op Op, opts ...signingkeyOption) *SigningKeyMutation {
+	m := &SigningKeyMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeSigningKey,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withSigningKeyID sets the ID field of the mutation.
+func withSigningKeyID(id string) signingkeyOption {
+	return func(m *SigningKeyMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *SigningKey
+		)
+		m.oldValue = func(ctx context.Context) (*SigningKey, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().SigningKey.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withSigningKey sets the old SigningKey of the mutation.
+func withSigningKey(node *SigningKey) signingkeyOption {
+	return func(m *SigningKeyMutation) {
+		m.oldValue = func(context.Context) (*SigningKey, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m SigningKeyMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m SigningKeyMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of SigningKey entities.
+func (m *SigningKeyMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *SigningKeyMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *SigningKeyMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().SigningKey.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetOrgID sets the "org_id" field.
+func (m *SigningKeyMutation) SetOrgID(s string) {
+	m.org_id = &s
+}
+
+// OrgID returns the value of the "org_id" field in the mutation.
+func (m *SigningKeyMutation) OrgID() (r string, exists bool) {
+	v := m.org_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldOrgID returns the old "org_id" field's value of the SigningKey entity.
+// If the SigningKey object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SigningKeyMutation) OldOrgID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldOrgID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldOrgID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldOrgID: %w", err)
+	}
+	return oldValue.OrgID, nil
+}
+
+// ResetOrgID resets all changes to the "org_id" field.
+func (m *SigningKeyMutation) ResetOrgID() {
+	m.org_id = nil
+}
+
+// SetCreateTime sets the "create_time" field.
+func (m *SigningKeyMutation) SetCreateTime(t time.Time) {
+	m.create_time = &t
+}
+
+// CreateTime returns the value of the "create_time" field in the mutation.
+func (m *SigningKeyMutation) CreateTime() (r time.Time, exists bool) {
+	v := m.create_time
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreateTime returns the old "create_time" field's value of the SigningKey entity.
+// If the SigningKey object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SigningKeyMutation) OldCreateTime(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreateTime is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreateTime requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreateTime: %w", err)
+	}
+	return oldValue.CreateTime, nil
+}
+
+// ResetCreateTime resets all changes to the "create_time" field.
+func (m *SigningKeyMutation) ResetCreateTime() {
+	m.create_time = nil
+}
+
+// SetUpdateTime sets the "update_time" field.
+func (m *SigningKeyMutation) SetUpdateTime(t time.Time) {
+	m.update_time = &t
+}
+
+// UpdateTime returns the value of the "update_time" field in the mutation.
+func (m *SigningKeyMutation) UpdateTime() (r time.Time, exists bool) {
+	v := m.update_time
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdateTime returns the old "update_time" field's value of the SigningKey entity.
+// If the SigningKey object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SigningKeyMutation) OldUpdateTime(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdateTime is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdateTime requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdateTime: %w", err)
+	}
+	return oldValue.UpdateTime, nil
+}
+
+// ResetUpdateTime resets all changes to the "update_time" field.
+func (m *SigningKeyMutation) ResetUpdateTime() {
+	m.update_time = nil
+}
+
+// SetAlgorithm sets the "algorithm" field.
+func (m *SigningKeyMutation) SetAlgorithm(s string) {
+	m.algorithm = &s
+}
+
+// Algorithm returns the value of the "algorithm" field in the mutation.
+func (m *SigningKeyMutation) Algorithm() (r string, exists bool) {
+	v := m.algorithm
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAlgorithm returns the old "algorithm" field's value of the SigningKey entity.
+// If the SigningKey object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SigningKeyMutation) OldAlgorithm(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAlgorithm is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAlgorithm requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAlgorithm: %w", err)
+	}
+	return oldValue.Algorithm, nil
+}
+
+// ResetAlgorithm resets all changes to the "algorithm" field.
+func (m *SigningKeyMutation) ResetAlgorithm() {
+	m.algorithm = nil
+}
+
+// SetPublicKey sets the "public_key" field.
+func (m *SigningKeyMutation) SetPublicKey(b []byte) {
+	m.public_key = &b
+}
+
+// PublicKey returns the value of the "public_key" field in the mutation.
+func (m *SigningKeyMutation) PublicKey() (r []byte, exists bool) {
+	v := m.public_key
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPublicKey returns the old "public_key" field's value of the SigningKey entity.
+// If the SigningKey object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SigningKeyMutation) OldPublicKey(ctx context.Context) (v []byte, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPublicKey is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPublicKey requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPublicKey: %w", err)
+	}
+	return oldValue.PublicKey, nil
+}
+
+// ResetPublicKey resets all changes to the "public_key" field.
+func (m *SigningKeyMutation) ResetPublicKey() {
+	m.public_key = nil
+}
+
+// SetPrivateKeyCiphertext sets the "private_key_ciphertext" field.
+func (m *SigningKeyMutation) SetPrivateKeyCiphertext(b []byte) {
+	m.private_key_ciphertext = &b
+}
+
+// PrivateKeyCiphertext returns the value of the "private_key_ciphertext" field in the mutation.
+func (m *SigningKeyMutation) PrivateKeyCiphertext() (r []byte, exists bool) {
+	v := m.private_key_ciphertext
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPrivateKeyCiphertext returns the old "private_key_ciphertext" field's value of the SigningKey entity.
+// If the SigningKey object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SigningKeyMutation) OldPrivateKeyCiphertext(ctx context.Context) (v []byte, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPrivateKeyCiphertext is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPrivateKeyCiphertext requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPrivateKeyCiphertext: %w", err)
+	}
+	return oldValue.PrivateKeyCiphertext, nil
+}
+
+// ResetPrivateKeyCiphertext resets all changes to the "private_key_ciphertext" field.
+func (m *SigningKeyMutation) ResetPrivateKeyCiphertext() {
+	m.private_key_ciphertext = nil
+}
+
+// SetRetireTime sets the "retire_time" field.
+func (m *SigningKeyMutation) SetRetireTime(t time.Time) {
+	m.retire_time = &t
+}
+
+// RetireTime returns the value of the "retire_time" field in the mutation.
+func (m *SigningKeyMutation) RetireTime() (r time.Time, exists bool) {
+	v := m.retire_time
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRetireTime returns the old "retire_time" field's value of the SigningKey entity.
+// If the SigningKey object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SigningKeyMutation) OldRetireTime(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRetireTime is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRetireTime requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRetireTime: %w", err)
+	}
+	return oldValue.RetireTime, nil
+}
+
+// ClearRetireTime clears the value of the "retire_time" field.
+func (m *SigningKeyMutation) ClearRetireTime() {
+	m.retire_time = nil
+	m.clearedFields[signingkey.FieldRetireTime] = struct{}{}
+}
+
+// RetireTimeCleared returns if the "retire_time" field was cleared in this mutation.
+func (m *SigningKeyMutation) RetireTimeCleared() bool {
+	_, ok := m.clearedFields[signingkey.FieldRetireTime]
+	return ok
+}
+
+// ResetRetireTime resets all changes to the "retire_time" field.
+func (m *SigningKeyMutation) ResetRetireTime() {
+	m.retire_time = nil
+	delete(m.clearedFields, signingkey.FieldRetireTime)
+}
+
+// Where appends a list predicates to the SigningKeyMutation builder.
+func (m *SigningKeyMutation) Where(ps ...predicate.SigningKey) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the SigningKeyMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *SigningKeyMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.SigningKey, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *SigningKeyMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *SigningKeyMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (SigningKey).
+func (m *SigningKeyMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *SigningKeyMutation) Fields() []string {
+	fields := make([]string, 0, 7)
+	if m.org_id != nil {
+		fields = append(fields, signingkey.FieldOrgID)
+	}
+	if m.create_time != nil {
+		fields = append(fields, signingkey.FieldCreateTime)
+	}
+	if m.update_time != nil {
+		fields = append(fields, signingkey.FieldUpdateTime)
+	}
+	if m.algorithm != nil {
+		fields = append(fields, signingkey.FieldAlgorithm)
+	}
+	if m.public_key != nil {
+		fields = append(fields, signingkey.FieldPublicKey)
+	}
+	if m.private_key_ciphertext != nil {
+		fields = append(fields, signingkey.FieldPrivateKeyCiphertext)
+	}
+	if m.retire_time != nil {
+		fields = append(fields, signingkey.FieldRetireTime)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *SigningKeyMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case signingkey.FieldOrgID:
+		return m.OrgID()
+	case signingkey.FieldCreateTime:
+		return m.CreateTime()
+	case signingkey.FieldUpdateTime:
+		return m.UpdateTime()
+	case signingkey.FieldAlgorithm:
+		return m.Algorithm()
+	case signingkey.FieldPublicKey:
+		return m.PublicKey()
+	case signingkey.FieldPrivateKeyCiphertext:
+		return m.PrivateKeyCiphertext()
+	case signingkey.FieldRetireTime:
+		return m.RetireTime()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *SigningKeyMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case signingkey.FieldOrgID:
+		return m.OldOrgID(ctx)
+	case signingkey.FieldCreateTime:
+		return m.OldCreateTime(ctx)
+	case signingkey.FieldUpdateTime:
+		return m.OldUpdateTime(ctx)
+	case signingkey.FieldAlgorithm:
+		return m.OldAlgorithm(ctx)
+	case signingkey.FieldPublicKey:
+		return m.OldPublicKey(ctx)
+	case signingkey.FieldPrivateKeyCiphertext:
+		return m.OldPrivateKeyCiphertext(ctx)
+	case signingkey.FieldRetireTime:
+		return m.OldRetireTime(ctx)
+	}
+	return nil, fmt.Errorf("unknown SigningKey field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *SigningKeyMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case signingkey.FieldOrgID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetOrgID(v)
+		return nil
+	case signingkey.FieldCreateTime:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreateTime(v)
+		return nil
+	case signingkey.FieldUpdateTime:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdateTime(v)
+		return nil
+	case signingkey.FieldAlgorithm:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAlgorithm(v)
+		return nil
+	case signingkey.FieldPublicKey:
+		v, ok := value.([]byte)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPublicKey(v)
+		return nil
+	case signingkey.FieldPrivateKeyCiphertext:
+		v, ok := value.([]byte)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPrivateKeyCiphertext(v)
+		return nil
+	case signingkey.FieldRetireTime:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRetireTime(v)
+		return nil
+	}
+	return fmt.Errorf("unknown SigningKey field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *SigningKeyMutation) AddedFields() []string {
+	return nil
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *SigningKeyMutation) AddedField(name string) (ent.Value, bool) {
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *SigningKeyMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	}
+	return fmt.Errorf("unknown SigningKey numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *SigningKeyMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(signingkey.FieldRetireTime) {
+		fields = append(fields, signingkey.FieldRetireTime)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *SigningKeyMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *SigningKeyMutation) ClearField(name string) error {
+	switch name {
+	case signingkey.FieldRetireTime:
+		m.ClearRetireTime()
+		return nil
+	}
+	return fmt.Errorf("unknown SigningKey nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *SigningKeyMutation) ResetField(name string) error {
+	switch name {
+	case signingkey.FieldOrgID:
+		m.ResetOrgID()
+		return nil
+	case signingkey.FieldCreateTime:
+		m.ResetCreateTime()
+		return nil
+	case signingkey.FieldUpdateTime:
+		m.ResetUpdateTime()
+		return nil
+	case signingkey.FieldAlgorithm:
+		m.ResetAlgorithm()
+		return nil
+	case signingkey.FieldPublicKey:
+		m.ResetPublicKey()
+		return nil
+	case signingkey.FieldPrivateKeyCiphertext:
+		m.ResetPrivateKeyCiphertext()
+		return nil
+	case signingkey.FieldRetireTime:
+		m.ResetRetireTime()
+		return nil
+	}
+	return fmt.Errorf("unknown SigningKey field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *SigningKeyMutation) AddedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *SigningKeyMutation) AddedIDs(name string) []ent.Value {
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *SigningKeyMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *SigningKeyMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *SigningKeyMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *SigningKeyMutation) EdgeCleared(name string) bool {
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *SigningKeyMutation) ClearEdge(name string) error {
+	return fmt.Errorf("unknown SigningKey unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *SigningKeyMutation) ResetEdge(name string) error {
+	return fmt.Errorf("unknown SigningKey edge %s", name)
+}
+
 // StorageIntegrationMutation represents an operation that mutates the StorageIntegration nodes in the graph.
 type StorageIntegrationMutation struct {
 	config
@@ -9487,6 +10435,9 @@ type StorageIntegrationMutation struct {
 	credential_kind        *string
 	external_id            *string
 	creator_id             *string
+	object_lock_mode       *string
+	object_lock_days       *int
+	addobject_lock_days    *int
 	clearedFields          map[string]struct{}
 	done                   bool
 	oldValue               func(context.Context) (*StorageIntegration, error)
@@ -10042,6 +10993,98 @@ func (m *StorageIntegrationMutation) ResetCreatorID() {
 	m.creator_id = nil
 }
 
+// SetObjectLockMode sets the "object_lock_mode" field.
+func (m *StorageIntegrationMutation) SetObjectLockMode(s string) {
+	m.object_lock_mode = &s
+}
+
+// ObjectLockMode returns the value of the "object_lock_mode" field in the mutation.
+func (m *StorageIntegrationMutation) ObjectLockMode() (r string, exists bool) {
+	v := m.object_lock_mode
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldObjectLockMode returns the old "object_lock_mode" field's value of the StorageIntegration entity.
+// If the StorageIntegration object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StorageIntegrationMutation) OldObjectLockMode(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldObjectLockMode is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldObjectLockMode requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldObjectLockMode: %w", err)
+	}
+	return oldValue.ObjectLockMode, nil
+}
+
+// ResetObjectLockMode resets all changes to the "object_lock_mode" field.
+func (m *StorageIntegrationMutation) ResetObjectLockMode() {
+	m.object_lock_mode = nil
+}
+
+// SetObjectLockDays sets the "object_lock_days" field.
+func (m *StorageIntegrationMutation) SetObjectLockDays(i int) {
+	m.object_lock_days = &i
+	m.addobject_lock_days = nil
+}
+
+// ObjectLockDays returns the value of the "object_lock_days" field in the mutation.
+func (m *StorageIntegrationMutation) ObjectLockDays() (r int, exists bool) {
+	v := m.object_lock_days
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldObjectLockDays returns the old "object_lock_days" field's value of the StorageIntegration entity.
+// If the StorageIntegration object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StorageIntegrationMutation) OldObjectLockDays(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldObjectLockDays is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldObjectLockDays requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldObjectLockDays: %w", err)
+	}
+	return oldValue.ObjectLockDays, nil
+}
+
+// AddObjectLockDays adds i to the "object_lock_days" field.
+func (m *StorageIntegrationMutation) AddObjectLockDays(i int) {
+	if m.addobject_lock_days != nil {
+		*m.addobject_lock_days += i
+	} else {
+		m.addobject_lock_days = &i
+	}
+}
+
+// AddedObjectLockDays returns the value that was added to the "object_lock_days" field in this mutation.
+func (m *StorageIntegrationMutation) AddedObjectLockDays() (r int, exists bool) {
+	v := m.addobject_lock_days
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetObjectLockDays resets all changes to the "object_lock_days" field.
+func (m *StorageIntegrationMutation) ResetObjectLockDays() {
+	m.object_lock_days = nil
+	m.addobject_lock_days = nil
+}
+
 // Where appends a list predicates to the StorageIntegrationMutation builder.
 func (m *StorageIntegrationMutation) Where(ps ...predicate.StorageIntegration) {
 	m.predicates = append(m.predicates, ps...)
@@ -10076,7 +11119,7 @@ func (m *StorageIntegrationMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *StorageIntegrationMutation) Fields() []string {
-	fields := make([]string, 0, 12)
+	fields := make([]string, 0, 14)
 	if m.org_id != nil {
 		fields = append(fields, storageintegration.FieldOrgID)
 	}
@@ -10113,6 +11156,12 @@ func (m *StorageIntegrationMutation) Fields() []string {
 	if m.creator_id != nil {
 		fields = append(fields, storageintegration.FieldCreatorID)
 	}
+	if m.object_lock_mode != nil {
+		fields = append(fields, storageintegration.FieldObjectLockMode)
+	}
+	if m.object_lock_days != nil {
+		fields = append(fields, storageintegration.FieldObjectLockDays)
+	}
 	return fields
 }
 
@@ -10145,6 +11194,10 @@ func (m *StorageIntegrationMutation) Field(name string) (ent.Value, bool) {
 		return m.ExternalID()
 	case storageintegration.FieldCreatorID:
 		return m.CreatorID()
+	case storageintegration.FieldObjectLockMode:
+		return m.ObjectLockMode()
+	case storageintegration.FieldObjectLockDays:
+		return m.ObjectLockDays()
 	}
 	return nil, false
 }
@@ -10178,6 +11231,10 @@ func (m *StorageIntegrationMutation) OldField(ctx context.Context, name string) 
 		return m.OldExternalID(ctx)
 	case storageintegration.FieldCreatorID:
 		return m.OldCreatorID(ctx)
+	case storageintegration.FieldObjectLockMode:
+		return m.OldObjectLockMode(ctx)
+	case storageintegration.FieldObjectLockDays:
+		return m.OldObjectLockDays(ctx)
 	}
 	return nil, fmt.Errorf("unknown StorageIntegration field %s", name)
 }
@@ -10271,6 +11328,20 @@ func (m *StorageIntegrationMutation) SetField(name string, value ent.Value) erro
 		}
 		m.SetCreatorID(v)
 		return nil
+	case storageintegration.FieldObjectLockMode:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetObjectLockMode(v)
+		return nil
+	case storageintegration.FieldObjectLockDays:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetObjectLockDays(v)
+		return nil
 	}
 	return fmt.Errorf("unknown StorageIntegration field %s", name)
 }
@@ -10278,13 +11349,21 @@ func (m *StorageIntegrationMutation) SetField(name string, value ent.Value) erro
 // AddedFields returns all numeric fields that were incremented/decremented during
 // this mutation.
 func (m *StorageIntegrationMutation) AddedFields() []string {
-	return nil
+	var fields []string
+	if m.addobject_lock_days != nil {
+		fields = append(fields, storageintegration.FieldObjectLockDays)
+	}
+	return fields
 }
 
 // AddedField returns the numeric value that was incremented/decremented on a field
 // with the given name. The second boolean return value indicates that this field
 // was not set, or was not defined in the schema.
 func (m *StorageIntegrationMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case storageintegration.FieldObjectLockDays:
+		return m.AddedObjectLockDays()
+	}
 	return nil, false
 }
 
@@ -10293,6 +11372,13 @@ func (m *StorageIntegrationMutation) AddedField(name string) (ent.Value, bool) {
 // type.
 func (m *StorageIntegrationMutation) AddField(name string, value ent.Value) error {
 	switch name {
+	case storageintegration.FieldObjectLockDays:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddObjectLockDays(v)
+		return nil
 	}
 	return fmt.Errorf("unknown StorageIntegration numeric field %s", name)
 }
@@ -10364,6 +11450,12 @@ func (m *StorageIntegrationMutation) ResetField(name string) error {
 		return nil
 	case storageintegration.FieldCreatorID:
 		m.ResetCreatorID()
+		return nil
+	case storageintegration.FieldObjectLockMode:
+		m.ResetObjectLockMode()
+		return nil
+	case storageintegration.FieldObjectLockDays:
+		m.ResetObjectLockDays()
 		return nil
 	}
 	return fmt.Errorf("unknown StorageIntegration field %s", name)

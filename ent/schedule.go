@@ -71,7 +71,11 @@ type Schedule struct {
 	// LastSuccessTime holds the value of the "last_success_time" field.
 	LastSuccessTime *time.Time `json:"last_success_time,omitempty"`
 	// Watermark holds the value of the "watermark" field.
-	Watermark    int64 `json:"watermark,omitempty"`
+	Watermark int64 `json:"watermark,omitempty"`
+	// ManifestSequence holds the value of the "manifest_sequence" field.
+	ManifestSequence int64 `json:"manifest_sequence,omitempty"`
+	// ManifestHead holds the value of the "manifest_head" field.
+	ManifestHead string `json:"manifest_head,omitempty"`
 	selectValues sql.SelectValues
 }
 
@@ -84,9 +88,9 @@ func (*Schedule) scanValues(columns []string) ([]any, error) {
 			values[i] = new([]byte)
 		case schedule.FieldPrefixFileNameWithDatetime, schedule.FieldCsvEscapeFormulas:
 			values[i] = new(sql.NullBool)
-		case schedule.FieldConsecutiveFailures, schedule.FieldWatermark:
+		case schedule.FieldConsecutiveFailures, schedule.FieldWatermark, schedule.FieldManifestSequence:
 			values[i] = new(sql.NullInt64)
-		case schedule.FieldID, schedule.FieldOrgID, schedule.FieldWorkbookID, schedule.FieldElementID, schedule.FieldName, schedule.FieldOwnerID, schedule.FieldIntegrationID, schedule.FieldIntegrationName, schedule.FieldURI, schedule.FieldFormat, schedule.FieldCompression, schedule.FieldCron, schedule.FieldTimeZone, schedule.FieldSendCondition, schedule.FieldMode, schedule.FieldState, schedule.FieldPauseReason, schedule.FieldCatchUp, schedule.FieldLastRunID:
+		case schedule.FieldID, schedule.FieldOrgID, schedule.FieldWorkbookID, schedule.FieldElementID, schedule.FieldName, schedule.FieldOwnerID, schedule.FieldIntegrationID, schedule.FieldIntegrationName, schedule.FieldURI, schedule.FieldFormat, schedule.FieldCompression, schedule.FieldCron, schedule.FieldTimeZone, schedule.FieldSendCondition, schedule.FieldMode, schedule.FieldState, schedule.FieldPauseReason, schedule.FieldCatchUp, schedule.FieldLastRunID, schedule.FieldManifestHead:
 			values[i] = new(sql.NullString)
 		case schedule.FieldCreateTime, schedule.FieldUpdateTime, schedule.FieldNextRunTime, schedule.FieldLastSuccessTime:
 			values[i] = new(sql.NullTime)
@@ -278,6 +282,18 @@ func (_m *Schedule) assignValues(columns []string, values []any) error {
 			} else if value.Valid {
 				_m.Watermark = value.Int64
 			}
+		case schedule.FieldManifestSequence:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field manifest_sequence", values[i])
+			} else if value.Valid {
+				_m.ManifestSequence = value.Int64
+			}
+		case schedule.FieldManifestHead:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field manifest_head", values[i])
+			} else if value.Valid {
+				_m.ManifestHead = value.String
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -400,6 +416,12 @@ func (_m *Schedule) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("watermark=")
 	builder.WriteString(fmt.Sprintf("%v", _m.Watermark))
+	builder.WriteString(", ")
+	builder.WriteString("manifest_sequence=")
+	builder.WriteString(fmt.Sprintf("%v", _m.ManifestSequence))
+	builder.WriteString(", ")
+	builder.WriteString("manifest_head=")
+	builder.WriteString(_m.ManifestHead)
 	builder.WriteByte(')')
 	return builder.String()
 }

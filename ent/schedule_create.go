@@ -305,6 +305,34 @@ func (_c *ScheduleCreate) SetNillableWatermark(v *int64) *ScheduleCreate {
 	return _c
 }
 
+// SetManifestSequence sets the "manifest_sequence" field.
+func (_c *ScheduleCreate) SetManifestSequence(v int64) *ScheduleCreate {
+	_c.mutation.SetManifestSequence(v)
+	return _c
+}
+
+// SetNillableManifestSequence sets the "manifest_sequence" field if the given value is not nil.
+func (_c *ScheduleCreate) SetNillableManifestSequence(v *int64) *ScheduleCreate {
+	if v != nil {
+		_c.SetManifestSequence(*v)
+	}
+	return _c
+}
+
+// SetManifestHead sets the "manifest_head" field.
+func (_c *ScheduleCreate) SetManifestHead(v string) *ScheduleCreate {
+	_c.mutation.SetManifestHead(v)
+	return _c
+}
+
+// SetNillableManifestHead sets the "manifest_head" field if the given value is not nil.
+func (_c *ScheduleCreate) SetNillableManifestHead(v *string) *ScheduleCreate {
+	if v != nil {
+		_c.SetManifestHead(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *ScheduleCreate) SetID(v string) *ScheduleCreate {
 	_c.mutation.SetID(v)
@@ -409,6 +437,14 @@ func (_c *ScheduleCreate) defaults() error {
 	if _, ok := _c.mutation.Watermark(); !ok {
 		v := schedule.DefaultWatermark
 		_c.mutation.SetWatermark(v)
+	}
+	if _, ok := _c.mutation.ManifestSequence(); !ok {
+		v := schedule.DefaultManifestSequence
+		_c.mutation.SetManifestSequence(v)
+	}
+	if _, ok := _c.mutation.ManifestHead(); !ok {
+		v := schedule.DefaultManifestHead
+		_c.mutation.SetManifestHead(v)
 	}
 	if _, ok := _c.mutation.ID(); !ok {
 		if schedule.DefaultID == nil {
@@ -535,6 +571,12 @@ func (_c *ScheduleCreate) check() error {
 	}
 	if _, ok := _c.mutation.Watermark(); !ok {
 		return &ValidationError{Name: "watermark", err: errors.New(`ent: missing required field "Schedule.watermark"`)}
+	}
+	if _, ok := _c.mutation.ManifestSequence(); !ok {
+		return &ValidationError{Name: "manifest_sequence", err: errors.New(`ent: missing required field "Schedule.manifest_sequence"`)}
+	}
+	if _, ok := _c.mutation.ManifestHead(); !ok {
+		return &ValidationError{Name: "manifest_head", err: errors.New(`ent: missing required field "Schedule.manifest_head"`)}
 	}
 	return nil
 }
@@ -679,6 +721,14 @@ func (_c *ScheduleCreate) createSpec() (*Schedule, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.Watermark(); ok {
 		_spec.SetField(schedule.FieldWatermark, field.TypeInt64, value)
 		_node.Watermark = value
+	}
+	if value, ok := _c.mutation.ManifestSequence(); ok {
+		_spec.SetField(schedule.FieldManifestSequence, field.TypeInt64, value)
+		_node.ManifestSequence = value
+	}
+	if value, ok := _c.mutation.ManifestHead(); ok {
+		_spec.SetField(schedule.FieldManifestHead, field.TypeString, value)
+		_node.ManifestHead = value
 	}
 	return _node, _spec
 }
@@ -1053,6 +1103,36 @@ func (u *ScheduleUpsert) UpdateWatermark() *ScheduleUpsert {
 // AddWatermark adds v to the "watermark" field.
 func (u *ScheduleUpsert) AddWatermark(v int64) *ScheduleUpsert {
 	u.Add(schedule.FieldWatermark, v)
+	return u
+}
+
+// SetManifestSequence sets the "manifest_sequence" field.
+func (u *ScheduleUpsert) SetManifestSequence(v int64) *ScheduleUpsert {
+	u.Set(schedule.FieldManifestSequence, v)
+	return u
+}
+
+// UpdateManifestSequence sets the "manifest_sequence" field to the value that was provided on create.
+func (u *ScheduleUpsert) UpdateManifestSequence() *ScheduleUpsert {
+	u.SetExcluded(schedule.FieldManifestSequence)
+	return u
+}
+
+// AddManifestSequence adds v to the "manifest_sequence" field.
+func (u *ScheduleUpsert) AddManifestSequence(v int64) *ScheduleUpsert {
+	u.Add(schedule.FieldManifestSequence, v)
+	return u
+}
+
+// SetManifestHead sets the "manifest_head" field.
+func (u *ScheduleUpsert) SetManifestHead(v string) *ScheduleUpsert {
+	u.Set(schedule.FieldManifestHead, v)
+	return u
+}
+
+// UpdateManifestHead sets the "manifest_head" field to the value that was provided on create.
+func (u *ScheduleUpsert) UpdateManifestHead() *ScheduleUpsert {
+	u.SetExcluded(schedule.FieldManifestHead)
 	return u
 }
 
@@ -1488,6 +1568,41 @@ func (u *ScheduleUpsertOne) AddWatermark(v int64) *ScheduleUpsertOne {
 func (u *ScheduleUpsertOne) UpdateWatermark() *ScheduleUpsertOne {
 	return u.Update(func(s *ScheduleUpsert) {
 		s.UpdateWatermark()
+	})
+}
+
+// SetManifestSequence sets the "manifest_sequence" field.
+func (u *ScheduleUpsertOne) SetManifestSequence(v int64) *ScheduleUpsertOne {
+	return u.Update(func(s *ScheduleUpsert) {
+		s.SetManifestSequence(v)
+	})
+}
+
+// AddManifestSequence adds v to the "manifest_sequence" field.
+func (u *ScheduleUpsertOne) AddManifestSequence(v int64) *ScheduleUpsertOne {
+	return u.Update(func(s *ScheduleUpsert) {
+		s.AddManifestSequence(v)
+	})
+}
+
+// UpdateManifestSequence sets the "manifest_sequence" field to the value that was provided on create.
+func (u *ScheduleUpsertOne) UpdateManifestSequence() *ScheduleUpsertOne {
+	return u.Update(func(s *ScheduleUpsert) {
+		s.UpdateManifestSequence()
+	})
+}
+
+// SetManifestHead sets the "manifest_head" field.
+func (u *ScheduleUpsertOne) SetManifestHead(v string) *ScheduleUpsertOne {
+	return u.Update(func(s *ScheduleUpsert) {
+		s.SetManifestHead(v)
+	})
+}
+
+// UpdateManifestHead sets the "manifest_head" field to the value that was provided on create.
+func (u *ScheduleUpsertOne) UpdateManifestHead() *ScheduleUpsertOne {
+	return u.Update(func(s *ScheduleUpsert) {
+		s.UpdateManifestHead()
 	})
 }
 
@@ -2090,6 +2205,41 @@ func (u *ScheduleUpsertBulk) AddWatermark(v int64) *ScheduleUpsertBulk {
 func (u *ScheduleUpsertBulk) UpdateWatermark() *ScheduleUpsertBulk {
 	return u.Update(func(s *ScheduleUpsert) {
 		s.UpdateWatermark()
+	})
+}
+
+// SetManifestSequence sets the "manifest_sequence" field.
+func (u *ScheduleUpsertBulk) SetManifestSequence(v int64) *ScheduleUpsertBulk {
+	return u.Update(func(s *ScheduleUpsert) {
+		s.SetManifestSequence(v)
+	})
+}
+
+// AddManifestSequence adds v to the "manifest_sequence" field.
+func (u *ScheduleUpsertBulk) AddManifestSequence(v int64) *ScheduleUpsertBulk {
+	return u.Update(func(s *ScheduleUpsert) {
+		s.AddManifestSequence(v)
+	})
+}
+
+// UpdateManifestSequence sets the "manifest_sequence" field to the value that was provided on create.
+func (u *ScheduleUpsertBulk) UpdateManifestSequence() *ScheduleUpsertBulk {
+	return u.Update(func(s *ScheduleUpsert) {
+		s.UpdateManifestSequence()
+	})
+}
+
+// SetManifestHead sets the "manifest_head" field.
+func (u *ScheduleUpsertBulk) SetManifestHead(v string) *ScheduleUpsertBulk {
+	return u.Update(func(s *ScheduleUpsert) {
+		s.SetManifestHead(v)
+	})
+}
+
+// UpdateManifestHead sets the "manifest_head" field to the value that was provided on create.
+func (u *ScheduleUpsertBulk) UpdateManifestHead() *ScheduleUpsertBulk {
+	return u.Update(func(s *ScheduleUpsert) {
+		s.UpdateManifestHead()
 	})
 }
 

@@ -402,6 +402,41 @@ func (_u *ScheduleUpdate) AddWatermark(v int64) *ScheduleUpdate {
 	return _u
 }
 
+// SetManifestSequence sets the "manifest_sequence" field.
+func (_u *ScheduleUpdate) SetManifestSequence(v int64) *ScheduleUpdate {
+	_u.mutation.ResetManifestSequence()
+	_u.mutation.SetManifestSequence(v)
+	return _u
+}
+
+// SetNillableManifestSequence sets the "manifest_sequence" field if the given value is not nil.
+func (_u *ScheduleUpdate) SetNillableManifestSequence(v *int64) *ScheduleUpdate {
+	if v != nil {
+		_u.SetManifestSequence(*v)
+	}
+	return _u
+}
+
+// AddManifestSequence adds value to the "manifest_sequence" field.
+func (_u *ScheduleUpdate) AddManifestSequence(v int64) *ScheduleUpdate {
+	_u.mutation.AddManifestSequence(v)
+	return _u
+}
+
+// SetManifestHead sets the "manifest_head" field.
+func (_u *ScheduleUpdate) SetManifestHead(v string) *ScheduleUpdate {
+	_u.mutation.SetManifestHead(v)
+	return _u
+}
+
+// SetNillableManifestHead sets the "manifest_head" field if the given value is not nil.
+func (_u *ScheduleUpdate) SetNillableManifestHead(v *string) *ScheduleUpdate {
+	if v != nil {
+		_u.SetManifestHead(*v)
+	}
+	return _u
+}
+
 // Mutation returns the ScheduleMutation object of the builder.
 func (_u *ScheduleUpdate) Mutation() *ScheduleMutation {
 	return _u.mutation
@@ -591,6 +626,15 @@ func (_u *ScheduleUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if value, ok := _u.mutation.AddedWatermark(); ok {
 		_spec.AddField(schedule.FieldWatermark, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.ManifestSequence(); ok {
+		_spec.SetField(schedule.FieldManifestSequence, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedManifestSequence(); ok {
+		_spec.AddField(schedule.FieldManifestSequence, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.ManifestHead(); ok {
+		_spec.SetField(schedule.FieldManifestHead, field.TypeString, value)
 	}
 	_spec.AddModifiers(_u.modifiers...)
 	if _node, err = sqlgraph.UpdateNodes(ctx, _u.driver, _spec); err != nil {
@@ -986,6 +1030,41 @@ func (_u *ScheduleUpdateOne) AddWatermark(v int64) *ScheduleUpdateOne {
 	return _u
 }
 
+// SetManifestSequence sets the "manifest_sequence" field.
+func (_u *ScheduleUpdateOne) SetManifestSequence(v int64) *ScheduleUpdateOne {
+	_u.mutation.ResetManifestSequence()
+	_u.mutation.SetManifestSequence(v)
+	return _u
+}
+
+// SetNillableManifestSequence sets the "manifest_sequence" field if the given value is not nil.
+func (_u *ScheduleUpdateOne) SetNillableManifestSequence(v *int64) *ScheduleUpdateOne {
+	if v != nil {
+		_u.SetManifestSequence(*v)
+	}
+	return _u
+}
+
+// AddManifestSequence adds value to the "manifest_sequence" field.
+func (_u *ScheduleUpdateOne) AddManifestSequence(v int64) *ScheduleUpdateOne {
+	_u.mutation.AddManifestSequence(v)
+	return _u
+}
+
+// SetManifestHead sets the "manifest_head" field.
+func (_u *ScheduleUpdateOne) SetManifestHead(v string) *ScheduleUpdateOne {
+	_u.mutation.SetManifestHead(v)
+	return _u
+}
+
+// SetNillableManifestHead sets the "manifest_head" field if the given value is not nil.
+func (_u *ScheduleUpdateOne) SetNillableManifestHead(v *string) *ScheduleUpdateOne {
+	if v != nil {
+		_u.SetManifestHead(*v)
+	}
+	return _u
+}
+
 // Mutation returns the ScheduleMutation object of the builder.
 func (_u *ScheduleUpdateOne) Mutation() *ScheduleMutation {
 	return _u.mutation
@@ -1205,6 +1284,15 @@ func (_u *ScheduleUpdateOne) sqlSave(ctx context.Context) (_node *Schedule, err 
 	}
 	if value, ok := _u.mutation.AddedWatermark(); ok {
 		_spec.AddField(schedule.FieldWatermark, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.ManifestSequence(); ok {
+		_spec.SetField(schedule.FieldManifestSequence, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedManifestSequence(); ok {
+		_spec.AddField(schedule.FieldManifestSequence, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.ManifestHead(); ok {
+		_spec.SetField(schedule.FieldManifestHead, field.TypeString, value)
 	}
 	_spec.AddModifiers(_u.modifiers...)
 	_node = &Schedule{config: _u.config}

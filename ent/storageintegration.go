@@ -40,8 +40,12 @@ type StorageIntegration struct {
 	// ExternalID holds the value of the "external_id" field.
 	ExternalID string `json:"external_id,omitempty"`
 	// CreatorID holds the value of the "creator_id" field.
-	CreatorID    string `json:"creator_id,omitempty"`
-	selectValues sql.SelectValues
+	CreatorID string `json:"creator_id,omitempty"`
+	// ObjectLockMode holds the value of the "object_lock_mode" field.
+	ObjectLockMode string `json:"object_lock_mode,omitempty"`
+	// ObjectLockDays holds the value of the "object_lock_days" field.
+	ObjectLockDays int `json:"object_lock_days,omitempty"`
+	selectValues   sql.SelectValues
 }
 
 // scanValues returns the types for scanning values from sql.Rows.
@@ -51,7 +55,9 @@ func (*StorageIntegration) scanValues(columns []string) ([]any, error) {
 		switch columns[i] {
 		case storageintegration.FieldCredentialsCiphertext:
 			values[i] = new([]byte)
-		case storageintegration.FieldID, storageintegration.FieldOrgID, storageintegration.FieldName, storageintegration.FieldProvider, storageintegration.FieldDestination, storageintegration.FieldRegion, storageintegration.FieldEndpoint, storageintegration.FieldCredentialKind, storageintegration.FieldExternalID, storageintegration.FieldCreatorID:
+		case storageintegration.FieldObjectLockDays:
+			values[i] = new(sql.NullInt64)
+		case storageintegration.FieldID, storageintegration.FieldOrgID, storageintegration.FieldName, storageintegration.FieldProvider, storageintegration.FieldDestination, storageintegration.FieldRegion, storageintegration.FieldEndpoint, storageintegration.FieldCredentialKind, storageintegration.FieldExternalID, storageintegration.FieldCreatorID, storageintegration.FieldObjectLockMode:
 			values[i] = new(sql.NullString)
 		case storageintegration.FieldCreateTime, storageintegration.FieldUpdateTime:
 			values[i] = new(sql.NullTime)
@@ -148,6 +154,18 @@ func (_m *StorageIntegration) assignValues(columns []string, values []any) error
 			} else if value.Valid {
 				_m.CreatorID = value.String
 			}
+		case storageintegration.FieldObjectLockMode:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field object_lock_mode", values[i])
+			} else if value.Valid {
+				_m.ObjectLockMode = value.String
+			}
+		case storageintegration.FieldObjectLockDays:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field object_lock_days", values[i])
+			} else if value.Valid {
+				_m.ObjectLockDays = int(value.Int64)
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -218,6 +236,12 @@ func (_m *StorageIntegration) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("creator_id=")
 	builder.WriteString(_m.CreatorID)
+	builder.WriteString(", ")
+	builder.WriteString("object_lock_mode=")
+	builder.WriteString(_m.ObjectLockMode)
+	builder.WriteString(", ")
+	builder.WriteString("object_lock_days=")
+	builder.WriteString(fmt.Sprintf("%v", _m.ObjectLockDays))
 	builder.WriteByte(')')
 	return builder.String()
 }

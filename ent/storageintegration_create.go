@@ -135,6 +135,34 @@ func (_c *StorageIntegrationCreate) SetCreatorID(v string) *StorageIntegrationCr
 	return _c
 }
 
+// SetObjectLockMode sets the "object_lock_mode" field.
+func (_c *StorageIntegrationCreate) SetObjectLockMode(v string) *StorageIntegrationCreate {
+	_c.mutation.SetObjectLockMode(v)
+	return _c
+}
+
+// SetNillableObjectLockMode sets the "object_lock_mode" field if the given value is not nil.
+func (_c *StorageIntegrationCreate) SetNillableObjectLockMode(v *string) *StorageIntegrationCreate {
+	if v != nil {
+		_c.SetObjectLockMode(*v)
+	}
+	return _c
+}
+
+// SetObjectLockDays sets the "object_lock_days" field.
+func (_c *StorageIntegrationCreate) SetObjectLockDays(v int) *StorageIntegrationCreate {
+	_c.mutation.SetObjectLockDays(v)
+	return _c
+}
+
+// SetNillableObjectLockDays sets the "object_lock_days" field if the given value is not nil.
+func (_c *StorageIntegrationCreate) SetNillableObjectLockDays(v *int) *StorageIntegrationCreate {
+	if v != nil {
+		_c.SetObjectLockDays(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *StorageIntegrationCreate) SetID(v string) *StorageIntegrationCreate {
 	_c.mutation.SetID(v)
@@ -212,6 +240,14 @@ func (_c *StorageIntegrationCreate) defaults() error {
 		v := storageintegration.DefaultCredentialKind
 		_c.mutation.SetCredentialKind(v)
 	}
+	if _, ok := _c.mutation.ObjectLockMode(); !ok {
+		v := storageintegration.DefaultObjectLockMode
+		_c.mutation.SetObjectLockMode(v)
+	}
+	if _, ok := _c.mutation.ObjectLockDays(); !ok {
+		v := storageintegration.DefaultObjectLockDays
+		_c.mutation.SetObjectLockDays(v)
+	}
 	if _, ok := _c.mutation.ID(); !ok {
 		if storageintegration.DefaultID == nil {
 			return fmt.Errorf("ent: uninitialized storageintegration.DefaultID (forgotten import ent/runtime?)")
@@ -276,6 +312,12 @@ func (_c *StorageIntegrationCreate) check() error {
 	}
 	if _, ok := _c.mutation.CreatorID(); !ok {
 		return &ValidationError{Name: "creator_id", err: errors.New(`ent: missing required field "StorageIntegration.creator_id"`)}
+	}
+	if _, ok := _c.mutation.ObjectLockMode(); !ok {
+		return &ValidationError{Name: "object_lock_mode", err: errors.New(`ent: missing required field "StorageIntegration.object_lock_mode"`)}
+	}
+	if _, ok := _c.mutation.ObjectLockDays(); !ok {
+		return &ValidationError{Name: "object_lock_days", err: errors.New(`ent: missing required field "StorageIntegration.object_lock_days"`)}
 	}
 	return nil
 }
@@ -360,6 +402,14 @@ func (_c *StorageIntegrationCreate) createSpec() (*StorageIntegration, *sqlgraph
 	if value, ok := _c.mutation.CreatorID(); ok {
 		_spec.SetField(storageintegration.FieldCreatorID, field.TypeString, value)
 		_node.CreatorID = value
+	}
+	if value, ok := _c.mutation.ObjectLockMode(); ok {
+		_spec.SetField(storageintegration.FieldObjectLockMode, field.TypeString, value)
+		_node.ObjectLockMode = value
+	}
+	if value, ok := _c.mutation.ObjectLockDays(); ok {
+		_spec.SetField(storageintegration.FieldObjectLockDays, field.TypeInt, value)
+		_node.ObjectLockDays = value
 	}
 	return _node, _spec
 }
@@ -534,6 +584,12 @@ func (u *StorageIntegrationUpsertOne) UpdateNewValues() *StorageIntegrationUpser
 		}
 		if _, exists := u.create.mutation.CreatorID(); exists {
 			s.SetIgnore(storageintegration.FieldCreatorID)
+		}
+		if _, exists := u.create.mutation.ObjectLockMode(); exists {
+			s.SetIgnore(storageintegration.FieldObjectLockMode)
+		}
+		if _, exists := u.create.mutation.ObjectLockDays(); exists {
+			s.SetIgnore(storageintegration.FieldObjectLockDays)
 		}
 	}))
 	return u
@@ -868,6 +924,12 @@ func (u *StorageIntegrationUpsertBulk) UpdateNewValues() *StorageIntegrationUpse
 			}
 			if _, exists := b.mutation.CreatorID(); exists {
 				s.SetIgnore(storageintegration.FieldCreatorID)
+			}
+			if _, exists := b.mutation.ObjectLockMode(); exists {
+				s.SetIgnore(storageintegration.FieldObjectLockMode)
+			}
+			if _, exists := b.mutation.ObjectLockDays(); exists {
+				s.SetIgnore(storageintegration.FieldObjectLockDays)
 			}
 		}
 	}))

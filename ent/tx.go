@@ -32,6 +32,8 @@ type Tx struct {
 	Organization *OrganizationClient
 	// Schedule is the client for interacting with the Schedule builders.
 	Schedule *ScheduleClient
+	// SigningKey is the client for interacting with the SigningKey builders.
+	SigningKey *SigningKeyClient
 	// StorageIntegration is the client for interacting with the StorageIntegration builders.
 	StorageIntegration *StorageIntegrationClient
 	// User is the client for interacting with the User builders.
@@ -178,6 +180,7 @@ func (tx *Tx) init() {
 	tx.Mail = NewMailClient(tx.config)
 	tx.Organization = NewOrganizationClient(tx.config)
 	tx.Schedule = NewScheduleClient(tx.config)
+	tx.SigningKey = NewSigningKeyClient(tx.config)
 	tx.StorageIntegration = NewStorageIntegrationClient(tx.config)
 	tx.User = NewUserClient(tx.config)
 	tx.Workbook = NewWorkbookClient(tx.config)

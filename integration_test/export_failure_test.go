@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/auditexport/auditexport/clients/go/manifest"
 	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
 	"github.com/auditexport/auditexport/internal/testenv"
 )
@@ -149,7 +150,9 @@ func xfS3Objects(t *testing.T, m *testenv.S3, bucket, prefix string) []string {
 	}
 	var keys []string
 	for _, o := range out.Contents {
-		keys = append(keys, aws.ToString(o.Key))
+		if k := aws.ToString(o.Key); !strings.HasSuffix(k, manifest.Suffix) { // objects only
+			keys = append(keys, k)
+		}
 	}
 	return keys
 }

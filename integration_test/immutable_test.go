@@ -187,10 +187,13 @@ func (im immFlow) run(provider, endpoint, creds string) {
 	// A crash after the last period's upload, before its outcome was
 	// recorded: the retry finds its own bytes and writes nothing.
 	full := im.e.getRun(lastSched.ID)
-	if _, err := im.db.Exec("UPDATE export_runs SET state = 'QUEUED', phase = 'QUEUED', runner = '', heartbeat_time = NULL, finish_time = NULL, attempt = attempt + 1 WHERE id = "+p(1), lastSched.ID); err != nil {
+	// The watermark first: a run requeued first could be claimed, and find
+	// the watermark not yet back at its window's start, before the second
+	// statement (seen: "advancing the incremental watermark failed").
+	if _, err := im.db.Exec("UPDATE schedules SET watermark = "+p(1)+" WHERE id = "+p(2), im.seq(lastSched.ID, "from_seq"), id); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := im.db.Exec("UPDATE schedules SET watermark = "+p(1)+" WHERE id = "+p(2), im.seq(lastSched.ID, "from_seq"), id); err != nil {
+	if _, err := im.db.Exec("UPDATE export_runs SET state = 'QUEUED', phase = 'QUEUED', runner = '', heartbeat_time = NULL, finish_time = NULL, attempt = attempt + 1 WHERE id = "+p(1), lastSched.ID); err != nil {
 		t.Fatal(err)
 	}
 	again := crWaitRun(t, s, im.db, lastSched.ID, "finished", 60*time.Second, func(r crRun) bool { return r.State != "QUEUED" && r.State != "RUNNING" })

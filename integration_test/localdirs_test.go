@@ -119,7 +119,7 @@ func TestLocalDestinationsPerOrganization(t *testing.T) {
 		t.Fatalf("organization A's own export: %v", r)
 	}
 	treeA := tree(t, dirA)
-	if len(treeA) != 3 { // ., reports, the file
+	if len(treeA) != 4 { // ., reports, the file, its manifest
 		t.Fatalf("organization A's directory: %v", treeA)
 	}
 

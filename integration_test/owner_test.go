@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/auditexport/auditexport/clients/go/manifest"
 	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
 	"github.com/auditexport/auditexport/internal/testenv"
 )
@@ -138,7 +140,13 @@ func (e ownerEnv) files(t *testing.T, id string) int {
 	if err != nil && !os.IsNotExist(err) {
 		t.Fatal(err)
 	}
-	return len(ents)
+	n := 0
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), manifest.Suffix) { // objects only
+			n++
+		}
+	}
+	return n
 }
 
 // TestOwnerAuthorization: a schedule runs with its owner's authority as it

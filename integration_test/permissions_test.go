@@ -497,6 +497,20 @@ func permRows(e *permEnv) []permRow {
 				t.Errorf("ListApiKeys as %s is empty", p)
 			}
 		}},
+		{rpc: "ListSigningKeys", want: all, req: fixed(`{}`), check: func(t *testing.T, p string, b map[string]any) {
+			ks, _ := b["signingKeys"].([]any)
+			if len(ks) == 0 {
+				t.Errorf("ListSigningKeys as %s: no key", p)
+			}
+			for _, k := range ks {
+				for f := range k.(map[string]any) {
+					if strings.Contains(strings.ToLower(f), "private") || strings.Contains(strings.ToLower(f), "ciphertext") {
+						t.Errorf("ListSigningKeys as %s returns %s", p, f)
+					}
+				}
+			}
+		}},
+		{rpc: "RotateSigningKey", want: adminCreate, req: fixed(`{}`)},
 		{rpc: "RevokeApiKey", variant: "other", want: adminOnly,
 			req: freshKeyOf(func(string) (string, string) { return admin, e.targetID }),
 			after: func(t *testing.T, ok bool) {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+
+	"github.com/auditexport/auditexport/clients/go/manifest"
 )
 
 // clockScale runs the scheduler's clock this many times faster than real
@@ -150,6 +152,9 @@ func TestScheduledExactlyOnce(t *testing.T) {
 					t.Fatal(err)
 				}
 				for _, e := range ents {
+					if strings.HasSuffix(e.Name(), manifest.Suffix) {
+						continue // each object's signed manifest: TestVerifiableExports
+					}
 					name := strings.TrimSuffix(e.Name(), ".csv")
 					ts, err := time.ParseInLocation("2006-01-02T150405", name, berlin(t))
 					if err != nil {

@@ -339,7 +339,7 @@ func sfCheckSucceeded(t *testing.T, e xfEnv, st *sfStore, xs *testenv.RunStream,
 	key := st.key(t, run.GetObjectUri())
 	want = append(want, key)
 	slices.Sort(want)
-	if keys := st.objects(t); !slices.Equal(keys, want) {
+	if keys := objectsOnly(st.objects(t)); !slices.Equal(keys, want) {
 		t.Errorf("objects %v, want exactly %v", keys, want)
 	}
 	data := st.read(t, key)

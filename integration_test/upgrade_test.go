@@ -15,6 +15,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
+	"github.com/auditexport/auditexport/clients/go/manifest"
 	"github.com/auditexport/auditexport/ent/migrate"
 	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
 	"github.com/auditexport/auditexport/internal/auth"
@@ -214,8 +215,20 @@ func TestUpgradeFromFixtures(t *testing.T) {
 				}
 
 				// The same rows, the same bytes.
-				if sum, n := sha256File(t, upgradeSendNow(t, s, m.ScheduleID)); sum != m.ExportSHA256 || n != m.ExportBytes {
+				obj := upgradeSendNow(t, s, m.ScheduleID)
+				if sum, n := sha256File(t, obj); sum != m.ExportSHA256 || n != m.ExportBytes {
 					t.Errorf("export after the upgrade: %d bytes sha256 %s, the old binary wrote %d bytes %s", n, sum, m.ExportBytes, m.ExportSHA256)
+				}
+				// Manifests start with the first run after the upgrade, and
+				// the chain's first link says that earlier runs predate it.
+				mf, err := os.ReadFile(obj + manifest.Suffix)
+				testenv.Must(t, err)
+				var env manifest.Envelope
+				var first manifest.Manifest
+				testenv.Must(t, json.Unmarshal(mf, &env))
+				testenv.Must(t, json.Unmarshal(env.Payload, &first))
+				if first.Chain.Sequence != 1 || first.Chain.Previous != "" || !strings.Contains(first.Chain.Start, "predate signed manifests") {
+					t.Errorf("first manifest after the upgrade: chain %+v", first.Chain)
 				}
 
 				// A schedule saved now with a *-led day field keeps its

@@ -14,6 +14,7 @@ import (
 	"github.com/auditexport/auditexport/internal/auditlog"
 	"github.com/auditexport/auditexport/internal/auth"
 	"github.com/auditexport/auditexport/internal/revision"
+	"github.com/auditexport/auditexport/internal/signing"
 )
 
 var _ pb.AccountServiceServer = (*AccountService)(nil)
@@ -24,6 +25,15 @@ type AccountService struct {
 	db  *ent.Client
 	log *slog.Logger
 	now func() time.Time
+	// signing: the organizations' manifest signing keys (nil: the
+	// signing-key RPCs answer FAILED_PRECONDITION).
+	signing *signing.Keys
+}
+
+// WithSigningKeys serves ListSigningKeys and RotateSigningKey from k.
+func (s *AccountService) WithSigningKeys(k *signing.Keys) *AccountService {
+	s.signing = k
+	return s
 }
 
 // NewAccountService builds the service.

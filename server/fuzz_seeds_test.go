@@ -79,6 +79,8 @@ func fuzzSeeds() []fuzzSeed {
 		{"RevokeConnectionAccess", "RevokeConnectionAccess", &pb.RevokeConnectionAccessRequest{ConnectionId: "con_audit_logs", UserId: "@usr"}, 0},
 		{"UpdateUser", "UpdateUser", &pb.UpdateUserRequest{User: &pb.User{Id: "@usr", AccountType: pb.AccountType_ACCOUNT_TYPE_CREATOR}, UpdateMask: mask("account_type")}, 0},
 		{"UpdateUser-account-type-99", "UpdateUser", &pb.UpdateUserRequest{User: &pb.User{Id: "@usr", AccountType: bad}, UpdateMask: mask("account_type")}, 0},
+		{"ListSigningKeys", "ListSigningKeys", &pb.ListSigningKeysRequest{}, 0},
+		{"RotateSigningKey", "RotateSigningKey", &pb.RotateSigningKeyRequest{}, 0},
 		{"zz-RevokeApiKey", "RevokeApiKey", &pb.RevokeApiKeyRequest{Id: "@key"}, 0},
 		// Integrations.
 		{"CreateStorageIntegration", "CreateStorageIntegration", &pb.CreateStorageIntegrationRequest{StorageIntegration: local}, 0},

@@ -22,6 +22,7 @@ import (
 	"github.com/auditexport/auditexport/internal/notify"
 	"github.com/auditexport/auditexport/internal/revision"
 	"github.com/auditexport/auditexport/internal/secrets"
+	"github.com/auditexport/auditexport/internal/signing"
 )
 
 var _ pb.IntegrationServiceServer = (*IntegrationService)(nil)
@@ -86,11 +87,12 @@ func (s *IntegrationService) CreateStorageIntegration(ctx context.Context, req *
 	prov := destination.Provider(enumField(&v, f+"provider", in.GetProvider(), "PROVIDER_", true))
 	dest := s.checkDestination(ctx, &v, f, prov, in)
 	creds := s.checkCredentials(ctx, &v, f+"credentials", prov, dest, in.GetCredentials())
+	lock := checkObjectLock(&v, f+"object_lock", prov, in.GetObjectLock())
 	if err := v.err(); err != nil {
 		return nil, err
 	}
 	row, err := s.cmd.Create(ctx, integrations.CreateInput{Name: in.GetName(), Provider: prov, Destination: dest,
-		Region: in.GetRegion(), Endpoint: in.GetEndpoint(), Creds: creds, CreatorID: auth.FromContext(ctx).UserID})
+		Region: in.GetRegion(), Endpoint: in.GetEndpoint(), Creds: creds, CreatorID: auth.FromContext(ctx).UserID, ObjectLock: lock})
 	if err != nil {
 		return nil, commandError(ctx, s.log, "create integration", err)
 	}
@@ -230,7 +232,30 @@ func integrationPB(r *ent.StorageIntegration, linked int) *pb.StorageIntegration
 		CreateTime:          ts(r.CreateTime),
 		UpdateTime:          ts(r.UpdateTime),
 		Creator:             r.CreatorID,
+		ObjectLock:          objectLockPB(r),
 	}
+}
+
+// checkObjectLock validates the write-once setting of a new integration.
+func checkObjectLock(v *violations, field string, prov destination.Provider, in *pb.ObjectLock) destination.ObjectLock {
+	if in == nil {
+		return destination.ObjectLock{}
+	}
+	mode := enumField(v, field+".mode", in.GetMode(), "OBJECT_LOCK_MODE_", true)
+	if prov != "" && prov != destination.S3 {
+		v.add(field, "write-once storage is offered for S3 (Object Lock) only; %s destinations cannot be put under retention by this server", prov)
+	}
+	if d := in.GetRetainDays(); d < 1 || d > 36500 {
+		v.add(field+".retain_days", "must be between 1 and 36500 days (got %d)", d)
+	}
+	return destination.ObjectLock{Mode: mode, Days: int(in.GetRetainDays())}
+}
+
+func objectLockPB(r *ent.StorageIntegration) *pb.ObjectLock {
+	if r.ObjectLockMode == "" {
+		return nil
+	}
+	return &pb.ObjectLock{Mode: pb.ObjectLockMode(enumProto(pb.ObjectLockMode_value, "OBJECT_LOCK_MODE_", r.ObjectLockMode)), RetainDays: int32(r.ObjectLockDays)}
 }
 
 func (s *IntegrationService) get(ctx context.Context, db *ent.Client, id string) (*ent.StorageIntegration, error) {
@@ -439,6 +464,11 @@ func (s *IntegrationService) GetStorageIntegrationCredentials(ctx context.Contex
 	case destination.AzureBlob:
 		c.AppName, c.ConsentUrl = s.cfg.AzureAppName, s.cfg.AzureConsentURL
 	}
+	keys, err := signing.New(s.db, s.keys).List(ctx)
+	if err != nil {
+		return nil, internalError(ctx, s.log, "list signing keys", err)
+	}
+	c.SigningKeys = signingKeysPB(keys)
 	return &pb.GetStorageIntegrationCredentialsResponse{Credentials: c}, nil
 }
 

@@ -40,7 +40,7 @@ func runPB(r *ent.ExportRun) *pb.ExportRun {
 		PeriodStart: tsPtr(r.PeriodStart), PeriodEnd: tsPtr(r.PeriodEnd),
 		ObjectUri: r.ObjectURI, Rows: r.Rows, Bytes: r.Bytes, Checksum: r.Checksum, Attempt: int32(r.Attempt),
 		CreateTime: ts(r.CreateTime), StartTime: tsPtr(r.StartTime), FinishTime: tsPtr(r.FinishTime),
-		RequestedBy: r.RequestedBy, Note: r.Note,
+		RequestedBy: r.RequestedBy, Note: r.Note, ManifestUri: r.ManifestURI,
 	}
 	if r.ErrorCode != "" {
 		out.Error = &pb.ExportError{Code: r.ErrorCode, Message: r.ErrorMessage, ProviderMessage: r.ProviderMessage}

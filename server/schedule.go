@@ -161,7 +161,8 @@ func schedulePB(r *ent.Schedule) *pb.Schedule {
 		CatchUp:             pb.CatchUp(enumProto(pb.CatchUp_value, "CATCH_UP_", string(r.CatchUp))),
 		NextRunTime:         tsPtr(r.NextRunTime),
 		ConsecutiveFailures: int32(r.ConsecutiveFailures),
-		CreateTime:          ts(r.CreateTime), UpdateTime: ts(r.UpdateTime),
+		ManifestChainLength: r.ManifestSequence, ManifestChainHead: r.ManifestHead,
+		CreateTime: ts(r.CreateTime), UpdateTime: ts(r.UpdateTime),
 	}
 	if r.PauseReason != nil {
 		out.PauseReason = pb.PauseReason(enumProto(pb.PauseReason_value, "PAUSE_REASON_", string(*r.PauseReason)))

@@ -29,6 +29,8 @@ type CLI struct {
 	Runs         runsCmd          `cmd:"" aliases:"run" help:"Export runs: history, live progress, cancel (ScheduleService)."`
 	Users        usersCmd         `cmd:"" aliases:"user" help:"Users and connection access (AccountService)."`
 	Keys         keysCmd          `cmd:"" aliases:"key,api-keys" help:"API keys (AccountService)."`
+	SigningKeys  signingKeysCmd   `cmd:"" name:"signing-keys" aliases:"signing-key" help:"Manifest signing keys (AccountService)."`
+	Verify       verifyCmd        `cmd:"" help:"Verify exports in storage against their signed manifests: signatures, checksums, row counts, chains and incremental windows. Reads storage directly with your own credentials; exits 1 on any finding."`
 	Config       configCmd        `cmd:"" help:"Show the effective configuration and where each value comes from (the API key masked)."`
 	Version      versionCmd       `cmd:"" help:"Print the version of this binary (version, commit, Go version)."`
 	VersionFlag  kong.VersionFlag `name:"version" help:"Print the version and exit."`

@@ -67,6 +67,10 @@ const (
 	FieldHeartbeatTime = "heartbeat_time"
 	// FieldDedupKey holds the string denoting the dedup_key field in the database.
 	FieldDedupKey = "dedup_key"
+	// FieldManifest holds the string denoting the manifest field in the database.
+	FieldManifest = "manifest"
+	// FieldManifestURI holds the string denoting the manifest_uri field in the database.
+	FieldManifestURI = "manifest_uri"
 	// FieldStartTime holds the string denoting the start_time field in the database.
 	FieldStartTime = "start_time"
 	// FieldFinishTime holds the string denoting the finish_time field in the database.
@@ -104,6 +108,8 @@ var Columns = []string{
 	FieldRunner,
 	FieldHeartbeatTime,
 	FieldDedupKey,
+	FieldManifest,
+	FieldManifestURI,
 	FieldStartTime,
 	FieldFinishTime,
 }
@@ -164,6 +170,8 @@ var (
 	DefaultToSeq int64
 	// DefaultRunner holds the default value on creation for the "runner" field.
 	DefaultRunner string
+	// DefaultManifestURI holds the default value on creation for the "manifest_uri" field.
+	DefaultManifestURI string
 	// DefaultID holds the default value on creation for the "id" field.
 	DefaultID func() string
 )
@@ -358,6 +366,11 @@ func ByHeartbeatTime(opts ...sql.OrderTermOption) OrderOption {
 // ByDedupKey orders the results by the dedup_key field.
 func ByDedupKey(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldDedupKey, opts...).ToFunc()
+}
+
+// ByManifestURI orders the results by the manifest_uri field.
+func ByManifestURI(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldManifestURI, opts...).ToFunc()
 }
 
 // ByStartTime orders the results by the start_time field.

@@ -184,6 +184,16 @@ func DedupKey(v string) predicate.ExportRun {
 	return predicate.ExportRun(sql.FieldEQ(FieldDedupKey, v))
 }
 
+// Manifest applies equality check predicate on the "manifest" field. It's identical to ManifestEQ.
+func Manifest(v []byte) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldEQ(FieldManifest, v))
+}
+
+// ManifestURI applies equality check predicate on the "manifest_uri" field. It's identical to ManifestURIEQ.
+func ManifestURI(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldEQ(FieldManifestURI, v))
+}
+
 // StartTime applies equality check predicate on the "start_time" field. It's identical to StartTimeEQ.
 func StartTime(v time.Time) predicate.ExportRun {
 	return predicate.ExportRun(sql.FieldEQ(FieldStartTime, v))
@@ -1502,6 +1512,121 @@ func DedupKeyEqualFold(v string) predicate.ExportRun {
 // DedupKeyContainsFold applies the ContainsFold predicate on the "dedup_key" field.
 func DedupKeyContainsFold(v string) predicate.ExportRun {
 	return predicate.ExportRun(sql.FieldContainsFold(FieldDedupKey, v))
+}
+
+// ManifestEQ applies the EQ predicate on the "manifest" field.
+func ManifestEQ(v []byte) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldEQ(FieldManifest, v))
+}
+
+// ManifestNEQ applies the NEQ predicate on the "manifest" field.
+func ManifestNEQ(v []byte) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldNEQ(FieldManifest, v))
+}
+
+// ManifestIn applies the In predicate on the "manifest" field.
+func ManifestIn(vs ...[]byte) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldIn(FieldManifest, vs...))
+}
+
+// ManifestNotIn applies the NotIn predicate on the "manifest" field.
+func ManifestNotIn(vs ...[]byte) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldNotIn(FieldManifest, vs...))
+}
+
+// ManifestGT applies the GT predicate on the "manifest" field.
+func ManifestGT(v []byte) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldGT(FieldManifest, v))
+}
+
+// ManifestGTE applies the GTE predicate on the "manifest" field.
+func ManifestGTE(v []byte) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldGTE(FieldManifest, v))
+}
+
+// ManifestLT applies the LT predicate on the "manifest" field.
+func ManifestLT(v []byte) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldLT(FieldManifest, v))
+}
+
+// ManifestLTE applies the LTE predicate on the "manifest" field.
+func ManifestLTE(v []byte) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldLTE(FieldManifest, v))
+}
+
+// ManifestIsNil applies the IsNil predicate on the "manifest" field.
+func ManifestIsNil() predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldIsNull(FieldManifest))
+}
+
+// ManifestNotNil applies the NotNil predicate on the "manifest" field.
+func ManifestNotNil() predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldNotNull(FieldManifest))
+}
+
+// ManifestURIEQ applies the EQ predicate on the "manifest_uri" field.
+func ManifestURIEQ(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldEQ(FieldManifestURI, v))
+}
+
+// ManifestURINEQ applies the NEQ predicate on the "manifest_uri" field.
+func ManifestURINEQ(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldNEQ(FieldManifestURI, v))
+}
+
+// ManifestURIIn applies the In predicate on the "manifest_uri" field.
+func ManifestURIIn(vs ...string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldIn(FieldManifestURI, vs...))
+}
+
+// ManifestURINotIn applies the NotIn predicate on the "manifest_uri" field.
+func ManifestURINotIn(vs ...string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldNotIn(FieldManifestURI, vs...))
+}
+
+// ManifestURIGT applies the GT predicate on the "manifest_uri" field.
+func ManifestURIGT(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldGT(FieldManifestURI, v))
+}
+
+// ManifestURIGTE applies the GTE predicate on the "manifest_uri" field.
+func ManifestURIGTE(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldGTE(FieldManifestURI, v))
+}
+
+// ManifestURILT applies the LT predicate on the "manifest_uri" field.
+func ManifestURILT(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldLT(FieldManifestURI, v))
+}
+
+// ManifestURILTE applies the LTE predicate on the "manifest_uri" field.
+func ManifestURILTE(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldLTE(FieldManifestURI, v))
+}
+
+// ManifestURIContains applies the Contains predicate on the "manifest_uri" field.
+func ManifestURIContains(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldContains(FieldManifestURI, v))
+}
+
+// ManifestURIHasPrefix applies the HasPrefix predicate on the "manifest_uri" field.
+func ManifestURIHasPrefix(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldHasPrefix(FieldManifestURI, v))
+}
+
+// ManifestURIHasSuffix applies the HasSuffix predicate on the "manifest_uri" field.
+func ManifestURIHasSuffix(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldHasSuffix(FieldManifestURI, v))
+}
+
+// ManifestURIEqualFold applies the EqualFold predicate on the "manifest_uri" field.
+func ManifestURIEqualFold(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldEqualFold(FieldManifestURI, v))
+}
+
+// ManifestURIContainsFold applies the ContainsFold predicate on the "manifest_uri" field.
+func ManifestURIContainsFold(v string) predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldContainsFold(FieldManifestURI, v))
 }
 
 // StartTimeEQ applies the EQ predicate on the "start_time" field.

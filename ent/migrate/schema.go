@@ -197,6 +197,8 @@ var (
 		{Name: "runner", Type: field.TypeString, Default: ""},
 		{Name: "heartbeat_time", Type: field.TypeTime, Nullable: true},
 		{Name: "dedup_key", Type: field.TypeString, Nullable: true},
+		{Name: "manifest", Type: field.TypeBytes, Nullable: true},
+		{Name: "manifest_uri", Type: field.TypeString, Default: ""},
 		{Name: "start_time", Type: field.TypeTime, Nullable: true},
 		{Name: "finish_time", Type: field.TypeTime, Nullable: true},
 	}
@@ -306,6 +308,8 @@ var (
 		{Name: "last_run_id", Type: field.TypeString, Default: ""},
 		{Name: "last_success_time", Type: field.TypeTime, Nullable: true},
 		{Name: "watermark", Type: field.TypeInt64, Default: 0},
+		{Name: "manifest_sequence", Type: field.TypeInt64, Default: 0},
+		{Name: "manifest_head", Type: field.TypeString, Default: ""},
 	}
 	// SchedulesTable holds the schema information for the "schedules" table.
 	SchedulesTable = &schema.Table{
@@ -335,6 +339,35 @@ var (
 			},
 		},
 	}
+	// SigningKeysColumns holds the columns for the "signing_keys" table.
+	SigningKeysColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString},
+		{Name: "org_id", Type: field.TypeString},
+		{Name: "create_time", Type: field.TypeTime},
+		{Name: "update_time", Type: field.TypeTime},
+		{Name: "algorithm", Type: field.TypeString, Default: "ED25519"},
+		{Name: "public_key", Type: field.TypeBytes},
+		{Name: "private_key_ciphertext", Type: field.TypeBytes},
+		{Name: "retire_time", Type: field.TypeTime, Nullable: true},
+	}
+	// SigningKeysTable holds the schema information for the "signing_keys" table.
+	SigningKeysTable = &schema.Table{
+		Name:       "signing_keys",
+		Columns:    SigningKeysColumns,
+		PrimaryKey: []*schema.Column{SigningKeysColumns[0]},
+		Indexes: []*schema.Index{
+			{
+				Name:    "signingkey_org_id",
+				Unique:  false,
+				Columns: []*schema.Column{SigningKeysColumns[1]},
+			},
+			{
+				Name:    "signingkey_org_id_create_time",
+				Unique:  false,
+				Columns: []*schema.Column{SigningKeysColumns[1], SigningKeysColumns[2]},
+			},
+		},
+	}
 	// StorageIntegrationsColumns holds the columns for the "storage_integrations" table.
 	StorageIntegrationsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString},
@@ -350,6 +383,8 @@ var (
 		{Name: "credential_kind", Type: field.TypeString, Default: ""},
 		{Name: "external_id", Type: field.TypeString},
 		{Name: "creator_id", Type: field.TypeString},
+		{Name: "object_lock_mode", Type: field.TypeString, Default: ""},
+		{Name: "object_lock_days", Type: field.TypeInt, Default: 0},
 	}
 	// StorageIntegrationsTable holds the schema information for the "storage_integrations" table.
 	StorageIntegrationsTable = &schema.Table{
@@ -437,6 +472,7 @@ var (
 		MailOutboxTable,
 		OrganizationsTable,
 		SchedulesTable,
+		SigningKeysTable,
 		StorageIntegrationsTable,
 		UsersTable,
 		WorkbooksTable,

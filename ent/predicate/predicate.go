@@ -33,6 +33,9 @@ type Organization func(*sql.Selector)
 // Schedule is the predicate function for schedule builders.
 type Schedule func(*sql.Selector)
 
+// SigningKey is the predicate function for signingkey builders.
+type SigningKey func(*sql.Selector)
+
 // StorageIntegration is the predicate function for storageintegration builders.
 type StorageIntegration func(*sql.Selector)
 

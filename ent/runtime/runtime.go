@@ -15,6 +15,7 @@ import (
 	"github.com/auditexport/auditexport/ent/organization"
 	"github.com/auditexport/auditexport/ent/schedule"
 	"github.com/auditexport/auditexport/ent/schema"
+	"github.com/auditexport/auditexport/ent/signingkey"
 	"github.com/auditexport/auditexport/ent/storageintegration"
 	"github.com/auditexport/auditexport/ent/user"
 	"github.com/auditexport/auditexport/ent/workbook"
@@ -284,6 +285,10 @@ func init() {
 	exportrunDescRunner := exportrunFields[21].Descriptor()
 	// exportrun.DefaultRunner holds the default value on creation for the runner field.
 	exportrun.DefaultRunner = exportrunDescRunner.Default.(string)
+	// exportrunDescManifestURI is the schema descriptor for manifest_uri field.
+	exportrunDescManifestURI := exportrunFields[25].Descriptor()
+	// exportrun.DefaultManifestURI holds the default value on creation for the manifest_uri field.
+	exportrun.DefaultManifestURI = exportrunDescManifestURI.Default.(string)
 	// exportrunDescID is the schema descriptor for id field.
 	exportrunDescID := exportrunFields[0].Descriptor()
 	// exportrun.DefaultID holds the default value on creation for the id field.
@@ -399,10 +404,51 @@ func init() {
 	scheduleDescWatermark := scheduleFields[24].Descriptor()
 	// schedule.DefaultWatermark holds the default value on creation for the watermark field.
 	schedule.DefaultWatermark = scheduleDescWatermark.Default.(int64)
+	// scheduleDescManifestSequence is the schema descriptor for manifest_sequence field.
+	scheduleDescManifestSequence := scheduleFields[25].Descriptor()
+	// schedule.DefaultManifestSequence holds the default value on creation for the manifest_sequence field.
+	schedule.DefaultManifestSequence = scheduleDescManifestSequence.Default.(int64)
+	// scheduleDescManifestHead is the schema descriptor for manifest_head field.
+	scheduleDescManifestHead := scheduleFields[26].Descriptor()
+	// schedule.DefaultManifestHead holds the default value on creation for the manifest_head field.
+	schedule.DefaultManifestHead = scheduleDescManifestHead.Default.(string)
 	// scheduleDescID is the schema descriptor for id field.
 	scheduleDescID := scheduleFields[0].Descriptor()
 	// schedule.DefaultID holds the default value on creation for the id field.
 	schedule.DefaultID = scheduleDescID.Default.(func() string)
+	signingkeyMixin := schema.SigningKey{}.Mixin()
+	signingkeyMixinHooks0 := signingkeyMixin[0].Hooks()
+	signingkeyMixinHooks1 := signingkeyMixin[1].Hooks()
+	signingkey.Hooks[0] = signingkeyMixinHooks0[0]
+	signingkey.Hooks[1] = signingkeyMixinHooks1[0]
+	signingkeyMixinInters0 := signingkeyMixin[0].Interceptors()
+	signingkey.Interceptors[0] = signingkeyMixinInters0[0]
+	signingkeyMixinFields0 := signingkeyMixin[0].Fields()
+	_ = signingkeyMixinFields0
+	signingkeyMixinFields1 := signingkeyMixin[1].Fields()
+	_ = signingkeyMixinFields1
+	signingkeyFields := schema.SigningKey{}.Fields()
+	_ = signingkeyFields
+	// signingkeyDescOrgID is the schema descriptor for org_id field.
+	signingkeyDescOrgID := signingkeyMixinFields0[0].Descriptor()
+	// signingkey.OrgIDValidator is a validator for the "org_id" field. It is called by the builders before save.
+	signingkey.OrgIDValidator = signingkeyDescOrgID.Validators[0].(func(string) error)
+	// signingkeyDescCreateTime is the schema descriptor for create_time field.
+	signingkeyDescCreateTime := signingkeyMixinFields1[0].Descriptor()
+	// signingkey.DefaultCreateTime holds the default value on creation for the create_time field.
+	signingkey.DefaultCreateTime = signingkeyDescCreateTime.Default.(func() time.Time)
+	// signingkeyDescUpdateTime is the schema descriptor for update_time field.
+	signingkeyDescUpdateTime := signingkeyMixinFields1[1].Descriptor()
+	// signingkey.DefaultUpdateTime holds the default value on creation for the update_time field.
+	signingkey.DefaultUpdateTime = signingkeyDescUpdateTime.Default.(func() time.Time)
+	// signingkeyDescAlgorithm is the schema descriptor for algorithm field.
+	signingkeyDescAlgorithm := signingkeyFields[1].Descriptor()
+	// signingkey.DefaultAlgorithm holds the default value on creation for the algorithm field.
+	signingkey.DefaultAlgorithm = signingkeyDescAlgorithm.Default.(string)
+	// signingkeyDescID is the schema descriptor for id field.
+	signingkeyDescID := signingkeyFields[0].Descriptor()
+	// signingkey.DefaultID holds the default value on creation for the id field.
+	signingkey.DefaultID = signingkeyDescID.Default.(func() string)
 	storageintegrationMixin := schema.StorageIntegration{}.Mixin()
 	storageintegrationMixinHooks0 := storageintegrationMixin[0].Hooks()
 	storageintegrationMixinHooks1 := storageintegrationMixin[1].Hooks()
@@ -448,6 +494,14 @@ func init() {
 	storageintegrationDescCredentialKind := storageintegrationFields[7].Descriptor()
 	// storageintegration.DefaultCredentialKind holds the default value on creation for the credential_kind field.
 	storageintegration.DefaultCredentialKind = storageintegrationDescCredentialKind.Default.(string)
+	// storageintegrationDescObjectLockMode is the schema descriptor for object_lock_mode field.
+	storageintegrationDescObjectLockMode := storageintegrationFields[10].Descriptor()
+	// storageintegration.DefaultObjectLockMode holds the default value on creation for the object_lock_mode field.
+	storageintegration.DefaultObjectLockMode = storageintegrationDescObjectLockMode.Default.(string)
+	// storageintegrationDescObjectLockDays is the schema descriptor for object_lock_days field.
+	storageintegrationDescObjectLockDays := storageintegrationFields[11].Descriptor()
+	// storageintegration.DefaultObjectLockDays holds the default value on creation for the object_lock_days field.
+	storageintegration.DefaultObjectLockDays = storageintegrationDescObjectLockDays.Default.(int)
 	// storageintegrationDescID is the schema descriptor for id field.
 	storageintegrationDescID := storageintegrationFields[0].Descriptor()
 	// storageintegration.DefaultID holds the default value on creation for the id field.

@@ -69,6 +69,10 @@ const (
 	FieldLastSuccessTime = "last_success_time"
 	// FieldWatermark holds the string denoting the watermark field in the database.
 	FieldWatermark = "watermark"
+	// FieldManifestSequence holds the string denoting the manifest_sequence field in the database.
+	FieldManifestSequence = "manifest_sequence"
+	// FieldManifestHead holds the string denoting the manifest_head field in the database.
+	FieldManifestHead = "manifest_head"
 	// Table holds the table name of the schedule in the database.
 	Table = "schedules"
 )
@@ -103,6 +107,8 @@ var Columns = []string{
 	FieldLastRunID,
 	FieldLastSuccessTime,
 	FieldWatermark,
+	FieldManifestSequence,
+	FieldManifestHead,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -143,6 +149,10 @@ var (
 	DefaultLastRunID string
 	// DefaultWatermark holds the default value on creation for the "watermark" field.
 	DefaultWatermark int64
+	// DefaultManifestSequence holds the default value on creation for the "manifest_sequence" field.
+	DefaultManifestSequence int64
+	// DefaultManifestHead holds the default value on creation for the "manifest_head" field.
+	DefaultManifestHead string
 	// DefaultID holds the default value on creation for the "id" field.
 	DefaultID func() string
 )
@@ -462,4 +472,14 @@ func ByLastSuccessTime(opts ...sql.OrderTermOption) OrderOption {
 // ByWatermark orders the results by the watermark field.
 func ByWatermark(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldWatermark, opts...).ToFunc()
+}
+
+// ByManifestSequence orders the results by the manifest_sequence field.
+func ByManifestSequence(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldManifestSequence, opts...).ToFunc()
+}
+
+// ByManifestHead orders the results by the manifest_head field.
+func ByManifestHead(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldManifestHead, opts...).ToFunc()
 }

@@ -159,6 +159,16 @@ func Watermark(v int64) predicate.Schedule {
 	return predicate.Schedule(sql.FieldEQ(FieldWatermark, v))
 }
 
+// ManifestSequence applies equality check predicate on the "manifest_sequence" field. It's identical to ManifestSequenceEQ.
+func ManifestSequence(v int64) predicate.Schedule {
+	return predicate.Schedule(sql.FieldEQ(FieldManifestSequence, v))
+}
+
+// ManifestHead applies equality check predicate on the "manifest_head" field. It's identical to ManifestHeadEQ.
+func ManifestHead(v string) predicate.Schedule {
+	return predicate.Schedule(sql.FieldEQ(FieldManifestHead, v))
+}
+
 // OrgIDEQ applies the EQ predicate on the "org_id" field.
 func OrgIDEQ(v string) predicate.Schedule {
 	return predicate.Schedule(sql.FieldEQ(FieldOrgID, v))
@@ -1312,6 +1322,111 @@ func WatermarkLT(v int64) predicate.Schedule {
 // WatermarkLTE applies the LTE predicate on the "watermark" field.
 func WatermarkLTE(v int64) predicate.Schedule {
 	return predicate.Schedule(sql.FieldLTE(FieldWatermark, v))
+}
+
+// ManifestSequenceEQ applies the EQ predicate on the "manifest_sequence" field.
+func ManifestSequenceEQ(v int64) predicate.Schedule {
+	return predicate.Schedule(sql.FieldEQ(FieldManifestSequence, v))
+}
+
+// ManifestSequenceNEQ applies the NEQ predicate on the "manifest_sequence" field.
+func ManifestSequenceNEQ(v int64) predicate.Schedule {
+	return predicate.Schedule(sql.FieldNEQ(FieldManifestSequence, v))
+}
+
+// ManifestSequenceIn applies the In predicate on the "manifest_sequence" field.
+func ManifestSequenceIn(vs ...int64) predicate.Schedule {
+	return predicate.Schedule(sql.FieldIn(FieldManifestSequence, vs...))
+}
+
+// ManifestSequenceNotIn applies the NotIn predicate on the "manifest_sequence" field.
+func ManifestSequenceNotIn(vs ...int64) predicate.Schedule {
+	return predicate.Schedule(sql.FieldNotIn(FieldManifestSequence, vs...))
+}
+
+// ManifestSequenceGT applies the GT predicate on the "manifest_sequence" field.
+func ManifestSequenceGT(v int64) predicate.Schedule {
+	return predicate.Schedule(sql.FieldGT(FieldManifestSequence, v))
+}
+
+// ManifestSequenceGTE applies the GTE predicate on the "manifest_sequence" field.
+func ManifestSequenceGTE(v int64) predicate.Schedule {
+	return predicate.Schedule(sql.FieldGTE(FieldManifestSequence, v))
+}
+
+// ManifestSequenceLT applies the LT predicate on the "manifest_sequence" field.
+func ManifestSequenceLT(v int64) predicate.Schedule {
+	return predicate.Schedule(sql.FieldLT(FieldManifestSequence, v))
+}
+
+// ManifestSequenceLTE applies the LTE predicate on the "manifest_sequence" field.
+func ManifestSequenceLTE(v int64) predicate.Schedule {
+	return predicate.Schedule(sql.FieldLTE(FieldManifestSequence, v))
+}
+
+// ManifestHeadEQ applies the EQ predicate on the "manifest_head" field.
+func ManifestHeadEQ(v string) predicate.Schedule {
+	return predicate.Schedule(sql.FieldEQ(FieldManifestHead, v))
+}
+
+// ManifestHeadNEQ applies the NEQ predicate on the "manifest_head" field.
+func ManifestHeadNEQ(v string) predicate.Schedule {
+	return predicate.Schedule(sql.FieldNEQ(FieldManifestHead, v))
+}
+
+// ManifestHeadIn applies the In predicate on the "manifest_head" field.
+func ManifestHeadIn(vs ...string) predicate.Schedule {
+	return predicate.Schedule(sql.FieldIn(FieldManifestHead, vs...))
+}
+
+// ManifestHeadNotIn applies the NotIn predicate on the "manifest_head" field.
+func ManifestHeadNotIn(vs ...string) predicate.Schedule {
+	return predicate.Schedule(sql.FieldNotIn(FieldManifestHead, vs...))
+}
+
+// ManifestHeadGT applies the GT predicate on the "manifest_head" field.
+func ManifestHeadGT(v string) predicate.Schedule {
+	return predicate.Schedule(sql.FieldGT(FieldManifestHead, v))
+}
+
+// ManifestHeadGTE applies the GTE predicate on the "manifest_head" field.
+func ManifestHeadGTE(v string) predicate.Schedule {
+	return predicate.Schedule(sql.FieldGTE(FieldManifestHead, v))
+}
+
+// ManifestHeadLT applies the LT predicate on the "manifest_head" field.
+func ManifestHeadLT(v string) predicate.Schedule {
+	return predicate.Schedule(sql.FieldLT(FieldManifestHead, v))
+}
+
+// ManifestHeadLTE applies the LTE predicate on the "manifest_head" field.
+func ManifestHeadLTE(v string) predicate.Schedule {
+	return predicate.Schedule(sql.FieldLTE(FieldManifestHead, v))
+}
+
+// ManifestHeadContains applies the Contains predicate on the "manifest_head" field.
+func ManifestHeadContains(v string) predicate.Schedule {
+	return predicate.Schedule(sql.FieldContains(FieldManifestHead, v))
+}
+
+// ManifestHeadHasPrefix applies the HasPrefix predicate on the "manifest_head" field.
+func ManifestHeadHasPrefix(v string) predicate.Schedule {
+	return predicate.Schedule(sql.FieldHasPrefix(FieldManifestHead, v))
+}
+
+// ManifestHeadHasSuffix applies the HasSuffix predicate on the "manifest_head" field.
+func ManifestHeadHasSuffix(v string) predicate.Schedule {
+	return predicate.Schedule(sql.FieldHasSuffix(FieldManifestHead, v))
+}
+
+// ManifestHeadEqualFold applies the EqualFold predicate on the "manifest_head" field.
+func ManifestHeadEqualFold(v string) predicate.Schedule {
+	return predicate.Schedule(sql.FieldEqualFold(FieldManifestHead, v))
+}
+
+// ManifestHeadContainsFold applies the ContainsFold predicate on the "manifest_head" field.
+func ManifestHeadContainsFold(v string) predicate.Schedule {
+	return predicate.Schedule(sql.FieldContainsFold(FieldManifestHead, v))
 }
 
 // And groups predicates with the AND operator between them.

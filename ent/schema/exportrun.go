@@ -52,6 +52,10 @@ func (ExportRun) Fields() []ent.Field {
 		// schedule_id it is unique, so a period can never get two runs however
 		// many dispatchers race. NULL (no constraint) for Send now runs.
 		field.String("dedup_key").Optional().Nillable().Immutable(),
+		// The signed manifest written next to the object (its exact bytes,
+		// so every attempt uploads the same manifest) and where.
+		field.Bytes("manifest").Optional(),
+		field.String("manifest_uri").Default(""),
 		field.Time("start_time").Optional().Nillable(),
 		field.Time("finish_time").Optional().Nillable(),
 	}

@@ -29,6 +29,10 @@ func (StorageIntegration) Fields() []ent.Field {
 		// S3 external ID for role assumption, generated per integration.
 		field.String("external_id").Immutable(),
 		field.String("creator_id").Immutable(),
+		// S3 Object Lock for every upload ("" none, GOVERNANCE or
+		// COMPLIANCE) and its retention in days; set at creation.
+		field.String("object_lock_mode").Default("").Immutable(),
+		field.Int("object_lock_days").Default(0).Immutable(),
 	}
 }
 

@@ -45,6 +45,11 @@ func (Schedule) Fields() []ent.Field {
 		field.Time("last_success_time").Optional().Nillable(),
 		// Incremental mode: audit rows with id <= watermark were exported.
 		field.Int64("watermark").Default(0),
+		// The chain of signed export manifests (see clients/go/manifest):
+		// how many manifests this schedule has, and the sha256 (hex) of the
+		// newest one's bytes, which the next manifest names as its previous.
+		field.Int64("manifest_sequence").Default(0),
+		field.String("manifest_head").Default(""),
 	}
 }
 

@@ -39,6 +39,10 @@ const (
 	FieldExternalID = "external_id"
 	// FieldCreatorID holds the string denoting the creator_id field in the database.
 	FieldCreatorID = "creator_id"
+	// FieldObjectLockMode holds the string denoting the object_lock_mode field in the database.
+	FieldObjectLockMode = "object_lock_mode"
+	// FieldObjectLockDays holds the string denoting the object_lock_days field in the database.
+	FieldObjectLockDays = "object_lock_days"
 	// Table holds the table name of the storageintegration in the database.
 	Table = "storage_integrations"
 )
@@ -58,6 +62,8 @@ var Columns = []string{
 	FieldCredentialKind,
 	FieldExternalID,
 	FieldCreatorID,
+	FieldObjectLockMode,
+	FieldObjectLockDays,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -94,6 +100,10 @@ var (
 	DefaultEndpoint string
 	// DefaultCredentialKind holds the default value on creation for the "credential_kind" field.
 	DefaultCredentialKind string
+	// DefaultObjectLockMode holds the default value on creation for the "object_lock_mode" field.
+	DefaultObjectLockMode string
+	// DefaultObjectLockDays holds the default value on creation for the "object_lock_days" field.
+	DefaultObjectLockDays int
 	// DefaultID holds the default value on creation for the "id" field.
 	DefaultID func() string
 )
@@ -184,4 +194,14 @@ func ByExternalID(opts ...sql.OrderTermOption) OrderOption {
 // ByCreatorID orders the results by the creator_id field.
 func ByCreatorID(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldCreatorID, opts...).ToFunc()
+}
+
+// ByObjectLockMode orders the results by the object_lock_mode field.
+func ByObjectLockMode(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldObjectLockMode, opts...).ToFunc()
+}
+
+// ByObjectLockDays orders the results by the object_lock_days field.
+func ByObjectLockDays(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldObjectLockDays, opts...).ToFunc()
 }

@@ -119,6 +119,16 @@ func CreatorID(v string) predicate.StorageIntegration {
 	return predicate.StorageIntegration(sql.FieldEQ(FieldCreatorID, v))
 }
 
+// ObjectLockMode applies equality check predicate on the "object_lock_mode" field. It's identical to ObjectLockModeEQ.
+func ObjectLockMode(v string) predicate.StorageIntegration {
+	return predicate.StorageIntegration(sql.FieldEQ(FieldObjectLockMode, v))
+}
+
+// ObjectLockDays applies equality check predicate on the "object_lock_days" field. It's identical to ObjectLockDaysEQ.
+func ObjectLockDays(v int) predicate.StorageIntegration {
+	return predicate.StorageIntegration(sql.FieldEQ(FieldObjectLockDays, v))
+}
+
 // OrgIDEQ applies the EQ predicate on the "org_id" field.
 func OrgIDEQ(v string) predicate.StorageIntegration {
 	return predicate.StorageIntegration(sql.FieldEQ(FieldOrgID, v))
@@ -787,6 +797,111 @@ func CreatorIDEqualFold(v string) predicate.StorageIntegration {
 // CreatorIDContainsFold applies the ContainsFold predicate on the "creator_id" field.
 func CreatorIDContainsFold(v string) predicate.StorageIntegration {
 	return predicate.StorageIntegration(sql.FieldContainsFold(FieldCreatorID, v))
+}
+
+// ObjectLockModeEQ applies the EQ predicate on the "object_lock_mode" field.
+func ObjectLockModeEQ(v string) predicate.StorageIntegration {
+	return predicate.StorageIntegration(sql.FieldEQ(FieldObjectLockMode, v))
+}
+
+// ObjectLockModeNEQ applies the NEQ predicate on the "object_lock_mode" field.
+func ObjectLockModeNEQ(v string) predicate.StorageIntegration {
+	return predicate.StorageIntegration(sql.FieldNEQ(FieldObjectLockMode, v))
+}
+
+// ObjectLockModeIn applies the In predicate on the "object_lock_mode" field.
+func ObjectLockModeIn(vs ...string) predicate.StorageIntegration {
+	return predicate.StorageIntegration(sql.FieldIn(FieldObjectLockMode, vs...))
+}
+
+// ObjectLockModeNotIn applies the NotIn predicate on the "object_lock_mode" field.
+func ObjectLockModeNotIn(vs ...string) predicate.StorageIntegration {
+	return predicate.StorageIntegration(sql.FieldNotIn(FieldObjectLockMode, vs...))
+}
+
+// ObjectLockModeGT applies the GT predicate on the "object_lock_mode" field.
+func ObjectLockModeGT(v string) predicate.StorageIntegration {
+	return predicate.StorageIntegration(sql.FieldGT(FieldObjectLockMode, v))
+}
+
+// ObjectLockModeGTE applies the GTE predicate on the "object_lock_mode" field.
+func ObjectLockModeGTE(v string) predicate.StorageIntegration {
+	return predicate.StorageIntegration(sql.FieldGTE(FieldObjectLockMode, v))
+}
+
+// ObjectLockModeLT applies the LT predicate on the "object_lock_mode" field.
+func ObjectLockModeLT(v string) predicate.StorageIntegration {
+	return predicate.StorageIntegration(sql.FieldLT(FieldObjectLockMode, v))
+}
+
+// ObjectLockModeLTE applies the LTE predicate on the "object_lock_mode" field.
+func ObjectLockModeLTE(v string) predicate.StorageIntegration {
+	return predicate.StorageIntegration(sql.FieldLTE(FieldObjectLockMode, v))
+}
+
+// ObjectLockModeContains applies the Contains predicate on the "object_lock_mode" field.
+func ObjectLockModeContains(v string) predicate.StorageIntegration {
+	return predicate.StorageIntegration(sql.FieldContains(FieldObjectLockMode, v))
+}
+
+// ObjectLockModeHasPrefix applies the HasPrefix predicate on the "object_lock_mode" field.
+func ObjectLockModeHasPrefix(v string) predicate.StorageIntegration {
+	return predicate.StorageIntegration(sql.FieldHasPrefix(FieldObjectLockMode, v))
+}
+
+// ObjectLockModeHasSuffix applies the HasSuffix predicate on the "object_lock_mode" field.
+func ObjectLockModeHasSuffix(v string) predicate.StorageIntegration {
+	return predicate.StorageIntegration(sql.FieldHasSuffix(FieldObjectLockMode, v))
+}
+
+// ObjectLockModeEqualFold applies the EqualFold predicate on the "object_lock_mode" field.
+func ObjectLockModeEqualFold(v string) predicate.StorageIntegration {
+	return predicate.StorageIntegration(sql.FieldEqualFold(FieldObjectLockMode, v))
+}
+
+// ObjectLockModeContainsFold applies the ContainsFold predicate on the "object_lock_mode" field.
+func ObjectLockModeContainsFold(v string) predicate.StorageIntegration {
+	return predicate.StorageIntegration(sql.FieldContainsFold(FieldObjectLockMode, v))
+}
+
+// ObjectLockDaysEQ applies the EQ predicate on the "object_lock_days" field.
+func ObjectLockDaysEQ(v int) predicate.StorageIntegration {
+	return predicate.StorageIntegration(sql.FieldEQ(FieldObjectLockDays, v))
+}
+
+// ObjectLockDaysNEQ applies the NEQ predicate on the "object_lock_days" field.
+func ObjectLockDaysNEQ(v int) predicate.StorageIntegration {
+	return predicate.StorageIntegration(sql.FieldNEQ(FieldObjectLockDays, v))
+}
+
+// ObjectLockDaysIn applies the In predicate on the "object_lock_days" field.
+func ObjectLockDaysIn(vs ...int) predicate.StorageIntegration {
+	return predicate.StorageIntegration(sql.FieldIn(FieldObjectLockDays, vs...))
+}
+
+// ObjectLockDaysNotIn applies the NotIn predicate on the "object_lock_days" field.
+func ObjectLockDaysNotIn(vs ...int) predicate.StorageIntegration {
+	return predicate.StorageIntegration(sql.FieldNotIn(FieldObjectLockDays, vs...))
+}
+
+// ObjectLockDaysGT applies the GT predicate on the "object_lock_days" field.
+func ObjectLockDaysGT(v int) predicate.StorageIntegration {
+	return predicate.StorageIntegration(sql.FieldGT(FieldObjectLockDays, v))
+}
+
+// ObjectLockDaysGTE applies the GTE predicate on the "object_lock_days" field.
+func ObjectLockDaysGTE(v int) predicate.StorageIntegration {
+	return predicate.StorageIntegration(sql.FieldGTE(FieldObjectLockDays, v))
+}
+
+// ObjectLockDaysLT applies the LT predicate on the "object_lock_days" field.
+func ObjectLockDaysLT(v int) predicate.StorageIntegration {
+	return predicate.StorageIntegration(sql.FieldLT(FieldObjectLockDays, v))
+}
+
+// ObjectLockDaysLTE applies the LTE predicate on the "object_lock_days" field.
+func ObjectLockDaysLTE(v int) predicate.StorageIntegration {
+	return predicate.StorageIntegration(sql.FieldLTE(FieldObjectLockDays, v))
 }
 
 // And groups predicates with the AND operator between them.

@@ -34,6 +34,7 @@ import (
 	"github.com/auditexport/auditexport/internal/notify"
 	"github.com/auditexport/auditexport/internal/retention"
 	"github.com/auditexport/auditexport/internal/scheduler"
+	"github.com/auditexport/auditexport/internal/signing"
 	"github.com/auditexport/auditexport/server"
 )
 
@@ -236,7 +237,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	}, log))
 	pb.RegisterWorkbookServiceServer(gs, wb)
 	pb.RegisterScheduleServiceServer(gs, server.NewScheduleService(d.Client, wb, runs, log).WithNotifyAllowedDomains(cfg.NotifyAllowedDomains))
-	pb.RegisterAccountServiceServer(gs, server.NewAccountService(d.Client, log))
+	pb.RegisterAccountServiceServer(gs, server.NewAccountService(d.Client, log).WithSigningKeys(signing.New(d.Client, keys)))
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/auditexport/auditexport/ent/signingkey"
 	"github.com/auditexport/auditexport/ent/storageintegration"
 	"github.com/auditexport/auditexport/internal/db"
 	"github.com/auditexport/auditexport/internal/secrets"
@@ -28,6 +29,18 @@ func KeyUsage(ctx context.Context, d *db.DB) (map[string]int, error) {
 			continue
 		}
 		kid, err := secrets.KeyID(r.CredentialsCiphertext)
+		if err != nil {
+			kid = "(corrupt)"
+		}
+		usage[kid]++
+	}
+	// Manifest signing keys are encrypted under the same master keys.
+	sks, err := d.Client.SigningKey.Query().Select(signingkey.FieldPrivateKeyCiphertext).All(tenant.System(ctx))
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range sks {
+		kid, err := secrets.KeyID(k.PrivateKeyCiphertext)
 		if err != nil {
 			kid = "(corrupt)"
 		}
@@ -65,18 +78,12 @@ func ReencryptCredentials(ctx context.Context, d *db.DB, keys *secrets.Keyring) 
 			continue
 		}
 		res.Total++
-		if kid, err := secrets.KeyID(r.CredentialsCiphertext); err == nil && kid == res.KeyID {
-			continue
-		}
-		plain, err := keys.Decrypt(r.CredentialsCiphertext, []byte(r.ID))
-		if err != nil {
-			res.Failed = append(res.Failed, r.ID)
-			continue
-		}
-		fresh, err := keys.Encrypt(plain, []byte(r.ID))
-		clear(plain)
+		fresh, err := rewrap(keys, &res, r.CredentialsCiphertext, r.ID)
 		if err != nil {
 			return res, err
+		}
+		if fresh == nil {
+			continue
 		}
 		n, err := d.Client.StorageIntegration.Update().
 			Where(storageintegration.ID(r.ID), storageintegration.CredentialsCiphertextEQ(r.CredentialsCiphertext)).
@@ -87,8 +94,55 @@ func ReencryptCredentials(ctx context.Context, d *db.DB, keys *secrets.Keyring) 
 		}
 		res.Reencrypted += n
 	}
+	if err := reencryptSigningKeys(sctx, d, keys, &res); err != nil {
+		return res, err
+	}
 	sort.Strings(res.Failed)
 	return res, nil
+}
+
+// rewrap returns blob (sealed to row id) encrypted under keys' active key,
+// or nil when it already is or cannot be opened (then the id is listed in
+// res.Failed).
+func rewrap(keys *secrets.Keyring, res *RotateResult, blob []byte, id string) ([]byte, error) {
+	if kid, err := secrets.KeyID(blob); err == nil && kid == res.KeyID {
+		return nil, nil
+	}
+	plain, err := keys.Decrypt(blob, []byte(id))
+	if err != nil {
+		res.Failed = append(res.Failed, id)
+		return nil, nil
+	}
+	defer clear(plain)
+	return keys.Encrypt(plain, []byte(id))
+}
+
+// reencryptSigningKeys does for the organizations' manifest signing keys
+// what ReencryptCredentials does for integration credentials.
+func reencryptSigningKeys(sctx context.Context, d *db.DB, keys *secrets.Keyring, res *RotateResult) error {
+	rows, err := d.Client.SigningKey.Query().
+		Select(signingkey.FieldID, signingkey.FieldPrivateKeyCiphertext, signingkey.FieldUpdateTime).All(sctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range rows {
+		res.Total++
+		fresh, err := rewrap(keys, res, r.PrivateKeyCiphertext, r.ID)
+		if err != nil {
+			return err
+		}
+		if fresh == nil {
+			continue
+		}
+		n, err := d.Client.SigningKey.Update().
+			Where(signingkey.ID(r.ID), signingkey.PrivateKeyCiphertextEQ(r.PrivateKeyCiphertext)).
+			SetPrivateKeyCiphertext(fresh).SetUpdateTime(r.UpdateTime).Save(sctx)
+		if err != nil {
+			return fmt.Errorf("re-encrypt signing key %s: %w", r.ID, err)
+		}
+		res.Reencrypted += n
+	}
+	return nil
 }
 
 // OpenKeyring loads the master key file for a database. A key is generated

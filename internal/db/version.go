@@ -17,7 +17,11 @@ import (
 //	1  every database from before versioning (no auditexport_schema table)
 //	2  auditexport_schema exists; schedule crons follow cronie's day-field
 //	   rules (a schedule saved at 1 is rewritten once to keep its fire times)
-const SchemaVersion = 2
+//	3  exports carry signed manifests chained per schedule (signing_keys,
+//	   schedules.manifest_sequence/head): an older binary would write
+//	   objects without manifests into a chain, which auditors would then
+//	   see as missing, so it must refuse this database. No data step.
+const SchemaVersion = 3
 
 // migrationLockKey is the PostgreSQL advisory lock replicas take around
 // Migrate, so one migrates and the others find the work done.

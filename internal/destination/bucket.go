@@ -43,6 +43,14 @@ type Integration struct {
 	ExternalID  string // for aws_role
 	Creds       Credentials
 	OrgID       string // owner; picks the directory LOCAL destinations must lie under
+	ObjectLock  ObjectLock
+}
+
+// ObjectLock puts every upload under S3 Object Lock retention (Mode
+// GOVERNANCE or COMPLIANCE for Days from the upload); zero: none.
+type ObjectLock struct {
+	Mode string
+	Days int
 }
 
 // OpenOptions are server-wide settings for opening buckets.

@@ -43,6 +43,9 @@ func Probe(ctx context.Context, in Integration, o OpenOptions) ProbeResult {
 		return fail("OPEN", nil, err)
 	}
 	defer b.Close()
+	if err := CheckObjectLock(ctx, b, base.Bucket, in.ObjectLock); err != nil {
+		return fail("OBJECT_LOCK", b, err)
+	}
 	suffix := make([]byte, 8)
 	_, _ = rand.Read(suffix)
 	name := ".auditexport-probe-" + hex.EncodeToString(suffix)

@@ -22,6 +22,7 @@ func IntegrationOf(keys *secrets.Keyring, row *ent.StorageIntegration) (destinat
 	return destination.Integration{
 		Provider: destination.Provider(row.Provider), Destination: row.Destination, Region: row.Region,
 		Endpoint: row.Endpoint, ExternalID: row.ExternalID, Creds: creds, OrgID: row.OrgID,
+		ObjectLock: destination.ObjectLock{Mode: row.ObjectLockMode, Days: row.ObjectLockDays},
 	}, nil
 }
 

@@ -200,7 +200,7 @@ func runErrorLevel(code string) slog.Level {
 	switch {
 	case strings.HasPrefix(code, "PROVIDER_"), code == "DESTINATION_UNAVAILABLE", code == "BAD_URI",
 		code == "ELEMENT_INVALID", code == "INTEGRATION_DELETED", code == "CREDENTIALS_UNDECRYPTABLE",
-		code == ObjectExistsCode:
+		code == ObjectExistsCode, code == ManifestExistsCode:
 		return slog.LevelWarn
 	case code == "INTERNAL", code == "QUERY_FAILED", code == "INTERRUPTED":
 		return slog.LevelError

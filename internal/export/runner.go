@@ -32,6 +32,7 @@ import (
 	"github.com/auditexport/auditexport/internal/notify"
 	"github.com/auditexport/auditexport/internal/ownership"
 	"github.com/auditexport/auditexport/internal/secrets"
+	"github.com/auditexport/auditexport/internal/signing"
 	"github.com/auditexport/auditexport/internal/tenant"
 )
 
@@ -110,6 +111,8 @@ type Runner struct {
 	// manualMu serialises the count-then-insert of Send now runs.
 	manualMu sync.Mutex
 	metrics  *metrics.Metrics
+	// signing signs each export's manifest (nil: no manifests).
+	signing *signing.Keys
 
 	// bg: background aborts of finished runs' uploads (see abortLater);
 	// they end when base does.
@@ -142,6 +145,9 @@ func NewRunner(d *db.DB, keys *secrets.Keyring, mail *notify.Mailer, rec *auditl
 	r := &Runner{d: d, keys: keys, notifier: notify.NewNotifier(d.Client, mail, cfg.NotifyAllowedDomains, log), rec: rec, log: log, cfg: cfg, broker: newBroker(),
 		now: time.Now, base: base, stop: stop, cancels: map[string]context.CancelCauseFunc{}}
 	r.remote = newRemoteHub(r)
+	if keys != nil {
+		r.signing = signing.New(d.Client, keys)
+	}
 	return r
 }
 
@@ -543,6 +549,9 @@ func (r *Runner) run(ctx context.Context, j *job, skipped *bool) (Stats, error) 
 		}
 		st, err := r.deliver(ctx, j, bucket)
 		if err == nil {
+			err = r.writeManifest(ctx, j, bucket, st)
+		}
+		if err == nil {
 			return st, nil
 		}
 		if ctx.Err() != nil {
@@ -634,7 +643,8 @@ func (r *Runner) upload(ctx context.Context, j *job, bucket *blob.Bucket) (Stats
 	uploaded := make(chan error, 1)
 	go func() {
 		err := catch(func() error {
-			return bucket.Upload(wctx, j.key, pr, &blob.WriterOptions{ContentType: contentType(j.plan), BufferSize: 8 << 20, IfNotExist: true})
+			return bucket.Upload(wctx, j.key, pr, destination.Retain(&blob.WriterOptions{ContentType: contentType(j.plan), BufferSize: 8 << 20, IfNotExist: true},
+				lockOf(j.integ), r.now()))
 		})
 		if err != nil {
 			pr.CloseWithError(err) // unblock the writer below

@@ -26,6 +26,7 @@ const (
 	Event       = "evt_"
 	Grant       = "grt_"
 	Mail        = "mail_"
+	SigningKey  = "sk_"
 )
 
 // New returns prefix + a new lowercase ULID. ULIDs sort by creation time to

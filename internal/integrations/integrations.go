@@ -53,6 +53,8 @@ type CreateInput struct {
 	Endpoint    string
 	Creds       destination.Credentials // Kind "" for none (LOCAL)
 	CreatorID   string
+	// ObjectLock: retention for every upload (S3 only; zero: none).
+	ObjectLock destination.ObjectLock
 }
 
 // Create stores a new integration with its credentials sealed to its id
@@ -66,7 +68,8 @@ func (c *Commands) Create(ctx context.Context, in CreateInput) (*ent.StorageInte
 	q := c.db.StorageIntegration.Create().
 		SetID(id).SetName(in.Name).SetProvider(storageintegration.Provider(in.Provider)).
 		SetDestination(in.Destination.String()).SetRegion(in.Region).SetEndpoint(in.Endpoint).
-		SetCredentialKind(in.Creds.Kind).SetExternalID(newExternalID()).SetCreatorID(in.CreatorID)
+		SetCredentialKind(in.Creds.Kind).SetExternalID(newExternalID()).SetCreatorID(in.CreatorID).
+		SetObjectLockMode(in.ObjectLock.Mode).SetObjectLockDays(in.ObjectLock.Days)
 	if blob != nil {
 		q.SetCredentialsCiphertext(*blob)
 	}

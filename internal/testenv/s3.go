@@ -95,10 +95,23 @@ func (s *S3) Client() *s3.Client {
 // CreateBucket creates a bucket.
 func (s *S3) CreateBucket(t testing.TB, name string) {
 	t.Helper()
+	s.createBucket(t, &s3.CreateBucketInput{Bucket: aws.String(name)})
+}
+
+// CreateLockedBucket creates a bucket with S3 Object Lock enabled (which
+// also turns on versioning; it cannot be enabled later).
+func (s *S3) CreateLockedBucket(t testing.TB, name string) {
+	t.Helper()
+	s.createBucket(t, &s3.CreateBucketInput{Bucket: aws.String(name), ObjectLockEnabledForBucket: aws.Bool(true)})
+}
+
+func (s *S3) createBucket(t testing.TB, in *s3.CreateBucketInput) {
+	t.Helper()
+	name := aws.ToString(in.Bucket)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for {
-		_, err := s.Client().CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)})
+		_, err := s.Client().CreateBucket(ctx, in)
 		if err == nil {
 			return
 		}

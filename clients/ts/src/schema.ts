@@ -355,6 +355,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/signingKeys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Lists the organization's manifest signing keys (public halves), newest
+         *     first; the organization's first key is made if it has none. Any member.
+         */
+        get: operations["AccountService_ListSigningKeys"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/signingKeys:rotate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Makes a new signing key that signs from now on and retires the others
+         *     (they stay listed and keep verifying what they signed). ADMIN.
+         */
+        post: operations["AccountService_RotateSigningKey"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/storageIntegrations": {
         parameters: {
             query?: never;
@@ -963,6 +1003,11 @@ export interface components {
              *     the same period) wrote nothing. Empty otherwise.
              */
             note?: string;
+            /**
+             * @description The signed manifest written next to the object (object_uri +
+             *     ".manifest.json"); empty if none was written.
+             */
+            manifestUri?: string;
         };
         /** @description Filter restricts the rows of an element. */
         v1Filter: {
@@ -1042,6 +1087,10 @@ export interface components {
             schedules?: components["schemas"]["v1Schedule"][];
             nextPageToken?: string;
         };
+        /** @description ListSigningKeysResponse lists signing keys, newest first. */
+        v1ListSigningKeysResponse: {
+            signingKeys?: components["schemas"]["v1SigningKey"][];
+        };
         /** @description ListStorageIntegrationsResponse is a page of integrations. */
         v1ListStorageIntegrationsResponse: {
             storageIntegrations?: components["schemas"]["v1StorageIntegration"][];
@@ -1057,6 +1106,25 @@ export interface components {
             workbooks?: components["schemas"]["v1Workbook"][];
             nextPageToken?: string;
         };
+        /** @description ObjectLock puts each uploaded object under retention. */
+        v1ObjectLock: {
+            mode?: components["schemas"]["v1ObjectLockMode"];
+            /**
+             * Format: int32
+             * @description How long each object is retained from its upload: 1 to 36500 days.
+             */
+            retainDays?: number;
+        };
+        /**
+         * @description ObjectLockMode is S3 Object Lock's retention mode.
+         *
+         *      - OBJECT_LOCK_MODE_GOVERNANCE: Nobody without s3:BypassGovernanceRetention can delete or overwrite
+         *     an object version, or shorten its retention, before it ends.
+         *      - OBJECT_LOCK_MODE_COMPLIANCE: Nobody, the account root included, can until the retention ends.
+         * @default OBJECT_LOCK_MODE_UNSPECIFIED
+         * @enum {string}
+         */
+        v1ObjectLockMode: "OBJECT_LOCK_MODE_UNSPECIFIED" | "OBJECT_LOCK_MODE_GOVERNANCE" | "OBJECT_LOCK_MODE_COMPLIANCE";
         /**
          * @description PauseReason says why a schedule is paused.
          *
@@ -1145,6 +1213,12 @@ export interface components {
         v1RevokeConnectionAccessResponse: {
             user?: components["schemas"]["v1User"];
         };
+        /** @description RotateSigningKeyRequest is empty. */
+        v1RotateSigningKeyRequest: Record<string, never>;
+        /** @description RotateSigningKeyResponse returns the new key. */
+        v1RotateSigningKeyResponse: {
+            signingKey?: components["schemas"]["v1SigningKey"];
+        };
         /**
          * @description Row is one result row, values in column order. Timestamps are RFC 3339
          *     strings, JSON columns are objects, nulls are null.
@@ -1210,6 +1284,15 @@ export interface components {
             createTime?: string;
             /** Format: date-time */
             updateTime?: string;
+            /**
+             * Format: int64
+             * @description Output only. The chain of signed manifests of this schedule's exports:
+             *     how many there are, and the sha256 (hex) of the newest manifest file.
+             *     `auditctl verify --head` compares it with what storage holds, so a
+             *     deleted newest manifest is found too.
+             */
+            readonly manifestChainLength?: string;
+            manifestChainHead?: string;
         };
         /** @description ScheduleDestination is where a schedule's files go. */
         v1ScheduleDestination: {
@@ -1230,6 +1313,33 @@ export interface components {
         /** @description SendNowResponse is one progress message. */
         v1SendNowResponse: {
             progress?: components["schemas"]["v1ExportProgress"];
+        };
+        /**
+         * @description SigningKey is the public half of an organization's Ed25519 key that signs
+         *     export manifests. The private half never leaves the server (stored
+         *     envelope-encrypted). Output only.
+         */
+        v1SigningKey: {
+            /** @description Key id (sk_…), named by each manifest's signature (keyid). */
+            id?: string;
+            /** @description Always "ED25519". */
+            algorithm?: string;
+            /**
+             * Format: byte
+             * @description The 32-byte Ed25519 public key (base64 in JSON).
+             */
+            publicKey?: string;
+            /** @description "SHA256:<hex>" of public_key, to compare with a key received out of band. */
+            fingerprint?: string;
+            /** @description True for the key that signs new manifests. */
+            active?: boolean;
+            /** Format: date-time */
+            createTime?: string;
+            /**
+             * Format: date-time
+             * @description When a rotation retired it; retired keys still verify what they signed.
+             */
+            retireTime?: string;
         };
         /** @description SortKey orders the rows of an element. */
         v1SortKey: {
@@ -1275,6 +1385,7 @@ export interface components {
             updateTime?: string;
             /** @description User id of the creator. */
             creator?: string;
+            objectLock?: components["schemas"]["v1ObjectLock"];
         };
         /**
          * @description StorageIntegrationCredentials is the non-secret identity the service uses
@@ -1295,6 +1406,11 @@ export interface components {
             consentUrl?: string;
             /** @description Which kind of credential is stored, e.g. "aws_access_key"; never the secret. */
             credentialKind?: string;
+            /**
+             * @description The organization's manifest signing keys (public halves), newest first:
+             *     what an auditor needs to verify exports offline (auditctl verify).
+             */
+            signingKeys?: components["schemas"]["v1SigningKey"][];
         };
         /** @description Table is a table of a connection. */
         v1Table: {
@@ -2037,6 +2153,15 @@ export interface operations {
                     createTime?: string;
                     /** Format: date-time */
                     updateTime?: string;
+                    /**
+                     * Format: int64
+                     * @description Output only. The chain of signed manifests of this schedule's exports:
+                     *     how many there are, and the sha256 (hex) of the newest manifest file.
+                     *     `auditctl verify --head` compares it with what storage holds, so a
+                     *     deleted newest manifest is found too.
+                     */
+                    readonly manifestChainLength?: string;
+                    manifestChainHead?: string;
                 };
             };
         };
@@ -2124,6 +2249,69 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["v1PreviewScheduleResponse"];
+                };
+            };
+            /** @description An unexpected error response. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["rpcStatus"];
+                };
+            };
+        };
+    };
+    AccountService_ListSigningKeys: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A successful response. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["v1ListSigningKeysResponse"];
+                };
+            };
+            /** @description An unexpected error response. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["rpcStatus"];
+                };
+            };
+        };
+    };
+    AccountService_RotateSigningKey: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description RotateSigningKeyRequest is empty. */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["v1RotateSigningKeyRequest"];
+            };
+        };
+        responses: {
+            /** @description A successful response. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["v1RotateSigningKeyResponse"];
                 };
             };
             /** @description An unexpected error response. */
@@ -2376,6 +2564,7 @@ export interface operations {
                     updateTime?: string;
                     /** @description User id of the creator. */
                     creator?: string;
+                    objectLock?: components["schemas"]["v1ObjectLock"];
                 };
             };
         };

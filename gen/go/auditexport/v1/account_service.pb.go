@@ -999,6 +999,170 @@ func (x *RevokeApiKeyResponse) GetApiKey() *ApiKey {
 	return nil
 }
 
+// ListSigningKeysRequest is empty.
+type ListSigningKeysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSigningKeysRequest) Reset() {
+	*x = ListSigningKeysRequest{}
+	mi := &file_auditexport_v1_account_service_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSigningKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSigningKeysRequest) ProtoMessage() {}
+
+func (x *ListSigningKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auditexport_v1_account_service_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSigningKeysRequest.ProtoReflect.Descriptor instead.
+func (*ListSigningKeysRequest) Descriptor() ([]byte, []int) {
+	return file_auditexport_v1_account_service_proto_rawDescGZIP(), []int{20}
+}
+
+// ListSigningKeysResponse lists signing keys, newest first.
+type ListSigningKeysResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SigningKeys   []*SigningKey          `protobuf:"bytes,1,rep,name=signing_keys,json=signingKeys" json:"signing_keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSigningKeysResponse) Reset() {
+	*x = ListSigningKeysResponse{}
+	mi := &file_auditexport_v1_account_service_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSigningKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSigningKeysResponse) ProtoMessage() {}
+
+func (x *ListSigningKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_auditexport_v1_account_service_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSigningKeysResponse.ProtoReflect.Descriptor instead.
+func (*ListSigningKeysResponse) Descriptor() ([]byte, []int) {
+	return file_auditexport_v1_account_service_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListSigningKeysResponse) GetSigningKeys() []*SigningKey {
+	if x != nil {
+		return x.SigningKeys
+	}
+	return nil
+}
+
+// RotateSigningKeyRequest is empty.
+type RotateSigningKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateSigningKeyRequest) Reset() {
+	*x = RotateSigningKeyRequest{}
+	mi := &file_auditexport_v1_account_service_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateSigningKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateSigningKeyRequest) ProtoMessage() {}
+
+func (x *RotateSigningKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auditexport_v1_account_service_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateSigningKeyRequest.ProtoReflect.Descriptor instead.
+func (*RotateSigningKeyRequest) Descriptor() ([]byte, []int) {
+	return file_auditexport_v1_account_service_proto_rawDescGZIP(), []int{22}
+}
+
+// RotateSigningKeyResponse returns the new key.
+type RotateSigningKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SigningKey    *SigningKey            `protobuf:"bytes,1,opt,name=signing_key,json=signingKey" json:"signing_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateSigningKeyResponse) Reset() {
+	*x = RotateSigningKeyResponse{}
+	mi := &file_auditexport_v1_account_service_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateSigningKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateSigningKeyResponse) ProtoMessage() {}
+
+func (x *RotateSigningKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_auditexport_v1_account_service_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateSigningKeyResponse.ProtoReflect.Descriptor instead.
+func (*RotateSigningKeyResponse) Descriptor() ([]byte, []int) {
+	return file_auditexport_v1_account_service_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RotateSigningKeyResponse) GetSigningKey() *SigningKey {
+	if x != nil {
+		return x.SigningKey
+	}
+	return nil
+}
+
 var File_auditexport_v1_account_service_proto protoreflect.FileDescriptor
 
 const file_auditexport_v1_account_service_proto_rawDesc = "" +
@@ -1055,7 +1219,14 @@ const file_auditexport_v1_account_service_proto_rawDesc = "" +
 	"\x12UpdateUserResponse\x12(\n" +
 	"\x04user\x18\x01 \x01(\v2\x14.auditexport.v1.UserR\x04user\"G\n" +
 	"\x14RevokeApiKeyResponse\x12/\n" +
-	"\aapi_key\x18\x01 \x01(\v2\x16.auditexport.v1.ApiKeyR\x06apiKey2\xeb\t\n" +
+	"\aapi_key\x18\x01 \x01(\v2\x16.auditexport.v1.ApiKeyR\x06apiKey\"\x18\n" +
+	"\x16ListSigningKeysRequest\"X\n" +
+	"\x17ListSigningKeysResponse\x12=\n" +
+	"\fsigning_keys\x18\x01 \x03(\v2\x1a.auditexport.v1.SigningKeyR\vsigningKeys\"\x19\n" +
+	"\x17RotateSigningKeyRequest\"W\n" +
+	"\x18RotateSigningKeyResponse\x12;\n" +
+	"\vsigning_key\x18\x01 \x01(\v2\x1a.auditexport.v1.SigningKeyR\n" +
+	"signingKey2\xf3\v\n" +
 	"\x0eAccountService\x12l\n" +
 	"\n" +
 	"CreateUser\x12!.auditexport.v1.CreateUserRequest\x1a\".auditexport.v1.CreateUserResponse\"\x17\x82\xd3\xe4\x93\x02\x11:\x04user\"\t/v1/users\x12b\n" +
@@ -1068,7 +1239,9 @@ const file_auditexport_v1_account_service_proto_rawDesc = "" +
 	"\x16RevokeConnectionAccess\x12-.auditexport.v1.RevokeConnectionAccessRequest\x1a..auditexport.v1.RevokeConnectionAccessResponse\"1\x82\xd3\xe4\x93\x02+:\x01*\"&/v1/connections/{connection_id}:revoke\x12q\n" +
 	"\fCreateApiKey\x12#.auditexport.v1.CreateApiKeyRequest\x1a$.auditexport.v1.CreateApiKeyResponse\"\x16\x82\xd3\xe4\x93\x02\x10:\x01*\"\v/v1/apiKeys\x12k\n" +
 	"\vListApiKeys\x12\".auditexport.v1.ListApiKeysRequest\x1a#.auditexport.v1.ListApiKeysResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\v/v1/apiKeys\x12}\n" +
-	"\fRevokeApiKey\x12#.auditexport.v1.RevokeApiKeyRequest\x1a$.auditexport.v1.RevokeApiKeyResponse\"\"\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/apiKeys/{id}:revokeB\xd1\x01\n" +
+	"\fRevokeApiKey\x12#.auditexport.v1.RevokeApiKeyRequest\x1a$.auditexport.v1.RevokeApiKeyResponse\"\"\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/apiKeys/{id}:revoke\x12{\n" +
+	"\x0fListSigningKeys\x12&.auditexport.v1.ListSigningKeysRequest\x1a'.auditexport.v1.ListSigningKeysResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/signingKeys\x12\x88\x01\n" +
+	"\x10RotateSigningKey\x12'.auditexport.v1.RotateSigningKeyRequest\x1a(.auditexport.v1.RotateSigningKeyResponse\"!\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/v1/signingKeys:rotateB\xd1\x01\n" +
 	"\x12com.auditexport.v1B\x13AccountServiceProtoP\x01ZFgithub.com/auditexport/auditexport/gen/go/auditexport/v1;auditexportv1\xa2\x02\x03AXX\xaa\x02\x0eAuditexport.V1\xca\x02\x0eAuditexport\\V1\xe2\x02\x1aAuditexport\\V1\\GPBMetadata\xea\x02\x0fAuditexport::V1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
 var (
@@ -1083,7 +1256,7 @@ func file_auditexport_v1_account_service_proto_rawDescGZIP() []byte {
 	return file_auditexport_v1_account_service_proto_rawDescData
 }
 
-var file_auditexport_v1_account_service_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_auditexport_v1_account_service_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_auditexport_v1_account_service_proto_goTypes = []any{
 	(*GetCurrentUserRequest)(nil),          // 0: auditexport.v1.GetCurrentUserRequest
 	(*CreateUserRequest)(nil),              // 1: auditexport.v1.CreateUserRequest
@@ -1105,49 +1278,60 @@ var file_auditexport_v1_account_service_proto_goTypes = []any{
 	(*GetUserResponse)(nil),                // 17: auditexport.v1.GetUserResponse
 	(*UpdateUserResponse)(nil),             // 18: auditexport.v1.UpdateUserResponse
 	(*RevokeApiKeyResponse)(nil),           // 19: auditexport.v1.RevokeApiKeyResponse
-	(*User)(nil),                           // 20: auditexport.v1.User
-	(*fieldmaskpb.FieldMask)(nil),          // 21: google.protobuf.FieldMask
-	(*ApiKey)(nil),                         // 22: auditexport.v1.ApiKey
+	(*ListSigningKeysRequest)(nil),         // 20: auditexport.v1.ListSigningKeysRequest
+	(*ListSigningKeysResponse)(nil),        // 21: auditexport.v1.ListSigningKeysResponse
+	(*RotateSigningKeyRequest)(nil),        // 22: auditexport.v1.RotateSigningKeyRequest
+	(*RotateSigningKeyResponse)(nil),       // 23: auditexport.v1.RotateSigningKeyResponse
+	(*User)(nil),                           // 24: auditexport.v1.User
+	(*fieldmaskpb.FieldMask)(nil),          // 25: google.protobuf.FieldMask
+	(*ApiKey)(nil),                         // 26: auditexport.v1.ApiKey
+	(*SigningKey)(nil),                     // 27: auditexport.v1.SigningKey
 }
 var file_auditexport_v1_account_service_proto_depIdxs = []int32{
-	20, // 0: auditexport.v1.CreateUserRequest.user:type_name -> auditexport.v1.User
-	20, // 1: auditexport.v1.ListUsersResponse.users:type_name -> auditexport.v1.User
-	20, // 2: auditexport.v1.UpdateUserRequest.user:type_name -> auditexport.v1.User
-	21, // 3: auditexport.v1.UpdateUserRequest.update_mask:type_name -> google.protobuf.FieldMask
-	20, // 4: auditexport.v1.GrantConnectionAccessResponse.user:type_name -> auditexport.v1.User
-	20, // 5: auditexport.v1.RevokeConnectionAccessResponse.user:type_name -> auditexport.v1.User
-	22, // 6: auditexport.v1.CreateApiKeyResponse.api_key:type_name -> auditexport.v1.ApiKey
-	22, // 7: auditexport.v1.ListApiKeysResponse.api_keys:type_name -> auditexport.v1.ApiKey
-	20, // 8: auditexport.v1.GetCurrentUserResponse.user:type_name -> auditexport.v1.User
-	20, // 9: auditexport.v1.CreateUserResponse.user:type_name -> auditexport.v1.User
-	20, // 10: auditexport.v1.GetUserResponse.user:type_name -> auditexport.v1.User
-	20, // 11: auditexport.v1.UpdateUserResponse.user:type_name -> auditexport.v1.User
-	22, // 12: auditexport.v1.RevokeApiKeyResponse.api_key:type_name -> auditexport.v1.ApiKey
-	1,  // 13: auditexport.v1.AccountService.CreateUser:input_type -> auditexport.v1.CreateUserRequest
-	2,  // 14: auditexport.v1.AccountService.GetUser:input_type -> auditexport.v1.GetUserRequest
-	0,  // 15: auditexport.v1.AccountService.GetCurrentUser:input_type -> auditexport.v1.GetCurrentUserRequest
-	3,  // 16: auditexport.v1.AccountService.ListUsers:input_type -> auditexport.v1.ListUsersRequest
-	5,  // 17: auditexport.v1.AccountService.UpdateUser:input_type -> auditexport.v1.UpdateUserRequest
-	6,  // 18: auditexport.v1.AccountService.GrantConnectionAccess:input_type -> auditexport.v1.GrantConnectionAccessRequest
-	8,  // 19: auditexport.v1.AccountService.RevokeConnectionAccess:input_type -> auditexport.v1.RevokeConnectionAccessRequest
-	10, // 20: auditexport.v1.AccountService.CreateApiKey:input_type -> auditexport.v1.CreateApiKeyRequest
-	12, // 21: auditexport.v1.AccountService.ListApiKeys:input_type -> auditexport.v1.ListApiKeysRequest
-	14, // 22: auditexport.v1.AccountService.RevokeApiKey:input_type -> auditexport.v1.RevokeApiKeyRequest
-	16, // 23: auditexport.v1.AccountService.CreateUser:output_type -> auditexport.v1.CreateUserResponse
-	17, // 24: auditexport.v1.AccountService.GetUser:output_type -> auditexport.v1.GetUserResponse
-	15, // 25: auditexport.v1.AccountService.GetCurrentUser:output_type -> auditexport.v1.GetCurrentUserResponse
-	4,  // 26: auditexport.v1.AccountService.ListUsers:output_type -> auditexport.v1.ListUsersResponse
-	18, // 27: auditexport.v1.AccountService.UpdateUser:output_type -> auditexport.v1.UpdateUserResponse
-	7,  // 28: auditexport.v1.AccountService.GrantConnectionAccess:output_type -> auditexport.v1.GrantConnectionAccessResponse
-	9,  // 29: auditexport.v1.AccountService.RevokeConnectionAccess:output_type -> auditexport.v1.RevokeConnectionAccessResponse
-	11, // 30: auditexport.v1.AccountService.CreateApiKey:output_type -> auditexport.v1.CreateApiKeyResponse
-	13, // 31: auditexport.v1.AccountService.ListApiKeys:output_type -> auditexport.v1.ListApiKeysResponse
-	19, // 32: auditexport.v1.AccountService.RevokeApiKey:output_type -> auditexport.v1.RevokeApiKeyResponse
-	23, // [23:33] is the sub-list for method output_type
-	13, // [13:23] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	24, // 0: auditexport.v1.CreateUserRequest.user:type_name -> auditexport.v1.User
+	24, // 1: auditexport.v1.ListUsersResponse.users:type_name -> auditexport.v1.User
+	24, // 2: auditexport.v1.UpdateUserRequest.user:type_name -> auditexport.v1.User
+	25, // 3: auditexport.v1.UpdateUserRequest.update_mask:type_name -> google.protobuf.FieldMask
+	24, // 4: auditexport.v1.GrantConnectionAccessResponse.user:type_name -> auditexport.v1.User
+	24, // 5: auditexport.v1.RevokeConnectionAccessResponse.user:type_name -> auditexport.v1.User
+	26, // 6: auditexport.v1.CreateApiKeyResponse.api_key:type_name -> auditexport.v1.ApiKey
+	26, // 7: auditexport.v1.ListApiKeysResponse.api_keys:type_name -> auditexport.v1.ApiKey
+	24, // 8: auditexport.v1.GetCurrentUserResponse.user:type_name -> auditexport.v1.User
+	24, // 9: auditexport.v1.CreateUserResponse.user:type_name -> auditexport.v1.User
+	24, // 10: auditexport.v1.GetUserResponse.user:type_name -> auditexport.v1.User
+	24, // 11: auditexport.v1.UpdateUserResponse.user:type_name -> auditexport.v1.User
+	26, // 12: auditexport.v1.RevokeApiKeyResponse.api_key:type_name -> auditexport.v1.ApiKey
+	27, // 13: auditexport.v1.ListSigningKeysResponse.signing_keys:type_name -> auditexport.v1.SigningKey
+	27, // 14: auditexport.v1.RotateSigningKeyResponse.signing_key:type_name -> auditexport.v1.SigningKey
+	1,  // 15: auditexport.v1.AccountService.CreateUser:input_type -> auditexport.v1.CreateUserRequest
+	2,  // 16: auditexport.v1.AccountService.GetUser:input_type -> auditexport.v1.GetUserRequest
+	0,  // 17: auditexport.v1.AccountService.GetCurrentUser:input_type -> auditexport.v1.GetCurrentUserRequest
+	3,  // 18: auditexport.v1.AccountService.ListUsers:input_type -> auditexport.v1.ListUsersRequest
+	5,  // 19: auditexport.v1.AccountService.UpdateUser:input_type -> auditexport.v1.UpdateUserRequest
+	6,  // 20: auditexport.v1.AccountService.GrantConnectionAccess:input_type -> auditexport.v1.GrantConnectionAccessRequest
+	8,  // 21: auditexport.v1.AccountService.RevokeConnectionAccess:input_type -> auditexport.v1.RevokeConnectionAccessRequest
+	10, // 22: auditexport.v1.AccountService.CreateApiKey:input_type -> auditexport.v1.CreateApiKeyRequest
+	12, // 23: auditexport.v1.AccountService.ListApiKeys:input_type -> auditexport.v1.ListApiKeysRequest
+	14, // 24: auditexport.v1.AccountService.RevokeApiKey:input_type -> auditexport.v1.RevokeApiKeyRequest
+	20, // 25: auditexport.v1.AccountService.ListSigningKeys:input_type -> auditexport.v1.ListSigningKeysRequest
+	22, // 26: auditexport.v1.AccountService.RotateSigningKey:input_type -> auditexport.v1.RotateSigningKeyRequest
+	16, // 27: auditexport.v1.AccountService.CreateUser:output_type -> auditexport.v1.CreateUserResponse
+	17, // 28: auditexport.v1.AccountService.GetUser:output_type -> auditexport.v1.GetUserResponse
+	15, // 29: auditexport.v1.AccountService.GetCurrentUser:output_type -> auditexport.v1.GetCurrentUserResponse
+	4,  // 30: auditexport.v1.AccountService.ListUsers:output_type -> auditexport.v1.ListUsersResponse
+	18, // 31: auditexport.v1.AccountService.UpdateUser:output_type -> auditexport.v1.UpdateUserResponse
+	7,  // 32: auditexport.v1.AccountService.GrantConnectionAccess:output_type -> auditexport.v1.GrantConnectionAccessResponse
+	9,  // 33: auditexport.v1.AccountService.RevokeConnectionAccess:output_type -> auditexport.v1.RevokeConnectionAccessResponse
+	11, // 34: auditexport.v1.AccountService.CreateApiKey:output_type -> auditexport.v1.CreateApiKeyResponse
+	13, // 35: auditexport.v1.AccountService.ListApiKeys:output_type -> auditexport.v1.ListApiKeysResponse
+	19, // 36: auditexport.v1.AccountService.RevokeApiKey:output_type -> auditexport.v1.RevokeApiKeyResponse
+	21, // 37: auditexport.v1.AccountService.ListSigningKeys:output_type -> auditexport.v1.ListSigningKeysResponse
+	23, // 38: auditexport.v1.AccountService.RotateSigningKey:output_type -> auditexport.v1.RotateSigningKeyResponse
+	27, // [27:39] is the sub-list for method output_type
+	15, // [15:27] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_auditexport_v1_account_service_proto_init() }
@@ -1162,7 +1346,7 @@ func file_auditexport_v1_account_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_auditexport_v1_account_service_proto_rawDesc), len(file_auditexport_v1_account_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -573,6 +573,59 @@ func (AccountType) EnumDescriptor() ([]byte, []int) {
 	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{9}
 }
 
+// ObjectLockMode is S3 Object Lock's retention mode.
+type ObjectLockMode int32
+
+const (
+	ObjectLockMode_OBJECT_LOCK_MODE_UNSPECIFIED ObjectLockMode = 0
+	// Nobody without s3:BypassGovernanceRetention can delete or overwrite
+	// an object version, or shorten its retention, before it ends.
+	ObjectLockMode_OBJECT_LOCK_MODE_GOVERNANCE ObjectLockMode = 1
+	// Nobody, the account root included, can until the retention ends.
+	ObjectLockMode_OBJECT_LOCK_MODE_COMPLIANCE ObjectLockMode = 2
+)
+
+// Enum value maps for ObjectLockMode.
+var (
+	ObjectLockMode_name = map[int32]string{
+		0: "OBJECT_LOCK_MODE_UNSPECIFIED",
+		1: "OBJECT_LOCK_MODE_GOVERNANCE",
+		2: "OBJECT_LOCK_MODE_COMPLIANCE",
+	}
+	ObjectLockMode_value = map[string]int32{
+		"OBJECT_LOCK_MODE_UNSPECIFIED": 0,
+		"OBJECT_LOCK_MODE_GOVERNANCE":  1,
+		"OBJECT_LOCK_MODE_COMPLIANCE":  2,
+	}
+)
+
+func (x ObjectLockMode) Enum() *ObjectLockMode {
+	p := new(ObjectLockMode)
+	*p = x
+	return p
+}
+
+func (x ObjectLockMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ObjectLockMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_auditexport_v1_resources_proto_enumTypes[10].Descriptor()
+}
+
+func (ObjectLockMode) Type() protoreflect.EnumType {
+	return &file_auditexport_v1_resources_proto_enumTypes[10]
+}
+
+func (x ObjectLockMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ObjectLockMode.Descriptor instead.
+func (ObjectLockMode) EnumDescriptor() ([]byte, []int) {
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{10}
+}
+
 // FilterOperator compares a column with the filter values.
 type FilterOperator int32
 
@@ -625,11 +678,11 @@ func (x FilterOperator) String() string {
 }
 
 func (FilterOperator) Descriptor() protoreflect.EnumDescriptor {
-	return file_auditexport_v1_resources_proto_enumTypes[10].Descriptor()
+	return file_auditexport_v1_resources_proto_enumTypes[11].Descriptor()
 }
 
 func (FilterOperator) Type() protoreflect.EnumType {
-	return &file_auditexport_v1_resources_proto_enumTypes[10]
+	return &file_auditexport_v1_resources_proto_enumTypes[11]
 }
 
 func (x FilterOperator) Number() protoreflect.EnumNumber {
@@ -638,7 +691,7 @@ func (x FilterOperator) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use FilterOperator.Descriptor instead.
 func (FilterOperator) EnumDescriptor() ([]byte, []int) {
-	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{10}
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{11}
 }
 
 // Trigger is what started an export run.
@@ -678,11 +731,11 @@ func (x Trigger) String() string {
 }
 
 func (Trigger) Descriptor() protoreflect.EnumDescriptor {
-	return file_auditexport_v1_resources_proto_enumTypes[11].Descriptor()
+	return file_auditexport_v1_resources_proto_enumTypes[12].Descriptor()
 }
 
 func (Trigger) Type() protoreflect.EnumType {
-	return &file_auditexport_v1_resources_proto_enumTypes[11]
+	return &file_auditexport_v1_resources_proto_enumTypes[12]
 }
 
 func (x Trigger) Number() protoreflect.EnumNumber {
@@ -691,7 +744,7 @@ func (x Trigger) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Trigger.Descriptor instead.
 func (Trigger) EnumDescriptor() ([]byte, []int) {
-	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{11}
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{12}
 }
 
 // ExportPhase is the phase reported by ExportProgress.
@@ -746,11 +799,11 @@ func (x ExportPhase) String() string {
 }
 
 func (ExportPhase) Descriptor() protoreflect.EnumDescriptor {
-	return file_auditexport_v1_resources_proto_enumTypes[12].Descriptor()
+	return file_auditexport_v1_resources_proto_enumTypes[13].Descriptor()
 }
 
 func (ExportPhase) Type() protoreflect.EnumType {
-	return &file_auditexport_v1_resources_proto_enumTypes[12]
+	return &file_auditexport_v1_resources_proto_enumTypes[13]
 }
 
 func (x ExportPhase) Number() protoreflect.EnumNumber {
@@ -759,7 +812,7 @@ func (x ExportPhase) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ExportPhase.Descriptor instead.
 func (ExportPhase) EnumDescriptor() ([]byte, []int) {
-	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{12}
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{13}
 }
 
 // StorageIntegration is a named, admin-managed credential plus a base location
@@ -786,7 +839,11 @@ type StorageIntegration struct {
 	CreateTime          *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=create_time,json=createTime" json:"create_time,omitempty"`
 	UpdateTime          *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime" json:"update_time,omitempty"`
 	// User id of the creator.
-	Creator       string `protobuf:"bytes,11,opt,name=creator" json:"creator,omitempty"`
+	Creator string `protobuf:"bytes,11,opt,name=creator" json:"creator,omitempty"`
+	// Write-once storage: every object and manifest this integration writes
+	// is put under the provider's retention. S3 (Object Lock; the bucket must
+	// have been created with Object Lock enabled) only; set at creation.
+	ObjectLock    *ObjectLock `protobuf:"bytes,12,opt,name=object_lock,json=objectLock" json:"object_lock,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -898,6 +955,67 @@ func (x *StorageIntegration) GetCreator() string {
 	return ""
 }
 
+func (x *StorageIntegration) GetObjectLock() *ObjectLock {
+	if x != nil {
+		return x.ObjectLock
+	}
+	return nil
+}
+
+// ObjectLock puts each uploaded object under retention.
+type ObjectLock struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Mode  ObjectLockMode         `protobuf:"varint,1,opt,name=mode,enum=auditexport.v1.ObjectLockMode" json:"mode,omitempty"`
+	// How long each object is retained from its upload: 1 to 36500 days.
+	RetainDays    int32 `protobuf:"varint,2,opt,name=retain_days,json=retainDays" json:"retain_days,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ObjectLock) Reset() {
+	*x = ObjectLock{}
+	mi := &file_auditexport_v1_resources_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ObjectLock) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ObjectLock) ProtoMessage() {}
+
+func (x *ObjectLock) ProtoReflect() protoreflect.Message {
+	mi := &file_auditexport_v1_resources_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ObjectLock.ProtoReflect.Descriptor instead.
+func (*ObjectLock) Descriptor() ([]byte, []int) {
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ObjectLock) GetMode() ObjectLockMode {
+	if x != nil {
+		return x.Mode
+	}
+	return ObjectLockMode_OBJECT_LOCK_MODE_UNSPECIFIED
+}
+
+func (x *ObjectLock) GetRetainDays() int32 {
+	if x != nil {
+		return x.RetainDays
+	}
+	return 0
+}
+
 // StorageCredentials is write-only: accepted on create/update, never returned.
 type StorageCredentials struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -915,7 +1033,7 @@ type StorageCredentials struct {
 
 func (x *StorageCredentials) Reset() {
 	*x = StorageCredentials{}
-	mi := &file_auditexport_v1_resources_proto_msgTypes[1]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -927,7 +1045,7 @@ func (x *StorageCredentials) String() string {
 func (*StorageCredentials) ProtoMessage() {}
 
 func (x *StorageCredentials) ProtoReflect() protoreflect.Message {
-	mi := &file_auditexport_v1_resources_proto_msgTypes[1]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -940,7 +1058,7 @@ func (x *StorageCredentials) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StorageCredentials.ProtoReflect.Descriptor instead.
 func (*StorageCredentials) Descriptor() ([]byte, []int) {
-	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{1}
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *StorageCredentials) GetKind() isStorageCredentials_Kind {
@@ -1040,7 +1158,7 @@ type AwsAccessKey struct {
 
 func (x *AwsAccessKey) Reset() {
 	*x = AwsAccessKey{}
-	mi := &file_auditexport_v1_resources_proto_msgTypes[2]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1052,7 +1170,7 @@ func (x *AwsAccessKey) String() string {
 func (*AwsAccessKey) ProtoMessage() {}
 
 func (x *AwsAccessKey) ProtoReflect() protoreflect.Message {
-	mi := &file_auditexport_v1_resources_proto_msgTypes[2]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1065,7 +1183,7 @@ func (x *AwsAccessKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AwsAccessKey.ProtoReflect.Descriptor instead.
 func (*AwsAccessKey) Descriptor() ([]byte, []int) {
-	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{2}
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *AwsAccessKey) GetAccessKeyId() string {
@@ -1092,7 +1210,7 @@ type AwsRole struct {
 
 func (x *AwsRole) Reset() {
 	*x = AwsRole{}
-	mi := &file_auditexport_v1_resources_proto_msgTypes[3]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1104,7 +1222,7 @@ func (x *AwsRole) String() string {
 func (*AwsRole) ProtoMessage() {}
 
 func (x *AwsRole) ProtoReflect() protoreflect.Message {
-	mi := &file_auditexport_v1_resources_proto_msgTypes[3]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1117,7 +1235,7 @@ func (x *AwsRole) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AwsRole.ProtoReflect.Descriptor instead.
 func (*AwsRole) Descriptor() ([]byte, []int) {
-	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{3}
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *AwsRole) GetRoleArn() string {
@@ -1137,7 +1255,7 @@ type GcsServiceAccount struct {
 
 func (x *GcsServiceAccount) Reset() {
 	*x = GcsServiceAccount{}
-	mi := &file_auditexport_v1_resources_proto_msgTypes[4]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1149,7 +1267,7 @@ func (x *GcsServiceAccount) String() string {
 func (*GcsServiceAccount) ProtoMessage() {}
 
 func (x *GcsServiceAccount) ProtoReflect() protoreflect.Message {
-	mi := &file_auditexport_v1_resources_proto_msgTypes[4]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1162,7 +1280,7 @@ func (x *GcsServiceAccount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GcsServiceAccount.ProtoReflect.Descriptor instead.
 func (*GcsServiceAccount) Descriptor() ([]byte, []int) {
-	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{4}
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GcsServiceAccount) GetJsonKey() string {
@@ -1183,7 +1301,7 @@ type AzureSharedKey struct {
 
 func (x *AzureSharedKey) Reset() {
 	*x = AzureSharedKey{}
-	mi := &file_auditexport_v1_resources_proto_msgTypes[5]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1195,7 +1313,7 @@ func (x *AzureSharedKey) String() string {
 func (*AzureSharedKey) ProtoMessage() {}
 
 func (x *AzureSharedKey) ProtoReflect() protoreflect.Message {
-	mi := &file_auditexport_v1_resources_proto_msgTypes[5]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1208,7 +1326,7 @@ func (x *AzureSharedKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AzureSharedKey.ProtoReflect.Descriptor instead.
 func (*AzureSharedKey) Descriptor() ([]byte, []int) {
-	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{5}
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AzureSharedKey) GetAccountName() string {
@@ -1235,7 +1353,7 @@ type AzureSas struct {
 
 func (x *AzureSas) Reset() {
 	*x = AzureSas{}
-	mi := &file_auditexport_v1_resources_proto_msgTypes[6]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1247,7 +1365,7 @@ func (x *AzureSas) String() string {
 func (*AzureSas) ProtoMessage() {}
 
 func (x *AzureSas) ProtoReflect() protoreflect.Message {
-	mi := &file_auditexport_v1_resources_proto_msgTypes[6]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1260,7 +1378,7 @@ func (x *AzureSas) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AzureSas.ProtoReflect.Descriptor instead.
 func (*AzureSas) Descriptor() ([]byte, []int) {
-	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{6}
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AzureSas) GetToken() string {
@@ -1288,13 +1406,16 @@ type StorageIntegrationCredentials struct {
 	ConsentUrl string `protobuf:"bytes,7,opt,name=consent_url,json=consentUrl" json:"consent_url,omitempty"`
 	// Which kind of credential is stored, e.g. "aws_access_key"; never the secret.
 	CredentialKind string `protobuf:"bytes,8,opt,name=credential_kind,json=credentialKind" json:"credential_kind,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The organization's manifest signing keys (public halves), newest first:
+	// what an auditor needs to verify exports offline (auditctl verify).
+	SigningKeys   []*SigningKey `protobuf:"bytes,9,rep,name=signing_keys,json=signingKeys" json:"signing_keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StorageIntegrationCredentials) Reset() {
 	*x = StorageIntegrationCredentials{}
-	mi := &file_auditexport_v1_resources_proto_msgTypes[7]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1306,7 +1427,7 @@ func (x *StorageIntegrationCredentials) String() string {
 func (*StorageIntegrationCredentials) ProtoMessage() {}
 
 func (x *StorageIntegrationCredentials) ProtoReflect() protoreflect.Message {
-	mi := &file_auditexport_v1_resources_proto_msgTypes[7]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1319,7 +1440,7 @@ func (x *StorageIntegrationCredentials) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StorageIntegrationCredentials.ProtoReflect.Descriptor instead.
 func (*StorageIntegrationCredentials) Descriptor() ([]byte, []int) {
-	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{7}
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StorageIntegrationCredentials) GetIntegrationName() string {
@@ -1378,6 +1499,114 @@ func (x *StorageIntegrationCredentials) GetCredentialKind() string {
 	return ""
 }
 
+func (x *StorageIntegrationCredentials) GetSigningKeys() []*SigningKey {
+	if x != nil {
+		return x.SigningKeys
+	}
+	return nil
+}
+
+// SigningKey is the public half of an organization's Ed25519 key that signs
+// export manifests. The private half never leaves the server (stored
+// envelope-encrypted). Output only.
+type SigningKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Key id (sk_…), named by each manifest's signature (keyid).
+	Id string `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
+	// Always "ED25519".
+	Algorithm string `protobuf:"bytes,2,opt,name=algorithm" json:"algorithm,omitempty"`
+	// The 32-byte Ed25519 public key (base64 in JSON).
+	PublicKey []byte `protobuf:"bytes,3,opt,name=public_key,json=publicKey" json:"public_key,omitempty"`
+	// "SHA256:<hex>" of public_key, to compare with a key received out of band.
+	Fingerprint string `protobuf:"bytes,4,opt,name=fingerprint" json:"fingerprint,omitempty"`
+	// True for the key that signs new manifests.
+	Active     bool                   `protobuf:"varint,5,opt,name=active" json:"active,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime" json:"create_time,omitempty"`
+	// When a rotation retired it; retired keys still verify what they signed.
+	RetireTime    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=retire_time,json=retireTime" json:"retire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SigningKey) Reset() {
+	*x = SigningKey{}
+	mi := &file_auditexport_v1_resources_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SigningKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SigningKey) ProtoMessage() {}
+
+func (x *SigningKey) ProtoReflect() protoreflect.Message {
+	mi := &file_auditexport_v1_resources_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SigningKey.ProtoReflect.Descriptor instead.
+func (*SigningKey) Descriptor() ([]byte, []int) {
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *SigningKey) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *SigningKey) GetAlgorithm() string {
+	if x != nil {
+		return x.Algorithm
+	}
+	return ""
+}
+
+func (x *SigningKey) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *SigningKey) GetFingerprint() string {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return ""
+}
+
+func (x *SigningKey) GetActive() bool {
+	if x != nil {
+		return x.Active
+	}
+	return false
+}
+
+func (x *SigningKey) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *SigningKey) GetRetireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RetireTime
+	}
+	return nil
+}
+
 // Connection holds tables. The built-in "Audit Logs" connection (con_audit_logs)
 // holds the AUDIT_LOGS table.
 type Connection struct {
@@ -1393,7 +1622,7 @@ type Connection struct {
 
 func (x *Connection) Reset() {
 	*x = Connection{}
-	mi := &file_auditexport_v1_resources_proto_msgTypes[8]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1405,7 +1634,7 @@ func (x *Connection) String() string {
 func (*Connection) ProtoMessage() {}
 
 func (x *Connection) ProtoReflect() protoreflect.Message {
-	mi := &file_auditexport_v1_resources_proto_msgTypes[8]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1418,7 +1647,7 @@ func (x *Connection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Connection.ProtoReflect.Descriptor instead.
 func (*Connection) Descriptor() ([]byte, []int) {
-	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{8}
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Connection) GetId() string {
@@ -1460,7 +1689,7 @@ type Table struct {
 
 func (x *Table) Reset() {
 	*x = Table{}
-	mi := &file_auditexport_v1_resources_proto_msgTypes[9]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1472,7 +1701,7 @@ func (x *Table) String() string {
 func (*Table) ProtoMessage() {}
 
 func (x *Table) ProtoReflect() protoreflect.Message {
-	mi := &file_auditexport_v1_resources_proto_msgTypes[9]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1485,7 +1714,7 @@ func (x *Table) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Table.ProtoReflect.Descriptor instead.
 func (*Table) Descriptor() ([]byte, []int) {
-	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{9}
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Table) GetName() string {
@@ -1514,7 +1743,7 @@ type Column struct {
 
 func (x *Column) Reset() {
 	*x = Column{}
-	mi := &file_auditexport_v1_resources_proto_msgTypes[10]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1526,7 +1755,7 @@ func (x *Column) String() string {
 func (*Column) ProtoMessage() {}
 
 func (x *Column) ProtoReflect() protoreflect.Message {
-	mi := &file_auditexport_v1_resources_proto_msgTypes[10]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1539,7 +1768,7 @@ func (x *Column) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Column.ProtoReflect.Descriptor instead.
 func (*Column) Descriptor() ([]byte, []int) {
-	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{10}
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Column) GetName() string {
@@ -1575,7 +1804,7 @@ type Workbook struct {
 
 func (x *Workbook) Reset() {
 	*x = Workbook{}
-	mi := &file_auditexport_v1_resources_proto_msgTypes[11]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1587,7 +1816,7 @@ func (x *Workbook) String() string {
 func (*Workbook) ProtoMessage() {}
 
 func (x *Workbook) ProtoReflect() protoreflect.Message {
-	mi := &file_auditexport_v1_resources_proto_msgTypes[11]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1600,7 +1829,7 @@ func (x *Workbook) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Workbook.ProtoReflect.Descriptor instead.
 func (*Workbook) Descriptor() ([]byte, []int) {
-	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{11}
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Workbook) GetId() string {
@@ -1678,7 +1907,7 @@ type Element struct {
 
 func (x *Element) Reset() {
 	*x = Element{}
-	mi := &file_auditexport_v1_resources_proto_msgTypes[12]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1690,7 +1919,7 @@ func (x *Element) String() string {
 func (*Element) ProtoMessage() {}
 
 func (x *Element) ProtoReflect() protoreflect.Message {
-	mi := &file_auditexport_v1_resources_proto_msgTypes[12]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1703,7 +1932,7 @@ func (x *Element) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Element.ProtoReflect.Descriptor instead.
 func (*Element) Descriptor() ([]byte, []int) {
-	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{12}
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Element) GetId() string {
@@ -1766,7 +1995,7 @@ type TableSource struct {
 
 func (x *TableSource) Reset() {
 	*x = TableSource{}
-	mi := &file_auditexport_v1_resources_proto_msgTypes[13]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1778,7 +2007,7 @@ func (x *TableSource) String() string {
 func (*TableSource) ProtoMessage() {}
 
 func (x *TableSource) ProtoReflect() protoreflect.Message {
-	mi := &file_auditexport_v1_resources_proto_msgTypes[13]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1791,7 +2020,7 @@ func (x *TableSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TableSource.ProtoReflect.Descriptor instead.
 func (*TableSource) Descriptor() ([]byte, []int) {
-	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{13}
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TableSource) GetConnectionId() string {
@@ -1822,7 +2051,7 @@ type Filter struct {
 
 func (x *Filter) Reset() {
 	*x = Filter{}
-	mi := &file_auditexport_v1_resources_proto_msgTypes[14]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1834,7 +2063,7 @@ func (x *Filter) String() string {
 func (*Filter) ProtoMessage() {}
 
 func (x *Filter) ProtoReflect() protoreflect.Message {
-	mi := &file_auditexport_v1_resources_proto_msgTypes[14]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1847,7 +2076,7 @@ func (x *Filter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Filter.ProtoReflect.Descriptor instead.
 func (*Filter) Descriptor() ([]byte, []int) {
-	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{14}
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Filter) GetColumn() string {
@@ -1884,7 +2113,7 @@ type RelativeTimeRange struct {
 
 func (x *RelativeTimeRange) Reset() {
 	*x = RelativeTimeRange{}
-	mi := &file_auditexport_v1_resources_proto_msgTypes[15]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1896,7 +2125,7 @@ func (x *RelativeTimeRange) String() string {
 func (*RelativeTimeRange) ProtoMessage() {}
 
 func (x *RelativeTimeRange) ProtoReflect() protoreflect.Message {
-	mi := &file_auditexport_v1_resources_proto_msgTypes[15]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1909,7 +2138,7 @@ func (x *RelativeTimeRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelativeTimeRange.ProtoReflect.Descriptor instead.
 func (*RelativeTimeRange) Descriptor() ([]byte, []int) {
-	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{15}
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RelativeTimeRange) GetColumn() string {
@@ -1937,7 +2166,7 @@ type SortKey struct {
 
 func (x *SortKey) Reset() {
 	*x = SortKey{}
-	mi := &file_auditexport_v1_resources_proto_msgTypes[16]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1949,7 +2178,7 @@ func (x *SortKey) String() string {
 func (*SortKey) ProtoMessage() {}
 
 func (x *SortKey) ProtoReflect() protoreflect.Message {
-	mi := &file_auditexport_v1_resources_proto_msgTypes[16]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1962,7 +2191,7 @@ func (x *SortKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SortKey.ProtoReflect.Descriptor instead.
 func (*SortKey) Descriptor() ([]byte, []int) {
-	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{16}
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SortKey) GetColumn() string {
@@ -2016,13 +2245,19 @@ type Schedule struct {
 	ConsecutiveFailures int32                  `protobuf:"varint,21,opt,name=consecutive_failures,json=consecutiveFailures" json:"consecutive_failures,omitempty"`
 	CreateTime          *timestamppb.Timestamp `protobuf:"bytes,22,opt,name=create_time,json=createTime" json:"create_time,omitempty"`
 	UpdateTime          *timestamppb.Timestamp `protobuf:"bytes,23,opt,name=update_time,json=updateTime" json:"update_time,omitempty"`
+	// Output only. The chain of signed manifests of this schedule's exports:
+	// how many there are, and the sha256 (hex) of the newest manifest file.
+	// `auditctl verify --head` compares it with what storage holds, so a
+	// deleted newest manifest is found too.
+	ManifestChainLength int64  `protobuf:"varint,24,opt,name=manifest_chain_length,json=manifestChainLength" json:"manifest_chain_length,omitempty"`
+	ManifestChainHead   string `protobuf:"bytes,25,opt,name=manifest_chain_head,json=manifestChainHead" json:"manifest_chain_head,omitempty"`
 	unknownFields       protoimpl.UnknownFields
 	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Schedule) Reset() {
 	*x = Schedule{}
-	mi := &file_auditexport_v1_resources_proto_msgTypes[17]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2034,7 +2269,7 @@ func (x *Schedule) String() string {
 func (*Schedule) ProtoMessage() {}
 
 func (x *Schedule) ProtoReflect() protoreflect.Message {
-	mi := &file_auditexport_v1_resources_proto_msgTypes[17]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2047,7 +2282,7 @@ func (x *Schedule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Schedule.ProtoReflect.Descriptor instead.
 func (*Schedule) Descriptor() ([]byte, []int) {
-	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{17}
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Schedule) GetId() string {
@@ -2211,6 +2446,20 @@ func (x *Schedule) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Schedule) GetManifestChainLength() int64 {
+	if x != nil {
+		return x.ManifestChainLength
+	}
+	return 0
+}
+
+func (x *Schedule) GetManifestChainHead() string {
+	if x != nil {
+		return x.ManifestChainHead
+	}
+	return ""
+}
+
 // ScheduleDestination is where a schedule's files go.
 type ScheduleDestination struct {
 	state         protoimpl.MessageState   `protogen:"open.v1"`
@@ -2221,7 +2470,7 @@ type ScheduleDestination struct {
 
 func (x *ScheduleDestination) Reset() {
 	*x = ScheduleDestination{}
-	mi := &file_auditexport_v1_resources_proto_msgTypes[18]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2233,7 +2482,7 @@ func (x *ScheduleDestination) String() string {
 func (*ScheduleDestination) ProtoMessage() {}
 
 func (x *ScheduleDestination) ProtoReflect() protoreflect.Message {
-	mi := &file_auditexport_v1_resources_proto_msgTypes[18]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2246,7 +2495,7 @@ func (x *ScheduleDestination) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScheduleDestination.ProtoReflect.Descriptor instead.
 func (*ScheduleDestination) Descriptor() ([]byte, []int) {
-	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{18}
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ScheduleDestination) GetCloudStorage() *CloudStorageDestination {
@@ -2269,7 +2518,7 @@ type CloudStorageDestination struct {
 
 func (x *CloudStorageDestination) Reset() {
 	*x = CloudStorageDestination{}
-	mi := &file_auditexport_v1_resources_proto_msgTypes[19]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2281,7 +2530,7 @@ func (x *CloudStorageDestination) String() string {
 func (*CloudStorageDestination) ProtoMessage() {}
 
 func (x *CloudStorageDestination) ProtoReflect() protoreflect.Message {
-	mi := &file_auditexport_v1_resources_proto_msgTypes[19]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2294,7 +2543,7 @@ func (x *CloudStorageDestination) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloudStorageDestination.ProtoReflect.Descriptor instead.
 func (*CloudStorageDestination) Descriptor() ([]byte, []int) {
-	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{19}
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CloudStorageDestination) GetStorageIntegrationName() string {
@@ -2324,7 +2573,7 @@ type RunSummary struct {
 
 func (x *RunSummary) Reset() {
 	*x = RunSummary{}
-	mi := &file_auditexport_v1_resources_proto_msgTypes[20]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2336,7 +2585,7 @@ func (x *RunSummary) String() string {
 func (*RunSummary) ProtoMessage() {}
 
 func (x *RunSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_auditexport_v1_resources_proto_msgTypes[20]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2349,7 +2598,7 @@ func (x *RunSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunSummary.ProtoReflect.Descriptor instead.
 func (*RunSummary) Descriptor() ([]byte, []int) {
-	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{20}
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RunSummary) GetRunId() string {
@@ -2400,7 +2649,7 @@ type User struct {
 
 func (x *User) Reset() {
 	*x = User{}
-	mi := &file_auditexport_v1_resources_proto_msgTypes[21]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2412,7 +2661,7 @@ func (x *User) String() string {
 func (*User) ProtoMessage() {}
 
 func (x *User) ProtoReflect() protoreflect.Message {
-	mi := &file_auditexport_v1_resources_proto_msgTypes[21]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2425,7 +2674,7 @@ func (x *User) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use User.ProtoReflect.Descriptor instead.
 func (*User) Descriptor() ([]byte, []int) {
-	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{21}
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *User) GetId() string {
@@ -2502,7 +2751,7 @@ type ApiKey struct {
 
 func (x *ApiKey) Reset() {
 	*x = ApiKey{}
-	mi := &file_auditexport_v1_resources_proto_msgTypes[22]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2514,7 +2763,7 @@ func (x *ApiKey) String() string {
 func (*ApiKey) ProtoMessage() {}
 
 func (x *ApiKey) ProtoReflect() protoreflect.Message {
-	mi := &file_auditexport_v1_resources_proto_msgTypes[22]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2527,7 +2776,7 @@ func (x *ApiKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApiKey.ProtoReflect.Descriptor instead.
 func (*ApiKey) Descriptor() ([]byte, []int) {
-	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{22}
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ApiKey) GetId() string {
@@ -2595,7 +2844,7 @@ type ExportError struct {
 
 func (x *ExportError) Reset() {
 	*x = ExportError{}
-	mi := &file_auditexport_v1_resources_proto_msgTypes[23]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2607,7 +2856,7 @@ func (x *ExportError) String() string {
 func (*ExportError) ProtoMessage() {}
 
 func (x *ExportError) ProtoReflect() protoreflect.Message {
-	mi := &file_auditexport_v1_resources_proto_msgTypes[23]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2620,7 +2869,7 @@ func (x *ExportError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportError.ProtoReflect.Descriptor instead.
 func (*ExportError) Descriptor() ([]byte, []int) {
-	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{23}
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ExportError) GetCode() string {
@@ -2673,14 +2922,17 @@ type ExportRun struct {
 	// wrote under a distinct key (object_uri, which contains the run id), and a
 	// run whose key already held the identical bytes (an earlier attempt of
 	// the same period) wrote nothing. Empty otherwise.
-	Note          string `protobuf:"bytes,17,opt,name=note" json:"note,omitempty"`
+	Note string `protobuf:"bytes,17,opt,name=note" json:"note,omitempty"`
+	// The signed manifest written next to the object (object_uri +
+	// ".manifest.json"); empty if none was written.
+	ManifestUri   string `protobuf:"bytes,18,opt,name=manifest_uri,json=manifestUri" json:"manifest_uri,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExportRun) Reset() {
 	*x = ExportRun{}
-	mi := &file_auditexport_v1_resources_proto_msgTypes[24]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2692,7 +2944,7 @@ func (x *ExportRun) String() string {
 func (*ExportRun) ProtoMessage() {}
 
 func (x *ExportRun) ProtoReflect() protoreflect.Message {
-	mi := &file_auditexport_v1_resources_proto_msgTypes[24]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2705,7 +2957,7 @@ func (x *ExportRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportRun.ProtoReflect.Descriptor instead.
 func (*ExportRun) Descriptor() ([]byte, []int) {
-	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{24}
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ExportRun) GetId() string {
@@ -2827,6 +3079,13 @@ func (x *ExportRun) GetNote() string {
 	return ""
 }
 
+func (x *ExportRun) GetManifestUri() string {
+	if x != nil {
+		return x.ManifestUri
+	}
+	return ""
+}
+
 // ExportProgress is streamed by SendNow and WatchExportRun. The first
 // message comes within 200 ms; then at least every second or 8 MiB; exactly
 // one message has a terminal phase, and it is the last.
@@ -2849,7 +3108,7 @@ type ExportProgress struct {
 
 func (x *ExportProgress) Reset() {
 	*x = ExportProgress{}
-	mi := &file_auditexport_v1_resources_proto_msgTypes[25]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2861,7 +3120,7 @@ func (x *ExportProgress) String() string {
 func (*ExportProgress) ProtoMessage() {}
 
 func (x *ExportProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_auditexport_v1_resources_proto_msgTypes[25]
+	mi := &file_auditexport_v1_resources_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2874,7 +3133,7 @@ func (x *ExportProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportProgress.ProtoReflect.Descriptor instead.
 func (*ExportProgress) Descriptor() ([]byte, []int) {
-	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{25}
+	return file_auditexport_v1_resources_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ExportProgress) GetRunId() string {
@@ -2944,7 +3203,7 @@ var File_auditexport_v1_resources_proto protoreflect.FileDescriptor
 
 const file_auditexport_v1_resources_proto_rawDesc = "" +
 	"\n" +
-	"\x1eauditexport/v1/resources.proto\x12\x0eauditexport.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd2\x03\n" +
+	"\x1eauditexport/v1/resources.proto\x12\x0eauditexport.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8f\x04\n" +
 	"\x12StorageIntegration\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x124\n" +
@@ -2959,7 +3218,14 @@ const file_auditexport_v1_resources_proto_rawDesc = "" +
 	"\vupdate_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12\x18\n" +
-	"\acreator\x18\v \x01(\tR\acreator\"\xf2\x02\n" +
+	"\acreator\x18\v \x01(\tR\acreator\x12;\n" +
+	"\vobject_lock\x18\f \x01(\v2\x1a.auditexport.v1.ObjectLockR\n" +
+	"objectLock\"a\n" +
+	"\n" +
+	"ObjectLock\x122\n" +
+	"\x04mode\x18\x01 \x01(\x0e2\x1e.auditexport.v1.ObjectLockModeR\x04mode\x12\x1f\n" +
+	"\vretain_days\x18\x02 \x01(\x05R\n" +
+	"retainDays\"\xf2\x02\n" +
 	"\x12StorageCredentials\x12D\n" +
 	"\x0eaws_access_key\x18\x01 \x01(\v2\x1c.auditexport.v1.AwsAccessKeyH\x00R\fawsAccessKey\x124\n" +
 	"\baws_role\x18\x02 \x01(\v2\x17.auditexport.v1.AwsRoleH\x00R\aawsRole\x12S\n" +
@@ -2979,7 +3245,7 @@ const file_auditexport_v1_resources_proto_rawDesc = "" +
 	"\vaccount_key\x18\x02 \x01(\tR\n" +
 	"accountKey\" \n" +
 	"\bAzureSas\x12\x14\n" +
-	"\x05token\x18\x01 \x01(\tR\x05token\"\xd4\x02\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\"\x93\x03\n" +
 	"\x1dStorageIntegrationCredentials\x12)\n" +
 	"\x10integration_name\x18\x01 \x01(\tR\x0fintegrationName\x124\n" +
 	"\bprovider\x18\x02 \x01(\x0e2\x18.auditexport.v1.ProviderR\bprovider\x12\x1f\n" +
@@ -2990,7 +3256,20 @@ const file_auditexport_v1_resources_proto_rawDesc = "" +
 	"\bapp_name\x18\x06 \x01(\tR\aappName\x12\x1f\n" +
 	"\vconsent_url\x18\a \x01(\tR\n" +
 	"consentUrl\x12'\n" +
-	"\x0fcredential_kind\x18\b \x01(\tR\x0ecredentialKind\"w\n" +
+	"\x0fcredential_kind\x18\b \x01(\tR\x0ecredentialKind\x12=\n" +
+	"\fsigning_keys\x18\t \x03(\v2\x1a.auditexport.v1.SigningKeyR\vsigningKeys\"\x8d\x02\n" +
+	"\n" +
+	"SigningKey\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
+	"\talgorithm\x18\x02 \x01(\tR\talgorithm\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x03 \x01(\fR\tpublicKey\x12 \n" +
+	"\vfingerprint\x18\x04 \x01(\tR\vfingerprint\x12\x16\n" +
+	"\x06active\x18\x05 \x01(\bR\x06active\x12;\n" +
+	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vretire_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"retireTime\"w\n" +
 	"\n" +
 	"Connection\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -3036,7 +3315,7 @@ const file_auditexport_v1_resources_proto_rawDesc = "" +
 	"\x06column\x18\x01 \x01(\tR\x06column\x12\x1e\n" +
 	"\n" +
 	"descending\x18\x02 \x01(\bR\n" +
-	"descending\"\xce\b\n" +
+	"descending\"\xb2\t\n" +
 	"\bSchedule\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vworkbook_id\x18\x02 \x01(\tR\n" +
@@ -3065,7 +3344,9 @@ const file_auditexport_v1_resources_proto_rawDesc = "" +
 	"\vcreate_time\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"c\n" +
+	"updateTime\x122\n" +
+	"\x15manifest_chain_length\x18\x18 \x01(\x03R\x13manifestChainLength\x12.\n" +
+	"\x13manifest_chain_head\x18\x19 \x01(\tR\x11manifestChainHead\"c\n" +
 	"\x13ScheduleDestination\x12L\n" +
 	"\rcloud_storage\x18\x01 \x01(\v2'.auditexport.v1.CloudStorageDestinationR\fcloudStorage\"e\n" +
 	"\x17CloudStorageDestination\x128\n" +
@@ -3103,7 +3384,7 @@ const file_auditexport_v1_resources_proto_rawDesc = "" +
 	"\vExportError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12)\n" +
-	"\x10provider_message\x18\x03 \x01(\tR\x0fproviderMessage\"\xb7\x05\n" +
+	"\x10provider_message\x18\x03 \x01(\tR\x0fproviderMessage\"\xda\x05\n" +
 	"\tExportRun\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vschedule_id\x18\x02 \x01(\tR\n" +
@@ -3128,7 +3409,8 @@ const file_auditexport_v1_resources_proto_rawDesc = "" +
 	"\vfinish_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishTime\x12!\n" +
 	"\frequested_by\x18\x10 \x01(\tR\vrequestedBy\x12\x12\n" +
-	"\x04note\x18\x11 \x01(\tR\x04note\"\xdb\x02\n" +
+	"\x04note\x18\x11 \x01(\tR\x04note\x12!\n" +
+	"\fmanifest_uri\x18\x12 \x01(\tR\vmanifestUri\"\xdb\x02\n" +
 	"\x0eExportProgress\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x121\n" +
 	"\x05phase\x18\x02 \x01(\x0e2\x1b.auditexport.v1.ExportPhaseR\x05phase\x12#\n" +
@@ -3195,7 +3477,11 @@ const file_auditexport_v1_resources_proto_rawDesc = "" +
 	"\x18ACCOUNT_TYPE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12ACCOUNT_TYPE_ADMIN\x10\x01\x12\x18\n" +
 	"\x14ACCOUNT_TYPE_CREATOR\x10\x02\x12\x17\n" +
-	"\x13ACCOUNT_TYPE_VIEWER\x10\x03*\x9d\x02\n" +
+	"\x13ACCOUNT_TYPE_VIEWER\x10\x03*t\n" +
+	"\x0eObjectLockMode\x12 \n" +
+	"\x1cOBJECT_LOCK_MODE_UNSPECIFIED\x10\x00\x12\x1f\n" +
+	"\x1bOBJECT_LOCK_MODE_GOVERNANCE\x10\x01\x12\x1f\n" +
+	"\x1bOBJECT_LOCK_MODE_COMPLIANCE\x10\x02*\x9d\x02\n" +
 	"\x0eFilterOperator\x12\x1f\n" +
 	"\x1bFILTER_OPERATOR_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16FILTER_OPERATOR_EQUALS\x10\x01\x12\x1e\n" +
@@ -3235,8 +3521,8 @@ func file_auditexport_v1_resources_proto_rawDescGZIP() []byte {
 	return file_auditexport_v1_resources_proto_rawDescData
 }
 
-var file_auditexport_v1_resources_proto_enumTypes = make([]protoimpl.EnumInfo, 13)
-var file_auditexport_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_auditexport_v1_resources_proto_enumTypes = make([]protoimpl.EnumInfo, 14)
+var file_auditexport_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_auditexport_v1_resources_proto_goTypes = []any{
 	(Provider)(0),                         // 0: auditexport.v1.Provider
 	(Format)(0),                           // 1: auditexport.v1.Format
@@ -3248,97 +3534,105 @@ var file_auditexport_v1_resources_proto_goTypes = []any{
 	(CatchUp)(0),                          // 7: auditexport.v1.CatchUp
 	(RunState)(0),                         // 8: auditexport.v1.RunState
 	(AccountType)(0),                      // 9: auditexport.v1.AccountType
-	(FilterOperator)(0),                   // 10: auditexport.v1.FilterOperator
-	(Trigger)(0),                          // 11: auditexport.v1.Trigger
-	(ExportPhase)(0),                      // 12: auditexport.v1.ExportPhase
-	(*StorageIntegration)(nil),            // 13: auditexport.v1.StorageIntegration
-	(*StorageCredentials)(nil),            // 14: auditexport.v1.StorageCredentials
-	(*AwsAccessKey)(nil),                  // 15: auditexport.v1.AwsAccessKey
-	(*AwsRole)(nil),                       // 16: auditexport.v1.AwsRole
-	(*GcsServiceAccount)(nil),             // 17: auditexport.v1.GcsServiceAccount
-	(*AzureSharedKey)(nil),                // 18: auditexport.v1.AzureSharedKey
-	(*AzureSas)(nil),                      // 19: auditexport.v1.AzureSas
-	(*StorageIntegrationCredentials)(nil), // 20: auditexport.v1.StorageIntegrationCredentials
-	(*Connection)(nil),                    // 21: auditexport.v1.Connection
-	(*Table)(nil),                         // 22: auditexport.v1.Table
-	(*Column)(nil),                        // 23: auditexport.v1.Column
-	(*Workbook)(nil),                      // 24: auditexport.v1.Workbook
-	(*Element)(nil),                       // 25: auditexport.v1.Element
-	(*TableSource)(nil),                   // 26: auditexport.v1.TableSource
-	(*Filter)(nil),                        // 27: auditexport.v1.Filter
-	(*RelativeTimeRange)(nil),             // 28: auditexport.v1.RelativeTimeRange
-	(*SortKey)(nil),                       // 29: auditexport.v1.SortKey
-	(*Schedule)(nil),                      // 30: auditexport.v1.Schedule
-	(*ScheduleDestination)(nil),           // 31: auditexport.v1.ScheduleDestination
-	(*CloudStorageDestination)(nil),       // 32: auditexport.v1.CloudStorageDestination
-	(*RunSummary)(nil),                    // 33: auditexport.v1.RunSummary
-	(*User)(nil),                          // 34: auditexport.v1.User
-	(*ApiKey)(nil),                        // 35: auditexport.v1.ApiKey
-	(*ExportError)(nil),                   // 36: auditexport.v1.ExportError
-	(*ExportRun)(nil),                     // 37: auditexport.v1.ExportRun
-	(*ExportProgress)(nil),                // 38: auditexport.v1.ExportProgress
-	(*timestamppb.Timestamp)(nil),         // 39: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),           // 40: google.protobuf.Duration
+	(ObjectLockMode)(0),                   // 10: auditexport.v1.ObjectLockMode
+	(FilterOperator)(0),                   // 11: auditexport.v1.FilterOperator
+	(Trigger)(0),                          // 12: auditexport.v1.Trigger
+	(ExportPhase)(0),                      // 13: auditexport.v1.ExportPhase
+	(*StorageIntegration)(nil),            // 14: auditexport.v1.StorageIntegration
+	(*ObjectLock)(nil),                    // 15: auditexport.v1.ObjectLock
+	(*StorageCredentials)(nil),            // 16: auditexport.v1.StorageCredentials
+	(*AwsAccessKey)(nil),                  // 17: auditexport.v1.AwsAccessKey
+	(*AwsRole)(nil),                       // 18: auditexport.v1.AwsRole
+	(*GcsServiceAccount)(nil),             // 19: auditexport.v1.GcsServiceAccount
+	(*AzureSharedKey)(nil),                // 20: auditexport.v1.AzureSharedKey
+	(*AzureSas)(nil),                      // 21: auditexport.v1.AzureSas
+	(*StorageIntegrationCredentials)(nil), // 22: auditexport.v1.StorageIntegrationCredentials
+	(*SigningKey)(nil),                    // 23: auditexport.v1.SigningKey
+	(*Connection)(nil),                    // 24: auditexport.v1.Connection
+	(*Table)(nil),                         // 25: auditexport.v1.Table
+	(*Column)(nil),                        // 26: auditexport.v1.Column
+	(*Workbook)(nil),                      // 27: auditexport.v1.Workbook
+	(*Element)(nil),                       // 28: auditexport.v1.Element
+	(*TableSource)(nil),                   // 29: auditexport.v1.TableSource
+	(*Filter)(nil),                        // 30: auditexport.v1.Filter
+	(*RelativeTimeRange)(nil),             // 31: auditexport.v1.RelativeTimeRange
+	(*SortKey)(nil),                       // 32: auditexport.v1.SortKey
+	(*Schedule)(nil),                      // 33: auditexport.v1.Schedule
+	(*ScheduleDestination)(nil),           // 34: auditexport.v1.ScheduleDestination
+	(*CloudStorageDestination)(nil),       // 35: auditexport.v1.CloudStorageDestination
+	(*RunSummary)(nil),                    // 36: auditexport.v1.RunSummary
+	(*User)(nil),                          // 37: auditexport.v1.User
+	(*ApiKey)(nil),                        // 38: auditexport.v1.ApiKey
+	(*ExportError)(nil),                   // 39: auditexport.v1.ExportError
+	(*ExportRun)(nil),                     // 40: auditexport.v1.ExportRun
+	(*ExportProgress)(nil),                // 41: auditexport.v1.ExportProgress
+	(*timestamppb.Timestamp)(nil),         // 42: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),           // 43: google.protobuf.Duration
 }
 var file_auditexport_v1_resources_proto_depIdxs = []int32{
 	0,  // 0: auditexport.v1.StorageIntegration.provider:type_name -> auditexport.v1.Provider
-	14, // 1: auditexport.v1.StorageIntegration.credentials:type_name -> auditexport.v1.StorageCredentials
-	39, // 2: auditexport.v1.StorageIntegration.create_time:type_name -> google.protobuf.Timestamp
-	39, // 3: auditexport.v1.StorageIntegration.update_time:type_name -> google.protobuf.Timestamp
-	15, // 4: auditexport.v1.StorageCredentials.aws_access_key:type_name -> auditexport.v1.AwsAccessKey
-	16, // 5: auditexport.v1.StorageCredentials.aws_role:type_name -> auditexport.v1.AwsRole
-	17, // 6: auditexport.v1.StorageCredentials.gcs_service_account:type_name -> auditexport.v1.GcsServiceAccount
-	18, // 7: auditexport.v1.StorageCredentials.azure_shared_key:type_name -> auditexport.v1.AzureSharedKey
-	19, // 8: auditexport.v1.StorageCredentials.azure_sas:type_name -> auditexport.v1.AzureSas
-	0,  // 9: auditexport.v1.StorageIntegrationCredentials.provider:type_name -> auditexport.v1.Provider
-	22, // 10: auditexport.v1.Connection.tables:type_name -> auditexport.v1.Table
-	23, // 11: auditexport.v1.Table.columns:type_name -> auditexport.v1.Column
-	25, // 12: auditexport.v1.Workbook.elements:type_name -> auditexport.v1.Element
-	39, // 13: auditexport.v1.Workbook.create_time:type_name -> google.protobuf.Timestamp
-	39, // 14: auditexport.v1.Workbook.update_time:type_name -> google.protobuf.Timestamp
-	26, // 15: auditexport.v1.Element.source:type_name -> auditexport.v1.TableSource
-	27, // 16: auditexport.v1.Element.filters:type_name -> auditexport.v1.Filter
-	28, // 17: auditexport.v1.Element.relative_time_range:type_name -> auditexport.v1.RelativeTimeRange
-	29, // 18: auditexport.v1.Element.sort:type_name -> auditexport.v1.SortKey
-	10, // 19: auditexport.v1.Filter.operator:type_name -> auditexport.v1.FilterOperator
-	40, // 20: auditexport.v1.RelativeTimeRange.last:type_name -> google.protobuf.Duration
-	31, // 21: auditexport.v1.Schedule.destination:type_name -> auditexport.v1.ScheduleDestination
-	1,  // 22: auditexport.v1.Schedule.format:type_name -> auditexport.v1.Format
-	2,  // 23: auditexport.v1.Schedule.compression:type_name -> auditexport.v1.Compression
-	3,  // 24: auditexport.v1.Schedule.send_condition:type_name -> auditexport.v1.SendCondition
-	4,  // 25: auditexport.v1.Schedule.mode:type_name -> auditexport.v1.ExportMode
-	5,  // 26: auditexport.v1.Schedule.state:type_name -> auditexport.v1.ScheduleState
-	6,  // 27: auditexport.v1.Schedule.pause_reason:type_name -> auditexport.v1.PauseReason
-	7,  // 28: auditexport.v1.Schedule.catch_up:type_name -> auditexport.v1.CatchUp
-	39, // 29: auditexport.v1.Schedule.next_run_time:type_name -> google.protobuf.Timestamp
-	33, // 30: auditexport.v1.Schedule.last_run:type_name -> auditexport.v1.RunSummary
-	39, // 31: auditexport.v1.Schedule.create_time:type_name -> google.protobuf.Timestamp
-	39, // 32: auditexport.v1.Schedule.update_time:type_name -> google.protobuf.Timestamp
-	32, // 33: auditexport.v1.ScheduleDestination.cloud_storage:type_name -> auditexport.v1.CloudStorageDestination
-	8,  // 34: auditexport.v1.RunSummary.state:type_name -> auditexport.v1.RunState
-	39, // 35: auditexport.v1.RunSummary.finish_time:type_name -> google.protobuf.Timestamp
-	9,  // 36: auditexport.v1.User.account_type:type_name -> auditexport.v1.AccountType
-	39, // 37: auditexport.v1.User.create_time:type_name -> google.protobuf.Timestamp
-	39, // 38: auditexport.v1.User.update_time:type_name -> google.protobuf.Timestamp
-	39, // 39: auditexport.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
-	39, // 40: auditexport.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
-	39, // 41: auditexport.v1.ApiKey.last_used_time:type_name -> google.protobuf.Timestamp
-	11, // 42: auditexport.v1.ExportRun.trigger:type_name -> auditexport.v1.Trigger
-	8,  // 43: auditexport.v1.ExportRun.state:type_name -> auditexport.v1.RunState
-	39, // 44: auditexport.v1.ExportRun.period_start:type_name -> google.protobuf.Timestamp
-	39, // 45: auditexport.v1.ExportRun.period_end:type_name -> google.protobuf.Timestamp
-	36, // 46: auditexport.v1.ExportRun.error:type_name -> auditexport.v1.ExportError
-	39, // 47: auditexport.v1.ExportRun.create_time:type_name -> google.protobuf.Timestamp
-	39, // 48: auditexport.v1.ExportRun.start_time:type_name -> google.protobuf.Timestamp
-	39, // 49: auditexport.v1.ExportRun.finish_time:type_name -> google.protobuf.Timestamp
-	12, // 50: auditexport.v1.ExportProgress.phase:type_name -> auditexport.v1.ExportPhase
-	36, // 51: auditexport.v1.ExportProgress.error:type_name -> auditexport.v1.ExportError
-	39, // 52: auditexport.v1.ExportProgress.time:type_name -> google.protobuf.Timestamp
-	53, // [53:53] is the sub-list for method output_type
-	53, // [53:53] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	16, // 1: auditexport.v1.StorageIntegration.credentials:type_name -> auditexport.v1.StorageCredentials
+	42, // 2: auditexport.v1.StorageIntegration.create_time:type_name -> google.protobuf.Timestamp
+	42, // 3: auditexport.v1.StorageIntegration.update_time:type_name -> google.protobuf.Timestamp
+	15, // 4: auditexport.v1.StorageIntegration.object_lock:type_name -> auditexport.v1.ObjectLock
+	10, // 5: auditexport.v1.ObjectLock.mode:type_name -> auditexport.v1.ObjectLockMode
+	17, // 6: auditexport.v1.StorageCredentials.aws_access_key:type_name -> auditexport.v1.AwsAccessKey
+	18, // 7: auditexport.v1.StorageCredentials.aws_role:type_name -> auditexport.v1.AwsRole
+	19, // 8: auditexport.v1.StorageCredentials.gcs_service_account:type_name -> auditexport.v1.GcsServiceAccount
+	20, // 9: auditexport.v1.StorageCredentials.azure_shared_key:type_name -> auditexport.v1.AzureSharedKey
+	21, // 10: auditexport.v1.StorageCredentials.azure_sas:type_name -> auditexport.v1.AzureSas
+	0,  // 11: auditexport.v1.StorageIntegrationCredentials.provider:type_name -> auditexport.v1.Provider
+	23, // 12: auditexport.v1.StorageIntegrationCredentials.signing_keys:type_name -> auditexport.v1.SigningKey
+	42, // 13: auditexport.v1.SigningKey.create_time:type_name -> google.protobuf.Timestamp
+	42, // 14: auditexport.v1.SigningKey.retire_time:type_name -> google.protobuf.Timestamp
+	25, // 15: auditexport.v1.Connection.tables:type_name -> auditexport.v1.Table
+	26, // 16: auditexport.v1.Table.columns:type_name -> auditexport.v1.Column
+	28, // 17: auditexport.v1.Workbook.elements:type_name -> auditexport.v1.Element
+	42, // 18: auditexport.v1.Workbook.create_time:type_name -> google.protobuf.Timestamp
+	42, // 19: auditexport.v1.Workbook.update_time:type_name -> google.protobuf.Timestamp
+	29, // 20: auditexport.v1.Element.source:type_name -> auditexport.v1.TableSource
+	30, // 21: auditexport.v1.Element.filters:type_name -> auditexport.v1.Filter
+	31, // 22: auditexport.v1.Element.relative_time_range:type_name -> auditexport.v1.RelativeTimeRange
+	32, // 23: auditexport.v1.Element.sort:type_name -> auditexport.v1.SortKey
+	11, // 24: auditexport.v1.Filter.operator:type_name -> auditexport.v1.FilterOperator
+	43, // 25: auditexport.v1.RelativeTimeRange.last:type_name -> google.protobuf.Duration
+	34, // 26: auditexport.v1.Schedule.destination:type_name -> auditexport.v1.ScheduleDestination
+	1,  // 27: auditexport.v1.Schedule.format:type_name -> auditexport.v1.Format
+	2,  // 28: auditexport.v1.Schedule.compression:type_name -> auditexport.v1.Compression
+	3,  // 29: auditexport.v1.Schedule.send_condition:type_name -> auditexport.v1.SendCondition
+	4,  // 30: auditexport.v1.Schedule.mode:type_name -> auditexport.v1.ExportMode
+	5,  // 31: auditexport.v1.Schedule.state:type_name -> auditexport.v1.ScheduleState
+	6,  // 32: auditexport.v1.Schedule.pause_reason:type_name -> auditexport.v1.PauseReason
+	7,  // 33: auditexport.v1.Schedule.catch_up:type_name -> auditexport.v1.CatchUp
+	42, // 34: auditexport.v1.Schedule.next_run_time:type_name -> google.protobuf.Timestamp
+	36, // 35: auditexport.v1.Schedule.last_run:type_name -> auditexport.v1.RunSummary
+	42, // 36: auditexport.v1.Schedule.create_time:type_name -> google.protobuf.Timestamp
+	42, // 37: auditexport.v1.Schedule.update_time:type_name -> google.protobuf.Timestamp
+	35, // 38: auditexport.v1.ScheduleDestination.cloud_storage:type_name -> auditexport.v1.CloudStorageDestination
+	8,  // 39: auditexport.v1.RunSummary.state:type_name -> auditexport.v1.RunState
+	42, // 40: auditexport.v1.RunSummary.finish_time:type_name -> google.protobuf.Timestamp
+	9,  // 41: auditexport.v1.User.account_type:type_name -> auditexport.v1.AccountType
+	42, // 42: auditexport.v1.User.create_time:type_name -> google.protobuf.Timestamp
+	42, // 43: auditexport.v1.User.update_time:type_name -> google.protobuf.Timestamp
+	42, // 44: auditexport.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
+	42, // 45: auditexport.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
+	42, // 46: auditexport.v1.ApiKey.last_used_time:type_name -> google.protobuf.Timestamp
+	12, // 47: auditexport.v1.ExportRun.trigger:type_name -> auditexport.v1.Trigger
+	8,  // 48: auditexport.v1.ExportRun.state:type_name -> auditexport.v1.RunState
+	42, // 49: auditexport.v1.ExportRun.period_start:type_name -> google.protobuf.Timestamp
+	42, // 50: auditexport.v1.ExportRun.period_end:type_name -> google.protobuf.Timestamp
+	39, // 51: auditexport.v1.ExportRun.error:type_name -> auditexport.v1.ExportError
+	42, // 52: auditexport.v1.ExportRun.create_time:type_name -> google.protobuf.Timestamp
+	42, // 53: auditexport.v1.ExportRun.start_time:type_name -> google.protobuf.Timestamp
+	42, // 54: auditexport.v1.ExportRun.finish_time:type_name -> google.protobuf.Timestamp
+	13, // 55: auditexport.v1.ExportProgress.phase:type_name -> auditexport.v1.ExportPhase
+	39, // 56: auditexport.v1.ExportProgress.error:type_name -> auditexport.v1.ExportError
+	42, // 57: auditexport.v1.ExportProgress.time:type_name -> google.protobuf.Timestamp
+	58, // [58:58] is the sub-list for method output_type
+	58, // [58:58] is the sub-list for method input_type
+	58, // [58:58] is the sub-list for extension type_name
+	58, // [58:58] is the sub-list for extension extendee
+	0,  // [0:58] is the sub-list for field type_name
 }
 
 func init() { file_auditexport_v1_resources_proto_init() }
@@ -3346,7 +3640,7 @@ func file_auditexport_v1_resources_proto_init() {
 	if File_auditexport_v1_resources_proto != nil {
 		return
 	}
-	file_auditexport_v1_resources_proto_msgTypes[1].OneofWrappers = []any{
+	file_auditexport_v1_resources_proto_msgTypes[2].OneofWrappers = []any{
 		(*StorageCredentials_AwsAccessKey)(nil),
 		(*StorageCredentials_AwsRole)(nil),
 		(*StorageCredentials_GcsServiceAccount)(nil),
@@ -3358,8 +3652,8 @@ func file_auditexport_v1_resources_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_auditexport_v1_resources_proto_rawDesc), len(file_auditexport_v1_resources_proto_rawDesc)),
-			NumEnums:      13,
-			NumMessages:   26,
+			NumEnums:      14,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
