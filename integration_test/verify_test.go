@@ -341,10 +341,39 @@ func TestReadmeVerify(t *testing.T) {
 	env := append(ctl.env, "EXPORT_DIR="+dir)
 	out := runReadmeScript(t, "verify", "cd "+work+"\n"+script, auditctlBin(t), env)
 	mustContain(t, "README verify", out, "OK: every object is signed", "verified")
-	objs := crFiles(t, dir)
-	if len(objs) != 1 {
-		t.Fatalf("objects: %v", objs)
+
+	// Rotation: the new key signs from now on, the old one stays listed
+	// and keeps verifying what it signed.
+	rot := ctl.ok("signing-keys", "rotate", "-o", "json")
+	if r := ctl.run("", "schedules", "send-now", schID, "--progress", "lines"); r.code != 0 {
+		t.Fatalf("send-now after rotating: %d %s %s", r.code, r.stdout, r.stderr)
 	}
+	keys, err := verify.ParseKeys([]byte(ctl.ok("signing-keys", "list", "-o", "json")))
+	testenv.Must(t, err)
+	var rotated struct {
+		SigningKey struct {
+			ID string `json:"id"`
+		} `json:"signingKey"`
+	}
+	testenv.Must(t, json.Unmarshal([]byte(rot), &rotated))
+	if len(keys) != 2 || keys[rotated.SigningKey.ID] == nil {
+		t.Fatalf("keys after a rotation: %v, want 2 with %s", keys, rotated.SigningKey.ID)
+	}
+	out = runReadmeScript(t, "verify", "cd "+work+"\n"+script, auditctlBin(t), env)
+	mustContain(t, "README verify after a rotation", out, "OK: every object is signed", "2 verified")
+	signers := map[string]bool{}
+	objs := crFiles(t, dir)
+	for _, o := range objs {
+		mf, err := os.ReadFile(filepath.Join(dir, o+manifest.Suffix))
+		testenv.Must(t, err)
+		var env manifest.Envelope
+		testenv.Must(t, json.Unmarshal(mf, &env))
+		signers[env.Signatures[0].KeyID] = true
+	}
+	if len(objs) != 2 || len(signers) != 2 || !signers[rotated.SigningKey.ID] {
+		t.Fatalf("objects %v signed by %v, want 2 by the old key and the new one %s", objs, signers, rotated.SigningKey.ID)
+	}
+	objs = objs[:1]
 	f := filepath.Join(dir, objs[0])
 	b, err := os.ReadFile(f)
 	testenv.Must(t, err)
