@@ -69,16 +69,7 @@ func (b *broker) publish(p Progress) {
 	}
 	f.latest = p
 	for ch := range f.subs {
-		select {
-		case ch <- p:
-		default:
-			// Replace a stale undelivered report with the newest one.
-			select {
-			case <-ch:
-			default:
-			}
-			ch <- p
-		}
+		latest(ch, p) // a stale undelivered report is replaced by the newest
 	}
 	if Terminal(p.Phase) {
 		for ch := range f.subs {
