@@ -325,17 +325,18 @@ func vxRewrite(t *testing.T, path string, edit func(*manifest.Manifest), key ed2
 }
 
 // TestReadmeVerify runs the README's verify block as written against a
-// local export made by a Send now: it prints OK, and the same block fails
-// once a byte of the object is changed.
+// local export made by a Send now: it prints OK; again after the signing
+// key is rotated and a Parquet export signed by the new key is added; and
+// verify fails once a byte of the first object is changed.
 func TestReadmeVerify(t *testing.T) {
 	t.Parallel()
 	s := StartServer(t, "sqlite")
 	_, schID := localSchedule(t, s, "readme-verify")
+	dir := s.LocalDir("", "readme-verify")
 	ctl := newCtl(t, s)
 	if r := ctl.run("", "schedules", "send-now", schID, "--progress", "lines"); r.code != 0 {
 		t.Fatalf("send-now: %d %s %s", r.code, r.stdout, r.stderr)
 	}
-	dir := s.LocalDir("", "readme-verify")
 	script := readmeBlock(t, "verify", "bash")
 	work := t.TempDir()
 	env := append(ctl.env, "EXPORT_DIR="+dir)
@@ -345,6 +346,9 @@ func TestReadmeVerify(t *testing.T) {
 	// Rotation: the new key signs from now on, the old one stays listed
 	// and keeps verifying what it signed.
 	rot := ctl.ok("signing-keys", "rotate", "-o", "json")
+	// The next export is Parquet: verify counts its rows from the footer.
+	ctl.ok("schedules", "update", schID, "--format", "parquet", "--compression", "none",
+		"--integration", "readme-verify", "--uri", "file://"+dir+"/x-{run_id}.parquet")
 	if r := ctl.run("", "schedules", "send-now", schID, "--progress", "lines"); r.code != 0 {
 		t.Fatalf("send-now after rotating: %d %s %s", r.code, r.stdout, r.stderr)
 	}
