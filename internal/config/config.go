@@ -51,6 +51,7 @@ type Config struct {
 	TLSKeyFile            string            `name:"tls-key-file" env:"AUDITEXPORT_TLS_KEY_FILE" help:"PEM private key of --tls-cert-file. Reloaded on SIGHUP."`
 	TLSClientCAFile       string            `name:"tls-client-ca-file" env:"AUDITEXPORT_TLS_CLIENT_CA_FILE" help:"PEM CA bundle: require client certificates signed by these CAs (mutual TLS) on both listeners. Reloaded on SIGHUP."`
 	StorageStallTimeout   time.Duration     `name:"storage-stall-timeout" env:"AUDITEXPORT_STORAGE_STALL_TIMEOUT" default:"60s" help:"A storage request whose connection sends and receives nothing for this long (a store that stopped answering) fails as a transient error and is retried (0: no limit)."`
+	GCSChunkRetryDeadline time.Duration     `name:"gcs-chunk-retry-deadline" env:"AUDITEXPORT_GCS_CHUNK_RETRY_DEADLINE" default:"32s" help:"How long the GCS client retries one chunk of an upload (8 MiB) before the run's attempt fails and the run's own retries take over (0: the client's default, 32s)."`
 	ShutdownGrace         time.Duration     `name:"shutdown-grace" env:"AUDITEXPORT_SHUTDOWN_GRACE" default:"30s" help:"How long in-flight requests may run after SIGTERM."`
 	Limits                `embed:""`
 }
@@ -162,6 +163,9 @@ func (c *Config) Validate() error {
 	}
 	if c.StorageStallTimeout < 0 {
 		errs = append(errs, errors.New("--storage-stall-timeout must not be negative"))
+	}
+	if d := c.GCSChunkRetryDeadline; d != 0 && d < time.Second {
+		errs = append(errs, errors.New("--gcs-chunk-retry-deadline must be at least 1s (0: the GCS client's default)"))
 	}
 	return errors.Join(errs...)
 }

@@ -63,6 +63,41 @@ type OpenOptions struct {
 	// nothing for this long (a black-holed store) as a transient network
 	// error; 0: DefaultStallTimeout, negative: none.
 	StallTimeout time.Duration
+	// GCSChunkRetryDeadline is how long the GCS client retries one chunk
+	// of a resumable upload before the upload fails (0: the client's
+	// default, DefaultGCSChunkRetryDeadline). See UploadOptions.
+	GCSChunkRetryDeadline time.Duration
+}
+
+// DefaultGCSChunkRetryDeadline is the GCS client's own per-chunk retry
+// deadline (--gcs-chunk-retry-deadline).
+const DefaultGCSChunkRetryDeadline = 32 * time.Second
+
+// UploadOptions completes wo (nil: fresh options) with what o sets for
+// writers: on GCS, the per-chunk retry deadline. Its chunks are retried
+// for that long whatever the client's retry policy says (3 tries a request
+// bounds everything else), so it decides how long an upload to an
+// unreachable GCS takes to fail before the run's own attempts.
+func UploadOptions(o OpenOptions, wo *blob.WriterOptions) *blob.WriterOptions {
+	if wo == nil {
+		wo = &blob.WriterOptions{}
+	}
+	if d := o.GCSChunkRetryDeadline; d > 0 {
+		prev := wo.BeforeWrite
+		wo.BeforeWrite = func(as func(any) bool) error {
+			if prev != nil {
+				if err := prev(as); err != nil {
+					return err
+				}
+			}
+			var w *storage.Writer
+			if as(&w) {
+				w.ChunkRetryDeadline = d
+			}
+			return nil
+		}
+	}
+	return wo
 }
 
 // httpClient returns the one HTTP client every SDK gets to reach a
@@ -225,7 +260,7 @@ func openGCS(ctx context.Context, in Integration, base Location, o OpenOptions) 
 	// default is to retry until the context ends, so an unreachable
 	// endpoint kept a run RUNNING for good instead of failing it after the
 	// runner's own attempts. (Each chunk of an upload is retried apart from
-	// this, for at most 32 s.)
+	// this, for GCSChunkRetryDeadline: see UploadOptions.)
 	client.SetRetry(storage.WithMaxAttempts(3))
 	return gcsblob.OpenBucket(ctx, nil, base.Bucket, &gcsblob.Options{Client: client})
 }

@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"cloud.google.com/go/storage"
+	"gocloud.dev/blob"
 )
 
 // TestStallTimeoutBlackHole: a peer that accepts the connection and never
@@ -77,5 +80,30 @@ func TestStallTimeoutSlowTransfer(t *testing.T) {
 	b, err := io.ReadAll(resp.Body)
 	if err != nil || resp.StatusCode != http.StatusOK || len(b) != 100 {
 		t.Fatalf("slow response: %s, %d bytes, %v", resp.Status, len(b), err)
+	}
+}
+
+// TestUploadOptionsGCSChunkRetryDeadline: the deadline reaches the GCS
+// writer, a caller's own BeforeWrite still runs first, and without a
+// deadline the options are left alone.
+func TestUploadOptionsGCSChunkRetryDeadline(t *testing.T) {
+	w := &storage.Writer{}
+	as := func(i any) bool {
+		if p, ok := i.(**storage.Writer); ok {
+			*p = w
+			return true
+		}
+		return false
+	}
+	called := false
+	wo := UploadOptions(OpenOptions{GCSChunkRetryDeadline: 3 * time.Second}, &blob.WriterOptions{BeforeWrite: func(func(any) bool) error {
+		called = true
+		return nil
+	}})
+	if err := wo.BeforeWrite(as); err != nil || !called || w.ChunkRetryDeadline != 3*time.Second {
+		t.Errorf("BeforeWrite: err %v, caller's hook ran %v, ChunkRetryDeadline %s", err, called, w.ChunkRetryDeadline)
+	}
+	if wo := UploadOptions(OpenOptions{}, nil); wo == nil || wo.BeforeWrite != nil {
+		t.Errorf("without a deadline: %+v", wo)
 	}
 }

@@ -36,5 +36,11 @@ func (r *Runner) openBucket(ctx context.Context, row *ent.StorageIntegration) (*
 		return nil, destination.Location{}, &RunError{Code: destination.CredentialsCode,
 			Message: err.Error() + "; restore the server's master key file or enter the integration's credentials again"}
 	}
-	return destination.Open(ctx, in, destination.OpenOptions{AllowPrivateEndpoints: r.cfg.AllowPrivateEndpoints, Local: r.cfg.Local, StallTimeout: r.cfg.StallTimeout})
+	return destination.Open(ctx, in, r.openOptions())
+}
+
+// openOptions are the operator's settings for reaching storage.
+func (r *Runner) openOptions() destination.OpenOptions {
+	return destination.OpenOptions{AllowPrivateEndpoints: r.cfg.AllowPrivateEndpoints, Local: r.cfg.Local,
+		StallTimeout: r.cfg.StallTimeout, GCSChunkRetryDeadline: r.cfg.GCSChunkRetryDeadline}
 }

@@ -67,8 +67,8 @@ func (e *RunError) Error() string {
 // Config tunes the runner.
 type Config struct {
 	AllowPrivateEndpoints bool
-	// StallTimeout: see destination.OpenOptions.
-	StallTimeout time.Duration
+	// StallTimeout and GCSChunkRetryDeadline: see destination.OpenOptions.
+	StallTimeout, GCSChunkRetryDeadline time.Duration
 	// Local says where each organization's LOCAL destinations may lie.
 	Local destination.LocalDirs
 	// RunnerID names this process in ExportRun.runner (default ids.Process()).
@@ -643,8 +643,8 @@ func (r *Runner) upload(ctx context.Context, j *job, bucket *blob.Bucket) (Stats
 	uploaded := make(chan error, 1)
 	go func() {
 		err := catch(func() error {
-			return bucket.Upload(wctx, j.key, pr, destination.Retain(&blob.WriterOptions{ContentType: contentType(j.plan), BufferSize: 8 << 20, IfNotExist: true},
-				lockOf(j.integ), r.now()))
+			return bucket.Upload(wctx, j.key, pr, destination.UploadOptions(r.openOptions(), destination.Retain(
+				&blob.WriterOptions{ContentType: contentType(j.plan), BufferSize: 8 << 20, IfNotExist: true}, lockOf(j.integ), r.now())))
 		})
 		if err != nil {
 			pr.CloseWithError(err) // unblock the writer below
