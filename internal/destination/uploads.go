@@ -4,19 +4,27 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	azblobblob "github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"gocloud.dev/blob"
 )
 
-// Incomplete uploads. Only S3 leaves something behind that costs money and
-// must be cleaned up: the parts of a multipart upload that was neither
-// completed nor aborted. (Azure's uncommitted blocks and GCS resumable
-// sessions expire by themselves; LOCAL temp files are removed by the
-// writer.) These helpers keep the S3 SDK inside this package.
+// Incomplete uploads. S3 and Azure leave something behind that costs money
+// and must be cleaned up: the parts of a multipart upload that was neither
+// completed nor aborted, and the blocks an upload staged but never
+// committed (Azure removes those only after a week, or when a commit of
+// the same blob leaves them out). GCS resumable sessions hold nothing
+// visible and expire by themselves; LOCAL temp files are removed by the
+// writer. These helpers keep the S3 and Azure SDKs inside this package.
 
 // UploadID is the id of the incomplete multipart upload a failed upload
 // reports, or "" (not S3, or no upload was started).
@@ -28,10 +36,22 @@ func UploadID(err error) string {
 	return mu.UploadID()
 }
 
-// AbortUpload aborts one multipart upload of key in bucketName by its id.
-// An upload that is already gone is not an error; a bucket that is not S3
-// has nothing to abort.
+// StagesBlocks reports whether a failed upload to b leaves blocks staged
+// under its key (Azure), which AbortUpload with no upload id discards.
+func StagesBlocks(b *blob.Bucket) bool {
+	var cc *container.Client
+	return b.As(&cc)
+}
+
+// AbortUpload aborts one multipart upload of key in bucketName by its id
+// (S3), or discards the uncommitted blocks of key (Azure; uploadID is not
+// used). An upload that is already gone is not an error; other buckets
+// have nothing to abort.
 func AbortUpload(ctx context.Context, b *blob.Bucket, bucketName, key, uploadID string) error {
+	var cc *container.Client
+	if b.As(&cc) {
+		return redactErr(discardUncommitted(ctx, cc, key))
+	}
 	var client *s3.Client
 	if !b.As(&client) {
 		return nil
@@ -49,7 +69,18 @@ func AbortUpload(ctx context.Context, b *blob.Bucket, bucketName, key, uploadID 
 // initiated within [from, to] (a window that keeps other runs' uploads of
 // the same key out). It returns the ids it aborted; err is the first
 // failure (listing, or an abort), the others are still tried.
+//
+// On Azure, where staged blocks carry no time, it discards the uncommitted
+// blocks of key unless key is a committed blob (aborted then names key).
 func AbortUploadsBetween(ctx context.Context, b *blob.Bucket, bucketName, key string, from, to time.Time) (aborted []string, err error) {
+	var cc *container.Client
+	if b.As(&cc) {
+		ok, err := discardUncommittedBlob(ctx, cc, key)
+		if ok {
+			aborted = []string{key}
+		}
+		return aborted, redactErr(err)
+	}
 	var client *s3.Client
 	if !b.As(&client) {
 		return nil, nil
@@ -72,3 +103,72 @@ func AbortUploadsBetween(ctx context.Context, b *blob.Bucket, bucketName, key st
 	}
 	return aborted, err
 }
+
+// discardUncommitted discards the blocks staged under key that were never
+// committed (see discardUncommittedBlob).
+func discardUncommitted(ctx context.Context, cc *container.Client, key string) error {
+	_, err := discardUncommittedBlob(ctx, cc, key)
+	return err
+}
+
+// discardUncommittedBlob: a blob that exists only as uncommitted blocks
+// cannot be deleted as such; committing an empty block list (only if no
+// blob is committed under key: If-None-Match *) discards every block left
+// out of the list, and the empty blob it makes (marked discardMarker) is
+// deleted (only that one: If-Match its ETag; a later call deletes it if
+// this one could not). The uncommitted blocks of a committed blob are left
+// alone: committing again would replace an object this run did not write.
+// It reports whether it discarded anything.
+func discardUncommittedBlob(ctx context.Context, cc *container.Client, key string) (bool, error) {
+	bb := cc.NewBlockBlobClient(key)
+	bl, err := bb.GetBlockList(ctx, blockblob.BlockListTypeAll, nil)
+	if bloberror.HasCode(err, bloberror.BlobNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	var etag *azcore.ETag
+	switch {
+	case len(bl.CommittedBlocks) > 0:
+		return false, nil
+	case len(bl.UncommittedBlocks) > 0:
+		anyTag := azcore.ETagAny
+		marker := "1"
+		resp, err := bb.CommitBlockList(ctx, nil, &blockblob.CommitBlockListOptions{Metadata: map[string]*string{discardMarker: &marker},
+			AccessConditions: &azblobblob.AccessConditions{ModifiedAccessConditions: &azblobblob.ModifiedAccessConditions{IfNoneMatch: &anyTag}}})
+		if bloberror.HasCode(err, bloberror.BlobAlreadyExists, bloberror.ConditionNotMet) {
+			return false, nil // committed meanwhile: not ours to touch
+		}
+		if err != nil {
+			return false, err
+		}
+		etag = resp.ETag
+	default:
+		// An empty committed blob: ours only if a discard made it.
+		props, err := bb.GetProperties(ctx, nil)
+		if bloberror.HasCode(err, bloberror.BlobNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		marked := false
+		for k := range props.Metadata {
+			marked = marked || strings.EqualFold(k, discardMarker)
+		}
+		if !marked {
+			return false, nil
+		}
+		etag = props.ETag
+	}
+	_, err = bb.Delete(ctx, &azblobblob.DeleteOptions{AccessConditions: &azblobblob.AccessConditions{
+		ModifiedAccessConditions: &azblobblob.ModifiedAccessConditions{IfMatch: etag}}})
+	if bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ConditionNotMet) {
+		err = nil
+	}
+	return true, err
+}
+
+// discardMarker is the metadata of the empty blob a discard commits.
+const discardMarker = "auditexportdiscard"

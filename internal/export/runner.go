@@ -492,7 +492,7 @@ func (r *Runner) claimIncremental(ctx context.Context, j *job, now time.Time) er
 }
 
 // run queries, encodes and uploads, retrying transient provider errors.
-func (r *Runner) run(ctx context.Context, j *job, skipped *bool) (Stats, error) {
+func (r *Runner) run(ctx context.Context, j *job, skipped *bool) (_ Stats, err error) {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = r.cfg.RetryInitial
 	count, err := backoff.Retry(ctx, func() (*auditlog.Result, error) {
@@ -534,6 +534,12 @@ func (r *Runner) run(ctx context.Context, j *job, skipped *bool) (Stats, error) 
 	}
 	j.bucketName = base.Bucket
 	defer func() {
+		if err != nil && destination.StagesBlocks(bucket) {
+			// Azure: the blocks a failed attempt staged stay uncommitted
+			// (a later attempt's commit discards them, but none
+			// succeeded): discard them like an S3 multipart upload.
+			j.unaborted = append(j.unaborted, pendingAbort{key: j.key})
+		}
 		// Whatever the outcome, retry aborts that failed earlier; what the
 		// store still does not take is retried after the run.
 		r.abortUploads(ctx, j, bucket)
