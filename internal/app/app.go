@@ -301,6 +301,9 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 			}
 		}
 	})
+	// Multipart uploads of finished runs that could not be aborted while
+	// their store was down, found again after a restart (export.SweepUploads).
+	g.Go(func() error { runs.SweepUploads(gctx); return nil })
 	g.Go(func() error {
 		<-gctx.Done()
 		log.Info("shutting down", "grace", cfg.ShutdownGrace.String())

@@ -515,22 +515,18 @@ func (r *Runner) RecoverOrphans(ctx context.Context, staleAfter time.Duration) (
 	return n, nil
 }
 
-// abortOrphanUploads aborts the incomplete S3 multipart uploads of a run
-// whose process died: those of its object key initiated while it ran (the
-// window keeps other runs' uploads of the same key out). Best effort.
+// abortOrphanUploads aborts the incomplete uploads of a run whose process
+// died: S3 multipart uploads of its object key initiated while it ran (the
+// window keeps other runs' uploads of the same key out), Azure blocks
+// never committed. Best effort.
 func (r *Runner) abortOrphanUploads(ctx context.Context, run *ent.ExportRun) {
 	if run.ObjectURI == "" || run.StartTime == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	c := r.d.Client
-	sc, err := c.Schedule.Get(ctx, run.ScheduleID)
-	if err != nil || sc.IntegrationID == "" {
-		return
-	}
-	integ, err := c.StorageIntegration.Get(ctx, sc.IntegrationID)
-	if err != nil || destination.Provider(integ.Provider) != destination.S3 {
+	integ, err := r.cleanupIntegrationOf(ctx, run.ScheduleID)
+	if err != nil || integ == nil {
 		return
 	}
 	bucket, base, err := r.openBucket(ctx, integ)
@@ -538,21 +534,11 @@ func (r *Runner) abortOrphanUploads(ctx context.Context, run *ent.ExportRun) {
 		return
 	}
 	defer bucket.Close()
-	key, err := destination.Key(base, run.ObjectURI)
-	if err != nil {
-		return
-	}
-	const slack = 10 * time.Second // clock skew between us and the store
-	from, to := run.StartTime.Add(-slack), *run.StartTime
+	from, to := run.StartTime.Add(-sweepSlack), *run.StartTime
 	if run.HeartbeatTime != nil {
 		to = *run.HeartbeatTime
 	}
-	to = to.Add(persistEvery + slack)
-	aborted, err := destination.AbortUploadsBetween(ctx, bucket, base.Bucket, key, from, to)
-	for _, id := range aborted {
-		r.log.Info("aborted the upload of an interrupted run", "run_id", run.ID, "upload_id", id)
-	}
-	if err != nil {
+	if err := r.abortRunUploads(ctx, bucket, base, run, from, to.Add(persistEvery+sweepSlack), "aborted the upload of an interrupted run"); err != nil {
 		r.log.Warn("aborting the uploads of an interrupted run failed", "run_id", run.ID, "err", destination.Message(err))
 	}
 }
