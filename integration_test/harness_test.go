@@ -177,11 +177,18 @@ type cpuWaiter struct {
 // heavyTest marks a CPU-heavy test: call it right after t.Parallel().
 func heavyTest(t *testing.T) { t.Helper(); needCPU(t, 1) }
 
+// heavyPhase takes one CPU slot for a heavy part of a test and returns the
+// func that gives it back (idempotent; at the latest at cleanup). A test
+// that then only waits — for a fault's retry budget to run out — gives its
+// slot to others while it waits, and takes one again for its next heavy
+// part.
+func heavyPhase(t *testing.T) (release func()) { t.Helper(); return needCPU(t, 1) }
+
 // timingTest marks a test whose assertions need the CPU to itself apart from
 // light tests (a fast scheduler clock): call it right after t.Parallel().
 func timingTest(t *testing.T) { t.Helper(); needCPU(t, cpuSlots) }
 
-func needCPU(t *testing.T, n int) {
+func needCPU(t *testing.T, n int) (release func()) {
 	t.Helper()
 	start := time.Now()
 	cpu.Lock()
@@ -195,7 +202,7 @@ func needCPU(t *testing.T, n int) {
 		<-w.ready
 		t.Logf("waited %s for %d of %d CPU slots", time.Since(start).Round(time.Millisecond), n, cpuSlots)
 	}
-	t.Cleanup(func() {
+	release = sync.OnceFunc(func() {
 		cpu.Lock()
 		defer cpu.Unlock()
 		cpu.free += n
@@ -206,6 +213,8 @@ func needCPU(t *testing.T, n int) {
 			close(w.ready)
 		}
 	})
+	t.Cleanup(release)
+	return release
 }
 
 // StartServer runs `auditexport serve` on fresh storage of the backend.

@@ -58,6 +58,9 @@ type sfStore struct {
 	// keys: incomplete S3 multipart uploads, Azure blobs or blocks that
 	// were never committed. GCS resumable sessions hold nothing visible.
 	leftovers func(t *testing.T, keys ...string) []string
+	// idle gives the test's CPU slot back while it only waits (a fault's
+	// retry budget running out); heavyPhase takes one again.
+	idle func()
 }
 
 // sfFlags are the server flags of every storage fault test: the GCS
@@ -365,8 +368,9 @@ func sfEachProvider(t *testing.T, flags []string, f func(t *testing.T, e xfEnv, 
 	for _, provider := range []string{"s3", "gcs", "azure"} {
 		t.Run(provider, func(t *testing.T) {
 			t.Parallel()
-			heavyTest(t)
+			idle := heavyPhase(t)
 			e, mp, st := sfSetup(t, provider, flags...)
+			st.idle = idle
 			f(t, e, mp, st)
 		})
 	}
@@ -430,6 +434,7 @@ func TestStorageFaultOutage(t *testing.T) {
 		xs := sfStartUpload(t, e, st)
 		st.proxy.SetMode(testenv.Refuse)
 		st.proxy.Cut()
+		st.idle() // until the next export: the run only retries now
 		end := xs.Terminal(90 * time.Second)
 		took := time.Since(start)
 		run := e.getRun(xs.RunID())
@@ -457,6 +462,7 @@ func TestStorageFaultOutage(t *testing.T) {
 		// up, and the next Send now stores its object.
 		st.proxy.SetMode(testenv.Pass)
 		sfNoLeftovers(t, st, 30*time.Second, st.key(t, run.GetObjectUri()))
+		heavyPhase(t)
 		xs2 := e.sendNow(st.schID)
 		sfCheckSucceeded(t, e, st, xs2, xs2.Terminal(60*time.Second))
 	})

@@ -39,6 +39,7 @@ func TestStorageStall(t *testing.T) {
 		}
 		st.proxy.SetMode(testenv.Blackhole)
 		st.proxy.Freeze()
+		st.idle() // until the next export: the run only waits for stalls now
 		stalled := time.Now()
 		end := xs.Terminal(150 * time.Second)
 		took := time.Since(stalled)
@@ -87,6 +88,7 @@ func TestStorageStall(t *testing.T) {
 		st.proxy.Thaw()
 		st.proxy.Cut()
 		sfNoLeftovers(t, st, 60*time.Second, st.key(t, run.GetObjectUri()))
+		heavyPhase(t)
 		xs2 := e.sendNow(st.schID)
 		sfCheckSucceeded(t, e, st, xs2, xs2.Terminal(60*time.Second))
 	})

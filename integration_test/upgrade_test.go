@@ -172,6 +172,7 @@ func TestUpgradeFromFixtures(t *testing.T) {
 	for _, dir := range fixtures {
 		for _, backend := range backends(t) {
 			t.Run(filepath.Base(dir)+"/"+backend, func(t *testing.T) {
+				t.Parallel()
 				raw, err := os.ReadFile(filepath.Join(dir, backend+".json"))
 				testenv.Must(t, err)
 				var m upgradeManifest
