@@ -71,6 +71,18 @@ func StartServerProcess(bin string, args, env []string, timeout time.Duration) (
 	}
 }
 
+// logRecord is what copyLog reads of a log line.
+type logRecord struct{ Msg, Addr string }
+
+func init() {
+	// encoding/json builds a type's decoder on its first use. Built here,
+	// before parallel tests start servers: the race detector reported the
+	// first uses by several copyLog goroutines at once racing inside
+	// encoding/json's field cache, and failed every test running then
+	// (integration_test, 2026-12-04: TestStorageSlowDown and two others).
+	_ = json.Unmarshal([]byte(`{}`), new(logRecord))
+}
+
 func (p *ServerProcess) copyLog(r io.Reader, addrs chan<- [2]string) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -83,7 +95,7 @@ func (p *ServerProcess) copyLog(r io.Reader, addrs chan<- [2]string) {
 		if addrs == nil || (grpcAddr != "" && httpAddr != "") {
 			continue
 		}
-		var rec struct{ Msg, Addr string }
+		var rec logRecord
 		if json.Unmarshal([]byte(line), &rec) == nil {
 			switch rec.Msg {
 			case "grpc listening":
