@@ -20,7 +20,7 @@ BUF_AGAINST ?= HEAD~1
 NORACE := modernc.org/sqlite/lib modernc.org/libc/... github.com/klauspost/... github.com/parquet-go/...
 export GOFLAGS := $(strip $(filter-out -trimpath -gcflags=%,$(GOFLAGS)) -trimpath $(foreach p,$(NORACE),-gcflags=$(p)=-race=false))
 
-.PHONY: run build dist tools generate lint check-generated test test-go test-compile test-fuzz services bench bench-scheduler bench-api bench-load soak
+.PHONY: console run build dist tools generate lint check-generated test test-go test-compile test-fuzz services bench bench-scheduler bench-api bench-load soak
 
 run: ## Run the server on embedded SQLite in ./data
 	$(GO) run ./cmd/auditexport serve
@@ -44,6 +44,10 @@ dist: ## Static binaries for linux and darwin (amd64, arm64) and SHA256SUMS into
 	done; done
 	cd dist && sum="sha256sum"; command -v sha256sum >/dev/null || sum="shasum -a 256"; \
 		$$sum -- * > SHA256SUMS   # the glob is expanded before SHA256SUMS exists
+
+console: ## Rebuild the web console (web/console) into internal/console/dist (commit it)
+	./scripts/install-test-tools.sh >/dev/null
+	cd web/console && node node_modules/typescript/bin/tsc -p tsconfig.json && node build.mjs
 
 tools: ## Build pinned dev tools into ./bin (grpcurl for the README walk-through)
 	$(GO) build -modfile=tools/go.mod -o $(BIN)/grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl

@@ -10,6 +10,8 @@
 #   clients/ts/node_modules     the TypeScript client's pinned packages (openapi-fetch,
 #                               openapi-typescript, swagger2openapi, typescript, @types/node)
 #                               (npm ci from clients/ts/package-lock.json)
+#   web/console/node_modules    the web console's pinned packages (esbuild, typescript,
+#                               playwright-core, axe-core) (npm ci from web/console/package-lock.json)
 #
 # Idempotent and shared between checkouts: each pinned Go binary and the pinned node_modules
 # live once per machine in a cache keyed by the pin (AUDITEXPORT_TOOLS_CACHE, default
@@ -19,7 +21,7 @@
 # built only when its pin is not in the cache, npm ci only when the package files' hash is not;
 # clients/ts/node_modules is installed in place (npm ci when clients/ts/node_modules/
 # .auditexport-stamp differs from the hash of clients/ts's package files). Chromium (the
-# headless browser of integration_test/apidocs_test.go) is Debian's package, installed with
+# headless browser of integration_test/apidocs_test.go and console_test.go) is Debian's package, installed with
 # apt-get only when /usr/bin/chromium is missing (root or sudo needed then). Entries are built
 # under a temporary name and renamed into place, so concurrent runs never see half an install.
 # A cold install takes a few minutes (minio dominates; the Go tools and npm install concurrently);
@@ -197,24 +199,34 @@ else
 	SUMMARY+=("npm=installed($(elapsed "$t")s)")
 fi
 
-# --- TypeScript client (clients/ts) ---------------------------------------------------------
-# Installed in place: its build and tests (integration_test/tsclient_test.go) resolve packages
-# from clients/ts/node_modules. Same rules as above: exact pins, committed lock, no scripts.
-t="$(now)"
-TS_DIR="$ROOT/clients/ts"
-TS_STAMP="$TS_DIR/node_modules/.auditexport-stamp"
-want="$(cat "$TS_DIR/package.json" "$TS_DIR/package-lock.json" | sha256sum | cut -d' ' -f1)"
-if [[ -f "$TS_STAMP" && "$(cat "$TS_STAMP")" == "$want" ]]; then
-	SUMMARY+=("npm-ts-client=cached($(elapsed "$t")s)")
-else
+# --- packages installed in place: clients/ts and web/console -------------------------------
+# Their builds and tests resolve packages from their own node_modules. Same rules as above:
+# exact pins, committed lock, no install scripts. npm ci runs only when
+# <dir>/node_modules/.auditexport-stamp differs from the hash of the package files.
+# npm_in_place LABEL DIR SMOKE: installs DIR's packages, then runs the smoke check SMOKE in DIR.
+npm_in_place() {
+	local label="$1" dir="$2" smoke="$3" t stamp want
+	t="$(now)"
+	stamp="$dir/node_modules/.auditexport-stamp"
+	want="$(cat "$dir/package.json" "$dir/package-lock.json" | sha256sum | cut -d' ' -f1)"
+	if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+		SUMMARY+=("$label=cached($(elapsed "$t")s)")
+		return
+	fi
 	command -v npm >/dev/null || { echo "install-test-tools: npm not found (Node 20+ is required)" >&2; exit 1; }
-	echo "install-test-tools: npm ci (clients/ts) ..." >&2
-	(cd "$TS_DIR" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
-	# Smoke check: the compiler runs.
-	(cd "$TS_DIR" && node node_modules/typescript/bin/tsc --version >/dev/null)
-	echo "$want" >"$TS_STAMP"
-	SUMMARY+=("npm-ts-client=installed($(elapsed "$t")s)")
-fi
+	echo "install-test-tools: npm ci (${dir#"$ROOT"/}) ..." >&2
+	(cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+	(cd "$dir" && bash -c "$smoke" >/dev/null)
+	echo "$want" >"$stamp"
+	SUMMARY+=("$label=installed($(elapsed "$t")s)")
+}
+# The TypeScript client (integration_test/tsclient_test.go); smoke check: the compiler runs.
+npm_in_place npm-ts-client "$ROOT/clients/ts" 'node node_modules/typescript/bin/tsc --version'
+# The web console (integration_test/console_test.go): esbuild finds its binary in the optional
+# package @esbuild/<os>-<arch>, so it needs no install script; its browser test drives Debian's
+# chromium with playwright-core and checks pages with axe-core. Smoke check: esbuild runs.
+npm_in_place npm-console "$ROOT/web/console" \
+	'node -e "import(\"esbuild\").then((e) => e.transform(\"let a: number = 1\", { loader: \"ts\" }))"'
 
 # --- wait for the Go binaries (and chromium) ------------------------------------------------
 failed=""

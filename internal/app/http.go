@@ -21,6 +21,7 @@ import (
 	"github.com/auditexport/auditexport/gen/openapi"
 	"github.com/auditexport/auditexport/internal/apidoc"
 	"github.com/auditexport/auditexport/internal/clientip"
+	"github.com/auditexport/auditexport/internal/console"
 	"github.com/auditexport/auditexport/internal/metrics"
 	"github.com/auditexport/auditexport/internal/version"
 	"github.com/auditexport/auditexport/server"
@@ -138,6 +139,10 @@ func newHTTPHandler(ctx context.Context, inproc *bufconn.Listener, hs *health.Se
 	mux.Handle("GET /openapi.json", docs)
 	mux.Handle("GET /docs", docs)
 	mux.Handle("GET /docs/", docs)
+	// The web console at / and every client-side route under it (index.html
+	// as the history fallback); it answers 404 for the paths above and
+	// everything under them, so it never shadows them.
+	mux.Handle("/", console.Handler())
 	return cors(mux, origins), func() { _ = conn.Close() }, nil
 }
 
