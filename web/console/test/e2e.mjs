@@ -214,6 +214,11 @@ try {
   await page.getByLabel("Time range (REQUEST_TIME)", { exact: true }).selectOption("");
   await page.getByRole("button", { name: "Apply" }).click();
   await page.getByText(/^Rows 1–25 of /).waitFor();
+  // Rename (name and folder).
+  await page.getByLabel("Name", { exact: true }).fill("Console audit log");
+  await page.getByLabel("Folder", { exact: true }).fill("ops/console");
+  await page.getByRole("button", { name: "Rename" }).click();
+  await heading(page, "Console audit log");
   await check(page, "workbook");
   const workbookUrl = page.url();
   log("workbook saved", workbookUrl);
@@ -256,6 +261,19 @@ try {
   assert.match(await page.locator(".progress-text").textContent(), new RegExp(`Phase: Succeeded · ${cells[3]} `));
   await check(page, "schedule");
   log("send now succeeded with", cells[3], "rows");
+  await page.getByRole("button", { name: "Pause" }).click();
+  await page.getByRole("definition").filter({ hasText: /^Paused$/ }).waitFor();
+  await page.getByRole("definition").filter({ hasText: /^User$/ }).waitFor();
+  await page.getByRole("button", { name: "Resume" }).click();
+  await page.getByRole("definition").filter({ hasText: /^Active$/ }).waitFor();
+  await page.getByRole("link", { name: "Edit" }).click();
+  await heading(page, "Edit schedule");
+  assert.equal(await page.getByLabel("Cron (5 fields)", { exact: true }).inputValue(), "30 2 * * *");
+  await page.locator("#cron-preview li").nth(4).waitFor();
+  await check(page, "schedule-edit");
+  await page.getByRole("link", { name: "Cancel" }).click();
+  await heading(page, "daily audit");
+  log("pause, resume and the edit form work");
 
   // --- wrong credentials: the provider's error in the run history ------------------------------
   await page.goto(workbookUrl);
@@ -301,6 +319,12 @@ try {
   assert.equal(await page.locator(".pct").textContent(), "100%");
   await runHistoryRow(page, "Succeeded");
   log("slow run reattached after reload and succeeded");
+  await page.getByRole("button", { name: "Send now" }).click();
+  await page.waitForFunction(() => /Phase: (Querying|Uploading)/.test(document.querySelector(".progress-text")?.textContent ?? ""));
+  await page.getByRole("button", { name: "Cancel run", exact: true }).click();
+  await page.waitForFunction(() => /Phase: Canceled/.test(document.querySelector(".progress-text")?.textContent ?? ""), null, { timeout: 60000 });
+  await runHistoryRow(page, "Canceled");
+  log("a running Send now was canceled");
 
   // --- schedules (admin: all) -----------------------------------------------------------------
   await nav(page, "Schedules");
@@ -340,6 +364,22 @@ try {
     return rows.length >= 1 && rows.every((r) => r.children[i]?.textContent === "SEND_NOW");
   });
   await check(page, "audit-log");
+
+  // --- delete an integration with its linked schedules ---------------------------------------
+  await nav(page, "Storage integrations");
+  await heading(page, "Storage integrations");
+  await page.getByRole("button", { name: "Delete minio_bad", exact: true }).click();
+  const dlg = page.getByRole("dialog", { name: "Delete minio_bad?" });
+  await dlg.getByLabel("Also delete linked schedules").check();
+  await check(page, "integration-delete-dialog", { idle: false });
+  await dlg.getByRole("button", { name: "Delete" }).click();
+  await page.getByRole("button", { name: "Delete minio_bad", exact: true }).waitFor({ state: "detached" });
+  await nav(page, "Schedules");
+  await page.getByRole("link", { name: "slow export" }).waitFor();
+  assert.equal(await page.getByRole("link", { name: "bad credentials" }).count(), 0, "the linked schedule was deleted");
+  await page.goto(BASE + "/no/such/page");
+  await heading(page, "Page not found");
+  await check(page, "not-found");
 
   // --- sign out -------------------------------------------------------------------------------
   await page.getByRole("button", { name: "Sign out" }).click();

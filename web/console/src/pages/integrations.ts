@@ -16,6 +16,7 @@ const PROVIDERS: [string, string][] = [
 export async function integrationsPage(main: HTMLElement): Promise<void> {
   const listBox = h("div");
   const formBox = h("div");
+  const msg = h("div", { role: "status", "aria-live": "polite", class: "status" });
   const newBtn = button("New integration", () => {
     integrationForm(formBox, null, reload);
   }, { class: "primary" });
@@ -24,6 +25,7 @@ export async function integrationsPage(main: HTMLElement): Promise<void> {
     h("h1", null, "Storage integrations"),
     h("p", null, "Where scheduled exports are written. Changing an integration pauses its schedules unless you choose to update them."),
     h("div", { class: "actions" }, newBtn),
+    msg,
     formBox,
     h("h2", null, "Integrations"),
     listBox,
@@ -50,7 +52,7 @@ export async function integrationsPage(main: HTMLElement): Promise<void> {
                 button("Test", (e) => testIntegration(e.currentTarget as HTMLButtonElement, it, out), { "aria-label": `Test ${it.name}` }),
                 button("View credentials", (e) => viewCredentials(e.currentTarget as HTMLButtonElement, it, out), { "aria-label": `View credentials of ${it.name}` }),
                 button("Edit", () => integrationForm(formBox, it, reload), { "aria-label": `Edit ${it.name}` }),
-                button("Delete", () => deleteIntegration(it, reload), { class: "danger", "aria-label": `Delete ${it.name}` }),
+                button("Delete", () => deleteIntegration(it, reload, msg), { class: "danger", "aria-label": `Delete ${it.name}` }),
                 out,
               ),
             ];
@@ -105,7 +107,7 @@ async function viewCredentials(btn: HTMLButtonElement, it: Integration, out: HTM
   }
 }
 
-async function deleteIntegration(it: Integration, reload: () => Promise<void>): Promise<void> {
+async function deleteIntegration(it: Integration, reload: () => Promise<void>, msg: HTMLElement): Promise<void> {
   const also = h("input", { type: "checkbox", name: "deleteLinked" });
   const ok = await confirmDialog(
     `Delete ${it.name}?`,
@@ -116,11 +118,16 @@ async function deleteIntegration(it: Integration, reload: () => Promise<void>): 
   if (!ok) return;
   try {
     const r = unwrap(await api.DELETE("/v1/storageIntegrations/{id}", { params: { path: { id: it.id ?? "" }, query: { deleteLinkedSchedules: also.checked } } }));
-    announce(`Deleted ${it.name}; ${r.pausedScheduleIds?.length ?? 0} schedule(s) paused, ${r.deletedScheduleIds?.length ?? 0} deleted.`);
+    const text = `Deleted ${it.name}; ${r.pausedScheduleIds?.length ?? 0} schedule(s) paused, ${r.deletedScheduleIds?.length ?? 0} deleted.`;
+    clear(msg, text);
+    announce(text);
   } catch (err) {
-    alert(String(err));
+    clear(msg, alertBox(err));
   }
   await reload();
+  // The row (and its button) is gone: keep the keyboard focus on the outcome.
+  msg.tabIndex = -1;
+  msg.focus();
 }
 
 /** The create (it = null) or edit form, with credential fields per provider. */
