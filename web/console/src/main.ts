@@ -1,6 +1,6 @@
 import "./style.css";
 import { api, apiKey, clearSession, isAdmin, session, setApiKey, unwrap } from "./api";
-import { h, clear, field, showErrors, enumLabel, busy } from "./ui";
+import { h, clear, field, showErrors, enumLabel, busy, errorMessage } from "./ui";
 import { routes, type Page } from "./pages";
 import { announce, navigate, setLive, setRenderer } from "./nav";
 
@@ -158,7 +158,8 @@ async function render(): Promise<void> {
   try {
     await page.render(main, params, new URLSearchParams(location.search));
   } catch (err) {
-    main.append(h("div", { class: "alert", role: "alert" }, err instanceof Error ? err.message : String(err)));
+    if (!main.querySelector("h1")) main.prepend(h("h1", null, page.title));
+    main.append(h("div", { class: "alert", role: "alert" }, errorMessage(err)));
   }
   if (seq === renderSeq) focusHeading(main);
 }

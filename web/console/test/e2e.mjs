@@ -37,7 +37,7 @@ const browser = await chromium.launch({
 async function newPage(width = 1280, height = 900) {
   const ctx = await browser.newContext({ viewport: { width, height }, reducedMotion: "reduce" });
   const page = await ctx.newPage();
-  page.setDefaultTimeout(30000);
+  page.setDefaultTimeout(45000);
   page.on("request", (r) => {
     const u = r.url();
     if (!u.startsWith("data:") && new URL(u).origin !== origin) problems.push(`request to another origin: ${u}`);
@@ -339,6 +339,9 @@ try {
   await page.getByLabel("Account type", { exact: true }).selectOption("ACCOUNT_TYPE_VIEWER");
   await page.getByRole("button", { name: "Create user" }).click();
   await page.getByRole("region", { name: "Users" }).getByText("viewer@example.com").waitFor();
+  // Grant the viewer the Audit Logs connection (checked again below from the viewer's side).
+  await page.getByLabel("Audit Logs access for viewer@example.com").check();
+  await page.getByText("Granted Audit Logs access for viewer@example.com.").first().waitFor();
   await page.getByLabel("User", { exact: true }).selectOption({ label: "viewer@example.com" });
   await page.getByLabel("Key name", { exact: true }).fill("viewer key");
   await page.getByRole("button", { name: "Create API key" }).click();
@@ -410,6 +413,16 @@ try {
   }
   await check(viewer, "viewer-refused");
   log("viewer refused admin pages");
+  // A VIEWER may not explore tables (the API's rule): the audit log page says so readably.
+  await nav(viewer, "Audit log");
+  await heading(viewer, "Audit log");
+  assert.match(await viewer.getByRole("alert").textContent(), /\(Viewer\) may not explore tables/);
+  // With the grant, the viewer reads saved workbooks over AUDIT_LOGS.
+  await viewer.goto(workbookUrl);
+  await heading(viewer, "Console audit log");
+  await viewer.getByText(/^Rows 1–25 of /).waitFor();
+  await check(viewer, "viewer-workbook");
+  log("viewer reads a saved workbook");
 } catch (err) {
   problems.push(String(err?.stack ?? err));
 } finally {

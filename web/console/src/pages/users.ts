@@ -83,7 +83,9 @@ export async function usersPage(main: HTMLElement): Promise<void> {
   async function setType(u: User, value: string, sel: HTMLSelectElement): Promise<void> {
     try {
       unwrap(await api.PATCH("/v1/users/{user.id}", { params: { path: { "user.id": u.id ?? "" }, query: { updateMask: "account_type" } }, body: { accountType: value as User["accountType"] } }));
-      announce(`${u.email} is now ${enumLabel(value, "ACCOUNT_TYPE_")}.`);
+      const text = `${u.email} is now ${enumLabel(value, "ACCOUNT_TYPE_")}.`;
+      clear(msg, text);
+      announce(text);
     } catch (err) {
       sel.value = u.accountType ?? "";
       clear(msg, alertBox(err));
@@ -93,7 +95,9 @@ export async function usersPage(main: HTMLElement): Promise<void> {
     try {
       if (on) unwrap(await api.POST("/v1/connections/{connectionId}:grant", { params: { path: { connectionId: AUDIT_LOGS_CONNECTION } }, body: { userId: u.id ?? "" } }));
       else unwrap(await api.POST("/v1/connections/{connectionId}:revoke", { params: { path: { connectionId: AUDIT_LOGS_CONNECTION } }, body: { userId: u.id ?? "" } }));
-      announce(`${on ? "Granted" : "Revoked"} Audit Logs access for ${u.email}.`);
+      const text = `${on ? "Granted" : "Revoked"} Audit Logs access for ${u.email}.`;
+      clear(msg, text);
+      announce(text);
     } catch (err) {
       box.checked = !on;
       clear(msg, alertBox(err));

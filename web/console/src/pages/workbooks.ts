@@ -1,6 +1,7 @@
-import { api, unwrap, AUDIT_LOGS_CONNECTION } from "../api";
+import { api, unwrap, AUDIT_LOGS_CONNECTION, session } from "../api";
+import { AuditExportError } from "@auditexport/client";
 import { announce, navigate } from "../nav";
-import { h, clear, field, showErrors, table, button, busy, confirmDialog, alertBox, fmtTime } from "../ui";
+import { h, clear, field, showErrors, table, button, busy, confirmDialog, alertBox, fmtTime, enumLabel } from "../ui";
 import { elementView } from "./element";
 import { schedulesTable } from "./schedules";
 
@@ -150,6 +151,30 @@ export async function workbookPage(main: HTMLElement, [id]: string[]): Promise<v
 
 /** The organization's own AUDIT_LOGS, newest first: an exploration kept for this tab. */
 export async function auditLogPage(main: HTMLElement): Promise<void> {
+  clear(main, h("h1", null, "Audit log"), h("p", { role: "status" }, "Opening…"));
+  try {
+    await auditLog(main);
+  } catch (err) {
+    if (err instanceof AuditExportError && err.codeName === "PERMISSION_DENIED") {
+      clear(
+        main,
+        h("h1", null, "Audit log"),
+        h(
+          "div",
+          { class: "alert", role: "alert" },
+          `Your account type (${enumLabel(session.user?.accountType, "ACCOUNT_TYPE_")}) may not explore tables, so the audit log cannot be opened here. `,
+          "Open a saved workbook over AUDIT_LOGS under ",
+          h("a", { href: "/workbooks", "data-link": true }, "Workbooks"),
+          " instead, or ask an ADMIN.",
+        ),
+      );
+      return;
+    }
+    throw err;
+  }
+}
+
+async function auditLog(main: HTMLElement): Promise<void> {
   const KEY = "auditexport.auditLogWorkbook";
   let wb = null;
   const kept = sessionStorage.getItem(KEY);
