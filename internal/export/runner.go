@@ -283,7 +283,7 @@ func (r *Runner) execute(ctx context.Context, runID string) {
 	var skipped bool
 	var stats Stats
 	err := catch(func() error {
-		if err := r.load(dbctx, runID, j); err != nil {
+		if err := r.loadRetrying(dbctx, runID, j); err != nil {
 			return err
 		}
 		stop := r.reportLoop(ctx, dbctx, j)
@@ -350,15 +350,38 @@ func classify(err, cause error, skipped bool, run *ent.ExportRun) outcome {
 	return outcome{state: exportrun.StateFAILED, err: &RunError{Code: "INTERNAL", Message: "export failed"}, internal: true}
 }
 
+// loadRetrying is load, retried while the database is unreachable (for
+// outcomeRetryFor, backoff 250 ms to 2 s, as recording an outcome is): a
+// connection reset as a run started failed it at once — INTERNAL, or a
+// misleading SCHEDULE_NOT_FOUND — and a scheduled period was lost to a
+// moment's outage. Every step of load may run again (its writes are
+// conditional or idempotent).
+func (r *Runner) loadRetrying(ctx context.Context, runID string, j *job) error {
+	err := r.load(ctx, runID, j)
+	for wait, deadline := 250*time.Millisecond, time.Now().Add(outcomeRetryFor); err != nil && dbUnreachable(err) && ctx.Err() == nil && time.Now().Before(deadline); wait = min(2*wait, 2*time.Second) {
+		r.log.Warn("database unreachable while starting a run; retrying", "run_id", runID, "err", err.Error())
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		err = r.load(ctx, runID, j)
+	}
+	return err
+}
+
 // load reads the run, its schedule, element and integration, and plans it.
+// Only a row that is really gone becomes a *RunError; a failed read is
+// returned as it is (see loadRetrying).
 func (r *Runner) load(ctx context.Context, runID string, j *job) error {
 	c := r.d.Client
 	var err error
 	if j.run, err = c.ExportRun.Get(ctx, runID); err != nil {
 		return fmt.Errorf("load run: %w", err)
 	}
-	if j.sc, err = c.Schedule.Get(ctx, j.run.ScheduleID); err != nil {
+	if j.sc, err = c.Schedule.Get(ctx, j.run.ScheduleID); ent.IsNotFound(err) {
 		return &RunError{Code: "SCHEDULE_NOT_FOUND", Message: "the schedule no longer exists"}
+	} else if err != nil {
+		return fmt.Errorf("load schedule: %w", err)
 	}
 	// Runs act with the owner's authority, which may have been lost since
 	// the schedule was made or this run was queued (finish pauses it).
@@ -368,8 +391,10 @@ func (r *Runner) load(ctx context.Context, runID string, j *job) error {
 	} else if err != nil {
 		return err
 	}
-	if j.el, err = c.Element.Query().Where(element.ID(j.sc.ElementID)).Only(ctx); err != nil {
+	if j.el, err = c.Element.Query().Where(element.ID(j.sc.ElementID)).Only(ctx); ent.IsNotFound(err) {
 		return &RunError{Code: "ELEMENT_NOT_FOUND", Message: "the schedule's workbook element no longer exists"}
+	} else if err != nil {
+		return fmt.Errorf("load element: %w", err)
 	}
 	if j.run.Trigger == exportrun.TriggerSCHEDULED && j.sc.State == schedule.StatePAUSED && j.sc.PauseReason != nil &&
 		(*j.sc.PauseReason == schedule.PauseReasonINTEGRATION_UPDATED || *j.sc.PauseReason == schedule.PauseReasonINTEGRATION_DELETED) {
@@ -383,8 +408,10 @@ func (r *Runner) load(ctx context.Context, runID string, j *job) error {
 	if j.sc.IntegrationID == "" {
 		return &RunError{Code: "INTEGRATION_DELETED", Message: "the schedule's storage integration was deleted"}
 	}
-	if j.integ, err = c.StorageIntegration.Get(ctx, j.sc.IntegrationID); err != nil {
+	if j.integ, err = c.StorageIntegration.Get(ctx, j.sc.IntegrationID); ent.IsNotFound(err) {
 		return &RunError{Code: "INTEGRATION_NOT_FOUND", Message: "the schedule's storage integration no longer exists"}
+	} else if err != nil {
+		return fmt.Errorf("load integration: %w", err)
 	}
 	if j.zone, err = time.LoadLocation(j.sc.TimeZone); err != nil {
 		return fmt.Errorf("zone %q: %w", j.sc.TimeZone, err)
