@@ -326,10 +326,30 @@ try {
   await runHistoryRow(page, "Canceled");
   log("a running Send now was canceled");
 
+  // --- editing an integration pauses its schedules, unless they are updated -------------------
+  await nav(page, "Storage integrations");
+  await heading(page, "Storage integrations");
+  await page.getByRole("button", { name: "Edit minio", exact: true }).click();
+  let ef = page.getByRole("form", { name: "Edit minio", exact: true });
+  await ef.getByLabel("Region", { exact: true }).fill("eu-west-1");
+  await ef.getByRole("button", { name: "Save changes" }).click();
+  await page.getByText("Saved minio; 1 schedule(s) paused.").first().waitFor();
+  await page.getByRole("button", { name: "Edit minio_slow", exact: true }).click();
+  ef = page.getByRole("form", { name: "Edit minio_slow", exact: true });
+  await ef.getByLabel("Region", { exact: true }).fill("eu-west-1");
+  await ef.getByLabel("Update linked schedules instead of pausing them", { exact: true }).check();
+  await ef.getByRole("button", { name: "Save changes" }).click();
+  await page.getByText("Saved minio_slow; 0 schedule(s) paused.").first().waitFor();
+
   // --- schedules (admin: all) -----------------------------------------------------------------
   await nav(page, "Schedules");
   await heading(page, "All schedules");
   await page.getByRole("link", { name: "slow export" }).waitFor();
+  const states = Object.fromEntries(
+    await page.locator("tbody tr").evaluateAll((rows) => rows.map((r) => [r.children[0].textContent, `${r.children[1].textContent}/${r.children[2].textContent}`])),
+  );
+  assert.equal(states["daily audit"], "Paused/Integration updated", JSON.stringify(states));
+  assert.equal(states["slow export"], "Active/—", JSON.stringify(states));
   await check(page, "schedules");
 
   // --- users & API keys: a VIEWER and a key (shown once) --------------------------------------
