@@ -100,6 +100,17 @@ type Signature struct {
 	Sig   []byte `json:"sig"` // base64 in JSON
 }
 
+// init builds encoding/json's per-type caches for the manifest types before
+// any goroutine runs: under the race detector their first concurrent use
+// (two runs signing at once in a fresh server) was reported as a race
+// inside encoding/json (typeFields' sort) and killed the -race server.
+func init() {
+	b, _ := json.Marshal(Envelope{Signatures: []Signature{{}}})
+	_ = json.Unmarshal(b, new(Envelope))
+	b, _ = json.Marshal(Manifest{SequenceWindow: &Window{}, Element: json.RawMessage(`{}`)})
+	_ = json.Unmarshal(b, new(Manifest))
+}
+
 // PAE is DSSE's pre-authentication encoding: what is signed.
 func PAE(payloadType string, payload []byte) []byte {
 	var b bytes.Buffer
