@@ -9,6 +9,7 @@ package integration_test
 // run left RUNNING, one object per successful run.
 
 import (
+	"context"
 	"database/sql"
 	"fmt"
 	"net/url"
@@ -81,13 +82,16 @@ const pfRows = 60_000
 // for a moment. The run ends in exactly one terminal state, recorded in the
 // database once it is back (never left RUNNING): SUCCEEDED with exactly one
 // complete object, or FAILED with an error code and message and no object;
-// the stream's terminal message says the same. Then a second outage strikes
-// the next run, which the test lets finish; and a Send now after the
-// outages succeeds.
+// the stream's terminal message says the same, and so does a watcher of the
+// run on a second replica (which follows it through the database, through
+// the same faults). Then a second outage strikes the next run, which the
+// test lets finish; and a Send now after the outages succeeds.
 func TestPGFaultDuringRun(t *testing.T) {
 	t.Parallel()
 	heavyTest(t)
 	s, proxy, db := pfStart(t, "--notify-allowed-domains", "example.com")
+	replica := s.Replica(t, "--notify-allowed-domains", "example.com")
+	xfLogsOnFailure(t, replica)
 	e := xfEnv{t, s}
 	dir := s.LocalDir("", "pgfault")
 	e.must("CreateStorageIntegration", fmt.Sprintf(`{"storageIntegration":{"name":"pgf","provider":"PROVIDER_LOCAL","destination":"file://%s/"}}`, dir))
@@ -95,9 +99,18 @@ func TestPGFaultDuringRun(t *testing.T) {
 	e.seed(pfRows)
 
 	seen := map[string]bool{}
-	check := func(xs *testenv.RunStream, end *pb.ExportProgress) crRun {
+	// watch follows a run from the replica.
+	watch := func(id string) *testenv.RunStream {
+		ctx, cancel := context.WithTimeout(Ctx(s.AdminKey), 3*time.Minute)
+		t.Cleanup(cancel)
+		return testenv.Watch(t, ctx, pb.NewScheduleServiceClient(replica.Conn), id)
+	}
+	check := func(xs, w *testenv.RunStream, end *pb.ExportProgress) crRun {
 		t.Helper()
 		id := xs.RunID()
+		if we := w.Terminal(60 * time.Second); we.GetPhase() != end.GetPhase() || we.GetError().GetCode() != end.GetError().GetCode() {
+			t.Errorf("run %s: the replica's watcher ended %v %q, the stream %v %q", id, we.GetPhase(), we.GetError().GetCode(), end.GetPhase(), end.GetError().GetCode())
+		}
 		// Recorded in the database (directly, not through the proxy):
 		// terminal, the run's own outcome, once the database is back.
 		r := crWaitRun(t, s, db, id, "terminal in the database", 30*time.Second, func(r crRun) bool {
@@ -152,6 +165,7 @@ func TestPGFaultDuringRun(t *testing.T) {
 
 	for i, minDown := range []time.Duration{500 * time.Millisecond, 3 * time.Second} {
 		xs := e.sendNow(schID)
+		w := watch(xs.RunID())
 		xs.Until("rows streaming", 60*time.Second, func(p *pb.ExportProgress) bool {
 			if testenv.IsTerminal(p.GetPhase()) {
 				t.Fatalf("run ended before the outage: %v", p)
@@ -160,14 +174,14 @@ func TestPGFaultDuringRun(t *testing.T) {
 		})
 		pfOutage(t, proxy, minDown)
 		t.Logf("outage %d: %s down, %d connections refused", i+1, minDown, proxy.Refused())
-		check(xs, xs.Terminal(90*time.Second))
+		check(xs, w, xs.Terminal(90*time.Second))
 	}
 	if n := pfRunsPending(t, db); n != 0 {
 		t.Errorf("%d runs QUEUED/RUNNING after the outages", n)
 	}
 	// The database is back: the next Send now succeeds.
 	xs := e.sendNow(schID)
-	if r := check(xs, xs.Terminal(90*time.Second)); r.State != "SUCCEEDED" {
+	if r := check(xs, watch(xs.RunID()), xs.Terminal(90*time.Second)); r.State != "SUCCEEDED" {
 		t.Errorf("Send now after the outages: %s %s", r.State, r.ErrorCode)
 	}
 }
