@@ -227,7 +227,7 @@ func TestDataFilesOwnerOnly(t *testing.T) {
 		}
 	}
 	exports := tree(t, s.LocalRoot)
-	if len(exports) != 7 { // exports, <org>, deep, er, yyyy, mm, the file
+	if len(exports) != 8 { // exports, <org>, deep, er, yyyy, mm, the file, its manifest
 		t.Errorf("the local root holds %v", exports)
 	}
 	for _, e := range exports {

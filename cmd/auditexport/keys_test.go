@@ -202,7 +202,7 @@ func TestOpenKeyringRefusesLostKey(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err = app.OpenKeyring(ctx, d, keyFile)
-		if err == nil || !strings.Contains(err.Error(), "2 stored credentials") || !strings.Contains(err.Error(), keys.ActiveKeyID()) {
+		if err == nil || !strings.Contains(err.Error(), "2 stored secrets") || !strings.Contains(err.Error(), keys.ActiveKeyID()) {
 			t.Fatalf("missing key file: %v; want a refusal naming %s and 2 credentials", err, keys.ActiveKeyID())
 		}
 		if _, serr := os.Stat(keyFile); !os.IsNotExist(serr) {

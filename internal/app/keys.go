@@ -157,7 +157,7 @@ func OpenKeyring(ctx context.Context, d *db.DB, path string) (*secrets.Keyring, 
 	keys, err := secrets.Load(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		if n := sumUsage(usage); n > 0 {
-			return nil, fmt.Errorf("--master-key-file %s does not exist, but %d stored credentials are encrypted under master key id(s) %s: "+
+			return nil, fmt.Errorf("--master-key-file %s does not exist, but %d stored secrets (integration credentials and manifest signing keys) are encrypted under master key id(s) %s: "+
 				"restore the master.key that belongs to this database (see README, Backup and restore); refusing to generate a new key that could not decrypt them",
 				path, n, strings.Join(sortedKeys(usage), ", "))
 		}

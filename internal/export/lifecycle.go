@@ -202,7 +202,7 @@ func runErrorLevel(code string) slog.Level {
 		code == "ELEMENT_INVALID", code == "INTEGRATION_DELETED", code == "CREDENTIALS_UNDECRYPTABLE",
 		code == ObjectExistsCode, code == ManifestExistsCode:
 		return slog.LevelWarn
-	case code == "INTERNAL", code == "QUERY_FAILED", code == "INTERRUPTED":
+	case code == "INTERNAL", code == "QUERY_FAILED", code == "INTERRUPTED", code == ManifestFailedCode:
 		return slog.LevelError
 	}
 	return slog.LevelInfo

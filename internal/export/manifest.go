@@ -24,6 +24,10 @@ import (
 // another manifest: like objects, manifests are never replaced.
 const ManifestExistsCode = "MANIFEST_EXISTS"
 
+// ManifestFailedCode: the object was stored but its manifest could not be
+// made (the database, or the organization's signing key).
+const ManifestFailedCode = "MANIFEST_FAILED"
+
 // errChainMoved: another run of the schedule appended to the chain between
 // reading its head and appending; build the link again.
 var errChainMoved = errors.New("manifest chain moved")
@@ -47,7 +51,13 @@ func (r *Runner) writeManifest(ctx context.Context, j *job, bucket *blob.Bucket,
 	dbctx := context.WithoutCancel(ctx)
 	file, err := r.manifestFile(dbctx, j, st)
 	if err != nil {
-		return err
+		// Ours or our database's, never the provider's: the object is
+		// stored, its manifest not yet.
+		r.log.Error("recording the export's manifest failed", "run_id", j.run.ID, "err", err.Error())
+		if dbUnreachable(err) {
+			return &RunError{Code: ManifestFailedCode, Message: "recording the export's manifest failed: the database was unreachable", retry: true}
+		}
+		return &RunError{Code: ManifestFailedCode, Message: "signing or recording the export's manifest failed; the object was stored without it"}
 	}
 	key := j.key + manifest.Suffix
 	// Upload, not WriteAll: see Runner.upload (gocloud's azureblob writer
