@@ -45,6 +45,7 @@ import (
 	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
 	"github.com/auditexport/auditexport/internal/auth"
 	"github.com/auditexport/auditexport/internal/testenv"
+	"github.com/auditexport/auditexport/server"
 )
 
 var (
@@ -58,6 +59,13 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
+	// The test process marshals and parses API messages from many
+	// goroutines too: build protobuf's and encoding/json's lazy caches
+	// before any test runs, as the server does, or the race detector
+	// reports their first concurrent use (seen: reflect.ptrTo under
+	// protojson in grpcTransport.Call vs RESTStream, failing every test
+	// running at that moment).
+	server.WarmUp()
 	wd, _ := os.Getwd()
 	repoRoot = filepath.Dir(wd)
 	dir, err := os.MkdirTemp("", "auditexport-it-")
