@@ -58,7 +58,7 @@ func xfLogsOnFailure(t *testing.T, s *Server) {
 			if len(l) > 20000 {
 				l = l[len(l)-20000:]
 			}
-			t.Logf("server log (tail):\n%s", l)
+			t.Logf("%sserver log (tail):\n%s", testenv.RaceSummary(s.Logs()), l)
 		}
 	})
 }
@@ -378,6 +378,7 @@ func xfReadCSV(t *testing.T, m *testenv.S3, bucket, key string) (rows, size int6
 func TestExportSurvivesS3Restart(t *testing.T) {
 	t.Parallel()
 	heavyTest(t)
+	volumeTest(t)
 	mp := testenv.StartMailpit(t)
 	minio := testenv.StartMinIO(t)
 	minio.CreateBucket(t, "restart")
@@ -449,6 +450,7 @@ func TestExportSurvivesS3Restart(t *testing.T) {
 func TestCancelLargeExport(t *testing.T) {
 	t.Parallel()
 	heavyTest(t)
+	volumeTest(t)
 	minio := testenv.StartMinIO(t)
 	minio.CreateBucket(t, "cancel")
 	s := StartServer(t, "sqlite", "--notify-allowed-domains", "example.com")
@@ -512,6 +514,7 @@ func xfKillRestart(s *Server) {
 func TestOrphanedRunRecovered(t *testing.T) {
 	t.Parallel()
 	heavyTest(t)
+	volumeTest(t)
 	minio := testenv.StartMinIO(t)
 	minio.CreateBucket(t, "orphan")
 	s := StartServer(t, "sqlite", "--notify-allowed-domains", "example.com")

@@ -158,7 +158,8 @@ func (p *ServerProcess) Unexpected() error {
 	if p.asked.Load() {
 		return nil
 	}
-	return fmt.Errorf("server exited by itself with code %d:\n%s", p.cmd.ProcessState.ExitCode(), p.Logs())
+	l := p.Logs()
+	return fmt.Errorf("server exited by itself with code %d:\n%s%s", p.cmd.ProcessState.ExitCode(), RaceSummary(l), l)
 }
 
 // Kill kills the process at once and waits for it.
@@ -190,7 +191,8 @@ func (p *ServerProcess) Stop(wait time.Duration) error {
 		return fmt.Errorf("%w (%s)", ErrStopTimeout, wait)
 	}
 	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
-		return fmt.Errorf("server exited with code %d:\n%s", code, p.Logs())
+		l := p.Logs()
+		return fmt.Errorf("server exited with code %d:\n%s%s", code, RaceSummary(l), l)
 	}
 	return nil
 }
