@@ -310,3 +310,11 @@ func TestErrorType(t *testing.T) {
 		t.Fatal("unrelated errors must not match ErrInvalid")
 	}
 }
+
+// TestWarmGCSConditions: the warm-up still finds the conditional setters
+// of the GCS call types (a renamed API would make it a silent no-op).
+func TestWarmGCSConditions(t *testing.T) {
+	if n := warmGCSConditions(); n < 20 {
+		t.Fatalf("warmed %d GCS condition setters, want >= 20 (Insert, Get, Delete, Patch, Rewrite, Copy, Compose each have several)", n)
+	}
+}
