@@ -1,10 +1,15 @@
 package destination
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
 	"time"
+
+	"gocloud.dev/blob/memblob"
+
+	"github.com/auditexport/auditexport/internal/testenv"
 )
 
 func TestParseDestination(t *testing.T) {
@@ -316,5 +321,41 @@ func TestErrorType(t *testing.T) {
 func TestWarmGCSConditions(t *testing.T) {
 	if n := warmGCSConditions(); n < 20 {
 		t.Fatalf("warmed %d GCS condition setters, want >= 20 (Insert, Get, Delete, Patch, Rewrite, Copy, Compose each have several)", n)
+	}
+}
+
+// TestRemoveUnconfirmed: only an object of the upload's size, written since
+// the upload started, is removed; an older object at the key (another
+// run's) or one of another size is left, and a missing one is no error.
+func TestRemoveUnconfirmed(t *testing.T) {
+	ctx := context.Background()
+	b := memblob.OpenBucket(nil)
+	defer b.Close()
+	if removed, err := RemoveUnconfirmed(ctx, b, "none.csv", 3, time.Now()); removed || err != nil {
+		t.Fatalf("missing object: removed %v, err %v", removed, err)
+	}
+	testenv.Must(t, b.WriteAll(ctx, "k.csv", []byte("abc"), nil))
+	a, err := b.Attributes(ctx, "k.csv")
+	testenv.Must(t, err)
+	for _, c := range []struct {
+		name  string
+		size  int64
+		since time.Time
+	}{
+		{"written before the upload", 3, a.ModTime.Add(time.Minute)},
+		{"another size", 4, a.ModTime.Add(-time.Minute)},
+	} {
+		if removed, err := RemoveUnconfirmed(ctx, b, "k.csv", c.size, c.since); removed || err != nil {
+			t.Errorf("%s: removed %v, err %v", c.name, removed, err)
+		}
+		if ok, _ := b.Exists(ctx, "k.csv"); !ok {
+			t.Fatalf("%s: the object was deleted", c.name)
+		}
+	}
+	if removed, err := RemoveUnconfirmed(ctx, b, "k.csv", 3, a.ModTime); !removed || err != nil {
+		t.Fatalf("the unconfirmed object: removed %v, err %v", removed, err)
+	}
+	if ok, _ := b.Exists(ctx, "k.csv"); ok {
+		t.Fatal("the unconfirmed object is still there")
 	}
 }

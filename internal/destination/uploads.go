@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"gocloud.dev/blob"
+	"gocloud.dev/gcerrors"
 )
 
 // Incomplete uploads. S3 and Azure leave something behind that costs money
@@ -172,3 +173,30 @@ func discardUncommittedBlob(ctx context.Context, cc *container.Client, key strin
 
 // discardMarker is the metadata of the empty blob a discard commits.
 const discardMarker = "auditexportdiscard"
+
+// RemoveUnconfirmed deletes the object at key when it is the one an upload
+// whose commit was never confirmed may have made: the upload sent all of
+// its size bytes and asked the store to commit them, and the answer never
+// came (the connection was reset or black-holed at that moment), so the
+// object may exist although the run recorded a failure. It is deleted only
+// if it has that size and was last modified at or after since (the
+// upload's start, less the second the stores round Last-Modified to), so an
+// object written before the upload — another run's, at a fixed key — is
+// left alone. It reports whether it deleted one; an object under retention
+// (S3 Object Lock) cannot be deleted and is reported as the error.
+func RemoveUnconfirmed(ctx context.Context, b *blob.Bucket, key string, size int64, since time.Time) (bool, error) {
+	a, err := b.Attributes(ctx, key)
+	if gcerrors.Code(err) == gcerrors.NotFound {
+		return false, nil
+	}
+	if err != nil {
+		return false, redactErr(err)
+	}
+	if a.Size != size || a.ModTime.Before(since.Add(-time.Second)) {
+		return false, nil
+	}
+	if err := b.Delete(ctx, key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
+		return false, redactErr(err)
+	}
+	return true, nil
+}

@@ -272,6 +272,10 @@ type job struct {
 	// that could not be aborted yet (see abortUploads).
 	bucketName string
 	unaborted  []pendingAbort
+	// unconfirmed: an attempt sent the whole object and asked the store
+	// to commit it, and the answer never came (see upload); if the run
+	// fails, the object it may have made is removed (RemoveUnconfirmed).
+	unconfirmed *pendingAbort
 	// started is when execute began (the run's start_time, see load).
 	started time.Time
 }
@@ -561,6 +565,14 @@ func (r *Runner) run(ctx context.Context, j *job, skipped *bool) (_ Stats, err e
 	}
 	j.bucketName = base.Bucket
 	defer func() {
+		if err != nil && j.unconfirmed != nil {
+			// The run failed (or was canceled) after an attempt whose
+			// commit was never confirmed: the object it may have made
+			// would be an export without a SUCCEEDED run (and without
+			// its manifest). Removed like a multipart upload, now or
+			// once the store answers again.
+			j.unaborted = append(j.unaborted, *j.unconfirmed)
+		}
 		if err != nil && destination.StagesBlocks(bucket) {
 			// Azure: the blocks a failed attempt staged stay uncommitted
 			// (a later attempt's commit discards them, but none
@@ -670,6 +682,7 @@ func dbUnreachable(err error) bool {
 // credentials). The Upload path hands the reader to the driver and has no
 // such pipe.
 func (r *Runner) upload(ctx context.Context, j *job, bucket *blob.Bucket) (Stats, error) {
+	uploadStart := r.now()
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	pr, pw := io.Pipe()
@@ -711,6 +724,13 @@ func (r *Runner) upload(ctx context.Context, j *job, bucket *blob.Bucket) (Stats
 	pw.Close()
 	if err := <-uploaded; err != nil {
 		r.noteUnaborted(ctx, j, bucket, err)
+		if _, transient := destination.Describe(bucket, err); transient || ctx.Err() != nil || errors.Is(err, context.Canceled) {
+			// Every byte was handed to the SDK, which may have asked
+			// the store to commit: a refusal is an answer, but a
+			// transient failure (a reset, a stall, a 5xx) or a cancel
+			// leaves the outcome unknown.
+			j.unconfirmed = &pendingAbort{key: j.key, remove: true, size: st.Bytes, since: uploadStart}
+		}
 		return st, err
 	}
 	return st, nil
@@ -733,7 +753,36 @@ func (r *Runner) noteUnaborted(ctx context.Context, j *job, bucket *blob.Bucket,
 
 // pendingAbort is a multipart upload of key that could not be aborted yet
 // (the key is kept with it: a Send now may move to another key after).
-type pendingAbort struct{ key, id string }
+//
+// With remove set it is instead an object whose commit was never confirmed
+// (job.unconfirmed), to be deleted if it exists with that size and was
+// written since (destination.RemoveUnconfirmed).
+type pendingAbort struct {
+	key, id string
+	remove  bool
+	size    int64
+	since   time.Time
+}
+
+// settle aborts u's multipart upload, or removes u's unconfirmed object;
+// removed reports an object deleted.
+func (u pendingAbort) settle(ctx context.Context, bucket *blob.Bucket, bucketName string) (removed bool, err error) {
+	if u.remove {
+		return destination.RemoveUnconfirmed(ctx, bucket, u.key, u.size, u.since)
+	}
+	return false, destination.AbortUpload(ctx, bucket, bucketName, u.key, u.id)
+}
+
+// logSettled logs what settle did.
+func (r *Runner) logSettled(runID string, u pendingAbort, removed bool, later bool) {
+	switch {
+	case removed:
+		r.log.Warn("removed the object of a failed run: its upload's commit was never confirmed, and the store had made it", "run_id", runID, "key", u.key)
+	case u.remove:
+	case later:
+		r.log.Info("aborted the multipart upload of a finished run", "run_id", runID, "upload_id", u.id)
+	}
+}
 
 // abortUploads aborts the remembered multipart uploads (only ours: by upload
 // id), keeping those the store could not be told about.
@@ -741,12 +790,14 @@ func (r *Runner) abortUploads(ctx context.Context, j *job, bucket *blob.Bucket) 
 	var left []pendingAbort
 	for _, u := range j.unaborted {
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-		err := destination.AbortUpload(actx, bucket, j.bucketName, u.key, u.id)
+		removed, err := u.settle(actx, bucket, j.bucketName)
 		cancel()
 		if err != nil {
-			r.log.Warn("aborting a failed multipart upload failed; will retry", "run_id", j.run.ID, "upload_id", u.id, "err", destination.Message(err))
+			r.log.Warn("aborting a failed multipart upload failed; will retry", "run_id", j.run.ID, "upload_id", u.id, "key", u.key, "err", destination.Message(err))
 			left = append(left, u)
+			continue
 		}
+		r.logSettled(j.run.ID, u, removed, false)
 	}
 	j.unaborted = left
 }
@@ -775,6 +826,10 @@ func (r *Runner) abortLater(j *job) {
 			}
 			if r.now().After(deadline) {
 				for _, u := range pending {
+					if u.remove {
+						r.log.Error("gave up removing the object a failed run may have made (its commit was never confirmed); check the key", "run_id", runID, "key", u.key)
+						continue
+					}
 					r.log.Error("gave up aborting a failed multipart upload; its parts stay until a bucket lifecycle rule removes them", "run_id", runID, "upload_id", u.id, "key", u.key)
 				}
 				return
@@ -784,11 +839,12 @@ func (r *Runner) abortLater(j *job) {
 			if err == nil {
 				var left []pendingAbort
 				for _, u := range pending {
-					if aerr := destination.AbortUpload(actx, bucket, bucketName, u.key, u.id); aerr != nil {
+					removed, aerr := u.settle(actx, bucket, bucketName)
+					if aerr != nil {
 						left = append(left, u)
 						continue
 					}
-					r.log.Info("aborted the multipart upload of a finished run", "run_id", runID, "upload_id", u.id)
+					r.logSettled(runID, u, removed, true)
 				}
 				pending = left
 				_ = bucket.Close()
