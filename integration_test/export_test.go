@@ -559,6 +559,7 @@ func TestSendNowProviders(t *testing.T) {
 func TestSendNowStreams(t *testing.T) {
 	t.Parallel()
 	heavyTest(t)
+	volumeTest(t)
 	s := startExportServer(t)
 	seedEvents(t, s, 200000)
 	mc := testenv.StartMinIO(t)

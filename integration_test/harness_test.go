@@ -196,6 +196,35 @@ func heavyPhase(t *testing.T) (release func()) { t.Helper(); return needCPU(t, 1
 // light tests (a fast scheduler clock): call it right after t.Parallel().
 func timingTest(t *testing.T) { t.Helper(); needCPU(t, cpuSlots) }
 
+// volumeTests are the names of the tests (and their subtests) marked by
+// volumeTest.
+var volumeTests sync.Map
+
+// volumeTest marks a test whose servers export tens of thousands to
+// millions of rows, for what the volume shows (streaming, progress, a
+// cancel or a fault in the middle of a long upload, memory): its servers
+// (replicas included) run the build without the race detector, which made
+// each of these exports 2-4x slower and held a CPU slot for minutes. The
+// code paths they drive still run under -race: in every other integration
+// test, on small exports, and in-process in internal/export's and
+// internal/destination's -race unit tests. The test process itself stays
+// under -race. docs/CI.md lists the tests.
+func volumeTest(t *testing.T) { t.Helper(); volumeTests.Store(t.Name(), true) }
+
+func isVolumeTest(t *testing.T) bool {
+	for name := t.Name(); name != ""; {
+		if _, ok := volumeTests.Load(name); ok {
+			return true
+		}
+		i := strings.LastIndexByte(name, '/')
+		if i < 0 {
+			break
+		}
+		name = name[:i]
+	}
+	return false
+}
+
 func needCPU(t *testing.T, n int) (release func()) {
 	t.Helper()
 	start := time.Now()
@@ -267,6 +296,9 @@ func (s *Server) start(extra ...string) {
 	bin := s.Bin
 	if bin == "" {
 		bin = binPath
+		if isVolumeTest(t) {
+			bin = toolPath
+		}
 	}
 	p, err := testenv.StartServerProcess(bin, args, append(slices.Clone(s.env), "GORACE=halt_on_error=1"), 60*time.Second)
 	if err != nil {

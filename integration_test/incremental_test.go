@@ -31,6 +31,7 @@ func TestIncrementalExactlyOnce(t *testing.T) {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()
 			heavyTest(t)
+			volumeTest(t)
 			s := StartServer(t, backend)
 			testIncrementalExactlyOnce(t, s)
 		})

@@ -89,6 +89,7 @@ const pfRows = 60_000
 func TestPGFaultDuringRun(t *testing.T) {
 	t.Parallel()
 	heavyTest(t)
+	volumeTest(t)
 	s, proxy, db := pfStart(t, "--notify-allowed-domains", "example.com")
 	replica := s.Replica(t, "--notify-allowed-domains", "example.com")
 	xfLogsOnFailure(t, replica)

@@ -84,6 +84,7 @@ func (th *sdThrottle) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func TestStorageSlowDown(t *testing.T) {
 	t.Parallel()
 	heavyTest(t)
+	volumeTest(t)
 	s := StartServer(t, "sqlite", "--notify-allowed-domains", "example.com")
 	e := xfEnv{t, s}
 	xfLogsOnFailure(t, s)
