@@ -52,13 +52,26 @@ func TestOperationsAlertRules(t *testing.T) {
 		t.Fatalf("send now ended %v", last.GetPhase())
 	}
 
-	exported := map[string]bool{}
+	// The run's counters are recorded as it ends, which may trail its
+	// terminal message on the stream: scrape until every series the rules
+	// use is there, for up to 10 s.
+	var exported map[string]bool
 	var gauge string
-	for series := range scrapeMetrics(t, s) {
-		name, _, _ := strings.Cut(series, "{")
-		exported[name] = true
-		if name == "auditexport_schedule_last_success_timestamp_seconds" && strings.Contains(series, schID) {
-			gauge = series
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		exported, gauge = map[string]bool{}, ""
+		for series := range scrapeMetrics(t, s) {
+			name, _, _ := strings.Cut(series, "{")
+			exported[name] = true
+			if name == "auditexport_schedule_last_success_timestamp_seconds" && strings.Contains(series, schID) {
+				gauge = series
+			}
+		}
+		missing := gauge == ""
+		for m := range used {
+			missing = missing || !exported[m]
+		}
+		if !missing || time.Now().After(deadline) {
+			break
 		}
 	}
 	for m := range used {
