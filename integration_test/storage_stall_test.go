@@ -1,7 +1,6 @@
 package integration_test
 
 import (
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -70,7 +69,7 @@ func TestStorageStall(t *testing.T) {
 			t.Errorf("stream provider message %q, run %q", end.GetError().GetProviderMessage(), pm)
 		}
 		xfFailureMail(t, mp, xs.RunID(), st.schNam, pm)
-		failedKey := sfUnconfirmedOnly(t, st, run)
+		failedKey := sfFailedRunOwnOnly(t, st, run)
 		var running int
 		if err := e.s.OpenDB().QueryRow("SELECT COUNT(*) FROM export_runs WHERE state IN ('QUEUED','RUNNING')").Scan(&running); err != nil {
 			t.Fatal(err)
@@ -87,7 +86,7 @@ func TestStorageStall(t *testing.T) {
 		st.proxy.Thaw()
 		st.proxy.Cut()
 		sfNoLeftovers(t, st, 60*time.Second, failedKey)
-		sfWaitFor(t, "no object of the failed run", 60*time.Second, func() bool { return !slices.Contains(st.objects(t), failedKey) })
+		sfFailedRunGone(t, st, failedKey)
 		heavyPhase(t)
 		xs2 := e.sendNow(st.schID)
 		sfCheckSucceeded(t, e, st, xs2, xs2.Terminal(60*time.Second))

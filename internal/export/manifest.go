@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"gocloud.dev/blob"
 	"gocloud.dev/gcerrors"
@@ -60,6 +61,9 @@ func (r *Runner) writeManifest(ctx context.Context, j *job, bucket *blob.Bucket,
 		return &RunError{Code: ManifestFailedCode, Message: "signing or recording the export's manifest failed; the object was stored without it"}
 	}
 	key := j.key + manifest.Suffix
+	// Should the run fail after all, a manifest this upload stored (or the
+	// store committed without answering) is removed with the object.
+	j.madeOrMayHave(key, int64(len(file)), time.Now())
 	// Upload, not WriteAll: see Runner.upload (gocloud's azureblob writer
 	// panics in Close after a failed upload).
 	err = bucket.Upload(ctx, key, bytes.NewReader(file), destination.Retain(&blob.WriterOptions{ContentType: "application/json", IfNotExist: true},

@@ -1,8 +1,10 @@
 package export
 
 import (
+	"bytes"
 	"context"
 	"database/sql/driver"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -272,10 +274,11 @@ type job struct {
 	// that could not be aborted yet (see abortUploads).
 	bucketName string
 	unaborted  []pendingAbort
-	// unconfirmed: an attempt sent the whole object and asked the store
-	// to commit it, and the answer never came (see upload); if the run
-	// fails, the object it may have made is removed (RemoveUnconfirmed).
-	unconfirmed *pendingAbort
+	// made: the objects this run's attempts stored or may have stored
+	// (its object, its manifest), with their size and the earliest upload
+	// start; if the run ends FAILED or CANCELED, they are removed
+	// (see madeOrMayHave and RemoveUnconfirmed).
+	made []pendingAbort
 	// started is when execute began (the run's start_time, see load).
 	started time.Time
 }
@@ -565,13 +568,16 @@ func (r *Runner) run(ctx context.Context, j *job, skipped *bool) (_ Stats, err e
 	}
 	j.bucketName = base.Bucket
 	defer func() {
-		if err != nil && j.unconfirmed != nil {
-			// The run failed (or was canceled) after an attempt whose
-			// commit was never confirmed: the object it may have made
-			// would be an export without a SUCCEEDED run (and without
-			// its manifest). Removed like a multipart upload, now or
-			// once the store answers again.
-			j.unaborted = append(j.unaborted, *j.unconfirmed)
+		var re *RunError
+		if err != nil && !(errors.As(err, &re) && (re.Code == ManifestExistsCode || re.Code == ManifestFailedCode)) {
+			// The run failed (or was canceled) after an attempt stored
+			// its object, or may have (the store committed without the
+			// answer reaching us): that object would be an export
+			// without a SUCCEEDED run, and without its manifest.
+			// Removed like a multipart upload, now or once the store
+			// answers again. (MANIFEST_EXISTS and MANIFEST_FAILED say
+			// the object was stored: it stays.)
+			j.unaborted = append(j.unaborted, j.made...)
 		}
 		if err != nil && destination.StagesBlocks(bucket) {
 			// Azure: the blocks a failed attempt staged stay uncommitted
@@ -682,7 +688,7 @@ func dbUnreachable(err error) bool {
 // credentials). The Upload path hands the reader to the driver and has no
 // such pipe.
 func (r *Runner) upload(ctx context.Context, j *job, bucket *blob.Bucket) (Stats, error) {
-	uploadStart := r.now()
+	uploadStart := time.Now() // the store's clock, not the scheduler's (a dev clock may run fast)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	pr, pw := io.Pipe()
@@ -729,11 +735,45 @@ func (r *Runner) upload(ctx context.Context, j *job, bucket *blob.Bucket) (Stats
 			// the store to commit: a refusal is an answer, but a
 			// transient failure (a reset, a stall, a 5xx) or a cancel
 			// leaves the outcome unknown.
-			j.unconfirmed = &pendingAbort{key: j.key, remove: true, size: st.Bytes, since: uploadStart}
+			j.madeOrMayHave(j.key, st.Bytes, uploadStart)
 		}
 		return st, err
 	}
+	j.madeOrMayHave(j.key, st.Bytes, uploadStart)
+	if err := r.checkStored(ctx, j, bucket, st); err != nil {
+		return st, err
+	}
 	return st, nil
+}
+
+// checkStored compares the MD5 GCS reports for the object just stored with
+// the MD5 of the bytes the run sent. A resumable upload that the client
+// resumed after a connection reset inside a chunk was seen (against
+// fake-gcs-server, TestStorageFaultFlap) to store an object that differs
+// from what was sent, while the upload reported success. A mismatch
+// deletes that object (this attempt made it: the create is conditional)
+// and fails the attempt as a transient error, so the run sends it again.
+// Other providers: S3's ETag is an MD5 only for unencrypted single-part
+// uploads and Azure stores none for a block list, so nothing comparable
+// comes back without another full read.
+func (r *Runner) checkStored(ctx context.Context, j *job, bucket *blob.Bucket, st Stats) error {
+	if destination.Provider(j.integ.Provider) != destination.GCS || len(st.MD5) == 0 {
+		return nil
+	}
+	a, err := bucket.Attributes(ctx, j.key)
+	if err != nil {
+		return err
+	}
+	if len(a.MD5) == 0 || bytes.Equal(a.MD5, st.MD5) {
+		return nil
+	}
+	r.log.Error("the stored object differs from what was sent; deleting it and sending it again", "run_id", j.run.ID, "key", j.key,
+		"sent_md5", hex.EncodeToString(st.MD5), "stored_md5", hex.EncodeToString(a.MD5), "stored_size", a.Size, "sent_size", st.Bytes)
+	if err := bucket.Delete(context.WithoutCancel(ctx), j.key); err != nil {
+		return fmt.Errorf("the stored object's MD5 %x differs from the MD5 %x of the %d bytes sent (corrupted in transit), and deleting it failed: %w",
+			a.MD5, st.MD5, st.Bytes, err)
+	}
+	return fmt.Errorf("the stored object's MD5 %x differs from the MD5 %x of the %d bytes sent (corrupted in transit); it was deleted", a.MD5, st.MD5, st.Bytes)
 }
 
 // noteUnaborted makes sure a failed S3 multipart upload is aborted. The SDK
@@ -754,14 +794,29 @@ func (r *Runner) noteUnaborted(ctx context.Context, j *job, bucket *blob.Bucket,
 // pendingAbort is a multipart upload of key that could not be aborted yet
 // (the key is kept with it: a Send now may move to another key after).
 //
-// With remove set it is instead an object whose commit was never confirmed
-// (job.unconfirmed), to be deleted if it exists with that size and was
+// With remove set it is instead an object a failed run stored or may have
+// stored (job.made), to be deleted if it exists with that size and was
 // written since (destination.RemoveUnconfirmed).
 type pendingAbort struct {
 	key, id string
 	remove  bool
 	size    int64
 	since   time.Time
+}
+
+// madeOrMayHave notes that an upload of size bytes to key, started at
+// since, stored or may have stored an object (an earlier start is kept).
+func (j *job) madeOrMayHave(key string, size int64, since time.Time) {
+	for i, u := range j.made {
+		if u.key == key {
+			j.made[i].size = size
+			if since.Before(u.since) {
+				j.made[i].since = since
+			}
+			return
+		}
+	}
+	j.made = append(j.made, pendingAbort{key: key, remove: true, size: size, since: since})
 }
 
 // settle aborts u's multipart upload, or removes u's unconfirmed object;
@@ -777,7 +832,7 @@ func (u pendingAbort) settle(ctx context.Context, bucket *blob.Bucket, bucketNam
 func (r *Runner) logSettled(runID string, u pendingAbort, removed bool, later bool) {
 	switch {
 	case removed:
-		r.log.Warn("removed the object of a failed run: its upload's commit was never confirmed, and the store had made it", "run_id", runID, "key", u.key)
+		r.log.Warn("removed an object of a failed run (stored by an attempt, or committed by the store without an answer)", "run_id", runID, "key", u.key)
 	case u.remove:
 	case later:
 		r.log.Info("aborted the multipart upload of a finished run", "run_id", runID, "upload_id", u.id)
@@ -827,7 +882,7 @@ func (r *Runner) abortLater(j *job) {
 			if r.now().After(deadline) {
 				for _, u := range pending {
 					if u.remove {
-						r.log.Error("gave up removing the object a failed run may have made (its commit was never confirmed); check the key", "run_id", runID, "key", u.key)
+						r.log.Error("gave up removing an object a failed run stored or may have stored; check the key", "run_id", runID, "key", u.key)
 						continue
 					}
 					r.log.Error("gave up aborting a failed multipart upload; its parts stay until a bucket lifecycle rule removes them", "run_id", runID, "upload_id", u.id, "key", u.key)
