@@ -2,6 +2,7 @@ package export
 
 import (
 	"context"
+	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -41,18 +42,22 @@ type Stats struct {
 	Rows     int64
 	Bytes    int64
 	Checksum string // sha256:<hex> of the bytes written
+	// MD5 of the bytes written: what GCS reports for a stored object
+	// (Runner.checkStored).
+	MD5 []byte
 }
 
 // countingWriter counts and hashes what reaches the destination.
 type countingWriter struct {
-	w io.Writer
-	h hash.Hash
-	c *Counters
+	w      io.Writer
+	h, md5 hash.Hash
+	c      *Counters
 }
 
 func (cw *countingWriter) Write(p []byte) (int, error) {
 	n, err := cw.w.Write(p)
 	cw.h.Write(p[:n])
+	cw.md5.Write(p[:n])
 	cw.c.Bytes.Add(int64(n))
 	return n, err
 }
@@ -88,7 +93,7 @@ func Write(ctx context.Context, d *db.DB, p Plan, dst io.Writer, c *Counters) (S
 	if p.Format == Parquet && p.Compression != None && p.Compression != "" {
 		return Stats{}, fmt.Errorf("parquet compresses internally; compression must be NONE")
 	}
-	cw := &countingWriter{w: dst, h: sha256.New(), c: c}
+	cw := &countingWriter{w: dst, h: sha256.New(), md5: md5.New(), c: c}
 	comp, err := compressor(p.Compression, cw)
 	if err != nil {
 		return Stats{}, err
@@ -119,7 +124,7 @@ func Write(ctx context.Context, d *db.DB, p Plan, dst io.Writer, c *Counters) (S
 	if err := comp.Close(); err != nil {
 		return Stats{}, err
 	}
-	return Stats{Rows: rows, Bytes: c.Bytes.Load(), Checksum: "sha256:" + hex.EncodeToString(cw.h.Sum(nil))}, nil
+	return Stats{Rows: rows, Bytes: c.Bytes.Load(), Checksum: "sha256:" + hex.EncodeToString(cw.h.Sum(nil)), MD5: cw.md5.Sum(nil)}, nil
 }
 
 // beforeStream, when set (tests only), runs on the reading goroutine before
