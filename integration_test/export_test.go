@@ -473,6 +473,7 @@ const serviceAccountJSON = `{"type":"service_account","client_email":"it@example
 func TestSendNowProviders(t *testing.T) {
 	t.Parallel()
 	heavyTest(t)
+	volumeTest(t) // 16 exports of 20k rows; TestVerifiableExports drives all four providers under -race
 	s := startExportServer(t)
 	seedEvents(t, s, 20000)
 	cutoff := time.Now().UTC() // before any API call: the element's result is static
