@@ -83,21 +83,28 @@ func UploadOptions(o OpenOptions, wo *blob.WriterOptions) *blob.WriterOptions {
 		wo = &blob.WriterOptions{}
 	}
 	if d := o.GCSChunkRetryDeadline; d > 0 {
-		prev := wo.BeforeWrite
-		wo.BeforeWrite = func(as func(any) bool) error {
-			if prev != nil {
-				if err := prev(as); err != nil {
-					return err
-				}
-			}
+		thenBeforeWrite(wo, func(as func(any) bool) error {
 			var w *storage.Writer
 			if as(&w) {
 				w.ChunkRetryDeadline = d
 			}
 			return nil
-		}
+		})
 	}
 	return wo
+}
+
+// thenBeforeWrite makes o's BeforeWrite run f after what it already ran.
+func thenBeforeWrite(o *blob.WriterOptions, f func(as func(any) bool) error) {
+	prev := o.BeforeWrite
+	o.BeforeWrite = func(as func(any) bool) error {
+		if prev != nil {
+			if err := prev(as); err != nil {
+				return err
+			}
+		}
+		return f(as)
+	}
 }
 
 // httpClient returns the one HTTP client every SDK gets to reach a

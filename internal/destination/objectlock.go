@@ -26,13 +26,7 @@ func Retain(o *blob.WriterOptions, lock ObjectLock, now time.Time) *blob.WriterO
 		o = &blob.WriterOptions{}
 	}
 	until := now.Add(time.Duration(lock.Days) * 24 * time.Hour).UTC()
-	prev := o.BeforeWrite
-	o.BeforeWrite = func(as func(any) bool) error {
-		if prev != nil {
-			if err := prev(as); err != nil {
-				return err
-			}
-		}
+	thenBeforeWrite(o, func(as func(any) bool) error {
 		var in *transfermanager.UploadObjectInput
 		if !as(&in) {
 			return fmt.Errorf("object lock: the destination is not S3 (only S3 Object Lock is supported)")
@@ -41,7 +35,7 @@ func Retain(o *blob.WriterOptions, lock ObjectLock, now time.Time) *blob.WriterO
 		in.ObjectLockRetainUntilDate = aws.Time(until)
 		in.ChecksumAlgorithm = tmtypes.ChecksumAlgorithmCrc32
 		return nil
-	}
+	})
 	return o
 }
 

@@ -848,7 +848,7 @@ func (r *Runner) abortUploads(ctx context.Context, j *job, bucket *blob.Bucket) 
 		removed, err := u.settle(actx, bucket, j.bucketName)
 		cancel()
 		if err != nil {
-			r.log.Warn("aborting a failed multipart upload failed; will retry", "run_id", j.run.ID, "upload_id", u.id, "key", u.key, "err", destination.Message(err))
+			r.log.Warn("cleaning up after a failed upload failed (multipart abort, or removing the failed run's object); will retry", "run_id", j.run.ID, "upload_id", u.id, "key", u.key, "err", destination.Message(err))
 			left = append(left, u)
 			continue
 		}
