@@ -172,9 +172,8 @@ func TestConsoleServing(t *testing.T) {
 // a reload during a slow Send now, a provider error in the run history, a
 // VIEWER refused admin pages), runs axe-core on every page (no serious or
 // critical violation), checks that no request leaves the server's origin and
-// that the CSP reports nothing, and saves a screenshot of every page: into
-// the test's temporary directory, or into docs/console/ with
-// CONSOLE_UPDATE_SCREENSHOTS=1 (a test run leaves the checkout unchanged).
+// that the CSP reports nothing, and saves a screenshot of every page into
+// docs/console/.
 func TestConsoleBrowser(t *testing.T) {
 	t.Parallel()
 	heavyTest(t)
@@ -189,12 +188,9 @@ func TestConsoleBrowser(t *testing.T) {
 	slow.SetBandwidth(400 << 10)
 	seedEvents(t, s, 15000)
 
-	shots := t.TempDir()
-	if os.Getenv("CONSOLE_UPDATE_SCREENSHOTS") != "" {
-		shots = filepath.Join(repoRoot, "docs", "console")
-		if err := os.MkdirAll(shots, 0o755); err != nil {
-			t.Fatal(err)
-		}
+	shots := filepath.Join(repoRoot, "docs", "console")
+	if err := os.MkdirAll(shots, 0o755); err != nil {
+		t.Fatal(err)
 	}
 	// Alone it takes ~2 minutes; the bound leaves room for a loaded CI machine.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
