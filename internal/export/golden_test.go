@@ -3,6 +3,7 @@ package export_test
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
 	"flag"
@@ -140,8 +141,9 @@ func TestExportGolden(t *testing.T) {
 		ctx := testenv.NewOrg(t, d, "golden@example.com").Ctx
 		first, last := insertGolden(t, ctx, d)
 		got := map[string]string{}
-		for _, c := range goldenCases() {
+		for i, c := range goldenCases() {
 			p := c.plan(first, last)
+			p.MD5 = i%2 == 0 // a GCS destination's plan
 			var buf bytes.Buffer
 			var cnt export.Counters
 			st, err := export.Write(ctx, d, p, &buf, &cnt)
@@ -151,6 +153,9 @@ func TestExportGolden(t *testing.T) {
 			sum := sha256.Sum256(buf.Bytes())
 			if st.Checksum != "sha256:"+hex.EncodeToString(sum[:]) || st.Bytes != int64(buf.Len()) {
 				t.Errorf("%s: stats %+v do not describe the %d bytes written", c.name, st, buf.Len())
+			}
+			if m := md5.Sum(buf.Bytes()); p.MD5 && !bytes.Equal(st.MD5, m[:]) || !p.MD5 && st.MD5 != nil {
+				t.Errorf("%s: MD5 %x with Plan.MD5 %v; the bytes' MD5 is %x", c.name, st.MD5, p.MD5, m)
 			}
 			got[c.name] = fmt.Sprintf("%x %d", sum, st.Rows)
 			if p.Format == export.Parquet {

@@ -29,6 +29,9 @@ type Plan struct {
 	// Rows with insert sequence in (SeqFrom, SeqTo]. SeqTo is always set so
 	// that a run exports a consistent cut of a table that keeps growing.
 	SeqFrom, SeqTo int64
+	// MD5: also hash the bytes with MD5 (Stats.MD5), for a destination
+	// that reports the stored object's MD5 (GCS: Runner.checkStored).
+	MD5 bool
 }
 
 // Counters are updated while an export runs and may be read concurrently.
@@ -57,9 +60,18 @@ type countingWriter struct {
 func (cw *countingWriter) Write(p []byte) (int, error) {
 	n, err := cw.w.Write(p)
 	cw.h.Write(p[:n])
-	cw.md5.Write(p[:n])
+	if cw.md5 != nil {
+		cw.md5.Write(p[:n])
+	}
 	cw.c.Bytes.Add(int64(n))
 	return n, err
+}
+
+func (cw *countingWriter) sumMD5() []byte {
+	if cw.md5 == nil {
+		return nil
+	}
+	return cw.md5.Sum(nil)
 }
 
 // compressor wraps w; its Close finishes the stream but not w.
@@ -93,7 +105,10 @@ func Write(ctx context.Context, d *db.DB, p Plan, dst io.Writer, c *Counters) (S
 	if p.Format == Parquet && p.Compression != None && p.Compression != "" {
 		return Stats{}, fmt.Errorf("parquet compresses internally; compression must be NONE")
 	}
-	cw := &countingWriter{w: dst, h: sha256.New(), md5: md5.New(), c: c}
+	cw := &countingWriter{w: dst, h: sha256.New(), c: c}
+	if p.MD5 {
+		cw.md5 = md5.New()
+	}
 	comp, err := compressor(p.Compression, cw)
 	if err != nil {
 		return Stats{}, err
@@ -124,7 +139,7 @@ func Write(ctx context.Context, d *db.DB, p Plan, dst io.Writer, c *Counters) (S
 	if err := comp.Close(); err != nil {
 		return Stats{}, err
 	}
-	return Stats{Rows: rows, Bytes: c.Bytes.Load(), Checksum: "sha256:" + hex.EncodeToString(cw.h.Sum(nil)), MD5: cw.md5.Sum(nil)}, nil
+	return Stats{Rows: rows, Bytes: c.Bytes.Load(), Checksum: "sha256:" + hex.EncodeToString(cw.h.Sum(nil)), MD5: cw.sumMD5()}, nil
 }
 
 // beforeStream, when set (tests only), runs on the reading goroutine before

@@ -461,7 +461,7 @@ func (r *Runner) load(ctx context.Context, runID string, j *job) error {
 		asOf = periodEnd
 	}
 	j.plan = Plan{Spec: j.el.Spec, Now: asOf, Format: string(j.sc.Format), Compression: string(j.sc.Compression),
-		EscapeFormulas: j.sc.CsvEscapeFormulas, SeqFrom: from, SeqTo: to}
+		EscapeFormulas: j.sc.CsvEscapeFormulas, SeqFrom: from, SeqTo: to, MD5: destination.Provider(j.integ.Provider) == destination.GCS}
 	uri, err := destination.Render(j.sc.URI, destination.Vars{Time: asOf, PeriodStart: periodStart, PeriodEnd: periodEnd,
 		RunID: j.run.ID, ScheduleID: j.sc.ID, Zone: j.zone})
 	if err != nil {
