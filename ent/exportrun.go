@@ -3,6 +3,7 @@
 package ent
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"entgo.io/ent"
 	"entgo.io/ent/dialect/sql"
 	"github.com/auditexport/auditexport/ent/exportrun"
+	"github.com/auditexport/auditexport/internal/leftover"
 )
 
 // ExportRun is the model entity for the ExportRun schema.
@@ -73,6 +75,8 @@ type ExportRun struct {
 	Manifest []byte `json:"manifest,omitempty"`
 	// ManifestURI holds the value of the "manifest_uri" field.
 	ManifestURI string `json:"manifest_uri,omitempty"`
+	// Leftovers holds the value of the "leftovers" field.
+	Leftovers []leftover.Object `json:"leftovers,omitempty"`
 	// StartTime holds the value of the "start_time" field.
 	StartTime *time.Time `json:"start_time,omitempty"`
 	// FinishTime holds the value of the "finish_time" field.
@@ -85,7 +89,7 @@ func (*ExportRun) scanValues(columns []string) ([]any, error) {
 	values := make([]any, len(columns))
 	for i := range columns {
 		switch columns[i] {
-		case exportrun.FieldManifest:
+		case exportrun.FieldManifest, exportrun.FieldLeftovers:
 			values[i] = new([]byte)
 		case exportrun.FieldCancelRequested:
 			values[i] = new(sql.NullBool)
@@ -288,6 +292,14 @@ func (_m *ExportRun) assignValues(columns []string, values []any) error {
 			} else if value.Valid {
 				_m.ManifestURI = value.String
 			}
+		case exportrun.FieldLeftovers:
+			if value, ok := values[i].(*[]byte); !ok {
+				return fmt.Errorf("unexpected type %T for field leftovers", values[i])
+			} else if value != nil && len(*value) > 0 {
+				if err := json.Unmarshal(*value, &_m.Leftovers); err != nil {
+					return fmt.Errorf("unmarshal field leftovers: %w", err)
+				}
+			}
 		case exportrun.FieldStartTime:
 			if value, ok := values[i].(*sql.NullTime); !ok {
 				return fmt.Errorf("unexpected type %T for field start_time", values[i])
@@ -429,6 +441,9 @@ func (_m *ExportRun) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("manifest_uri=")
 	builder.WriteString(_m.ManifestURI)
+	builder.WriteString(", ")
+	builder.WriteString("leftovers=")
+	builder.WriteString(fmt.Sprintf("%v", _m.Leftovers))
 	builder.WriteString(", ")
 	if v := _m.StartTime; v != nil {
 		builder.WriteString("start_time=")

@@ -13,6 +13,7 @@ import (
 	"entgo.io/ent/dialect/sql/sqlgraph"
 	"entgo.io/ent/schema/field"
 	"github.com/auditexport/auditexport/ent/exportrun"
+	"github.com/auditexport/auditexport/internal/leftover"
 )
 
 // ExportRunCreate is the builder for creating a ExportRun entity.
@@ -380,6 +381,12 @@ func (_c *ExportRunCreate) SetNillableManifestURI(v *string) *ExportRunCreate {
 	if v != nil {
 		_c.SetManifestURI(*v)
 	}
+	return _c
+}
+
+// SetLeftovers sets the "leftovers" field.
+func (_c *ExportRunCreate) SetLeftovers(v []leftover.Object) *ExportRunCreate {
+	_c.mutation.SetLeftovers(v)
 	return _c
 }
 
@@ -792,6 +799,10 @@ func (_c *ExportRunCreate) createSpec() (*ExportRun, *sqlgraph.CreateSpec) {
 		_spec.SetField(exportrun.FieldManifestURI, field.TypeString, value)
 		_node.ManifestURI = value
 	}
+	if value, ok := _c.mutation.Leftovers(); ok {
+		_spec.SetField(exportrun.FieldLeftovers, field.TypeJSON, value)
+		_node.Leftovers = value
+	}
 	if value, ok := _c.mutation.StartTime(); ok {
 		_spec.SetField(exportrun.FieldStartTime, field.TypeTime, value)
 		_node.StartTime = &value
@@ -1185,6 +1196,24 @@ func (u *ExportRunUpsert) SetManifestURI(v string) *ExportRunUpsert {
 // UpdateManifestURI sets the "manifest_uri" field to the value that was provided on create.
 func (u *ExportRunUpsert) UpdateManifestURI() *ExportRunUpsert {
 	u.SetExcluded(exportrun.FieldManifestURI)
+	return u
+}
+
+// SetLeftovers sets the "leftovers" field.
+func (u *ExportRunUpsert) SetLeftovers(v []leftover.Object) *ExportRunUpsert {
+	u.Set(exportrun.FieldLeftovers, v)
+	return u
+}
+
+// UpdateLeftovers sets the "leftovers" field to the value that was provided on create.
+func (u *ExportRunUpsert) UpdateLeftovers() *ExportRunUpsert {
+	u.SetExcluded(exportrun.FieldLeftovers)
+	return u
+}
+
+// ClearLeftovers clears the value of the "leftovers" field.
+func (u *ExportRunUpsert) ClearLeftovers() *ExportRunUpsert {
+	u.SetNull(exportrun.FieldLeftovers)
 	return u
 }
 
@@ -1676,6 +1705,27 @@ func (u *ExportRunUpsertOne) SetManifestURI(v string) *ExportRunUpsertOne {
 func (u *ExportRunUpsertOne) UpdateManifestURI() *ExportRunUpsertOne {
 	return u.Update(func(s *ExportRunUpsert) {
 		s.UpdateManifestURI()
+	})
+}
+
+// SetLeftovers sets the "leftovers" field.
+func (u *ExportRunUpsertOne) SetLeftovers(v []leftover.Object) *ExportRunUpsertOne {
+	return u.Update(func(s *ExportRunUpsert) {
+		s.SetLeftovers(v)
+	})
+}
+
+// UpdateLeftovers sets the "leftovers" field to the value that was provided on create.
+func (u *ExportRunUpsertOne) UpdateLeftovers() *ExportRunUpsertOne {
+	return u.Update(func(s *ExportRunUpsert) {
+		s.UpdateLeftovers()
+	})
+}
+
+// ClearLeftovers clears the value of the "leftovers" field.
+func (u *ExportRunUpsertOne) ClearLeftovers() *ExportRunUpsertOne {
+	return u.Update(func(s *ExportRunUpsert) {
+		s.ClearLeftovers()
 	})
 }
 
@@ -2340,6 +2390,27 @@ func (u *ExportRunUpsertBulk) SetManifestURI(v string) *ExportRunUpsertBulk {
 func (u *ExportRunUpsertBulk) UpdateManifestURI() *ExportRunUpsertBulk {
 	return u.Update(func(s *ExportRunUpsert) {
 		s.UpdateManifestURI()
+	})
+}
+
+// SetLeftovers sets the "leftovers" field.
+func (u *ExportRunUpsertBulk) SetLeftovers(v []leftover.Object) *ExportRunUpsertBulk {
+	return u.Update(func(s *ExportRunUpsert) {
+		s.SetLeftovers(v)
+	})
+}
+
+// UpdateLeftovers sets the "leftovers" field to the value that was provided on create.
+func (u *ExportRunUpsertBulk) UpdateLeftovers() *ExportRunUpsertBulk {
+	return u.Update(func(s *ExportRunUpsert) {
+		s.UpdateLeftovers()
+	})
+}
+
+// ClearLeftovers clears the value of the "leftovers" field.
+func (u *ExportRunUpsertBulk) ClearLeftovers() *ExportRunUpsertBulk {
+	return u.Update(func(s *ExportRunUpsert) {
+		s.ClearLeftovers()
 	})
 }
 

@@ -10,9 +10,11 @@ import (
 
 	"entgo.io/ent/dialect/sql"
 	"entgo.io/ent/dialect/sql/sqlgraph"
+	"entgo.io/ent/dialect/sql/sqljson"
 	"entgo.io/ent/schema/field"
 	"github.com/auditexport/auditexport/ent/exportrun"
 	"github.com/auditexport/auditexport/ent/predicate"
+	"github.com/auditexport/auditexport/internal/leftover"
 )
 
 // ExportRunUpdate is the builder for updating ExportRun entities.
@@ -409,6 +411,24 @@ func (_u *ExportRunUpdate) SetNillableManifestURI(v *string) *ExportRunUpdate {
 	return _u
 }
 
+// SetLeftovers sets the "leftovers" field.
+func (_u *ExportRunUpdate) SetLeftovers(v []leftover.Object) *ExportRunUpdate {
+	_u.mutation.SetLeftovers(v)
+	return _u
+}
+
+// AppendLeftovers appends value to the "leftovers" field.
+func (_u *ExportRunUpdate) AppendLeftovers(v []leftover.Object) *ExportRunUpdate {
+	_u.mutation.AppendLeftovers(v)
+	return _u
+}
+
+// ClearLeftovers clears the value of the "leftovers" field.
+func (_u *ExportRunUpdate) ClearLeftovers() *ExportRunUpdate {
+	_u.mutation.ClearLeftovers()
+	return _u
+}
+
 // SetStartTime sets the "start_time" field.
 func (_u *ExportRunUpdate) SetStartTime(v time.Time) *ExportRunUpdate {
 	_u.mutation.SetStartTime(v)
@@ -610,6 +630,17 @@ func (_u *ExportRunUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if value, ok := _u.mutation.ManifestURI(); ok {
 		_spec.SetField(exportrun.FieldManifestURI, field.TypeString, value)
+	}
+	if value, ok := _u.mutation.Leftovers(); ok {
+		_spec.SetField(exportrun.FieldLeftovers, field.TypeJSON, value)
+	}
+	if value, ok := _u.mutation.AppendedLeftovers(); ok {
+		_spec.AddModifier(func(u *sql.UpdateBuilder) {
+			sqljson.Append(u, exportrun.FieldLeftovers, value)
+		})
+	}
+	if _u.mutation.LeftoversCleared() {
+		_spec.ClearField(exportrun.FieldLeftovers, field.TypeJSON)
 	}
 	if value, ok := _u.mutation.StartTime(); ok {
 		_spec.SetField(exportrun.FieldStartTime, field.TypeTime, value)
@@ -1025,6 +1056,24 @@ func (_u *ExportRunUpdateOne) SetNillableManifestURI(v *string) *ExportRunUpdate
 	return _u
 }
 
+// SetLeftovers sets the "leftovers" field.
+func (_u *ExportRunUpdateOne) SetLeftovers(v []leftover.Object) *ExportRunUpdateOne {
+	_u.mutation.SetLeftovers(v)
+	return _u
+}
+
+// AppendLeftovers appends value to the "leftovers" field.
+func (_u *ExportRunUpdateOne) AppendLeftovers(v []leftover.Object) *ExportRunUpdateOne {
+	_u.mutation.AppendLeftovers(v)
+	return _u
+}
+
+// ClearLeftovers clears the value of the "leftovers" field.
+func (_u *ExportRunUpdateOne) ClearLeftovers() *ExportRunUpdateOne {
+	_u.mutation.ClearLeftovers()
+	return _u
+}
+
 // SetStartTime sets the "start_time" field.
 func (_u *ExportRunUpdateOne) SetStartTime(v time.Time) *ExportRunUpdateOne {
 	_u.mutation.SetStartTime(v)
@@ -1256,6 +1305,17 @@ func (_u *ExportRunUpdateOne) sqlSave(ctx context.Context) (_node *ExportRun, er
 	}
 	if value, ok := _u.mutation.ManifestURI(); ok {
 		_spec.SetField(exportrun.FieldManifestURI, field.TypeString, value)
+	}
+	if value, ok := _u.mutation.Leftovers(); ok {
+		_spec.SetField(exportrun.FieldLeftovers, field.TypeJSON, value)
+	}
+	if value, ok := _u.mutation.AppendedLeftovers(); ok {
+		_spec.AddModifier(func(u *sql.UpdateBuilder) {
+			sqljson.Append(u, exportrun.FieldLeftovers, value)
+		})
+	}
+	if _u.mutation.LeftoversCleared() {
+		_spec.ClearField(exportrun.FieldLeftovers, field.TypeJSON)
 	}
 	if value, ok := _u.mutation.StartTime(); ok {
 		_spec.SetField(exportrun.FieldStartTime, field.TypeTime, value)

@@ -26,6 +26,7 @@ import (
 	"github.com/auditexport/auditexport/ent/user"
 	"github.com/auditexport/auditexport/ent/workbook"
 	"github.com/auditexport/auditexport/internal/elemspec"
+	"github.com/auditexport/auditexport/internal/leftover"
 )
 
 const (
@@ -3989,6 +3990,8 @@ type ExportRunMutation struct {
 	dedup_key        *string
 	manifest         *[]byte
 	manifest_uri     *string
+	leftovers        *[]leftover.Object
+	appendleftovers  []leftover.Object
 	start_time       *time.Time
 	finish_time      *time.Time
 	clearedFields    map[string]struct{}
@@ -5294,6 +5297,71 @@ func (m *ExportRunMutation) ResetManifestURI() {
 	m.manifest_uri = nil
 }
 
+// SetLeftovers sets the "leftovers" field.
+func (m *ExportRunMutation) SetLeftovers(l []leftover.Object) {
+	m.leftovers = &l
+	m.appendleftovers = nil
+}
+
+// Leftovers returns the value of the "leftovers" field in the mutation.
+func (m *ExportRunMutation) Leftovers() (r []leftover.Object, exists bool) {
+	v := m.leftovers
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLeftovers returns the old "leftovers" field's value of the ExportRun entity.
+// If the ExportRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ExportRunMutation) OldLeftovers(ctx context.Context) (v []leftover.Object, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLeftovers is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLeftovers requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLeftovers: %w", err)
+	}
+	return oldValue.Leftovers, nil
+}
+
+// AppendLeftovers adds l to the "leftovers" field.
+func (m *ExportRunMutation) AppendLeftovers(l []leftover.Object) {
+	m.appendleftovers = append(m.appendleftovers, l...)
+}
+
+// AppendedLeftovers returns the list of values that were appended to the "leftovers" field in this mutation.
+func (m *ExportRunMutation) AppendedLeftovers() ([]leftover.Object, bool) {
+	if len(m.appendleftovers) == 0 {
+		return nil, false
+	}
+	return m.appendleftovers, true
+}
+
+// ClearLeftovers clears the value of the "leftovers" field.
+func (m *ExportRunMutation) ClearLeftovers() {
+	m.leftovers = nil
+	m.appendleftovers = nil
+	m.clearedFields[exportrun.FieldLeftovers] = struct{}{}
+}
+
+// LeftoversCleared returns if the "leftovers" field was cleared in this mutation.
+func (m *ExportRunMutation) LeftoversCleared() bool {
+	_, ok := m.clearedFields[exportrun.FieldLeftovers]
+	return ok
+}
+
+// ResetLeftovers resets all changes to the "leftovers" field.
+func (m *ExportRunMutation) ResetLeftovers() {
+	m.leftovers = nil
+	m.appendleftovers = nil
+	delete(m.clearedFields, exportrun.FieldLeftovers)
+}
+
 // SetStartTime sets the "start_time" field.
 func (m *ExportRunMutation) SetStartTime(t time.Time) {
 	m.start_time = &t
@@ -5426,7 +5494,7 @@ func (m *ExportRunMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *ExportRunMutation) Fields() []string {
-	fields := make([]string, 0, 30)
+	fields := make([]string, 0, 31)
 	if m.org_id != nil {
 		fields = append(fields, exportrun.FieldOrgID)
 	}
@@ -5511,6 +5579,9 @@ func (m *ExportRunMutation) Fields() []string {
 	if m.manifest_uri != nil {
 		fields = append(fields, exportrun.FieldManifestURI)
 	}
+	if m.leftovers != nil {
+		fields = append(fields, exportrun.FieldLeftovers)
+	}
 	if m.start_time != nil {
 		fields = append(fields, exportrun.FieldStartTime)
 	}
@@ -5581,6 +5652,8 @@ func (m *ExportRunMutation) Field(name string) (ent.Value, bool) {
 		return m.Manifest()
 	case exportrun.FieldManifestURI:
 		return m.ManifestURI()
+	case exportrun.FieldLeftovers:
+		return m.Leftovers()
 	case exportrun.FieldStartTime:
 		return m.StartTime()
 	case exportrun.FieldFinishTime:
@@ -5650,6 +5723,8 @@ func (m *ExportRunMutation) OldField(ctx context.Context, name string) (ent.Valu
 		return m.OldManifest(ctx)
 	case exportrun.FieldManifestURI:
 		return m.OldManifestURI(ctx)
+	case exportrun.FieldLeftovers:
+		return m.OldLeftovers(ctx)
 	case exportrun.FieldStartTime:
 		return m.OldStartTime(ctx)
 	case exportrun.FieldFinishTime:
@@ -5859,6 +5934,13 @@ func (m *ExportRunMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetManifestURI(v)
 		return nil
+	case exportrun.FieldLeftovers:
+		v, ok := value.([]leftover.Object)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLeftovers(v)
+		return nil
 	case exportrun.FieldStartTime:
 		v, ok := value.(time.Time)
 		if !ok {
@@ -5993,6 +6075,9 @@ func (m *ExportRunMutation) ClearedFields() []string {
 	if m.FieldCleared(exportrun.FieldManifest) {
 		fields = append(fields, exportrun.FieldManifest)
 	}
+	if m.FieldCleared(exportrun.FieldLeftovers) {
+		fields = append(fields, exportrun.FieldLeftovers)
+	}
 	if m.FieldCleared(exportrun.FieldStartTime) {
 		fields = append(fields, exportrun.FieldStartTime)
 	}
@@ -6027,6 +6112,9 @@ func (m *ExportRunMutation) ClearField(name string) error {
 		return nil
 	case exportrun.FieldManifest:
 		m.ClearManifest()
+		return nil
+	case exportrun.FieldLeftovers:
+		m.ClearLeftovers()
 		return nil
 	case exportrun.FieldStartTime:
 		m.ClearStartTime()
@@ -6125,6 +6213,9 @@ func (m *ExportRunMutation) ResetField(name string) error {
 		return nil
 	case exportrun.FieldManifestURI:
 		m.ResetManifestURI()
+		return nil
+	case exportrun.FieldLeftovers:
+		m.ResetLeftovers()
 		return nil
 	case exportrun.FieldStartTime:
 		m.ResetStartTime()

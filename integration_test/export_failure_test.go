@@ -23,7 +23,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/auditexport/auditexport/clients/go/manifest"
 	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
 	"github.com/auditexport/auditexport/internal/testenv"
 )
@@ -142,6 +141,12 @@ func xfS3Key(t *testing.T, uri, bucket string) string {
 // xfS3Objects lists the keys under prefix.
 func xfS3Objects(t *testing.T, m *testenv.S3, bucket, prefix string) []string {
 	t.Helper()
+	return objectsOnly(xfS3Keys(t, m, bucket, prefix))
+}
+
+// xfS3Keys lists every key under prefix in bucket of m, manifests included.
+func xfS3Keys(t *testing.T, m *testenv.S3, bucket, prefix string) []string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	out, err := m.Client().ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(prefix)})
@@ -150,9 +155,7 @@ func xfS3Objects(t *testing.T, m *testenv.S3, bucket, prefix string) []string {
 	}
 	var keys []string
 	for _, o := range out.Contents {
-		if k := aws.ToString(o.Key); !strings.HasSuffix(k, manifest.Suffix) { // objects only
-			keys = append(keys, k)
-		}
+		keys = append(keys, aws.ToString(o.Key))
 	}
 	return keys
 }

@@ -94,6 +94,7 @@ func TestStorageSlowDown(t *testing.T) {
 	front := httptest.NewServer(th)
 	t.Cleanup(front.Close)
 	st := sfS3At(t, e, m, front.URL)
+	st.rows = sfRows
 
 	th.setPer(2)
 	xs := e.sendNow(st.schID)

@@ -47,11 +47,13 @@ const (
 // bucket directly (not through the proxy).
 type sfStore struct {
 	provider      string
+	rows          int // events seeded: a complete export has at least these
 	proxy         *testenv.FaultProxy
 	schID, schNam string
 	// key turns a run's object URI into the key in the bucket.
 	key func(t *testing.T, uri string) string
-	// objects lists the committed objects under the schedule's prefix.
+	// objects lists the committed objects under the schedule's prefix,
+	// manifests included.
 	objects func(t *testing.T) []string
 	// read returns an object's bytes.
 	read func(t *testing.T, key string) []byte
@@ -74,11 +76,17 @@ var sfFlags = []string{"--gcs-chunk-retry-deadline", "4s"}
 // sfRows events, and puts the provider's emulator behind a fault proxy.
 func sfSetup(t *testing.T, provider string, flags ...string) (xfEnv, *testenv.Mailpit, *sfStore) {
 	t.Helper()
+	return sfSetupRows(t, provider, sfRows, flags...)
+}
+
+// sfSetupRows is sfSetup seeding rows events.
+func sfSetupRows(t *testing.T, provider string, rows int, flags ...string) (xfEnv, *testenv.Mailpit, *sfStore) {
+	t.Helper()
 	mp := testenv.StartMailpit(t)
 	s := StartServer(t, "sqlite", slices.Concat([]string{"--smtp-url", mp.SMTPURL, "--notify-allowed-domains", "example.com"}, sfFlags, flags)...)
 	e := xfEnv{t, s}
 	xfLogsOnFailure(t, s)
-	e.seed(sfRows)
+	e.seed(rows)
 	var st *sfStore
 	switch provider {
 	case "s3":
@@ -90,6 +98,7 @@ func sfSetup(t *testing.T, provider string, flags ...string) (xfEnv, *testenv.Ma
 	default:
 		t.Fatalf("unknown provider %q", provider)
 	}
+	st.rows = rows
 	return e, mp, st
 }
 
@@ -123,7 +132,7 @@ func sfS3At(t *testing.T, e xfEnv, m *testenv.S3, endpoint string) *sfStore {
 	st := &sfStore{provider: "s3"}
 	st.schID, st.schNam = e.schedule("s3", "s3://"+bucket+"/exports/f-{run_id}.csv", "COMPRESSION_NONE")
 	st.key = func(t *testing.T, uri string) string { return xfS3Key(t, uri, bucket) }
-	st.objects = func(t *testing.T) []string { return xfS3Objects(t, m, bucket, "exports/") }
+	st.objects = func(t *testing.T) []string { return xfS3Keys(t, m, bucket, "exports/") }
 	st.read = func(t *testing.T, key string) []byte {
 		return sfReadAll(t, key, func(ctx context.Context) (io.ReadCloser, error) {
 			obj, err := m.Client().GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
@@ -355,9 +364,9 @@ func sfCheckSucceeded(t *testing.T, e xfEnv, st *sfStore, xs *testenv.RunStream,
 	data := st.read(t, key)
 	sum := sha256.Sum256(data)
 	rows := sfCSVRows(t, data)
-	if rows < sfRows || rows != run.GetRows() || int64(len(data)) != run.GetBytes() || run.GetChecksum() != "sha256:"+hex.EncodeToString(sum[:]) {
+	if rows < int64(st.rows) || rows != run.GetRows() || int64(len(data)) != run.GetBytes() || run.GetChecksum() != "sha256:"+hex.EncodeToString(sum[:]) {
 		t.Errorf("object %s: %d rows, %d bytes, sha256:%x; the run says %d rows, %d bytes, %s (want >= %d rows)",
-			key, rows, len(data), sum, run.GetRows(), run.GetBytes(), run.GetChecksum(), sfRows)
+			key, rows, len(data), sum, run.GetRows(), run.GetBytes(), run.GetChecksum(), st.rows)
 	}
 	sfNoLeftovers(t, st, 10*time.Second, key)
 	return run
@@ -367,8 +376,8 @@ func sfCheckSucceeded(t *testing.T, e xfEnv, st *sfStore, xs *testenv.RunStream,
 // but, possibly, its own object and manifest. While the store does not
 // answer they can be there: an attempt stored the object and then its
 // manifest upload stalled, or the store committed without the answer ever
-// reaching the run. The run removes them once the store answers again;
-// sfFailedRunGone waits for that. It returns the run's object key.
+// reaching the run. sfFailedRunSettled waits for what happens to them
+// once the store answers again. It returns the run's object key.
 func sfFailedRunOwnOnly(t *testing.T, st *sfStore, run *pb.ExportRun) string {
 	t.Helper()
 	key := st.key(t, run.GetObjectUri())
@@ -385,14 +394,29 @@ func sfFailedRunOwnOnly(t *testing.T, st *sfStore, run *pb.ExportRun) string {
 	return key
 }
 
-// sfFailedRunGone waits until neither the failed run's object nor its
-// manifest is in the store.
-func sfFailedRunGone(t *testing.T, st *sfStore, key string) {
+// sfFailedRunSettled waits, once the store answers again, until what the
+// failed run left is settled, and returns the object keys that stay. If
+// the run failed before its manifest's link was appended to the
+// schedule's chain, the object and manifest it stored or may have stored
+// are removed: none stays. If it failed after (the object was stored and
+// confirmed, the manifest upload failed: its error says so), the object
+// stays and its manifest is uploaded, so the chain has no gap.
+func sfFailedRunSettled(t *testing.T, st *sfStore, run *pb.ExportRun) (stays []string) {
 	t.Helper()
+	key := st.key(t, run.GetObjectUri())
+	if strings.Contains(run.GetError().GetMessage(), "the object was stored") {
+		sfWaitFor(t, "the failed run's stored object with its manifest", 60*time.Second, func() bool {
+			keys := st.objects(t)
+			return slices.Contains(keys, key) && slices.Contains(keys, key+manifest.Suffix)
+		})
+		t.Logf("the run failed after its object was stored and linked: it stays, and its manifest was uploaded once the store answered")
+		return []string{key}
+	}
 	sfWaitFor(t, "no object or manifest of the failed run", 60*time.Second, func() bool {
 		keys := st.objects(t)
 		return !slices.Contains(keys, key) && !slices.Contains(keys, key+manifest.Suffix)
 	})
+	return nil
 }
 
 // sfEachProvider runs f for S3, GCS and Azure in parallel subtests, each on
@@ -494,10 +518,10 @@ func TestStorageFaultOutage(t *testing.T) {
 		// up, and the next Send now stores its object.
 		st.proxy.SetMode(testenv.Pass)
 		sfNoLeftovers(t, st, 30*time.Second, failedKey)
-		sfFailedRunGone(t, st, failedKey)
+		stays := sfFailedRunSettled(t, st, run)
 		heavyPhase(t)
 		xs2 := e.sendNow(st.schID)
-		sfCheckSucceeded(t, e, st, xs2, xs2.Terminal(60*time.Second))
+		sfCheckSucceeded(t, e, st, xs2, xs2.Terminal(60*time.Second), stays...)
 	})
 }
 

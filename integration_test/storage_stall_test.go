@@ -86,9 +86,9 @@ func TestStorageStall(t *testing.T) {
 		st.proxy.Thaw()
 		st.proxy.Cut()
 		sfNoLeftovers(t, st, 60*time.Second, failedKey)
-		sfFailedRunGone(t, st, failedKey)
+		stays := sfFailedRunSettled(t, st, run)
 		heavyPhase(t)
 		xs2 := e.sendNow(st.schID)
-		sfCheckSucceeded(t, e, st, xs2, xs2.Terminal(60*time.Second))
+		sfCheckSucceeded(t, e, st, xs2, xs2.Terminal(60*time.Second), stays...)
 	})
 }

@@ -27,7 +27,7 @@ func TestPendingAbortSurvivesRestart(t *testing.T) {
 	}
 	key := st.key(t, run.GetObjectUri())
 	// The abort was due and failed: the upload is still there.
-	if !e.s.WaitLogs(`"msg":"cleaning up after a failed upload failed (multipart abort, or removing the failed run's object); will retry","run_id":"`+run.GetId()+`"`, 30*time.Second) {
+	if !e.s.WaitLogs(`"msg":"cleaning up after a failed upload failed (multipart abort, removing the failed run's object, or uploading its manifest); will retry","run_id":"`+run.GetId()+`"`, 30*time.Second) {
 		t.Fatal("the run did not try (and fail) to abort its upload while MinIO was down")
 	}
 	left := st.leftovers(t, key)

@@ -71,6 +71,8 @@ const (
 	FieldManifest = "manifest"
 	// FieldManifestURI holds the string denoting the manifest_uri field in the database.
 	FieldManifestURI = "manifest_uri"
+	// FieldLeftovers holds the string denoting the leftovers field in the database.
+	FieldLeftovers = "leftovers"
 	// FieldStartTime holds the string denoting the start_time field in the database.
 	FieldStartTime = "start_time"
 	// FieldFinishTime holds the string denoting the finish_time field in the database.
@@ -110,6 +112,7 @@ var Columns = []string{
 	FieldDedupKey,
 	FieldManifest,
 	FieldManifestURI,
+	FieldLeftovers,
 	FieldStartTime,
 	FieldFinishTime,
 }

@@ -1629,6 +1629,16 @@ func ManifestURIContainsFold(v string) predicate.ExportRun {
 	return predicate.ExportRun(sql.FieldContainsFold(FieldManifestURI, v))
 }
 
+// LeftoversIsNil applies the IsNil predicate on the "leftovers" field.
+func LeftoversIsNil() predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldIsNull(FieldLeftovers))
+}
+
+// LeftoversNotNil applies the NotNil predicate on the "leftovers" field.
+func LeftoversNotNil() predicate.ExportRun {
+	return predicate.ExportRun(sql.FieldNotNull(FieldLeftovers))
+}
+
 // StartTimeEQ applies the EQ predicate on the "start_time" field.
 func StartTimeEQ(v time.Time) predicate.ExportRun {
 	return predicate.ExportRun(sql.FieldEQ(FieldStartTime, v))

@@ -199,6 +199,7 @@ var (
 		{Name: "dedup_key", Type: field.TypeString, Nullable: true},
 		{Name: "manifest", Type: field.TypeBytes, Nullable: true},
 		{Name: "manifest_uri", Type: field.TypeString, Default: ""},
+		{Name: "leftovers", Type: field.TypeJSON, Nullable: true},
 		{Name: "start_time", Type: field.TypeTime, Nullable: true},
 		{Name: "finish_time", Type: field.TypeTime, Nullable: true},
 	}

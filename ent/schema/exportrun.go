@@ -6,6 +6,7 @@ import (
 	"entgo.io/ent/schema/index"
 
 	"github.com/auditexport/auditexport/internal/ids"
+	"github.com/auditexport/auditexport/internal/leftover"
 )
 
 // ExportRun is one execution of a schedule. Progress counters are written
@@ -56,6 +57,10 @@ func (ExportRun) Fields() []ent.Field {
 		// so every attempt uploads the same manifest) and where.
 		field.Bytes("manifest").Optional(),
 		field.String("manifest_uri").Default(""),
+		// What a FAILED or CANCELED run still has to settle in its store
+		// (its unconfirmed objects to remove, its manifest to upload),
+		// until the store answers; emptied as each is done.
+		field.JSON("leftovers", []leftover.Object{}).Optional(),
 		field.Time("start_time").Optional().Nillable(),
 		field.Time("finish_time").Optional().Nillable(),
 	}

@@ -238,6 +238,7 @@ func openS3(ctx context.Context, in Integration, base Location, o OpenOptions) (
 
 func openGCS(ctx context.Context, in Integration, base Location, o OpenOptions) (*blob.Bucket, error) {
 	hc := httpClient(o)
+	hc.Transport = gcsSingleShotTries{hc.Transport}
 	var opts []option.ClientOption
 	if in.Endpoint != "" {
 		// Emulators (fake-gcs-server) take no credentials.
@@ -268,7 +269,8 @@ func openGCS(ctx context.Context, in Integration, base Location, o OpenOptions) 
 	// endpoint kept a run RUNNING for good instead of failing it after the
 	// runner's own attempts. (Each chunk of an upload is retried apart from
 	// this, for GCSChunkRetryDeadline: see UploadOptions.)
-	client.SetRetry(storage.WithMaxAttempts(3))
+	// Single-request uploads are bounded by gcsSingleShotTries instead.
+	client.SetRetry(storage.WithMaxAttempts(gcsRequestTries), storage.WithErrorFunc(gcsShouldRetry))
 	return gcsblob.OpenBucket(ctx, nil, base.Bucket, &gcsblob.Options{Client: client})
 }
 

@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
+	"sync/atomic"
 
 	"gocloud.dev/blob"
 	"gocloud.dev/gcerrors"
@@ -26,7 +26,8 @@ import (
 const ManifestExistsCode = "MANIFEST_EXISTS"
 
 // ManifestFailedCode: the object was stored but its manifest could not be
-// made (the database, or the organization's signing key).
+// made (the database, or the organization's signing key); the run fails
+// and removes the object (run).
 const ManifestFailedCode = "MANIFEST_FAILED"
 
 // errChainMoved: another run of the schedule appended to the chain between
@@ -56,31 +57,71 @@ func (r *Runner) writeManifest(ctx context.Context, j *job, bucket *blob.Bucket,
 		// stored, its manifest not yet.
 		r.log.Error("recording the export's manifest failed", "run_id", j.run.ID, "err", err.Error())
 		if dbUnreachable(err) {
-			return &RunError{Code: ManifestFailedCode, Message: "recording the export's manifest failed: the database was unreachable", retry: true}
+			return &RunError{Code: ManifestFailedCode, Message: "recording the export's manifest failed: the database was unreachable; the object the run stored is removed (a failed run leaves no export without its manifest)", retry: true}
 		}
-		return &RunError{Code: ManifestFailedCode, Message: "signing or recording the export's manifest failed; the object was stored without it"}
+		return &RunError{Code: ManifestFailedCode, Message: "signing or recording the export's manifest failed; the object the run stored is removed (a failed run leaves no export without its manifest)"}
 	}
-	key := j.key + manifest.Suffix
-	// Should the run fail after all, a manifest this upload stored (or the
-	// store committed without answering) is removed with the object.
-	j.madeOrMayHave(key, int64(len(file)), time.Now())
-	// Upload, not WriteAll: see Runner.upload (gocloud's azureblob writer
-	// panics in Close after a failed upload).
-	err = bucket.Upload(ctx, key, bytes.NewReader(file), destination.Retain(&blob.WriterOptions{ContentType: "application/json", IfNotExist: true},
-		lockOf(j.integ), r.now()))
-	if gcerrors.Code(err) == gcerrors.FailedPrecondition {
-		stored, rerr := bucket.ReadAll(ctx, key)
-		if rerr != nil {
-			return rerr
-		}
-		if string(stored) == string(file) {
-			return nil // an earlier attempt stored it
-		}
+	// The link is in the chain: from here on the object stays and this
+	// manifest must reach the store, whatever the run's outcome (run).
+	j.linked = file
+	_, err = r.uploadManifest(ctx, bucket, j.integ, j.key+manifest.Suffix, file)
+	if errors.Is(err, errOtherManifest) {
 		return &RunError{Code: ManifestExistsCode, Message: fmt.Sprintf(
 			"%s%s already exists with other content and manifests are never replaced; the object was stored, its manifest was not",
 			j.objectURI(), manifest.Suffix)}
 	}
 	return err
+}
+
+// manifestUploadFault, when set (tests only), fails the manifest uploads
+// for which it returns an error (atomic: background clean-up reads it).
+var manifestUploadFault atomic.Pointer[func(key string) error]
+
+// errOtherManifest: the manifest's key holds another manifest.
+var errOtherManifest = errors.New("the key holds another manifest")
+
+// uploadManifest stores file at key unless it is there already (an earlier
+// attempt stored it, or the store committed without the answer reaching
+// us): done reports an upload. Like objects, manifests are never replaced:
+// another file at key is errOtherManifest.
+func (r *Runner) uploadManifest(ctx context.Context, bucket *blob.Bucket, integ *ent.StorageIntegration, key string, file []byte) (done bool, err error) {
+	if f := manifestUploadFault.Load(); f != nil {
+		if err := (*f)(key); err != nil {
+			return false, err
+		}
+	}
+	// Upload, not WriteAll: see Runner.upload (gocloud's azureblob writer
+	// panics in Close after a failed upload).
+	err = bucket.Upload(ctx, key, bytes.NewReader(file), destination.Retain(&blob.WriterOptions{ContentType: "application/json", IfNotExist: true},
+		lockOf(integ), r.now()))
+	if gcerrors.Code(err) == gcerrors.FailedPrecondition {
+		stored, rerr := bucket.ReadAll(ctx, key)
+		if rerr != nil {
+			return false, rerr
+		}
+		if !bytes.Equal(stored, file) {
+			return false, errOtherManifest
+		}
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// manifestPending is the error of a run whose object was stored, and its
+// manifest's link appended to the chain, before err ended it: the object
+// stays and the manifest is uploaded once the store answers (see run).
+func manifestPending(err error) error {
+	const stored = "the object was stored and its manifest signed, but uploading the manifest failed; it is uploaded once the storage provider answers again"
+	var re *RunError
+	if errors.As(err, &re) {
+		c := *re
+		c.Message = stored + " (" + re.Message + ")"
+		return &c
+	}
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	return &RunError{Code: "PROVIDER_UNAVAILABLE", Message: stored, ProviderMessage: destination.Message(err)}
 }
 
 // manifestFile returns the run's manifest: the one recorded by an earlier

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"gocloud.dev/blob"
 
+	"github.com/auditexport/auditexport/clients/go/manifest"
 	"github.com/auditexport/auditexport/ent"
 	"github.com/auditexport/auditexport/ent/element"
 	"github.com/auditexport/auditexport/ent/exportrun"
@@ -30,6 +32,7 @@ import (
 	"github.com/auditexport/auditexport/internal/db"
 	"github.com/auditexport/auditexport/internal/destination"
 	"github.com/auditexport/auditexport/internal/ids"
+	"github.com/auditexport/auditexport/internal/leftover"
 	"github.com/auditexport/auditexport/internal/metrics"
 	"github.com/auditexport/auditexport/internal/notify"
 	"github.com/auditexport/auditexport/internal/ownership"
@@ -276,9 +279,15 @@ type job struct {
 	unaborted  []pendingAbort
 	// made: the objects this run's attempts stored or may have stored
 	// (its object, its manifest), with their size and the earliest upload
-	// start; if the run ends FAILED or CANCELED, they are removed
-	// (see madeOrMayHave and RemoveUnconfirmed).
+	// start; if the run ends FAILED or CANCELED before its manifest's link
+	// was appended to the chain, they are removed (see madeOrMayHave and
+	// RemoveUnconfirmed).
 	made []pendingAbort
+	// linked: the manifest whose link writeManifest appended to the
+	// schedule's chain (or found recorded) for the stored object. From
+	// then on the object stays whatever the outcome, and the manifest
+	// must reach the store, or the chain has a gap (see run).
+	linked []byte
 	// started is when execute began (the run's start_time, see load).
 	started time.Time
 }
@@ -569,14 +578,27 @@ func (r *Runner) run(ctx context.Context, j *job, skipped *bool) (_ Stats, err e
 	j.bucketName = base.Bucket
 	defer func() {
 		var re *RunError
-		if err != nil && !(errors.As(err, &re) && (re.Code == ManifestExistsCode || re.Code == ManifestFailedCode)) {
+		switch {
+		case err == nil, errors.As(err, &re) && re.Code == ManifestExistsCode:
+			// MANIFEST_EXISTS says the object was stored (and linked):
+			// it stays.
+		case j.linked != nil:
+			// The object was stored and confirmed, and its manifest's
+			// link appended to the schedule's chain; then the manifest
+			// upload failed (or the run was canceled). Removing the
+			// object would leave a gap in the chain an auditor
+			// verifies, so it stays, and the manifest is uploaded now
+			// or once the store answers again.
+			j.unaborted = append(j.unaborted, pendingAbort{key: j.key + manifest.Suffix, obj: &leftover.Object{Kind: leftover.UploadManifest, Bucket: j.bucketName,
+				Key: j.key + manifest.Suffix, URI: j.objectURI() + manifest.Suffix, Size: int64(len(j.linked))}, data: j.linked})
+			err = manifestPending(err)
+		default:
 			// The run failed (or was canceled) after an attempt stored
 			// its object, or may have (the store committed without the
-			// answer reaching us): that object would be an export
-			// without a SUCCEEDED run, and without its manifest.
-			// Removed like a multipart upload, now or once the store
-			// answers again. (MANIFEST_EXISTS and MANIFEST_FAILED say
-			// the object was stored: it stays.)
+			// answer reaching us), or without making its manifest
+			// (MANIFEST_FAILED): that object would be an export without
+			// a SUCCEEDED run, and without its manifest. Removed like a
+			// multipart upload, now or once the store answers again.
 			j.unaborted = append(j.unaborted, j.made...)
 		}
 		if err != nil && destination.StagesBlocks(bucket) {
@@ -735,11 +757,11 @@ func (r *Runner) upload(ctx context.Context, j *job, bucket *blob.Bucket) (Stats
 			// the store to commit: a refusal is an answer, but a
 			// transient failure (a reset, a stall, a 5xx) or a cancel
 			// leaves the outcome unknown.
-			j.madeOrMayHave(j.key, st.Bytes, uploadStart)
+			j.madeOrMayHave(j.key, j.objectURI(), st.Bytes, uploadStart)
 		}
 		return st, err
 	}
-	j.madeOrMayHave(j.key, st.Bytes, uploadStart)
+	j.madeOrMayHave(j.key, j.objectURI(), st.Bytes, uploadStart)
 	if err := r.checkStored(ctx, j, bucket, st); err != nil {
 		return st, err
 	}
@@ -791,49 +813,72 @@ func (r *Runner) noteUnaborted(ctx context.Context, j *job, bucket *blob.Bucket,
 	r.abortUploads(ctx, j, bucket)
 }
 
-// pendingAbort is a multipart upload of key that could not be aborted yet
-// (the key is kept with it: a Send now may move to another key after).
-//
-// With remove set it is instead an object a failed run stored or may have
-// stored (job.made), to be deleted if it exists with that size and was
-// written since (destination.RemoveUnconfirmed).
+// pendingAbort is a clean-up a run could not finish yet: a multipart
+// upload (id) of key to abort — the key is kept with it, a Send now may
+// move to another key after — or, with obj set, a leftover.Object: an
+// object the run stored or may have stored, to be removed if it is there
+// with its size and was written since (destination.RemoveUnconfirmed), or
+// the run's manifest (data) to upload.
 type pendingAbort struct {
 	key, id string
-	remove  bool
-	size    int64
-	since   time.Time
+	obj     *leftover.Object
+	data    []byte
 }
 
-// madeOrMayHave notes that an upload of size bytes to key, started at
+// madeOrMayHave notes that an upload of size bytes to key (uri), started at
 // since, stored or may have stored an object (an earlier start is kept).
-func (j *job) madeOrMayHave(key string, size int64, since time.Time) {
-	for i, u := range j.made {
-		if u.key == key {
-			j.made[i].size = size
-			if since.Before(u.since) {
-				j.made[i].since = since
+func (j *job) madeOrMayHave(key, uri string, size int64, since time.Time) {
+	for _, u := range j.made {
+		if u.obj.Key == key {
+			u.obj.Size = size
+			if since.Before(u.obj.Since) {
+				u.obj.Since = since
 			}
 			return
 		}
 	}
-	j.made = append(j.made, pendingAbort{key: key, remove: true, size: size, since: since})
+	j.made = append(j.made, pendingAbort{key: key, obj: &leftover.Object{Kind: leftover.Remove, Bucket: j.bucketName, Key: key, URI: uri, Size: size, Since: since}})
 }
 
-// settle aborts u's multipart upload, or removes u's unconfirmed object;
-// removed reports an object deleted.
-func (u pendingAbort) settle(ctx context.Context, bucket *blob.Bucket, bucketName string) (removed bool, err error) {
-	if u.remove {
-		return destination.RemoveUnconfirmed(ctx, bucket, u.key, u.size, u.since)
+// settle aborts u's multipart upload, removes u's unconfirmed object or
+// uploads u's manifest; done reports an object removed or uploaded.
+func (r *Runner) settle(ctx context.Context, bucket *blob.Bucket, bucketName string, integ *ent.StorageIntegration, runID string, u pendingAbort) (done bool, err error) {
+	switch {
+	case u.obj == nil:
+		return false, destination.AbortUpload(ctx, bucket, bucketName, u.key, u.id)
+	case u.obj.Bucket != bucketName:
+		// The integration moved to another bucket since: nothing of
+		// the run's is where it points now.
+		return false, nil
+	case u.obj.Kind == leftover.UploadManifest:
+		done, err := r.uploadManifest(ctx, bucket, integ, u.obj.Key, u.data)
+		if errors.Is(err, errOtherManifest) {
+			r.log.Error("the key of a failed run's signed manifest holds another manifest, which is never replaced: the schedule's manifest chain has a gap at this run",
+				"run_id", runID, "key", u.obj.Key)
+			return false, nil
+		}
+		return done, err
 	}
-	return false, destination.AbortUpload(ctx, bucket, bucketName, u.key, u.id)
+	// Another run may have adopted the object since (a Send now to the
+	// same key finds an identical object and succeeds with it): then it
+	// is that run's export.
+	if adopted, err := r.d.Client.ExportRun.Query().Where(exportrun.IDNEQ(runID), exportrun.StateEQ(exportrun.StateSUCCEEDED),
+		exportrun.Or(exportrun.ObjectURI(u.obj.URI), exportrun.ManifestURI(u.obj.URI))).Exist(tenant.System(ctx)); err != nil || adopted {
+		return false, err
+	}
+	return destination.RemoveUnconfirmed(ctx, bucket, u.obj.Key, u.obj.Size, u.obj.Since)
 }
 
 // logSettled logs what settle did.
-func (r *Runner) logSettled(runID string, u pendingAbort, removed bool, later bool) {
+func (r *Runner) logSettled(runID string, u pendingAbort, done bool, later bool) {
 	switch {
-	case removed:
-		r.log.Warn("removed an object of a failed run (stored by an attempt, or committed by the store without an answer)", "run_id", runID, "key", u.key)
-	case u.remove:
+	case u.obj != nil && u.obj.Kind == leftover.UploadManifest:
+		if done {
+			r.log.Info("uploaded the signed manifest of a failed run's stored object (its upload had failed)", "run_id", runID, "key", u.obj.Key)
+		}
+	case done:
+		r.log.Warn("removed an object of a failed run (stored by an attempt, or committed by the store without an answer)", "run_id", runID, "key", u.obj.Key)
+	case u.obj != nil:
 	case later:
 		r.log.Info("aborted the multipart upload of a finished run", "run_id", runID, "upload_id", u.id)
 	}
@@ -845,29 +890,38 @@ func (r *Runner) abortUploads(ctx context.Context, j *job, bucket *blob.Bucket) 
 	var left []pendingAbort
 	for _, u := range j.unaborted {
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-		removed, err := u.settle(actx, bucket, j.bucketName)
+		done, err := r.settle(actx, bucket, j.bucketName, j.integ, j.run.ID, u)
 		cancel()
 		if err != nil {
-			r.log.Warn("cleaning up after a failed upload failed (multipart abort, or removing the failed run's object); will retry", "run_id", j.run.ID, "upload_id", u.id, "key", u.key, "err", destination.Message(err))
+			r.log.Warn("cleaning up after a failed upload failed (multipart abort, removing the failed run's object, or uploading its manifest); will retry",
+				"run_id", j.run.ID, "upload_id", u.id, "key", u.key, "err", destination.Message(err))
 			left = append(left, u)
 			continue
 		}
-		r.logSettled(j.run.ID, u, removed, false)
+		r.logSettled(j.run.ID, u, done, false)
 	}
 	j.unaborted = left
 }
 
-// abortLater keeps aborting, in the background, the multipart uploads a
-// finished run could not abort: the store was unreachable when the run gave
-// up, and without this their parts would stay in the bucket (billed) until
-// a lifecycle rule removes them. It tries every few seconds, backing off to
-// every 30 s, for abortLaterFor, and stops with the runner.
+// abortLater keeps settling, in the background, what a finished run could
+// not: the multipart uploads it could not abort, the objects it could not
+// remove and the manifest it could not upload, because the store was
+// unreachable when the run gave up. Without this, parts would stay in the
+// bucket (billed) until a lifecycle rule removes them, an export would be
+// there without a SUCCEEDED run, or the schedule's manifest chain would
+// have a gap. It tries every few seconds, backing off to every 30 s, for
+// abortLaterFor, and stops with the runner. The objects and the manifest
+// are also recorded on the run's row (leftovers) first, so that the
+// upload sweep of this or any replica finishes them after a restart.
 func (r *Runner) abortLater(j *job) {
 	if len(j.unaborted) == 0 {
 		return
 	}
 	pending, integ, bucketName, runID := j.unaborted, j.integ, j.bucketName, j.run.ID
 	j.unaborted = nil
+	if slices.ContainsFunc(pending, func(u pendingAbort) bool { return u.obj != nil }) {
+		r.saveLeftovers(runID, pending)
+	}
 	r.bg.Add(1)
 	go func() {
 		defer r.bg.Done()
@@ -881,32 +935,57 @@ func (r *Runner) abortLater(j *job) {
 			}
 			if r.now().After(deadline) {
 				for _, u := range pending {
-					if u.remove {
-						r.log.Error("gave up removing an object a failed run stored or may have stored; check the key", "run_id", runID, "key", u.key)
-						continue
+					if u.obj == nil {
+						r.log.Error("gave up aborting a failed multipart upload; its parts stay until a bucket lifecycle rule removes them", "run_id", runID, "upload_id", u.id, "key", u.key)
 					}
-					r.log.Error("gave up aborting a failed multipart upload; its parts stay until a bucket lifecycle rule removes them", "run_id", runID, "upload_id", u.id, "key", u.key)
 				}
+				// The objects and the manifest stay on the run's row
+				// for the upload sweep.
 				return
 			}
 			actx, cancel := context.WithTimeout(base, 15*time.Second)
 			bucket, _, err := r.openBucket(actx, integ)
 			if err == nil {
 				var left []pendingAbort
+				settled := false
 				for _, u := range pending {
-					removed, aerr := u.settle(actx, bucket, bucketName)
+					done, aerr := r.settle(actx, bucket, bucketName, integ, runID, u)
 					if aerr != nil {
 						left = append(left, u)
 						continue
 					}
-					r.logSettled(runID, u, removed, true)
+					settled = settled || u.obj != nil
+					r.logSettled(runID, u, done, true)
 				}
 				pending = left
 				_ = bucket.Close()
+				if settled {
+					r.saveLeftovers(runID, pending)
+				}
 			}
 			cancel()
 		}
 	}()
+}
+
+// saveLeftovers records on the run's row the objects and manifest among
+// pending (none: the row's are cleared).
+func (r *Runner) saveLeftovers(runID string, pending []pendingAbort) {
+	var objs []leftover.Object
+	for _, u := range pending {
+		if u.obj != nil {
+			objs = append(objs, *u.obj)
+		}
+	}
+	upd := r.d.Client.ExportRun.UpdateOneID(runID)
+	if len(objs) == 0 {
+		upd.ClearLeftovers()
+	} else {
+		upd.SetLeftovers(objs)
+	}
+	if err := upd.Exec(tenant.System(r.base)); err != nil {
+		r.log.Error("recording what a failed run left in its store failed; a restart will not finish cleaning up", "run_id", runID, "err", err.Error())
+	}
 }
 
 // How long abortLater keeps trying, and its first wait.

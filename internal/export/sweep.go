@@ -3,6 +3,7 @@ package export
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"gocloud.dev/blob"
@@ -10,6 +11,7 @@ import (
 	"github.com/auditexport/auditexport/ent"
 	"github.com/auditexport/auditexport/ent/exportrun"
 	"github.com/auditexport/auditexport/internal/destination"
+	"github.com/auditexport/auditexport/internal/leftover"
 	"github.com/auditexport/auditexport/internal/tenant"
 )
 
@@ -67,6 +69,7 @@ func (r *Runner) sweepUploads(ctx context.Context, checked map[string]time.Time)
 			delete(checked, id)
 		}
 	}
+	pending = r.sweepLeftovers(sctx)
 	c := r.d.Client
 	runs, err := c.ExportRun.Query().Where(exportrun.FinishTimeGT(since), exportrun.StartTimeNotNil(), exportrun.ObjectURINEQ(""),
 		exportrun.Or(exportrun.StateIn(exportrun.StateFAILED, exportrun.StateCANCELED),
@@ -74,7 +77,7 @@ func (r *Runner) sweepUploads(ctx context.Context, checked map[string]time.Time)
 		Order(ent.Asc(exportrun.FieldFinishTime)).All(sctx)
 	if err != nil {
 		r.log.Warn("upload sweep: listing finished runs failed", "err", err.Error())
-		return 1
+		return pending + 1
 	}
 	byInteg := map[string][]*ent.ExportRun{}
 	integs := map[string]*ent.StorageIntegration{}
@@ -140,19 +143,8 @@ func (r *Runner) sweepIntegration(ctx context.Context, integ *ent.StorageIntegra
 // upload leaves something there to clean up (S3, Azure), nil otherwise (or
 // when the schedule or integration is gone).
 func (r *Runner) cleanupIntegrationOf(ctx context.Context, scheduleID string) (*ent.StorageIntegration, error) {
-	c := r.d.Client
-	sc, err := c.Schedule.Get(ctx, scheduleID)
-	if ent.IsNotFound(err) || err == nil && sc.IntegrationID == "" {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	integ, err := c.StorageIntegration.Get(ctx, sc.IntegrationID)
-	switch {
-	case ent.IsNotFound(err):
-		return nil, nil
-	case err != nil:
+	integ, err := r.integrationOf(ctx, scheduleID)
+	if integ == nil || err != nil {
 		return nil, err
 	}
 	switch destination.Provider(integ.Provider) {
@@ -176,4 +168,103 @@ func (r *Runner) abortRunUploads(ctx context.Context, bucket *blob.Bucket, base 
 		r.log.Info(msg, "run_id", run.ID, "upload_id", id)
 	}
 	return err
+}
+
+// leftoverWindow: the leftovers of runs that finished longer ago are no
+// longer looked at (they stay on the run's row).
+var leftoverWindow = 7 * 24 * time.Hour
+
+// sweepLeftovers settles what failed and canceled runs recorded as left in
+// their store (ExportRun.leftovers, see abortLater): the objects they
+// stored or may have stored are removed, the manifests they could not
+// upload are uploaded. This is how that work survives a restart, or a
+// replica that stops. It returns how many runs still have some.
+func (r *Runner) sweepLeftovers(ctx context.Context) (pending int) {
+	c := r.d.Client
+	runs, err := c.ExportRun.Query().Where(exportrun.LeftoversNotNil(), exportrun.StateIn(exportrun.StateFAILED, exportrun.StateCANCELED),
+		exportrun.FinishTimeGT(r.now().UTC().Add(-leftoverWindow))).Order(ent.Asc(exportrun.FieldFinishTime)).All(ctx)
+	if err != nil {
+		r.log.Warn("upload sweep: listing failed runs' leftovers failed", "err", err.Error())
+		return 1
+	}
+	for _, run := range runs {
+		if len(run.Leftovers) == 0 {
+			continue
+		}
+		integ, err := r.integrationOf(ctx, run.ScheduleID)
+		if err != nil {
+			pending++
+			continue
+		}
+		if integ == nil {
+			r.saveLeftovers(run.ID, nil) // the schedule or its integration is gone, and what was there with it
+			continue
+		}
+		if slices.ContainsFunc(run.Leftovers, func(o leftover.Object) bool { return o.Kind == leftover.Remove }) {
+			// A run of the schedule under way may adopt an object
+			// left at its key (an identical export): wait for it.
+			if busy, err := c.ExportRun.Query().Where(exportrun.ScheduleID(run.ScheduleID),
+				exportrun.StateIn(exportrun.StateQUEUED, exportrun.StateRUNNING)).Exist(ctx); err != nil || busy {
+				pending++
+				continue
+			}
+		}
+		if !r.settleLeftovers(ctx, integ, run) {
+			pending++
+		}
+	}
+	return pending
+}
+
+// integrationOf is the integration a schedule exports to, nil when the
+// schedule or the integration is gone.
+func (r *Runner) integrationOf(ctx context.Context, scheduleID string) (*ent.StorageIntegration, error) {
+	c := r.d.Client
+	sc, err := c.Schedule.Get(ctx, scheduleID)
+	if ent.IsNotFound(err) || err == nil && sc.IntegrationID == "" {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	integ, err := c.StorageIntegration.Get(ctx, sc.IntegrationID)
+	if ent.IsNotFound(err) {
+		return nil, nil
+	}
+	return integ, err
+}
+
+// settleLeftovers settles one run's leftovers; ok reports none left.
+func (r *Runner) settleLeftovers(ctx context.Context, integ *ent.StorageIntegration, run *ent.ExportRun) (ok bool) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	bucket, base, err := r.openBucket(ctx, integ)
+	var rerr *RunError
+	if errors.As(err, &rerr) {
+		return true // credentials this process cannot decrypt: the next pass tries again
+	}
+	if err != nil {
+		r.log.Warn("upload sweep: opening the bucket failed; will retry", "integration_id", integ.ID, "err", destination.Message(err))
+		return false
+	}
+	defer bucket.Close()
+	var left []pendingAbort
+	for _, o := range run.Leftovers {
+		u := pendingAbort{key: o.Key, obj: &o}
+		if o.Kind == leftover.UploadManifest {
+			if run.ManifestURI != o.URI || len(run.Manifest) == 0 {
+				continue // not the manifest recorded on the run: nothing to upload
+			}
+			u.data = run.Manifest
+		}
+		done, err := r.settle(ctx, bucket, base.Bucket, integ, run.ID, u)
+		if err != nil {
+			r.log.Warn("upload sweep: the store did not answer; will retry", "run_id", run.ID, "integration_id", integ.ID, "key", o.Key, "err", destination.Message(err))
+			left = append(left, u)
+			continue
+		}
+		r.logSettled(run.ID, u, done, true)
+	}
+	r.saveLeftovers(run.ID, left)
+	return len(left) == 0
 }

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"bytes"
 	"io"
 	"net"
 	"sync"
@@ -40,7 +41,9 @@ type FaultProxy struct {
 	refused   atomic.Int64
 	upBytes   atomic.Int64
 	frozen    atomic.Pointer[chan struct{}] // closed by Thaw; nil: forwarding
-	done      chan struct{}                 // closed when the test ends
+	trip      atomic.Pointer[[]byte]        // RefuseOn's marker
+	tripped   atomic.Int64
+	done      chan struct{} // closed when the test ends
 }
 
 // StartFaultProxy proxies to target (host:port) until the test ends.
@@ -96,6 +99,18 @@ func (p *FaultProxy) Thaw() {
 		close(*c)
 	}
 }
+
+// RefuseOn arms a trip: the first chunk a client sends that contains marker
+// (e.g. a key in a request line) is not forwarded; instead the proxy
+// switches to Refuse and resets every open connection. It fails one
+// particular request, deterministically, with the store down from then on.
+func (p *FaultProxy) RefuseOn(marker string) {
+	m := []byte(marker)
+	p.trip.Store(&m)
+}
+
+// Tripped is how many times RefuseOn's marker was seen.
+func (p *FaultProxy) Tripped() int64 { return p.tripped.Load() }
 
 // Cut resets every open connection.
 func (p *FaultProxy) Cut() {
@@ -157,6 +172,7 @@ func (p *FaultProxy) accept() {
 // each chunk, and counts the bytes in n (if not nil).
 func (p *FaultProxy) pipe(dst, src net.Conn, n *atomic.Int64) {
 	buf := make([]byte, 32<<10)
+	var tail []byte // the last bytes read (RefuseOn)
 	for {
 		if c := p.frozen.Load(); c != nil {
 			select {
@@ -171,6 +187,20 @@ func (p *FaultProxy) pipe(dst, src net.Conn, n *atomic.Int64) {
 			size = int(min(int64(size), max(1, bw/20))) // ~50 ms of budget a chunk
 		}
 		k, err := src.Read(buf[:size])
+		if k > 0 && n != nil {
+			if m := p.trip.Load(); m != nil {
+				// The marker may straddle two reads: look at the end of
+				// the previous one too.
+				seen := append(tail, buf[:k]...)
+				if bytes.Contains(seen, *m) && p.trip.CompareAndSwap(m, nil) {
+					p.tripped.Add(1)
+					p.SetMode(Refuse)
+					p.Cut()
+					return
+				}
+				tail = append(tail[:0], seen[max(0, len(seen)-len(*m)+1):]...)
+			}
+		}
 		if k > 0 {
 			if d := time.Duration(p.latency.Load()); d > 0 {
 				time.Sleep(d)
