@@ -552,3 +552,36 @@ func TestOrphanedRunRecovered(t *testing.T) {
 		t.Errorf("WatchExportRun of the recovered run: %v %v", m, err)
 	}
 }
+
+// TestExportBucketGone: the bucket of an S3 integration is deleted after
+// the schedule was made. The run fails at once (one attempt: a missing
+// bucket is not retried) with PROVIDER_BUCKET_NOT_FOUND and the provider's
+// own words. (A 404 while the bucket is there — a lost multipart upload or
+// resumable session — is retried instead: the runner asks the store
+// whether the bucket is accessible before it calls a 404 final.)
+func TestExportBucketGone(t *testing.T) {
+	t.Parallel()
+	m := testenv.StartMinIO(t)
+	s := StartServer(t, "sqlite", "--notify-allowed-domains", "example.com")
+	e := xfEnv{t, s}
+	xfLogsOnFailure(t, s)
+	e.seed(20)
+	m.CreateBucket(t, "gone")
+	e.integration("gone", "PROVIDER_S3", "s3://gone/p/", m.Endpoint, xfS3Creds(m, m.SecretKey))
+	id, _ := e.schedule("gone", "s3://gone/p/{run_id}.csv", "COMPRESSION_NONE")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := m.Client().DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: aws.String("gone")}); err != nil {
+		t.Fatal(err)
+	}
+	xs := e.sendNow(id)
+	end := xs.Terminal(60 * time.Second)
+	run := e.getRun(xs.RunID())
+	if end.GetPhase() != pb.ExportPhase_EXPORT_PHASE_FAILED || run.GetState() != pb.RunState_RUN_STATE_FAILED {
+		t.Fatalf("run to a deleted bucket: stream %v, run %v", end, run)
+	}
+	xfCheckProviderError(t, "GetExportRun", run.GetError(), "PROVIDER_BUCKET_NOT_FOUND", "NoSuchBucket")
+	if run.GetAttempt() != 1 {
+		t.Errorf("attempt %d, want 1: a missing bucket is not retried", run.GetAttempt())
+	}
+}

@@ -639,6 +639,17 @@ func (r *Runner) run(ctx context.Context, j *job, skipped *bool) (_ Stats, err e
 			return st, backoff.Permanent(err)
 		}
 		pe, transient := destination.Describe(bucket, err)
+		if !transient && pe != nil && notFoundCode(pe.Code) {
+			// A 404 while the bucket is there is the upload's own: a
+			// lost resumable session (GCS), multipart upload (S3,
+			// NoSuchUpload) or block list. Starting the upload again is
+			// the fix, not "the bucket does not exist". (Seen against
+			// fake-gcs-server after a chunk retried under load.)
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+			ok, aerr := bucket.IsAccessible(actx)
+			cancel()
+			transient = aerr == nil && ok
+		}
 		rerr := providerRunError(pe, err, transient)
 		if !transient {
 			return st, backoff.Permanent(rerr)
@@ -648,6 +659,15 @@ func (r *Runner) run(ctx context.Context, j *job, skipped *bool) (_ Stats, err e
 	}
 	b.Reset()
 	return backoff.Retry(ctx, op, backoff.WithBackOff(b), backoff.WithMaxTries(uint(r.cfg.MaxAttempts)), backoff.WithMaxElapsedTime(0))
+}
+
+// notFoundCode: a provider's "not found" error codes.
+func notFoundCode(code string) bool {
+	switch code {
+	case "NoSuchBucket", "ContainerNotFound", "404", "notFound", "NoSuchUpload", "NotFound", "BlobNotFound":
+		return true
+	}
+	return false
 }
 
 func providerRunError(pe *destination.ProviderError, err error, transient bool) *RunError {
@@ -661,7 +681,9 @@ func providerRunError(pe *destination.ProviderError, err error, transient bool) 
 		case "AccessDenied", "AuthenticationFailed", "AuthorizationFailure", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "401", "forbidden", "Forbidden":
 			re.Code = "PROVIDER_ACCESS_DENIED"
 		case "NoSuchBucket", "ContainerNotFound", "404", "notFound":
-			re.Code, re.Message = "PROVIDER_BUCKET_NOT_FOUND", "the bucket or container does not exist"
+			if !transient {
+				re.Code, re.Message = "PROVIDER_BUCKET_NOT_FOUND", "the bucket or container does not exist"
+			}
 		}
 	} else {
 		re.ProviderMessage = destination.Message(err)
