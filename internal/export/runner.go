@@ -21,6 +21,7 @@ import (
 	"github.com/cenkalti/backoff/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"gocloud.dev/blob"
+	"gocloud.dev/gcerrors"
 
 	"github.com/auditexport/auditexport/clients/go/manifest"
 	"github.com/auditexport/auditexport/ent"
@@ -639,7 +640,7 @@ func (r *Runner) run(ctx context.Context, j *job, skipped *bool) (_ Stats, err e
 			return st, backoff.Permanent(err)
 		}
 		pe, transient := destination.Describe(bucket, err)
-		if !transient && pe != nil && notFoundCode(pe.Code) {
+		if !transient && (pe != nil && notFoundCode(pe.Code) || gcerrors.Code(err) == gcerrors.NotFound) {
 			// A 404 while the bucket is there is the upload's own: a
 			// lost resumable session (GCS), multipart upload (S3,
 			// NoSuchUpload) or block list. Starting the upload again is
