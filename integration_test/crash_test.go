@@ -178,10 +178,19 @@ func crWaitRun(t *testing.T, s *Server, db *sql.DB, id, what string, timeout tim
 // Serial: its replicas run continuous exports on a 30x clock, where a
 // scheduler starved for 2 real seconds misses a period, and its kill loop
 // and drain have wall-clock budgets; other tests' load broke both.
+//
+// Its replicas run the build without -race (volumeTest): what it shows is
+// recovery from SIGKILL across processes, not data races (the dispatcher
+// and runner run under -race in TestScheduledExactlyOnce/postgres and the
+// in-process scheduler and export tests). With -race each restart took
+// ~4.6 s and the replicas ~290 CPU-seconds, most of CI's serial phase.
+// --orphan-after 10s (default 30 s) requeues the killed replicas' runs
+// sooner, so the drain after the kill phase is short.
 func TestSchedulerCrashRecovery(t *testing.T) {
 	if !slices.Contains(backends(t), "postgres") {
 		t.Skip("PostgreSQL unreachable; the crash test needs several processes on one database")
 	}
+	volumeTest(t)
 	testStart := time.Now()
 	c := crStartCluster(t)
 	ids, estFirst := c.createSchedules(crSchedules)
@@ -210,11 +219,11 @@ func TestSchedulerCrashRecovery(t *testing.T) {
 // The crash test's sizes and budgets.
 const (
 	crSchedules   = 10
-	crSeedRows    = 3000
+	crSeedRows    = 8000 // a run takes long enough (a few hundred ms) that kills often land in one
 	crMinCycles   = 30
 	crMinPeriods  = 30
 	crKillBudget  = 240 * time.Second // the kill phase stops (and fails if short of cycles) after this; ~70-110 s needed, more when CI's other packages compete for the CPU
-	crDrainBudget = 75 * time.Second  // without any run finishing; orphans are requeued 30-45 s after their process died
+	crDrainBudget = 60 * time.Second  // without any run finishing; orphans are requeued 10-15 s after their process died (--orphan-after 10s)
 	crDrainCap    = 5 * time.Minute   // the whole drain, however busy the machine
 )
 
@@ -233,7 +242,7 @@ type crCluster struct {
 func crStartCluster(t *testing.T) *crCluster {
 	t.Helper()
 	clk := newCRClock()
-	flags := append(clk.flags(), "--scheduler-slots", "4")
+	flags := append(clk.flags(), "--scheduler-slots", "4", "--orphan-after", "10s")
 	s := StartServer(t, "postgres", flags...)
 	root := s.LocalRoot
 	nodes := []*crNode{{s, flags}}
@@ -253,8 +262,8 @@ func crStartCluster(t *testing.T) *crCluster {
 	})
 	c := &crCluster{t: t, clk: clk, nodes: nodes, e: xfEnv{t, s}, dir: s.LocalDir("", "sched")}
 	c.e.must("CreateStorageIntegration", fmt.Sprintf(`{"storageIntegration":{"name":"crash","provider":"PROVIDER_LOCAL","destination":"file://%s/"}}`, c.dir))
-	// Each run exports a few thousand rows (a few hundred ms under -race),
-	// so kills often land in the middle of one.
+	// Each run exports crSeedRows rows, so kills often land in the middle
+	// of one.
 	c.e.seed(crSeedRows)
 	return c
 }
@@ -510,7 +519,7 @@ func (h crHistory) logAttempts(t *testing.T, nRuns int, drain time.Duration, tes
 
 // Rows seeded for the graceful-shutdown runs. The -race server exports
 // ~9k rows/s here: 100k rows take ~11 s, far beyond a 1 s grace; the
-// long-grace run must finish within the harness's 20 s SIGTERM limit.
+// long-grace run must finish within its 60 s grace.
 const (
 	grSlowRows  = 100_000
 	grDrainRows = 50_000
@@ -601,10 +610,13 @@ func grCheckObject(t *testing.T, dir string, run crRun, nRows int) {
 // and the restarted server completes it with exactly one object. With a
 // long grace the export finishes during shutdown.
 //
-// Serial: the long-grace run drains its export after SIGTERM (the test
-// waits up to 75 s for that, past the 60 s grace), fastest with the CPU to
-// itself.
+// The long-grace run drains its export after SIGTERM (the test waits up to
+// 75 s for that, past the 60 s grace): a CPU slot keeps that far from its
+// limit. The servers keep -race: the plain build exports the 100k rows in
+// under a second, before the short-grace run's SIGTERM.
 func TestGracefulShutdownRequeues(t *testing.T) {
+	t.Parallel()
+	heavyTest(t)
 	t.Run("grace 1s", func(t *testing.T) {
 		s, flags, db, dir, run := grRun(t, "1s", grSlowRows)
 		time.Sleep(300 * time.Millisecond) // well into the export
@@ -855,20 +867,29 @@ func (ap *apEnv) successResets() {
 // slots, periods shorter than a run: a slow export, a retry next to the
 // next period), every failure still counts once and the auto-pause mail is
 // sent exactly once.
+// ovLatency: see TestAutoPauseOverlappingRuns.
+const ovLatency = 300 * time.Millisecond
+
 func TestAutoPauseOverlappingRuns(t *testing.T) {
 	t.Parallel()
 	timingTest(t) // 120x clock, 10k-row runs: 180 s to ten failures
 	mp := testenv.StartMailpit(t)
 	minio := testenv.StartMinIO(t)
 	minio.CreateBucket(t, "overlap")
-	// 120x: the every-minute cron fires every 500 ms; a run fails only
-	// when it puts its object, after encoding ~10k rows (seconds under
-	// -race), so up to four runs of the schedule are in flight at once.
+	// 120x: the every-minute cron fires every 500 ms. MinIO sits behind a
+	// proxy that holds every chunk for ovLatency, so each failing run
+	// (its requests refused with 403) takes longer than a period whatever
+	// the machine's speed, and up to four runs of the schedule are in
+	// flight at once. Without it, runs on a quiet machine rarely
+	// overlapped (a refused request fails in milliseconds), and the test
+	// had nothing to show.
+	proxy, endpoint := sfProxied(t, minio.Endpoint)
+	proxy.SetLatency(ovLatency)
 	s := StartServer(t, "sqlite", "--dev-clock-scale", "120", "--dev-clock-epoch", fmt.Sprint(time.Now().Unix()),
 		"--scheduler-tick", "50ms", "--scheduler-slots", "4", "--smtp-url", mp.SMTPURL)
 	e := xfEnv{t, s}
 	xfLogsOnFailure(t, s)
-	e.integration("ovbad", "PROVIDER_S3", "s3://overlap/exports/", minio.Endpoint, xfS3Creds(minio, "not-the-secret-key"))
+	e.integration("ovbad", "PROVIDER_S3", "s3://overlap/exports/", endpoint, xfS3Creds(minio, "not-the-secret-key"))
 	e.seed(10_000)
 	wb, el := crWorkbook(e, "overlap", false)
 	id := crSchedule(e, wb, el, "overlap", "ovbad", "s3://overlap/exports/{schedule_id}/{date}T{time}.csv", "UTC")
@@ -930,7 +951,7 @@ func TestAutoPauseOverlappingRuns(t *testing.T) {
 	}
 	t.Logf("%d FAILED runs, %d overlapping pairs, consecutive_failures %v, %d auto-pause mails", failed, overlapped, n, pauses)
 	if overlapped == 0 {
-		t.Skip("no runs overlapped; nothing tested")
+		t.Fatalf("no two of the %d FAILED runs overlapped: the test shows nothing (runs: %+v)", failed, done)
 	}
 	if pauses != 1 {
 		t.Errorf("%d auto-pause mails, want exactly 1", pauses)

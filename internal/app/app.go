@@ -42,10 +42,6 @@ import (
 // accept (each mail waits its own backoff, 30 s doubling to 1 h).
 const outboxInterval = 15 * time.Second
 
-// orphanAfter: a run whose heartbeat is older than this belongs to a
-// process that died.
-const orphanAfter = 30 * time.Second
-
 // Options are what tests (and main) hand to Run besides the config.
 type Options struct {
 	// Listeners to serve on; nil means listen on cfg.GRPCAddr / cfg.HTTPAddr.
@@ -205,7 +201,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	}).WithMetrics(mets)
 	// A single SQLite process owns every run, so anything RUNNING at start
 	// was orphaned by a crash; with PostgreSQL only stale heartbeats are.
-	stale := orphanAfter
+	stale := cfg.OrphanAfter
 	if d.Dialect == dialect.SQLite {
 		stale = 0
 	}
@@ -288,14 +284,14 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		return nil
 	})
 	g.Go(func() error {
-		t := time.NewTicker(orphanAfter / 2)
+		t := time.NewTicker(cfg.OrphanAfter / 2)
 		defer t.Stop()
 		for {
 			select {
 			case <-gctx.Done():
 				return nil
 			case <-t.C:
-				if n, err := runs.RecoverOrphans(gctx, orphanAfter); err == nil && n > 0 {
+				if n, err := runs.RecoverOrphans(gctx, cfg.OrphanAfter); err == nil && n > 0 {
 					log.Warn("marked export runs of a stopped replica as failed", "runs", n)
 				}
 			}

@@ -52,6 +52,7 @@ type Config struct {
 	TLSClientCAFile       string            `name:"tls-client-ca-file" env:"AUDITEXPORT_TLS_CLIENT_CA_FILE" help:"PEM CA bundle: require client certificates signed by these CAs (mutual TLS) on both listeners. Reloaded on SIGHUP."`
 	StorageStallTimeout   time.Duration     `name:"storage-stall-timeout" env:"AUDITEXPORT_STORAGE_STALL_TIMEOUT" default:"60s" help:"A storage request whose connection sends and receives nothing for this long (a store that stopped answering) fails as a transient error and is retried (0: no limit)."`
 	GCSChunkRetryDeadline time.Duration     `name:"gcs-chunk-retry-deadline" env:"AUDITEXPORT_GCS_CHUNK_RETRY_DEADLINE" default:"32s" help:"How long the GCS client retries one chunk of an upload (8 MiB) before the run's attempt fails and the run's own retries take over (0: the client's default, 32s)."`
+	OrphanAfter           time.Duration     `name:"orphan-after" env:"AUDITEXPORT_ORPHAN_AFTER" default:"30s" help:"A run whose process wrote no heartbeat (every second) for this long is taken to belong to a stopped replica: a scheduled run is requeued, a Send now ends FAILED INTERRUPTED (PostgreSQL; checked every half of it)."`
 	ShutdownGrace         time.Duration     `name:"shutdown-grace" env:"AUDITEXPORT_SHUTDOWN_GRACE" default:"30s" help:"How long in-flight requests may run after SIGTERM."`
 	Limits                `embed:""`
 }
@@ -81,6 +82,9 @@ func (c *Config) Complete() {
 	}
 	if c.SchedulerSlots == 0 {
 		c.SchedulerSlots = 4
+	}
+	if c.OrphanAfter == 0 {
+		c.OrphanAfter = 30 * time.Second
 	}
 	if c.AuthFailureAuditWindow == 0 {
 		c.AuthFailureAuditWindow = time.Minute
@@ -160,6 +164,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownGrace < 0 {
 		errs = append(errs, errors.New("--shutdown-grace must not be negative"))
+	}
+	if c.OrphanAfter < 5*time.Second {
+		errs = append(errs, errors.New("--orphan-after must be at least 5s (runs write a heartbeat every second)"))
 	}
 	if c.StorageStallTimeout < 0 {
 		errs = append(errs, errors.New("--storage-stall-timeout must not be negative"))

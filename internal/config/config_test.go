@@ -3,6 +3,7 @@ package config
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLocalRootMapValidation(t *testing.T) {
@@ -55,6 +56,9 @@ func TestNumericFlagsValidation(t *testing.T) {
 		{"negative pool", func(c *Config) { c.DBMaxConns = -1 }, "--db-max-conns"},
 		{"negative run history", func(c *Config) { c.RunHistoryRetention = -1 }, "--run-history-retention"},
 		{"negative audit log", func(c *Config) { c.AuditLogRetention = -1 }, "--audit-log-retention"},
+		{"orphan-after below the heartbeat's reach", func(c *Config) { c.OrphanAfter = 2 * time.Second }, "--orphan-after"},
+		{"orphan-after negative", func(c *Config) { c.OrphanAfter = -time.Second }, "--orphan-after"},
+		{"orphan-after lowered", func(c *Config) { c.OrphanAfter = 5 * time.Second }, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Config{GRPCAddr: "127.0.0.1:1", HTTPAddr: "127.0.0.1:2", DataDir: "/data", SchedulerTick: 1, SchedulerSlots: 1, DevClockScale: 1}
