@@ -80,7 +80,9 @@ services: ## Install pinned test servers (MinIO, fake-gcs-server, Azurite, mailp
 # what a test must own); they mostly wait on servers, scaled clocks and I/O,
 # so more run at once than there are cores (the CPU-heavy ones share cpuSlots).
 TEST_PARALLEL ?= 12
-GO_TEST = $(GO) test -race -count=1 -timeout 45m -parallel $(TEST_PARALLEL) ./...
+# integration_test is named first: go test starts packages in the order given,
+# and that package is the longest (the critical path); the others run beside it.
+GO_TEST = $(GO) test -race -count=1 -timeout 45m -parallel $(TEST_PARALLEL) ./integration_test/ ./...
 # Sub-makes run independent steps at once; -O keeps each step's output together.
 SUBMAKE_FLAGS = --no-print-directory --output-sync=target
 
