@@ -80,7 +80,6 @@ const (
 
 var (
 	aeBin, s3putBin string
-	raceServer      bool // the server binary is built with -race (smoke under go test -race only)
 )
 
 func TestMain(m *testing.M) { os.Exit(runMain(m)) }
@@ -98,14 +97,12 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	aeBin, s3putBin = filepath.Join(dir, "auditexport"), filepath.Join(dir, "s3put")
-	// Measurements use a normal build. Only the smoke inside `go test -race`
-	// builds the server with -race, sharing the build cache with the
-	// integration tests (and catching races on this path too).
-	raceServer = raceEnabled && !longRun()
+	// The server is the normal build, also for the smoke inside `go test
+	// -race` (the same build as integration_test's plain servers, so the
+	// build cache serves both): a -race server cost the smoke about 90
+	// CPU-seconds of CI's two cores. The export path runs under -race in
+	// internal/export's tests and integration_test's raceTest set.
 	serverBuild := []string{"build", "-o", aeBin}
-	if raceServer {
-		serverBuild = append(serverBuild, "-race")
-	}
 	for _, args := range [][]string{append(serverBuild, "./cmd/auditexport"), {"build", "-o", s3putBin, "./bench/cmd/s3put"}} {
 		cmd := exec.Command("go", args...)
 		cmd.Dir = root
@@ -212,8 +209,8 @@ func (r result) targetMet() bool {
 // TestExportThroughput: see the package comment.
 func TestExportThroughput(t *testing.T) {
 	smoke := smokeRows
-	if raceServer {
-		smoke /= 4 // a -race server and reader are several times slower; keep the smoke short
+	if raceEnabled && !longRun() {
+		smoke /= 4 // the smoke's reader (the test process) runs under -race: keep it short
 	}
 	rows := parseRows(t, os.Getenv(envRows), []int{smoke})
 	pgRows := parseRows(t, os.Getenv(envPGRows), rows)
@@ -642,9 +639,6 @@ var extraServerArgs []string
 func startServer(t *testing.T, dsn, key, dataDir string) *server {
 	t.Helper()
 	var env []string
-	if raceServer {
-		env = append(env, "GORACE=halt_on_error=1")
-	}
 	p, err := testenv.StartServerProcess(aeBin, append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
 		"--data-dir", dataDir, "--db", dsn, "--bootstrap-admin-key", key, "--allow-private-endpoints", "--shutdown-grace", "5s"}, extraServerArgs...),
 		env, 60*time.Second)

@@ -86,7 +86,7 @@ func TestBackupRestore(t *testing.T) {
 	noKey := restoreDir(false)
 	cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	outb, err := exec.CommandContext(cctx, binPath, "serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir", noKey).CombinedOutput()
+	outb, err := exec.CommandContext(cctx, toolPath, "serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir", noKey).CombinedOutput()
 	out := string(outb)
 	if err == nil || !strings.Contains(out, "master.key") || !strings.Contains(out, "2 stored secrets") { // the integration's credentials and the organization's signing key
 		t.Fatalf("server on a backup without master.key: err %v, output:\n%s\nwant a refusal naming the key file and the credential count", err, out)

@@ -616,6 +616,7 @@ func grCheckObject(t *testing.T, dir string, run crRun, nRows int) {
 // under a second, before the short-grace run's SIGTERM.
 func TestGracefulShutdownRequeues(t *testing.T) {
 	t.Parallel()
+	raceTest(t)
 	heavyTest(t)
 	t.Run("grace 1s", func(t *testing.T) {
 		s, flags, db, dir, run := grRun(t, "1s", grSlowRows)
@@ -872,6 +873,7 @@ const ovLatency = 300 * time.Millisecond
 
 func TestAutoPauseOverlappingRuns(t *testing.T) {
 	t.Parallel()
+	raceTest(t)
 	timingTest(t) // 120x clock, 10k-row runs: 180 s to ten failures
 	mp := testenv.StartMailpit(t)
 	minio := testenv.StartMinIO(t)

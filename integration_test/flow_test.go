@@ -61,6 +61,7 @@ func splitCamel(s string) []string {
 // call left exactly one matching AUDIT_LOGS row.
 func TestFlow(t *testing.T) {
 	t.Parallel()
+	raceTest(t)
 	for _, backend := range backends(t) {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()

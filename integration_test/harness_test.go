@@ -49,8 +49,8 @@ import (
 )
 
 var (
-	binPath  string // built with -race: the server under test
-	toolPath string // built without -race: operator commands used to prepare data (seed)
+	binPath  string // built with -race: the servers of raceTest tests
+	toolPath string // built without -race: every other server, and operator commands (seed)
 	repoRoot string
 )
 
@@ -163,7 +163,11 @@ type Server struct {
 // detector) or assert on scheduling against a 30x-120x clock, where a
 // scheduler starved for 2 real seconds misses a period. Those take a share
 // of cpuSlots for their whole run: heavyTest one slot, timingTest all of
-// them (only light tests run beside it). Grants are first come, first served.
+// them (only light tests run beside it). Grants are first come, first served,
+// except that a heavyPhase goes before every waiting whole test: its test is
+// running already and holds servers, databases and storage while it waits,
+// and the storage fault subtests, which take a slot only for their seed and
+// upload, otherwise waited behind every heavy test and ran last.
 // Never in a test whose own subtests are parallel: it would hold its share
 // until they finish, while they wait for a -parallel permit held by tests
 // waiting for that share (with the default -parallel, GOMAXPROCS, that
@@ -179,41 +183,51 @@ var (
 
 type cpuWaiter struct {
 	n     int
+	phase bool // a heavyPhase: served before whole tests
 	ready chan struct{}
 }
 
 // heavyTest marks a CPU-heavy test: call it right after t.Parallel().
-func heavyTest(t *testing.T) { t.Helper(); needCPU(t, 1) }
+func heavyTest(t *testing.T) { t.Helper(); needCPU(t, 1, false) }
 
 // heavyPhase takes one CPU slot for a heavy part of a test and returns the
 // func that gives it back (idempotent; at the latest at cleanup). A test
 // that then only waits — for a fault's retry budget to run out — gives its
 // slot to others while it waits, and takes one again for its next heavy
 // part.
-func heavyPhase(t *testing.T) (release func()) { t.Helper(); return needCPU(t, 1) }
+func heavyPhase(t *testing.T) (release func()) { t.Helper(); return needCPU(t, 1, true) }
 
 // timingTest marks a test whose assertions need the CPU to itself apart from
 // light tests (a fast scheduler clock): call it right after t.Parallel().
-func timingTest(t *testing.T) { t.Helper(); needCPU(t, cpuSlots) }
+func timingTest(t *testing.T) { t.Helper(); needCPU(t, cpuSlots, false) }
 
-// volumeTests are the names of the tests (and their subtests) marked by
-// volumeTest.
-var volumeTests sync.Map
+// Which build a test's servers run. The race detector costs a server 2-10x
+// CPU, and CI's two cores are the limit of its wall time (docs/CI.md): the
+// servers of most integration tests, which check what the product does over
+// its API, run the plain build; the servers of the tests marked raceTest,
+// which drive the server's concurrent paths end to end (Send now progress
+// fan-out and cancel, concurrent Send nows, several replicas dispatching,
+// shutdown while runs are in flight, the core flow on both backends), run
+// the -race build, with GORACE=halt_on_error=1 so a race fails the test. The
+// same code also runs under -race in-process, in the -race unit tests of
+// internal/export, internal/scheduler, internal/destination and server. The
+// test process itself is always under -race. docs/CI.md lists the set.
+var raceTests, volumeTests sync.Map
+
+// raceTest marks a test (and its subtests) whose servers run the -race
+// build.
+func raceTest(t *testing.T) { t.Helper(); raceTests.Store(t.Name(), true) }
 
 // volumeTest marks a test whose servers export tens of thousands to
 // millions of rows, for what the volume shows (streaming, progress, a
 // cancel or a fault in the middle of a long upload, memory): its servers
-// (replicas included) run the build without the race detector, which made
-// each of these exports 2-4x slower and held a CPU slot for minutes. The
-// code paths they drive still run under -race: in every other integration
-// test, on small exports, and in-process in internal/export's and
-// internal/destination's -race unit tests. The test process itself stays
-// under -race. docs/CI.md lists the tests.
+// (replicas included) run the plain build even inside a raceTest.
 func volumeTest(t *testing.T) { t.Helper(); volumeTests.Store(t.Name(), true) }
 
-func isVolumeTest(t *testing.T) bool {
+// marked: t or a test it is a subtest of is in set.
+func marked(set *sync.Map, t *testing.T) bool {
 	for name := t.Name(); name != ""; {
-		if _, ok := volumeTests.Load(name); ok {
+		if _, ok := set.Load(name); ok {
 			return true
 		}
 		i := strings.LastIndexByte(name, '/')
@@ -225,7 +239,15 @@ func isVolumeTest(t *testing.T) bool {
 	return false
 }
 
-func needCPU(t *testing.T, n int) (release func()) {
+// serverBin is the build t's servers run.
+func serverBin(t *testing.T) string {
+	if marked(&raceTests, t) && !marked(&volumeTests, t) {
+		return binPath
+	}
+	return toolPath
+}
+
+func needCPU(t *testing.T, n int, phase bool) (release func()) {
 	t.Helper()
 	start := time.Now()
 	cpu.Lock()
@@ -233,8 +255,15 @@ func needCPU(t *testing.T, n int) (release func()) {
 		cpu.free -= n
 		cpu.Unlock()
 	} else {
-		w := &cpuWaiter{n, make(chan struct{})}
-		cpu.queue = append(cpu.queue, w)
+		w := &cpuWaiter{n, phase, make(chan struct{})}
+		at := len(cpu.queue)
+		if phase {
+			// After the phases already waiting, before the first whole test.
+			if i := slices.IndexFunc(cpu.queue, func(q *cpuWaiter) bool { return !q.phase }); i >= 0 {
+				at = i
+			}
+		}
+		cpu.queue = slices.Insert(cpu.queue, at, w)
 		cpu.Unlock()
 		<-w.ready
 		t.Logf("waited %s for %d of %d CPU slots", time.Since(start).Round(time.Millisecond), n, cpuSlots)
@@ -295,10 +324,7 @@ func (s *Server) start(extra ...string) {
 		"--allow-private-endpoints", "--shutdown-grace", "5s"}, extra...)
 	bin := s.Bin
 	if bin == "" {
-		bin = binPath
-		if isVolumeTest(t) {
-			bin = toolPath
-		}
+		bin = serverBin(t)
 	}
 	p, err := testenv.StartServerProcess(bin, args, append(slices.Clone(s.env), "GORACE=halt_on_error=1"), 60*time.Second)
 	if err != nil {
@@ -421,7 +447,7 @@ func (s *Server) LocalDir(key string, sub ...string) string {
 // server runs and returns its first ADMIN's API key.
 func (s *Server) CreateOrg(name string) string {
 	s.t.Helper()
-	out, err := exec.Command(binPath, "org", "create", "--name", name, "--db", s.DSN).Output()
+	out, err := exec.Command(toolPath, "org", "create", "--name", name, "--db", s.DSN).Output()
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {

@@ -185,7 +185,20 @@ func (im immFlow) run(provider, endpoint, creds string) {
 	}
 
 	// A crash after the last period's upload, before its outcome was
-	// recorded: the retry finds its own bytes and writes nothing.
+	// recorded: the retry finds its own bytes and writes nothing. The last
+	// period is the one whose window ends at the watermark: runs advance
+	// it in the order they finish, which need not be the order they were
+	// made in (a run requeued behind a running one).
+	if im.seq(lastSched.ID, "to_seq") != w {
+		lastSched = crRun{}
+		for _, r := range crRuns(t, s, im.db, "schedule_id = "+p(1)+" AND trigger = 'SCHEDULED' AND state = 'SUCCEEDED' AND to_seq = "+p(2), id, w) {
+			lastSched = r
+		}
+		if lastSched.ID == "" {
+			t.Fatalf("no scheduled run's window ends at the watermark %d; the schedule's runs:\n%s", w, im.history(id))
+		}
+		t.Logf("the last scheduled run made is not the last to finish; the schedule's runs:\n%s", im.history(id))
+	}
 	full := im.e.getRun(lastSched.ID)
 	// The watermark first: a run requeued first could be claimed, and find
 	// the watermark not yet back at its window's start, before the second
@@ -202,7 +215,7 @@ func (im immFlow) run(provider, endpoint, creds string) {
 		t.Errorf("retried period: %+v checksum %s note %q; want SUCCEEDED with %s and a note", again, retried.GetChecksum(), retried.GetNote(), full.GetChecksum())
 	}
 	if got := im.watermark(id); got != w {
-		t.Errorf("watermark %d after the retry, want %d", got, w)
+		t.Errorf("watermark %d after the retry, want %d; the schedule's runs:\n%s", got, w, im.history(id))
 	}
 
 	// "What happened yesterday?" on this backend too: the schedule shows the
@@ -281,6 +294,30 @@ func (im immFlow) eventIDs(uri string) []string {
 		out = append(out, r[0])
 	}
 	return out
+}
+
+// history is every run of the schedule with its sequence window, for a
+// failure message.
+func (im immFlow) history(id string) string {
+	rows, err := im.db.Query("SELECT id, trigger, state, attempt, from_seq, to_seq, create_time, start_time, finish_time FROM export_runs WHERE schedule_id = "+
+		im.e.s.Placeholder(1)+" ORDER BY create_time", id)
+	if err != nil {
+		return err.Error()
+	}
+	defer rows.Close()
+	var b strings.Builder
+	for rows.Next() {
+		var rid, trig, state string
+		var attempt int
+		var from, to int64
+		var created, started, finished sql.NullString
+		if err := rows.Scan(&rid, &trig, &state, &attempt, &from, &to, &created, &started, &finished); err != nil {
+			return err.Error()
+		}
+		fmt.Fprintf(&b, "  %s %s %s attempt %d seq (%d, %d] created %s started %s finished %s\n", rid, trig, state, attempt, from, to,
+			created.String, started.String, finished.String)
+	}
+	return b.String()
 }
 
 func (im immFlow) seq(runID, col string) int64 {

@@ -92,7 +92,7 @@ func limSchedule(t *testing.T, s *Server, key, name, endpoint, accessKey, secret
 // createOrg runs `auditexport org create` and returns the new admin's key.
 func createOrg(t *testing.T, s *Server, name string) string {
 	t.Helper()
-	out, err := exec.Command(binPath, "org", "create", "--name", name, "--db", s.DSN).Output()
+	out, err := exec.Command(toolPath, "org", "create", "--name", name, "--db", s.DSN).Output()
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
@@ -165,6 +165,7 @@ func checkRefusals(t *testing.T, refused []*status.Status, reason string) {
 // RESOURCE_EXHAUSTED with a RetryInfo, over gRPC and REST (429).
 func TestSendNowConcurrencyLimits(t *testing.T) {
 	t.Parallel()
+	raceTest(t)
 	for _, backend := range backends(t) {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()

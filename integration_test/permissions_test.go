@@ -674,6 +674,7 @@ func sendNowToEnd(t *testing.T, s *Server, key, scheduleID string) string {
 // rule and WatchExportRun the any-member rule, over gRPC streams.
 func TestStreamingPermissions(t *testing.T) {
 	t.Parallel()
+	raceTest(t)
 	s := StartServer(t, "sqlite")
 	e := setupPermissions(t, s)
 	sendNow := func(key, id string) codes.Code {

@@ -22,6 +22,7 @@ const clockScale = 30
 // processes sharing one PostgreSQL database.
 func TestScheduledExactlyOnce(t *testing.T) {
 	t.Parallel()
+	raceTest(t)
 	timingTest(t) // one run per period of a 12x clock
 	// 12x, not clockScale: a period is 5 real seconds. A dispatcher that
 	// falls more than a period behind (the -race server next to other test

@@ -318,7 +318,7 @@ func TestTLSFlagErrors(t *testing.T) {
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		args := append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir", t.TempDir()}, tc.args...)
-		out, err := exec.CommandContext(ctx, binPath, args...).CombinedOutput()
+		out, err := exec.CommandContext(ctx, toolPath, args...).CombinedOutput()
 		cancel()
 		if err == nil || !strings.Contains(string(out), tc.want) {
 			t.Errorf("serve %s: %v, output:\n%s\nwant a failed start naming %q", strings.Join(tc.args, " "), err, out, tc.want)

@@ -249,7 +249,7 @@ func TestUpgradeFromFixtures(t *testing.T) {
 				// A newer binary's database: refused, untouched.
 				testenv.Must(t, d.SetSchemaVersion(context.Background(), db.SchemaVersion+1))
 				before := tableCounts(t, s.DSN)
-				_, err = testenv.StartServerProcess(binPath, []string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+				_, err = testenv.StartServerProcess(toolPath, []string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
 					"--data-dir", s.DataDir, "--db", s.DSN, "--local-root", s.LocalRoot}, nil, 60*time.Second)
 				if err == nil || !strings.Contains(err.Error(), "newer auditexport") {
 					t.Errorf("start on a newer schema version: %v, want a refusal naming the newer version", err)

@@ -46,6 +46,7 @@ const vxPeriods = 30
 // verify exit 1.
 func TestVerifiableExports(t *testing.T) {
 	t.Parallel()
+	raceTest(t)
 	s := StartServer(t, "sqlite", newCRClock().flags()...)
 	xfLogsOnFailure(t, s)
 	e := xfEnv{t, s}
