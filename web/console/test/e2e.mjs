@@ -66,6 +66,14 @@ async function check(page, name, { idle = true } = {}) {
   log(`checked ${name} (${violations.length} minor/moderate axe findings)`);
 }
 
+// firstPageShown waits for the element table's status line to say the first
+// page of 25 rows is shown. The visible status line, not any text: after Apply
+// the page also announces the same words in its screen-reader live region, so
+// for a moment two elements hold them (a strict-mode violation in getByText).
+async function firstPageShown(page) {
+  await page.locator("p.status").filter({ hasText: /^Rows 1–25 of / }).waitFor();
+}
+
 async function heading(page, text) {
   await page.getByRole("heading", { level: 1, name: text }).waitFor();
 }
@@ -187,7 +195,7 @@ try {
   await check(page, "connections");
   await page.getByRole("link", { name: "Explore AUDIT_LOGS" }).click();
   await heading(page, "Explore AUDIT_LOGS");
-  await page.getByText(/^Rows 1–25 of /).waitFor();
+  await firstPageShown(page);
   await page.getByRole("button", { name: "Add filter" }).click();
   await page.getByLabel("Filter 1 column", { exact: true }).selectOption("EVENT_STATUS");
   await page.getByLabel("Filter 1 operator", { exact: true }).selectOption("FILTER_OPERATOR_EQUALS");
@@ -213,7 +221,7 @@ try {
   await page.getByRole("button", { name: "Remove filter 1" }).click();
   await page.getByLabel("Time range (REQUEST_TIME)", { exact: true }).selectOption("");
   await page.getByRole("button", { name: "Apply" }).click();
-  await page.getByText(/^Rows 1–25 of /).waitFor();
+  await firstPageShown(page);
   // Rename (name and folder).
   await page.getByLabel("Name", { exact: true }).fill("Console audit log");
   await page.getByLabel("Folder", { exact: true }).fill("ops/console");
@@ -375,7 +383,7 @@ try {
   // --- audit log, newest first, filtered ------------------------------------------------------
   await nav(page, "Audit log");
   await heading(page, "Audit log");
-  await page.getByText(/^Rows 1–25 of /).waitFor();
+  await firstPageShown(page);
   await page.getByRole("button", { name: "Add filter" }).click();
   await page.getByLabel("Filter 1 column", { exact: true }).selectOption("EVENT_TYPE");
   await page.getByLabel("Filter 1 value", { exact: true }).fill("SEND_NOW");
@@ -440,7 +448,7 @@ try {
   // With the grant, the viewer reads saved workbooks over AUDIT_LOGS.
   await viewer.goto(workbookUrl);
   await heading(viewer, "Console audit log");
-  await viewer.getByText(/^Rows 1–25 of /).waitFor();
+  await firstPageShown(viewer);
   await check(viewer, "viewer-workbook");
   log("viewer reads a saved workbook");
 } catch (err) {
