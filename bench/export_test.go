@@ -78,9 +78,7 @@ const (
 		"account_type, object_type, object_id, request_id, ip_address, user_agent, error_code, metadata"
 )
 
-var (
-	aeBin, s3putBin string
-)
+var aeBin, s3putBin string
 
 func TestMain(m *testing.M) { os.Exit(runMain(m)) }
 

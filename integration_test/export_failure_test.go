@@ -181,6 +181,19 @@ func xfS3Uploads(t *testing.T, m *testenv.S3, bucket string, prefixes ...string)
 	return ups
 }
 
+// xfOnlyObject checks that key is the only object under prefix and holds
+// the rows and bytes the succeeded run reports.
+func xfOnlyObject(t *testing.T, m *testenv.S3, bucket, prefix, key string, run *pb.ExportRun) {
+	t.Helper()
+	if keys := xfS3Objects(t, m, bucket, prefix); !slices.Equal(keys, []string{key}) {
+		t.Errorf("objects %v, want exactly [%s]", keys, key)
+	}
+	rows, size := xfReadCSV(t, m, bucket, key)
+	if rows != run.GetRows() || size != run.GetBytes() {
+		t.Errorf("object has %d rows / %d bytes, the run says %d / %d", rows, size, run.GetRows(), run.GetBytes())
+	}
+}
+
 // xfNoUploadsLeft waits a little for aborts to land, then fails if any
 // incomplete multipart upload remains.
 func xfNoUploadsLeft(t *testing.T, m *testenv.S3, bucket string, prefixes ...string) {
@@ -424,13 +437,7 @@ func TestExportSurvivesS3Restart(t *testing.T) {
 			// Possible when the SDK's own retries outlast the outage.
 			t.Logf("note: the upload survived within attempt %d (SDK-level retries)", run.GetAttempt())
 		}
-		if keys := xfS3Objects(t, minio, "restart", "exports/"); !slices.Equal(keys, []string{key}) {
-			t.Errorf("objects %v, want exactly [%s]", keys, key)
-		}
-		rows, size := xfReadCSV(t, minio, "restart", key)
-		if rows != run.GetRows() || size != run.GetBytes() {
-			t.Errorf("object has %d rows / %d bytes, the run says %d / %d", rows, size, run.GetRows(), run.GetBytes())
-		}
+		xfOnlyObject(t, minio, "restart", "exports/", key, run)
 	case pb.RunState_RUN_STATE_FAILED:
 		t.Logf("failed cleanly: %v", run.GetError())
 		if end.GetPhase() != pb.ExportPhase_EXPORT_PHASE_FAILED || run.GetError().GetCode() == "" {
