@@ -51,8 +51,13 @@ func TestGCSSingleRequestUploadGivesUp(t *testing.T) {
 	if !strings.Contains(err.Error(), "gave up after 3 tries") || !strings.Contains(err.Error(), "connection reset") {
 		t.Errorf("error %q does not say it gave up after 3 tries, or lost the network error", err)
 	}
-	if n := p.Refused(); n != 3 {
-		t.Errorf("%d connections refused, want 3 tries", n)
+	// The error says how many tries were made. The proxy sees 3 new
+	// connections, or 2 when the first try took the connection "p/before"
+	// left idle in the client's pool: Cut reset it, but the client learns
+	// that only when it uses it ("readLoopPeekFailLocked ... connection
+	// reset"), and a POST on a reused connection is not retried by net/http.
+	if n := p.Refused(); n < 2 || n > 3 {
+		t.Errorf("%d connections refused, want 3 tries (2 when the first reused the reset idle connection)", n)
 	}
 	if _, transient := destination.Describe(b, err); !transient {
 		t.Errorf("the error is not transient for the run's own attempts: %v", err)
