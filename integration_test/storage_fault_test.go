@@ -40,6 +40,13 @@ const (
 	// sfInFlight: bytes through the proxy before the fault, so that it
 	// strikes with the upload under way (the first part in flight or done).
 	sfInFlight = 4 << 20
+	// sfStartBandwidth: bytes/s per connection through the proxy from the
+	// start of the upload until the fault (liftStartLimit). Unthrottled,
+	// the rest of the ~20 MB went through before the test switched the
+	// proxy (CI, 2026-12-04: the "longer flap" run SUCCEEDED on attempt 1
+	// in 0.7 s, the fault striking after the object was complete).
+	// Throttled, an 8 MiB part or chunk needs 4 s.
+	sfStartBandwidth = 2 << 20
 )
 
 // sfStore is one provider's bucket reached through a fault proxy, with a
@@ -61,6 +68,8 @@ type sfStore struct {
 	// keys: incomplete S3 multipart uploads, Azure blobs or blocks that
 	// were never committed. GCS resumable sessions hold nothing visible.
 	leftovers func(t *testing.T, keys ...string) []string
+	// startLimited: sfStartUpload throttled the proxy (liftStartLimit).
+	startLimited bool
 	// idle gives the test's CPU slot back while it only waits (a fault's
 	// retry budget running out); heavyPhase takes one again.
 	idle func()
@@ -321,6 +330,10 @@ func sfWaitFor(t *testing.T, what string, timeout time.Duration, cond func() boo
 func sfStartUpload(t *testing.T, e xfEnv, st *sfStore) *testenv.RunStream {
 	t.Helper()
 	before := st.proxy.BytesUp()
+	if st.proxy.Bandwidth() == 0 {
+		st.proxy.SetBandwidth(sfStartBandwidth)
+		st.startLimited = true
+	}
 	xs := e.sendNow(st.schID)
 	sfWaitFor(t, "upload through the proxy", 60*time.Second, func() bool {
 		if l := xs.Last(); l != nil && testenv.IsTerminal(l.GetPhase()) {
@@ -329,6 +342,15 @@ func sfStartUpload(t *testing.T, e xfEnv, st *sfStore) *testenv.RunStream {
 		return st.proxy.BytesUp()-before > sfInFlight
 	})
 	return xs
+}
+
+// liftStartLimit removes sfStartUpload's throttle once the fault is in
+// place: what follows (retries, the next export) runs at full speed.
+func (st *sfStore) liftStartLimit() {
+	if st.startLimited {
+		st.proxy.SetBandwidth(0)
+		st.startLimited = false
+	}
 }
 
 // sfNoLeftovers waits for aborts to land, then fails if anything of an
@@ -447,6 +469,7 @@ func TestStorageFaultFlap(t *testing.T) {
 		at := xs.Last()
 		st.proxy.SetMode(testenv.Refuse)
 		st.proxy.Cut()
+		st.liftStartLimit()
 		refused := st.proxy.Refused()
 		sfWaitFor(t, "reconnect attempt", 30*time.Second, func() bool { return st.proxy.Refused() >= refused+2 })
 		st.proxy.SetMode(testenv.Pass)
@@ -466,6 +489,7 @@ func TestStorageFaultFlap(t *testing.T) {
 		xs2 := sfStartUpload(t, e, st)
 		st.proxy.SetMode(testenv.Refuse)
 		st.proxy.Cut()
+		st.liftStartLimit()
 		if !e.s.WaitLogs(`"msg":"transient upload error; retrying","run_id":"`+xs2.RunID()+`"`, 60*time.Second) {
 			t.Fatalf("run %s did not retry its upload within 60 s of the outage", xs2.RunID())
 		}
@@ -492,6 +516,7 @@ func TestStorageFaultOutage(t *testing.T) {
 		xs := sfStartUpload(t, e, st)
 		st.proxy.SetMode(testenv.Refuse)
 		st.proxy.Cut()
+		st.liftStartLimit()
 		st.idle() // until the next export: the run only retries now
 		end := xs.Terminal(90 * time.Second)
 		took := time.Since(start)

@@ -39,6 +39,7 @@ func TestStorageStall(t *testing.T) {
 		}
 		st.proxy.SetMode(testenv.Blackhole)
 		st.proxy.Freeze()
+		st.liftStartLimit()
 		st.idle() // until the next export: the run only waits for stalls now
 		stalled := time.Now()
 		end := xs.Terminal(150 * time.Second)

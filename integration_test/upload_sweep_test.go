@@ -26,6 +26,7 @@ func TestPendingAbortSurvivesRestart(t *testing.T) {
 	xs := sfStartUpload(t, e, st)
 	st.proxy.SetMode(testenv.Refuse)
 	st.proxy.Cut()
+	st.liftStartLimit()
 	idle()
 	end := xs.Terminal(90 * time.Second)
 	run := e.getRun(xs.RunID())

@@ -80,21 +80,40 @@ func Stream(ctx context.Context, d *db.DB, s Spec, now time.Time, from, to int64
 		page *= 5
 	}
 	sc := newRowScanner(p, d.Dialect)
-	var last []any
-	for {
-		query, args := p.selectPage(d.Dialect, org, last, page)
-		n, err := sc.page(ctx, d.SQL, query, args, &b, fn)
-		if err != nil {
-			return err
-		}
-		if n < page {
-			if b.Len() > 0 {
-				_, err = fn(b)
+	pages := func(read func(query string, args []any) (int, error)) error {
+		var last []any
+		for {
+			query, args := p.selectPage(d.Dialect, org, last, page)
+			n, err := read(query, args)
+			if err != nil {
+				return err
 			}
-			return err
+			if n < page {
+				if b.Len() > 0 {
+					_, err = fn(b)
+				}
+				return err
+			}
+			last = sc.last
 		}
-		last = sc.last
 	}
+	if d.Dialect != dialect.Postgres {
+		return pages(func(query string, args []any) (int, error) { return sc.page(ctx, d.SQL, query, args, &b, fn) })
+	}
+	// PostgreSQL: every page on one connection, through pgx itself
+	// (pgPage).
+	conn, err := d.SQL.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("scan audit events: %w", err)
+	}
+	defer conn.Close()
+	return conn.Raw(func(dc any) error {
+		pc, ok := dc.(pgConn)
+		if !ok {
+			return fmt.Errorf("scan audit events: driver connection %T is not pgx's", dc)
+		}
+		return pages(func(query string, args []any) (int, error) { return sc.pgPage(ctx, pc.Conn(), query, args, &b, fn) })
+	})
 }
 
 // selectPage is the SQL of one keyset page: the output columns, then the
@@ -181,13 +200,8 @@ func (sc *rowScanner) page(ctx context.Context, q *stdsql.DB, query string, args
 			return n, fmt.Errorf("scan audit events: %w", err)
 		}
 		n++
-		if err := sc.appendRow(*b); err != nil {
+		if err := handOff(b, sc.appendRow(*b), fn); err != nil {
 			return n, err
-		}
-		if (*b).Len() >= BatchRows {
-			if *b, err = fn(*b); err != nil {
-				return n, err
-			}
 		}
 	}
 	if err := rows.Err(); err != nil {
@@ -197,6 +211,16 @@ func (sc *rowScanner) page(ctx context.Context, q *stdsql.DB, query string, args
 		sc.keepLast()
 	}
 	return n, nil
+}
+
+// handOff passes on appendErr (a row's error), or else hands *b to fn
+// once it is full and takes the batch fn returns.
+func handOff(b **Batch, appendErr error, fn func(*Batch) (*Batch, error)) (err error) {
+	if appendErr != nil || (*b).Len() < BatchRows {
+		return appendErr
+	}
+	*b, err = fn(*b)
+	return err
 }
 
 func (sc *rowScanner) appendRow(b *Batch) error {

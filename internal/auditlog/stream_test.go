@@ -1,9 +1,14 @@
 package auditlog
 
 import (
+	"encoding/binary"
+	"math"
 	"math/rand/v2"
+	"strconv"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // TestStoredTimeText: SQLite's stored timestamp text becomes TimeLayout in
@@ -53,5 +58,33 @@ func TestValidDateTime(t *testing.T) {
 		if got := validDateTime([]byte(s), ' '); got != want {
 			t.Errorf("validDateTime(%q) = %v", s, got)
 		}
+	}
+}
+
+// TestPGBinaryCells: PostgreSQL's binary timestamp (microseconds since
+// 2000-01-01 UTC) and bigint become the text the database/sql path wrote
+// (time.Time in UTC formatted in TimeLayout; decimal); ±infinity, NULL and a
+// wrong width are errors, not a made-up value.
+func TestPGBinaryCells(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	be := func(x int64) []byte { return binary.BigEndian.AppendUint64(nil, uint64(x)) }
+	for range 2000 {
+		tm := time.UnixMicro(r.Int64N(9e15) - 3e15).UTC()
+		got, err := appendPGBinary([]byte("x"), pgtype.TimestamptzOID, be(tm.UnixMicro()-pgEpochMicros))
+		if want := "x" + tm.Format(TimeLayout); err != nil || string(got) != want {
+			t.Fatalf("timestamp %v -> %q, %v; want %q", tm, got, err, want)
+		}
+		n := r.Int64() - r.Int64()
+		if got, err := appendPGBinary(nil, pgtype.Int8OID, be(n)); err != nil || string(got) != strconv.FormatInt(n, 10) {
+			t.Fatalf("bigint %d -> %q, %v", n, got, err)
+		}
+	}
+	for _, bad := range [][]byte{be(math.MaxInt64), be(math.MinInt64), nil, {1, 2, 3}} {
+		if got, err := appendPGBinary(nil, pgtype.TimestamptzOID, bad); err == nil {
+			t.Errorf("timestamp %x -> %q, want an error", bad, got)
+		}
+	}
+	if _, err := appendPGBinary(nil, pgtype.Float8OID, be(1)); err == nil {
+		t.Error("a binary float8 was accepted")
 	}
 }

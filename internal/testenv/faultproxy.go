@@ -76,6 +76,9 @@ func (p *FaultProxy) SetLatency(d time.Duration) { p.latency.Store(int64(d)) }
 // (0: unlimited).
 func (p *FaultProxy) SetBandwidth(bytesPerSec int64) { p.bandwidth.Store(bytesPerSec) }
 
+// Bandwidth is the limit SetBandwidth set (0: unlimited).
+func (p *FaultProxy) Bandwidth() int64 { return p.bandwidth.Load() }
+
 // Refused is how many connections Refuse mode has reset so far: a test
 // waits on it to know the service kept trying while the dependency was down.
 func (p *FaultProxy) Refused() int64 { return p.refused.Load() }
