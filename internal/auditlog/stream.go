@@ -4,6 +4,7 @@ import (
 	"context"
 	stdsql "database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -97,8 +98,23 @@ func Stream(ctx context.Context, d *db.DB, s Spec, now time.Time, from, to int64
 			last = sc.last
 		}
 	}
+	viaSQL := func(query string, args []any) (int, error) { return sc.page(ctx, d.SQL, query, args, &b, fn) }
 	if d.Dialect != dialect.Postgres {
-		return pages(func(query string, args []any) (int, error) { return sc.page(ctx, d.SQL, query, args, &b, fn) })
+		if d.SQLitePath == "" { // in memory: only the pool's connections see it
+			return pages(viaSQL)
+		}
+		r, err := openSQLiteReader(d.SQLitePath)
+		if err != nil {
+			return fmt.Errorf("scan audit events: %w", err)
+		}
+		defer r.close()
+		return pages(func(query string, args []any) (int, error) {
+			n, err := sc.directPage(ctx, r, query, args, &b, fn)
+			if errors.Is(err, errUnboundable) { // before any row
+				return viaSQL(query, args)
+			}
+			return n, err
+		})
 	}
 	// PostgreSQL: every page on one connection, through pgx itself
 	// (pgPage).
@@ -157,14 +173,15 @@ type rowScanner struct {
 	raw    []stdsql.RawBytes
 	times  []time.Time
 	ints   []int64
-	last   []any // sort key values of the last row scanned
+	last   []any    // sort key values of the last row scanned
+	keyBuf [][]byte // the current row's sort key text (directPage)
 	format []func(b []byte, i int) ([]byte, error)
 }
 
 func newRowScanner(p *plan, dia string) *rowScanner {
 	n := len(p.out) + len(p.keys)
 	sc := &rowScanner{p: p, dia: dia, dest: make([]any, n), raw: make([]stdsql.RawBytes, n),
-		times: make([]time.Time, n), ints: make([]int64, n), last: make([]any, len(p.keys))}
+		times: make([]time.Time, n), ints: make([]int64, n), last: make([]any, len(p.keys)), keyBuf: make([][]byte, len(p.keys))}
 	for i := range n {
 		col := sc.column(i)
 		switch {

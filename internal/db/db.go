@@ -30,6 +30,9 @@ type DB struct {
 	SQL     *sql.DB
 	Dialect string // dialect.SQLite or dialect.Postgres
 	DSN     string // as given to Open (may hold a password: never log it)
+	// SQLitePath is the SQLite database file ("" on PostgreSQL and for
+	// ":memory:"), for readers that open it themselves (auditlog.Stream).
+	SQLitePath string
 }
 
 // sqlitePragmas are required: foreign keys (ent migrations need them), a
@@ -43,7 +46,11 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
+	var sqlitePath string
 	if dia == dialect.SQLite {
+		if source != ":memory:" {
+			sqlitePath = source
+		}
 		if dir := filepath.Dir(source); dir != "" {
 			if err := os.MkdirAll(dir, 0o700); err != nil {
 				return nil, fmt.Errorf("create database directory: %w", err)
@@ -71,7 +78,7 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		return nil, fmt.Errorf("connect to database: %w", err)
 	}
 	drvEnt := entsql.OpenDB(dia, sdb)
-	return &DB{Client: ent.NewClient(ent.Driver(drvEnt)), SQL: sdb, Dialect: dia, DSN: dsn}, nil
+	return &DB{Client: ent.NewClient(ent.Driver(drvEnt)), SQL: sdb, Dialect: dia, DSN: dsn, SQLitePath: sqlitePath}, nil
 }
 
 // DefaultMaxConns is the pool size when --db-max-conns is 0: on SQLite (one
