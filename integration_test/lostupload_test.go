@@ -24,8 +24,8 @@ import (
 // (checked): destination.Describe (the SDK's NoSuchUpload maps to
 // gcerrors.Unknown: transient), and behind it the runner's 404 rule
 // (notFoundCode, then the bucket found accessible). The rule's other
-// case, what maps to gcerrors.NotFound (a lost GCS resumable session), has
-// no test against fake-gcs-server yet.
+// case, what maps to gcerrors.NotFound (a lost GCS resumable session), is
+// TestExportRetriesLostGCSSession.
 func TestExportRetriesLostUpload(t *testing.T) {
 	t.Parallel()
 	heavyTest(t)

@@ -126,8 +126,14 @@ func sfProxied(t *testing.T, endpoint string) (*testenv.FaultProxy, string) {
 
 func sfS3(t *testing.T, e xfEnv) *sfStore {
 	m := testenv.StartMinIO(t)
-	p, endpoint := sfProxied(t, m.Endpoint)
-	st := sfS3At(t, e, m, endpoint)
+	return sfBehindProxy(t, m.Endpoint, func(endpoint string) *sfStore { return sfS3At(t, e, m, endpoint) })
+}
+
+// sfBehindProxy is the sfStore at makes for a fault proxy in front of
+// endpoint.
+func sfBehindProxy(t *testing.T, endpoint string, at func(proxied string) *sfStore) *sfStore {
+	p, proxied := sfProxied(t, endpoint)
+	st := at(proxied)
 	st.proxy = p
 	return st
 }
@@ -158,12 +164,17 @@ func sfS3At(t *testing.T, e xfEnv, m *testenv.S3, endpoint string) *sfStore {
 }
 
 func sfGCS(t *testing.T, e xfEnv) *sfStore {
-	const bucket = "faults"
 	g := testenv.StartFakeGCS(t)
+	return sfBehindProxy(t, g.Endpoint, func(endpoint string) *sfStore { return sfGCSAt(t, e, g, endpoint) })
+}
+
+// sfGCSAt is an sfStore of a bucket of g the server reaches at endpoint (a
+// proxy in front of g).
+func sfGCSAt(t *testing.T, e xfEnv, g *testenv.GCS, endpoint string) *sfStore {
+	const bucket = "faults"
 	g.CreateBucket(t, bucket)
-	p, endpoint := sfProxied(t, g.Endpoint)
 	e.integration("gcs", "PROVIDER_GCS", "gcs://"+bucket+"/exports/", endpoint, fmt.Sprintf(`{"gcsServiceAccount":{"jsonKey":%q}}`, serviceAccountJSON))
-	st := &sfStore{provider: "gcs", proxy: p}
+	st := &sfStore{provider: "gcs"}
 	st.schID, st.schNam = e.schedule("gcs", "gcs://"+bucket+"/exports/f-{run_id}.csv", "COMPRESSION_NONE")
 	st.key = func(t *testing.T, uri string) string {
 		t.Helper()

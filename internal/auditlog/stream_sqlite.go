@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -25,6 +26,7 @@ import (
 // is the exception). WAL lets it read beside the pool's writers.
 type sqliteReader struct {
 	tls *libc.TLS
+	mu  sync.Mutex // db against interrupt, which runs on another goroutine
 	db  uintptr
 }
 
@@ -57,11 +59,28 @@ func openSQLiteReader(path string) (*sqliteReader, error) {
 }
 
 func (r *sqliteReader) close() {
+	r.mu.Lock()
 	if r.db != 0 {
 		sqlite3.Xsqlite3_close_v2(r.tls, r.db)
 		r.db = 0
 	}
+	r.mu.Unlock()
 	r.tls.Close()
+}
+
+// interrupt makes the running step return SQLITE_INTERRUPT. It runs when
+// the export's context ends, on a goroutine of its own, possibly after
+// the page (or the whole read) is over: a closed connection is left alone
+// (a SIGSEGV in CI, when the interrupt ran after close).
+func (r *sqliteReader) interrupt() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.db == 0 {
+		return
+	}
+	tls := libc.NewTLS()
+	sqlite3.Xsqlite3_interrupt(tls, r.db)
+	tls.Close()
 }
 
 // err is SQLite's message for result code rc.
@@ -167,12 +186,7 @@ func (sc *rowScanner) directPage(ctx context.Context, r *sqliteReader, query str
 	}
 	// A step that scans long without a matching row is interrupted when
 	// ctx ends; between rows, the batch hand-off sees ctx.
-	stop := context.AfterFunc(ctx, func() {
-		tls := libc.NewTLS()
-		sqlite3.Xsqlite3_interrupt(tls, r.db)
-		tls.Close()
-	})
-	defer stop()
+	defer context.AfterFunc(ctx, r.interrupt)()
 	off := len(sc.p.out)
 	n := 0
 	for {
