@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
-	"log/slog"
 	"os"
 	"path"
 	"path/filepath"
@@ -25,7 +24,6 @@ import (
 	"github.com/auditexport/auditexport/internal/destination"
 	"github.com/auditexport/auditexport/internal/export"
 	"github.com/auditexport/auditexport/internal/leftover"
-	"github.com/auditexport/auditexport/internal/notify"
 	"github.com/auditexport/auditexport/internal/secrets"
 	"github.com/auditexport/auditexport/internal/testenv"
 )
@@ -175,10 +173,7 @@ func recordEvents(t *testing.T, d *db.DB, ctx context.Context, orgID string, n i
 // retrying quickly.
 func signedRunner(t *testing.T, d *db.DB, dir string, keys *secrets.Keyring) *export.Runner {
 	t.Helper()
-	mail, err := notify.New("", "auditexport@localhost", slog.New(slog.DiscardHandler))
-	testenv.Must(t, err)
-	return export.NewRunner(d, keys, mail, auditlog.NewRecorder(d.Client, slog.New(slog.DiscardHandler)), slog.New(slog.DiscardHandler),
-		export.Config{Local: destination.LocalDirs{Root: filepath.Dir(filepath.Dir(dir))}, MaxAttempts: 2, RetryInitial: 10 * time.Millisecond})
+	return localRunnerWith(t, d, dir, keys, export.Config{MaxAttempts: 2, RetryInitial: 10 * time.Millisecond})
 }
 
 // verifyDir verifies the exports under dir with the organization's keys.

@@ -14,6 +14,7 @@ import (
 	"github.com/auditexport/auditexport/internal/destination"
 	"github.com/auditexport/auditexport/internal/export"
 	"github.com/auditexport/auditexport/internal/notify"
+	"github.com/auditexport/auditexport/internal/secrets"
 	"github.com/auditexport/auditexport/internal/tenant"
 	"github.com/auditexport/auditexport/internal/testenv"
 )
@@ -83,12 +84,19 @@ func executeRun(t *testing.T, d *db.DB, ctx context.Context, orgID, runID, dir s
 // <local root>/<org id>/out.
 func localRunner(t *testing.T, d *db.DB, dir string) *export.Runner {
 	t.Helper()
+	return localRunnerWith(t, d, dir, nil, export.Config{})
+}
+
+// localRunnerWith is localRunner signing manifests with keys (nil: none),
+// with cfg (its LOCAL root set here).
+func localRunnerWith(t *testing.T, d *db.DB, dir string, keys *secrets.Keyring, cfg export.Config) *export.Runner {
+	t.Helper()
 	mail, err := notify.New("", "auditexport@localhost", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return export.NewRunner(d, nil, mail, auditlog.NewRecorder(d.Client, slog.New(slog.DiscardHandler)),
-		slog.New(slog.DiscardHandler), export.Config{Local: destination.LocalDirs{Root: filepath.Dir(filepath.Dir(dir))}})
+	cfg.Local = destination.LocalDirs{Root: filepath.Dir(filepath.Dir(dir))}
+	return export.NewRunner(d, keys, mail, auditlog.NewRecorder(d.Client, slog.New(slog.DiscardHandler)), slog.New(slog.DiscardHandler), cfg)
 }
 
 // queuedRun stores an organization with a LOCAL integration, a saved
