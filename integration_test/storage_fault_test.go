@@ -41,7 +41,7 @@ const (
 	// strikes with the upload under way (the first part in flight or done).
 	sfInFlight = 4 << 20
 	// sfStartBandwidth: bytes/s per connection through the proxy from the
-	// start of the upload until the fault (liftStartLimit). Unthrottled,
+	// start of the upload until the fault (strike). Unthrottled,
 	// the rest of the ~20 MB went through before the test switched the
 	// proxy (CI, 2026-12-04: the "longer flap" run SUCCEEDED on attempt 1
 	// in 0.7 s, the fault striking after the object was complete).
@@ -68,7 +68,7 @@ type sfStore struct {
 	// keys: incomplete S3 multipart uploads, Azure blobs or blocks that
 	// were never committed. GCS resumable sessions hold nothing visible.
 	leftovers func(t *testing.T, keys ...string) []string
-	// startLimited: sfStartUpload throttled the proxy (liftStartLimit).
+	// startLimited: sfStartUpload throttled the proxy (strike).
 	startLimited bool
 	// idle gives the test's CPU slot back while it only waits (a fault's
 	// retry budget running out); heavyPhase takes one again.
@@ -355,9 +355,16 @@ func sfStartUpload(t *testing.T, e xfEnv, st *sfStore) *testenv.RunStream {
 	return xs
 }
 
-// liftStartLimit removes sfStartUpload's throttle once the fault is in
-// place: what follows (retries, the next export) runs at full speed.
-func (st *sfStore) liftStartLimit() {
+// strike puts the fault in place — Refuse resets open connections
+// (Cut), Blackhole stops them (Freeze) — and lifts sfStartUpload's
+// throttle: what follows (retries, the next export) runs at full speed.
+func (st *sfStore) strike(mode testenv.ProxyMode) {
+	st.proxy.SetMode(mode)
+	if mode == testenv.Blackhole {
+		st.proxy.Freeze()
+	} else {
+		st.proxy.Cut()
+	}
 	if st.startLimited {
 		st.proxy.SetBandwidth(0)
 		st.startLimited = false
@@ -478,9 +485,7 @@ func TestStorageFaultFlap(t *testing.T) {
 		start := time.Now()
 		xs := sfStartUpload(t, e, st)
 		at := xs.Last()
-		st.proxy.SetMode(testenv.Refuse)
-		st.proxy.Cut()
-		st.liftStartLimit()
+		st.strike(testenv.Refuse)
 		refused := st.proxy.Refused()
 		sfWaitFor(t, "reconnect attempt", 30*time.Second, func() bool { return st.proxy.Refused() >= refused+2 })
 		st.proxy.SetMode(testenv.Pass)
@@ -498,9 +503,7 @@ func TestStorageFaultFlap(t *testing.T) {
 		// start and the first attempt's upload is aborted.
 		start = time.Now()
 		xs2 := sfStartUpload(t, e, st)
-		st.proxy.SetMode(testenv.Refuse)
-		st.proxy.Cut()
-		st.liftStartLimit()
+		st.strike(testenv.Refuse)
 		if !e.s.WaitLogs(`"msg":"transient upload error; retrying","run_id":"`+xs2.RunID()+`"`, 60*time.Second) {
 			t.Fatalf("run %s did not retry its upload within 60 s of the outage", xs2.RunID())
 		}
@@ -525,9 +528,7 @@ func TestStorageFaultOutage(t *testing.T) {
 	sfEachProvider(t, nil, func(t *testing.T, e xfEnv, mp *testenv.Mailpit, st *sfStore) {
 		start := time.Now()
 		xs := sfStartUpload(t, e, st)
-		st.proxy.SetMode(testenv.Refuse)
-		st.proxy.Cut()
-		st.liftStartLimit()
+		st.strike(testenv.Refuse)
 		st.idle() // until the next export: the run only retries now
 		end := xs.Terminal(90 * time.Second)
 		took := time.Since(start)

@@ -37,9 +37,7 @@ func TestStorageStall(t *testing.T) {
 				return len(st.leftovers(t)) > 0
 			})
 		}
-		st.proxy.SetMode(testenv.Blackhole)
-		st.proxy.Freeze()
-		st.liftStartLimit()
+		st.strike(testenv.Blackhole)
 		st.idle() // until the next export: the run only waits for stalls now
 		stalled := time.Now()
 		end := xs.Terminal(150 * time.Second)

@@ -4,7 +4,6 @@ import (
 	"context"
 	stdsql "database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -98,23 +97,16 @@ func Stream(ctx context.Context, d *db.DB, s Spec, now time.Time, from, to int64
 			last = sc.last
 		}
 	}
-	viaSQL := func(query string, args []any) (int, error) { return sc.page(ctx, d.SQL, query, args, &b, fn) }
 	if d.Dialect != dialect.Postgres {
 		if d.SQLitePath == "" { // in memory: only the pool's connections see it
-			return pages(viaSQL)
+			return pages(func(query string, args []any) (int, error) { return sc.page(ctx, d.SQL, query, args, &b, fn) })
 		}
 		r, err := openSQLiteReader(d.SQLitePath)
 		if err != nil {
 			return fmt.Errorf("scan audit events: %w", err)
 		}
 		defer r.close()
-		return pages(func(query string, args []any) (int, error) {
-			n, err := sc.directPage(ctx, r, query, args, &b, fn)
-			if errors.Is(err, errUnboundable) { // before any row
-				return viaSQL(query, args)
-			}
-			return n, err
-		})
+		return pages(func(query string, args []any) (int, error) { return sc.directPage(ctx, r, query, args, &b, fn) })
 	}
 	// PostgreSQL: every page on one connection, through pgx itself
 	// (pgPage).
@@ -174,7 +166,7 @@ type rowScanner struct {
 	times  []time.Time
 	ints   []int64
 	last   []any    // sort key values of the last row scanned
-	keyBuf [][]byte // the current row's sort key text (directPage)
+	keyBuf [][]byte // the current row's sort key bytes (pgPage, directPage)
 	format []func(b []byte, i int) ([]byte, error)
 }
 

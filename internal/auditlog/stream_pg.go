@@ -84,7 +84,7 @@ func (sc *rowScanner) appendPGRow(b *Batch, fds []pgconn.FieldDescription, vals 
 	}
 	off := len(sc.p.out)
 	for k := range sc.p.keys {
-		sc.raw[off+k] = append(sc.raw[off+k][:0], vals[off+k]...)
+		sc.keyBuf[k] = append(sc.keyBuf[k][:0], vals[off+k]...)
 	}
 	return nil
 }
@@ -95,7 +95,7 @@ func (sc *rowScanner) keepLastPG(fds []pgconn.FieldDescription) error {
 	off := len(sc.p.out)
 	for k := range sc.p.keys {
 		i := off + k
-		v := sc.raw[i]
+		v := sc.keyBuf[k]
 		if fds[i].Format != pgx.BinaryFormatCode {
 			sc.last[k] = string(v)
 			continue

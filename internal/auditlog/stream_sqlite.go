@@ -92,39 +92,24 @@ func (r *sqliteReader) err(rc int32) error {
 	return fmt.Errorf("sqlite: %s (%d)", msg, rc)
 }
 
-// errUnboundable: an argument of a type bind does not write as the
-// driver would; the page runs through database/sql instead.
-var errUnboundable = errors.New("argument type not bound directly")
-
-// bind binds args the way the database/sql driver does for the types
-// selectPage produces: text, integers, reals, and time.Time as
-// time.Time.String() (the driver's default, the form the rows are stored
-// in; internal/db sets no other time format).
+// bind binds args the way the database/sql driver does, for the types a
+// compiled spec and its keyset bound produce (convertValue, keepLast):
+// text, int64, and time.Time as time.Time.String() (the driver's default,
+// the form the rows are stored in; internal/db sets no other time format).
+// TestSQLiteDirectReader compares the rows with the driver's for each.
 func (r *sqliteReader) bind(stmt uintptr, args []any) error {
 	for i, a := range args {
 		n := int32(i + 1)
 		var rc int32
 		switch v := a.(type) {
-		case nil:
-			rc = sqlite3.Xsqlite3_bind_null(r.tls, stmt, n)
 		case string:
 			rc = r.bindText(stmt, n, v)
 		case time.Time:
 			rc = r.bindText(stmt, n, v.String())
 		case int64:
 			rc = sqlite3.Xsqlite3_bind_int64(r.tls, stmt, n, v)
-		case int:
-			rc = sqlite3.Xsqlite3_bind_int64(r.tls, stmt, n, int64(v))
-		case float64:
-			rc = sqlite3.Xsqlite3_bind_double(r.tls, stmt, n, v)
-		case bool:
-			var x int64
-			if v {
-				x = 1
-			}
-			rc = sqlite3.Xsqlite3_bind_int64(r.tls, stmt, n, x)
 		default:
-			return fmt.Errorf("%w: %T", errUnboundable, a)
+			return fmt.Errorf("argument %d: %T is not bound by the direct reader", n, a)
 		}
 		if rc != sqlite3.SQLITE_OK {
 			return r.err(rc)
@@ -179,9 +164,6 @@ func (sc *rowScanner) directPage(ctx context.Context, r *sqliteReader, query str
 		return 0, fmt.Errorf("scan audit events: %d columns, want %d", n, len(sc.dest))
 	}
 	if err := r.bind(stmt, args); err != nil {
-		if errors.Is(err, errUnboundable) {
-			return 0, err
-		}
 		return 0, fmt.Errorf("scan audit events: %w", err)
 	}
 	// A step that scans long without a matching row is interrupted when
@@ -227,12 +209,9 @@ func (sc *rowScanner) directPage(ctx context.Context, r *sqliteReader, query str
 	}
 	if n > 0 {
 		for k := range sc.p.keys {
-			if _, ok := sc.dest[off+k].(*int64); ok {
-				sc.last[k] = sc.ints[off+k]
-			} else {
-				sc.last[k] = string(sc.keyBuf[k])
-			}
+			sc.raw[off+k] = sc.keyBuf[k] // the last row's, copied out of SQLite
 		}
+		sc.keepLast()
 	}
 	return n, nil
 }
