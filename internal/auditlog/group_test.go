@@ -68,31 +68,31 @@ func TestRecordConcurrentGroupCommit(t *testing.T) {
 	})
 }
 
-// TestGroupCommitIsolatesAFailingRow: a batch holding a row the database
-// refuses (a duplicate event id) fails that row's caller only; the other
-// rows of the batch are written one by one and their callers succeed.
-func TestGroupCommitIsolatesAFailingRow(t *testing.T) {
+// TestGroupCommitBatchIsAtomic: a batch holding a row the database refuses
+// (a duplicate event id) stores none of its rows, so db.Group's retry of
+// each row alone (TestGroupIsolatesAFailingItem) writes each row once: the
+// caller of the refused row fails, the others succeed.
+func TestGroupCommitBatchIsAtomic(t *testing.T) {
 	forEachDB(t, func(t *testing.T, d *db.DB) {
 		r := NewRecorder(d.Client, nil).WithDialect(d.Dialect)
 		id, err := r.Record(context.Background(), Event{OrgID: "org_a", Category: "C", Type: "FIRST"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		row := func(eventID, typ string) *pendingRow {
-			return &pendingRow{row: &ent.AuditEvent{OrgID: "org_a", EventID: eventID, EventCategory: "C", EventType: typ,
-				EventStatus: StatusSuccess, Metadata: "{}"}, done: make(chan error, 1)}
+		row := func(eventID, typ string) *ent.AuditEvent {
+			return &ent.AuditEvent{OrgID: "org_a", EventID: eventID, EventCategory: "C", EventType: typ,
+				EventStatus: StatusSuccess, Metadata: "{}"}
 		}
-		batch := []*pendingRow{row("evt_ok1", "OK1"), row(id, "DUP"), row("evt_ok2", "OK2")}
-		// What flush does with a batch, without the timing of concurrent callers.
-		r.group.mu.Lock()
-		r.group.queue = batch
-		r.group.busy = true
-		r.group.mu.Unlock()
-		r.group.flush()
-		for i, p := range batch {
-			err := <-p.done
-			if (i == 1) != (err != nil) {
-				t.Errorf("row %d (%s): err %v", i, p.row.EventType, err)
+		ok1, dup, ok2 := row("evt_ok1", "OK1"), row(id, "DUP"), row("evt_ok2", "OK2")
+		if err := r.insert([]*ent.AuditEvent{ok1, dup, ok2}); err == nil {
+			t.Fatal("a batch with a duplicate event id was stored")
+		}
+		if n, err := d.Client.AuditEvent.Query().Count(tenant.System(context.Background())); err != nil || n != 1 {
+			t.Fatalf("%d rows stored after the failed batch (%v), want 1 (FIRST)", n, err)
+		}
+		for _, e := range []*ent.AuditEvent{ok1, dup, ok2} {
+			if err := r.insert([]*ent.AuditEvent{e}); (e == dup) != (err != nil) {
+				t.Errorf("row %s alone: err %v", e.EventType, err)
 			}
 		}
 		n, err := d.Client.AuditEvent.Query().Count(tenant.System(context.Background()))

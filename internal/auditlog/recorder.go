@@ -8,13 +8,13 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 	"unicode"
 
 	"entgo.io/ent/dialect"
 
 	"github.com/auditexport/auditexport/ent"
+	"github.com/auditexport/auditexport/internal/db"
 	"github.com/auditexport/auditexport/internal/ids"
 	"github.com/auditexport/auditexport/internal/tenant"
 )
@@ -46,7 +46,7 @@ type Event struct {
 
 // Recorder writes audit events.
 type Recorder struct {
-	group   *groupCommit
+	group   *db.Group[*ent.AuditEvent]
 	client  *ent.Client
 	log     *slog.Logger
 	now     func() time.Time
@@ -59,7 +59,7 @@ func NewRecorder(client *ent.Client, log *slog.Logger) *Recorder {
 		log = slog.Default()
 	}
 	r := &Recorder{client: client, log: log, now: time.Now}
-	r.group = &groupCommit{r: r}
+	r.group = db.NewGroup(maxGroup, 1, r.insert)
 	return r
 }
 
@@ -67,7 +67,7 @@ func NewRecorder(client *ent.Client, log *slog.Logger) *Recorder {
 //
 // The write is detached from ctx's cancellation (with its own timeout):
 // a call whose client hung up must still be audited. Concurrent calls share
-// a commit (see groupCommit); each returns once its row is committed. Status defaults to
+// a commit (see maxGroup); each returns once its row is committed. Status defaults to
 // FAILURE when ErrorCode is set and SUCCESS otherwise. Every string is made
 // valid UTF-8 and cut to 1024 bytes; metadata is scrubbed of secrets (see
 // scrubKey) before it is stored as JSON.
@@ -120,85 +120,24 @@ func (r *Recorder) Record(ctx context.Context, e Event) (string, error) {
 		ErrorCode:     clean(e.ErrorCode),
 		Metadata:      meta,
 	}
-	if err := r.group.add(row); err != nil {
+	if err := r.group.Add(row); err != nil {
 		return "", fmt.Errorf("record audit event: %w", err)
 	}
 	return id, nil
 }
 
-// Group commit. Every API call records a row, so on SQLite (one writer at a
-// time, a commit per row) concurrent calls queued behind each other's
-// commits. Rows recorded while a commit is in flight are written together by
-// the next one: one transaction, one multi-row INSERT. A caller returns only
-// after the transaction holding its row committed (nothing acknowledged can
-// be lost; what a crash loses is what was never acknowledged, exactly as
-// with a commit per row), and a caller's error is its own row's: when a
-// batch fails, its rows are written again one transaction each.
-//
-// The queue is bounded by the callers themselves (each waits for its row);
-// maxGroup bounds one statement's bind parameters (17 a row).
+// Every API call records a row, so on SQLite (one writer at a time, a
+// commit per row) concurrent calls queued behind each other's commits. Rows
+// recorded while a commit is in flight are written together by the next one
+// (db.Group): one transaction, one multi-row INSERT. A caller returns only
+// after the transaction holding its row committed, and a caller's error is
+// its own row's. maxGroup bounds one statement's bind parameters (17 a row).
 const maxGroup = 256
-
-type pendingRow struct {
-	row  *ent.AuditEvent
-	done chan error
-}
-
-type groupCommit struct {
-	r     *Recorder
-	mu    sync.Mutex
-	queue []*pendingRow
-	busy  bool // a flush is running; rows queued now go in its next batch
-}
-
-// add queues row and waits until it is committed or failed. The first
-// caller to find no flush running flushes (its own row first); a flush that
-// leaves rows queued hands the next batch to a new goroutine, so no caller
-// keeps writing other callers' rows after its own committed.
-func (g *groupCommit) add(row *ent.AuditEvent) error {
-	p := &pendingRow{row: row, done: make(chan error, 1)}
-	g.mu.Lock()
-	g.queue = append(g.queue, p)
-	lead := !g.busy
-	g.busy = true
-	g.mu.Unlock()
-	if lead {
-		g.flush()
-	}
-	return <-p.done
-}
-
-func (g *groupCommit) flush() {
-	g.mu.Lock()
-	n := min(len(g.queue), maxGroup)
-	batch := make([]*pendingRow, n)
-	copy(batch, g.queue)
-	g.queue = append(g.queue[:0], g.queue[n:]...)
-	g.mu.Unlock()
-
-	if err := g.r.insert(batch); err != nil && len(batch) > 1 {
-		for _, p := range batch {
-			p.done <- g.r.insert([]*pendingRow{p})
-		}
-	} else {
-		for _, p := range batch {
-			p.done <- err
-		}
-	}
-
-	g.mu.Lock()
-	more := len(g.queue) > 0
-	g.busy = more
-	g.mu.Unlock()
-	if more {
-		go g.flush()
-	}
-}
 
 // insert writes rows in one transaction (holding the shared sequence lock on
 // PostgreSQL: see StableSeq), detached from every caller's cancellation: a
 // call whose client hung up must still be audited.
-func (r *Recorder) insert(rows []*pendingRow) error {
+func (r *Recorder) insert(rows []*ent.AuditEvent) error {
 	ctx, cancel := context.WithTimeout(tenant.System(context.Background()), recordTimeout)
 	defer cancel()
 	tx, err := r.client.Tx(ctx)
@@ -212,8 +151,7 @@ func (r *Recorder) insert(rows []*pendingRow) error {
 		}
 	}
 	creates := make([]*ent.AuditEventCreate, len(rows))
-	for i, p := range rows {
-		e := p.row
+	for i, e := range rows {
 		creates[i] = tx.AuditEvent.Create().
 			SetOrgID(e.OrgID).
 			SetEventID(e.EventID).

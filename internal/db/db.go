@@ -33,6 +33,10 @@ type DB struct {
 	// SQLitePath is the SQLite database file ("" on PostgreSQL and for
 	// ":memory:"), for readers that open it themselves (auditlog.Stream).
 	SQLitePath string
+	// Writes group-commits the small transactions of concurrent callers
+	// (a run's start, a run's outcome): one per pool.
+	Writes *Writes
+	gate   *gatedDriver // SQLite: the client's driver (see gate.go)
 }
 
 // sqlitePragmas are required: foreign keys (ent migrations need them), a
@@ -77,9 +81,23 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		_ = sdb.Close()
 		return nil, fmt.Errorf("connect to database: %w", err)
 	}
-	drvEnt := entsql.OpenDB(dia, sdb)
-	return &DB{Client: ent.NewClient(ent.Driver(drvEnt)), SQL: sdb, Dialect: dia, DSN: dsn, SQLitePath: sqlitePath}, nil
+	var drvEnt dialect.Driver = entsql.OpenDB(dia, sdb)
+	var gate *gatedDriver
+	if dia == dialect.SQLite {
+		gate = newGatedDriver(drvEnt.(*entsql.Driver))
+		drvEnt = gate
+	}
+	client := ent.NewClient(ent.Driver(drvEnt))
+	parallel := 1
+	if dia == dialect.Postgres {
+		parallel = pgParallelWrites
+	}
+	return &DB{Client: client, SQL: sdb, Dialect: dia, DSN: dsn, SQLitePath: sqlitePath, Writes: NewWrites(client, parallel), gate: gate}, nil
 }
+
+// pgParallelWrites: grouped transactions in flight at once on PostgreSQL
+// (see Writes), a fraction of the default pool.
+const pgParallelWrites = 4
 
 // DefaultMaxConns is the pool size when --db-max-conns is 0: on SQLite (one
 // writer at a time) a small pool lets readers proceed in WAL mode while

@@ -481,9 +481,18 @@ func (r *Runner) load(ctx context.Context, runID string, j *job) error {
 		uri = destination.PrefixFileName(uri, asOf, j.zone)
 	}
 	j.uri.Store(&uri)
-	if err := c.ExportRun.UpdateOneID(runID).SetState(exportrun.StateRUNNING).SetPhase(PhaseQuerying).
-		SetStartTime(now).SetHeartbeatTime(now).SetObjectURI(uri).SetFromSeq(from).SetToSeq(to).
-		SetPeriodStart(periodStart).SetPeriodEnd(periodEnd).Exec(ctx); err != nil {
+	// Group-committed with the starts (and ends) of other runs: see finish.
+	// An UPDATE without UpdateOne's read-back of the row: in the shared
+	// transaction on SQLite's single writer every statement counts.
+	if err := r.d.Writes.Do(func(c *ent.Client) error {
+		n, err := c.ExportRun.Update().Where(exportrun.ID(runID)).SetState(exportrun.StateRUNNING).SetPhase(PhaseQuerying).
+			SetStartTime(now).SetHeartbeatTime(now).SetObjectURI(uri).SetFromSeq(from).SetToSeq(to).
+			SetPeriodStart(periodStart).SetPeriodEnd(periodEnd).Save(ctx)
+		if err == nil && n != 1 {
+			err = fmt.Errorf("mark run running: run %s not found", runID)
+		}
+		return err
+	}); err != nil {
 		return err
 	}
 	// Lateness of the scheduler: how long after its period ended a

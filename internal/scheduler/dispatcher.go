@@ -62,7 +62,8 @@ type Dispatcher struct {
 	mu      sync.Mutex
 	running int
 	wg      sync.WaitGroup
-	wake    chan struct{} // a run finished: claim more without waiting for the tick
+	wake    chan struct{} // claim now (Run's claimer): a tick, a dispatched batch, a finished run
+	claimMu sync.Mutex    // one claim at a time: each counts the free slots
 	metrics *metrics.Metrics
 }
 
@@ -92,67 +93,84 @@ func NewDispatcher(d *db.DB, exec Executor, log *slog.Logger, cfg DispatcherConf
 	return &Dispatcher{d: d, exec: exec, log: log, cfg: cfg, now: now, wake: make(chan struct{}, 1)}
 }
 
-// claimCoalesce is how long a woken dispatcher lets further runs finish
-// before it claims, so one claim fills several slots: under load (thousands
-// of runs due at once) claiming per finished run meant one transaction per
-// run.
-const claimCoalesce = 20 * time.Millisecond
-
 // Run ticks until ctx is done, then waits for the runs it started (they are
 // canceled through the executor's own shutdown). Ticks are aligned to
 // multiples of the tick interval (cron fires on whole minutes, so a tick
-// lands right after each fire time instead of up to a tick later), and a
-// finished run wakes the loop to claim queued work at once (after
-// claimCoalesce) without waiting for the next tick.
+// lands right after each fire time instead of up to a tick later).
+//
+// Claiming runs on a goroutine of its own, woken by each tick, by each
+// dispatched batch and by each finished run: runs start while the rest of
+// a large fan-out is still being dispatched, and a claim made while runs
+// finish takes every slot freed meanwhile (claims batch themselves, as a
+// group commit does, with no fixed delay).
 func (ds *Dispatcher) Run(ctx context.Context) error {
 	defer ds.wg.Wait()
-	next := time.Now()
-	for {
-		var err error
-		if now := time.Now(); !now.Before(next) {
-			err = ds.Tick(ctx)
-			next = now.Truncate(ds.cfg.Tick).Add(ds.cfg.Tick).Add(5 * time.Millisecond)
-		} else {
-			err = ds.claim(ctx)
+	claimer := make(chan struct{})
+	go func() {
+		defer close(claimer)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-ds.wake:
+			}
+			if err := ds.claim(ctx); err != nil && ctx.Err() == nil {
+				ds.log.Error("claiming queued runs failed", "err", err.Error())
+			}
 		}
-		if err != nil && ctx.Err() == nil {
+	}()
+	defer func() { <-claimer }()
+	for {
+		if err := ds.dispatch(ctx, ds.poke); err != nil && ctx.Err() == nil {
 			ds.log.Error("scheduler tick failed", "err", err.Error())
 		}
-		t := time.NewTimer(time.Until(next))
+		ds.poke()
+		ds.sample(ctx)
+		now := time.Now()
+		t := time.NewTimer(time.Until(now.Truncate(ds.cfg.Tick).Add(ds.cfg.Tick).Add(5 * time.Millisecond)))
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return nil
 		case <-t.C:
-		case <-ds.wake:
-			t.Stop()
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(claimCoalesce):
-			}
-			select {
-			case <-ds.wake:
-			default:
-			}
 		}
 	}
 }
 
-// Tick dispatches due schedules and claims queued runs once. Due
-// schedules are dispatched in batches of cfg.Batch until none is left (each
-// batch its own transaction), so thousands due at once are not spread over
-// thousands/Batch ticks; it claims free slots after each batch so runs start
-// while the rest is dispatched.
+// poke wakes the claimer (Run).
+func (ds *Dispatcher) poke() {
+	select {
+	case ds.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Tick dispatches due schedules and claims queued runs once, claiming
+// after each batch (Run claims on its own goroutine instead).
 func (ds *Dispatcher) Tick(ctx context.Context) error {
 	defer ds.sample(ctx)
+	if err := ds.dispatch(ctx, func() {
+		if err := ds.claim(ctx); err != nil && ctx.Err() == nil {
+			ds.log.Error("claiming queued runs failed", "err", err.Error())
+		}
+	}); err != nil {
+		return err
+	}
+	return ds.claim(ctx)
+}
+
+// dispatch dispatches due schedules in batches of cfg.Batch until none is
+// left (each batch its own transaction), so thousands due at once are not
+// spread over thousands/Batch ticks; after each batch it calls batchDone
+// (to claim, so runs start while the rest is dispatched).
+func (ds *Dispatcher) dispatch(ctx context.Context, batchDone func()) error {
 	for {
 		b, err := ds.dispatchBatch(ctx)
 		if err != nil {
 			return err
 		}
-		if err := ds.claim(ctx); err != nil {
-			return err
+		if b.due > 0 {
+			batchDone()
 		}
 		if !b.more(ds.cfg.Batch) || ctx.Err() != nil {
 			return nil
@@ -213,9 +231,20 @@ func (ds *Dispatcher) dispatchBatch(ctx context.Context) (batch, error) {
 	var (
 		runs []*ent.ExportRunCreate
 		next = map[time.Time][]string{} // next run time (zero: none) -> schedules
+		// Schedules due together mostly share their cron, zone and fire
+		// time, hence their decision: computing it (several Next/Prev
+		// searches, ~35 µs for a yearly cron) once per distinct key instead
+		// of once per schedule.
+		decided = map[decideKey]decided{}
 	)
 	for _, sc := range due {
-		c, err := cron.Parse(sc.Cron, sc.TimeZone)
+		k := decideKey{sc.Cron, sc.TimeZone, sc.NextRunTime.UTC(), string(sc.CatchUp)}
+		d, ok := decided[k]
+		if !ok {
+			d.dec, d.err = decide(k, now)
+			decided[k] = d
+		}
+		dec, err := d.dec, d.err
 		if err != nil {
 			// Only a database edited by hand gets here (the API validates
 			// crons). Left due, such schedules would be selected first by
@@ -226,7 +255,6 @@ func (ds *Dispatcher) dispatchBatch(ctx context.Context) (batch, error) {
 			next[time.Time{}] = append(next[time.Time{}], sc.ID)
 			continue
 		}
-		dec := c.Decide(cron.Due{NextRun: *sc.NextRunTime, CatchUp: string(sc.CatchUp)}, now)
 		if dec.Run {
 			runs = append(runs, tx.ExportRun.Create().SetOrgID(sc.OrgID).SetScheduleID(sc.ID).SetTrigger(exportrun.TriggerSCHEDULED).
 				SetPeriodStart(dec.PeriodStart).SetPeriodEnd(dec.PeriodEnd).SetDedupKey(dec.PeriodEnd.UTC().Format(time.RFC3339)))
@@ -269,12 +297,34 @@ func (ds *Dispatcher) dispatchBatch(ctx context.Context) (batch, error) {
 	return batch{due: len(due), advanced: advanced}, nil
 }
 
+// decideKey is what a dispatch decision depends on besides now.
+type decideKey struct {
+	cron, zone string
+	nextRun    time.Time
+	catchUp    string
+}
+
+type decided struct {
+	dec cron.Decision
+	err error
+}
+
+func decide(k decideKey, now time.Time) (cron.Decision, error) {
+	c, err := cron.Parse(k.cron, k.zone)
+	if err != nil {
+		return cron.Decision{}, err
+	}
+	return c.Decide(cron.Due{NextRun: k.nextRun, CatchUp: k.catchUp}, now), nil
+}
+
 // insertChunk bounds the rows of one INSERT: ~12 parameters a row stays
 // far below SQLite's 32,766 and PostgreSQL's 65,535 bind parameters.
 const insertChunk = 500
 
 // claim takes QUEUED scheduled runs up to the free slots and executes them.
 func (ds *Dispatcher) claim(ctx context.Context) error {
+	ds.claimMu.Lock()
+	defer ds.claimMu.Unlock()
 	ds.mu.Lock()
 	free := ds.cfg.Slots - ds.running
 	ds.mu.Unlock()
@@ -326,10 +376,7 @@ func (ds *Dispatcher) claim(ctx context.Context) error {
 				ds.mu.Lock()
 				ds.running--
 				ds.mu.Unlock()
-				select {
-				case ds.wake <- struct{}{}:
-				default:
-				}
+				ds.poke()
 			}()
 			ds.exec.Execute(ctx, orgID, runID)
 		}(r.OrgID, r.ID)
