@@ -124,4 +124,3 @@ func TestGroupIsolatesAFailingItem(t *testing.T) {
 		t.Fatal("group still busy after the queue drained")
 	}
 }
-
