@@ -70,18 +70,10 @@ func (g *Group[T]) flush() {
 	g.queue = append(g.queue[:0], g.queue[n:]...)
 	g.mu.Unlock()
 
-	items := make([]T, n)
-	for i, p := range batch {
-		items[i] = p.item
-	}
-	if err := g.safeWrite(items); err != nil && n > 1 {
-		for i, p := range batch {
-			p.done <- g.safeWrite(items[i : i+1])
-		}
-	} else {
-		for _, p := range batch {
-			p.done <- err
-		}
+	// With parallel > 1 another writer may have taken every queued item,
+	// this caller's too: nothing to write then.
+	if n > 0 {
+		g.writeBatch(batch)
 	}
 
 	g.mu.Lock()
@@ -92,6 +84,25 @@ func (g *Group[T]) flush() {
 	g.mu.Unlock()
 	if more {
 		go g.flush()
+	}
+}
+
+// writeBatch writes batch together, or each item alone if that failed, and
+// tells each caller its item's result.
+func (g *Group[T]) writeBatch(batch []*pending[T]) {
+	items := make([]T, len(batch))
+	for i, p := range batch {
+		items[i] = p.item
+	}
+	err := g.safeWrite(items)
+	if err != nil && len(batch) > 1 {
+		for i, p := range batch {
+			p.done <- g.safeWrite(items[i : i+1])
+		}
+		return
+	}
+	for _, p := range batch {
+		p.done <- err
 	}
 }
 

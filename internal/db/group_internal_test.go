@@ -124,3 +124,86 @@ func TestGroupIsolatesAFailingItem(t *testing.T) {
 		t.Fatal("group still busy after the queue drained")
 	}
 }
+
+// TestGroupParallel: with parallel writes, at most that many are in flight
+// at once, two are (the group does not serialise them), no write is empty,
+// and every item is written exactly once.
+func TestGroupParallel(t *testing.T) {
+	const parallel, n = 3, 400
+	var (
+		mu               sync.Mutex
+		inFlight, most   int
+		written          = map[int]int{}
+		empty            int
+		overlapSeen      = make(chan struct{})
+		overlapCloseOnce sync.Once
+	)
+	g := NewGroup(8, parallel, func(b []int) error {
+		mu.Lock()
+		inFlight++
+		most = max(most, inFlight)
+		if inFlight > 1 {
+			overlapCloseOnce.Do(func() { close(overlapSeen) })
+		}
+		if len(b) == 0 {
+			empty++
+		}
+		for _, i := range b {
+			written[i]++
+		}
+		mu.Unlock()
+		select { // hold the write until another one overlaps it (or 200 ms)
+		case <-overlapSeen:
+		case <-time.After(200 * time.Millisecond):
+		}
+		mu.Lock()
+		inFlight--
+		mu.Unlock()
+		return nil
+	})
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := g.Add(i); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if most > parallel || most < 2 {
+		t.Errorf("at most %d writes in flight, want 2..%d", most, parallel)
+	}
+	if empty > 0 {
+		t.Errorf("%d empty writes", empty)
+	}
+	for i := range n {
+		if written[i] != 1 {
+			t.Errorf("item %d written %d times", i, written[i])
+		}
+	}
+	// The last writer stops right after delivering its batch's results.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		g.mu.Lock()
+		w := g.writing
+		g.mu.Unlock()
+		if w == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d writers left running", w)
+		}
+	}
+	// A leader whose item another writer took meanwhile finds the queue
+	// empty: it writes nothing and stops.
+	g.mu.Lock()
+	g.writing = 1
+	g.mu.Unlock()
+	g.flush()
+	mu.Lock()
+	defer mu.Unlock()
+	if empty > 0 || g.writing != 0 {
+		t.Errorf("a flush of an empty queue: %d empty writes, %d writers left", empty, g.writing)
+	}
+}
