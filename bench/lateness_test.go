@@ -238,10 +238,11 @@ func latenessReport(rs []lateness) string {
 			r.P99.Round(time.Millisecond), r.Max.Round(time.Millisecond), r.Anchor.Round(time.Millisecond), float64(r.P99)/float64(r.Anchor),
 			r.PoolWait.Round(time.Second), r.PoolSize, target, met)
 	}
-	b.WriteString("\nEach no-op execution still reads its run and commits its final state (what every real run does at least), so\n")
-	b.WriteString("the 64 slots share the pool with the claims; on PostgreSQL the executions' commits, not dispatching or claiming, bound\n")
-	b.WriteString("the rate (hence the pool wait). One tick dispatches every due schedule in transactions of 500; a finished run wakes\n")
-	b.WriteString("a claim of all free slots with one UPDATE, served by the (state, runner, create_time) index. Numbers measured before\n")
+	b.WriteString("\nEach no-op execution reads its run and records its start and its outcome (what every real run does at least) through\n")
+	b.WriteString("its replica's db.Writes, as export.Runner does: runs starting or ending together share a transaction. Measured before\n")
+	b.WriteString("2026-12-05 the executions recorded only their outcome, one transaction each. One tick dispatches every due schedule in\n")
+	b.WriteString("transactions of 500; claims run beside it, and a finished run wakes a claim of all free slots with one UPDATE, served\n")
+	b.WriteString("by the (state, runner, create_time) index. Numbers measured before\n")
 	b.WriteString("2026-11-28 10:00 UTC were wrong: the benchmark's dispatcher claimed with an empty runner, so runs were executed\n")
 	b.WriteString("several times and the measurement ended early.\n")
 	return b.String()
