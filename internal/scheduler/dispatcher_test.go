@@ -371,3 +371,35 @@ func TestDispatchBatchSkipsExistingRun(t *testing.T) {
 		waitIdle(t, []*scheduler.Dispatcher{ds}, d)
 	})
 }
+
+// TestDispatchDecidesPerCatchUp: schedules due together with the same cron
+// and fire time but a different catch-up policy share a dispatch batch and
+// still get their own decision (the batch computes one decision per cron,
+// zone, fire time and catch-up): after five missed periods each ONE schedule
+// gets one run and no NONE schedule gets any.
+func TestDispatchDecidesPerCatchUp(t *testing.T) {
+	d := testenv.SQLiteDB(t)
+	c := &clock{}
+	start := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	one := makeSchedules(t, d, 3, "0 * * * *", "ONE", start)
+	makeSchedules(t, d, 3, "0 * * * *", "NONE", start)
+	exec := &doneExec{d: d, calls: map[string]int{}}
+	ds := []*scheduler.Dispatcher{newDispatcher(d, exec, c, "r")}
+	c.set(start.Add(5*time.Hour + 30*time.Minute))
+	if err := ds[0].Tick(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, ds, d)
+	runs, err := d.Client.ExportRun.Query().All(tenant.System(context.Background()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(runs) != 3 {
+		t.Fatalf("%d runs, want 3 (one per catch-up ONE schedule)", len(runs))
+	}
+	for _, r := range runs {
+		if r.OrgID != one {
+			t.Errorf("run %s of a catch-up NONE schedule", r.ID)
+		}
+	}
+}
