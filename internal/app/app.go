@@ -195,8 +195,8 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	mets.WatchSchedules(func(ctx context.Context) ([]metrics.ScheduleHealth, error) { return scheduleHealth(ctx, d) })
 	runs := export.NewRunner(d, keys, mailer, rec, log, export.Config{
 		AllowPrivateEndpoints: cfg.AllowPrivateEndpoints, RunnerID: ids.Process(), Local: cfg.LocalDirs(), StallTimeout: cfg.StallTimeout(),
-		GCSChunkRetryDeadline: cfg.GCSChunkRetryDeadline,
-		MaxManualRunsPerOrg:   cfg.MaxManualRunsPerOrg, MaxManualRuns: cfg.MaxManualRuns,
+		GCSChunkRetryDeadline: cfg.GCSChunkRetryDeadline, UploadConcurrency: cfg.UploadConcurrency,
+		MaxManualRunsPerOrg: cfg.MaxManualRunsPerOrg, MaxManualRuns: cfg.MaxManualRuns,
 		NotifyAllowedDomains: cfg.NotifyAllowedDomains,
 	}).WithMetrics(mets)
 	// A single SQLite process owns every run, so anything RUNNING at start

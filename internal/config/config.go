@@ -52,6 +52,7 @@ type Config struct {
 	TLSClientCAFile       string            `name:"tls-client-ca-file" env:"AUDITEXPORT_TLS_CLIENT_CA_FILE" help:"PEM CA bundle: require client certificates signed by these CAs (mutual TLS) on both listeners. Reloaded on SIGHUP."`
 	StorageStallTimeout   time.Duration     `name:"storage-stall-timeout" env:"AUDITEXPORT_STORAGE_STALL_TIMEOUT" default:"60s" help:"A storage request whose connection sends and receives nothing for this long (a store that stopped answering) fails as a transient error and is retried (0: no limit)."`
 	GCSChunkRetryDeadline time.Duration     `name:"gcs-chunk-retry-deadline" env:"AUDITEXPORT_GCS_CHUNK_RETRY_DEADLINE" default:"32s" help:"How long the GCS client retries one chunk of an upload (8 MiB) before the run's attempt fails and the run's own retries take over (0: the client's default, 32s)."`
+	UploadConcurrency     int               `name:"upload-concurrency" env:"AUDITEXPORT_UPLOAD_CONCURRENCY" default:"2" help:"Parts of one S3 or Azure upload sent at once (8 MiB each). Each running export holds about (N+1) x 8 MiB of buffers on S3: raise it for a distant store, at that cost in memory."`
 	OrphanAfter           time.Duration     `name:"orphan-after" env:"AUDITEXPORT_ORPHAN_AFTER" default:"30s" help:"A run whose process wrote no heartbeat (every second) for this long is taken to belong to a stopped replica: a scheduled run is requeued, a Send now ends FAILED INTERRUPTED (PostgreSQL; checked every half of it)."`
 	ShutdownGrace         time.Duration     `name:"shutdown-grace" env:"AUDITEXPORT_SHUTDOWN_GRACE" default:"30s" help:"How long in-flight requests may run after SIGTERM."`
 	Limits                `embed:""`
@@ -85,6 +86,9 @@ func (c *Config) Complete() {
 	}
 	if c.OrphanAfter == 0 {
 		c.OrphanAfter = 30 * time.Second
+	}
+	if c.UploadConcurrency == 0 {
+		c.UploadConcurrency = destination.DefaultUploadConcurrency
 	}
 	if c.AuthFailureAuditWindow == 0 {
 		c.AuthFailureAuditWindow = time.Minute
@@ -170,6 +174,9 @@ func (c *Config) Validate() error {
 	}
 	if c.StorageStallTimeout < 0 {
 		errs = append(errs, errors.New("--storage-stall-timeout must not be negative"))
+	}
+	if n := c.UploadConcurrency; n < 1 || n > destination.MaxUploadConcurrency {
+		errs = append(errs, fmt.Errorf("--upload-concurrency must be between 1 and %d (got %d)", destination.MaxUploadConcurrency, n))
 	}
 	if d := c.GCSChunkRetryDeadline; d != 0 && d < time.Second {
 		errs = append(errs, errors.New("--gcs-chunk-retry-deadline must be at least 1s (0: the GCS client's default)"))

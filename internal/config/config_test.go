@@ -58,6 +58,9 @@ func TestNumericFlagsValidation(t *testing.T) {
 		{"negative audit log", func(c *Config) { c.AuditLogRetention = -1 }, "--audit-log-retention"},
 		{"orphan-after below the heartbeat's reach", func(c *Config) { c.OrphanAfter = 2 * time.Second }, "--orphan-after"},
 		{"orphan-after negative", func(c *Config) { c.OrphanAfter = -time.Second }, "--orphan-after"},
+		{"upload-concurrency negative", func(c *Config) { c.UploadConcurrency = -1 }, "--upload-concurrency"},
+		{"upload-concurrency too high", func(c *Config) { c.UploadConcurrency = 1000 }, "--upload-concurrency"},
+		{"upload-concurrency one", func(c *Config) { c.UploadConcurrency = 1 }, ""},
 		{"orphan-after lowered", func(c *Config) { c.OrphanAfter = 5 * time.Second }, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -67,20 +67,41 @@ type OpenOptions struct {
 	// of a resumable upload before the upload fails (0: the client's
 	// default, DefaultGCSChunkRetryDeadline). See UploadOptions.
 	GCSChunkRetryDeadline time.Duration
+	// UploadConcurrency is how many parts of one upload are sent at once
+	// on S3 (multipart parts) and Azure (blocks); 0: DefaultUploadConcurrency.
+	// See UploadOptions.
+	UploadConcurrency int
 }
+
+// DefaultUploadConcurrency (--upload-concurrency) is how many parts of an
+// upload are in flight. The SDKs' own default is 5; S3's transfer manager
+// allocates (concurrency + 1) part buffers of BufferSize for every upload
+// at its start, so 5 cost 48 MiB per running export, and 2 are as fast
+// into a local store (docs/BENCHMARKS.md).
+const DefaultUploadConcurrency = 2
+
+// MaxUploadConcurrency bounds --upload-concurrency.
+const MaxUploadConcurrency = 32
 
 // DefaultGCSChunkRetryDeadline is the GCS client's own per-chunk retry
 // deadline (--gcs-chunk-retry-deadline).
 const DefaultGCSChunkRetryDeadline = 32 * time.Second
 
 // UploadOptions completes wo (nil: fresh options) with what o sets for
-// writers: on GCS, the per-chunk retry deadline. Its chunks are retried
+// writers: the parts in flight on S3 and Azure (unless wo sets them) and,
+// on GCS, the per-chunk retry deadline. Its chunks are retried
 // for that long whatever the client's retry policy says (3 tries a request
 // bounds everything else), so it decides how long an upload to an
 // unreachable GCS takes to fail before the run's own attempts.
 func UploadOptions(o OpenOptions, wo *blob.WriterOptions) *blob.WriterOptions {
 	if wo == nil {
 		wo = &blob.WriterOptions{}
+	}
+	if wo.MaxConcurrency == 0 {
+		wo.MaxConcurrency = o.UploadConcurrency
+		if wo.MaxConcurrency <= 0 {
+			wo.MaxConcurrency = DefaultUploadConcurrency
+		}
 	}
 	if d := o.GCSChunkRetryDeadline; d > 0 {
 		thenBeforeWrite(wo, func(as func(any) bool) error {

@@ -107,3 +107,17 @@ func TestUploadOptionsGCSChunkRetryDeadline(t *testing.T) {
 		t.Errorf("without a deadline: %+v", wo)
 	}
 }
+
+// TestUploadOptionsConcurrency: the operator's parts in flight reach the
+// writer options (the S3 transfer manager's and Azure's concurrency), the
+// default when unset, and a caller's own value is kept.
+func TestUploadOptionsConcurrency(t *testing.T) {
+	for _, c := range []struct {
+		set, callers, want int
+	}{{0, 0, DefaultUploadConcurrency}, {7, 0, 7}, {7, 3, 3}, {0, 1, 1}} {
+		wo := UploadOptions(OpenOptions{UploadConcurrency: c.set}, &blob.WriterOptions{MaxConcurrency: c.callers})
+		if wo.MaxConcurrency != c.want {
+			t.Errorf("--upload-concurrency %d, caller's %d: MaxConcurrency %d, want %d", c.set, c.callers, wo.MaxConcurrency, c.want)
+		}
+	}
+}

@@ -42,5 +42,6 @@ func (r *Runner) openBucket(ctx context.Context, row *ent.StorageIntegration) (*
 // openOptions are the operator's settings for reaching storage.
 func (r *Runner) openOptions() destination.OpenOptions {
 	return destination.OpenOptions{AllowPrivateEndpoints: r.cfg.AllowPrivateEndpoints, Local: r.cfg.Local,
-		StallTimeout: r.cfg.StallTimeout, GCSChunkRetryDeadline: r.cfg.GCSChunkRetryDeadline}
+		StallTimeout: r.cfg.StallTimeout, GCSChunkRetryDeadline: r.cfg.GCSChunkRetryDeadline,
+		UploadConcurrency: r.cfg.UploadConcurrency}
 }

@@ -75,6 +75,8 @@ type Config struct {
 	AllowPrivateEndpoints bool
 	// StallTimeout and GCSChunkRetryDeadline: see destination.OpenOptions.
 	StallTimeout, GCSChunkRetryDeadline time.Duration
+	// UploadConcurrency: see destination.OpenOptions.
+	UploadConcurrency int
 	// Local says where each organization's LOCAL destinations may lie.
 	Local destination.LocalDirs
 	// RunnerID names this process in ExportRun.runner (default ids.Process()).
