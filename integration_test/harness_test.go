@@ -149,6 +149,7 @@ type Server struct {
 	proc      *testenv.ServerProcess
 	// logsBefore is the output of the earlier processes (before a restart).
 	logsBefore string
+	tailLogged bool // logTailIfFailed ran
 	// Bin is the server binary (default: the race build of this tree; the
 	// upgrade fixture generator runs an older commit's).
 	Bin string
@@ -370,11 +371,14 @@ func (s *Server) WaitLogs(sub string, timeout time.Duration) bool {
 }
 
 // Stop sends SIGTERM and waits (StopWait, default 20 s); a server that does
-// not exit, or exits with an error, is a test failure.
+// not exit, or exits with an error, is a test failure. When the test has
+// failed, the tail of the server's output goes into the test's log: a
+// failure seen once in CI can then be read, not only rerun.
 func (s *Server) Stop() {
 	if s.proc == nil {
 		return
 	}
+	defer s.logTailIfFailed()
 	select {
 	case <-s.proc.Done():
 		if err := s.proc.Unexpected(); err != nil {
@@ -393,6 +397,21 @@ func (s *Server) Stop() {
 	if err := s.proc.Stop(wait); err != nil {
 		s.t.Errorf("%v\n%s", err, s.Logs())
 	}
+}
+
+// failedLogLines is how much of a server's output a failed test shows.
+const failedLogLines = 60
+
+// logTailIfFailed logs the last failedLogLines lines of the server's
+// output if the test has failed (once per server).
+func (s *Server) logTailIfFailed() {
+	if !s.t.Failed() || s.tailLogged {
+		return
+	}
+	s.tailLogged = true
+	lines := strings.Split(strings.TrimRight(s.Logs(), "\n"), "\n")
+	s.t.Logf("the test failed; last %d lines of the %s server's output (%s):\n%s",
+		min(len(lines), failedLogLines), s.Backend, s.HTTPURL, strings.Join(lines[max(0, len(lines)-failedLogLines):], "\n"))
 }
 
 // Kill SIGKILLs the process (a crash: no drain, no requeue, no abort) and

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -38,6 +40,11 @@ func TestTLSTerminatingProxy(t *testing.T) {
 			pr.Out.Header.Set("X-Forwarded-For", host) // replace, never append
 		},
 		FlushInterval: -1, // proxy_buffering off
+		// A stream cut between the server and the proxy reaches the
+		// client only as "unexpected EOF" (the proxy aborts the response
+		// without a word): say what the proxy saw.
+		Transport: loggedBodies{t, http.DefaultTransport},
+		ErrorLog:  log.New(testWriter{t}, "proxy: ", 0),
 	})
 	proxy.StartTLS()
 	t.Cleanup(proxy.Close)
@@ -104,4 +111,45 @@ func TestTLSTerminatingProxy(t *testing.T) {
 	if len(phases) < 2 || phases[0] != "EXPORT_PHASE_QUEUED" || phases[len(phases)-1] != "EXPORT_PHASE_SUCCEEDED" {
 		t.Errorf("progress through the proxy: %v", phases)
 	}
+}
+
+// loggedBodies logs a response body's read error other than EOF (what a
+// reverse proxy otherwise swallows when it aborts the response).
+type loggedBodies struct {
+	t  *testing.T
+	rt http.RoundTripper
+}
+
+func (l loggedBodies) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := l.rt.RoundTrip(req)
+	if err != nil {
+		l.t.Logf("proxy -> server %s %s: %v", req.Method, req.URL.Path, err)
+		return nil, err
+	}
+	resp.Body = &loggedBody{ReadCloser: resp.Body, t: l.t, what: req.Method + " " + req.URL.Path}
+	return resp, nil
+}
+
+type loggedBody struct {
+	io.ReadCloser
+	t    *testing.T
+	what string
+	n    int64
+}
+
+func (b *loggedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
+	if err != nil && err != io.EOF {
+		b.t.Logf("proxy reading the server's response to %s after %d bytes: %v", b.what, b.n, err)
+	}
+	return n, err
+}
+
+// testWriter writes into the test's log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
