@@ -45,6 +45,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -162,26 +163,31 @@ func selectedCases(t *testing.T) []exportCase {
 // result is one measurement: one case of our export and its anchor, on the
 // same data.
 type result struct {
-	Case         exportCase
-	Backend      string
-	Seeded       int
-	SeedSeconds  float64
-	Rows         int64         // rows we exported (seeded + the few API calls of the setup)
-	Seconds      float64       // SendNow call to its terminal message (best run)
-	FirstMsg     time.Duration // SendNow call to its first progress message (largest seen)
-	MaxGap       time.Duration // longest silence between two progress messages (largest seen)
-	DataBytes    int64         // CSV/JSONL: uncompressed bytes; Parquet: the file
-	StoredBytes  int64         // the object as stored
-	RSSBeforeKB  int64         // server VmRSS, idle, just before the export
-	HWMBeforeKB  int64         // server VmHWM before the export (startup peak)
-	PeakRSSKB    int64         // server VmHWM after the export
-	AnchorSecs   float64       // whole shell command, wall time (best run)
-	AnchorRows   int64         // pipeline anchors: rows read back from its output
-	AnchorBytes  int64         // pipeline anchors: its uncompressed CSV bytes
-	AnchorScript string
-	Repeats      int
-	LoadBefore   string // 1-minute load average before and after the measurements
-	LoadAfter    string
+	Case        exportCase
+	Backend     string
+	Seeded      int
+	SeedSeconds float64
+	Rows        int64         // rows we exported (seeded + the few API calls of the setup)
+	Seconds     float64       // SendNow call to its terminal message (best run)
+	FirstMsg    time.Duration // SendNow call to its first progress message (largest seen)
+	MaxGap      time.Duration // longest silence between two progress messages (largest seen)
+	DataBytes   int64         // CSV/JSONL: uncompressed bytes; Parquet: the file
+	StoredBytes int64         // the object as stored
+	RSSBeforeKB int64         // server VmRSS, idle, just before the export
+	HWMBeforeKB int64         // server VmHWM before the export (startup peak)
+	PeakRSSKB   int64         // server VmHWM after the export
+	// PeakAnonKB is the largest RssAnon sampled (every 20 ms) during the
+	// export: the process's own memory (heap, stacks), without the pages
+	// of its binary and libraries that VmHWM also counts (RssFile, kept
+	// in FileKB as read after the export).
+	PeakAnonKB, FileKB int64
+	AnchorSecs         float64 // whole shell command, wall time (best run)
+	AnchorRows         int64   // pipeline anchors: rows read back from its output
+	AnchorBytes        int64   // pipeline anchors: its uncompressed CSV bytes
+	AnchorScript       string
+	Repeats            int
+	LoadBefore         string // 1-minute load average before and after the measurements
+	LoadAfter          string
 }
 
 func (r result) rowsPerSec() float64 { return float64(r.Rows) / r.Seconds }
@@ -244,10 +250,10 @@ func TestExportThroughput(t *testing.T) {
 		for _, n := range sizes {
 			t.Run(fmt.Sprintf("%s/%d", backend, n), func(t *testing.T) {
 				for _, r := range measure(t, s3env, backend, n, cases) {
-					t.Logf("%s %s %d rows: ours %.2fs (%.0f rows/s, first progress %v, longest gap %v), peak RSS %.1f MiB (idle %.1f MiB); "+
+					t.Logf("%s %s %d rows: ours %.2fs (%.0f rows/s, first progress %v, longest gap %v), peak RSS %.1f MiB (anon %.1f MiB, file %.1f MiB; idle %.1f MiB); "+
 						"anchor (%s) %.2fs; ratio %.2f (target met: %v); seeding took %.1fs",
 						backend, r.Case.ID, r.Rows, r.Seconds, r.rowsPerSec(), r.FirstMsg.Round(time.Millisecond), r.MaxGap.Round(time.Millisecond),
-						mib(r.PeakRSSKB), mib(r.RSSBeforeKB), r.Case.Anchor, r.AnchorSecs, r.ratio(), r.targetMet(), r.SeedSeconds)
+						mib(r.PeakRSSKB), mib(r.PeakAnonKB), mib(r.FileKB), mib(r.RSSBeforeKB), r.Case.Anchor, r.AnchorSecs, r.ratio(), r.targetMet(), r.SeedSeconds)
 					results = append(results, r)
 				}
 			})
@@ -335,11 +341,16 @@ func measure(t *testing.T, s3env *testenv.S3, backend string, n int, cases []exp
 			}
 			srv = startServer(t, dsn, key, dataDir)
 			time.Sleep(500 * time.Millisecond) // let startup work settle before the baseline
-			rss, hwm := procMem(t, srv.Pid())
+			m := procMem(t, srv.Pid())
+			rss, hwm := m.RSS, m.HWM
+			stopSampling := sampleAnon(t, srv.Pid())
 			start = time.Now()
 			msgs := sendNow(t, srv, key, scheduleIDs[c.ID])
 			secs := time.Since(start).Seconds()
-			_, peak := procMem(t, srv.Pid())
+			anon := stopSampling()
+			m = procMem(t, srv.Pid())
+			peak := m.HWM
+			r.PeakAnonKB, r.FileKB = max(r.PeakAnonKB, anon, m.Anon), max(r.FileKB, m.File)
 			srv.stop(t)
 			if rep == 0 || secs < r.Seconds {
 				r.Seconds = secs
@@ -390,7 +401,7 @@ func measure(t *testing.T, s3env *testenv.S3, backend string, n int, cases []exp
 			t.Errorf("%s: our object holds %d rows, the run reported %d", c.ID, oursRows, r.Rows)
 		case r.Rows < int64(n):
 			t.Errorf("%s: exported %d rows, seeded %d", c.ID, r.Rows, n)
-		case r.Seconds <= 0 || r.AnchorSecs <= 0 || r.DataBytes <= 0 || r.StoredBytes <= 0 || r.PeakRSSKB <= 0 || r.RSSBeforeKB <= 0 || r.FirstMsg <= 0:
+		case r.Seconds <= 0 || r.AnchorSecs <= 0 || r.DataBytes <= 0 || r.StoredBytes <= 0 || r.PeakRSSKB <= 0 || r.PeakAnonKB <= 0 || r.FileKB <= 0 || r.RSSBeforeKB <= 0 || r.FirstMsg <= 0:
 			t.Errorf("%s: a measurement is missing: %+v", c.ID, r)
 		}
 		out = append(out, r)
@@ -659,12 +670,27 @@ func (s *server) stop(t *testing.T) {
 	}
 }
 
-// procMem returns VmRSS and VmHWM (peak resident set) of a process, in KiB.
-func procMem(t *testing.T, pid int) (rss, hwm int64) {
+// mem is a process's memory from /proc/<pid>/status, in KiB.
+type mem struct {
+	RSS, HWM   int64 // VmRSS, VmHWM (peak resident set)
+	Anon, File int64 // RssAnon, RssFile: VmRSS = Anon + File + RssShmem
+}
+
+// procMem reads a process's memory.
+func procMem(t *testing.T, pid int) mem {
 	t.Helper()
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	m, err := readMem(pid)
 	if err != nil {
 		t.Fatalf("reading the server's memory: %v", err)
+	}
+	return m
+}
+
+func readMem(pid int) (mem, error) {
+	var m mem
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return m, err
 	}
 	for _, line := range strings.Split(string(raw), "\n") {
 		f := strings.Fields(line)
@@ -674,12 +700,41 @@ func procMem(t *testing.T, pid int) (rss, hwm int64) {
 		v, _ := strconv.ParseInt(f[1], 10, 64)
 		switch f[0] {
 		case "VmRSS:":
-			rss = v
+			m.RSS = v
 		case "VmHWM:":
-			hwm = v
+			m.HWM = v
+		case "RssAnon:":
+			m.Anon = v
+		case "RssFile:":
+			m.File = v
 		}
 	}
-	return rss, hwm
+	return m, nil
+}
+
+// sampleAnon samples the process's RssAnon every 20 ms until the returned
+// func is called, which returns the largest seen (the kernel keeps a peak
+// of the whole resident set only, VmHWM).
+func sampleAnon(t *testing.T, pid int) (stop func() int64) {
+	t.Helper()
+	done, peak := make(chan struct{}), make(chan int64, 1)
+	go func() {
+		var most int64
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if m, err := readMem(pid); err == nil {
+				most = max(most, m.Anon)
+			}
+			select {
+			case <-done:
+				peak <- most
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return sync.OnceValue(func() int64 { close(done); return <-peak })
 }
 
 // newDatabase returns the DSN of an empty database of the backend.
@@ -820,7 +875,9 @@ func report(t *testing.T, rs []result) []byte {
 		"per second. Every object is read back with an independent reader of its format (encoding/csv, encoding/json,\n" +
 		"parquet-go) and must hold every row. *first progress* is the SendNow call to its first streamed message, *longest gap*\n" +
 		"the longest silence between two messages (progress is published every 250 ms). *peak RSS* is the server's VmHWM from\n" +
-		"/proc after the export, measured in a fresh server process per export; *idle RSS* is its VmRSS just before. With\n" +
+		"/proc after the export, measured in a fresh server process per export; *idle RSS* is its VmRSS just before; *peak anon*\n" +
+		"the largest RssAnon sampled every 20 ms during the export (the process's own memory: heap, stacks) and *file* its\n" +
+		"RssFile after it (pages of the server's binary mapped from the page cache, shared and reclaimable; VmHWM counts both). With\n" +
 		"*runs* > 1 ours and the anchor alternate that many times and each side's best time is shown (RSS, first progress,\n" +
 		"gap: the largest). *load avg* is the 1-minute load average before and after: the machine may be shared.\n\n")
 	b.WriteString("**Anchors** (measured in the same run, on the same database, right after our export with an equally warm\n" +
@@ -857,8 +914,8 @@ func report(t *testing.T, rs []result) []byte {
 		}
 		name := map[string]string{"sqlite": "SQLite", "postgres": "PostgreSQL"}[backend]
 		fmt.Fprintf(&b, "## Export: %s\n\n", name)
-		b.WriteString("| case | rows | seconds | rows/s | MB/s | data MB | stored MB | first progress | longest gap | idle RSS | peak RSS | anchor | anchor s | ratio | target | met | runs | load avg | seeding s |\n")
-		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---|---:|---|---:|\n")
+		b.WriteString("| case | rows | seconds | rows/s | MB/s | data MB | stored MB | first progress | longest gap | idle RSS | peak RSS | peak anon | file | anchor | anchor s | ratio | target | met | runs | load avg | seeding s |\n")
+		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---|---:|---|---:|\n")
 		for _, r := range mine {
 			target := "≥ 1.3"
 			if r.Case.Anchor == anchorRaw {
@@ -868,9 +925,10 @@ func report(t *testing.T, rs []result) []byte {
 			if !r.targetMet() {
 				met = "**no**"
 			}
-			fmt.Fprintf(&b, "| %s | %d | %.2f | %.0f | %.1f | %.1f | %.1f | %v | %v | %.1f MiB | %.1f MiB | %s | %.2f | %.2f | %s | %s | %d | %s → %s | %.1f |\n",
+			fmt.Fprintf(&b, "| %s | %d | %.2f | %.0f | %.1f | %.1f | %.1f | %v | %v | %.1f MiB | %.1f MiB | %.1f MiB | %.1f MiB | %s | %.2f | %.2f | %s | %s | %d | %s → %s | %.1f |\n",
 				r.Case.Label, r.Rows, r.Seconds, r.rowsPerSec(), r.mbPerSec(), float64(r.DataBytes)/1e6, float64(r.StoredBytes)/1e6,
 				r.FirstMsg.Round(time.Millisecond), r.MaxGap.Round(time.Millisecond), mib(r.RSSBeforeKB), mib(r.PeakRSSKB),
+				mib(r.PeakAnonKB), mib(r.FileKB),
 				r.Case.Anchor, r.AnchorSecs, r.ratio(), target, met, r.Repeats, r.LoadBefore, r.LoadAfter, r.SeedSeconds)
 		}
 		b.WriteString("\n")
