@@ -279,7 +279,7 @@ func cellMismatch(typ string, want *structpb.Value, got any, kind string, escape
 	}
 	switch typ {
 	case "TIMESTAMP":
-		wt, err := time.Parse(time.RFC3339Nano, fmt.Sprint(w))
+		wt, err := time.Parse(time.RFC3339Nano, scalarText(w))
 		if err != nil {
 			return fmt.Sprintf("QueryElement timestamp %v: %v", w, err)
 		}
@@ -315,8 +315,11 @@ func cellMismatch(typ string, want *structpb.Value, got any, kind string, escape
 }
 
 func scalarText(v any) string {
-	if f, ok := v.(float64); ok {
-		return strconv.FormatFloat(f, 'f', -1, 64)
+	switch v := v.(type) {
+	case string: // most cells: no fmt (this runs per cell, under -race)
+		return v
+	case float64:
+		return strconv.FormatFloat(v, 'f', -1, 64)
 	}
 	return fmt.Sprint(v)
 }
