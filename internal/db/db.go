@@ -17,7 +17,7 @@ import (
 	entsql "entgo.io/ent/dialect/sql"
 	"entgo.io/ent/dialect/sql/schema"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers "pgx"
-	_ "modernc.org/sqlite"             // registers "sqlite"
+	"modernc.org/sqlite"
 
 	"github.com/auditexport/auditexport/ent"
 	"github.com/auditexport/auditexport/ent/migrate"
@@ -67,7 +67,7 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		}
 		source = "file:" + source + "?" + sqlitePragmas
 	}
-	sdb, err := sql.Open(drv, source)
+	sdb, err := openSQL(drv, source, dia)
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
@@ -93,6 +93,19 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		parallel = pgParallelWrites
 	}
 	return &DB{Client: client, SQL: sdb, Dialect: dia, DSN: dsn, SQLitePath: sqlitePath, Writes: NewWrites(client, parallel), gate: gate}, nil
+}
+
+// openSQL opens the pool; SQLite's connections keep their statements
+// prepared (see stmtcache.go).
+func openSQL(drv, source, dia string) (*sql.DB, error) {
+	if dia != dialect.SQLite {
+		return sql.Open(drv, source)
+	}
+	base, err := sqlite.NewConnector(source)
+	if err != nil {
+		return nil, err
+	}
+	return sql.OpenDB(cachingConnector{Connector: base, size: stmtCacheSize}), nil
 }
 
 // pgParallelWrites: grouped transactions in flight at once on PostgreSQL
