@@ -105,7 +105,7 @@ func openSQL(drv, source, dia string) (*sql.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	return sql.OpenDB(cachingConnector{Connector: base, size: stmtCacheSize}), nil
+	return sql.OpenDB(cachingConnector{Connector: base, size: stmtCacheSize, bytes: stmtCacheBytes}), nil
 }
 
 // pgParallelWrites: grouped transactions in flight at once on PostgreSQL

@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+
+	"modernc.org/sqlite"
 )
 
 // SQLite statement cache.
@@ -36,9 +38,15 @@ import (
 // LRU evicts.
 const stmtCacheSize = 128
 
+// stmtCacheBytes bounds the memory of a connection's prepared statements
+// (SQLite's own count, SQLITE_DBSTATUS_STMT_USED), so the cache costs at most
+// a few MiB for the pool: a one-row audit insert holds ~15 KB prepared, a
+// 20-row one ~50 KB, and 79 statements of up to 4 KB of text held 5 MB.
+const stmtCacheBytes = 512 << 10
+
 // stmtCacheMaxLen: longer statements (bulk inserts of many rows) are not
-// kept: each is rare, and prepared they hold memory for their whole size.
-const stmtCacheMaxLen = 4096
+// kept: each is rare, and prepared they hold the most memory.
+const stmtCacheMaxLen = 2048
 
 // sqliteConn is what every connection of modernc.org/sqlite implements; a
 // wrapper must forward all of it (see sqlite.NewConnector).
@@ -64,7 +72,8 @@ type sqliteStmt interface {
 // statements prepared.
 type cachingConnector struct {
 	driver.Connector
-	size int
+	size  int // statements kept per connection
+	bytes int // memory of prepared statements kept per connection
 }
 
 func (c cachingConnector) Connect(ctx context.Context) (driver.Conn, error) {
@@ -76,13 +85,19 @@ func (c cachingConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	if !ok {
 		return conn, nil // not the driver this was written for: no cache
 	}
-	return &cachedConn{sqliteConn: sc, size: c.size, byText: map[string]*list.Element{}, lru: list.New()}, nil
+	cc := &cachedConn{sqliteConn: sc, size: c.size, byText: map[string]*list.Element{}, lru: list.New()}
+	if st, ok := conn.(sqlite.DBStatus); ok && c.bytes > 0 {
+		cc.status, cc.bytes = st, c.bytes
+	}
+	return cc, nil
 }
 
 // cachedConn is one SQLite connection with its prepared statements.
 type cachedConn struct {
 	sqliteConn
-	size int
+	size   int
+	status sqlite.DBStatus // nil: the memory bound is not checked
+	bytes  int
 
 	// database/sql uses a connection from one goroutine at a time (closing
 	// a result set included); the mutex guards the cache regardless.
@@ -155,21 +170,36 @@ func (c *cachedConn) acquire(ctx context.Context, query string) *cachedStmt {
 	s := &cachedStmt{text: query, st: st, busy: true}
 	c.mu.Lock()
 	c.byText[query] = c.lru.PushFront(s)
-	var evict []*cachedStmt
-	for e := c.lru.Back(); e != nil && c.lru.Len() > c.size; {
+	c.mu.Unlock()
+	c.evict()
+	return s
+}
+
+// evict drops the least recently used statements not in use while the
+// cache holds more than size statements or more than bytes of prepared
+// statements.
+func (c *cachedConn) evict() {
+	over := func() bool {
+		if c.lru.Len() > c.size {
+			return true
+		}
+		if c.status == nil {
+			return false
+		}
+		used, _, err := c.status.Status(sqlite.DBStatusStmtUsed, false)
+		return err == nil && used > c.bytes
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for e := c.lru.Back(); e != nil && over(); {
 		prev := e.Prev()
 		if old := e.Value.(*cachedStmt); !old.busy {
 			c.lru.Remove(e)
 			delete(c.byText, old.text)
-			evict = append(evict, old)
+			_ = old.st.Close()
 		}
 		e = prev
 	}
-	c.mu.Unlock()
-	for _, old := range evict {
-		_ = old.st.Close()
-	}
-	return s
 }
 
 // release marks s free again, or drops it after an error: a statement whose

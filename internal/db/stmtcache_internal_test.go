@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"modernc.org/sqlite"
+
 	"github.com/auditexport/auditexport/internal/tenant"
 )
 
@@ -209,5 +211,59 @@ func TestStmtCacheSchemaChange(t *testing.T) {
 	}
 	if c := cols(); len(c) != 3 || c[2] != "extra" {
 		t.Fatalf("columns after ALTER TABLE %v, want id, name, extra", c)
+	}
+}
+
+// TestStmtCacheMemoryBounded: bulk inserts of 1 to 30 rows (distinct
+// texts, ~15 KB prepared for one row, more for each further row: about
+// 1.3 MB held together) keep a connection's prepared statements within
+// stmtCacheBytes, give or take the statement just run.
+func TestStmtCacheMemoryBounded(t *testing.T) {
+	db, _ := openCached(t)
+	ctx := context.Background()
+	cols := make([]string, 16)
+	for i := range cols {
+		cols[i] = fmt.Sprintf("c%d", i)
+	}
+	if _, err := db.ExecContext(ctx, `CREATE TABLE wide (id INTEGER PRIMARY KEY, `+strings.Join(cols, " TEXT, ")+` TEXT)`); err != nil {
+		t.Fatal(err)
+	}
+	row := "(" + strings.TrimSuffix(strings.Repeat("?, ", len(cols)), ", ") + ")"
+	maxUsed := 0
+	for n := 1; n <= 30; n++ {
+		q := `INSERT INTO wide (` + strings.Join(cols, ", ") + `) VALUES ` + strings.TrimSuffix(strings.Repeat(row+", ", n), ", ")
+		if !cacheable(q) {
+			t.Fatalf("%d rows: %d bytes of SQL, not cacheable: the test no longer fills the cache", n, len(q))
+		}
+		args := make([]any, n*len(cols))
+		for i := range args {
+			args[i] = fmt.Sprint(i)
+		}
+		if _, err := db.ExecContext(ctx, q, args...); err != nil {
+			t.Fatal(err)
+		}
+		c, err := db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Raw(func(dc any) error {
+			cc := dc.(*cachedConn)
+			if cc.status == nil {
+				return fmt.Errorf("connection %T without SQLite's memory status", cc.sqliteConn)
+			}
+			used, _, err := cc.status.Status(sqlite.DBStatusStmtUsed, false)
+			maxUsed = max(maxUsed, used)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.Close()
+	}
+	if limit := stmtCacheBytes + 128<<10; maxUsed > limit {
+		t.Fatalf("prepared statements held %d bytes, want at most %d", maxUsed, limit)
+	}
+	var n int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM wide`).Scan(&n); err != nil || n != 30*31/2 {
+		t.Fatalf("%d rows (%v), want %d", n, err, 30*31/2)
 	}
 }
