@@ -18,6 +18,7 @@ import (
 
 	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
 	"github.com/auditexport/auditexport/internal/auth"
+	"github.com/auditexport/auditexport/internal/testenv"
 )
 
 const (
@@ -149,7 +150,7 @@ const pprofAddr = "127.0.0.1:16060"
 func profile(t *testing.T, path string, dur time.Duration) func() {
 	done := make(chan error, 1)
 	go func() {
-		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pprofAddr, max(1, int(dur.Seconds()))))
+		resp, err := testenv.HTTP.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pprofAddr, max(1, int(dur.Seconds()))))
 		if err != nil {
 			done <- err
 			return

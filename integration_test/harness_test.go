@@ -55,6 +55,10 @@ var (
 	repoRoot string
 )
 
+// restClient makes every HTTP request of these tests: testenv.HTTP, whose
+// transport no httptest.Server.Close touches (see there).
+var restClient = testenv.HTTP
+
 func TestMain(m *testing.M) {
 	os.Exit(runMain(m))
 }
@@ -537,7 +541,7 @@ func (s *Server) REST(method, path, key string, body any, headers ...string) (in
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := restClient.Do(req)
 	if err != nil {
 		s.t.Fatalf("%s %s: %v", method, path, err)
 	}

@@ -15,7 +15,7 @@ import (
 // returns each sample line's value keyed by "name{labels}" as exposed.
 func scrapeMetrics(t *testing.T, s *Server) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get(s.HTTPURL + "/metrics")
+	resp, err := restClient.Get(s.HTTPURL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,7 +41,7 @@ func TestHTTPEndpoints(t *testing.T) {
 		req, _ := http.NewRequest("OPTIONS", s.HTTPURL+"/v1/schedules", nil)
 		req.Header.Set("Origin", origin)
 		req.Header.Set("Access-Control-Request-Method", "POST")
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := restClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

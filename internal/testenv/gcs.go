@@ -56,7 +56,7 @@ func (g *GCS) CreateBucket(t testing.TB, name string) {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := HTTP.Do(req)
 	if err != nil {
 		t.Fatalf("testenv: create GCS bucket %q: %v", name, err)
 	}

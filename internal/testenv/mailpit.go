@@ -93,7 +93,7 @@ func (m *Mailpit) getJSON(t testing.TB, path string, v any) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := HTTP.Do(req)
 	if err != nil {
 		t.Fatalf("testenv: mailpit GET %s: %v", path, err)
 	}
@@ -143,7 +143,7 @@ func (m *Mailpit) Message(t testing.TB, id string) Message {
 // AttachmentData returns the bytes of one attachment.
 func (m *Mailpit) AttachmentData(t testing.TB, msgID, partID string) []byte {
 	t.Helper()
-	resp, err := http.Get(m.APIURL + "/api/v1/message/" + url.PathEscape(msgID) + "/part/" + url.PathEscape(partID))
+	resp, err := HTTP.Get(m.APIURL + "/api/v1/message/" + url.PathEscape(msgID) + "/part/" + url.PathEscape(partID))
 	if err != nil {
 		t.Fatalf("testenv: mailpit attachment: %v", err)
 	}

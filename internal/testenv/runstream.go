@@ -112,7 +112,7 @@ func RESTStream(t testing.TB, ctx context.Context, baseURL, method, path, key, b
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := HTTP.Do(req)
 	if err != nil {
 		s.end(err)
 		return s

@@ -28,6 +28,15 @@ import (
 	"time"
 )
 
+// HTTP makes the HTTP requests of tests (this package's and the integration
+// tests'). It has a transport of its own: httptest.Server.Close closes the
+// idle connections of the process-wide http.DefaultTransport, and a parallel
+// test's request racing that close fails on a connection cut inside the test
+// process ("use of closed network connection", "unexpected EOF") — a failure
+// that says nothing about the product. TestNoDefaultHTTPTransport keeps
+// http.DefaultTransport out of the test code.
+var HTTP = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+
 // InstallCommand is what a developer (or CI) runs to get the tools.
 const InstallCommand = "scripts/install-test-tools.sh"
 
@@ -269,7 +278,7 @@ func httpOK(url string) func(context.Context) error {
 		if err != nil {
 			return err
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := HTTP.Do(req)
 		if err != nil {
 			return err
 		}
