@@ -5,9 +5,12 @@ import (
 	"io"
 	"reflect"
 	"strconv"
+	"sync"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/parquet-go/parquet-go"
+	"github.com/parquet-go/parquet-go/format"
 
 	"github.com/auditexport/auditexport/internal/auditlog"
 )
@@ -57,7 +60,7 @@ func newParquet(w io.Writer, cols []auditlog.Column) (*parquetEncoder, error) {
 		}
 		e.index[i] = i
 	}
-	cfg, err := parquet.NewWriterConfig(schema, parquet.Compression(&parquet.Zstd),
+	cfg, err := parquet.NewWriterConfig(schema, parquet.Compression(&pageZstd{}),
 		parquet.MaxRowsPerRowGroup(parquetRowsPerGroup), parquet.CreatedBy("auditexport", "v1", ""))
 	if err != nil {
 		return nil, err
@@ -103,3 +106,57 @@ func (e *parquetEncoder) WriteBatch(bt *auditlog.Batch) error {
 }
 
 func (e *parquetEncoder) Close() error { return e.w.Close() }
+
+// pageZstdWindow is the window of pageZstd's encoder: more than any page
+// (the writer cuts a page at ~256 KiB of values, checking every 64 rows,
+// so a page of 1 KiB cells stays under ~330 KiB).
+const pageZstdWindow = 1 << 20
+
+// pageZstd is parquet-go's ZSTD codec (parquet.Zstd: level SpeedDefault,
+// one goroutine, no CRC, zero frames for empty pages) with a 1 MiB window
+// instead of zstd's default 8 MiB, one encoder per export.
+//
+// The window bounds the encoder's history buffer, which it allocates at
+// twice the window on first use: 16 MiB per encoder with the default, held
+// for the whole export (parquet.Zstd keeps encoders in a pool, and a GC
+// clearing the pool made another), and counted as live heap by the GC,
+// whose goal (GOGC=100) it doubled. A page is compressed as one
+// single-segment frame either way (the window is not written in it, and
+// no match can reach further back than the page's start), so the file's
+// bytes are the same as with parquet.Zstd for every page up to the window.
+type pageZstd struct {
+	mu  sync.Mutex // the writer compresses on one goroutine; this is cheap insurance
+	enc *zstd.Encoder
+	dec *zstd.Decoder
+}
+
+func (c *pageZstd) String() string                            { return "ZSTD" }
+func (c *pageZstd) CompressionCodec() format.CompressionCodec { return format.Zstd }
+
+func (c *pageZstd) Encode(dst, src []byte) ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.enc == nil {
+		enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault),
+			zstd.WithZeroFrames(true), zstd.WithEncoderCRC(false), zstd.WithWindowSize(pageZstdWindow))
+		if err != nil {
+			return dst[:0], err
+		}
+		c.enc = enc
+	}
+	return c.enc.EncodeAll(src, dst[:0]), nil
+}
+
+// Decode is not used by the writer; it is here for compress.Codec.
+func (c *pageZstd) Decode(dst, src []byte) ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dec == nil {
+		dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return dst[:0], err
+		}
+		c.dec = dec
+	}
+	return c.dec.DecodeAll(src, dst[:0])
+}

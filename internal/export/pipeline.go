@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -81,14 +82,30 @@ func compressor(kind string, w io.Writer) (io.WriteCloser, error) {
 		return nopCloser{w}, nil
 	case Gzip:
 		// Block-parallel gzip: one gzip stream (any gzip reader reads it)
-		// whose 1 MiB blocks are deflated on every core, each primed with
-		// the previous block's last 32 KiB so the ratio stays gzip's.
-		return pgzip.NewWriterLevel(w, pgzip.DefaultCompression)
+		// whose blocks are deflated on every core, each primed with the
+		// previous block's last 32 KiB so the ratio stays gzip's.
+		z, err := pgzip.NewWriterLevel(w, pgzip.DefaultCompression)
+		if err != nil {
+			return nil, err
+		}
+		return z, z.SetConcurrency(gzipBlockSize, runtime.GOMAXPROCS(0))
 	case Zstd:
-		return zstd.NewWriter(w, zstd.WithEncoderConcurrency(2))
+		return zstd.NewWriter(w, zstd.WithEncoderConcurrency(2), zstd.WithWindowSize(zstdWindow))
 	}
 	return nil, fmt.Errorf("unknown compression %q", kind)
 }
+
+// gzipBlockSize is pgzip's block: its default 1 MiB made ~12 MiB of
+// block buffers live (in flight, and pooled between GCs), which doubled
+// in the GC's heap goal; 256 KiB blocks cost 0.2% of the gzip size (CSV
+// of seeded rows) at the same speed.
+const gzipBlockSize = 256 << 10
+
+// zstdWindow is the zstd stream's window: the encoder's history buffer is
+// twice the window (16 MiB with zstd's default 8 MiB window), filled over
+// the stream and live for the whole export. CSV of seeded rows compresses
+// as well with 1 MiB (0.1720 vs 0.1722 of the input).
+const zstdWindow = 1 << 20
 
 type nopCloser struct{ io.Writer }
 
