@@ -111,7 +111,28 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	return m.Run()
+	// Under CI (a fresh clone) the tests must leave the checkout as they
+	// found it: a test writing into the repository (as the console test's
+	// screenshots did into docs/console/) fails the run.
+	before := checkoutStatus()
+	code := m.Run()
+	if after := checkoutStatus(); os.Getenv("CI") != "" && after != before {
+		fmt.Fprintf(os.Stderr, "the tests changed the checkout (git status --porcelain):\nbefore:\n%s\nafter:\n%s\n", before, after)
+		return 1
+	}
+	return code
+}
+
+// checkoutStatus is `git status --porcelain` of the repository (or the
+// error running it).
+func checkoutStatus() string {
+	cmd := exec.Command("git", "status", "--porcelain")
+	cmd.Dir = repoRoot
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Sprintf("git status: %v: %s", err, out)
+	}
+	return string(out)
 }
 
 // backends lists the databases every flow runs on. PostgreSQL is required in
