@@ -49,7 +49,7 @@ func chromiumPath(t *testing.T) string {
 // httpGet returns the status, headers and body of GET url.
 func httpGet(t *testing.T, url string) (int, http.Header, []byte) {
 	t.Helper()
-	resp, err := restClient.Get(url)
+	resp, err := testenv.HTTP.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -154,7 +154,7 @@ func TestConsoleServing(t *testing.T) {
 		}
 	}
 	req, _ := http.NewRequest(http.MethodPost, s.HTTPURL+"/integrations", nil)
-	resp, err := restClient.Do(req)
+	resp, err := testenv.HTTP.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

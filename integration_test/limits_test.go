@@ -421,7 +421,7 @@ func TestAuthFailureFlood(t *testing.T) {
 				} else {
 					req, _ := http.NewRequest(http.MethodGet, s.HTTPURL+"/v1/users/me", nil)
 					req.Header.Set("Authorization", "Bearer not-a-key")
-					resp, err := restClient.Do(req)
+					resp, err := testenv.HTTP.Do(req)
 					if err != nil {
 						res = "rest error"
 					} else {

@@ -9,13 +9,15 @@ import (
 	"testing"
 
 	"google.golang.org/grpc/codes"
+
+	"github.com/auditexport/auditexport/internal/testenv"
 )
 
 // scrapeMetrics GETs /metrics (no credentials: the endpoint is open) and
 // returns each sample line's value keyed by "name{labels}" as exposed.
 func scrapeMetrics(t *testing.T, s *Server) map[string]float64 {
 	t.Helper()
-	resp, err := restClient.Get(s.HTTPURL + "/metrics")
+	resp, err := testenv.HTTP.Get(s.HTTPURL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

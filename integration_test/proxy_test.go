@@ -34,7 +34,7 @@ func TestTLSTerminatingProxy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	upTransport := http.DefaultTransport.(*http.Transport).Clone() // the proxy's own: see restClient
+	upTransport := http.DefaultTransport.(*http.Transport).Clone() // the proxy's own: see testenv.HTTP
 	t.Cleanup(upTransport.CloseIdleConnections)
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -59,7 +59,7 @@ func TestTLSTerminatingProxy(t *testing.T) {
 	// network connection" in the proxy, "unexpected EOF" in the client):
 	// golang/go#40747, a flake of this test in the CI of 2026-12-05.
 	proxy := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		body, err := io.ReadAll(r.Body)
 		if err != nil {
 			t.Errorf("proxy reading the request body of %s %s: %v", r.Method, r.URL.Path, err)
 			http.Error(w, err.Error(), http.StatusBadGateway)

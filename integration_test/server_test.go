@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+
+	"github.com/auditexport/auditexport/internal/testenv"
 )
 
 // TestHTTPEndpoints: health, OpenAPI, request ids and CORS on the HTTP listener.
@@ -41,7 +43,7 @@ func TestHTTPEndpoints(t *testing.T) {
 		req, _ := http.NewRequest("OPTIONS", s.HTTPURL+"/v1/schedules", nil)
 		req.Header.Set("Origin", origin)
 		req.Header.Set("Access-Control-Request-Method", "POST")
-		resp, err := restClient.Do(req)
+		resp, err := testenv.HTTP.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

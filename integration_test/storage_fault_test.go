@@ -189,7 +189,7 @@ func sfGCSAt(t *testing.T, e xfEnv, g *testenv.GCS, endpoint string) *sfStore {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, g.Endpoint+path, nil)
-		resp, err := restClient.Do(req)
+		resp, err := testenv.HTTP.Do(req)
 		if err != nil {
 			t.Fatalf("GET %s: %v", path, err)
 		}

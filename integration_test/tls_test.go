@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	pb "github.com/auditexport/auditexport/gen/go/auditexport/v1"
+	"github.com/auditexport/auditexport/internal/testenv"
 )
 
 // testCA is a throw-away certificate authority.
@@ -186,7 +187,7 @@ func TestTLSServe(t *testing.T) {
 	}
 	req, _ := http.NewRequest("GET", s.HTTPURL+"/v1/users/me", nil)
 	req.Header.Set("Authorization", "Bearer "+s.AdminKey)
-	if resp, err := (&http.Client{Timeout: 5 * time.Second, Transport: restClient.Transport}).Do(req); err == nil {
+	if resp, err := (&http.Client{Timeout: 5 * time.Second, Transport: testenv.HTTP.Transport}).Do(req); err == nil {
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode == 200 || strings.Contains(string(body), "admin@example.com") {
