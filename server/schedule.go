@@ -240,7 +240,7 @@ func (s *ScheduleService) manage(ctx context.Context, id string) (*ent.Schedule,
 // PERMISSION_DENIED for the owner, FAILED_PRECONDITION for an ADMIN.
 func (s *ScheduleService) requireAuthorizedOwner(ctx context.Context, sc *ent.Schedule, action string) error {
 	var denied *ownership.Error
-	err := ownership.Check(ctx, s.db, sc.OwnerID)
+	err := ownership.CheckCaller(ctx, s.db, sc.OwnerID)
 	if !errors.As(err, &denied) {
 		if err != nil {
 			return internalError(ctx, s.log, "check schedule owner", err)

@@ -12,6 +12,7 @@ import (
 	"github.com/auditexport/auditexport/ent/schedule"
 	"github.com/auditexport/auditexport/ent/user"
 	"github.com/auditexport/auditexport/internal/auditlog"
+	"github.com/auditexport/auditexport/internal/auth"
 	"github.com/auditexport/auditexport/internal/db"
 	"github.com/auditexport/auditexport/internal/ownership"
 	"github.com/auditexport/auditexport/internal/tenant"
@@ -165,4 +166,46 @@ func newSchedule(t *testing.T, ctx context.Context, c *ent.Client, ownerID strin
 		t.Fatal(err)
 	}
 	return sc.ID
+}
+
+// TestCheckCaller: the owner calling is decided from their principal (read
+// with their key in the same request), the same rule as Check; anyone else
+// calling is decided from the database.
+func TestCheckCaller(t *testing.T) {
+	ctx, cl, owner, admin := fixture(t, testenv.SQLiteDB(t))
+	as := func(id, typ string, grants ...string) context.Context {
+		p := &auth.Principal{OrgID: "org", UserID: id, AccountType: typ, Grants: map[string]bool{}}
+		for _, g := range grants {
+			p.Grants[g] = true
+		}
+		return auth.WithPrincipal(ctx, p)
+	}
+	for _, c := range []struct {
+		name string
+		ctx  context.Context
+		why  string // "" may own
+	}{
+		{"granted creator", as(owner.ID, auth.Creator, auditlog.ConnectionID), ""},
+		{"creator without grant", as(owner.ID, auth.Creator), "no access"},
+		{"viewer", as(owner.ID, auth.Viewer, auditlog.ConnectionID), "VIEWER"},
+		{"admin", as(owner.ID, auth.Admin), ""},
+		// Another caller: the owner's row decides (granted CREATOR, then deactivated below).
+		{"admin on the owner's schedule", as(admin.ID, auth.Admin), ""},
+	} {
+		err := ownership.CheckCaller(c.ctx, cl, owner.ID)
+		var denied *ownership.Error
+		if c.why == "" && err != nil || c.why != "" && (!errors.As(err, &denied) || !strings.Contains(denied.Why, c.why)) {
+			t.Errorf("%s: CheckCaller = %v, want a denial mentioning %q", c.name, err, c.why)
+		}
+	}
+	if err := cl.User.UpdateOne(owner).SetActive(false).Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var denied *ownership.Error
+	if err := ownership.CheckCaller(as(admin.ID, auth.Admin), cl, owner.ID); !errors.As(err, &denied) || !strings.Contains(denied.Why, "deactivated") {
+		t.Errorf("an ADMIN on a deactivated owner's schedule: CheckCaller = %v, want the owner's denial", err)
+	}
+	if err := ownership.CheckCaller(ctx, cl, owner.ID); !errors.As(err, &denied) {
+		t.Errorf("no principal: CheckCaller = %v, want the database's denial", err)
+	}
 }
