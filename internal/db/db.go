@@ -36,7 +36,10 @@ type DB struct {
 	// Writes group-commits the small transactions of concurrent callers
 	// (a run's start, a run's outcome): one per pool.
 	Writes *Writes
-	gate   *gatedDriver // SQLite: the client's driver (see gate.go)
+	// Runs records export runs' starts and outcomes, a few statements
+	// per group-committed batch (see Runs).
+	Runs *Runs
+	gate *gatedDriver // SQLite: the client's driver (see gate.go)
 }
 
 // sqlitePragmas are required: foreign keys (ent migrations need them), a
@@ -92,7 +95,8 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 	if dia == dialect.Postgres {
 		parallel = pgParallelWrites
 	}
-	return &DB{Client: client, SQL: sdb, Dialect: dia, DSN: dsn, SQLitePath: sqlitePath, Writes: NewWrites(client, parallel), gate: gate}, nil
+	return &DB{Client: client, SQL: sdb, Dialect: dia, DSN: dsn, SQLitePath: sqlitePath, Writes: NewWrites(client, parallel),
+		Runs: newRuns(client, dia, parallel), gate: gate}, nil
 }
 
 // openSQL opens the pool; SQLite's connections keep their statements

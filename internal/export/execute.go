@@ -3,13 +3,16 @@ package export
 import (
 	"context"
 
+	"github.com/auditexport/auditexport/ent"
 	"github.com/auditexport/auditexport/internal/tenant"
 )
 
 // Execute runs an existing run claimed by the scheduler's dispatcher, to
 // completion (it blocks). It is the same path as Send now after the run
-// row exists: load, query, encode, upload, finish.
-func (r *Runner) Execute(_ context.Context, orgID, runID string) {
+// row exists: load, query, encode, upload, finish. run is the row as read
+// after the claim (load does not read it again).
+func (r *Runner) Execute(_ context.Context, run *ent.ExportRun) {
+	orgID, runID := run.OrgID, run.ID
 	rctx, _, end, ok := r.begin(orgID, runID)
 	if !ok {
 		// Draining: release the claim at once so a live replica takes the
@@ -23,5 +26,5 @@ func (r *Runner) Execute(_ context.Context, orgID, runID string) {
 		return
 	}
 	defer end()
-	r.execute(rctx, runID)
+	r.execute(rctx, runID, run)
 }

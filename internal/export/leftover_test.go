@@ -45,7 +45,7 @@ func TestFailedManifestUploadFinishedAfterRestart(t *testing.T) {
 
 		undo := export.SetManifestUploadFault(func(string) error { return errors.New("injected: the store stopped answering") })
 		r := signedRunner(t, d, dir, keys)
-		r.Execute(ctx, orgID, runID)
+		r.Execute(ctx, claimedRow(t, d, ctx, runID))
 		r.Close(ctx) // its background retries end with it
 		undo()
 
@@ -100,7 +100,7 @@ func TestFailedRunObjectsRemovedAfterRestart(t *testing.T) {
 		recordEvents(t, d, ctx, orgID, 3)
 		// A run that succeeds gives the bucket's name and key layout.
 		r := signedRunner(t, d, dir, nil)
-		r.Execute(ctx, orgID, runID)
+		r.Execute(ctx, claimedRow(t, d, ctx, runID))
 		r.Close(ctx)
 		ok, err := d.Client.ExportRun.Get(ctx, runID)
 		testenv.Must(t, err)
@@ -204,7 +204,7 @@ func TestManifestFailedRemovesObject(t *testing.T) {
 		keys, err := secrets.LoadOrCreate(filepath.Join(t.TempDir(), "master.key"))
 		testenv.Must(t, err)
 		r := signedRunner(t, d, dir, keys)
-		r.Execute(ctx, orgID, runID) // makes the organization's signing key
+		r.Execute(ctx, claimedRow(t, d, ctx, runID)) // makes the organization's signing key
 		r.Close(ctx)
 		first, err := d.Client.ExportRun.Get(ctx, runID)
 		testenv.Must(t, err)
@@ -217,7 +217,7 @@ func TestManifestFailedRemovesObject(t *testing.T) {
 		run, err := d.Client.ExportRun.Create().SetScheduleID(first.ScheduleID).SetTrigger(exportrun.TriggerSEND_NOW).SetRequestedBy(first.RequestedBy).Save(ctx)
 		testenv.Must(t, err)
 		r2 := signedRunner(t, d, dir, other)
-		r2.Execute(ctx, orgID, run.ID)
+		r2.Execute(ctx, run)
 		r2.Close(ctx)
 		got, err := d.Client.ExportRun.Get(ctx, run.ID)
 		testenv.Must(t, err)

@@ -12,10 +12,10 @@ import (
 	"github.com/auditexport/auditexport/ent/exportrun"
 	"github.com/auditexport/auditexport/ent/schedule"
 	"github.com/auditexport/auditexport/internal/auditlog"
+	"github.com/auditexport/auditexport/internal/db"
 	"github.com/auditexport/auditexport/internal/destination"
 	"github.com/auditexport/auditexport/internal/notify"
 	"github.com/auditexport/auditexport/internal/ownership"
-	"github.com/auditexport/auditexport/internal/revision"
 	"github.com/auditexport/auditexport/internal/tenant"
 )
 
@@ -111,19 +111,17 @@ func (r *Runner) finish(ctx context.Context, j *job, runID string, state exportr
 	// are recorded together or not at all. That transaction is shared with
 	// runs finishing at the same moment (db.Writes: group commit), so
 	// thousands of runs ending together cost tens of commits, not thousands.
-	var run *ent.ExportRun
-	var sc *ent.Schedule
-	record := func() error {
-		return r.d.Writes.Do(func(c *ent.Client) error {
-			var err error
-			if j.sc != nil {
-				if sc, err = r.recordSchedule(ctx, c, j, runID, state, now); err != nil {
-					return err
-				}
-			}
-			run, err = r.recordRun(ctx, c, j, runID, state, st, rerr, now)
-			return err
-		})
+	// Written as typed rows (db.Runs): a grouped transaction records all
+	// its runs' schedules with one statement and their outcomes with one
+	// more, not statements per run.
+	var ended db.RunEnded
+	end := r.runEnd(j, runID, state, st, rerr, now)
+	record := func() (err error) {
+		ended, err = r.d.Runs.End(ctx, end)
+		if err == nil && end.Watermark != nil && ended.Schedule != nil && !ended.WatermarkMoved {
+			r.log.Error("advancing the incremental watermark failed: it moved meanwhile", "run_id", runID, "from", end.Watermark.From, "to", end.Watermark.To)
+		}
+		return err
 	}
 	err := record()
 	// The database unreachable for a moment (a connection reset, a
@@ -142,7 +140,7 @@ func (r *Runner) finish(ctx context.Context, j *job, runID string, state exportr
 		case qerr != nil:
 			err = qerr
 		case cur.State != exportrun.StateQUEUED && cur.State != exportrun.StateRUNNING:
-			run, err = cur, nil
+			ended, err = db.RunEnded{Run: endedRun(cur)}, nil
 			r.log.Warn("run outcome already recorded", "run_id", runID, "recorded", cur.State.String(), "state", state.String())
 		default:
 			err = record()
@@ -161,9 +159,11 @@ func (r *Runner) finish(ctx context.Context, j *job, runID string, state exportr
 		p.ObjectURI = ""
 	}
 	if j.sc != nil && err == nil {
-		r.afterSchedule(ctx, j, sc, runID, state, rerr)
+		r.afterSchedule(ctx, j, ended.Schedule, runID, state, rerr)
 	}
-	r.audit(ctx, j, run, state, rerr)
+	if err == nil {
+		r.audit(ctx, j, ended.Run, state, rerr)
+	}
 	r.broker.publish(p)
 	trigger := ""
 	if j.run != nil {
@@ -208,71 +208,58 @@ func runErrorLevel(code string) slog.Level {
 	return slog.LevelInfo
 }
 
-// recordRun records the run's outcome.
-func (r *Runner) recordRun(ctx context.Context, c *ent.Client, j *job, runID string, state exportrun.State, st Stats, rerr *RunError, now time.Time) (*ent.ExportRun, error) {
+// runEnd is the run's outcome as recorded, with its schedule's
+// bookkeeping when it has a schedule (see finish).
+func (r *Runner) runEnd(j *job, runID string, state exportrun.State, st Stats, rerr *RunError, now time.Time) db.RunEnd {
 	// A run that never started (it failed while loading) starts when it
-	// ends. Decided in the database: j.run is the row as read before load
-	// set start_time, so testing j.run.StartTime overwrote every first
-	// attempt's start with its finish (zero durations in ExportRun).
-	if err := c.ExportRun.Update().Where(exportrun.ID(runID), exportrun.StartTimeIsNil()).
-		SetStartTime(now).Exec(ctx); err != nil {
-		return nil, fmt.Errorf("recording run start: %w", err)
-	}
-	upd := c.ExportRun.UpdateOneID(runID).SetState(state).SetPhase(state.String()).SetFinishTime(now).SetHeartbeatTime(now)
+	// ends: decided in the database (COALESCE), since j.run is the row as
+	// read before load set start_time.
+	e := db.RunEnd{RunID: runID, State: state.String(), Time: now}
 	if state == exportrun.StateSUCCEEDED {
-		upd.SetRows(st.Rows).SetBytes(st.Bytes).SetChecksum(st.Checksum).SetNote(j.note)
+		e.Rows, e.Bytes, e.Checksum, e.Note = st.Rows, st.Bytes, &st.Checksum, &j.note
 	} else {
-		upd.SetRows(j.counters.Rows.Load()).SetBytes(0)
+		e.Rows = j.counters.Rows.Load()
 	}
 	if state == exportrun.StateSKIPPED {
-		upd.SetObjectURI("")
+		e.ObjectURI = new(string)
 	}
 	if rerr != nil {
-		upd.SetErrorCode(rerr.Code).SetErrorMessage(rerr.Message).SetProviderMessage(rerr.ProviderMessage)
+		e.Error = &db.RunEndError{Code: rerr.Code, Message: rerr.Message, ProviderMessage: rerr.ProviderMessage}
 	}
-	return upd.Save(ctx)
-}
-
-// recordSchedule records a finished run on its schedule (before the run's
-// own outcome, see finish) and returns the schedule as updated. Its
-// last success time is the run's finish time (now).
-func (r *Runner) recordSchedule(ctx context.Context, c *ent.Client, j *job, runID string, state exportrun.State, now time.Time) (*ent.Schedule, error) {
-	ctx = revision.Bookkeeping(ctx) // a run's bookkeeping is not an edit: update_time stays
-	u := c.Schedule.UpdateOneID(j.sc.ID).SetLastRunID(runID)
+	if j.sc == nil {
+		return e
+	}
+	// The schedule: its last run; a success or a skip ends the failure
+	// streak; a failure is counted in the database, not from the schedule
+	// loaded at the run's start: runs of one schedule can overlap (several
+	// slots or replicas, a slow run next to the next period, a retry), and a
+	// snapshot + 1 lost their failures and let each overlapping run see the
+	// 10th and pause (and mail) again. An incremental success moves the
+	// watermark forward from the value this run started at (compare-and-set).
+	// A schedule deleted meanwhile is skipped: the run's outcome still counts.
+	e.ScheduleID = j.sc.ID
 	switch state {
 	case exportrun.StateSUCCEEDED, exportrun.StateSKIPPED:
-		u.SetConsecutiveFailures(0).SetLastSuccessTime(now)
+		e.Effect = db.ScheduleSuccess
 		if j.sc.Mode == schedule.ModeINCREMENTAL && state == exportrun.StateSUCCEEDED {
-			// Compare-and-set: the watermark only moves forward from the
-			// value this run started at.
-			n, err := c.Schedule.Update().Where(schedule.ID(j.sc.ID), schedule.Watermark(j.plan.SeqFrom)).
-				SetWatermark(j.plan.SeqTo).Save(ctx)
-			if err != nil {
-				return nil, fmt.Errorf("advancing the incremental watermark: %w", err)
-			}
-			if n != 1 {
-				r.log.Error("advancing the incremental watermark failed: it moved meanwhile", "run_id", runID, "from", j.plan.SeqFrom, "to", j.plan.SeqTo)
-			}
+			e.Watermark = &db.Watermark{From: j.plan.SeqFrom, To: j.plan.SeqTo}
 		}
 	case exportrun.StateFAILED:
-		// Counted in the database, not from the schedule loaded at the
-		// run's start: runs of one schedule can overlap (several slots or
-		// replicas, a slow run next to the next period, a retry), and a
-		// snapshot + 1 lost their failures and let each overlapping run see
-		// the 10th and pause (and mail) again.
-		u.AddConsecutiveFailures(1)
+		e.Effect = db.ScheduleFailure
 	}
-	sc, err := u.Save(ctx)
-	if ent.IsNotFound(err) {
-		return nil, nil // deleted meanwhile: the run's outcome still counts
-	}
-	return sc, err
+	return e
+}
+
+// endedRun is a stored run as db.Runs.End returns it.
+func endedRun(run *ent.ExportRun) db.EndedRun {
+	return db.EndedRun{ID: run.ID, ScheduleID: run.ScheduleID, RequestedBy: run.RequestedBy, Trigger: run.Trigger.String(),
+		ObjectURI: run.ObjectURI, Attempt: run.Attempt, Rows: run.Rows, Bytes: run.Bytes}
 }
 
 // afterSchedule acts on a recorded run's schedule sc (nil if deleted):
 // pauses it when its owner lost their authorization or it failed too often,
 // and mails the owner once per failure streak.
-func (r *Runner) afterSchedule(ctx context.Context, j *job, sc *ent.Schedule, runID string, state exportrun.State, rerr *RunError) {
+func (r *Runner) afterSchedule(ctx context.Context, j *job, sc *db.EndedSchedule, runID string, state exportrun.State, rerr *RunError) {
 	pause := false
 	if rerr != nil && rerr.Code == ownership.Code {
 		// The safety net behind the pause made when the owner lost their
@@ -281,7 +268,7 @@ func (r *Runner) afterSchedule(ctx context.Context, j *job, sc *ent.Schedule, ru
 			r.log.Error("pausing the schedule of an unauthorized owner failed", "schedule_id", j.sc.ID, "run_id", runID, "err", err.Error())
 		}
 	}
-	if sc != nil && state == exportrun.StateFAILED && sc.ConsecutiveFailures >= autoPauseAfter && sc.State == schedule.StateACTIVE {
+	if sc != nil && state == exportrun.StateFAILED && sc.ConsecutiveFailures >= autoPauseAfter && sc.State == schedule.StateACTIVE.String() {
 		// Only the run whose update switches the schedule from ACTIVE
 		// pauses it and mails the owner.
 		k, err := r.d.Client.Schedule.Update().Where(schedule.ID(sc.ID), schedule.StateEQ(schedule.StateACTIVE)).
@@ -332,15 +319,12 @@ func (r *Runner) notifyOwner(ctx context.Context, sc *ent.Schedule, runID, subje
 	}
 }
 
-func (r *Runner) audit(ctx context.Context, j *job, run *ent.ExportRun, state exportrun.State, rerr *RunError) {
-	if run == nil {
-		return
-	}
+func (r *Runner) audit(ctx context.Context, j *job, run db.EndedRun, state exportrun.State, rerr *RunError) {
 	org, _ := tenant.Org(ctx)
 	ev := auditlog.Event{OrgID: org, Category: "EXPORTS", Type: "EXPORT_RUN_FINISHED", Status: auditlog.StatusSuccess,
 		UserID: run.RequestedBy, ObjectType: "EXPORT_RUN", ObjectID: run.ID,
 		Metadata: map[string]any{"schedule_id": run.ScheduleID, "state": state.String(), "rows": run.Rows, "bytes": run.Bytes,
-			"object_uri": run.ObjectURI, "trigger": string(run.Trigger), "attempt": run.Attempt}}
+			"object_uri": run.ObjectURI, "trigger": run.Trigger, "attempt": run.Attempt}}
 	if j.sc != nil && ev.UserID == "" {
 		ev.UserID = j.sc.OwnerID
 	}

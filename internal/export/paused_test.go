@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/auditexport/auditexport/ent"
 	"github.com/auditexport/auditexport/ent/exportrun"
 	"github.com/auditexport/auditexport/ent/schedule"
 	"github.com/auditexport/auditexport/internal/auditlog"
@@ -76,7 +77,7 @@ func TestQueuedScheduledRunOfPausedSchedule(t *testing.T) {
 func executeRun(t *testing.T, d *db.DB, ctx context.Context, orgID, runID, dir string) {
 	t.Helper()
 	r := localRunner(t, d, dir)
-	r.Execute(ctx, orgID, runID)
+	r.Execute(ctx, claimedRow(t, d, ctx, runID))
 	r.Close(ctx)
 }
 
@@ -150,4 +151,13 @@ func queuedRun(t *testing.T, d *db.DB, state schedule.State, reason schedule.Pau
 		t.Fatal(err)
 	}
 	return ctx, org.ID, r.ID, dir
+}
+
+// claimedRow is run runID's row, as the dispatcher hands a claimed run to
+// Runner.Execute.
+func claimedRow(t *testing.T, d *db.DB, ctx context.Context, runID string) *ent.ExportRun {
+	t.Helper()
+	run, err := d.Client.ExportRun.Get(ctx, runID)
+	testenv.Must(t, err)
+	return run
 }

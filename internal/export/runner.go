@@ -225,7 +225,7 @@ func (r *Runner) Start(ctx context.Context, scheduleID, trigger, requestedBy str
 	}
 	go func() {
 		defer end()
-		r.execute(rctx, run.ID)
+		r.execute(rctx, run.ID, run)
 	}()
 	return run, first, nil
 }
@@ -293,11 +293,17 @@ type job struct {
 	linked []byte
 	// started is when execute began (the run's start_time, see load).
 	started time.Time
+	// row is the run's row as the caller of execute had it (nil: read
+	// it); the first load takes it.
+	row *ent.ExportRun
 }
 
-func (r *Runner) execute(ctx context.Context, runID string) {
+// execute runs runID; row, if not nil, is its row as just read or
+// written (the dispatcher's claim, Send now's insert), which the first load
+// uses instead of reading it again.
+func (r *Runner) execute(ctx context.Context, runID string, row *ent.ExportRun) {
 	dbctx := context.WithoutCancel(ctx) // bookkeeping must happen even when the run is canceled
-	j := &job{started: r.now()}
+	j := &job{started: r.now(), row: row}
 	j.phase.Store(PhaseQuerying)
 	var skipped bool
 	var stats Stats
@@ -394,8 +400,10 @@ func (r *Runner) loadRetrying(ctx context.Context, runID string, j *job) error {
 func (r *Runner) load(ctx context.Context, runID string, j *job) error {
 	c := r.d.Client
 	var err error
-	if j.run, err = c.ExportRun.Get(ctx, runID); err != nil {
-		return fmt.Errorf("load run: %w", err)
+	if j.run, j.row = j.row, nil; j.run == nil || j.run.ID != runID {
+		if j.run, err = c.ExportRun.Get(ctx, runID); err != nil {
+			return fmt.Errorf("load run: %w", err)
+		}
 	}
 	if j.sc, err = c.Schedule.Get(ctx, j.run.ScheduleID); ent.IsNotFound(err) {
 		return &RunError{Code: "SCHEDULE_NOT_FOUND", Message: "the schedule no longer exists"}
@@ -483,18 +491,10 @@ func (r *Runner) load(ctx context.Context, runID string, j *job) error {
 		uri = destination.PrefixFileName(uri, asOf, j.zone)
 	}
 	j.uri.Store(&uri)
-	// Group-committed with the starts (and ends) of other runs: see finish.
-	// An UPDATE without UpdateOne's read-back of the row: in the shared
-	// transaction on SQLite's single writer every statement counts.
-	if err := r.d.Writes.Do(func(c *ent.Client) error {
-		n, err := c.ExportRun.Update().Where(exportrun.ID(runID)).SetState(exportrun.StateRUNNING).SetPhase(PhaseQuerying).
-			SetStartTime(now).SetHeartbeatTime(now).SetObjectURI(uri).SetFromSeq(from).SetToSeq(to).
-			SetPeriodStart(periodStart).SetPeriodEnd(periodEnd).Save(ctx)
-		if err == nil && n != 1 {
-			err = fmt.Errorf("mark run running: run %s not found", runID)
-		}
-		return err
-	}); err != nil {
+	// Group-committed with the starts (and ends) of other runs, a statement
+	// per batch of starts (db.Runs; see finish).
+	if err := r.d.Runs.Start(ctx, db.RunStart{RunID: runID, Phase: PhaseQuerying, Time: now, ObjectURI: uri,
+		FromSeq: from, ToSeq: to, PeriodStart: periodStart, PeriodEnd: periodEnd}); err != nil {
 		return err
 	}
 	// Lateness of the scheduler: how long after its period ended a

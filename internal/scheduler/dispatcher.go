@@ -21,9 +21,11 @@ import (
 	"github.com/auditexport/auditexport/internal/tenant"
 )
 
-// Executor runs a claimed export run to completion (export.Runner).
+// Executor runs a claimed export run to completion (export.Runner). run
+// is its row as read right after the claim committed (claimed by this
+// process).
 type Executor interface {
-	Execute(ctx context.Context, orgID, runID string)
+	Execute(ctx context.Context, run *ent.ExportRun)
 }
 
 // DispatcherConfig tunes the dispatcher.
@@ -332,6 +334,21 @@ func (ds *Dispatcher) claim(ctx context.Context) error {
 		return nil
 	}
 	sctx := tenant.System(ctx)
+	if ds.d.Dialect == dialect.Postgres {
+		claimed, err := ds.claimPG(sctx, free)
+		if err != nil || len(claimed) == 0 {
+			return err
+		}
+		// The claimed rows, read with one query (not one per run).
+		runs, err := ds.d.Client.ExportRun.Query().Where(exportrun.IDIn(claimed...)).
+			Order(ent.Asc(exportrun.FieldCreateTime)).All(sctx)
+		if err != nil {
+			// Claimed, not started: the orphan sweep requeues them.
+			return fmt.Errorf("read %d claimed runs: %w", len(claimed), err)
+		}
+		ds.start(ctx, runs)
+		return nil
+	}
 	tx, err := ds.d.Client.Tx(sctx)
 	if err != nil {
 		return err
@@ -365,12 +382,46 @@ func (ds *Dispatcher) claim(ctx context.Context) error {
 	if err := tx.Commit(); err != nil {
 		return err
 	}
+	for _, r := range runs { // as the UPDATE above left them
+		r.Runner, r.HeartbeatTime = ds.cfg.RunnerID, &now
+	}
+	ds.start(ctx, runs)
+	return nil
+}
+
+// claimPG claims up to n queued runs with one statement (its own
+// transaction: one round trip), oldest first, skipping rows another
+// replica is claiming.
+func (ds *Dispatcher) claimPG(ctx context.Context, n int) ([]string, error) {
+	now := time.Now().UTC() // wall clock: see claim
+	rows, err := ds.d.Client.QueryContext(ctx, `WITH c AS (SELECT "id" FROM "export_runs" WHERE "state" = 'QUEUED' AND "runner" = ''
+ORDER BY "create_time" LIMIT $1 FOR UPDATE SKIP LOCKED)
+UPDATE "export_runs" SET "runner" = $2, "heartbeat_time" = $3, "update_time" = $3 FROM c WHERE "export_runs"."id" = c."id"
+RETURNING "export_runs"."id"`, n, ds.cfg.RunnerID, now)
+	if err != nil {
+		return nil, fmt.Errorf("claim queued runs: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+// start executes claimed runs, each on a goroutine of its own holding a
+// slot.
+func (ds *Dispatcher) start(ctx context.Context, runs []*ent.ExportRun) {
 	for _, r := range runs {
 		ds.mu.Lock()
 		ds.running++
 		ds.mu.Unlock()
 		ds.wg.Add(1)
-		go func(orgID, runID string) {
+		go func() {
 			defer ds.wg.Done()
 			defer func() {
 				ds.mu.Lock()
@@ -378,8 +429,7 @@ func (ds *Dispatcher) claim(ctx context.Context) error {
 				ds.mu.Unlock()
 				ds.poke()
 			}()
-			ds.exec.Execute(ctx, orgID, runID)
-		}(r.OrgID, r.ID)
+			ds.exec.Execute(ctx, r)
+		}()
 	}
-	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/auditexport/auditexport/ent"
 	"github.com/auditexport/auditexport/ent/exportrun"
 	"github.com/auditexport/auditexport/ent/schedule"
 	"github.com/auditexport/auditexport/internal/db"
@@ -34,7 +35,8 @@ type doneExec struct {
 	release chan struct{}
 }
 
-func (e *doneExec) Execute(ctx context.Context, orgID, runID string) {
+func (e *doneExec) Execute(ctx context.Context, run *ent.ExportRun) {
+	orgID, runID := run.OrgID, run.ID
 	e.mu.Lock()
 	e.calls[runID]++
 	e.mu.Unlock()
