@@ -26,9 +26,10 @@ const envSchedules = "AUDITEXPORT_BENCH_SCHEDULES" // e.g. "1000,10000" (make be
 // period end) and completes it at once: the benchmark isolates the
 // scheduler — dispatching due schedules and claiming their runs — from export
 // work, which the export benchmark measures. What every real run does at
-// least is kept: it reads its run, and records its start and its outcome
-// through its replica's pool as export.Runner does (db.Writes, group
-// committed with other runs starting or ending at the same moment).
+// least is kept: it records its start, then its outcome with its
+// schedule's bookkeeping, through its replica's db.Runs as export.Runner
+// does (group committed with other runs starting or ending at the same
+// moment), on the row the dispatcher's claim read.
 type startExec struct {
 	mu     sync.Mutex
 	late   []time.Duration

@@ -33,9 +33,6 @@ type DB struct {
 	// SQLitePath is the SQLite database file ("" on PostgreSQL and for
 	// ":memory:"), for readers that open it themselves (auditlog.Stream).
 	SQLitePath string
-	// Writes group-commits the small transactions of concurrent callers
-	// (a run's start, a run's outcome): one per pool.
-	Writes *Writes
 	// Runs records export runs' starts and outcomes, a few statements
 	// per group-committed batch (see Runs).
 	Runs *Runs
@@ -95,8 +92,7 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 	if dia == dialect.Postgres {
 		parallel = pgParallelWrites
 	}
-	return &DB{Client: client, SQL: sdb, Dialect: dia, DSN: dsn, SQLitePath: sqlitePath, Writes: NewWrites(client, parallel),
-		Runs: newRuns(client, dia, parallel), gate: gate}, nil
+	return &DB{Client: client, SQL: sdb, Dialect: dia, DSN: dsn, SQLitePath: sqlitePath, Runs: newRuns(client, dia, parallel), gate: gate}, nil
 }
 
 // openSQL opens the pool; SQLite's connections keep their statements
@@ -112,8 +108,8 @@ func openSQL(drv, source, dia string) (*sql.DB, error) {
 	return sql.OpenDB(cachingConnector{Connector: base, size: stmtCacheSize, bytes: stmtCacheBytes}), nil
 }
 
-// pgParallelWrites: grouped transactions in flight at once on PostgreSQL
-// (see Writes), a fraction of the default pool.
+// pgParallelWrites: grouped writes in flight at once on PostgreSQL (see
+// Runs), a fraction of the default pool.
 const pgParallelWrites = 4
 
 // DefaultMaxConns is the pool size when --db-max-conns is 0: on SQLite (one

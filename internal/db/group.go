@@ -1,13 +1,8 @@
 package db
 
 import (
-	"context"
 	"fmt"
 	"sync"
-	"time"
-
-	"github.com/auditexport/auditexport/ent"
-	"github.com/auditexport/auditexport/internal/tenant"
 )
 
 // Group commits the writes of concurrent callers together. On SQLite (one
@@ -115,56 +110,4 @@ func (g *Group[T]) safeWrite(items []T) (err error) {
 		}
 	}()
 	return g.write(items)
-}
-
-// TxFunc is one caller's part of a grouped transaction: statements on tx
-// with the caller's own context (its organization). It must not act outside
-// the transaction: it may run twice (in a batch that failed, then alone).
-type TxFunc func(tx *ent.Client) error
-
-// maxTxGroup bounds the callers sharing one transaction.
-const maxTxGroup = 128
-
-// txGroupTimeout bounds one grouped transaction, detached from every
-// caller's cancellation (each caller's statements still follow its own
-// context).
-const txGroupTimeout = 30 * time.Second
-
-// Writes group-commits small transactions of concurrent callers (see
-// Group): a finished export run's outcome, a run's start. Each caller's
-// function runs in order inside one shared transaction; if the shared
-// transaction fails, each runs again in a transaction of its own, so one
-// caller's failure is not another's.
-type Writes struct {
-	client *ent.Client
-	group  *Group[TxFunc]
-}
-
-// NewWrites returns a Writes committing through client.
-// parallel transactions may be in flight at once: 1 on SQLite (one writer),
-// a few on PostgreSQL, where a grouped transaction is a round trip per
-// statement and concurrent transactions proceed side by side.
-func NewWrites(client *ent.Client, parallel int) *Writes {
-	w := &Writes{client: client}
-	w.group = NewGroup(maxTxGroup, parallel, w.commit)
-	return w
-}
-
-// Do runs fn in a transaction shared with concurrent callers and returns
-// once that transaction committed (nil) or fn's own transaction failed.
-func (w *Writes) Do(fn TxFunc) error {
-	return w.group.Add(fn)
-}
-
-func (w *Writes) commit(fns []TxFunc) error {
-	ctx, cancel := context.WithTimeout(tenant.System(context.Background()), txGroupTimeout)
-	defer cancel()
-	return WithTx(ctx, w.client, func(tx *ent.Client) error {
-		for _, fn := range fns {
-			if err := fn(tx); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
 }

@@ -15,8 +15,8 @@ import (
 	"github.com/auditexport/auditexport/internal/tenant"
 )
 
-// Runs records export runs' starts and outcomes, group-committed like
-// Writes, but typed: a batch's starts are one UPDATE, its outcomes one
+// Runs records export runs' starts and outcomes, group-committed (Group),
+// and typed: a batch's starts are one UPDATE, its outcomes one
 // UPDATE of the runs and one of their schedules, whatever the batch's size.
 // On PostgreSQL the three are one statement (data-modifying WITH queries
 // over arrays): one round trip per batch, where a statement per run was
@@ -35,7 +35,8 @@ type Runs struct {
 }
 
 // newRuns returns a Runs committing through client, parallel grouped
-// transactions at once (see NewWrites).
+// writes at once: 1 on SQLite (one writer), a few on PostgreSQL, where
+// concurrent writes proceed side by side.
 func newRuns(client *ent.Client, dia string, parallel int) *Runs {
 	r := &Runs{client: client, dialect: dia}
 	r.group = NewGroup(maxTxGroup, parallel, r.commit)
@@ -116,6 +117,13 @@ type EndedSchedule struct {
 	State               string
 	ConsecutiveFailures int
 }
+
+// maxTxGroup bounds the runs written together.
+const maxTxGroup = 128
+
+// txGroupTimeout bounds one grouped write, detached from every caller's
+// cancellation.
+const txGroupTimeout = 30 * time.Second
 
 // ErrRunNotFound: the run to record is not (or no longer) stored in the
 // caller's organization.

@@ -109,7 +109,7 @@ func (r *Runner) finish(ctx context.Context, j *job, runID string, state exportr
 	// recorded either, for the same retry.
 	// Both in one transaction: the outcome and the schedule's bookkeeping
 	// are recorded together or not at all. That transaction is shared with
-	// runs finishing at the same moment (db.Writes: group commit), so
+	// runs finishing at the same moment (db.Runs: group commit), so
 	// thousands of runs ending together cost tens of commits, not thousands.
 	// Written as typed rows (db.Runs): a grouped transaction records all
 	// its runs' schedules with one statement and their outcomes with one
