@@ -285,10 +285,14 @@ func scheduleRounds(ends []*runWrite) [][]*runWrite {
 
 // scheduleSet is a run's bookkeeping on its schedule (columns c_*): its
 // last run; a success ends the failure streak and sets the last success
-// time, a failure adds one; an incremental success moves the watermark
+// time, a failure adds one — once per run: a run already recorded as the
+// schedule's last (its write committed, the answer lost, written again)
+// adds nothing; an incremental success moves the watermark
 // from the value the run started at (compare-and-set; c_wfrom NULL: none).
 var scheduleSet = `"last_run_id" = c_run,
-"consecutive_failures" = CASE c_effect WHEN ` + strconv.Itoa(int(ScheduleSuccess)) + ` THEN 0 WHEN ` + strconv.Itoa(int(ScheduleFailure)) + ` THEN "consecutive_failures" + 1 ELSE "consecutive_failures" END,
+"consecutive_failures" = CASE c_effect WHEN ` + strconv.Itoa(int(ScheduleSuccess)) + ` THEN 0
+  WHEN ` + strconv.Itoa(int(ScheduleFailure)) + ` THEN CASE WHEN "last_run_id" = c_run THEN "consecutive_failures" ELSE "consecutive_failures" + 1 END
+  ELSE "consecutive_failures" END,
 "last_success_time" = CASE c_effect WHEN ` + strconv.Itoa(int(ScheduleSuccess)) + ` THEN c_t ELSE "last_success_time" END,
 "watermark" = CASE WHEN c_wfrom IS NOT NULL AND "watermark" = c_wfrom THEN c_wto ELSE "watermark" END`
 
@@ -394,12 +398,12 @@ var pgBatch = func() string {
 	s := `WITH s AS (UPDATE "export_runs" SET ` + startSet + `, "update_time" = $0::timestamptz
 FROM ` + unnest(startCols, startTypes) + ` WHERE "id" = s_id AND ` + orgMatch("s") + ` RETURNING "id"),
 e AS (UPDATE "export_runs" SET ` + endSet + `, "update_time" = $0::timestamptz
-FROM ` + unnest(endCols, endTypes) + ` WHERE "id" = e_id AND ` + orgMatch("e") + ` RETURNING ` + endReturning + `),
+FROM ` + unnest(endCols, endTypes) + ` WHERE "id" = e_id AND ` + orgMatch("e") + ` RETURNING ` + endReturning + `, "org_id"),
 c AS (UPDATE "schedules" SET ` + scheduleSet + `
 FROM ` + unnest(scheduleCols, schedTypes) + `
-JOIN (SELECT "id" AS o_id, "watermark" AS o_wm FROM "schedules" WHERE "id" = ANY($CIDS::text[]) FOR UPDATE) AS o ON o_id = c_id
+JOIN (SELECT "id" AS o_id, "watermark" AS o_wm FROM "schedules" WHERE "id" = ANY($CIDS::text[]) ORDER BY "id" FOR UPDATE) AS o ON o_id = c_id
 WHERE "id" = c_id AND ` + orgMatch("c") + `
-AND c_run IN (SELECT "id" FROM e UNION ALL SELECT unnest($LAST::text[]))
+AND (c_run IN (SELECT "id" FROM e WHERE "org_id" = c_org OR c_org IS NULL) OR c_run = ANY($LAST::text[]))
 RETURNING c_run, "id", "state", "consecutive_failures", o_wm)
 SELECT 'S', "id", '', '', '', '', 0::bigint, 0::bigint, 0::bigint FROM s
 UNION ALL SELECT 'E', "id", "schedule_id", "requested_by", "trigger", "object_uri", "attempt", "rows", "bytes" FROM e

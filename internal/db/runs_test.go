@@ -260,6 +260,13 @@ func TestRunsOneBatch(t *testing.T) {
 			t.Fatalf("schedules: a %d failures, last %s, watermark %d; b %d failures, last %s", ga.ConsecutiveFailures, ga.LastRunID,
 				ga.Watermark, gb.ConsecutiveFailures, gb.LastRunID)
 		}
+		// r4's outcome written again (its first write committed, its
+		// answer lost): its failure is not counted twice.
+		again, err := d.Runs.End(e.ctx, fail(r4.ID, b))
+		testenv.Must(t, err)
+		if gb, _ = d.Client.Schedule.Get(e.ctx, b.ID); again.Schedule == nil || again.Schedule.ConsecutiveFailures != 4 || gb.ConsecutiveFailures != 4 {
+			t.Fatalf("a run's failure written twice: returned %+v, stored %d, want 4", again.Schedule, gb.ConsecutiveFailures)
+		}
 		// The same compare-and-set again: the watermark is not at 10 any more.
 		r5 := e.run(a, "")
 		ok.RunID = r5.ID

@@ -13,18 +13,19 @@ import (
 	"github.com/auditexport/auditexport/internal/testenv"
 )
 
-// failWatermarkUpdates makes the database refuse every update of a
-// schedule's watermark until the returned function is called.
+// failWatermarkUpdates makes the database refuse every update that moves
+// a schedule's watermark until the returned function is called.
 func failWatermarkUpdates(t *testing.T, d *db.DB) (heal func()) {
 	t.Helper()
 	ctx := context.Background()
 	create := []string{`CREATE TRIGGER fail_watermark BEFORE UPDATE OF watermark ON schedules
-BEGIN SELECT RAISE(ABORT, 'injected: database gone'); END`}
+WHEN NEW.watermark <> OLD.watermark BEGIN SELECT RAISE(ABORT, 'injected: database gone'); END`}
 	drop := `DROP TRIGGER fail_watermark`
 	if d.Dialect == dialect.Postgres {
 		create = []string{`CREATE FUNCTION fail_watermark() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN RAISE EXCEPTION 'injected: database gone'; END $$`,
-			`CREATE TRIGGER fail_watermark BEFORE UPDATE OF watermark ON schedules FOR EACH ROW EXECUTE FUNCTION fail_watermark()`}
+			`CREATE TRIGGER fail_watermark BEFORE UPDATE OF watermark ON schedules FOR EACH ROW
+WHEN (NEW.watermark IS DISTINCT FROM OLD.watermark) EXECUTE FUNCTION fail_watermark()`}
 		drop = `DROP TRIGGER fail_watermark ON schedules`
 	}
 	for _, q := range create {

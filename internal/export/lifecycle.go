@@ -140,7 +140,7 @@ func (r *Runner) finish(ctx context.Context, j *job, runID string, state exportr
 		case qerr != nil:
 			err = qerr
 		case cur.State != exportrun.StateQUEUED && cur.State != exportrun.StateRUNNING:
-			ended, err = db.RunEnded{Run: endedRun(cur)}, nil
+			ended, err = db.RunEnded{Run: endedRun(cur), Schedule: r.recordedOn(ctx, j, runID)}, nil
 			r.log.Warn("run outcome already recorded", "run_id", runID, "recorded", cur.State.String(), "state", state.String())
 		default:
 			err = record()
@@ -248,6 +248,22 @@ func (r *Runner) runEnd(j *job, runID string, state exportrun.State, st Stats, r
 		e.Effect = db.ScheduleFailure
 	}
 	return e
+}
+
+// recordedOn is the run's schedule as End would have returned it, for an
+// outcome found recorded (an End whose answer was lost): the schedule if
+// this run is its last, so that the pause after repeated failures and the
+// first failure's mail still happen; nil otherwise (another run's outcome
+// came after, and decides those).
+func (r *Runner) recordedOn(ctx context.Context, j *job, runID string) *db.EndedSchedule {
+	if j.sc == nil {
+		return nil
+	}
+	sc, err := r.d.Client.Schedule.Get(ctx, j.sc.ID)
+	if err != nil || sc.LastRunID != runID {
+		return nil
+	}
+	return &db.EndedSchedule{ID: sc.ID, State: sc.State.String(), ConsecutiveFailures: sc.ConsecutiveFailures}
 }
 
 // endedRun is a stored run as db.Runs.End returns it.

@@ -335,15 +335,20 @@ func (ds *Dispatcher) claim(ctx context.Context) error {
 	}
 	sctx := tenant.System(ctx)
 	if ds.d.Dialect == dialect.Postgres {
-		claimed, err := ds.claimPG(sctx, free)
+		// Not canceled by a shutdown between the claim's commit and the
+		// read of its rows: claimed runs are handed to the executor, which
+		// releases them at once when draining (export.Runner.Execute).
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(sctx), claimTimeout)
+		defer cancel()
+		claimed, err := ds.claimPG(cctx, free)
 		if err != nil || len(claimed) == 0 {
 			return err
 		}
 		// The claimed rows, read with one query (not one per run).
 		runs, err := ds.d.Client.ExportRun.Query().Where(exportrun.IDIn(claimed...)).
-			Order(ent.Asc(exportrun.FieldCreateTime)).All(sctx)
+			Order(ent.Asc(exportrun.FieldCreateTime)).All(cctx)
 		if err != nil {
-			// Claimed, not started: the orphan sweep requeues them.
+			ds.release(cctx, claimed)
 			return fmt.Errorf("read %d claimed runs: %w", len(claimed), err)
 		}
 		ds.start(ctx, runs)
@@ -411,6 +416,20 @@ RETURNING "export_runs"."id"`, n, ds.cfg.RunnerID, now)
 		out = append(out, id)
 	}
 	return out, rows.Err()
+}
+
+// claimTimeout bounds a claim on PostgreSQL (detached from shutdown).
+const claimTimeout = 30 * time.Second
+
+// release gives runs this process claimed but could not start back to
+// the queue, for any replica to claim now (not after the orphan sweep,
+// which would count an attempt). A failure is logged: the sweep remains.
+func (ds *Dispatcher) release(ctx context.Context, ids []string) {
+	_, err := ds.d.Client.ExecContext(ctx, `UPDATE "export_runs" SET "runner" = '', "heartbeat_time" = NULL
+WHERE "id" = ANY($1) AND "runner" = $2 AND "state" = 'QUEUED'`, ids, ds.cfg.RunnerID)
+	if err != nil {
+		ds.log.Error("releasing claimed runs failed; the orphan sweep will requeue them", "runs", len(ids), "err", err.Error())
+	}
 }
 
 // start executes claimed runs, each on a goroutine of its own holding a
