@@ -164,7 +164,6 @@ func (r *Runner) finish(ctx context.Context, j *job, runID string, state exportr
 	if err == nil {
 		r.audit(ctx, j, ended.Run, state, rerr)
 	}
-	r.broker.publish(p)
 	trigger := ""
 	if j.run != nil {
 		trigger = j.run.Trigger.String()
@@ -176,7 +175,10 @@ func (r *Runner) finish(ctx context.Context, j *job, runID string, state exportr
 			started = *j.run.StartTime
 		}
 	}
+	// Counted before the final message goes out: a watcher that saw the
+	// run end and then reads /metrics finds it counted.
 	r.metrics.RunFinished(state.String(), trigger, p.Rows, p.Bytes, now.Sub(started))
+	r.broker.publish(p)
 	attrs := []any{"run_id", runID, "state", state.String(), "trigger", trigger, "rows", p.Rows, "bytes", p.Bytes}
 	if j.sc != nil {
 		attrs = append(attrs, "schedule_id", j.sc.ID)
