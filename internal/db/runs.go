@@ -208,16 +208,11 @@ func (r *Runs) commit(ws []*runWrite) error {
 	if r.dialect == dialect.Postgres && len(rounds) <= 1 {
 		// The usual batch: one statement, its own transaction — one round
 		// trip instead of BEGIN, a statement per part, COMMIT.
-		return r.writePG(ctx, r.client, starts, ends, nil)
+		return r.writePG(ctx, r.client, starts, ends, rounds)
 	}
 	return WithTx(ctx, r.client, func(tx *ent.Client) error {
 		if r.dialect == dialect.Postgres {
-			// The first round with the runs (its schedules joined to the
-			// runs written), then each later round on its own.
-			if err := r.writePG(ctx, tx, starts, ends, rounds[1:]); err != nil {
-				return err
-			}
-			return nil
+			return r.writePG(ctx, tx, starts, ends, rounds)
 		}
 		for _, c := range chunks(starts) {
 			if err := r.writeStarts(ctx, tx, c); err != nil {
@@ -431,18 +426,18 @@ func pgArrays(ws []*runWrite, ncols int, row func(*runWrite) []any) []any {
 	return out
 }
 
-// writePG writes starts, ends, and the first round of the ends' schedules
-// with one statement on q; each of later (rounds of schedules whose runs
-// the first wrote) with one more (q must then be a transaction).
-func (r *Runs) writePG(ctx context.Context, q *ent.Client, starts, ends []*runWrite, later [][]*runWrite) error {
+// writePG writes starts, ends, and the first of the ends' schedule rounds
+// (scheduleRounds) with one statement on q; each later round, for the runs
+// the first wrote, with one more (q must then be a transaction).
+func (r *Runs) writePG(ctx context.Context, q *ent.Client, starts, ends []*runWrite, rounds [][]*runWrite) error {
 	var first []*runWrite
-	if rounds := scheduleRounds(ends); len(rounds) > 0 {
-		first = rounds[0]
+	if len(rounds) > 0 {
+		first, rounds = rounds[0], rounds[1:]
 	}
 	if err := r.execPG(ctx, q, starts, ends, first, nil); err != nil {
 		return err
 	}
-	for _, round := range later {
+	for _, round := range rounds {
 		if round = found(round); len(round) > 0 {
 			ids := make([]string, len(round))
 			for i, w := range round {
