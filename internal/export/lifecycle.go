@@ -111,9 +111,9 @@ func (r *Runner) finish(ctx context.Context, j *job, runID string, state exportr
 	// are recorded together or not at all. That transaction is shared with
 	// runs finishing at the same moment (db.Runs: group commit), so
 	// thousands of runs ending together cost tens of commits, not thousands.
-	// Written as typed rows (db.Runs): a grouped transaction records all
-	// its runs' schedules with one statement and their outcomes with one
-	// more, not statements per run.
+	// Written as typed rows (db.Runs), not statements per run: on
+	// PostgreSQL a batch's starts, outcomes and schedules are one
+	// statement; on SQLite a few statements in one transaction.
 	var ended db.RunEnded
 	end := r.runEnd(j, runID, state, st, rerr, now)
 	record := func() (err error) {
