@@ -326,3 +326,62 @@ func TestPGFaultDuringDispatch(t *testing.T) {
 		t.Errorf("only %d periods checked", periods)
 	}
 }
+
+// TestPGOutcomeAnswerLost: a failed run's outcome reaches PostgreSQL and
+// commits, but its answer never comes back (the proxy drops it and resets
+// the connections) and the database stays unreachable for a moment, so the
+// grouped write's own retry fails too. Once the database is back, the
+// runner's retry finds the outcome recorded. What the run's schedule owes
+// that outcome must still happen, from the schedule's bookkeeping as the
+// commit left it: the failure counted once, and the mail of a failure
+// streak's first failure sent to the owner and the schedule's recipients.
+func TestPGOutcomeAnswerLost(t *testing.T) {
+	t.Parallel()
+	mp := testenv.StartMailpit(t)
+	s, proxy, db := pfStart(t, "--smtp-url", mp.SMTPURL, "--notify-allowed-domains", "example.com")
+	e := xfEnv{t, s}
+	dir := s.LocalDir("", "lost")
+	e.must("CreateStorageIntegration", fmt.Sprintf(`{"storageIntegration":{"name":"lost","provider":"PROVIDER_LOCAL","destination":"file://%s/"}}`, dir))
+	schID, _ := e.schedule("lost", "file://"+dir+"/f-{run_id}.csv", "COMPRESSION_NONE")
+	e.seed(100)
+	// The destination unwritable: a file where its directory was.
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The error code is a parameter of the outcome's statement only.
+	const code = "PROVIDER_UNAVAILABLE"
+	proxy.RefuseAfter(code)
+	xs := e.sendNow(schID)
+	id := xs.RunID()
+	sfWaitFor(t, "the outcome's statement sent", 60*time.Second, func() bool { return proxy.Tripped() == 1 })
+	refused := proxy.Refused()
+	sfWaitFor(t, "writes retried while PostgreSQL is down", 30*time.Second, func() bool { return proxy.Refused() >= refused+3 })
+	proxy.SetMode(testenv.Pass)
+
+	end := xs.Terminal(90 * time.Second)
+	if end.GetPhase() != pb.ExportPhase_EXPORT_PHASE_FAILED || end.GetError().GetCode() != code {
+		t.Fatalf("run %s ended %v %q, want FAILED %s", id, end.GetPhase(), end.GetError().GetCode(), code)
+	}
+	if !s.WaitLogs("run outcome already recorded", 10*time.Second) {
+		t.Fatalf("the runner never found its outcome recorded (the lost answer was not what the test made it):\n%s", s.Logs())
+	}
+	r := crWaitRun(t, s, db, id, "terminal in the database", 30*time.Second, func(r crRun) bool { return r.State != "QUEUED" && r.State != "RUNNING" })
+	if r.State != "FAILED" || r.ErrorCode != code {
+		t.Errorf("run %s recorded %s %q, want FAILED %s", id, r.State, r.ErrorCode, code)
+	}
+	var fails int
+	var last string
+	if err := db.QueryRow("SELECT consecutive_failures, last_run_id FROM schedules WHERE id = $1", schID).Scan(&fails, &last); err != nil {
+		t.Fatal(err)
+	}
+	if fails != 1 || last != id {
+		t.Errorf("schedule after the run: %d consecutive failures, last run %q; want 1, %s", fails, last, id)
+	}
+	xfFailureMail(t, mp, id, code)
+}

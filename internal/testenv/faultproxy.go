@@ -41,7 +41,8 @@ type FaultProxy struct {
 	refused   atomic.Int64
 	upBytes   atomic.Int64
 	frozen    atomic.Pointer[chan struct{}] // closed by Thaw; nil: forwarding
-	trip      atomic.Pointer[[]byte]        // RefuseOn's marker
+	trip      atomic.Pointer[[]byte]        // RefuseOn's or RefuseAfter's marker
+	tripAfter atomic.Bool                   // the marker is RefuseAfter's
 	tripped   atomic.Int64
 	done      chan struct{} // closed when the test ends
 }
@@ -109,10 +110,27 @@ func (p *FaultProxy) Thaw() {
 // particular request, deterministically, with the store down from then on.
 func (p *FaultProxy) RefuseOn(marker string) {
 	m := []byte(marker)
+	p.tripAfter.Store(false)
 	p.trip.Store(&m)
 }
 
-// Tripped is how many times RefuseOn's marker was seen.
+// refuseAfterDelay is how long RefuseAfter lets the target act on the
+// chunk before resetting the connections.
+const refuseAfterDelay = 500 * time.Millisecond
+
+// RefuseAfter arms a trip that loses an answer: the first chunk a client
+// sends that contains marker is forwarded, nothing the target sends back
+// on that connection reaches the client, and half a second later (the
+// target has acted on it) the proxy switches to Refuse and resets every
+// open connection. A request that took effect, with its answer lost and
+// the target down from then on.
+func (p *FaultProxy) RefuseAfter(marker string) {
+	m := []byte(marker)
+	p.tripAfter.Store(true)
+	p.trip.Store(&m)
+}
+
+// Tripped is how many times RefuseOn's or RefuseAfter's marker was seen.
 func (p *FaultProxy) Tripped() int64 { return p.tripped.Load() }
 
 // Cut resets every open connection.
@@ -165,15 +183,17 @@ func (p *FaultProxy) accept() {
 			p.track(c)
 			p.track(up)
 			p.wg.Add(2)
-			go func() { defer p.wg.Done(); p.pipe(up, c, &p.upBytes); _ = up.Close() }()
-			go func() { defer p.wg.Done(); p.pipe(c, up, nil); _ = c.Close() }()
+			mute := new(atomic.Bool) // RefuseAfter: the answers are dropped
+			go func() { defer p.wg.Done(); p.pipe(up, c, &p.upBytes, mute); _ = up.Close() }()
+			go func() { defer p.wg.Done(); p.pipe(c, up, nil, mute); _ = c.Close() }()
 		}
 	}
 }
 
 // pipe copies src to dst, applying the current latency and bandwidth to
-// each chunk, and counts the bytes in n (if not nil).
-func (p *FaultProxy) pipe(dst, src net.Conn, n *atomic.Int64) {
+// each chunk, and counts the bytes in n (if not nil: the client's
+// direction). The connection's answers (n nil) are dropped once mute is set.
+func (p *FaultProxy) pipe(dst, src net.Conn, n *atomic.Int64, mute *atomic.Bool) {
 	buf := make([]byte, 32<<10)
 	var tail []byte // the last bytes read (RefuseOn)
 	for {
@@ -197,12 +217,19 @@ func (p *FaultProxy) pipe(dst, src net.Conn, n *atomic.Int64) {
 				seen := append(tail, buf[:k]...)
 				if bytes.Contains(seen, *m) && p.trip.CompareAndSwap(m, nil) {
 					p.tripped.Add(1)
-					p.SetMode(Refuse)
-					p.Cut()
-					return
+					if !p.tripAfter.Load() {
+						p.SetMode(Refuse)
+						p.Cut()
+						return
+					}
+					mute.Store(true)
+					time.AfterFunc(refuseAfterDelay, func() { p.SetMode(Refuse); p.Cut() })
 				}
 				tail = append(tail[:0], seen[max(0, len(seen)-len(*m)+1):]...)
 			}
+		}
+		if k > 0 && n == nil && mute.Load() {
+			k = 0 // an answer RefuseAfter loses
 		}
 		if k > 0 {
 			if d := time.Duration(p.latency.Load()); d > 0 {
