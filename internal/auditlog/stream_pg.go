@@ -129,11 +129,10 @@ func appendPGBinary(b []byte, oid uint32, v []byte) ([]byte, error) {
 	case pgtype.Int8OID:
 		return strconv.AppendInt(b, x, 10), nil
 	case pgtype.TimestamptzOID, pgtype.TimestampOID:
-		t, err := pgTime(x)
-		if err != nil {
+		if _, err := pgTime(x); err != nil {
 			return b, err
 		}
-		return t.AppendFormat(b, TimeLayout), nil
+		return appendMicros(b, x+pgEpochMicros), nil
 	}
 	return b, fmt.Errorf("unexpected binary column type %d", oid)
 }

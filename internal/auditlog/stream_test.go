@@ -88,3 +88,42 @@ func TestPGBinaryCells(t *testing.T) {
 		t.Error("a binary float8 was accepted")
 	}
 }
+
+// TestAppendMicros: the hand-written TimeLayout formatting equals
+// time.Format's for instants across and beyond years 0000–9999 (the
+// bounds, leap days, century years, negative Unix times).
+func TestAppendMicros(t *testing.T) {
+	want := func(us int64) string { return time.UnixMicro(us).UTC().Format(TimeLayout) }
+	day := int64(86400e6)
+	var cases []int64
+	for _, at := range []int64{minFastMicros, endFastMicros, 0,
+		time.Date(2000, 2, 29, 0, 0, 0, 0, time.UTC).UnixMicro(), time.Date(1900, 3, 1, 0, 0, 0, 0, time.UTC).UnixMicro(),
+		time.Date(2100, 2, 28, 23, 59, 59, 999999000, time.UTC).UnixMicro(), time.Date(1600, 2, 29, 12, 0, 0, 0, time.UTC).UnixMicro()} {
+		cases = append(cases, at-day, at-1, at, at+1, at+day)
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	for range 20000 {
+		cases = append(cases, minFastMicros-1e15+r.Int64N(endFastMicros-minFastMicros+2e15))
+	}
+	for _, us := range cases {
+		if got := string(appendMicros([]byte("x"), us)); got != "x"+want(us) {
+			t.Fatalf("%d µs -> %q, want %q", us, got, "x"+want(us))
+		}
+	}
+}
+
+// BenchmarkAppendMicros: appendMicros against time.Format's AppendFormat.
+func BenchmarkAppendMicros(b *testing.B) {
+	us := time.Date(2026, 12, 6, 0, 15, 42, 123456000, time.UTC).UnixMicro()
+	buf := make([]byte, 0, 64)
+	b.Run("appendMicros", func(b *testing.B) {
+		for b.Loop() {
+			buf = appendMicros(buf[:0], us)
+		}
+	})
+	b.Run("AppendFormat", func(b *testing.B) {
+		for b.Loop() {
+			buf = time.UnixMicro(us).UTC().AppendFormat(buf[:0], TimeLayout)
+		}
+	})
+}
