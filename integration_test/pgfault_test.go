@@ -329,9 +329,10 @@ func TestPGFaultDuringDispatch(t *testing.T) {
 
 // TestPGOutcomeAnswerLost: a failed run's outcome reaches PostgreSQL and
 // commits, but its answer never comes back (the proxy drops it and resets
-// the connections) and the database stays unreachable for a moment, so the
-// grouped write's own retry fails too. Once the database is back, the
-// runner's retry finds the outcome recorded. What the run's schedule owes
+// the connections) and the database stays unreachable for a moment, so
+// the runner's first retries fail too (a batch of one is not rewritten by
+// db.Group). Once the database is back, the runner's retry finds the
+// outcome recorded. What the run's schedule owes
 // that outcome must still happen, from the schedule's bookkeeping as the
 // commit left it: the failure counted once, and the mail of a failure
 // streak's first failure sent to the owner and the schedule's recipients.
