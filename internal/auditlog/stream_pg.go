@@ -129,7 +129,7 @@ func appendPGBinary(b []byte, oid uint32, v []byte) ([]byte, error) {
 	case pgtype.Int8OID:
 		return strconv.AppendInt(b, x, 10), nil
 	case pgtype.TimestamptzOID, pgtype.TimestampOID:
-		if _, err := pgTime(x); err != nil {
+		if err := pgTimeInRange(x); err != nil {
 			return b, err
 		}
 		return appendMicros(b, x+pgEpochMicros), nil
@@ -149,8 +149,16 @@ func pgInt64(v []byte) (int64, error) {
 
 // pgTime is a binary timestamp as a UTC time; ±infinity have no export form.
 func pgTime(micros int64) (time.Time, error) {
-	if micros == math.MaxInt64 || micros == math.MinInt64 || micros > math.MaxInt64-pgEpochMicros {
-		return time.Time{}, fmt.Errorf("timestamp out of range (infinity)")
+	if err := pgTimeInRange(micros); err != nil {
+		return time.Time{}, err
 	}
 	return time.UnixMicro(micros + pgEpochMicros).UTC(), nil
+}
+
+// pgTimeInRange refuses ±infinity and what would overflow Unix microseconds.
+func pgTimeInRange(micros int64) error {
+	if micros == math.MaxInt64 || micros == math.MinInt64 || micros > math.MaxInt64-pgEpochMicros {
+		return fmt.Errorf("timestamp out of range (infinity)")
+	}
+	return nil
 }
