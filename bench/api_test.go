@@ -148,9 +148,16 @@ const pprofAddr = "127.0.0.1:16060"
 // profile starts a CPU profile of the server covering a measurement of
 // dur; the returned func waits for it and writes it to path.
 func profile(t *testing.T, path string, dur time.Duration) func() {
+	return fetchPprof(t, path, fmt.Sprintf("profile?seconds=%d", max(1, int(dur.Seconds()))), 0)
+}
+
+// fetchPprof fetches the server's /debug/pprof/<endpoint> after delay, in
+// the background; the returned func waits for it and writes it to path.
+func fetchPprof(t *testing.T, path, endpoint string, delay time.Duration) func() {
 	done := make(chan error, 1)
 	go func() {
-		resp, err := testenv.HTTP.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pprofAddr, max(1, int(dur.Seconds()))))
+		time.Sleep(delay)
+		resp, err := testenv.HTTP.Get(fmt.Sprintf("http://%s/debug/pprof/%s", pprofAddr, endpoint))
 		if err != nil {
 			done <- err
 			return
@@ -164,7 +171,7 @@ func profile(t *testing.T, path string, dur time.Duration) func() {
 	}()
 	return func() {
 		if err := <-done; err != nil {
-			t.Errorf("profile %s: %v", path, err)
+			t.Errorf("%s: %v", path, err)
 		}
 	}
 }

@@ -792,10 +792,11 @@ func loadReport(section string, rs []loadRun) string {
 				roundDur(s.P50), roundDur(s.P99), roundDur(s.Max))
 		}
 	}
-	b.WriteString("\nSend now's first message waits for the Send now limits (internal/export/limits.go): each process checks them\n" +
-		"and inserts the run under one mutex (COUNT of the active runs, then the INSERT), so under write contention Send\n" +
-		"nows queue there. Measured once (2026-12-04, SQLite, 200 clients, 20 s): first message p50 2.36 s with the\n" +
-		"limits on, 0.20 s with both limits 0 (off), same throughput; nothing failed either way.\n\n")
+	b.WriteString("\nSend now's first message waits for the Send now limits (internal/export/limits.go): the organization's is a\n" +
+		"COUNT of its active runs then the INSERT, serialised (a mutex on SQLite, an advisory lock on PostgreSQL; the\n" +
+		"per-process limit is counted in memory), so under write contention Send nows queue there. Measured once\n" +
+		"(2026-12-04, SQLite, 200 clients, 20 s): first message p50 2.36 s with the limits on, 0.20 s with both limits 0\n" +
+		"(off), same throughput; nothing failed either way.\n\n")
 	return b.String()
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,6 +20,7 @@ import (
 const (
 	envProgressSamples = "AUDITEXPORT_BENCH_PROGRESS_SAMPLES" // Send nows measured per backend (default 8: smoke)
 	envProgressRows    = "AUDITEXPORT_BENCH_PROGRESS_ROWS"    // rows each Send now exports (default 2000: smoke)
+	envProgressTrace   = "AUDITEXPORT_BENCH_PROGRESS_TRACE"   // directory: a server execution trace per backend (seconds 2-12 of the load)
 	progressWorkers    = 4                                    // concurrent Send nows: the load
 )
 
@@ -79,7 +81,16 @@ func measureProgress(t *testing.T, s3env *testenv.S3, backend string, rows, samp
 	if out, err := exec.Command(aeBin, "seed", "--events", strconv.Itoa(rows), "--db", dsn).CombinedOutput(); err != nil {
 		t.Fatalf("seed: %v\n%s", err, out)
 	}
+	traceDir := os.Getenv(envProgressTrace)
+	if traceDir != "" {
+		extraServerArgs = []string{"--pprof-addr", pprofAddr}
+		defer func() { extraServerArgs = nil }()
+	}
 	srv = startServer(t, dsn, key, dataDir)
+	if traceDir != "" {
+		wait := traceServer(t, filepath.Join(traceDir, backend+"-progress.trace"), 2*time.Second, 10*time.Second)
+		defer wait()
+	}
 
 	var (
 		mu     sync.Mutex
@@ -122,6 +133,13 @@ func measureProgress(t *testing.T, s3env *testenv.S3, backend string, rows, samp
 	slices.Sort(runs)
 	return progressResult{Backend: backend, Rows: rows, Samples: samples, Workers: progressWorkers, First: first,
 		MaxGap: maxGap, RunSeconds: runs[len(runs)/2], Load: load}
+}
+
+// traceServer takes an execution trace of the server (runtime/trace) of
+// dur, starting after delay; the returned func waits for it and writes it
+// to path (read it with `go tool trace`, e.g. -pprof=sched).
+func traceServer(t *testing.T, path string, delay, dur time.Duration) func() {
+	return fetchPprof(t, path, fmt.Sprintf("trace?seconds=%d", max(1, int(dur.Seconds()))), delay)
 }
 
 // pct is the p-th percentile of sorted durations (nearest rank).

@@ -483,3 +483,49 @@ func TestAuthFailureFlood(t *testing.T) {
 		t.Fatalf("%d API_KEY_AUTH rows accounting for %d failures; want at most %d rows accounting for all %d", n, counted, 3*(rows+1), flood)
 	}
 }
+
+// TestSendNowSlotFreedWithTheRun: this process's Send now slots
+// (--max-manual-runs, counted in memory) are given back before a run's
+// final message goes out, however it ends: a client that saw its run
+// succeed, or be canceled, starts the next at once, and a run holding the
+// only slot refuses another with MANUAL_RUN_LIMIT_SERVER.
+func TestSendNowSlotFreedWithTheRun(t *testing.T) {
+	t.Parallel()
+	for _, backend := range backends(t) {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			s := StartServer(t, backend, "--max-manual-runs", "1", "--max-manual-runs-per-org", "0")
+			_, local := localSchedule(t, s, "slot")
+			sched := pb.NewScheduleServiceClient(s.Conn)
+			ctx, cancel := context.WithTimeout(Ctx(s.AdminKey), 2*time.Minute)
+			defer cancel()
+			sendNow := func(id string) *testenv.RunStream { return testenv.SendNow(t, ctx, sched, id) }
+			succeeded := func(what string, st *testenv.RunStream) {
+				t.Helper()
+				msgs, err := st.Wait()
+				if err != nil || len(msgs) == 0 || msgs[len(msgs)-1].P.GetPhase() != pb.ExportPhase_EXPORT_PHASE_SUCCEEDED {
+					t.Fatalf("%s: %v %v", what, err, msgs)
+				}
+			}
+			for i := range 6 {
+				succeeded(fmt.Sprintf("Send now %d right after the previous run ended", i), sendNow(local))
+			}
+
+			hanging, _ := limSchedule(t, s, s.AdminKey, "slotb", hangingS3(t), "AKIAEXAMPLE", "x")
+			held := sendNow(hanging)
+			runID := held.RunID()
+			if runID == "" {
+				t.Fatalf("Send now to the hanging store: no run: %v", held.Err())
+			}
+			_, err := sendNow(local).Wait()
+			checkRefusals(t, []*status.Status{status.Convert(err)}, "MANUAL_RUN_LIMIT_SERVER")
+			if _, err := sched.CancelExportRun(ctx, &pb.CancelExportRunRequest{Id: runID}); err != nil {
+				t.Fatalf("cancel %s: %v", runID, err)
+			}
+			if end := held.Terminal(time.Minute); end.GetPhase() != pb.ExportPhase_EXPORT_PHASE_CANCELED {
+				t.Fatalf("held run ended %v, want CANCELED", end.GetPhase())
+			}
+			succeeded("Send now right after a canceled run", sendNow(local))
+		})
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -263,6 +264,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	})
 	log.Info("grpc listening", "addr", gl.Addr().String(), "tls", tlsf != nil)
 	log.Info("http listening", "addr", hl.Addr().String(), "tls", tlsf != nil)
+	log.Info("go runtime", "gomaxprocs", runtime.GOMAXPROCS(0), "cpus", runtime.NumCPU())
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	if opts.Ready != nil {
 		opts.Ready(gl.Addr().String(), hl.Addr().String())

@@ -178,6 +178,8 @@ func (r *Runner) finish(ctx context.Context, j *job, runID string, state exportr
 	// Counted before the final message goes out: a watcher that saw the
 	// run end and then reads /metrics finds it counted.
 	r.metrics.RunFinished(state.String(), trigger, p.Rows, p.Bytes, now.Sub(started))
+	// Its Send now slot too: a client that saw the run end may start another.
+	r.releaseManual(runID)
 	r.broker.publish(p)
 	attrs := []any{"run_id", runID, "state", state.String(), "trigger", trigger, "rows", p.Rows, "bytes", p.Bytes}
 	if j.sc != nil {

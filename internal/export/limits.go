@@ -2,14 +2,18 @@ package export
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+	"io"
+	"strings"
+	"sync"
 	"time"
 
 	"entgo.io/ent/dialect"
+	entsql "entgo.io/ent/dialect/sql"
 
 	"github.com/auditexport/auditexport/ent"
 	"github.com/auditexport/auditexport/ent/exportrun"
-	"github.com/auditexport/auditexport/internal/tenant"
 )
 
 // manualRunLockKey is the PostgreSQL advisory lock that serialises the
@@ -30,57 +34,158 @@ func (e *ManualRunLimitError) Error() string {
 	return fmt.Sprintf("%d Send now runs are already queued or running in this %s; wait for one to finish", e.Limit, e.Scope)
 }
 
-// createRun inserts the run row. Send now runs are counted first, in the
-// database, so the limits hold across replicas: on PostgreSQL the count and
-// the insert run in one transaction under an advisory lock; SQLite has a
-// single server process, where manualMu alone serialises them.
-func (r *Runner) createRun(ctx context.Context, scheduleID, trigger, requestedBy string) (*ent.ExportRun, error) {
+// createRun inserts the run row. A Send now is first counted against the
+// organization's limit in the database, so it holds across replicas: on
+// PostgreSQL the count and the insert run in one transaction under an
+// advisory lock; SQLite has a single server process, where manualMu alone
+// serialises them. (The per-process limit is counted in memory: see
+// reserveManual.)
+//
+// On PostgreSQL the transaction is driven on one connection of the pool
+// so that BEGIN and the lock travel in one round trip (a statement without
+// arguments goes out in PostgreSQL's simple protocol, which takes several):
+// a Send now's first progress message waits for these round trips, and
+// under load each costs milliseconds (docs/BENCHMARKS.md, progress).
+//
+// A Send now takes one of this process's slots (reserveManual) after the
+// organization's count admitted it, so a refusal names the organization's
+// limit first, as before; release gives the slot back (nil: no slot, for
+// other runs or with no per-process limit). Start files it under the run
+// (holdManual).
+func (r *Runner) createRun(ctx context.Context, scheduleID, trigger, requestedBy string) (run *ent.ExportRun, release func(), err error) {
 	create := func(c *ent.Client) (*ent.ExportRun, error) {
 		return c.ExportRun.Create().SetScheduleID(scheduleID).SetTrigger(exportrun.Trigger(trigger)).
 			SetRequestedBy(requestedBy).SetRunner(r.cfg.RunnerID).Save(ctx)
 	}
-	perOrg, perServer := r.cfg.MaxManualRunsPerOrg, r.cfg.MaxManualRuns
-	if trigger != exportrun.TriggerSEND_NOW.String() || (perOrg <= 0 && perServer <= 0) {
-		return create(r.d.Client)
+	if trigger != exportrun.TriggerSEND_NOW.String() {
+		run, err = create(r.d.Client)
+		return run, nil, err
 	}
-	r.manualMu.Lock()
-	defer r.manualMu.Unlock()
-	client := r.d.Client
-	var tx *ent.Tx
-	if r.d.Dialect == dialect.Postgres {
+	perOrg := r.cfg.MaxManualRunsPerOrg
+	var slot func()
+	// admit counts the organization's Send now runs (ctx carries the org:
+	// scoped to it), then takes a slot of this process.
+	admit := func(c *ent.Client) error {
+		if perOrg > 0 {
+			n, err := c.ExportRun.Query().Where(exportrun.TriggerEQ(exportrun.TriggerSEND_NOW),
+				exportrun.StateIn(exportrun.StateQUEUED, exportrun.StateRUNNING)).Count(ctx)
+			if err != nil {
+				return err
+			}
+			if n >= perOrg {
+				return &ManualRunLimitError{Scope: "organization", Limit: perOrg}
+			}
+		}
 		var err error
-		if tx, err = r.d.Client.Tx(ctx); err != nil {
-			return nil, err
-		}
-		defer func() { _ = tx.Rollback() }()
-		if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", manualRunLockKey); err != nil {
-			return nil, fmt.Errorf("manual run lock: %w", err)
-		}
-		client = tx.Client()
+		slot, err = r.reserveManual()
+		return err
 	}
-	active := client.ExportRun.Query().Where(exportrun.TriggerEQ(exportrun.TriggerSEND_NOW),
-		exportrun.StateIn(exportrun.StateQUEUED, exportrun.StateRUNNING))
-	if perOrg > 0 {
-		n, err := active.Clone().Count(ctx) // ctx carries the org: scoped to it
-		if err != nil {
-			return nil, err
+	defer func() {
+		if err != nil && slot != nil {
+			slot()
 		}
-		if n >= perOrg {
-			return nil, &ManualRunLimitError{Scope: "organization", Limit: perOrg}
-		}
+	}()
+	if perOrg > 0 && r.d.Dialect != dialect.Postgres {
+		r.manualMu.Lock()
+		defer r.manualMu.Unlock()
 	}
-	if perServer > 0 {
-		n, err := active.Clone().Where(exportrun.Runner(r.cfg.RunnerID)).Count(tenant.System(tenant.WithOrg(ctx, "")))
-		if err != nil {
-			return nil, err
+	if perOrg <= 0 || r.d.Dialect != dialect.Postgres {
+		if err := admit(r.d.Client); err != nil {
+			return nil, nil, err
 		}
-		if n >= perServer {
-			return nil, &ManualRunLimitError{Scope: "server", Limit: perServer}
+		if run, err = create(r.d.Client); err != nil {
+			return nil, nil, err
 		}
+		return run, slot, nil
 	}
-	run, err := create(client)
-	if err != nil || tx == nil {
-		return run, err
+	conn, err := r.d.SQL.Conn(ctx)
+	if err != nil {
+		return nil, nil, err
 	}
-	return run, tx.Commit()
+	defer conn.Close()
+	done := false
+	defer func() {
+		if !done {
+			_ = endManualTx(ctx, conn, "ROLLBACK")
+		}
+	}()
+	if _, err := conn.ExecContext(ctx, fmt.Sprintf("BEGIN; SELECT pg_advisory_xact_lock(%d)", manualRunLockKey)); err != nil {
+		return nil, nil, fmt.Errorf("manual run lock: %w", err)
+	}
+	c := ent.NewClient(ent.Driver(entsql.NewDriver(dialect.Postgres, entsql.Conn{ExecQuerier: conn})))
+	if err := admit(c); err != nil {
+		return nil, nil, err
+	}
+	if run, err = create(c); err != nil {
+		return nil, nil, err
+	}
+	done = true
+	if err = endManualTx(ctx, conn, "COMMIT"); err != nil {
+		return nil, nil, err
+	}
+	return run, slot, nil
+}
+
+// endManualTx ends createRun's transaction with COMMIT or ROLLBACK. If that
+// fails the connection's state is unknown (a transaction may still be
+// open), so it is closed: the pool then drops it instead of handing it out.
+func endManualTx(ctx context.Context, conn *sql.Conn, stmt string) error {
+	_, err := conn.ExecContext(context.WithoutCancel(ctx), stmt)
+	if err != nil {
+		_ = conn.Raw(func(dc any) error {
+			if c, ok := dc.(io.Closer); ok {
+				return c.Close()
+			}
+			return nil
+		})
+		return fmt.Errorf("%s: %w", strings.ToLower(stmt), err)
+	}
+	return nil
+}
+
+// reserveManual takes one of this process's Send now slots
+// (--max-manual-runs) for a run about to be created (see createRun); nil
+// without a limit. release gives it back
+// (idempotent); once the run exists, holdManual files release under the
+// run's id and finish calls it before the run's final message goes out, so
+// a client that saw its run end may start the next at once. The slots are
+// counted in memory: they are this process's own runs, and counting them in
+// the database cost a round trip on every Send now.
+func (r *Runner) reserveManual() (release func(), err error) {
+	limit := r.cfg.MaxManualRuns
+	if limit <= 0 {
+		return nil, nil
+	}
+	r.slotMu.Lock()
+	defer r.slotMu.Unlock()
+	if r.manualActive >= limit {
+		return nil, &ManualRunLimitError{Scope: "server", Limit: limit}
+	}
+	r.manualActive++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			r.slotMu.Lock()
+			r.manualActive--
+			r.slotMu.Unlock()
+		})
+	}, nil
+}
+
+// holdManual files a reserved slot's release under its run.
+func (r *Runner) holdManual(runID string, release func()) {
+	r.slotMu.Lock()
+	defer r.slotMu.Unlock()
+	r.manualRuns[runID] = release
+}
+
+// releaseManual gives back the slot of runID, if it holds one.
+func (r *Runner) releaseManual(runID string) {
+	r.slotMu.Lock()
+	release := r.manualRuns[runID]
+	delete(r.manualRuns, runID)
+	r.slotMu.Unlock()
+	if release != nil {
+		release()
+	}
 }

@@ -116,9 +116,15 @@ type Runner struct {
 	mu       sync.Mutex
 	cancels  map[string]context.CancelCauseFunc
 	draining bool
-	// manualMu serialises the count-then-insert of Send now runs.
+	// manualMu serialises the count-then-insert of Send now runs on
+	// SQLite (see createRun).
 	manualMu sync.Mutex
-	metrics  *metrics.Metrics
+	// slotMu guards the process's Send now slots: manualActive taken,
+	// manualRuns their releases by run (see reserveManual).
+	slotMu       sync.Mutex
+	manualActive int
+	manualRuns   map[string]func()
+	metrics      *metrics.Metrics
 	// signing signs each export's manifest (nil: no manifests).
 	signing *signing.Keys
 
@@ -151,7 +157,7 @@ func NewRunner(d *db.DB, keys *secrets.Keyring, mail *notify.Mailer, rec *auditl
 	}
 	base, stop := context.WithCancel(context.Background())
 	r := &Runner{d: d, keys: keys, notifier: notify.NewNotifier(d.Client, mail, cfg.NotifyAllowedDomains, log), rec: rec, log: log, cfg: cfg, broker: newBroker(),
-		now: time.Now, base: base, stop: stop, cancels: map[string]context.CancelCauseFunc{}}
+		now: time.Now, base: base, stop: stop, cancels: map[string]context.CancelCauseFunc{}, manualRuns: map[string]func(){}}
 	r.remote = newRemoteHub(r)
 	if keys != nil {
 		r.signing = signing.New(d.Client, keys)
@@ -206,13 +212,16 @@ func (r *Runner) Start(ctx context.Context, scheduleID, trigger, requestedBy str
 	if draining {
 		return nil, Progress{}, errShutdown
 	}
-	run, err := r.createRun(ctx, scheduleID, trigger, requestedBy)
+	run, release, err := r.createRun(ctx, scheduleID, trigger, requestedBy)
 	var limit *ManualRunLimitError
 	if errors.As(err, &limit) {
 		return nil, Progress{}, err
 	}
 	if err != nil {
 		return nil, Progress{}, fmt.Errorf("create run: %w", err)
+	}
+	if release != nil {
+		r.holdManual(run.ID, release)
 	}
 	org, _ := tenant.Org(ctx)
 	rctx, first, end, ok := r.begin(org, run.ID)
@@ -225,6 +234,7 @@ func (r *Runner) Start(ctx context.Context, scheduleID, trigger, requestedBy str
 	}
 	go func() {
 		defer end()
+		defer r.releaseManual(run.ID) // finish did, unless it never ran
 		r.execute(rctx, run.ID, run)
 	}()
 	return run, first, nil
