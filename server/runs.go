@@ -51,17 +51,13 @@ func runPB(r *ent.ExportRun) *pb.ExportRun {
 // stream forwards a run's progress to a client until the terminal report.
 // The first report goes out at once (the caller sends QUEUED before any
 // work starts), so clients see something within milliseconds.
-func stream(ctx context.Context, runs *export.Runner, runID string, first *export.Progress, send func(*pb.ExportProgress) error) error {
+func stream(ctx context.Context, runs *export.Runner, run *ent.ExportRun, first *export.Progress, send func(*pb.ExportProgress) error) error {
 	if first != nil {
 		if err := send(progressPB(*first)); err != nil {
 			return err
 		}
 	}
-	ch, err := runs.Watch(ctx, runID)
-	if err != nil {
-		return err
-	}
-	for p := range ch {
+	for p := range runs.Watch(ctx, run) {
 		if first != nil && p.Phase == first.Phase && p.Rows == first.Rows && !export.Terminal(p.Phase) {
 			first = nil
 			continue // the same QUEUED report again
@@ -96,7 +92,7 @@ func (s *ScheduleService) SendNow(req *pb.SendNowRequest, srv grpc.ServerStreami
 		return commandError(ctx, s.log, "start run", err)
 	}
 	auditMeta(ctx, "run_id", run.ID)
-	err = stream(ctx, s.runs, run.ID, &first, func(p *pb.ExportProgress) error {
+	err = stream(ctx, s.runs, run, &first, func(p *pb.ExportProgress) error {
 		return srv.Send(&pb.SendNowResponse{Progress: p})
 	})
 	if err != nil && ctx.Err() != nil {
@@ -131,7 +127,7 @@ func (s *ScheduleService) WatchExportRun(req *pb.WatchExportRunRequest, srv grpc
 	if err != nil {
 		return err
 	}
-	err = stream(ctx, s.runs, run.ID, nil, func(p *pb.ExportProgress) error {
+	err = stream(ctx, s.runs, run, nil, func(p *pb.ExportProgress) error {
 		return srv.Send(&pb.WatchExportRunResponse{Progress: p})
 	})
 	if err != nil && ctx.Err() != nil {

@@ -392,14 +392,14 @@ func (r *Runner) requeue(ctx context.Context, runID string, attempt int) {
 // ErrFinished is returned when canceling a run that already ended.
 var ErrFinished = errors.New("run already finished")
 
-// Watch streams a run's progress until its terminal report (then the
-// channel closes). A run executing in this process is followed live;
-// otherwise the database is polled, so any replica can watch any run.
-func (r *Runner) Watch(ctx context.Context, runID string) (<-chan Progress, error) {
-	run, err := r.d.Client.ExportRun.Get(ctx, runID)
-	if err != nil {
-		return nil, err
-	}
+// Watch streams the progress of run until its terminal report (then the
+// channel closes). run is the row as the caller read it — reading it, with
+// the caller's organization, is the caller's check that it may see the
+// run — and is where a watcher of a run executing elsewhere starts. A run
+// executing in this process is followed live; otherwise the database is
+// polled, so any replica can watch any run.
+func (r *Runner) Watch(ctx context.Context, run *ent.ExportRun) <-chan Progress {
+	runID := run.ID
 	out := make(chan Progress, 4)
 	if first, ch, ok := r.broker.subscribe(runID); ok {
 		go func() {
@@ -414,10 +414,10 @@ func (r *Runner) Watch(ctx context.Context, runID string) (<-chan Progress, erro
 				}
 			}
 		}()
-		return out, nil
+		return out
 	}
 	// Not executed here: followed through the shared remote hub (one query
-	// a tick for all such watchers), from the state just read.
+	// a tick for all such watchers), from the caller's row.
 	ch, cancel := r.remote.subscribe(runID, ProgressOf(run))
 	go func() {
 		defer close(out)
@@ -433,7 +433,7 @@ func (r *Runner) Watch(ctx context.Context, runID string) (<-chan Progress, erro
 			}
 		}
 	}()
-	return out, nil
+	return out
 }
 
 func sendP(ctx context.Context, out chan<- Progress, p Progress) bool {

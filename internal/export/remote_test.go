@@ -25,6 +25,8 @@ func TestRemoteWatchersShareOnePoll(t *testing.T) {
 		r := localRunner(t, d, dir)
 		defer r.Close(context.Background())
 
+		row, err := d.Client.ExportRun.Get(ctx, runID)
+		testenv.Must(t, err)
 		const watchers = 25
 		start := time.Now()
 		var wg sync.WaitGroup
@@ -35,8 +37,7 @@ func TestRemoteWatchersShareOnePoll(t *testing.T) {
 			if i == 0 {
 				wctx = early
 			}
-			ch, err := r.Watch(wctx, runID)
-			testenv.Must(t, err)
+			ch := r.Watch(wctx, row)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()

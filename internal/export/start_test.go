@@ -34,10 +34,7 @@ func TestStartBySchedule(t *testing.T) {
 		if first.RunID != run.ID || first.Phase != export.PhaseQueued {
 			t.Fatalf("first report %+v, want QUEUED of %s", first, run.ID)
 		}
-		ch, err := r.Watch(ctx, run.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
+		ch := r.Watch(ctx, run)
 		var last export.Progress
 		queuedReports := 0
 		timeout := time.After(time.Minute)
