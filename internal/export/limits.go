@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"io"
 	"strings"
 	"sync"
 	"time"
@@ -127,17 +126,12 @@ func (r *Runner) createRun(ctx context.Context, scheduleID, trigger, requestedBy
 }
 
 // endManualTx ends createRun's transaction with COMMIT or ROLLBACK. If that
-// fails the connection's state is unknown (a transaction may still be
-// open), so it is closed: the pool then drops it instead of handing it out.
+// fails the connection may still be inside the transaction (and hold the
+// lock); pgx's database/sql driver then refuses it when it goes back to the
+// pool (ResetSession checks the transaction status), so it is closed, not
+// handed out (TestEndManualTxDropsAFailedConnection).
 func endManualTx(ctx context.Context, conn *sql.Conn, stmt string) error {
-	_, err := conn.ExecContext(context.WithoutCancel(ctx), stmt)
-	if err != nil {
-		_ = conn.Raw(func(dc any) error {
-			if c, ok := dc.(io.Closer); ok {
-				return c.Close()
-			}
-			return nil
-		})
+	if _, err := conn.ExecContext(context.WithoutCancel(ctx), stmt); err != nil {
 		return fmt.Errorf("%s: %w", strings.ToLower(stmt), err)
 	}
 	return nil
