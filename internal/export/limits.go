@@ -3,6 +3,8 @@ package export
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -41,10 +43,11 @@ func (e *ManualRunLimitError) Error() string {
 // reserveManual.)
 //
 // On PostgreSQL the transaction is driven on one connection of the pool
-// so that BEGIN and the lock travel in one round trip (a statement without
-// arguments goes out in PostgreSQL's simple protocol, which takes several):
-// a Send now's first progress message waits for these round trips, and
-// under load each costs milliseconds (docs/BENCHMARKS.md, progress).
+// (one per process at a time, under manualMu) so that BEGIN and the lock
+// travel in one round trip (a statement without arguments goes out in
+// PostgreSQL's simple protocol, which takes several): a Send now's first
+// progress message waits for these round trips, and under load each costs
+// milliseconds (docs/BENCHMARKS.md, progress).
 //
 // A Send now takes one of this process's slots (reserveManual) after the
 // organization's count admitted it, so a refusal names the organization's
@@ -84,7 +87,9 @@ func (r *Runner) createRun(ctx context.Context, scheduleID, trigger, requestedBy
 			slot()
 		}
 	}()
-	if perOrg > 0 && r.d.Dialect != dialect.Postgres {
+	if perOrg > 0 {
+		// On PostgreSQL too: one connection of this process at a time
+		// waits for the advisory lock, not a pool's worth of them.
 		r.manualMu.Lock()
 		defer r.manualMu.Unlock()
 	}
@@ -97,7 +102,7 @@ func (r *Runner) createRun(ctx context.Context, scheduleID, trigger, requestedBy
 		}
 		return run, slot, nil
 	}
-	conn, err := r.d.SQL.Conn(ctx)
+	conn, err := beginManualTx(ctx, r.d.SQL)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -108,9 +113,6 @@ func (r *Runner) createRun(ctx context.Context, scheduleID, trigger, requestedBy
 			_ = endManualTx(ctx, conn, "ROLLBACK")
 		}
 	}()
-	if _, err := conn.ExecContext(ctx, fmt.Sprintf("BEGIN; SELECT pg_advisory_xact_lock(%d)", manualRunLockKey)); err != nil {
-		return nil, nil, fmt.Errorf("manual run lock: %w", err)
-	}
 	c := ent.NewClient(ent.Driver(entsql.NewDriver(dialect.Postgres, entsql.Conn{ExecQuerier: conn})))
 	if err := admit(c); err != nil {
 		return nil, nil, err
@@ -125,13 +127,52 @@ func (r *Runner) createRun(ctx context.Context, scheduleID, trigger, requestedBy
 	return run, slot, nil
 }
 
+// manualTxBegin opens createRun's transaction and takes the lock in one
+// round trip. READ COMMITTED is explicit: the COUNT after it must take its
+// snapshot after the lock was granted, which a server-wide default of
+// REPEATABLE READ would not (its snapshot would be the lock statement's).
+var manualTxBegin = fmt.Sprintf("BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(%d)", manualRunLockKey)
+
+// manualTxEndTimeout bounds COMMIT and ROLLBACK, which run even after the
+// caller went away: a connection that stopped answering must not hold the
+// lock for every replica until TCP gives up.
+const manualTxEndTimeout = 15 * time.Second
+
+// beginManualTx takes a connection of the pool and begins createRun's
+// transaction on it. A pooled connection found dead before the statement
+// was sent (pgx then reports driver.ErrBadConn, and database/sql drops it)
+// is replaced, as database/sql does for statements on the pool.
+func beginManualTx(ctx context.Context, pool *sql.DB) (*sql.Conn, error) {
+	for attempt := 1; ; attempt++ {
+		conn, err := pool.Conn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if _, err = conn.ExecContext(ctx, manualTxBegin); err == nil {
+			return conn, nil
+		}
+		if !errors.Is(err, driver.ErrBadConn) || attempt == 3 {
+			_ = endManualTx(ctx, conn, "ROLLBACK")
+			_ = conn.Close()
+			return nil, fmt.Errorf("manual run lock: %w", err)
+		}
+		_ = conn.Close()
+	}
+}
+
 // endManualTx ends createRun's transaction with COMMIT or ROLLBACK. If that
-// fails the connection may still be inside the transaction (and hold the
-// lock); pgx's database/sql driver then refuses it when it goes back to the
-// pool (ResetSession checks the transaction status), so it is closed, not
-// handed out (TestEndManualTxDropsAFailedConnection).
+// fails, the connection's state is unknown (still inside the transaction?),
+// so it is closed at once — driver.ErrBadConn from Raw makes database/sql
+// close it — rather than left to the pool's check on its next checkout
+// (pgx's ResetSession refuses a connection inside a transaction); either way
+// it is never handed out again (TestEndManualTxDropsAFailedConnection).
+// (PostgreSQL itself releases a transaction's locks when a statement in it
+// fails, before the ROLLBACK.)
 func endManualTx(ctx context.Context, conn *sql.Conn, stmt string) error {
-	if _, err := conn.ExecContext(context.WithoutCancel(ctx), stmt); err != nil {
+	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), manualTxEndTimeout)
+	defer cancel()
+	if _, err := conn.ExecContext(ectx, stmt); err != nil {
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
 		return fmt.Errorf("%s: %w", strings.ToLower(stmt), err)
 	}
 	return nil

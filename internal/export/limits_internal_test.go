@@ -8,8 +8,8 @@ import (
 )
 
 // TestEndManualTxDropsAFailedConnection: when createRun's COMMIT or
-// ROLLBACK fails, its connection (maybe still inside the transaction, and
-// holding the advisory lock) must not go back to the pool.
+// ROLLBACK fails, its connection (maybe still inside the transaction) is
+// never handed out again, and one that ended cleanly stays in the pool.
 func TestEndManualTxDropsAFailedConnection(t *testing.T) {
 	d := testenv.PostgresDB(t)
 	d.SQL.SetMaxOpenConns(1)

@@ -116,8 +116,8 @@ type Runner struct {
 	mu       sync.Mutex
 	cancels  map[string]context.CancelCauseFunc
 	draining bool
-	// manualMu serialises the count-then-insert of Send now runs on
-	// SQLite (see createRun).
+	// manualMu serialises this process's count-then-insert of Send now
+	// runs (see createRun).
 	manualMu sync.Mutex
 	// slotMu guards the process's Send now slots: manualActive taken,
 	// manualRuns their releases by run (see reserveManual).
