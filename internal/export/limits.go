@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"entgo.io/ent/dialect"
@@ -51,20 +50,20 @@ func (e *ManualRunLimitError) Error() string {
 //
 // A Send now takes one of this process's slots (reserveManual) after the
 // organization's count admitted it, so a refusal names the organization's
-// limit first, as before; release gives the slot back (nil: no slot, for
-// other runs or with no per-process limit). Start files it under the run
-// (holdManual).
-func (r *Runner) createRun(ctx context.Context, scheduleID, trigger, requestedBy string) (run *ent.ExportRun, release func(), err error) {
+// limit first, as before; slot says whether the run took one (not for
+// other runs, nor without a per-process limit). Start files it under the
+// run (holdManual).
+func (r *Runner) createRun(ctx context.Context, scheduleID, trigger, requestedBy string) (run *ent.ExportRun, slot bool, err error) {
 	create := func(c *ent.Client) (*ent.ExportRun, error) {
 		return c.ExportRun.Create().SetScheduleID(scheduleID).SetTrigger(exportrun.Trigger(trigger)).
 			SetRequestedBy(requestedBy).SetRunner(r.cfg.RunnerID).Save(ctx)
 	}
 	if trigger != exportrun.TriggerSEND_NOW.String() {
 		run, err = create(r.d.Client)
-		return run, nil, err
+		return run, false, err
 	}
 	perOrg := r.cfg.MaxManualRunsPerOrg
-	var slot func()
+	reserved := false // not the named result: a failing return clears that before the defer reads it
 	// admit counts the organization's Send now runs (ctx carries the org:
 	// scoped to it), then takes a slot of this process.
 	admit := func(c *ent.Client) error {
@@ -79,12 +78,12 @@ func (r *Runner) createRun(ctx context.Context, scheduleID, trigger, requestedBy
 			}
 		}
 		var err error
-		slot, err = r.reserveManual()
+		reserved, err = r.reserveManual()
 		return err
 	}
 	defer func() {
-		if err != nil && slot != nil {
-			slot()
+		if err != nil && reserved {
+			r.unreserveManual()
 		}
 	}()
 	if perOrg > 0 {
@@ -95,16 +94,16 @@ func (r *Runner) createRun(ctx context.Context, scheduleID, trigger, requestedBy
 	}
 	if perOrg <= 0 || r.d.Dialect != dialect.Postgres {
 		if err := admit(r.d.Client); err != nil {
-			return nil, nil, err
+			return nil, false, err
 		}
 		if run, err = create(r.d.Client); err != nil {
-			return nil, nil, err
+			return nil, false, err
 		}
-		return run, slot, nil
+		return run, reserved, nil
 	}
 	conn, err := beginManualTx(ctx, r.d.SQL)
 	if err != nil {
-		return nil, nil, err
+		return nil, false, err
 	}
 	defer conn.Close()
 	done := false
@@ -115,16 +114,16 @@ func (r *Runner) createRun(ctx context.Context, scheduleID, trigger, requestedBy
 	}()
 	c := ent.NewClient(ent.Driver(entsql.NewDriver(dialect.Postgres, entsql.Conn{ExecQuerier: conn})))
 	if err := admit(c); err != nil {
-		return nil, nil, err
+		return nil, false, err
 	}
 	if run, err = create(c); err != nil {
-		return nil, nil, err
+		return nil, false, err
 	}
 	done = true
 	if err = endManualTx(ctx, conn, "COMMIT"); err != nil {
-		return nil, nil, err
+		return nil, false, err
 	}
-	return run, slot, nil
+	return run, reserved, nil
 }
 
 // manualTxBegin opens createRun's transaction and takes the lock in one
@@ -179,48 +178,47 @@ func endManualTx(ctx context.Context, conn *sql.Conn, stmt string) error {
 }
 
 // reserveManual takes one of this process's Send now slots
-// (--max-manual-runs) for a run about to be created (see createRun); nil
-// without a limit. release gives it back
-// (idempotent); once the run exists, holdManual files release under the
-// run's id and finish calls it before the run's final message goes out, so
-// a client that saw its run end may start the next at once. The slots are
-// counted in memory: they are this process's own runs, and counting them in
-// the database cost a round trip on every Send now.
-func (r *Runner) reserveManual() (release func(), err error) {
+// (--max-manual-runs) for a run about to be created (see createRun); it
+// reports whether it took one (false: no limit). unreserveManual gives an
+// unused one back; once the run exists, holdManual files the slot under
+// its id and releaseManual gives it back — finish calls it before the
+// run's final message goes out, so a client that saw its run end may start
+// the next at once. The slots are counted in memory: they are this
+// process's own runs, and counting them in the database cost a round trip
+// on every Send now.
+func (r *Runner) reserveManual() (bool, error) {
 	limit := r.cfg.MaxManualRuns
 	if limit <= 0 {
-		return nil, nil
+		return false, nil
 	}
 	r.slotMu.Lock()
 	defer r.slotMu.Unlock()
 	if r.manualActive >= limit {
-		return nil, &ManualRunLimitError{Scope: "server", Limit: limit}
+		return false, &ManualRunLimitError{Scope: "server", Limit: limit}
 	}
 	r.manualActive++
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			r.slotMu.Lock()
-			r.manualActive--
-			r.slotMu.Unlock()
-		})
-	}, nil
+	return true, nil
 }
 
-// holdManual files a reserved slot's release under its run.
-func (r *Runner) holdManual(runID string, release func()) {
+func (r *Runner) unreserveManual() {
 	r.slotMu.Lock()
 	defer r.slotMu.Unlock()
-	r.manualRuns[runID] = release
+	r.manualActive--
 }
 
-// releaseManual gives back the slot of runID, if it holds one.
+// holdManual files a reserved slot under its run.
+func (r *Runner) holdManual(runID string) {
+	r.slotMu.Lock()
+	defer r.slotMu.Unlock()
+	r.manualRuns[runID] = struct{}{}
+}
+
+// releaseManual gives back the slot of runID, if it holds one (once).
 func (r *Runner) releaseManual(runID string) {
 	r.slotMu.Lock()
-	release := r.manualRuns[runID]
-	delete(r.manualRuns, runID)
-	r.slotMu.Unlock()
-	if release != nil {
-		release()
+	defer r.slotMu.Unlock()
+	if _, ok := r.manualRuns[runID]; ok {
+		delete(r.manualRuns, runID)
+		r.manualActive--
 	}
 }

@@ -120,10 +120,10 @@ type Runner struct {
 	// runs (see createRun).
 	manualMu sync.Mutex
 	// slotMu guards the process's Send now slots: manualActive taken,
-	// manualRuns their releases by run (see reserveManual).
+	// manualRuns the runs holding one (see reserveManual).
 	slotMu       sync.Mutex
 	manualActive int
-	manualRuns   map[string]func()
+	manualRuns   map[string]struct{}
 	metrics      *metrics.Metrics
 	// signing signs each export's manifest (nil: no manifests).
 	signing *signing.Keys
@@ -157,7 +157,7 @@ func NewRunner(d *db.DB, keys *secrets.Keyring, mail *notify.Mailer, rec *auditl
 	}
 	base, stop := context.WithCancel(context.Background())
 	r := &Runner{d: d, keys: keys, notifier: notify.NewNotifier(d.Client, mail, cfg.NotifyAllowedDomains, log), rec: rec, log: log, cfg: cfg, broker: newBroker(),
-		now: time.Now, base: base, stop: stop, cancels: map[string]context.CancelCauseFunc{}, manualRuns: map[string]func(){}}
+		now: time.Now, base: base, stop: stop, cancels: map[string]context.CancelCauseFunc{}, manualRuns: map[string]struct{}{}}
 	r.remote = newRemoteHub(r)
 	if keys != nil {
 		r.signing = signing.New(d.Client, keys)
@@ -212,7 +212,7 @@ func (r *Runner) Start(ctx context.Context, scheduleID, trigger, requestedBy str
 	if draining {
 		return nil, Progress{}, errShutdown
 	}
-	run, release, err := r.createRun(ctx, scheduleID, trigger, requestedBy)
+	run, slot, err := r.createRun(ctx, scheduleID, trigger, requestedBy)
 	var limit *ManualRunLimitError
 	if errors.As(err, &limit) {
 		return nil, Progress{}, err
@@ -220,8 +220,8 @@ func (r *Runner) Start(ctx context.Context, scheduleID, trigger, requestedBy str
 	if err != nil {
 		return nil, Progress{}, fmt.Errorf("create run: %w", err)
 	}
-	if release != nil {
-		r.holdManual(run.ID, release)
+	if slot {
+		r.holdManual(run.ID)
 	}
 	org, _ := tenant.Org(ctx)
 	rctx, first, end, ok := r.begin(org, run.ID)
