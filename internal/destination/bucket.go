@@ -18,6 +18,7 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
+	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
@@ -88,12 +89,13 @@ const MaxUploadConcurrency = 32
 const DefaultGCSChunkRetryDeadline = 32 * time.Second
 
 // UploadOptions completes wo (nil: fresh options) with what o sets for
-// writers: the parts in flight on S3 and Azure (unless wo sets them) and,
-// on GCS, the per-chunk retry deadline. Its chunks are retried
-// for that long whatever the client's retry policy says (3 tries a request
-// bounds everything else), so it decides how long an upload to an
-// unreachable GCS takes to fail before the run's own attempts.
-func UploadOptions(o OpenOptions, wo *blob.WriterOptions) *blob.WriterOptions {
+// writers into b: the parts in flight on S3 and Azure (unless wo sets them),
+// S3's part buffers (s3PartBuffers) and, on GCS, the per-chunk retry
+// deadline. Its chunks are retried for that long whatever the client's
+// retry policy says (3 tries a request bounds everything else), so it
+// decides how long an upload to an unreachable GCS takes to fail before
+// the run's own attempts.
+func UploadOptions(o OpenOptions, b *blob.Bucket, wo *blob.WriterOptions) *blob.WriterOptions {
 	if wo == nil {
 		wo = &blob.WriterOptions{}
 	}
@@ -102,6 +104,10 @@ func UploadOptions(o OpenOptions, wo *blob.WriterOptions) *blob.WriterOptions {
 		if wo.MaxConcurrency <= 0 {
 			wo.MaxConcurrency = DefaultUploadConcurrency
 		}
+	}
+	var client *s3.Client
+	if b != nil && b.As(&client) {
+		s3PartBuffers(client, wo)
 	}
 	if d := o.GCSChunkRetryDeadline; d > 0 {
 		thenBeforeWrite(wo, func(as func(any) bool) error {
@@ -114,6 +120,51 @@ func UploadOptions(o OpenOptions, wo *blob.WriterOptions) *blob.WriterOptions {
 	}
 	return wo
 }
+
+// s3PartBuffers makes an S3 upload read its first part straight into a
+// part buffer. The transfer manager (v0.4) reads up to its multipart
+// threshold (16 MiB, twice the part size) with io.ReadAll before it decides
+// between one PUT and a multipart upload, keeps that slice until the first
+// part is sent, and only then allocates its (concurrency + 1) part
+// buffers: about 20 MiB more live at the upload's start, doubled by the
+// GC's goal, plus ~30 MiB of garbage from ReadAll's growth, in every
+// running export (docs/BENCHMARKS.md). A threshold of one part size keeps
+// the first read to one part. Objects between one part and the old
+// threshold become multipart uploads of two parts instead of one PUT.
+//
+// gocloud's s3blob builds the transfer manager per writer and hands it to
+// BeforeWrite; its options are not exported, so the hook replaces it by
+// one built the same way (s3blob's: the part size and concurrency of wo,
+// the bucket's checksum setting, s3Checksums) with the threshold set.
+func s3PartBuffers(client *s3.Client, wo *blob.WriterOptions) {
+	part := int64(wo.BufferSize)
+	if part <= 0 {
+		part = s3DefaultPartSize
+	}
+	concurrency := wo.MaxConcurrency
+	thenBeforeWrite(wo, func(as func(any) bool) error {
+		var tm *transfermanager.Client
+		if !as(&tm) {
+			return nil
+		}
+		*tm = *transfermanager.New(client, func(to *transfermanager.Options) {
+			to.RequestChecksumCalculation = s3Checksums
+			to.PartSizeBytes = part
+			to.Concurrency = concurrency
+			to.MultipartUploadThreshold = part
+		})
+		return nil
+	})
+}
+
+// s3DefaultPartSize is the transfer manager's part size when the writer
+// sets none (s3blob leaves it to the SDK).
+const s3DefaultPartSize = 8 << 20
+
+// s3Checksums is the request checksum setting of every S3 bucket opened
+// here (s3blob.Options), which s3blob passes to its transfer manager:
+// the SDK's default, a CRC32 checksum on each part.
+const s3Checksums = aws.RequestChecksumCalculationWhenSupported
 
 // thenBeforeWrite makes o's BeforeWrite run f after what it already ran.
 func thenBeforeWrite(o *blob.WriterOptions, f func(as func(any) bool) error) {
@@ -254,7 +305,7 @@ func openS3(ctx context.Context, in Integration, base Location, o OpenOptions) (
 			so.UsePathStyle = true
 		}
 	})
-	return s3blob.OpenBucket(ctx, client, base.Bucket, nil)
+	return s3blob.OpenBucket(ctx, client, base.Bucket, &s3blob.Options{RequestChecksumCalculation: s3Checksums})
 }
 
 func openGCS(ctx context.Context, in Integration, base Location, o OpenOptions) (*blob.Bucket, error) {

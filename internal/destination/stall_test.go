@@ -96,14 +96,14 @@ func TestUploadOptionsGCSChunkRetryDeadline(t *testing.T) {
 		return false
 	}
 	called := false
-	wo := UploadOptions(OpenOptions{GCSChunkRetryDeadline: 3 * time.Second}, &blob.WriterOptions{BeforeWrite: func(func(any) bool) error {
+	wo := UploadOptions(OpenOptions{GCSChunkRetryDeadline: 3 * time.Second}, nil, &blob.WriterOptions{BeforeWrite: func(func(any) bool) error {
 		called = true
 		return nil
 	}})
 	if err := wo.BeforeWrite(as); err != nil || !called || w.ChunkRetryDeadline != 3*time.Second {
 		t.Errorf("BeforeWrite: err %v, caller's hook ran %v, ChunkRetryDeadline %s", err, called, w.ChunkRetryDeadline)
 	}
-	if wo := UploadOptions(OpenOptions{}, nil); wo == nil || wo.BeforeWrite != nil {
+	if wo := UploadOptions(OpenOptions{}, nil, nil); wo == nil || wo.BeforeWrite != nil {
 		t.Errorf("without a deadline: %+v", wo)
 	}
 }
@@ -115,7 +115,7 @@ func TestUploadOptionsConcurrency(t *testing.T) {
 	for _, c := range []struct {
 		set, callers, want int
 	}{{0, 0, DefaultUploadConcurrency}, {7, 0, 7}, {7, 3, 3}, {0, 1, 1}} {
-		wo := UploadOptions(OpenOptions{UploadConcurrency: c.set}, &blob.WriterOptions{MaxConcurrency: c.callers})
+		wo := UploadOptions(OpenOptions{UploadConcurrency: c.set}, nil, &blob.WriterOptions{MaxConcurrency: c.callers})
 		if wo.MaxConcurrency != c.want {
 			t.Errorf("--upload-concurrency %d, caller's %d: MaxConcurrency %d, want %d", c.set, c.callers, wo.MaxConcurrency, c.want)
 		}

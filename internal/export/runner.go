@@ -761,7 +761,7 @@ func (r *Runner) upload(ctx context.Context, j *job, bucket *blob.Bucket) (Stats
 	uploaded := make(chan error, 1)
 	go func() {
 		err := catch(func() error {
-			return bucket.Upload(wctx, j.key, pr, destination.UploadOptions(r.openOptions(), destination.Retain(
+			return bucket.Upload(wctx, j.key, pr, destination.UploadOptions(r.openOptions(), bucket, destination.Retain(
 				&blob.WriterOptions{ContentType: contentType(j.plan), BufferSize: 8 << 20, IfNotExist: true}, lockOf(j.integ), r.now())))
 		})
 		if err != nil {
