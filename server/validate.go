@@ -158,20 +158,25 @@ func enumNames(ed protoreflect.EnumDescriptor) string {
 	return strings.Join(names, ", ")
 }
 
-// WarmUp walks every message of the API once — marshal, unmarshal and
-// the enum check — so protobuf's lazily built reflection data and the
-// reflect caches under it are built by one goroutine at start, not by the
-// first concurrent requests of a fresh process (the race detector has
-// reported those first-use initialisations racing, killing a server
-// under GORACE=halt_on_error).
+// WarmUp walks every message the server can send or receive once —
+// marshal, unmarshal and the enum check — so protobuf's lazily built
+// reflection data and the reflect caches under it are built by one
+// goroutine at start, not by the first concurrent requests of a fresh
+// process (the race detector has reported those first-use initialisations
+// racing, killing a server under GORACE=halt_on_error).
+//
+// Those messages are warmMessages: the API's and what they contain (the
+// well-known types inside it: Struct/Value maps are where the races were),
+// not every message linked into the binary — the cloud SDKs register
+// hundreds of their own (envoy's xDS, Cloud Monitoring) that no request
+// carries; warming them kept ~10 MiB of reflection data live and mapped
+// much of the binary for nothing (docs/BENCHMARKS.md).
 func WarmUp() {
 	// ent stores element specs as JSON: encoding/json's per-type caches too.
 	var spec elemspec.Spec
 	b, _ := json.Marshal(spec)
 	_ = json.Unmarshal(b, &spec)
-	// Every registered message, not only the API's: the well-known types
-	// inside it (Struct, Value, Timestamp...) are where the maps are.
-	protoregistry.GlobalTypes.RangeMessages(func(mt protoreflect.MessageType) bool {
+	for _, mt := range warmMessages() {
 		m := mt.New()
 		populate(m, 3)
 		b, _ := proto.Marshal(m.Interface())
@@ -185,8 +190,49 @@ func WarmUp() {
 				_ = enumNames(e)
 			}
 		}
+	}
+}
+
+// warmPackages are the protobuf packages whose messages the server sends
+// or receives as such: the API, gRPC's health and reflection services,
+// error details, the well-known types (in google.protobuf.Any, a detail
+// can be any of them) and the gateway's google.api messages.
+var warmPackages = []string{"auditexport.", "grpc.health.", "grpc.reflection.", "google.rpc.", "google.protobuf.", "google.api."}
+
+// warmMessages returns the registered messages of warmPackages and every
+// message type their fields hold, transitively, each once.
+func warmMessages() []protoreflect.MessageType {
+	seen := map[protoreflect.FullName]bool{}
+	var out []protoreflect.MessageType
+	var visit func(md protoreflect.MessageDescriptor)
+	visit = func(md protoreflect.MessageDescriptor) {
+		if seen[md.FullName()] {
+			return
+		}
+		seen[md.FullName()] = true
+		if md.IsMapEntry() {
+			// A map's entry has no type of its own: its value's is warmed.
+		} else if mt, err := protoregistry.GlobalTypes.FindMessageByName(md.FullName()); err == nil {
+			out = append(out, mt)
+		}
+		fields := md.Fields()
+		for i := 0; i < fields.Len(); i++ {
+			if fm := fields.Get(i).Message(); fm != nil {
+				visit(fm)
+			}
+		}
+	}
+	protoregistry.GlobalTypes.RangeMessages(func(mt protoreflect.MessageType) bool {
+		name := string(mt.Descriptor().FullName())
+		for _, p := range warmPackages {
+			if strings.HasPrefix(name, p) {
+				visit(mt.Descriptor())
+				break
+			}
+		}
 		return true
 	})
+	return out
 }
 
 // populate sets every field of m (lists and maps with one entry, nested
