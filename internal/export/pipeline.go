@@ -145,6 +145,7 @@ func Write(ctx context.Context, d *db.DB, p Plan, dst io.Writer, c *Counters) (S
 		}
 		n += int64(b.Len())
 		c.Rows.Store(n)
+		exportGC.add(b.Len())
 		return nil
 	})
 	if err != nil {
