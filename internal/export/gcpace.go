@@ -17,18 +17,21 @@ import (
 //
 // exportGC starts a collection after every gcEveryRows rows encoded by the
 // process's exports together, at most one at a time and one per
-// gcMinInterval, on a goroutine of its own (nobody waits for it). A cycle
-// over the ~30–80 MiB an export keeps live costs milliseconds of CPU,
-// once per second or two of exporting. Measured (10M rows, export.Write in
-// one process, alternated, 2 runs each): the heap's peak 45–46 MiB instead
-// of 59–64 for Parquet and 46 instead of 59–67 for CSV+gzip, at the same
-// speed within noise (Parquet 32.2 / 30.7 s against 34.4 / 30.7 s,
-// CSV+gzip 28.2 / 26.7 s against 26.2 / 26.2 s).
+// gcMinInterval, on a goroutine of its own (nobody waits for it).
+//
+// Measured (docs/BENCHMARKS.md): every 2^20 rows and 1 s, a 10M-row
+// export's heap peaked at 45–46 MiB instead of 59–67 (Parquet, CSV+gzip;
+// export.Write in one process, alternated) at the same speed, but with 4
+// exports running at once a collection of all their heaps ran every second
+// and Send now's first message came later (PostgreSQL p50 38–46 ms
+// against 31–37, p99 188–269 against 139–212, 4 runs each). Every 2^22
+// rows and 5 s keeps that cost out of the way (p50 35–38 ms) and still
+// bounds a long export's garbage to what 4M rows make (~13 MiB).
 var exportGC = gcPacer{collect: runtime.GC}
 
 const (
-	gcEveryRows   = 1 << 20
-	gcMinInterval = time.Second
+	gcEveryRows   = 1 << 22
+	gcMinInterval = 5 * time.Second
 )
 
 type gcPacer struct {
