@@ -22,6 +22,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -249,6 +250,12 @@ func waitReady(p *process, timeout time.Duration, ready func(context.Context) er
 	for {
 		if p.exited() {
 			return fmt.Errorf("%w (%v)", errExited, p.err)
+		}
+		if p.out != nil && strings.Contains(p.out.String(), "address already in use") {
+			// Another process took the port between freePort and the
+			// server's bind. MinIO logs it and stays up without listening:
+			// a clash to retry on fresh ports, like a server that exits.
+			return fmt.Errorf("%w: its port was taken (address already in use)", errExited)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		last = ready(ctx)
